@@ -1,0 +1,21 @@
+import { mkdirSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync, rmSync } from 'node:fs';
+import { dirname, basename, join } from 'node:path';
+
+/** Write a file so that readers see either the old content or the complete new one, never a torn file. */
+export function writeFileAtomic(path: string, data: string | Uint8Array | readonly Uint8Array[]): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}`);
+  const fd = openSync(tmp, 'w');
+  try {
+    const parts = typeof data === 'string' || data instanceof Uint8Array ? [data] : data;
+    for (const part of parts) writeFileSync(fd, part);
+    // fsync so that a crash right after the rename cannot leave an empty file behind.
+    fsyncSync(fd);
+  } catch (e) {
+    closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+  closeSync(fd);
+  renameSync(tmp, path);
+}
