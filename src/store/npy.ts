@@ -53,7 +53,8 @@ export function decodeNpy(buf: Uint8Array): NpyArray {
   const shape = shapeStr.split(',').map((s) => s.trim()).filter(Boolean).map(Number);
   const n = shape.reduce((a, b) => a * b, 1);
   const off = start + headerLen;
-  const bytes = buf.slice(off, off + n * (descr === '|u1' ? 1 : descr === '<f2' ? 2 : 4));
+  // Copy (Buffer.slice would be a view into a shared pool) so the typed array starts at offset 0.
+  const bytes = Uint8Array.prototype.slice.call(buf, off, off + n * (descr === '|u1' ? 1 : descr === '<f2' ? 2 : 4));
   let data: NpyArray['data'];
   switch (descr) {
     case '<f4': data = new Float32Array(bytes.buffer, 0, n); break;

@@ -1,0 +1,49 @@
+import * as ort from 'onnxruntime-node';
+
+export interface RunnerOptions {
+  /** Intra-op threads for ONNX Runtime. */
+  threads: number;
+}
+
+/**
+ * Runs a converted conv base (input 'image' uint8 NHWC, output 'features' float [N, D]).
+ * Note: onnxruntime-node's run() executes on the JS thread, so callers queue image decodes
+ * (libuv thread pool) *before* calling run() to overlap the two.
+ */
+export class OrtFeatureRunner {
+  private constructor(
+    private readonly session: ort.InferenceSession,
+    readonly inputShape: readonly number[],
+    readonly featureDim: number,
+    readonly inputType: 'uint8' | 'float32',
+  ) {}
+
+  static async create(model: Uint8Array | string, inputShape: readonly number[], featureDim: number, opts: RunnerOptions, inputType: 'uint8' | 'float32' = 'uint8'): Promise<OrtFeatureRunner> {
+    const session = await ort.InferenceSession.create(model as Uint8Array, {
+      intraOpNumThreads: opts.threads,
+      interOpNumThreads: 1,
+      graphOptimizationLevel: 'all',
+      executionMode: 'sequential',
+      // Spinning threads would steal the core that JPEG decoding needs between batches.
+      extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
+    });
+    return new OrtFeatureRunner(session, inputShape, featureDim, inputType);
+  }
+
+  /** Run `n` images packed back to back in `batch`; returns n*D floats (a fresh copy). */
+  async run(batch: Uint8Array | Float32Array, n: number): Promise<Float32Array> {
+    const per = this.inputShape.reduce((a, b) => a * b, 1);
+    const data = batch.subarray(0, n * per);
+    const tensor = this.inputType === 'uint8'
+      ? new ort.Tensor('uint8', data as Uint8Array, [n, ...this.inputShape])
+      : new ort.Tensor('float32', data as Float32Array, [n, ...this.inputShape]);
+    const out = await this.session.run({ image: tensor });
+    const f = out.features!.data as Float32Array;
+    if (f.length !== n * this.featureDim) throw new Error(`runner: expected ${n * this.featureDim} features, got ${f.length}`);
+    return new Float32Array(f);
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}

@@ -1,0 +1,57 @@
+import { cpus } from 'node:os';
+// Decodes run on libuv's pool; size it before any async I/O creates it.
+process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, cpus().length * 2));
+import { runCommand } from '../util/cli.ts';
+import { intInRange, type CommandSpec } from '../util/args.ts';
+import { UserError } from '../util/errors.ts';
+import { consoleLogger } from '../util/log.ts';
+import { parseSplitFractions } from '../dataset/split.ts';
+import { extractFeatures } from '../pipeline/extract.ts';
+import { DEFAULT_MODEL } from '../backbone/registry.ts';
+import { DEFAULT_MAX_PIXELS } from '../images/decode.ts';
+import type { Pooling } from '../backbone/convert.ts';
+
+const spec: CommandSpec = {
+  name: 'extract',
+  summary: 'run the frozen conv base once over every image and cache the features (Arrow + .npy + manifest)',
+  usage: 'npm run extract -- [--data DIR] [--model NAME|DIR|URL] [--layer NAME] [--pool avg|max|none] [--out DIR]',
+  flags: {
+    data: { type: 'string', metavar: 'DIR', description: 'data root with class folders (or train/val/test folders); default data/images/, else the mirror\'s cats-vs-dogs' },
+    model: { type: 'string', metavar: 'MODEL', description: 'known name, model folder, model.json, or URL', default: DEFAULT_MODEL },
+    layer: { type: 'string', metavar: 'NAME', description: 'cut the base at this layer (see npm run layers); default: the last conv activation' },
+    pool: { type: 'string', metavar: 'MODE', description: 'pooling on the cut feature map: avg | max | none (flatten)', default: 'avg' },
+    out: { type: 'string', metavar: 'DIR', description: 'cache folder (default data/cache/<dataset>-<model>-<layer>-<pool>-<hash>)' },
+    split: { type: 'string', metavar: 'F,F,F', description: 'train,val,test fractions when the data has no split folders', default: '0.8,0.1,0.1' },
+    seed: { type: 'number', metavar: 'N', description: 'seed for the split', default: 42 },
+    batch: { type: 'number', metavar: 'N', description: 'images per inference batch', default: 32 },
+    workers: { type: 'number', metavar: 'N', description: 'images decoded concurrently', default: 4 },
+    threads: { type: 'number', metavar: 'N', description: 'ONNX Runtime threads', default: cpus().length },
+    'max-pixels': { type: 'number', metavar: 'N', description: 'skip images with more pixels (decompression bombs)', default: DEFAULT_MAX_PIXELS },
+    quiet: { type: 'boolean', description: 'no progress output' },
+  },
+};
+
+await runCommand(spec, async ({ flags }) => {
+  const pool = String(flags.pool);
+  if (!['avg', 'max', 'none'].includes(pool)) throw new UserError(`--pool must be avg, max or none, got '${pool}'`);
+  const log = consoleLogger(Boolean(flags.quiet));
+  const { cacheDir, manifest } = await extractFeatures({
+    data: flags.data as string | undefined,
+    out: flags.out as string | undefined,
+    model: String(flags.model),
+    layer: flags.layer as string | undefined,
+    pooling: pool as Pooling,
+    split: parseSplitFractions(String(flags.split)),
+    seed: intInRange('seed', flags.seed, 0, 2 ** 31 - 1),
+    batch: intInRange('batch', flags.batch, 1, 1024),
+    workers: intInRange('workers', flags.workers, 1, 64),
+    threads: intInRange('threads', flags.threads, 1, 256),
+    maxPixels: intInRange('max-pixels', flags['max-pixels'], 1, 2 ** 40),
+    quiet: Boolean(flags.quiet),
+    log,
+  });
+  const t = manifest.timings;
+  const counts = Object.entries(manifest.counts).map(([s, c]) => `${s} ${c!.total}`).join(', ');
+  process.stdout.write(`${cacheDir}\n`);
+  log.info(`cached ${counts} (D=${manifest.backbone.featureDim}); ${manifest.skipped.length} skipped; computed ${t.computed}, reused ${t.reused}; ${t.totalSeconds.toFixed(2)} s total${t.extractImagesPerSecond ? `, ${t.extractImagesPerSecond} img/s extraction` : ''}`);
+});

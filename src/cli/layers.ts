@@ -1,0 +1,32 @@
+import { runCommand } from '../util/cli.ts';
+import type { CommandSpec } from '../util/args.ts';
+import { consoleLogger } from '../util/log.ts';
+import { DEFAULT_MODEL } from '../backbone/registry.ts';
+import { describeLayers } from '../backbone/layers.ts';
+
+const spec: CommandSpec = {
+  name: 'layers',
+  summary: 'list the layers of a model with their output shapes, to choose where to cut (--layer)',
+  usage: 'npm run layers -- [--model NAME|DIR|URL] [--json]',
+  flags: {
+    model: { type: 'string', metavar: 'MODEL', description: 'known name, model folder, model.json, or URL', default: DEFAULT_MODEL },
+    json: { type: 'boolean', description: 'print JSON instead of a table' },
+  },
+};
+
+await runCommand(spec, async ({ flags }) => {
+  const info = await describeLayers(String(flags.model), consoleLogger());
+  if (flags.json) {
+    process.stdout.write(JSON.stringify(info, null, 2) + '\n');
+    return;
+  }
+  const w = Math.max(...info.layers.map((l) => l.name.length), 5);
+  const t = Math.max(...info.layers.map((l) => l.type.length), 4);
+  const lines = [`${info.model} (input ${info.inputShape.join('x')}); default cut: ${info.defaultLayer}`, '', `${'layer'.padEnd(w)}  ${'type'.padEnd(t)}  output (H x W x C)   features with --pool avg / none`];
+  for (const l of info.layers) {
+    const mark = l.name === info.defaultLayer ? '  <- default' : '';
+    lines.push(`${l.name.padEnd(w)}  ${l.type.padEnd(t)}  ${l.shape.join(' x ').padEnd(19)}  ${l.shape.length === 3 ? `${l.shape[2]} / ${l.shape[0]! * l.shape[1]! * l.shape[2]!}` : String(l.shape[0])}${mark}`);
+  }
+  lines.push('', 'Lower layers are more generic (better for data far from ImageNet); cut with: npm run extract -- --layer NAME');
+  process.stdout.write(lines.join('\n') + '\n');
+});

@@ -1,0 +1,92 @@
+import type { FitOptions, Head, HeadParams, LabelledSet, Matrix } from './types.ts';
+import { Standardizer } from './standardize.ts';
+import { argmaxRows, checkFitInputs, checkPredictInput, HEAD_FORMAT, HEAD_FORMAT_VERSION, writeHeadFile, type HeadFile } from './common.ts';
+
+/**
+ * Common skeleton: validation, standardisation (fitted on train only) and the JSON envelope.
+ * Subclasses implement fitImpl / probaImpl (and predictImpl when their decision rule is not the
+ * argmax of the probabilities) on standardised inputs, and getState / setState for persistence.
+ * Learned attributes carry a trailing underscore, as in scikit-learn.
+ */
+export abstract class BaseHead implements Head {
+  abstract readonly kind: string;
+  nClasses_?: number;
+  nFeatures_?: number;
+  std_?: Standardizer;
+
+  constructor(readonly params: HeadParams) {}
+
+  async fit(X: Matrix, y: Int32Array, opts: FitOptions): Promise<void> {
+    checkFitInputs(this.kind, X, y, opts);
+    const std = Standardizer.fit(X, this.params.standardize !== false);
+    const val: LabelledSet | undefined = opts.val ? { X: std.transform(opts.val.X), y: opts.val.y } : undefined;
+    await this.fitImpl(std.transform(X), y, { ...opts, val });
+    this.std_ = std;
+    this.nClasses_ = opts.nClasses;
+    this.nFeatures_ = X.cols;
+  }
+
+  async predict(X: Matrix): Promise<Int32Array> {
+    checkPredictInput(this.kind, X, this.nFeatures_);
+    return this.predictImpl(this.std_!.transform(X));
+  }
+
+  async predictProba(X: Matrix): Promise<Matrix> {
+    checkPredictInput(this.kind, X, this.nFeatures_);
+    return this.probaImpl(this.std_!.transform(X));
+  }
+
+  async save(path: string): Promise<void> {
+    writeHeadFile(path, this.envelope(await this.getState(path)));
+  }
+
+  protected envelope(state: unknown): HeadFile {
+    if (this.nFeatures_ === undefined) throw new Error(`${this.kind}: cannot save an unfitted head`);
+    return {
+      format: HEAD_FORMAT,
+      version: HEAD_FORMAT_VERSION,
+      kind: this.kind,
+      params: this.params,
+      nClasses: this.nClasses_!,
+      nFeatures: this.nFeatures_,
+      standardizer: this.std_!.toJSON(),
+      state,
+    };
+  }
+
+  /** Restore the envelope fields, then the head's own state. */
+  async restore(file: HeadFile, path: string): Promise<this> {
+    this.nClasses_ = file.nClasses;
+    this.nFeatures_ = file.nFeatures;
+    this.std_ = Standardizer.fromJSON(file.standardizer);
+    await this.setState(file.state, path);
+    return this;
+  }
+
+  protected async predictImpl(X: Matrix): Promise<Int32Array> {
+    return argmaxRows(await this.probaImpl(X));
+  }
+
+  protected abstract fitImpl(X: Matrix, y: Int32Array, opts: FitOptions): Promise<void>;
+  protected abstract probaImpl(X: Matrix): Promise<Matrix>;
+  protected abstract getState(path: string): Promise<unknown> | unknown;
+  protected abstract setState(state: unknown, path: string): Promise<void> | void;
+}
+
+/** Row-wise softmax in place over a rows×k Float64Array of scores; returns float32 probabilities. */
+export function softmaxRows(Z: Float64Array, rows: number, k: number): Matrix {
+  const out = new Float32Array(rows * k);
+  for (let i = 0; i < rows; i++) {
+    const o = i * k;
+    let mx = -Infinity;
+    for (let c = 0; c < k; c++) if (Z[o + c]! > mx) mx = Z[o + c]!;
+    let s = 0;
+    for (let c = 0; c < k; c++) {
+      const e = Math.exp(Z[o + c]! - mx);
+      Z[o + c] = e;
+      s += e;
+    }
+    for (let c = 0; c < k; c++) out[o + c] = Z[o + c]! / s;
+  }
+  return { data: out, rows, cols: k };
+}

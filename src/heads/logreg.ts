@@ -1,0 +1,139 @@
+import { lbfgs } from '../linalg/lbfgs.ts';
+import { matvec, matTvec } from '../linalg/matmul.ts';
+import { BaseHead, softmaxRows } from './base.ts';
+import { classWeights, decodeF32, encodeF32, resolveParams, type HeadDef, type ParamSpecs } from './common.ts';
+import type { FitOptions, HeadParams, Matrix } from './types.ts';
+
+/**
+ * Logistic regression with L2 penalty and an unpenalised bias, solved by L-BFGS.
+ * Objective as scikit-learn (lbfgs solver): Σ_i w_i·loss_i + ||W||² / (2C). Two classes use one
+ * weight vector (binary logistic, as sklearn does); more use the multinomial (softmax) loss.
+ */
+export const paramSpecs: ParamSpecs = {
+  C: { type: 'number', default: 1, min: 1e-12, description: 'inverse L2 regularisation strength (sklearn semantics)' },
+  maxIter: { type: 'int', default: 100, min: 1, description: 'L-BFGS iterations' },
+  tol: { type: 'number', default: 1e-4, min: 0, description: 'stop when max |gradient| <= tol' },
+  standardize: { type: 'boolean', default: true, description: 'standardise features (fitted on train)' },
+};
+
+interface State { nRows: number; W: string; b: string; iterations: number }
+
+export class LogRegHead extends BaseHead {
+  readonly kind = 'logreg';
+  /** nRows × d weights (nRows = 1 for binary, else nClasses), float32 so save/load is exact. */
+  W_?: Float32Array;
+  b_?: Float32Array;
+  iterations_ = 0;
+
+  protected async fitImpl(X: Matrix, y: Int32Array, opts: FitOptions): Promise<void> {
+    const { rows: n, cols: d, data } = X;
+    const K = opts.nClasses;
+    const R = K === 2 ? 1 : K;
+    const cw = classWeights(y, K, opts.classWeight);
+    const sw = new Float64Array(n);
+    for (let i = 0; i < n; i++) sw[i] = cw[y[i]!]!;
+    const alpha = 1 / (this.params.C as number);
+    const P = R * (d + 1); // parameter layout: [W row 0 (d), ..., W row R-1, b (R)]
+    const Z = new Float64Array(n * R);
+    const fg = (x: Float64Array, g: Float64Array): number => {
+      // Scores Z = X·Wᵀ + b.
+      for (let r = 0; r < R; r++) matvec(data, n, d, x, r * d, Z, R, r, x[R * d + r]!);
+      // Loss and residuals (written back into Z).
+      let loss = 0;
+      if (R === 1) {
+        for (let i = 0; i < n; i++) {
+          const z = Z[i]!;
+          const t = y[i] === 1 ? 1 : -1;
+          const m = t * z;
+          // log(1 + exp(-m)), stable
+          loss += sw[i]! * (m > 0 ? Math.log1p(Math.exp(-m)) : -m + Math.log1p(Math.exp(m)));
+          const p = 1 / (1 + Math.exp(-z));
+          Z[i] = sw[i]! * (p - (t === 1 ? 1 : 0));
+        }
+      } else {
+        for (let i = 0; i < n; i++) {
+          const o = i * R;
+          let mx = -Infinity;
+          for (let r = 0; r < R; r++) if (Z[o + r]! > mx) mx = Z[o + r]!;
+          let s = 0;
+          for (let r = 0; r < R; r++) s += Math.exp(Z[o + r]! - mx);
+          const lse = mx + Math.log(s);
+          loss += sw[i]! * (lse - Z[o + y[i]!]!);
+          for (let r = 0; r < R; r++) Z[o + r] = sw[i]! * (Math.exp(Z[o + r]! - lse) - (r === y[i] ? 1 : 0));
+        }
+      }
+      // Gradient: G_r = Σ_i resid_ir x_i + alpha W_r; bias gradient = Σ resid.
+      for (let r = 0; r < R; r++) {
+        matTvec(data, n, d, Z, R, r, g, r * d);
+        let gb = 0;
+        for (let i = 0; i < n; i++) gb += Z[i * R + r]!;
+        const wo = r * d;
+        let reg = 0;
+        for (let k = 0; k < d; k++) {
+          const w = x[wo + k]!;
+          reg += w * w;
+          g[wo + k]! += alpha * w;
+        }
+        loss += 0.5 * alpha * reg;
+        g[R * d + r] = gb;
+      }
+      return loss;
+    };
+    const res = lbfgs(fg, new Float64Array(P), {
+      maxIter: this.params.maxIter as number,
+      gtol: this.params.tol as number,
+    });
+    if (!res.converged) opts.log?.warn(`logreg: L-BFGS stopped after ${res.iterations} iterations without converging (raise maxIter)`);
+    this.W_ = Float32Array.from(res.x.subarray(0, R * d));
+    this.b_ = Float32Array.from(res.x.subarray(R * d));
+    this.iterations_ = res.iterations;
+    if (process.env.LR_DEBUG) console.error("lbfgs", res.iterations, res.evaluations, res.f);
+  }
+
+  /** Raw scores, rows × nRows. */
+  decisionFunction(X: Matrix): Float64Array {
+    const { rows: n, cols: d, data } = X;
+    const W = this.W_!;
+    const R = this.b_!.length;
+    const Z = new Float64Array(n * R);
+    for (let i = 0; i < n; i++) {
+      for (let r = 0; r < R; r++) {
+        let s = this.b_![r]!;
+        for (let k = 0; k < d; k++) s += data[i * d + k]! * W[r * d + k]!;
+        Z[i * R + r] = s;
+      }
+    }
+    return Z;
+  }
+
+  protected async probaImpl(X: Matrix): Promise<Matrix> {
+    const Z = this.decisionFunction(X);
+    const R = this.b_!.length;
+    if (R > 1) return softmaxRows(Z, X.rows, R);
+    const out = new Float32Array(X.rows * 2);
+    for (let i = 0; i < X.rows; i++) {
+      const p = 1 / (1 + Math.exp(-Z[i]!));
+      out[2 * i + 1] = p;
+      out[2 * i] = 1 - p;
+    }
+    return { data: out, rows: X.rows, cols: 2 };
+  }
+
+  protected getState(): State {
+    return { nRows: this.b_!.length, W: encodeF32(this.W_!), b: encodeF32(this.b_!), iterations: this.iterations_ };
+  }
+
+  protected setState(s: unknown): void {
+    const st = s as State;
+    this.W_ = decodeF32(st.W);
+    this.b_ = decodeF32(st.b);
+    this.iterations_ = st.iterations;
+  }
+}
+
+export const logregHead: HeadDef = {
+  kind: 'logreg',
+  paramSpecs,
+  create: (params: HeadParams) => new LogRegHead(params),
+  load: (file, path) => new LogRegHead(resolveParams('logreg', paramSpecs, file.params)).restore(file, path),
+};

@@ -1,0 +1,337 @@
+import { Rng } from '../linalg/random.ts';
+import { BaseHead } from './base.ts';
+import { classWeights, decodeF32, decodeI32, encodeF32, encodeI32, resolveParams, type HeadDef, type ParamSpecs } from './common.ts';
+import type { FitOptions, HeadParams, Matrix } from './types.ts';
+
+/**
+ * Random forest of gini trees, built for speed:
+ * - every feature is pre-binned once into ≤ maxBins quantile bins (Uint8Array, column-major), so a
+ *   split search is one histogram pass over the node's rows plus a scan over ≤ 256 bins;
+ * - √d candidate features are drawn per split (not per tree), bootstrap rows per tree;
+ * - class weights multiply the bootstrap counts (weighted gini); leaves hold class distributions
+ *   and predictProba averages them over trees.
+ * Trees are stored flat (one array per node attribute) so save/load and prediction are cheap.
+ */
+export const paramSpecs: ParamSpecs = {
+  nTrees: { type: 'int', default: 100, min: 1, description: 'number of trees' },
+  maxDepth: { type: 'int', default: 0, min: 0, description: 'maximum depth (0 = unlimited)' },
+  minSamplesLeaf: { type: 'int', default: 1, min: 1, description: 'minimum rows in a leaf' },
+  minSamplesSplit: { type: 'int', default: 2, min: 2, description: 'minimum rows to split a node' },
+  maxFeatures: { type: 'number', default: 'sqrt', min: 1e-9, choices: ['sqrt', 'log2', 'all'], description: 'features per split: sqrt | log2 | all | count (>=1) | fraction (<1)' },
+  maxBins: { type: 'int', default: 256, min: 2, max: 256, description: 'quantile bins per feature' },
+  bootstrap: { type: 'boolean', default: true, description: 'bootstrap rows per tree' },
+  standardize: { type: 'boolean', default: true, description: 'standardise features (no effect on trees; kept for uniformity)' },
+};
+
+interface State {
+  nTrees: number;
+  /** per feature: number of thresholds, then the thresholds, concatenated */
+  edgeCount: string;
+  edges: string;
+  feature: string;
+  threshold: string;
+  left: string;
+  right: string;
+  value: string;
+  roots: string;
+}
+
+/** Quantile bin edges per feature: x goes to bin b = #{edges ≤ ... } i.e. the first edge ≥ x. */
+function computeEdges(X: Matrix, maxBins: number): Float32Array[] {
+  const { rows: n, cols: d, data } = X;
+  const col = new Float32Array(n);
+  const edges: Float32Array[] = [];
+  for (let f = 0; f < d; f++) {
+    for (let i = 0; i < n; i++) col[i] = data[i * d + f]!;
+    col.sort();
+    const cuts: number[] = [];
+    let last = -Infinity;
+    for (let b = 1; b < maxBins; b++) {
+      const pos = Math.floor((b * n) / maxBins);
+      if (pos <= 0 || pos >= n) continue;
+      const lo = col[pos - 1]!, hi = col[pos]!;
+      if (hi <= lo) continue;
+      const mid = Math.fround((lo + hi) / 2);
+      // Edge = midpoint between adjacent distinct values; strictly increasing.
+      const e = mid >= hi ? lo : mid;
+      if (e > last) {
+        cuts.push(e);
+        last = e;
+      }
+    }
+    edges.push(Float32Array.from(cuts));
+  }
+  return edges;
+}
+
+/** Column-major bins: bins[f*n + i] = number of edges < x (so x ≤ edges[b] ⇔ bin ≤ b). */
+function binMatrix(X: Matrix, edges: Float32Array[]): Uint8Array {
+  const { rows: n, cols: d, data } = X;
+  const bins = new Uint8Array(n * d);
+  for (let f = 0; f < d; f++) {
+    const e = edges[f]!;
+    const ne = e.length;
+    for (let i = 0; i < n; i++) {
+      const v = data[i * d + f]!;
+      let lo = 0, hi = ne;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (e[mid]! < v) lo = mid + 1;
+        else hi = mid;
+      }
+      bins[f * n + i] = lo;
+    }
+  }
+  return bins;
+}
+
+class NodeStore {
+  feature: Int32Array;
+  threshold: Int32Array;
+  left: Int32Array;
+  right: Int32Array;
+  value: Float32Array;
+  size = 0;
+  constructor(private readonly K: number, cap = 1024) {
+    this.feature = new Int32Array(cap);
+    this.threshold = new Int32Array(cap);
+    this.left = new Int32Array(cap);
+    this.right = new Int32Array(cap);
+    this.value = new Float32Array(cap * K);
+  }
+  add(): number {
+    if (this.size === this.feature.length) {
+      const cap = this.size * 2;
+      const grow = <T extends Int32Array | Float32Array>(a: T, c: number): T => {
+        const b = new (a.constructor as new (n: number) => T)(c);
+        b.set(a);
+        return b;
+      };
+      this.feature = grow(this.feature, cap);
+      this.threshold = grow(this.threshold, cap);
+      this.left = grow(this.left, cap);
+      this.right = grow(this.right, cap);
+      this.value = grow(this.value, cap * this.K);
+    }
+    this.feature[this.size] = -1;
+    return this.size++;
+  }
+}
+
+export class RandomForestHead extends BaseHead {
+  readonly kind = 'rf';
+  edges_?: Float32Array[];
+  feature_?: Int32Array;
+  threshold_?: Int32Array;
+  left_?: Int32Array;
+  right_?: Int32Array;
+  value_?: Float32Array;
+  roots_?: Int32Array;
+
+  private featuresPerSplit(d: number): number {
+    const m = this.params.maxFeatures;
+    if (m === 'sqrt') return Math.max(1, Math.floor(Math.sqrt(d)));
+    if (m === 'log2') return Math.max(1, Math.floor(Math.log2(d)));
+    if (m === 'all') return d;
+    const v = m as number;
+    return Math.min(d, Math.max(1, v < 1 ? Math.floor(v * d) : Math.floor(v)));
+  }
+
+  protected async fitImpl(X: Matrix, y: Int32Array, opts: FitOptions): Promise<void> {
+    const { rows: n, cols: d } = X;
+    const K = opts.nClasses;
+    const p = this.params;
+    const edges = computeEdges(X, p.maxBins as number);
+    const bins = binMatrix(X, edges);
+    const nBins = edges.map((e) => e.length + 1);
+    const cw = classWeights(y, K, opts.classWeight);
+    const maxDepth = (p.maxDepth as number) > 0 ? (p.maxDepth as number) : Infinity;
+    const minLeaf = p.minSamplesLeaf as number;
+    const minSplit = Math.max(p.minSamplesSplit as number, 2 * minLeaf);
+    const mtry = this.featuresPerSplit(d);
+    const rng = new Rng(opts.seed ?? 0);
+    const store = new NodeStore(K, 4096);
+    const roots = new Int32Array(p.nTrees as number);
+
+    const idx = new Int32Array(n); // rows of the current tree, partitioned per node
+    const w = new Float64Array(n); // bootstrap count × class weight
+    const hist = new Float64Array(256 * K);
+    const hcnt = new Int32Array(256);
+    const tot = new Float64Array(K);
+    const leftW = new Float64Array(K);
+    const feats = new Int32Array(d);
+    for (let f = 0; f < d; f++) feats[f] = f;
+    // Explicit stack of nodes to expand: [node, start, end, depth].
+    const stack: number[] = [];
+
+    for (let t = 0; t < roots.length; t++) {
+      const trng = rng.fork();
+      w.fill(0);
+      let m = 0;
+      if (p.bootstrap) {
+        for (let s = 0; s < n; s++) w[trng.int(n)]!++;
+        for (let i = 0; i < n; i++) if (w[i]! > 0) { idx[m++] = i; w[i]! *= cw[y[i]!]!; }
+      } else {
+        for (let i = 0; i < n; i++) { idx[m++] = i; w[i] = cw[y[i]!]!; }
+      }
+      const root = store.add();
+      roots[t] = root;
+      stack.push(root, 0, m, 0);
+      while (stack.length > 0) {
+        const depth = stack.pop()!, end = stack.pop()!, start = stack.pop()!, node = stack.pop()!;
+        tot.fill(0);
+        let W = 0;
+        for (let s = start; s < end; s++) {
+          const i = idx[s]!;
+          tot[y[i]!]! += w[i]!;
+        }
+        let nonzero = 0;
+        for (let c = 0; c < K; c++) { W += tot[c]!; if (tot[c]! > 0) nonzero++; }
+        const vo = node * K;
+        for (let c = 0; c < K; c++) store.value[vo + c] = W > 0 ? tot[c]! / W : 1 / K;
+        const count = end - start;
+        if (nonzero <= 1 || depth >= maxDepth || count < minSplit) continue;
+
+        let parentSq = 0;
+        for (let c = 0; c < K; c++) parentSq += tot[c]! * tot[c]!;
+        const parentScore = parentSq / W;
+        let bestScore = parentScore + 1e-12 * W;
+        let bestF = -1, bestB = -1;
+        // Draw features without replacement per split (partial Fisher-Yates); keep drawing past
+        // constant features as scikit-learn does, until mtry usable ones were examined.
+        let examined = 0;
+        for (let q = 0; q < d && examined < mtry; q++) {
+          const r = q + trng.int(d - q);
+          const f = feats[r]!;
+          feats[r] = feats[q]!;
+          feats[q] = f;
+          const nb = nBins[f]!;
+          if (nb < 2) continue;
+          hist.fill(0, 0, nb * K);
+          hcnt.fill(0, 0, nb);
+          const bo = f * n;
+          for (let s = start; s < end; s++) {
+            const i = idx[s]!;
+            const b = bins[bo + i]!;
+            hist[b * K + y[i]!]! += w[i]!;
+            hcnt[b]!++;
+          }
+          examined++;
+          leftW.fill(0);
+          let WL = 0, nL = 0;
+          for (let b = 0; b < nb - 1; b++) {
+            const hc = hcnt[b]!;
+            if (hc === 0) continue;
+            nL += hc;
+            for (let c = 0; c < K; c++) { const h = hist[b * K + c]!; leftW[c]! += h; WL += h; }
+            if (nL < minLeaf) continue;
+            if (count - nL < minLeaf) break;
+            const WR = W - WL;
+            if (WL <= 0 || WR <= 0) continue;
+            let sl = 0, sr = 0;
+            for (let c = 0; c < K; c++) {
+              const l = leftW[c]!, r2 = tot[c]! - l;
+              sl += l * l;
+              sr += r2 * r2;
+            }
+            const score = sl / WL + sr / WR;
+            if (score > bestScore) { bestScore = score; bestF = f; bestB = b; }
+          }
+        }
+        if (bestF < 0) continue;
+        // Partition idx[start,end) so rows with bin ≤ bestB come first.
+        const bo = bestF * n;
+        let lo = start, hi = end - 1;
+        while (lo <= hi) {
+          if (bins[bo + idx[lo]!]! <= bestB) lo++;
+          else { const tmp = idx[lo]!; idx[lo] = idx[hi]!; idx[hi] = tmp; hi--; }
+        }
+        const l = store.add();
+        const r = store.add();
+        store.feature[node] = bestF;
+        store.threshold[node] = bestB;
+        store.left[node] = l;
+        store.right[node] = r;
+        stack.push(r, lo, end, depth + 1);
+        stack.push(l, start, lo, depth + 1);
+      }
+    }
+    const sz = store.size;
+    this.edges_ = edges;
+    this.feature_ = store.feature.slice(0, sz);
+    this.threshold_ = store.threshold.slice(0, sz);
+    this.left_ = store.left.slice(0, sz);
+    this.right_ = store.right.slice(0, sz);
+    this.value_ = store.value.slice(0, sz * K);
+    this.roots_ = roots;
+  }
+
+  protected async probaImpl(X: Matrix): Promise<Matrix> {
+    const { rows: n } = X;
+    const K = this.nClasses_!;
+    const bins = binMatrix(X, this.edges_!);
+    const out = new Float64Array(n * K);
+    const { feature_: feat, threshold_: thr, left_: L, right_: R, value_: V, roots_: roots } = this as Required<RandomForestHead>;
+    for (let t = 0; t < roots.length; t++) {
+      const root = roots[t]!;
+      for (let i = 0; i < n; i++) {
+        let node = root;
+        let f = feat[node]!;
+        while (f >= 0) {
+          node = bins[f * n + i]! <= thr[node]! ? L[node]! : R[node]!;
+          f = feat[node]!;
+        }
+        const vo = node * K, o = i * K;
+        for (let c = 0; c < K; c++) out[o + c]! += V[vo + c]!;
+      }
+    }
+    const P = new Float32Array(n * K);
+    for (let i = 0; i < n; i++) {
+      let s = 0;
+      for (let c = 0; c < K; c++) s += out[i * K + c]!;
+      for (let c = 0; c < K; c++) P[i * K + c] = out[i * K + c]! / s;
+    }
+    return { data: P, rows: n, cols: K };
+  }
+
+  protected getState(): State {
+    const counts = Int32Array.from(this.edges_!, (e) => e.length);
+    const all = new Float32Array(counts.reduce((a, b) => a + b, 0));
+    let o = 0;
+    for (const e of this.edges_!) { all.set(e, o); o += e.length; }
+    return {
+      nTrees: this.roots_!.length,
+      edgeCount: encodeI32(counts),
+      edges: encodeF32(all),
+      feature: encodeI32(this.feature_!),
+      threshold: encodeI32(this.threshold_!),
+      left: encodeI32(this.left_!),
+      right: encodeI32(this.right_!),
+      value: encodeF32(this.value_!),
+      roots: encodeI32(this.roots_!),
+    };
+  }
+
+  protected setState(s: unknown): void {
+    const st = s as State;
+    const counts = decodeI32(st.edgeCount);
+    const all = decodeF32(st.edges);
+    const edges: Float32Array[] = [];
+    let o = 0;
+    for (const c of counts) { edges.push(all.slice(o, o + c)); o += c; }
+    this.edges_ = edges;
+    this.feature_ = decodeI32(st.feature);
+    this.threshold_ = decodeI32(st.threshold);
+    this.left_ = decodeI32(st.left);
+    this.right_ = decodeI32(st.right);
+    this.value_ = decodeF32(st.value);
+    this.roots_ = decodeI32(st.roots);
+  }
+}
+
+export const rfHead: HeadDef = {
+  kind: 'rf',
+  paramSpecs,
+  create: (params: HeadParams) => new RandomForestHead(params),
+  load: (file, path) => new RandomForestHead(resolveParams('rf', paramSpecs, file.params)).restore(file, path),
+};

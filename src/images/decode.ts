@@ -1,0 +1,64 @@
+import sharp from 'sharp';
+import type { Preprocessing } from '../backbone/preprocess.ts';
+
+/** Why an image could not be used; recorded in the manifest's skipped list. */
+export class DecodeError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DecodeError';
+  }
+}
+
+export interface DecodeOptions {
+  /** Refuse images with more pixels than this (decompression bombs). */
+  maxPixels: number;
+}
+
+export const DEFAULT_MAX_PIXELS = 100_000_000;
+
+// One libvips thread per image: we run several images in flight instead, which keeps both
+// cores busy without oversubscribing while ONNX Runtime runs. Caching is pointless for a single pass.
+sharp.concurrency(1);
+sharp.cache(false);
+
+/**
+ * Decode any supported image (by content, not extension) to the model's input: 8-bit sRGB RGB,
+ * EXIF orientation applied, alpha dropped (as PIL's convert('RGB') does), resized per the
+ * preprocessing policy. Returns H*W*3 bytes, row-major HWC.
+ */
+export async function decodeForModel(input: Buffer | string, pre: Preprocessing, opts: DecodeOptions): Promise<Uint8Array> {
+  if (typeof input !== 'string' && input.length === 0) throw new DecodeError('empty file');
+  const [h, w] = pre.size;
+  try {
+    let img = sharp(input, { failOn: 'truncated', limitInputPixels: opts.maxPixels, sequentialRead: true, animated: false })
+      .rotate()
+      .toColourspace('srgb');
+    if (pre.resize === 'squash') {
+      img = img.resize(w, h, { fit: 'fill', kernel: pre.kernel });
+    } else {
+      const s = Math.round(Math.max(h, w) / (pre.cropPct ?? 0.875));
+      img = img.resize(s, s, { fit: 'cover', kernel: pre.kernel })
+        .extract({ left: Math.floor((s - w) / 2), top: Math.floor((s - h) / 2), width: w, height: h });
+    }
+    const { data, info } = await img.removeAlpha().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3 || info.width !== w || info.height !== h || data.length !== w * h * 3) {
+      throw new DecodeError(`unexpected decoded layout ${info.width}x${info.height}x${info.channels}`);
+    }
+    return new Uint8Array(data.buffer, data.byteOffset, data.length);
+  } catch (e) {
+    if (e instanceof DecodeError) throw e;
+    throw new DecodeError(describeSharpError(e));
+  }
+}
+
+function describeSharpError(e: unknown): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  if (/pixel limit/i.test(msg)) return 'image exceeds the pixel limit (possible decompression bomb)';
+  if (/unsupported image format/i.test(msg)) return 'not an image (unsupported format)';
+  if (/premature end|truncated|Corrupt|VipsJpeg|read error|pngload|gifload|webpload|tiffload/i.test(msg)) return `corrupt or truncated image (${firstLine(msg)})`;
+  return firstLine(msg);
+}
+
+function firstLine(s: string): string {
+  return s.split('\n')[0]!.trim().slice(0, 200);
+}

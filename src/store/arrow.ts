@@ -1,0 +1,76 @@
+import {
+  Field, FixedSizeList, Float32, Int32, RecordBatch, Schema, Struct, Table, Utf8, makeData, tableFromIPC, tableToIPC, vectorFromArray,
+} from 'apache-arrow';
+
+/** One cache row per image, in the cache's row order (split, then path). */
+export interface FeatureRows {
+  paths: string[];
+  labels: Int32Array;
+  splits: string[];
+  /** rows * dim floats, row-major. */
+  features: Float32Array;
+  dim: number;
+}
+
+/** Rows per Arrow record batch: bounds peak memory for large caches while keeping files compact. */
+const BATCH_ROWS = 8192;
+
+export function featureSchema(dim: number, metadata: Record<string, string>): Schema {
+  return new Schema([
+    new Field('path', new Utf8(), false),
+    new Field('label', new Int32(), false),
+    new Field('split', new Utf8(), false),
+    new Field('features', new FixedSizeList(dim, new Field('item', new Float32(), false)), false),
+  ], new Map(Object.entries(metadata)));
+}
+
+/** Encode rows as an Arrow IPC *file* (random access; opens in pyarrow/pandas/polars). */
+export function encodeFeatureArrow(rows: FeatureRows, metadata: Record<string, string>): Uint8Array {
+  const schema = featureSchema(rows.dim, metadata);
+  const n = rows.paths.length;
+  const batches: RecordBatch[] = [];
+  for (let start = 0; start < n || (n === 0 && batches.length === 0); start += BATCH_ROWS) {
+    const end = Math.min(n, start + BATCH_ROWS);
+    const len = end - start;
+    const path = vectorFromArray(rows.paths.slice(start, end), new Utf8()).data[0]!;
+    const split = vectorFromArray(rows.splits.slice(start, end), new Utf8()).data[0]!;
+    const label = makeData({ type: new Int32(), length: len, nullCount: 0, data: rows.labels.subarray(start, end) });
+    const itemType = (schema.fields[3]!.type as FixedSizeList).children[0]!.type as Float32;
+    const child = makeData({ type: itemType, length: len * rows.dim, nullCount: 0, data: rows.features.subarray(start * rows.dim, end * rows.dim) });
+    const features = makeData({ type: schema.fields[3]!.type as FixedSizeList, length: len, nullCount: 0, child });
+    const struct = makeData({ type: new Struct(schema.fields), length: len, nullCount: 0, children: [path, label, split, features] });
+    batches.push(new RecordBatch(schema, struct));
+    if (n === 0) break;
+  }
+  return tableToIPC(new Table(schema, batches), 'file');
+}
+
+/** Read a cache's Arrow file back into rows (JS side; tests also read it with an independent parser). */
+export function decodeFeatureArrow(bytes: Uint8Array): { rows: FeatureRows; metadata: Record<string, string> } {
+  const table = tableFromIPC(bytes);
+  const n = table.numRows;
+  const featType = table.schema.fields.find((f) => f.name === 'features')?.type as FixedSizeList | undefined;
+  if (!featType) throw new Error('arrow: no features column');
+  const dim = featType.listSize;
+  const features = new Float32Array(n * dim);
+  const labels = new Int32Array(n);
+  const paths: string[] = [];
+  const splits: string[] = [];
+  let row = 0;
+  for (const batch of table.batches) {
+    const p = batch.getChild('path')!;
+    const s = batch.getChild('split')!;
+    const l = batch.getChild('label')!;
+    const f = batch.getChild('features')!;
+    const child = f.data[0]!.children[0]!;
+    const values = child.values as Float32Array;
+    features.set(values.subarray(child.offset, child.offset + batch.numRows * dim), row * dim);
+    for (let i = 0; i < batch.numRows; i++) {
+      paths.push(String(p.get(i)));
+      splits.push(String(s.get(i)));
+      labels[row + i] = Number(l.get(i));
+    }
+    row += batch.numRows;
+  }
+  return { rows: { paths, labels, splits, features, dim }, metadata: Object.fromEntries(table.schema.metadata) };
+}

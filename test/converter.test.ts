@@ -1,0 +1,154 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseKerasGraph } from '../src/backbone/keras-graph.ts';
+import { convertKerasGraph, type Pooling } from '../src/backbone/convert.ts';
+import { encodeModel } from '../src/backbone/onnx-proto.ts';
+import { OrtFeatureRunner } from '../src/backbone/ort-runner.ts';
+import { readWeights, loadLayersModelFromDir, saveLayersModelToDir } from '../src/backbone/tfjs-model.ts';
+import { findBackbone } from '../src/backbone/registry.ts';
+import { decodeForModel } from '../src/images/decode.ts';
+import { catOrDog, loadImagenetLabels, topK } from '../src/backbone/imagenet.ts';
+import { initTf } from '../src/util/tf.ts';
+import { UserError } from '../src/util/errors.ts';
+import { SHARED_DATA, SHARED_MODEL, removeDir, tempDir } from './helpers.ts';
+
+const PRE = findBackbone('mobilenet_v1_0.75_224')!.preprocessing;
+
+function photos(): { path: string; kind: 'cat' | 'dog' }[] {
+  const out: { path: string; kind: 'cat' | 'dog' }[] = [];
+  for (const [cls, kind] of [['cats', 'cat'], ['dogs', 'dog']] as const) {
+    const dir = join(SHARED_DATA(), 'test', cls);
+    for (const f of readdirSync(dir).sort().slice(0, 4)) out.push({ path: join(dir, f), kind });
+  }
+  return out;
+}
+
+async function decodeAll(paths: string[]): Promise<Uint8Array> {
+  const per = 224 * 224 * 3;
+  const buf = new Uint8Array(paths.length * per);
+  for (let i = 0; i < paths.length; i++) buf.set(await decodeForModel(readFileSync(paths[i]!), PRE, { maxPixels: 1e8 }), i * per);
+  return buf;
+}
+
+async function ortFeatures(modelDir: string, layer: string, pooling: Pooling, pixels: Uint8Array, n: number, input: [number, number, number] = [224, 224, 3], pre = PRE) {
+  const graph = parseKerasGraph(JSON.parse(readFileSync(join(modelDir, 'model.json'), 'utf8')));
+  const conv = convertKerasGraph(graph, await readWeights(modelDir), { layer, pooling, preprocessing: pre });
+  const runner = await OrtFeatureRunner.create(encodeModel(conv.model), input, conv.featureDim, { threads: 2 });
+  try {
+    return { feats: await runner.run(pixels, n), dim: conv.featureDim };
+  } finally {
+    await runner.release();
+  }
+}
+
+/** max |a-b| relative to the feature scale (max |b|), the parity criterion. */
+function relMaxDiff(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let d = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) { d = Math.max(d, Math.abs(a[i]! - b[i]!)); scale = Math.max(scale, Math.abs(b[i]!)); }
+  return d / scale;
+}
+
+test('pretrained sanity through ONNX Runtime: cat/dog ImageNet classes in the top-5', async () => {
+  const ps = photos();
+  const { feats } = await ortFeatures(SHARED_MODEL(), 'reshape_2', 'none', await decodeAll(ps.map((p) => p.path)), ps.length);
+  const labels = await loadImagenetLabels(SHARED_MODEL());
+  let hits = 0;
+  ps.forEach((p, i) => {
+    const probs = feats.subarray(i * 1000, (i + 1) * 1000);
+    const sum = probs.reduce((a, b) => a + b, 0);
+    assert.ok(Math.abs(sum - 1) < 1e-4, `softmax output sums to ${sum}`);
+    if (topK(probs, 5, labels).some((t) => catOrDog(t.index) === p.kind)) hits++;
+  });
+  // 8 photos, first 4 of each class; one cat photo in this set is famously dog-like, so require 7 of 8.
+  assert.ok(hits >= 7, `only ${hits}/8 photos had their animal in the top-5`);
+});
+
+test('converter parity: ORT features equal TF.js (wasm) features on real images', async () => {
+  const tf = await initTf();
+  const ps = photos().slice(2, 6);
+  const pixels = await decodeAll(ps.map((p) => p.path));
+  const model = await loadLayersModelFromDir(SHARED_MODEL());
+  const x = tf.tidy(() => tf.tensor4d(Float32Array.from(pixels), [ps.length, 224, 224, 3]).div(127.5).sub(1));
+  try {
+    for (const [layer, pooling] of [['conv_pw_13_relu', 'avg'], ['conv_pw_13_relu', 'max'], ['conv_pw_6_relu', 'none'], ['conv_dw_2_relu', 'avg']] as const) {
+      const sub = tf.model({ inputs: model.inputs, outputs: model.getLayer(layer).output as any });
+      const ref = tf.tidy(() => {
+        const y = sub.predict(x) as any;
+        const pooled = pooling === 'avg' ? y.mean([1, 2]) : pooling === 'max' ? y.max([1, 2]) : y.reshape([ps.length, -1]);
+        return pooled.dataSync() as Float32Array;
+      });
+      const { feats } = await ortFeatures(SHARED_MODEL(), layer, pooling, pixels, ps.length);
+      const rel = relMaxDiff(feats, ref);
+      assert.ok(rel <= 1e-4, `${layer}/${pooling}: max |delta| = ${rel} of the feature scale`);
+    }
+  } finally {
+    x.dispose();
+    model.dispose();
+  }
+});
+
+test('converter covers the common Keras layer types (synthetic model, TF.js vs ORT)', async () => {
+  const tf = await initTf();
+  const dir = tempDir('conv');
+  try {
+    const inp = tf.input({ shape: [20, 20, 3] });
+    const L = tf.layers;
+    let a = L.zeroPadding2d({ padding: [[1, 0], [1, 0]] }).apply(inp) as any;
+    a = L.conv2d({ filters: 8, kernelSize: 3, strides: 2, padding: 'valid', useBias: false }).apply(a);
+    a = L.batchNormalization({ epsilon: 1e-3 }).apply(a);
+    a = L.reLU({ maxValue: 6 }).apply(a);
+    const b = L.depthwiseConv2d({ kernelSize: 3, padding: 'same', depthMultiplier: 2, activation: 'relu' }).apply(a) as any;
+    const c = L.separableConv2d({ filters: 16, kernelSize: 3, padding: 'same', activation: 'tanh' }).apply(a) as any;
+    let m = L.add().apply([b, c]) as any;
+    m = L.concatenate().apply([m, L.conv2d({ filters: 4, kernelSize: 1, activation: 'sigmoid' }).apply(m) as any]);
+    const p1 = L.maxPooling2d({ poolSize: 3, strides: 2, padding: 'same' }).apply(m) as any;
+    const p2 = L.averagePooling2d({ poolSize: 2, strides: 2, padding: 'same' }).apply(m) as any;
+    let f = L.multiply().apply([p1, p2]) as any;
+    f = L.activation({ activation: 'elu' }).apply(f);
+    f = L.flatten().apply(f);
+    f = L.dropout({ rate: 0.5 }).apply(f);
+    f = L.dense({ units: 10, activation: 'softmax' }).apply(f);
+    const model = tf.model({ inputs: inp, outputs: f as any });
+    // Non-trivial BN statistics so folding is actually exercised.
+    for (const w of model.weights) {
+      if (w.name.includes('moving_variance')) w.write(tf.randomUniform(w.shape, 0.5, 2, 'float32', 1));
+      else if (w.name.includes('moving_mean') || w.name.includes('beta') || w.name.includes('bias')) w.write(tf.randomNormal(w.shape, 0, 0.3, 'float32', 2));
+    }
+    await saveLayersModelToDir(model, dir);
+    const pixels = new Uint8Array(3 * 20 * 20 * 3).map((_, i) => (i * 37 + 11) % 256);
+    const pre = { ...PRE, size: [20, 20] as [number, number] };
+    const graph = parseKerasGraph(JSON.parse(readFileSync(join(dir, 'model.json'), 'utf8')));
+    const layers = graph.layers.filter((l) => l.className !== 'InputLayer');
+    assert.ok(layers.length >= 17, `expected every layer of the synthetic model, got ${layers.length}`);
+    for (const layer of layers) {
+      const x = tf.tidy(() => tf.tensor4d(Float32Array.from(pixels), [3, 20, 20, 3]).div(127.5).sub(1));
+      const sub = tf.model({ inputs: model.inputs, outputs: model.getLayer(layer.name).output as any });
+      const ref = tf.tidy(() => (sub.predict(x) as any).reshape([3, -1]).dataSync() as Float32Array);
+      x.dispose();
+      const { feats } = await ortFeatures(dir, layer.name, 'none', pixels, 3, [20, 20, 3], pre);
+      const rel = relMaxDiff(feats, ref);
+      assert.ok(rel <= 1e-4, `${layer.name} (${layer.className}): max |delta| = ${rel}`);
+    }
+    model.dispose();
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('converter refuses unsupported layers and unknown cut layers by name', () => {
+  const json = {
+    modelTopology: { class_name: 'Sequential', config: [
+      { class_name: 'Conv2D', config: { name: 'c', filters: 2, kernel_size: [1, 1], batch_input_shape: [null, 4, 4, 3] } },
+      { class_name: 'LSTM', config: { name: 'weird' } },
+    ] },
+    weightsManifest: [],
+  };
+  assert.throws(() => parseKerasGraph(json), (e: unknown) => e instanceof UserError && /weird.*LSTM/.test(e.message));
+  const ok = { modelTopology: { class_name: 'Sequential', config: [json.modelTopology.config[0]] }, weightsManifest: [] };
+  const g = parseKerasGraph(ok);
+  assert.throws(() => convertKerasGraph(g, new Map(), { layer: 'nope', pooling: 'avg', preprocessing: { ...PRE, size: [4, 4] } }), /no layer named 'nope'/);
+});

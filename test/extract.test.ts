@@ -1,0 +1,238 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { extractFeatures, type ExtractOptions } from '../src/pipeline/extract.ts';
+import { decodeFeatureArrow } from '../src/store/arrow.ts';
+import { decodeNpy, encodeNpy } from '../src/store/npy.ts';
+import { readManifest } from '../src/store/manifest.ts';
+import { assignSplits } from '../src/dataset/split.ts';
+import { scanDataset, type ImageEntry } from '../src/dataset/scan.ts';
+import { silentLogger, type Logger } from '../src/util/log.ts';
+import { UserError } from '../src/util/errors.ts';
+import { makeHostileDataset, defaultSourceJpegs } from './fixtures-hostile.ts';
+import { makeSubset, removeDir, tempDir } from './helpers.ts';
+
+const ROOT = new URL('..', import.meta.url).pathname;
+
+function opts(data: string, out: string, extra: Partial<ExtractOptions> = {}): ExtractOptions {
+  return {
+    data, out, model: 'mobilenet_v1_0.75_224', split: { train: 0.8, val: 0.1, test: 0.1 }, seed: 42,
+    batch: 8, workers: 4, threads: 2, maxPixels: 100e6, quiet: true, log: silentLogger, ...extra,
+  };
+}
+
+function collectingLogger(): Logger & { warnings: string[] } {
+  const warnings: string[] = [];
+  return { warnings, info: () => {}, warn: (m) => warnings.push(m) };
+}
+
+function python(args: string[]): any {
+  return JSON.parse(execFileSync('python3', args, { cwd: ROOT, encoding: 'utf8', maxBuffer: 1 << 28 }));
+}
+
+test('stratified split is deterministic, seeded and per class', () => {
+  const images: ImageEntry[] = [];
+  for (const c of ['a', 'b']) for (let i = 0; i < 50; i++) images.push({ path: `${c}/${i}.jpg`, absPath: '', className: c });
+  const f = { train: 0.8, val: 0.1, test: 0.1 };
+  const s1 = assignSplits(images, f, 7).map((e) => e.split);
+  const s2 = assignSplits([...images].reverse(), f, 7).map((e) => e.split);
+  assert.deepEqual(s1, s2, 'input order must not matter');
+  assert.notDeepEqual(s1, assignSplits(images, f, 8).map((e) => e.split), 'seed must matter');
+  const out = assignSplits(images, f, 7);
+  for (const c of ['a', 'b']) {
+    const cls = out.filter((e) => e.className === c);
+    assert.deepEqual(['train', 'val', 'test'].map((s) => cls.filter((e) => e.split === s).length), [40, 5, 5]);
+  }
+});
+
+test('npy encoder: numpy reads our files and our decoder reads them back', () => {
+  const dir = tempDir('npy');
+  try {
+    const f = new Float32Array([1.5, -2, 3.25, 0, 1e-30, 7]);
+    const [h, b] = encodeNpy(f, [2, 3]);
+    assert.equal(h.length % 64, 0, 'header padded to 64 bytes');
+    writeFileSync(join(dir, 'f.npy'), Buffer.concat([h, b]));
+    const py = python(['test/tools/read_npy.py', join(dir, 'f.npy')]);
+    assert.deepEqual(py.shape, [2, 3]);
+    assert.equal(py.dtype, 'float32');
+    assert.ok(Math.abs(py.sum - 9.75) < 1e-6);
+    const back = decodeNpy(new Uint8Array(Buffer.concat([h, b])));
+    assert.deepEqual(Array.from(back.data), Array.from(f));
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('extract: cache files, manifest, and independent readers agree; re-run reuses everything', async () => {
+  const dir = tempDir('extract');
+  try {
+    const data = makeSubset(join(dir, 'data'), { train: 6, test: 3 });
+    const out = join(dir, 'cache');
+    const { manifest } = await extractFeatures(opts(data, out));
+    assert.deepEqual(manifest.classes, ['cats', 'dogs']);
+    assert.deepEqual(manifest.split, { mode: 'folders' });
+    assert.equal(manifest.counts.train?.total, 12);
+    assert.equal(manifest.counts.test?.total, 6);
+    assert.deepEqual(manifest.counts.train?.perClass, { cats: 6, dogs: 6 });
+    assert.equal(manifest.backbone.layer, 'conv_pw_13_relu');
+    assert.equal(manifest.backbone.pooling, 'avg');
+    assert.equal(manifest.backbone.featureDim, 768);
+    assert.deepEqual(manifest.backbone.preprocessing.mean, [0.5, 0.5, 0.5]);
+    assert.match(manifest.backbone.weightsHash, /^[0-9a-f]{16}$/);
+    assert.equal(manifest.timings.computed, 18);
+    assert.deepEqual(readManifest(out).classes, ['cats', 'dogs']);
+
+    // Arrow, read by the JS library and by an independent Python parser.
+    const arrowBytes = readFileSync(join(out, 'features.arrow'));
+    const { rows, metadata } = decodeFeatureArrow(arrowBytes);
+    assert.equal(rows.paths.length, 18);
+    assert.deepEqual(rows.splits, [...Array(12).fill('train'), ...Array(6).fill('test')]);
+    assert.deepEqual(rows.paths.slice(0, 12), [...rows.paths.slice(0, 12)].sort());
+    assert.ok(rows.paths.every((p, i) => p.startsWith(`${rows.splits[i]}/${rows.labels[i] === 0 ? 'cats' : 'dogs'}/`)));
+    assert.deepEqual(JSON.parse(metadata['convcache.classes']!), ['cats', 'dogs']);
+    const py = python(['test/tools/read_arrow.py', join(out, 'features.arrow')]);
+    assert.equal(py.numRows, 18);
+    assert.deepEqual(py.columns.path, rows.paths);
+    assert.deepEqual(py.columns.label, Array.from(rows.labels));
+    assert.equal(py.schema.fields[3].listSize, 768);
+    assert.equal(py.schema.metadata['convcache.layer'], 'conv_pw_13_relu');
+    for (let r = 0; r < 18; r++) assert.deepEqual(py.columns.features[r], Array.from(rows.features.subarray(r * 768, (r + 1) * 768)));
+    // ReLU6 features, pooled: in [0, 6] and not all zero.
+    assert.ok(rows.features.every((v) => v >= 0 && v <= 6) && rows.features.some((v) => v > 0.5));
+
+    // .npy files hold exactly the Arrow rows of their split, in the same order.
+    const trainF = decodeNpy(readFileSync(join(out, 'train_features.npy')));
+    const testL = decodeNpy(readFileSync(join(out, 'test_labels.npy')));
+    assert.deepEqual(trainF.shape, [12, 768]);
+    assert.deepEqual(Array.from(trainF.data), Array.from(rows.features.subarray(0, 12 * 768)));
+    assert.deepEqual(Array.from(testL.data), Array.from(rows.labels.subarray(12)));
+    const pyNpy = python(['test/tools/read_npy.py', join(out, 'train_features.npy')]);
+    assert.deepEqual(pyNpy.shape, [12, 768]);
+    assert.equal(pyNpy.dtype, 'float32');
+
+    // Re-run: nothing recomputed, identical bytes.
+    const again = await extractFeatures(opts(data, out));
+    assert.equal(again.manifest.timings.computed, 0);
+    assert.equal(again.manifest.timings.reused, 18);
+    assert.ok(readFileSync(join(out, 'features.arrow')).equals(arrowBytes));
+
+    // Adding images computes only those.
+    makeSubset(join(dir, 'data'), { train: 8 });
+    const more = await extractFeatures(opts(data, out));
+    assert.equal(more.manifest.timings.computed, 4);
+    assert.equal(more.manifest.counts.train?.total, 16);
+    assert.equal(readdirSync(join(out, 'records')).filter((f) => f.endsWith('.rec')).length, 1, 'records compacted');
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('extract without split folders uses the seeded stratified split', async () => {
+  const dir = tempDir('strat');
+  try {
+    const data = join(dir, 'flat');
+    makeSubset(join(dir, 'tmp'), { train: 10 });
+    mkdirSync(data);
+    execFileSync('cp', ['-r', join(dir, 'tmp', 'train', 'cats'), join(dir, 'tmp', 'train', 'dogs'), data]);
+    const { manifest } = await extractFeatures(opts(data, join(dir, 'c'), { split: { train: 0.6, val: 0.2, test: 0.2 }, seed: 3 }));
+    assert.deepEqual(manifest.split, { mode: 'stratified', fractions: [0.6, 0.2, 0.2], seed: 3 });
+    assert.deepEqual([manifest.counts.train?.total, manifest.counts.val?.total, manifest.counts.test?.total], [12, 4, 4]);
+    assert.ok(existsSync(join(dir, 'c', 'val_features.npy')));
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('hostile inputs are skipped with reasons and counted; the run goes on', async () => {
+  const dir = tempDir('hostile');
+  try {
+    const root = join(dir, 'data');
+    const fx = await makeHostileDataset(root, defaultSourceJpegs(3));
+    const log = collectingLogger();
+    const { manifest } = await extractFeatures(opts(root, join(dir, 'cache'), { log, split: { train: 1, val: 0, test: 0 } }));
+    const { rows } = decodeFeatureArrow(readFileSync(join(dir, 'cache', 'features.arrow')));
+    assert.deepEqual([...rows.paths].sort(), [...fx.valid].sort(), 'exactly the valid images are cached');
+    const skipped = new Map(manifest.skipped.map((s) => [s.path, s.reason]));
+    for (const bad of fx.bad) assert.ok(skipped.has(bad.path), `${bad.path} (${bad.why}) should be recorded as skipped`);
+    assert.match(skipped.get(fx.bad.find((b) => b.why === 'pixel-limit')!.path)!, /pixel limit/);
+    for (const ign of fx.ignored) {
+      assert.ok(!rows.paths.includes(ign), `${ign} must not be cached`);
+      // A symlink escaping the root is worth a warning; everything else (dotfiles, non-images, loops) is silent.
+      if (/^dogs\/(outside|passwd)\.jpg$/.test(ign)) assert.match(skipped.get(ign) ?? '', /outside the data root/);
+      else assert.ok(!skipped.has(ign), `${ign} must be ignored silently`);
+    }
+    assert.ok(log.warnings.length >= fx.bad.length, 'one warning per bad file');
+    assert.ok(rows.paths.some((p) => p.includes('été')), 'unicode names survive');
+    for (let r = 0; r < rows.paths.length; r++) assert.equal(rows.labels[r], rows.paths[r]!.startsWith('cats/') ? 0 : 1);
+  } finally {
+    removeDir(dir);
+    removeDir(`${join(dir, 'data')}-outside`);
+  }
+});
+
+test('scan errors: missing root, no images, class only in test', () => {
+  const dir = tempDir('scan');
+  try {
+    assert.throws(() => scanDataset(join(dir, 'missing'), silentLogger), (e: unknown) => e instanceof UserError && /does not exist/.test(e.message));
+    mkdirSync(join(dir, 'empty', 'cats'), { recursive: true });
+    writeFileSync(join(dir, 'empty', 'cats', 'notes.txt'), 'x');
+    assert.throws(() => scanDataset(join(dir, 'empty'), silentLogger), /no images found/);
+    makeSubset(join(dir, 'split'), { train: 1, test: 1 });
+    mkdirSync(join(dir, 'split', 'test', 'birds'));
+    execFileSync('cp', [join(dir, 'split', 'test', 'cats', readdirSync(join(dir, 'split', 'test', 'cats'))[0]!), join(dir, 'split', 'test', 'birds', 'b.jpg')]);
+    assert.throws(() => scanDataset(join(dir, 'split'), silentLogger), /'birds' appears in test\/ but not in train\//);
+    const one = join(dir, 'one', 'cats');
+    mkdirSync(one, { recursive: true });
+    execFileSync('cp', [join(dir, 'split', 'test', 'birds', 'b.jpg'), join(one, 'x.jpg')]);
+    const log = collectingLogger();
+    scanDataset(join(dir, 'one'), log);
+    assert.ok(log.warnings.some((w) => /only one class/.test(w)));
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('CLI: bad arguments give one line and a non-zero exit, no stack trace', () => {
+  const run = (args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/extract.ts', ...args], { cwd: ROOT, encoding: 'utf8' });
+  for (const args of [['--data', '/nonexistent/dir'], ['--pool', 'median'], ['--batch', 'x'], ['--bogus'], ['--split', '0.5,0.5']]) {
+    const r = run(args);
+    assert.equal(r.status, 2, `${args.join(' ')} should exit 2`);
+    const lines = r.stderr.split('\n').filter((l) => l.trim() && !l.startsWith('npm warn'));
+    assert.equal(lines.length, 1, `one line for ${args.join(' ')}, got:\n${r.stderr}`);
+    assert.match(lines[0]!, /^extract: error: /);
+  }
+  assert.match(run(['--help']).stdout, /--layer NAME/);
+});
+
+test('kill -9 mid-run, then resume: finishes without recomputing and matches an uninterrupted run byte for byte', async () => {
+  const dir = tempDir('resume');
+  try {
+    const data = makeSubset(join(dir, 'data'), { train: 24, test: 8 });
+    const straight = join(dir, 'straight');
+    await extractFeatures(opts(data, straight));
+    const killed = join(dir, 'killed');
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/extract.ts', '--data', data, '--out', killed, '--batch', '4', '--quiet'], { cwd: ROOT, stdio: 'ignore' });
+    // Kill as soon as a few batches are on disk.
+    const recs = join(killed, 'records');
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      if (existsSync(recs) && readdirSync(recs).filter((f) => f.endsWith('.rec')).length >= 3) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    child.kill('SIGKILL');
+    await new Promise((r) => child.on('exit', r));
+    const chunks = readdirSync(recs).filter((f) => f.endsWith('.rec')).length;
+    assert.ok(chunks >= 3, 'the child was killed after persisting some batches');
+    assert.ok(!existsSync(join(killed, 'manifest.json')), 'killed before finishing');
+    const { manifest } = await extractFeatures(opts(data, killed));
+    assert.ok(manifest.timings.reused >= 12, `resume reused ${manifest.timings.reused} finished images`);
+    assert.equal(manifest.timings.computed + manifest.timings.reused, 64);
+    for (const f of ['features.arrow', 'train_features.npy', 'train_labels.npy', 'test_features.npy', 'test_labels.npy']) {
+      assert.ok(readFileSync(join(killed, f)).equals(readFileSync(join(straight, f))), `${f} differs after resume`);
+    }
+  } finally {
+    removeDir(dir);
+  }
+});
