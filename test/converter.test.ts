@@ -115,8 +115,8 @@ test('converter covers the common Keras layer types (synthetic model, TF.js vs O
     const model = tf.model({ inputs: inp, outputs: f as any });
     // Non-trivial BN statistics so folding is actually exercised.
     for (const w of model.weights) {
-      if (w.name.includes('moving_variance')) w.write(tf.randomUniform(w.shape, 0.5, 2, 'float32', 1));
-      else if (w.name.includes('moving_mean') || w.name.includes('beta') || w.name.includes('bias')) w.write(tf.randomNormal(w.shape, 0, 0.3, 'float32', 2));
+      if (w.name.includes('moving_variance')) w.write(tf.randomUniform(w.shape as number[], 0.5, 2, 'float32', 1));
+      else if (w.name.includes('moving_mean') || w.name.includes('beta') || w.name.includes('bias')) w.write(tf.randomNormal(w.shape as number[], 0, 0.3, 'float32', 2));
     }
     await saveLayersModelToDir(model, dir);
     const pixels = new Uint8Array(3 * 20 * 20 * 3).map((_, i) => (i * 37 + 11) % 256);

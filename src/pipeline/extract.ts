@@ -4,10 +4,9 @@ import { basename, join } from 'node:path';
 import { createRequire } from 'node:module';
 import { prepareBackbone, type BackboneConfig } from '../backbone/backbone.ts';
 import type { Pooling } from '../backbone/convert.ts';
-import type { OrtFeatureRunner } from '../backbone/ort-runner.ts';
 import { scanDataset, compareCodePoints, SPLIT_ORDER, type ImageEntry, type SplitName } from '../dataset/scan.ts';
 import { assignSplits, type SplitFractions } from '../dataset/split.ts';
-import { decodeForModel, DecodeError } from '../images/decode.ts';
+import { runBackbone } from './run-backbone.ts';
 import { encodeFeatureArrow } from '../store/arrow.ts';
 import { encodeNpy } from '../store/npy.ts';
 import { ARROW_FILE, CACHE_FORMAT_VERSION, MANIFEST_FILE, type Manifest, type SplitCounts } from '../store/manifest.ts';
@@ -95,7 +94,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractResu
   let computedSeconds = 0;
   if (missing.length > 0) {
     const tx = performance.now();
-    await computeMissing(missing.map((i) => ({ image: images[i]!, key: keys[i]! })), backbone.onnxPath, cfg, store, opts);
+    await computeMissing(missing.map((i) => ({ image: images[i]!, key: keys[i]!, absPath: images[i]!.absPath })), backbone.onnxPath, cfg, store, opts);
     computedSeconds = (performance.now() - tx) / 1000;
   }
   const tExtract = performance.now();
@@ -115,56 +114,21 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractResu
 
 function round3(x: number): number { return Math.round(x * 1000) / 1000; }
 
-interface Job { image: ImageEntry; key: string }
-type Decoded = { job: Job; pixels: Uint8Array } | { job: Job; error: string };
+interface Job { image: ImageEntry; key: string; absPath: string }
 
-/**
- * Decode ahead on the libuv pool while ONNX Runtime runs a batch on the JS thread; persist every
- * batch before starting the next so an interruption loses at most one batch.
- */
+/** Persist every batch before starting the next, so an interruption loses at most one batch. */
 async function computeMissing(jobs: Job[], onnxPath: string, cfg: BackboneConfig, store: RecordStore, opts: ExtractOptions): Promise<void> {
-  const { OrtFeatureRunner } = await import('../backbone/ort-runner.ts');
-  const [h, w] = cfg.preprocessing.size;
-  const per = h * w * 3;
-  const runner: OrtFeatureRunner = await OrtFeatureRunner.create(onnxPath, [h, w, 3], cfg.featureDim, { threads: opts.threads });
   const progress = new Progress({ label: 'extract', total: jobs.length, quiet: opts.quiet });
-  const batchBuf = new Uint8Array(opts.batch * per);
-  const decodeOne = async (job: Job): Promise<Decoded> => {
-    try {
-      const buf = await readFile(job.image.absPath);
-      return { job, pixels: await decodeForModel(buf, cfg.preprocessing, { maxPixels: opts.maxPixels }) };
-    } catch (e) {
-      if (e instanceof DecodeError) return { job, error: e.message };
-      if (e && typeof e === 'object' && 'code' in e) return { job, error: `unreadable file (${String((e as { code: unknown }).code)})` };
-      throw e;
-    }
-  };
-  // Bounded look-ahead: enough decodes queued to cover one ORT batch, never the whole dataset in memory.
-  const lookahead = Math.max(opts.workers, opts.batch * 2);
-  const queue: Promise<Decoded>[] = [];
-  let next = 0;
-  const refill = (): void => { while (queue.length < lookahead && next < jobs.length) queue.push(decodeOne(jobs[next++]!)); };
   let done = 0;
   try {
-    refill();
-    while (queue.length > 0) {
-      const entries: { key: string; value: RecordValue }[] = [];
-      const okKeys: string[] = [];
-      while (okKeys.length < opts.batch && queue.length > 0) {
-        const d = await queue.shift()!;
-        refill();
-        if ('error' in d) {
-          opts.log.warn(`skipping ${d.job.image.path}: ${d.error}`);
-          entries.push({ key: d.job.key, value: { error: d.error } });
-        } else {
-          batchBuf.set(d.pixels, okKeys.length * per);
-          okKeys.push(d.job.key);
+    for await (const results of runBackbone(jobs, onnxPath, cfg, opts)) {
+      const entries: { key: string; value: RecordValue }[] = results.map((r) => {
+        if ('error' in r) {
+          opts.log.warn(`skipping ${r.item.image.path}: ${r.error}`);
+          return { key: r.item.key, value: { error: r.error } };
         }
-      }
-      if (okKeys.length > 0) {
-        const feats = await runner.run(batchBuf, okKeys.length);
-        okKeys.forEach((key, i) => entries.push({ key, value: feats.subarray(i * cfg.featureDim, (i + 1) * cfg.featureDim) }));
-      }
+        return { key: r.item.key, value: r.features };
+      });
       store.add(entries);
       done += entries.length;
       progress.tick(entries.length);
@@ -172,7 +136,6 @@ async function computeMissing(jobs: Job[], onnxPath: string, cfg: BackboneConfig
     }
   } finally {
     progress.finish();
-    await runner.release();
   }
 }
 

@@ -45,7 +45,12 @@ export function parseArgs(argv: readonly string[], spec: CommandSpec): ParsedArg
   const flags: ParsedArgs['flags'] = {};
   const positionals: string[] = [];
   let help = false;
-  for (const [name, f] of Object.entries(spec.flags)) if (f.default !== undefined) flags[name] = f.default;
+  for (const [name, f] of Object.entries(spec.flags)) {
+    if (f.default === undefined) continue;
+    flags[name] = f.type === 'list' ? String(f.default).split(',').map((s) => s.trim()).filter(Boolean) : f.default;
+  }
+  // Repeated list/repeatable flags accumulate, but the first explicit use replaces the default.
+  const given = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--help' || arg === '-h') { help = true; continue; }
@@ -79,10 +84,12 @@ export function parseArgs(argv: readonly string[], spec: CommandSpec): ParsedArg
     } else if (f.type === 'list') {
       const prev = flags[name];
       const items = value.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
-      flags[name] = Array.isArray(prev) && prev !== f.default ? [...prev, ...items] : items;
+      flags[name] = given.has(name) && Array.isArray(prev) ? [...prev, ...items] : items;
+      given.add(name);
     } else if (f.repeatable) {
       const prev = flags[name];
-      flags[name] = Array.isArray(prev) ? [...prev, value] : [value];
+      flags[name] = given.has(name) && Array.isArray(prev) ? [...prev, value] : [value];
+      given.add(name);
     } else {
       flags[name] = value;
     }

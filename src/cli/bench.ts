@@ -1,0 +1,52 @@
+import { cpus } from 'node:os';
+process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, cpus().length * 2));
+import { join } from 'node:path';
+import { runCommand } from '../util/cli.ts';
+import { intInRange, type CommandSpec } from '../util/args.ts';
+import { UserError } from '../util/errors.ts';
+import { consoleLogger } from '../util/log.ts';
+import { writeFileAtomic } from '../util/atomic.ts';
+import { defaultDataDir } from '../util/paths.ts';
+import { DEFAULT_MODEL } from '../backbone/registry.ts';
+
+const spec: CommandSpec = {
+  name: 'bench',
+  summary: 'measure speed and memory: extract (default), heads, finetune; prints JSON and writes data/bench/<name>.json',
+  usage: 'npm run bench -- [extract|heads|finetune] [options]',
+  positionals: { name: 'WHICH', description: 'extract | heads | finetune (default extract)' },
+  flags: {
+    data: { type: 'string', metavar: 'DIR', description: 'dataset (default: the mirror\'s cats-vs-dogs)' },
+    model: { type: 'string', metavar: 'MODEL', description: 'backbone', default: DEFAULT_MODEL },
+    cache: { type: 'string', metavar: 'DIR', description: 'feature cache for the heads bench (default: extract the default dataset)' },
+    batch: { type: 'number', metavar: 'N', description: 'inference batch', default: 32 },
+    workers: { type: 'number', metavar: 'N', description: 'decodes in flight', default: 4 },
+    threads: { type: 'number', metavar: 'N', description: 'ONNX Runtime threads', default: cpus().length },
+    'tfjs-images': { type: 'number', metavar: 'N', description: 'images for the TF.js-wasm comparison pass', default: 32 },
+    heads: { type: 'list', metavar: 'LIST', description: 'heads to bench (heads bench)' },
+  },
+};
+
+await runCommand(spec, async ({ flags, positionals }) => {
+  const which = positionals[0] ?? 'extract';
+  const log = consoleLogger();
+  let result: unknown;
+  if (which === 'extract') {
+    const { benchExtract } = await import('../bench/extract.ts');
+    result = await benchExtract({
+      data: flags.data as string | undefined, model: String(flags.model),
+      batch: intInRange('batch', flags.batch, 1, 1024), workers: intInRange('workers', flags.workers, 1, 64),
+      threads: intInRange('threads', flags.threads, 1, 256), tfjsImages: intInRange('tfjs-images', flags['tfjs-images'], 1, 10000), log,
+    });
+  } else if (which === 'heads') {
+    const { benchHeadsCli } = await import('../bench/heads.ts');
+    result = await benchHeadsCli({ cache: flags.cache as string | undefined, heads: flags.heads as string[] | undefined, log });
+  } else if (which === 'finetune') {
+    const { benchFinetune } = await import('../bench/finetune.ts');
+    result = await benchFinetune({ data: flags.data as string | undefined, log });
+  } else {
+    throw new UserError(`unknown benchmark '${which}' (extract, heads, finetune)`);
+  }
+  const json = JSON.stringify(result, null, 2);
+  writeFileAtomic(join(defaultDataDir(), 'bench', `${which}.json`), json + '\n');
+  process.stdout.write(json + '\n');
+});

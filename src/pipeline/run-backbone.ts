@@ -1,0 +1,65 @@
+import { readFile } from 'node:fs/promises';
+import type { BackboneConfig } from '../backbone/backbone.ts';
+import type { OrtFeatureRunner } from '../backbone/ort-runner.ts';
+import { decodeForModel, DecodeError } from '../images/decode.ts';
+
+export interface BackboneRunOptions {
+  batch: number;
+  /** Decodes kept in flight (on the libuv pool) while ONNX Runtime runs a batch. */
+  workers: number;
+  threads: number;
+  maxPixels: number;
+}
+
+/** One finished image: its features, or why it could not be used. */
+export type ImageResult<T> = { item: T; features: Float32Array } | { item: T; error: string };
+
+/**
+ * Stream images through decode → conv base, one batch at a time, in input order. Decodes run ahead
+ * on the libuv pool while ORT runs a batch on the JS thread (onnxruntime-node's run() is synchronous
+ * there), with bounded look-ahead so memory stays flat however many images there are.
+ */
+export async function* runBackbone<T extends { absPath: string }>(
+  items: readonly T[], onnxPath: string, cfg: BackboneConfig, opts: BackboneRunOptions,
+): AsyncGenerator<ImageResult<T>[]> {
+  const { OrtFeatureRunner } = await import('../backbone/ort-runner.ts');
+  const [h, w] = cfg.preprocessing.size;
+  const per = h * w * 3;
+  const runner: OrtFeatureRunner = await OrtFeatureRunner.create(onnxPath, [h, w, 3], cfg.featureDim, { threads: opts.threads });
+  const batchBuf = new Uint8Array(opts.batch * per);
+  type Decoded = { item: T; pixels: Uint8Array } | { item: T; error: string };
+  const decodeOne = async (item: T): Promise<Decoded> => {
+    try {
+      const buf = await readFile(item.absPath);
+      return { item, pixels: await decodeForModel(buf, cfg.preprocessing, { maxPixels: opts.maxPixels }) };
+    } catch (e) {
+      if (e instanceof DecodeError) return { item, error: e.message };
+      if (e && typeof e === 'object' && 'code' in e) return { item, error: `unreadable file (${String((e as { code: unknown }).code)})` };
+      throw e;
+    }
+  };
+  const lookahead = Math.max(opts.workers, opts.batch * 2);
+  const queue: Promise<Decoded>[] = [];
+  let next = 0;
+  const refill = (): void => { while (queue.length < lookahead && next < items.length) queue.push(decodeOne(items[next++]!)); };
+  try {
+    refill();
+    while (queue.length > 0) {
+      const decoded: Decoded[] = [];
+      let ok = 0;
+      while (ok < opts.batch && queue.length > 0) {
+        const d = await queue.shift()!;
+        refill();
+        if ('pixels' in d) batchBuf.set(d.pixels, ok++ * per);
+        decoded.push(d);
+      }
+      const feats = ok > 0 ? await runner.run(batchBuf, ok) : new Float32Array(0);
+      let row = 0;
+      yield decoded.map((d) => ('pixels' in d
+        ? { item: d.item, features: feats.subarray(row * cfg.featureDim, ++row * cfg.featureDim) }
+        : { item: d.item, error: d.error }));
+    }
+  } finally {
+    await runner.release();
+  }
+}

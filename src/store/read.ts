@@ -1,0 +1,57 @@
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Matrix } from '../heads/types.ts';
+import { SPLIT_ORDER, type SplitName } from '../dataset/scan.ts';
+import { UserError } from '../util/errors.ts';
+import { defaultDataDir } from '../util/paths.ts';
+import { decodeFeatureArrow } from './arrow.ts';
+import { ARROW_FILE, MANIFEST_FILE, readManifest, type Manifest } from './manifest.ts';
+
+export interface SplitData {
+  X: Matrix;
+  y: Int32Array;
+  /** Image paths relative to manifest.dataRoot, aligned with rows. */
+  paths: string[];
+}
+
+export interface FeatureCache {
+  dir: string;
+  manifest: Manifest;
+  classes: string[];
+  splits: Partial<Record<SplitName, SplitData>>;
+}
+
+/** Load a cache (Arrow file: features, labels, paths, split) and check it against its manifest. */
+export function loadFeatureCache(dir: string): FeatureCache {
+  const manifest = readManifest(dir);
+  const arrowPath = join(dir, ARROW_FILE);
+  if (!existsSync(arrowPath)) throw new UserError(`${arrowPath} is missing; re-run extract`);
+  const { rows } = decodeFeatureArrow(readFileSync(arrowPath));
+  if (rows.dim !== manifest.backbone.featureDim) throw new UserError(`${arrowPath} has D=${rows.dim} but the manifest says ${manifest.backbone.featureDim}; re-run extract`);
+  const splits: FeatureCache['splits'] = {};
+  for (const split of SPLIT_ORDER) {
+    const idx: number[] = [];
+    rows.splits.forEach((s, i) => { if (s === split) idx.push(i); });
+    if (idx.length === 0) continue;
+    const first = idx[0]!;
+    const n = idx.length;
+    splits[split] = {
+      X: { data: rows.features.slice(first * rows.dim, (first + n) * rows.dim), rows: n, cols: rows.dim },
+      y: rows.labels.slice(first, first + n),
+      paths: rows.paths.slice(first, first + n),
+    };
+  }
+  if (!splits.train) throw new UserError(`cache ${dir} has no training rows`);
+  return { dir, manifest, classes: manifest.classes, splits };
+}
+
+/**
+ * --cache default: the most recently written cache under data/cache/ (what `npm run extract` just made).
+ */
+export function defaultCacheDir(): string {
+  const root = join(defaultDataDir(), 'cache');
+  const dirs = existsSync(root) ? readdirSync(root).map((d) => join(root, d)).filter((d) => existsSync(join(d, MANIFEST_FILE))) : [];
+  if (dirs.length === 0) throw new UserError(`no feature cache found under ${root}; run 'npm run extract' first (or pass --cache DIR)`);
+  dirs.sort((a, b) => statSync(join(b, MANIFEST_FILE)).mtimeMs - statSync(join(a, MANIFEST_FILE)).mtimeMs);
+  return dirs[0]!;
+}
