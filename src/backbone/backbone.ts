@@ -11,6 +11,7 @@ import { encodeModel } from './onnx-proto.ts';
 import type { Preprocessing } from './preprocess.ts';
 import { resolveModel, type ResolvedModel } from './resolve.ts';
 import { readWeights } from './tfjs-model.ts';
+import { describeOnnx, importOnnx } from './onnx-import.ts';
 
 /** Bumped when the converter's output for the same inputs changes, so stale .onnx files are not reused. */
 export const CONVERTER_VERSION = 1;
@@ -41,6 +42,8 @@ export interface PrepareOptions {
   pooling?: Pooling;
   /** Overrides for models without a registry entry (or to experiment). */
   preprocessing?: Partial<Preprocessing>;
+  /** Input layout a foreign .onnx model expects (torchvision/timm: nchw). */
+  onnxLayout?: 'nchw' | 'nhwc';
   modelCacheDir?: string;
   log: Logger;
 }
@@ -68,9 +71,7 @@ export function defaultCutLayer(graph: KerasGraph): string {
 export async function prepareBackbone(opts: PrepareOptions): Promise<PreparedBackbone> {
   const modelCacheDir = opts.modelCacheDir ?? join(defaultDataDir(), 'models');
   const resolved = await resolveModel(opts.model, { cacheDir: modelCacheDir, log: opts.log });
-  if (resolved.format === 'onnx') {
-    throw new UserError(`.onnx models are listed by 'npm run layers' but cannot yet be used for extraction; use a TF.js layers model (model.json)`);
-  }
+  if (resolved.format === 'onnx') return prepareOnnxBackbone(resolved, opts, modelCacheDir);
   const { graph } = loadKerasGraph(resolved.location);
   const layer = opts.layer ?? resolved.entry?.defaultLayer ?? defaultCutLayer(graph);
   const cut = findLayer(graph, layer);
@@ -99,6 +100,62 @@ export async function prepareBackbone(opts: PrepareOptions): Promise<PreparedBac
     config: {
       modelId: resolved.id, modelFormat: resolved.format, modelSource: resolved.source, weightsHash: resolved.weightsHash,
       layer, pooling, preprocessing, featureDim, featureMapShape: cut.shape,
+    },
+  };
+}
+
+/** torchvision/timm convention for foreign .onnx models unless the user says otherwise. */
+export const IMAGENET_ONNX_PREPROCESSING: Preprocessing = {
+  size: [224, 224], resize: 'center-crop', cropPct: 0.875, kernel: 'cubic', channelOrder: 'rgb',
+  mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225],
+};
+
+/** Feature tensor default for .onnx models: the input of the first global pooling (include_top=False). */
+function defaultOnnxFeatureTensor(model: Uint8Array): string | undefined {
+  const info = describeOnnx(model);
+  return info.nodes.find((n) => ['GlobalAveragePool', 'GlobalMaxPool'].includes(n.opType))?.inputs[0];
+}
+
+async function prepareOnnxBackbone(resolved: ResolvedModel, opts: PrepareOptions, modelCacheDir: string): Promise<PreparedBackbone> {
+  const bytes = new Uint8Array(readFileSync(resolved.location));
+  const layer = opts.layer ?? defaultOnnxFeatureTensor(bytes);
+  if (!layer) throw new UserError(`cannot guess the feature tensor of ${resolved.location}; name one with --layer (list them with 'npm run layers -- --model ${resolved.location}')`);
+  const pooling: Pooling = opts.pooling ?? 'avg';
+  const layout = opts.onnxLayout ?? 'nchw';
+  const info = describeOnnx(bytes);
+  const inShape = info.inputs[0]?.shape ?? [];
+  const hw = layout === 'nchw' ? [inShape[2], inShape[3]] : [inShape[1], inShape[2]];
+  const base: Preprocessing = typeof hw[0] === 'number' && typeof hw[1] === 'number'
+    ? { ...IMAGENET_ONNX_PREPROCESSING, size: [hw[0], hw[1]] } : IMAGENET_ONNX_PREPROCESSING;
+  const preprocessing: Preprocessing = { ...base, ...opts.preprocessing };
+  const key = createHash('sha256').update(JSON.stringify({ v: CONVERTER_VERSION, w: resolved.weightsHash, layer, pooling, preprocessing, layout })).digest('hex').slice(0, 12);
+  const onnxPath = join(modelCacheDir, 'onnx', `${resolved.id}-${layer.replace(/[^A-Za-z0-9._-]+/g, '_')}-${pooling}-${key}.onnx`);
+  const sidecar = `${onnxPath}.json`;
+  let featureDim: number;
+  if (existsSync(onnxPath) && existsSync(sidecar)) {
+    featureDim = JSON.parse(readFileSync(sidecar, 'utf8')).featureDim;
+  } else {
+    const wrapped = importOnnx(bytes, { featureTensor: layer, pooling, preprocessing, layout });
+    // The feature width is only known by running the graph once.
+    const ort = await import('onnxruntime-node');
+    const [h, w] = preprocessing.size;
+    let session;
+    try {
+      session = await ort.InferenceSession.create(wrapped);
+    } catch (e) {
+      throw new UserError(`ONNX Runtime cannot load ${resolved.location} wrapped for feature extraction: ${String(e instanceof Error ? e.message : e).split('\n')[0]}`);
+    }
+    const out = await session.run({ [session.inputNames[0]!]: new ort.Tensor('uint8', new Uint8Array(h * w * 3), [1, h, w, 3]) });
+    featureDim = out.features!.data.length;
+    await session.release();
+    writeFileAtomic(onnxPath, wrapped);
+    writeFileAtomic(sidecar, JSON.stringify({ featureDim }) + '\n');
+  }
+  return {
+    resolved, onnxPath,
+    config: {
+      modelId: resolved.id, modelFormat: 'onnx', modelSource: resolved.source, weightsHash: resolved.weightsHash,
+      layer, pooling, preprocessing, featureDim, featureMapShape: [featureDim],
     },
   };
 }

@@ -37,7 +37,8 @@ export class OrtFeatureRunner {
     const tensor = this.inputType === 'uint8'
       ? new ort.Tensor('uint8', data as Uint8Array, [n, ...this.inputShape])
       : new ort.Tensor('float32', data as Float32Array, [n, ...this.inputShape]);
-    const out = await this.session.run({ image: tensor });
+    // Our converter names the input 'image'; wrapped foreign models use another name: take the only input.
+    const out = await this.session.run({ [this.session.inputNames[0]!]: tensor });
     const f = out.features!.data as Float32Array;
     if (f.length !== n * this.featureDim) throw new Error(`runner: expected ${n * this.featureDim} features, got ${f.length}`);
     return new Float32Array(f);

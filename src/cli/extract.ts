@@ -10,6 +10,32 @@ import { extractFeatures } from '../pipeline/extract.ts';
 import { DEFAULT_MODEL } from '../backbone/registry.ts';
 import { DEFAULT_MAX_PIXELS } from '../images/decode.ts';
 import type { Pooling } from '../backbone/convert.ts';
+import type { Preprocessing } from '../backbone/preprocess.ts';
+
+function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[]): T {
+  if (!allowed.includes(v as T)) throw new UserError(`--${name} must be one of ${allowed.join(', ')}, got '${String(v)}'`);
+  return v as T;
+}
+
+function triple(name: string, v: unknown): [number, number, number] | undefined {
+  if (v === undefined) return undefined;
+  const xs = (v as string[]).map(Number);
+  if (xs.length !== 3 || xs.some((x) => !Number.isFinite(x))) throw new UserError(`--${name} needs three numbers like 0.485,0.456,0.406`);
+  if (name === 'std' && xs.some((x) => x <= 0)) throw new UserError('--std values must be positive');
+  return xs as [number, number, number];
+}
+
+function preprocessingOverrides(flags: Record<string, unknown>): Partial<Preprocessing> {
+  const o: Partial<Preprocessing> = {};
+  if (flags['input-size'] !== undefined) { const n = intInRange('input-size', flags['input-size'], 8, 4096); o.size = [n, n]; }
+  const mean = triple('mean', flags.mean);
+  const std = triple('std', flags.std);
+  if (mean) o.mean = mean;
+  if (std) o.std = std;
+  if (flags.resize !== undefined) o.resize = oneOf('resize', flags.resize, ['squash', 'center-crop'] as const);
+  if (flags['channel-order'] !== undefined) o.channelOrder = oneOf('channel-order', flags['channel-order'], ['rgb', 'bgr'] as const);
+  return o;
+}
 
 const spec: CommandSpec = {
   name: 'extract',
@@ -27,6 +53,12 @@ const spec: CommandSpec = {
     workers: { type: 'number', metavar: 'N', description: 'images decoded concurrently', default: 4 },
     threads: { type: 'number', metavar: 'N', description: 'ONNX Runtime threads', default: cpus().length },
     'max-pixels': { type: 'number', metavar: 'N', description: 'skip images with more pixels (decompression bombs)', default: DEFAULT_MAX_PIXELS },
+    'input-size': { type: 'number', metavar: 'N', description: 'override the model input size (square)' },
+    mean: { type: 'list', metavar: 'R,G,B', description: 'override normalisation mean (on x/255)' },
+    std: { type: 'list', metavar: 'R,G,B', description: 'override normalisation std (on x/255)' },
+    resize: { type: 'string', metavar: 'MODE', description: 'override resize policy: squash | center-crop' },
+    'channel-order': { type: 'string', metavar: 'ORDER', description: 'override channel order: rgb | bgr' },
+    layout: { type: 'string', metavar: 'L', description: 'input layout of a .onnx model: nchw | nhwc', default: 'nchw' },
     quiet: { type: 'boolean', description: 'no progress output' },
   },
 };
@@ -48,6 +80,8 @@ await runCommand(spec, async ({ flags }) => {
     threads: intInRange('threads', flags.threads, 1, 256),
     maxPixels: intInRange('max-pixels', flags['max-pixels'], 1, 2 ** 40),
     quiet: Boolean(flags.quiet),
+    preprocessing: preprocessingOverrides(flags),
+    onnxLayout: oneOf('layout', flags.layout, ['nchw', 'nhwc'] as const),
     log,
   });
   const t = manifest.timings;

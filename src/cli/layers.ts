@@ -25,7 +25,8 @@ await runCommand(spec, async ({ flags }) => {
   const lines = [`${info.model} (input ${info.inputShape.join('x')}); default cut: ${info.defaultLayer}`, '', `${'layer'.padEnd(w)}  ${'type'.padEnd(t)}  output (H x W x C)   features with --pool avg / none`];
   for (const l of info.layers) {
     const mark = l.name === info.defaultLayer ? '  <- default' : '';
-    lines.push(`${l.name.padEnd(w)}  ${l.type.padEnd(t)}  ${l.shape.join(' x ').padEnd(19)}  ${l.shape.length === 3 ? `${l.shape[2]} / ${l.shape[0]! * l.shape[1]! * l.shape[2]!}` : String(l.shape[0])}${mark}`);
+    const feats = l.shape.length === 3 ? `${l.shape[2]} / ${l.shape[0]! * l.shape[1]! * l.shape[2]!}` : l.shape.length ? String(l.shape[0]) : '';
+    lines.push(`${l.name.padEnd(w)}  ${l.type.padEnd(t)}  ${(l.shape.length ? l.shape.join(' x ') : '(run extract to see)').padEnd(19)}  ${feats}${mark}`);
   }
   lines.push('', 'Lower layers are more generic (better for data far from ImageNet); cut with: npm run extract -- --layer NAME');
   process.stdout.write(lines.join('\n') + '\n');

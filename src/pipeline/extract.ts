@@ -4,6 +4,7 @@ import { basename, join } from 'node:path';
 import { createRequire } from 'node:module';
 import { prepareBackbone, type BackboneConfig } from '../backbone/backbone.ts';
 import type { Pooling } from '../backbone/convert.ts';
+import type { Preprocessing } from '../backbone/preprocess.ts';
 import { scanDataset, compareCodePoints, SPLIT_ORDER, type ImageEntry, type SplitName } from '../dataset/scan.ts';
 import { assignSplits, type SplitFractions } from '../dataset/split.ts';
 import { runBackbone } from './run-backbone.ts';
@@ -33,6 +34,9 @@ export interface ExtractOptions {
   threads: number;
   maxPixels: number;
   quiet: boolean;
+  /** Preprocessing overrides (mostly for foreign .onnx models). */
+  preprocessing?: Partial<Preprocessing>;
+  onnxLayout?: 'nchw' | 'nhwc';
   log: Logger;
   /** Called after each persisted batch (tests use it to simulate interruption). */
   onBatch?: (done: number, total: number) => void;
@@ -79,7 +83,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractResu
   const images = scan.presplit ? scan.images : assignSplits(scan.images, opts.split, opts.seed);
   const tScan = performance.now();
 
-  const backbone = await prepareBackbone({ model: opts.model, layer: opts.layer, pooling: opts.pooling, log });
+  const backbone = await prepareBackbone({ model: opts.model, layer: opts.layer, pooling: opts.pooling, preprocessing: opts.preprocessing, onnxLayout: opts.onnxLayout, log });
   const cfg = backbone.config;
   const cacheDir = opts.out ?? cacheDirFor(scan.root, cfg);
   const store = RecordStore.open(join(cacheDir, 'records'), cfg.featureDim, log);
