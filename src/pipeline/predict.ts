@@ -1,0 +1,97 @@
+import fg from 'fast-glob';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { prepareBackbone } from '../backbone/backbone.ts';
+import { findBackbone } from '../backbone/registry.ts';
+import { IMAGE_EXTENSIONS, compareCodePoints } from '../dataset/scan.ts';
+import { loadHead } from '../heads/registry.ts';
+import { defaultCacheDir } from '../store/read.ts';
+import { UserError } from '../util/errors.ts';
+import type { Logger } from '../util/log.ts';
+import { readHeadMeta, type HeadMeta } from './train.ts';
+import { runBackbone, type BackboneRunOptions } from './run-backbone.ts';
+
+export interface Prediction { path: string; label: string; probability: number; probabilities: Record<string, number> }
+export interface PredictFailure { path: string; reason: string }
+
+export interface PredictOptions extends BackboneRunOptions {
+  head?: string;
+  inputs: string[];
+  log: Logger;
+}
+
+/** --head default: the most recently saved head of the most recent cache. */
+export function defaultHeadPath(): string {
+  const dir = join(defaultCacheDir(), 'heads');
+  const metas = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.meta.json')) : [];
+  if (metas.length === 0) throw new UserError(`no trained head in ${dir}; run 'npm run train-head' or 'npm run compare' first, or pass --head FILE`);
+  metas.sort((a, b) => statSync(join(dir, b)).mtimeMs - statSync(join(dir, a)).mtimeMs);
+  return join(dir, metas[0]!.slice(0, -'.meta.json'.length));
+}
+
+/** Expand files and folders (recursively) into image paths; missing paths are failures, not fatal. */
+export function expandInputs(inputs: readonly string[]): { files: string[]; missing: PredictFailure[] } {
+  const files: string[] = [];
+  const missing: PredictFailure[] = [];
+  for (const input of inputs) {
+    const p = resolve(input);
+    if (!existsSync(p)) { missing.push({ path: input, reason: 'no such file or directory' }); continue; }
+    if (statSync(p).isDirectory()) {
+      const found = fg.sync(`**/*.{${IMAGE_EXTENSIONS.join(',')}}`, { cwd: p, caseSensitiveMatch: false, dot: false, followSymbolicLinks: false, absolute: true });
+      if (found.length === 0) missing.push({ path: input, reason: 'folder has no images' });
+      files.push(...found.sort(compareCodePoints));
+    } else files.push(p);
+  }
+  return { files, missing };
+}
+
+/**
+ * Classify images with a saved head, running the conv base exactly as the head's cache was extracted
+ * (same model weights, layer, pooling and preprocessing, all read from the head's metadata).
+ */
+export async function predictImages(opts: PredictOptions): Promise<{ meta: HeadMeta; predictions: Prediction[]; failures: PredictFailure[] }> {
+  const headPath = opts.head ?? defaultHeadPath();
+  const meta = readHeadMeta(headPath);
+  const head = await loadHead(headPath);
+  const b = meta.backbone;
+  const model = findBackbone(b.modelId) ? b.modelId : b.modelSource;
+  const backbone = await prepareBackbone({ model, layer: b.layer, pooling: b.pooling, preprocessing: b.preprocessing, log: opts.log });
+  if (backbone.config.weightsHash !== b.weightsHash) {
+    throw new UserError(`the model found for '${model}' has weights ${backbone.config.weightsHash}, but the head was trained on features of weights ${b.weightsHash}`);
+  }
+  if (backbone.config.featureDim !== meta.featureDim) throw new UserError(`backbone gives D=${backbone.config.featureDim}, head expects ${meta.featureDim}`);
+  const { files, missing } = expandInputs(opts.inputs);
+  const failures: PredictFailure[] = [...missing];
+  const predictions: Prediction[] = [];
+  const items = files.map((absPath, i) => ({ absPath, display: displayPath(opts.inputs, absPath, i) }));
+  for await (const results of runBackbone(items, backbone.onnxPath, backbone.config, opts)) {
+    const ok = results.filter((r): r is Extract<typeof r, { features: Float32Array }> => 'features' in r);
+    for (const r of results) if ('error' in r) failures.push({ path: r.item.display, reason: r.error });
+    if (ok.length === 0) continue;
+    const D = meta.featureDim;
+    const X = new Float32Array(ok.length * D);
+    ok.forEach((r, i) => X.set(r.features, i * D));
+    const P = await head.predictProba({ data: X, rows: ok.length, cols: D });
+    const k = P.cols;
+    ok.forEach((r, i) => {
+      const row = P.data.subarray(i * k, (i + 1) * k);
+      let best = 0;
+      for (let c = 1; c < k; c++) if (row[c]! > row[best]!) best = c;
+      predictions.push({
+        path: r.item.display, label: meta.classes[best]!, probability: row[best]!,
+        probabilities: Object.fromEntries(meta.classes.map((c, j) => [c, row[j]!])),
+      });
+    });
+  }
+  return { meta, predictions, failures };
+}
+
+/** Show paths as the user typed them when possible. */
+function displayPath(inputs: readonly string[], abs: string, _i: number): string {
+  for (const input of inputs) {
+    const p = resolve(input);
+    if (abs === p) return input;
+    if (abs.startsWith(p + '/')) return join(input, abs.slice(p.length + 1));
+  }
+  return abs;
+}
