@@ -81,7 +81,7 @@ test('L-BFGS minimises a convex quadratic to the exact solution', () => {
       f += 0.5 * D[i]! * x[i]! * x[i]! - b[i]! * x[i]!;
     }
     return f;
-  }, new Float64Array(n), { gtol: 1e-9, maxIter: 200 });
+  }, new Float64Array(n), { gtol: 1e-9, maxIter: 200, ftol: 0 });
   assert.ok(res.converged);
   for (let i = 0; i < n; i++) assert.ok(Math.abs(res.x[i]! - b[i]! / D[i]!) < 1e-6, `x[${i}]`);
 });
@@ -94,4 +94,25 @@ test('L-BFGS solves the Rosenbrock function', () => {
     return (1 - a) ** 2 + 100 * (b - a * a) ** 2;
   }, Float64Array.from([-1.2, 1]), { gtol: 1e-8, maxIter: 500, ftol: 0 });
   assert.ok(Math.abs(res.x[0]! - 1) < 1e-5 && Math.abs(res.x[1]! - 1) < 1e-5, `got ${res.x[0]}, ${res.x[1]} after ${res.iterations}`);
+});
+
+test('ResidentMatrix SIMD matvec / matTvec match the float64 loops', async () => {
+  const { ResidentMatrix } = await import('../src/linalg/matmul.ts');
+  const rng = new Rng(4);
+  const n = 23, d = 37;
+  const A = randMat(rng, n, d);
+  const res = ResidentMatrix.create(A, n, d);
+  assert.ok(res);
+  const w = Float64Array.from({ length: d + 3 }, () => rng.normal());
+  const a = new Float64Array(2 * n), b = new Float64Array(2 * n);
+  res.matvec(w, 3, a, 2, 1, 0.25);
+  matvec(A, n, d, w, 3, b, 2, 1, 0.25);
+  assertClose(a, b, 1e-5, 'resident matvec');
+  const r = Float64Array.from({ length: 2 * n }, () => rng.normal());
+  const g1 = new Float64Array(d + 1), g2 = new Float64Array(d + 1);
+  res.matTvec(r, 2, 1, g1, 1);
+  matTvec(A, n, d, r, 2, 1, g2, 1);
+  assertClose(g1, g2, 1e-5, 'resident matTvec');
+  matmulABt(A, n, A, n, d); // reuses the kernel memory
+  assert.throws(() => res.matvec(w, 0, a, 1, 0));
 });

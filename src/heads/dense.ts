@@ -5,7 +5,7 @@ import { writeFileAtomic } from '../util/atomic.ts';
 import { Rng } from '../linalg/random.ts';
 import { BaseHead } from './base.ts';
 import { classWeights, resolveParams, writeHeadFile, type HeadDef, type ParamSpecs } from './common.ts';
-import { initTf, type Tf } from './tf-backend.ts';
+import { initTf, type Tf } from '../util/tf.ts';
 import type { FitOptions, HeadParams, Matrix } from './types.ts';
 
 /**

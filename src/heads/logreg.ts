@@ -1,5 +1,5 @@
 import { lbfgs } from '../linalg/lbfgs.ts';
-import { matvec, matTvec } from '../linalg/matmul.ts';
+import { matvec, matTvec, ResidentMatrix } from '../linalg/matmul.ts';
 import { BaseHead, softmaxRows } from './base.ts';
 import { classWeights, decodeF32, encodeF32, resolveParams, type HeadDef, type ParamSpecs } from './common.ts';
 import type { FitOptions, HeadParams, Matrix } from './types.ts';
@@ -14,6 +14,7 @@ export const paramSpecs: ParamSpecs = {
   maxIter: { type: 'int', default: 100, min: 1, description: 'L-BFGS iterations' },
   tol: { type: 'number', default: 1e-4, min: 0, description: 'stop when max |gradient| <= tol' },
   standardize: { type: 'boolean', default: true, description: 'standardise features (fitted on train)' },
+  simd: { type: 'boolean', default: true, description: 'use the WebAssembly SIMD matrix-vector kernels' },
 };
 
 interface State { nRows: number; W: string; b: string; iterations: number }
@@ -35,9 +36,15 @@ export class LogRegHead extends BaseHead {
     const alpha = 1 / (this.params.C as number);
     const P = R * (d + 1); // parameter layout: [W row 0 (d), ..., W row R-1, b (R)]
     const Z = new Float64Array(n * R);
+    // SIMD matrix-vector products on a resident copy of X when available (float32 accumulation,
+    // ample for tol=1e-4), scalar float64 loops otherwise.
+    const res = this.params.simd === false ? null : ResidentMatrix.create(data, n, d);
     const fg = (x: Float64Array, g: Float64Array): number => {
       // Scores Z = X·Wᵀ + b.
-      for (let r = 0; r < R; r++) matvec(data, n, d, x, r * d, Z, R, r, x[R * d + r]!);
+      for (let r = 0; r < R; r++) {
+        if (res) res.matvec(x, r * d, Z, R, r, x[R * d + r]!);
+        else matvec(data, n, d, x, r * d, Z, R, r, x[R * d + r]!);
+      }
       // Loss and residuals (written back into Z).
       let loss = 0;
       if (R === 1) {
@@ -64,7 +71,8 @@ export class LogRegHead extends BaseHead {
       }
       // Gradient: G_r = Σ_i resid_ir x_i + alpha W_r; bias gradient = Σ resid.
       for (let r = 0; r < R; r++) {
-        matTvec(data, n, d, Z, R, r, g, r * d);
+        if (res) res.matTvec(Z, R, r, g, r * d);
+        else matTvec(data, n, d, Z, R, r, g, r * d);
         let gb = 0;
         for (let i = 0; i < n; i++) gb += Z[i * R + r]!;
         const wo = r * d;
@@ -79,15 +87,14 @@ export class LogRegHead extends BaseHead {
       }
       return loss;
     };
-    const res = lbfgs(fg, new Float64Array(P), {
+    const opt = lbfgs(fg, new Float64Array(P), {
       maxIter: this.params.maxIter as number,
       gtol: this.params.tol as number,
     });
-    if (!res.converged) opts.log?.warn(`logreg: L-BFGS stopped after ${res.iterations} iterations without converging (raise maxIter)`);
-    this.W_ = Float32Array.from(res.x.subarray(0, R * d));
-    this.b_ = Float32Array.from(res.x.subarray(R * d));
-    this.iterations_ = res.iterations;
-    if (process.env.LR_DEBUG) console.error("lbfgs", res.iterations, res.evaluations, res.f);
+    if (!opt.converged) opts.log?.warn(`logreg: L-BFGS stopped after ${opt.iterations} iterations without converging (raise maxIter)`);
+    this.W_ = Float32Array.from(opt.x.subarray(0, R * d));
+    this.b_ = Float32Array.from(opt.x.subarray(R * d));
+    this.iterations_ = opt.iterations;
   }
 
   /** Raw scores, rows × nRows. */

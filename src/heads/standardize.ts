@@ -11,28 +11,28 @@ export class Standardizer {
 
   static fit(X: Matrix, enabled = true): Standardizer {
     const { rows: n, cols: d, data } = X;
-    const mean = new Float64Array(d);
-    const sq = new Float64Array(d);
-    if (enabled) {
-      for (let i = 0; i < n; i++) {
-        const o = i * d;
-        for (let j = 0; j < d; j++) mean[j]! += data[o + j]!;
-      }
-      for (let j = 0; j < d; j++) mean[j]! /= Math.max(1, n);
-      for (let i = 0; i < n; i++) {
-        const o = i * d;
-        for (let j = 0; j < d; j++) {
-          const v = data[o + j]! - mean[j]!;
-          sq[j]! += v * v;
-        }
+    const mean = new Float32Array(d);
+    const scale = new Float32Array(d).fill(1);
+    if (!enabled || n === 0) return new Standardizer(mean, scale, enabled);
+    // One pass of shifted sums (shift = first row) keeps float64 sums well conditioned.
+    const shift = Float64Array.from(data.subarray(0, d));
+    const s1 = new Float64Array(d);
+    const s2 = new Float64Array(d);
+    for (let i = 0; i < n; i++) {
+      const o = i * d;
+      for (let j = 0; j < d; j++) {
+        const v = data[o + j]! - shift[j]!;
+        s1[j]! += v;
+        s2[j]! += v * v;
       }
     }
-    const scale = new Float32Array(d);
     for (let j = 0; j < d; j++) {
-      const sd = Math.sqrt(sq[j]! / Math.max(1, n));
-      scale[j] = enabled && sd > 1e-12 ? sd : 1;
+      const m = s1[j]! / n;
+      mean[j] = shift[j]! + m;
+      const sd = Math.sqrt(Math.max(0, s2[j]! / n - m * m));
+      scale[j] = sd > 1e-12 ? sd : 1;
     }
-    return new Standardizer(Float32Array.from(mean), scale, enabled);
+    return new Standardizer(mean, scale, enabled);
   }
 
   /** A new standardised matrix (the input is never mutated). */
@@ -40,12 +40,10 @@ export class Standardizer {
     if (!this.enabled) return X;
     const { rows: n, cols: d, data } = X;
     const out = new Float32Array(n * d);
-    const inv = new Float32Array(d);
+    const inv = new Float64Array(d);
+    const mean = Float64Array.from(this.mean);
     for (let j = 0; j < d; j++) inv[j] = 1 / this.scale[j]!;
-    for (let i = 0; i < n; i++) {
-      const o = i * d;
-      for (let j = 0; j < d; j++) out[o + j] = (data[o + j]! - this.mean[j]!) * inv[j]!;
-    }
+    transformRows(data, out, n, d, mean, inv);
     return { data: out, rows: n, cols: d };
   }
 
@@ -55,5 +53,12 @@ export class Standardizer {
 
   static fromJSON(j: { enabled: boolean; mean: string; scale: string }): Standardizer {
     return new Standardizer(decodeF32(j.mean), decodeF32(j.scale), j.enabled);
+  }
+}
+
+function transformRows(src: Float32Array, dst: Float32Array, n: number, d: number, mean: Float64Array, inv: Float64Array): void {
+  for (let i = 0; i < n; i++) {
+    const o = i * d;
+    for (let j = 0; j < d; j++) dst[o + j] = (src[o + j]! - mean[j]!) * inv[j]!;
   }
 }

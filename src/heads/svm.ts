@@ -1,4 +1,4 @@
-import { dot, gram, matmulABt, rowSqNorms } from '../linalg/matmul.ts';
+import { dot, matmulABt, mirrorLower, rowSqNorms } from '../linalg/matmul.ts';
 import { Rng } from '../linalg/random.ts';
 import { BaseHead } from './base.ts';
 import { classWeights, decodeF32, encodeF32, resolveParams, type HeadDef, type ParamSpecs } from './common.ts';
@@ -135,14 +135,49 @@ interface KernelRows {
   row(i: number): Float32Array;
 }
 
+/** Kernel rows restricted to a subproblem's rows (identity when the subproblem is every row). */
+interface SubKernel {
+  row(t: number): Float32Array;
+}
+
+function subKernel(kern: KernelRows, sub: Int32Array, n: number): SubKernel {
+  const l = sub.length;
+  if (l === n) return kern; // sub is 0..n-1 in order
+  if (kern instanceof PrecomputedRows) {
+    // Gather the l×l block once: SMO then reads contiguous rows.
+    const K = new Float32Array(l * l);
+    for (let a = 0; a < l; a++) {
+      const r = kern.row(sub[a]!);
+      for (let b = 0; b < l; b++) K[a * l + b] = r[sub[b]!]!;
+    }
+    return new PrecomputedRows(K, l);
+  }
+  const cache = new Map<number, Float32Array>();
+  return {
+    row(t: number): Float32Array {
+      let r = cache.get(t);
+      if (!r) {
+        const full = kern.row(sub[t]!);
+        r = new Float32Array(l);
+        for (let b = 0; b < l; b++) r[b] = full[sub[b]!]!;
+        if (cache.size > 2048) cache.delete(cache.keys().next().value as number);
+        cache.set(t, r);
+      }
+      return r;
+    },
+  };
+}
+
 function rbfKernelMatrix(X: Float32Array, n: number, d: number, gamma: number): Float32Array {
-  const K = gram(X, n, d);
+  const K = matmulABt(X, n, X, n, d, undefined, 'lower');
   const sq = new Float64Array(n);
   for (let i = 0; i < n; i++) sq[i] = K[i * n + i]!;
+  // exp on the lower triangle only, then mirror.
   for (let i = 0; i < n; i++) {
     const o = i * n, si = sq[i]!;
-    for (let j = 0; j < n; j++) K[o + j] = Math.exp(-gamma * Math.max(0, si + sq[j]! - 2 * K[o + j]!));
+    for (let j = 0; j <= i; j++) K[o + j] = Math.exp(-gamma * Math.max(0, si + sq[j]! - 2 * K[o + j]!));
   }
+  mirrorLower(K, n);
   return K;
 }
 
@@ -192,12 +227,12 @@ interface SmoResult { alpha: Float64Array; rho: number; /** y_t·(G_t+1) − rho
  * libsvm Solver for the C-SVC dual: min ½αᵀQα − eᵀα, 0 ≤ α_t ≤ C_t, yᵀα = 0, on the rows `sub`
  * (global indices into the kernel), labels y ∈ {+1, −1}.
  */
-function smo(kern: KernelRows, sub: Int32Array, y: Int8Array, Cs: Float64Array, eps: number, maxIter: number): SmoResult {
-  const l = sub.length;
+function smo(kern: SubKernel, y: Int8Array, Cs: Float64Array, eps: number, maxIter: number): SmoResult {
+  const l = y.length;
   const alpha = new Float64Array(l);
   const G = new Float64Array(l).fill(-1);
   const QD = new Float64Array(l);
-  for (let t = 0; t < l; t++) QD[t] = kern.row(sub[t]!)[sub[t]!]!;
+  for (let t = 0; t < l; t++) QD[t] = kern.row(t)[t]!;
   const TAU = 1e-12;
   let iter = 0;
   for (; iter < maxIter; iter++) {
@@ -209,7 +244,7 @@ function smo(kern: KernelRows, sub: Int32Array, y: Int8Array, Cs: Float64Array, 
       } else if (alpha[t]! > 0 && G[t]! >= Gmax) { Gmax = G[t]!; gi = t; }
     }
     if (gi < 0) break;
-    const Ki = kern.row(sub[gi]!);
+    const Ki = kern.row(gi);
     const QDi = QD[gi]!;
     for (let t = 0; t < l; t++) {
       if (y[t] === 1) {
@@ -217,7 +252,7 @@ function smo(kern: KernelRows, sub: Int32Array, y: Int8Array, Cs: Float64Array, 
           const gd = Gmax + G[t]!;
           if (G[t]! >= Gmax2) Gmax2 = G[t]!;
           if (gd > 0) {
-            const qc = QDi + QD[t]! - 2 * Ki[sub[t]!]!;
+            const qc = QDi + QD[t]! - 2 * Ki[t]!;
             const od = -(gd * gd) / (qc > 0 ? qc : TAU);
             if (od <= objMin) { gj = t; objMin = od; }
           }
@@ -226,7 +261,7 @@ function smo(kern: KernelRows, sub: Int32Array, y: Int8Array, Cs: Float64Array, 
         const gd = Gmax - G[t]!;
         if (-G[t]! >= Gmax2) Gmax2 = -G[t]!;
         if (gd > 0) {
-          const qc = QDi + QD[t]! - 2 * Ki[sub[t]!]!;
+          const qc = QDi + QD[t]! - 2 * Ki[t]!;
           const od = -(gd * gd) / (qc > 0 ? qc : TAU);
           if (od <= objMin) { gj = t; objMin = od; }
         }
@@ -234,11 +269,11 @@ function smo(kern: KernelRows, sub: Int32Array, y: Int8Array, Cs: Float64Array, 
     }
     if (Gmax + Gmax2 < eps || gj < 0) break;
     const i = gi, j = gj;
-    const Kj = kern.row(sub[j]!);
+    const Kj = kern.row(j);
     const Ci = Cs[i]!, Cj = Cs[j]!;
     const oldAi = alpha[i]!, oldAj = alpha[j]!;
     const yi = y[i]!, yj = y[j]!;
-    const Qij = yi * yj * Ki[sub[j]!]!;
+    const Qij = yi * yj * Ki[j]!;
     let ai = oldAi, aj = oldAj;
     if (yi !== yj) {
       let qc = QD[i]! + QD[j]! + 2 * Qij;
@@ -267,10 +302,7 @@ function smo(kern: KernelRows, sub: Int32Array, y: Int8Array, Cs: Float64Array, 
     alpha[j] = aj;
     // G_t += Q_ti Δα_i + Q_tj Δα_j, with Q_ts = y_t y_s K_ts.
     const ci = yi * (ai - oldAi), cj = yj * (aj - oldAj);
-    for (let t = 0; t < l; t++) {
-      const s = sub[t]!;
-      G[t]! += y[t]! * (ci * Ki[s]! + cj * Kj[s]!);
-    }
+    for (let t = 0; t < l; t++) G[t]! += y[t]! * (ci * Ki[t]! + cj * Kj[t]!);
   }
   // rho (libsvm calculate_rho).
   let ub = Infinity, lb = -Infinity, nFree = 0, sumFree = 0;
@@ -427,7 +459,7 @@ export class SvmHead extends BaseHead {
     if (scheme === 'ovo') for (let a = 0; a < K; a++) for (let b = a + 1; b < K; b++) pairs.push(a, b);
     else for (let a = 0; a < K; a++) pairs.push(a, -1);
     const nModels = pairs.length / 2;
-    const models: { sub: Int32Array; coef: Float64Array; rho: number }[] = [];
+    const models: { sub: Int32Array; coef: Float64Array; rho: number; dec: Float64Array; ys: Int8Array }[] = [];
     for (let m = 0; m < nModels; m++) {
       const a = pairs[2 * m]!, b = pairs[2 * m + 1]!;
       const rows: number[] = [];
@@ -436,11 +468,11 @@ export class SvmHead extends BaseHead {
       const ys = new Int8Array(sub.length);
       const cs = new Float64Array(sub.length);
       for (let t = 0; t < sub.length; t++) { ys[t] = y[sub[t]!] === a ? 1 : -1; cs[t] = Cs[sub[t]!]!; }
-      const r = smo(kern, sub, ys, cs, eps, maxIter);
+      const r = smo(subKernel(kern, sub, n), ys, cs, eps, maxIter);
       if (r.iterations >= maxIter) opts.log?.warn(`svm: SMO hit maxIter=${maxIter} for model ${m}`);
       const coef = new Float64Array(sub.length);
       for (let t = 0; t < sub.length; t++) coef[t] = r.alpha[t]! * ys[t]!;
-      models.push({ sub, coef, rho: r.rho });
+      models.push({ sub, coef, rho: r.rho, dec: r.dec, ys });
     }
     // Support vectors = union of rows with non-zero coefficient in any model.
     const svIndex = new Int32Array(n).fill(-1);
@@ -461,8 +493,16 @@ export class SvmHead extends BaseHead {
     this.state_ = { type: 'rbf', gamma, nSV, SV: '', coef: '', rho: '', pairs, platt: '', scheme };
     this.platt_ = new Float32Array(2 * nModels);
     const { Xp, yp } = this.plattData(X, y, opts);
-    const dec = this.decision(Xp);
-    this.fitPlatt(dec, yp, nModels, (m) => [pairs[2 * m]!, pairs[2 * m + 1]!]);
+    if (Xp !== X) {
+      this.fitPlatt(this.decision(Xp), yp, nModels, (m) => [pairs[2 * m]!, pairs[2 * m + 1]!]);
+    } else {
+      // Training rows: SMO already has each model's decision values on its own rows.
+      models.forEach((mdl, m) => {
+        const [A, B] = plattFit(mdl.dec, Uint8Array.from(mdl.ys, (v) => (v === 1 ? 1 : 0)));
+        this.platt_![2 * m] = A;
+        this.platt_![2 * m + 1] = B;
+      });
+    }
   }
 
   /** Rows for the Platt fit: the validation split when it has every class, else the training rows. */

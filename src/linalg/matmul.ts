@@ -1,4 +1,4 @@
-import { RA, RB, wasmGemm } from './wasm-gemm.ts';
+import { RA, RB, wasmGemm, type WasmGemm } from './wasm-gemm.ts';
 
 /**
  * Dense float32 products. Row-major throughout. The hot entry point is matmulABt (C = A·Bᵀ), which
@@ -113,16 +113,17 @@ const roundUp = (x: number, m: number) => Math.ceil(x / m) * m;
 
 /**
  * C = A·Bᵀ for A n×d and B m×d (row-major float32), C n×m. With `symmetric` (A === B, n === m)
- * only the lower block triangle is computed and then mirrored.
+ * only the lower block triangle is computed and then mirrored; with 'lower' the mirroring is left
+ * to the caller (entries above the diagonal are then unspecified).
  */
 export function matmulABt(
   A: Float32Array, n: number, B: Float32Array, m: number, d: number,
-  out?: Float32Array, symmetric = false,
+  out?: Float32Array, symmetric: boolean | 'lower' = false,
 ): Float32Array {
   const C = out ?? new Float32Array(n * m);
   if (C.length < n * m) throw new Error(`matmulABt: output too small (${C.length} < ${n * m})`);
   const w = wasmGemm();
-  if (!w || n * m * d < 4096) return matmulABtJs(A, n, B, m, d, C);
+  if (!w || n * m * d < 4096) return matmulABtJs(A, n, B, m, d, C); // 'lower' callers accept a full result
   const dp = roundUp(d, 4);
   const mp = roundUp(m, COL_BLOCK);
   const chunk = Math.min(ROW_CHUNK, roundUp(n, RA));
@@ -130,6 +131,7 @@ export function matmulABt(
   const aOff = mp * dp;
   const cOff = aOff + chunk * dp;
   ensureBytes(w.memory, (cOff + chunk * mp) * 4);
+  memoryEpoch++;
   let f = new Float32Array(w.memory.buffer);
   pack(f, bOff, B, 0, m, mp, d, dp);
   for (let i0 = 0; i0 < n; i0 += chunk) {
@@ -148,7 +150,14 @@ export function matmulABt(
       C.set(f.subarray(src, src + cols), (i0 + r) * m);
     }
   }
-  if (symmetric) {
+  if (symmetric === true) mirrorLower(C, n);
+  return C;
+}
+
+/** Copy the lower triangle of an n×n row-major matrix onto the upper one. */
+export function mirrorLower(C: Float32Array, n: number): void {
+  {
+    const m = n;
     for (let i = 0; i < n; i++) {
       const io = i * m;
       for (let j = i + 1; j < n; j++) {
@@ -157,7 +166,6 @@ export function matmulABt(
       }
     }
   }
-  return C;
 }
 
 /** Gram matrix A·Aᵀ (n×n), computing one triangle. */
@@ -212,5 +220,63 @@ export function matTvec(
     if (c === 0) continue;
     const xo = i * d;
     for (let k = 0; k < d; k++) g[go + k]! += c * X[xo + k]!;
+  }
+}
+
+/** Bumped whenever the kernel memory is re-laid out; a ResidentMatrix is valid only within its epoch. */
+let memoryEpoch = 0;
+
+/**
+ * A matrix copied once into the SIMD kernel memory for repeated float32 matrix-vector products
+ * (L-BFGS on logistic loss does two per evaluation). It shares the one kernel memory with
+ * matmulABt, so it is valid until the next matmulABt or ResidentMatrix.create; using it after
+ * that throws. Returns null when WebAssembly SIMD is unavailable (use matvec/matTvec then).
+ */
+export class ResidentMatrix {
+  private constructor(
+    private readonly epoch: number,
+    readonly rows: number,
+    readonly cols: number,
+    private readonly np: number,
+    private readonly dp: number,
+  ) {}
+
+  static create(X: Float32Array, n: number, d: number): ResidentMatrix | null {
+    const w = wasmGemm();
+    if (!w) return null;
+    const np = roundUp(n, 4), dp = roundUp(d, 4);
+    ensureBytes(w.memory, (np * dp + dp + np + np + dp) * 4);
+    pack(new Float32Array(w.memory.buffer), 0, X, 0, n, np, d, dp);
+    return new ResidentMatrix(++memoryEpoch, n, d, np, dp);
+  }
+
+  private check(): WasmGemm {
+    if (this.epoch !== memoryEpoch) throw new Error('ResidentMatrix used after the kernel memory was reused');
+    return wasmGemm()!;
+  }
+
+  /** out[i·stride + off] = X_i · w[wo .. wo+d) + bias (float32 arithmetic). */
+  matvec(w: Float64Array, wo: number, out: Float64Array, stride: number, off: number, bias = 0): void {
+    const k = this.check();
+    const { np, dp, rows: n, cols: d } = this;
+    const f = new Float32Array(k.memory.buffer);
+    const xOff = np * dp, yOff = xOff + dp;
+    for (let j = 0; j < d; j++) f[xOff + j] = w[wo + j]!;
+    f.fill(0, xOff + d, xOff + dp);
+    k.gemv(0, xOff * 4, yOff * 4, np, dp);
+    for (let i = 0; i < n; i++) out[i * stride + off] = f[yOff + i]! + bias;
+  }
+
+  /** g[go .. go+d) = Σ_i r[i·stride + off] · X_i (float32 arithmetic). */
+  matTvec(r: Float64Array, stride: number, off: number, g: Float64Array, go: number): void {
+    const k = this.check();
+    const { np, dp, rows: n, cols: d } = this;
+    const f = new Float32Array(k.memory.buffer);
+    const rOff = np * dp + dp + np, gOff = rOff + np;
+    for (let i = 0; i < n; i++) f[rOff + i] = r[i * stride + off]!;
+    f.fill(0, rOff + n, rOff + np);
+    f.fill(0, gOff, gOff + dp);
+    k.gemvt(0, rOff * 4, gOff * 4, np, dp);
+    for (let j = 0; j < d; j++) g[go + j] = f[gOff + j]!;
   }
 }

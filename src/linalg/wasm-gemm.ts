@@ -1,6 +1,7 @@
 import v8 from 'node:v8';
 /**
- * A tiny hand-assembled WebAssembly SIMD kernel for C = A·Bᵀ (both row-major, float32).
+ * Tiny hand-assembled WebAssembly SIMD kernels: C = A·Bᵀ (both row-major, float32), plus the
+ * matrix-vector products y = A·x and g += Aᵀ·r.
  * V8 does not auto-vectorise JS loops, so for the O(n·m·d) products that dominate kNN and the
  * RBF kernel matrix this is ~5-10× faster than the best scalar TS loop. The module is generated
  * here (no toolchain, no binary file in the repo); matmul.ts falls back to TS when WebAssembly
@@ -50,7 +51,7 @@ function section(id: number, body: number[]): number[] {
 
 const SIMD = (op: number): number[] => [0xfd, ...uleb(op)];
 
-function buildModule(): Uint8Array<ArrayBuffer> {
+function gemmBody(): number[] {
   // Params: 0 a, 1 b, 2 c, 3 n, 4 m, 5 dp, 6 ldc. Locals follow.
   let next = 7;
   const L = { i: next++, j: next++, k: next++, rowBytes: next++, pc: next++ };
@@ -121,14 +122,83 @@ function buildModule(): Uint8Array<ArrayBuffer> {
   emit(0x0b); // end function
 
   const locals = [...uleb(2), ...uleb(i32Locals), I32, ...uleb(v128Locals), V128];
-  const body = [...locals, ...code];
+  return [...locals, ...code];
+}
+
+const get = (l: number) => [0x20, ...uleb(l)];
+const set = (l: number) => [0x21, ...uleb(l)];
+const tee = (l: number) => [0x22, ...uleb(l)];
+const i32c = (v: number) => [0x41, ...sleb(v)];
+const ADD = 0x6a, MUL = 0x6c, SHL = 0x74, LT_U = 0x49;
+const F32X4_ADD = SIMD(228), F32X4_MUL = SIMD(230);
+const V_LOAD = [...SIMD(0), 0, 0];
+const V_ZERO = [...SIMD(12), ...new Array(16).fill(0)];
+
+function hsum(l: number): number[] {
+  return [...get(l), ...SIMD(31), 0, ...get(l), ...SIMD(31), 1, 0x92, ...get(l), ...SIMD(31), 2, ...get(l), ...SIMD(31), 3, 0x92, 0x92];
+}
+
+/** gemv(a, x, y, n, dp): y[i] = Σ_k A[i,k]·x[k]; n a multiple of 4, dp a multiple of 4. */
+function gemvBody(): number[] {
+  const [a, x, y, n, dp, i, k, rb, p0, p1, p2, p3, py] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+  const p = [p0, p1, p2, p3];
+  const acc = [13, 14, 15, 16];
+  const xv = 17;
+  const c: number[] = [];
+  const e = (...parts: (number | number[])[]) => { for (const q of parts) if (Array.isArray(q)) c.push(...q); else c.push(q); };
+  e(get(dp), i32c(2), SHL, set(rb), i32c(0), set(i), get(y), set(py));
+  e(0x03, 0x40);
+  e(get(a), get(i), get(rb), MUL, ADD, set(p0));
+  for (let r = 1; r < 4; r++) e(get(p[r - 1]!), get(rb), ADD, set(p[r]!));
+  for (const q of acc) e(V_ZERO, set(q));
+  e(i32c(0), set(k));
+  e(0x03, 0x40);
+  e(get(x), get(k), ADD, V_LOAD, set(xv));
+  for (let r = 0; r < 4; r++) e(get(acc[r]!), get(p[r]!), get(k), ADD, V_LOAD, get(xv), F32X4_MUL, F32X4_ADD, set(acc[r]!));
+  e(get(k), i32c(16), ADD, tee(k), get(rb), LT_U, 0x0d, 0, 0x0b);
+  for (let r = 0; r < 4; r++) e(get(py), hsum(acc[r]!), 0x38, 2, ...uleb(4 * r));
+  e(get(py), i32c(16), ADD, set(py));
+  e(get(i), i32c(4), ADD, tee(i), get(n), LT_U, 0x0d, 0, 0x0b);
+  e(0x0b);
+  return [...uleb(2), ...uleb(8), I32, ...uleb(5), V128, ...c];
+}
+
+/** gemvt(a, r, g, n, dp): g[k] += Σ_i r[i]·A[i,k]; n a multiple of 4, dp a multiple of 4. */
+function gemvtBody(): number[] {
+  const [a, rv, g, n, dp, i, k, rb, p0, p1, p2, p3, pg] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+  const p = [p0, p1, p2, p3];
+  const cs = [13, 14, 15, 16];
+  const c: number[] = [];
+  const e = (...parts: (number | number[])[]) => { for (const q of parts) if (Array.isArray(q)) c.push(...q); else c.push(q); };
+  e(get(dp), i32c(2), SHL, set(rb), i32c(0), set(i));
+  e(0x03, 0x40);
+  e(get(a), get(i), get(rb), MUL, ADD, set(p0));
+  for (let r = 1; r < 4; r++) e(get(p[r - 1]!), get(rb), ADD, set(p[r]!));
+  // c_r = splat(r[i + r])
+  for (let r = 0; r < 4; r++) e(get(rv), get(i), i32c(2), SHL, ADD, 0x2a, 2, ...uleb(4 * r), SIMD(19), set(cs[r]!));
+  e(i32c(0), set(k));
+  e(0x03, 0x40);
+  e(get(g), get(k), ADD, tee(pg)); // address for the store
+  e(get(pg), V_LOAD);
+  for (let r = 0; r < 4; r++) e(get(cs[r]!), get(p[r]!), get(k), ADD, V_LOAD, F32X4_MUL, F32X4_ADD);
+  e(SIMD(11), 0, 0); // v128.store
+  e(get(k), i32c(16), ADD, tee(k), get(rb), LT_U, 0x0d, 0, 0x0b);
+  e(get(i), i32c(4), ADD, tee(i), get(n), LT_U, 0x0d, 0, 0x0b);
+  e(0x0b);
+  return [...uleb(2), ...uleb(8), I32, ...uleb(4), V128, ...c];
+}
+
+function buildModule(): Uint8Array<ArrayBuffer> {
+  const bodies = [gemmBody(), gemvBody(), gemvtBody()];
+  const code: number[] = [bodies.length];
+  for (const b of bodies) code.push(...uleb(b.length), ...b);
   const bytes = [
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, [1, 0x60, 7, I32, I32, I32, I32, I32, I32, I32, 0]),
-    ...section(3, [1, 0]),
+    ...section(1, [2, 0x60, 7, I32, I32, I32, I32, I32, I32, I32, 0, 0x60, 5, I32, I32, I32, I32, I32, 0]),
+    ...section(3, [3, 0, 1, 1]),
     ...section(5, [1, 0x00, ...uleb(1)]),
-    ...section(7, [2, ...str('gemm'), 0x00, 0, ...str('mem'), 0x02, 0]),
-    ...section(10, [1, ...uleb(body.length), ...body]),
+    ...section(7, [4, ...str('gemm'), 0x00, 0, ...str('gemv'), 0x00, 1, ...str('gemvt'), 0x00, 2, ...str('mem'), 0x02, 0]),
+    ...section(10, code),
   ];
   return new Uint8Array(bytes);
 }
@@ -136,6 +206,8 @@ function buildModule(): Uint8Array<ArrayBuffer> {
 export interface WasmGemm {
   memory: WebAssembly.Memory;
   gemm: (a: number, b: number, c: number, n: number, m: number, dp: number, ldc: number) => void;
+  gemv: (a: number, x: number, y: number, n: number, dp: number) => void;
+  gemvt: (a: number, r: number, g: number, n: number, dp: number) => void;
 }
 
 let cached: WasmGemm | null | undefined;
@@ -156,8 +228,8 @@ export function wasmGemm(): WasmGemm | null {
       v8.setFlagsFromString('--liftoff');
     }
     const inst = new WebAssembly.Instance(mod, {});
-    const ex = inst.exports as unknown as { gemm: WasmGemm['gemm']; mem: WebAssembly.Memory };
-    cached = { memory: ex.mem, gemm: ex.gemm };
+    const ex = inst.exports as unknown as Omit<WasmGemm, 'memory'> & { mem: WebAssembly.Memory };
+    cached = { memory: ex.mem, gemm: ex.gemm, gemv: ex.gemv, gemvt: ex.gemvt };
   } catch {
     cached = null;
   }
