@@ -13,7 +13,9 @@ export const paramSpecs: ParamSpecs = {
   C: { type: 'number', default: 1, min: 1e-12, description: 'inverse L2 regularisation strength (sklearn semantics)' },
   maxIter: { type: 'int', default: 100, min: 1, description: 'L-BFGS iterations' },
   tol: { type: 'number', default: 1e-4, min: 0, description: 'stop when max |gradient| <= tol' },
-  standardize: { type: 'boolean', default: true, description: 'standardise features (fitted on train)' },
+  // Off by default, as in scikit-learn: pooled conv features share one scale, and standardising
+  // amplifies near-constant dimensions (measured: -0.3 to -0.7 points on cats-vs-dogs).
+  standardize: { type: 'boolean', default: false, description: 'standardise features (fitted on train)' },
   simd: { type: 'boolean', default: true, description: 'use the WebAssembly SIMD matrix-vector kernels' },
 };
 

@@ -20,7 +20,7 @@ export const paramSpecs: ParamSpecs = {
   maxFeatures: { type: 'number', default: 'sqrt', min: 1e-9, choices: ['sqrt', 'log2', 'all'], description: 'features per split: sqrt | log2 | all | count (>=1) | fraction (<1)' },
   maxBins: { type: 'int', default: 256, min: 2, max: 256, description: 'quantile bins per feature' },
   bootstrap: { type: 'boolean', default: true, description: 'bootstrap rows per tree' },
-  standardize: { type: 'boolean', default: true, description: 'standardise features (no effect on trees; kept for uniformity)' },
+  standardize: { type: 'boolean', default: false, description: 'standardise features (no effect on trees; kept for uniformity)' },
 };
 
 interface State {
