@@ -19,7 +19,6 @@
 import { createRequire } from 'node:module';
 import { dirname, join, sep } from 'node:path';
 import { existsSync } from 'node:fs';
-import * as tfStatic from '@tensorflow/tfjs';
 
 export type Tf = typeof import('@tensorflow/tfjs');
 
@@ -52,7 +51,7 @@ export function initTf(opts: InitTfOptions = {}): Promise<Tf> {
 /** Name of the active backend ('tensorflow' | 'wasm' | 'cpu'), or null if none was initialised yet. */
 export function tfBackendName(): string | null {
   // engine().backendName is read directly: tf.getBackend() would auto-initialise a backend.
-  return tfStatic.engine().backendName ?? null;
+  return loaded?.engine().backendName ?? null;
 }
 
 /** Active backend with wasm details (SIMD / threads); null before initialisation. */
@@ -60,6 +59,7 @@ export function tfBackendInfo(): TfBackendInfo | null {
   const name = tfBackendName();
   if (name == null) return null;
   if (name !== 'wasm') return { name };
+  const tfStatic = loaded!;
   const env = tfStatic.env();
   // Both flags were evaluated (and cached) by the wasm backend's init, so the sync get is safe.
   const flag = (f: string): boolean => {
@@ -75,8 +75,12 @@ export function tfBackendInfo(): TfBackendInfo | null {
   return { name, wasm: { simd: flag('WASM_HAS_SIMD_SUPPORT'), threads, threadsCount: threads ? threadsCount : 1 } };
 }
 
+/** The tfjs module once imported: loaded lazily so commands that never train do not pay ~1.5 s for it. */
+let loaded: Tf | undefined;
+
 async function doInit(opts: InitTfOptions): Promise<Tf> {
-  const tf = tfStatic;
+  const tf = (await import('@tensorflow/tfjs')) as Tf;
+  loaded = tf;
   if (await tryTfjsNode(tf)) return tf;
   if (await tryWasm(tf, opts)) return tf;
   if (!(await tf.setBackend('cpu'))) throw new Error('TF.js: no usable backend (tensorflow, wasm and cpu all failed)');

@@ -1,0 +1,69 @@
+import { runCommand } from '../util/cli.ts';
+import { intInRange, type CommandSpec } from '../util/args.ts';
+import { UserError } from '../util/errors.ts';
+import { consoleLogger, silentLogger } from '../util/log.ts';
+import { HEAD_KINDS, createHead, parseOpts } from '../heads/registry.ts';
+import { defaultCacheDir } from '../store/read.ts';
+import { formatParams, type TuneMode } from '../eval/tune.ts';
+import { DEFAULT_VAL_FRACTION, evaluateSavedHead, saveTrainedHead, trainHead } from '../pipeline/train.ts';
+
+const spec: CommandSpec = {
+  name: 'train-head',
+  summary: 'train one classifier head on a feature cache (val for early stopping/tuning, test only for the final score) and save it',
+  usage: 'npm run train-head -- --head KIND [--cache DIR] [--opt NAME=VALUE …] [--class-weight none|balanced] [--seed N] [--tune] [--out PATH]\n       npm run train-head -- --eval HEAD [--cache DIR]',
+  flags: {
+    head: { type: 'string', metavar: 'KIND', description: `head kind: ${HEAD_KINDS.join(', ')}` },
+    cache: { type: 'string', metavar: 'DIR', description: 'feature cache (default: the most recent under data/cache/)' },
+    opt: { type: 'string', repeatable: true, metavar: 'NAME=VALUE', description: 'head hyperparameter, repeatable (e.g. --opt C=1 --opt kernel=rbf)' },
+    'class-weight': { type: 'string', metavar: 'MODE', description: 'none | balanced', default: 'none' },
+    seed: { type: 'number', metavar: 'N', description: 'seed for the validation carve-out and the head', default: 42 },
+    'val-fraction': { type: 'number', metavar: 'F', description: 'share of train held out as validation when the cache has no val split (0 = none)', default: DEFAULT_VAL_FRACTION },
+    tune: { type: 'boolean', description: 'grid-search the main hyperparameters on the validation set first (never on test)' },
+    'tune-cv': { type: 'number', metavar: 'K', description: 'tune by K-fold CV on train+val instead of on val (implies --tune)' },
+    out: { type: 'string', metavar: 'PATH', description: 'where to save the head (default <cache>/heads/<kind>.json, or <cache>/heads/dense/); sidecar <PATH>.meta.json' },
+    eval: { type: 'string', metavar: 'HEAD', description: 'instead of training: score a saved head on --cache\'s test split (refused if the cache has other features)' },
+    verbose: { type: 'boolean', description: 'per-epoch lines from heads that train in epochs' },
+    quiet: { type: 'boolean', description: 'no progress lines on stderr' },
+  },
+};
+
+const pct = (a: number | null | undefined) => (a === null || a === undefined ? 'n/a' : `${(a * 100).toFixed(2)}%`);
+
+await runCommand(spec, async ({ flags }) => {
+  const log = consoleLogger(Boolean(flags.quiet));
+  const evalPath = flags.eval as string | undefined;
+  if (evalPath !== undefined) {
+    if (flags.head !== undefined) throw new UserError('--eval scores a saved head; do not combine it with --head');
+    const r = await evaluateSavedHead(evalPath, (flags.cache as string | undefined) ?? defaultCacheDir());
+    process.stdout.write(`head: ${r.meta?.kind ?? '?'} ${evalPath}\n`);
+    process.stdout.write(`test accuracy: ${pct(r.test?.accuracy)}${r.test ? ` (macro F1 ${r.test.macroF1.toFixed(4)})` : ' (cache has no test split)'}\n`);
+    return;
+  }
+  const kind = flags.head as string | undefined;
+  if (kind === undefined) throw new UserError(`--head is required (one of: ${HEAD_KINDS.join(', ')})`);
+  const params = parseOpts((flags.opt as string[] | undefined) ?? []);
+  createHead(kind, params); // unknown head / bad --opt: one line, before loading anything
+  const classWeight = String(flags['class-weight']);
+  if (classWeight !== 'none' && classWeight !== 'balanced') throw new UserError(`--class-weight must be none or balanced, got '${classWeight}'`);
+  const valFraction = flags['val-fraction'] as number;
+  if (!(valFraction >= 0 && valFraction < 1)) throw new UserError(`--val-fraction must be in [0, 1), got ${valFraction}`);
+  let tune: false | TuneMode = flags.tune ? { by: 'val' } : false;
+  if (flags['tune-cv'] !== undefined) tune = { by: 'cv', folds: intInRange('tune-cv', flags['tune-cv'], 2, 50) };
+  if (tune && tune.by === 'val' && valFraction === 0) throw new UserError('--tune needs a validation set: use --val-fraction > 0 or --tune-cv K');
+
+  const cacheDir = (flags.cache as string | undefined) ?? defaultCacheDir();
+  log.info(`train-head: ${kind} on ${cacheDir}`);
+  const r = await trainHead({
+    cache: cacheDir, kind, params, classWeight, valFraction, tune,
+    seed: intInRange('seed', flags.seed, 0, 2 ** 31 - 1),
+    log, fitLog: flags.verbose ? log : silentLogger,
+  });
+  const s = r.splits;
+  const valDesc = s.valSource === 'cache' ? "the cache's val split" : s.valSource === 'carved' ? `${(s.valFraction * 100).toFixed(0)}% carved from train, seed ${r.seed}` : 'none';
+  process.stdout.write(`head: ${kind} (${formatParams(r.params)})\n`);
+  process.stdout.write(`trained on ${s.train.y.length} rows in ${r.fitSeconds.toFixed(2)} s\n`);
+  process.stdout.write(`val accuracy: ${pct(r.valAccuracy)} (${s.val?.y.length ?? 0} rows; ${valDesc})\n`);
+  process.stdout.write(`test accuracy: ${pct(r.testAccuracy)} (${s.test?.y.length ?? 0} rows)\n`);
+  const saved = await saveTrainedHead(r, flags.out as string | undefined);
+  process.stdout.write(`saved: ${saved.path} (${saved.bytes} bytes; meta ${saved.metaPath})\n`);
+});

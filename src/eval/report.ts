@@ -1,0 +1,277 @@
+import type { HeadParams } from '../heads/types.ts';
+import { UserError } from '../util/errors.ts';
+import type { ClassMetrics } from './metrics.ts';
+
+/**
+ * The compare report: its JSON shape (report.json), the one-line verdict and the Markdown
+ * rendering (report.md). Pure functions of the data; src/pipeline/compare.ts fills it in and
+ * src/eval/report-html.ts renders the HTML page.
+ */
+
+export const REPORT_FORMAT = 'convcache-report';
+export const REPORT_VERSION = 1;
+
+/** Heads within this many accuracy points of the winner count as "as good" for the cost comparison. */
+export const NEAR_POINTS = 0.5;
+
+export interface CvSummary {
+  k: number;
+  /** Mean and std (ddof 0) of the fold accuracies. */
+  mean: number;
+  std: number;
+  /** Per-fold accuracies. */
+  folds: number[];
+  macroF1: { mean: number; std: number };
+}
+
+export interface ReportRow {
+  /** Row name, unique in the report (e.g. 'svm-linear'). */
+  name: string;
+  /** Head kind ('svm'), or for extra rows whatever produced them (e.g. 'finetune'). */
+  kind: string;
+  params: HeadParams;
+  /** 'compare' rows were trained by this run; 'extra' rows were supplied (see ExtraRow). */
+  source: 'compare' | 'extra';
+  testAccuracy: number | null;
+  valAccuracy: number | null;
+  macroF1: number | null;
+  logLoss: number | null;
+  perClass: Record<string, ClassMetrics> | null;
+  /** Rows = true class, columns = predicted class, classes in the cache's order. */
+  confusion: number[][] | null;
+  fitSeconds: number | null;
+  predictMsPer1000: number | null;
+  /** Size of the head as saved (file, or all files of a directory head). */
+  modelBytes: number | null;
+  cv?: CvSummary;
+  /** Where compare saved this head (with its .meta.json sidecar), when it did. */
+  headPath?: string;
+  tuning?: { by: 'val' | 'cv'; folds?: number; chosen: HeadParams; seconds: number; trials: { params: HeadParams; score: number }[] };
+  note?: string;
+}
+
+/**
+ * An extension point for rows produced elsewhere (e.g. fine-tuned models from a later stage),
+ * scored on the SAME test split of the same cache. Only `name` is required; missing numbers are
+ * shown as "n/a" and excluded from the comparisons they are needed for.
+ */
+export type ExtraRow = Partial<Omit<ReportRow, 'source'>> & { name: string };
+
+export interface CacheSummary {
+  dir: string;
+  dataRoot: string;
+  model: string;
+  weightsHash: string;
+  layer: string;
+  pooling: string;
+  D: number;
+  classes: string[];
+  counts: Record<string, number>;
+  countsPerClass: Record<string, Record<string, number>>;
+  skipped: number;
+}
+
+export interface Misclassified {
+  path: string;
+  trueClass: string;
+  predictedClass: string;
+  /** The best head's probability for the (wrong) predicted class. */
+  confidence: number;
+}
+
+export interface Report {
+  format: typeof REPORT_FORMAT;
+  version: number;
+  createdAt: string;
+  toolVersion: string;
+  cache: CacheSummary;
+  split: { train: number; val: number; test: number; valSource: 'cache' | 'carved' | 'none'; valFraction: number; seed: number; cvOn?: string };
+  options: { heads: string[]; cv: number | null; tune: false | { by: 'val' | 'cv'; folds?: number }; classWeight: string; seed: number };
+  /** One line: who wins on test accuracy, by how much, at what cost. */
+  verdict: string;
+  /** Name of the winning row (null when nothing was scored). */
+  best: string | null;
+  heads: ReportRow[];
+  /** Test images the best trained head got wrong, most confident first (all of them; the HTML shows a capped number). */
+  misclassified: { head: string; total: number; items: Misclassified[] } | null;
+  totalSeconds: number;
+}
+
+// ------------------------------------------------------------------------------ formatting
+
+export const pct = (a: number | null | undefined, digits = 2): string => (a === null || a === undefined ? 'n/a' : `${(a * 100).toFixed(digits)}%`);
+
+export function formatBytes(b: number | null | undefined): string {
+  if (b === null || b === undefined) return 'n/a';
+  if (b < 1024) return `${b} B`;
+  if (b < 1024 * 1024) return `${(b / 1024).toFixed(1)} KB`;
+  return `${(b / 1024 / 1024).toFixed(1)} MB`;
+}
+
+export function formatSecs(s: number | null | undefined): string {
+  if (s === null || s === undefined) return 'n/a';
+  if (s < 0.01) return `${(s * 1000).toFixed(1)} ms`;
+  return `${s.toFixed(2)} s`;
+}
+
+export function formatCv(cv: CvSummary | undefined): string {
+  return cv ? `${(cv.mean * 100).toFixed(2)} ± ${(cv.std * 100).toFixed(2)}%` : '–';
+}
+
+// --------------------------------------------------------------------------------- verdict
+
+/** Rows ranked best first: test accuracy (or val when no row has a test score), then val accuracy, then faster fit. */
+export function rankRows(rows: readonly ReportRow[]): { metric: 'test' | 'val'; ranked: ReportRow[] } {
+  const metric = rows.some((r) => r.testAccuracy !== null) ? 'test' : 'val';
+  const score = (r: ReportRow) => (metric === 'test' ? r.testAccuracy : r.valAccuracy);
+  const ranked = rows.filter((r) => score(r) !== null).sort((a, b) =>
+    score(b)! - score(a)!
+    || (b.valAccuracy ?? -1) - (a.valAccuracy ?? -1)
+    || (a.fitSeconds ?? Infinity) - (b.fitSeconds ?? Infinity));
+  return { metric, ranked };
+}
+
+/**
+ * Among `rows`, the cheapest: the lowest sum of its ranks by fit seconds and by model bytes
+ * (unknown costs rank last), ties broken by fit seconds. Two costs, because the fastest-fitting
+ * head (k-NN) is often the biggest one.
+ */
+export function cheapest(rows: readonly ReportRow[]): ReportRow {
+  const rank = (key: (r: ReportRow) => number | null) => {
+    const sorted = [...rows].sort((a, b) => (key(a) ?? Infinity) - (key(b) ?? Infinity));
+    return (r: ReportRow) => sorted.findIndex((s) => (key(s) ?? Infinity) === (key(r) ?? Infinity));
+  };
+  const rt = rank((r) => r.fitSeconds), rb = rank((r) => r.modelBytes);
+  return [...rows].sort((a, b) => rt(a) + rb(a) - (rt(b) + rb(b)) || (a.fitSeconds ?? Infinity) - (b.fitSeconds ?? Infinity))[0]!;
+}
+
+const cost = (r: ReportRow) => `${formatSecs(r.fitSeconds)} fit, ${formatBytes(r.modelBytes)}`;
+
+/** The one-line verdict (plain text). */
+export function makeVerdict(rows: readonly ReportRow[]): { text: string; best: ReportRow | null } {
+  const { metric, ranked } = rankRows(rows);
+  const best = ranked[0];
+  if (!best) return { text: 'No head could be scored (the cache has neither a test nor a validation split).', best: null };
+  const score = (r: ReportRow) => (metric === 'test' ? r.testAccuracy : r.valAccuracy)!;
+  const on = metric === 'test' ? 'test accuracy' : 'validation accuracy (the cache has no test split)';
+  if (ranked.length === 1) return { text: `${best.name} is the only head: ${pct(score(best))} ${on}, ${cost(best)}.`, best };
+  const runner = ranked[1]!;
+  const margin = (score(best) - score(runner)) * 100;
+  const lead = margin < 0.005
+    ? `${best.name} wins on ${on} at ${pct(score(best))}, tied with ${runner.name} (${best.valAccuracy !== runner.valAccuracy ? `higher validation accuracy: ${pct(best.valAccuracy)} vs ${pct(runner.valAccuracy)}` : 'same validation accuracy, faster fit'})`
+    : `${best.name} wins on ${on}: ${pct(score(best))}, +${margin.toFixed(2)} points over ${runner.name} (${pct(score(runner))})`;
+  const near = ranked.filter((r) => (score(best) - score(r)) * 100 <= NEAR_POINTS + 1e-9);
+  const cheap = cheapest(near);
+  const tail = cheap === best
+    ? near.length > 1
+      ? `it is also the cheapest head within ${NEAR_POINTS} points (${cost(best)})`
+      : `no other head is within ${NEAR_POINTS} points (${cost(best)})`
+    : `it costs ${cost(best)}, vs ${cost(cheap)} for ${cheap.name}, the cheapest head within ${NEAR_POINTS} points (${pct(score(cheap))})`;
+  return { text: `${lead}; ${tail}.`, best };
+}
+
+// ------------------------------------------------------------------------------ extra rows
+
+const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+
+/**
+ * Validate and normalise extra rows (from a function argument or `extra-rows.json`, which holds a
+ * JSON array of ExtraRow or `{ "rows": [...] }`). Accuracies are fractions in [0, 1]; a confusion
+ * matrix, if given, must be nClasses × nClasses. Problems → one-line UserError naming `source`.
+ */
+export function normalizeExtraRows(input: unknown, classes: readonly string[], source: string): ReportRow[] {
+  const list = Array.isArray(input) ? input : (input as { rows?: unknown })?.rows;
+  if (!Array.isArray(list)) throw new UserError(`${source}: expected a JSON array of rows (or {"rows": [...]})`);
+  return list.map((raw, i): ReportRow => {
+    const r = raw as ExtraRow;
+    const where = `${source}: row ${i}`;
+    if (typeof r?.name !== 'string' || r.name === '') throw new UserError(`${where} needs a "name" string`);
+    const frac = (k: 'testAccuracy' | 'valAccuracy' | 'macroF1') => {
+      const v = r[k];
+      if (v === undefined || v === null) return null;
+      if (!isNum(v) || v < 0 || v > 1) throw new UserError(`${where} (${r.name}): ${k} must be a fraction in [0, 1], got ${JSON.stringify(v)}`);
+      return v;
+    };
+    const num = (k: 'fitSeconds' | 'predictMsPer1000' | 'modelBytes' | 'logLoss') => {
+      const v = r[k];
+      if (v === undefined || v === null) return null;
+      if (!isNum(v) || v < 0) throw new UserError(`${where} (${r.name}): ${k} must be a number >= 0, got ${JSON.stringify(v)}`);
+      return v;
+    };
+    const k = classes.length;
+    if (r.confusion != null && !(Array.isArray(r.confusion) && r.confusion.length === k && r.confusion.every((row) => Array.isArray(row) && row.length === k && row.every(isNum)))) {
+      throw new UserError(`${where} (${r.name}): confusion must be a ${k}×${k} matrix of counts`);
+    }
+    return {
+      name: r.name,
+      kind: typeof r.kind === 'string' ? r.kind : 'extra',
+      params: r.params && typeof r.params === 'object' ? r.params : {},
+      source: 'extra',
+      testAccuracy: frac('testAccuracy'),
+      valAccuracy: frac('valAccuracy'),
+      macroF1: frac('macroF1'),
+      logLoss: num('logLoss'),
+      perClass: r.perClass ?? null,
+      confusion: r.confusion ?? null,
+      fitSeconds: num('fitSeconds'),
+      predictMsPer1000: num('predictMsPer1000'),
+      modelBytes: num('modelBytes'),
+      ...(r.cv ? { cv: r.cv } : {}),
+      ...(r.note ? { note: r.note } : {}),
+    };
+  });
+}
+
+// -------------------------------------------------------------------------------- markdown
+
+const mdCell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+const paramText = (p: HeadParams) => Object.entries(p).map(([k, v]) => `${k}=${v}`).join(' ');
+
+function mdTable(header: string[], rows: string[][]): string {
+  return [
+    `| ${header.map(mdCell).join(' | ')} |`,
+    `|${header.map((h, i) => (i === 0 || h === 'params' || h === 'class' ? '---' : '---:')).join('|')}|`,
+    ...rows.map((r) => `| ${r.map(mdCell).join(' | ')} |`),
+  ].join('\n');
+}
+
+/** report.md: the verdict on the first line, then summary, per-class and confusion tables. */
+export function renderMarkdown(r: Report): string {
+  const c = r.cache;
+  const out: string[] = [];
+  out.push(`**Verdict:** ${r.verdict}`, '');
+  out.push(`# Head comparison — ${c.model} / ${c.layer} / ${c.pooling} (D=${c.D})`, '');
+  out.push(`Cache \`${c.dir}\` · classes ${c.classes.join(', ')} · ${Object.entries(c.counts).map(([s, n]) => `${s} ${n}`).join(', ')} · ${c.skipped} skipped image(s).`);
+  const valDesc = r.split.valSource === 'cache' ? "the cache's val split" : r.split.valSource === 'carved' ? `${(r.split.valFraction * 100).toFixed(0)}% of train carved out (stratified, seed ${r.split.seed})` : 'none';
+  out.push(`Heads trained on ${r.split.train} rows; validation: ${r.split.val} rows (${valDesc}); test: ${r.split.test} rows, used only for the final score.`);
+  if (r.options.cv) out.push(`Cross-validation: stratified ${r.options.cv}-fold on train+val (${r.split.train + r.split.val} rows).`);
+  if (r.options.tune) out.push(`Hyperparameters tuned by ${r.options.tune.by === 'val' ? 'validation accuracy' : `${r.options.tune.folds}-fold CV on train+val`} (never on test).`);
+  out.push('', '## Summary', '');
+  out.push(mdTable(
+    ['head', 'test acc', 'val acc', 'macro F1', 'log loss', ...(r.options.cv ? [`CV ${r.options.cv}-fold`] : []), 'fit', 'predict / 1000', 'model size', 'params'],
+    r.heads.map((h) => [
+      h.name + (h.source === 'extra' ? ' (extra)' : ''), pct(h.testAccuracy), pct(h.valAccuracy), h.macroF1 === null ? 'n/a' : h.macroF1.toFixed(4),
+      h.logLoss === null ? 'n/a' : h.logLoss.toFixed(4), ...(r.options.cv ? [formatCv(h.cv)] : []),
+      formatSecs(h.fitSeconds), h.predictMsPer1000 === null ? 'n/a' : `${h.predictMsPer1000.toFixed(1)} ms`, formatBytes(h.modelBytes), paramText(h.params),
+    ]),
+  ));
+  out.push('', '## Per class (test)', '');
+  const pcRows: string[][] = [];
+  for (const h of r.heads) {
+    if (!h.perClass) continue;
+    for (const cls of c.classes) {
+      const m = h.perClass[cls];
+      if (m) pcRows.push([h.name, cls, m.precision.toFixed(4), m.recall.toFixed(4), m.f1.toFixed(4), String(m.support)]);
+    }
+  }
+  out.push(pcRows.length ? mdTable(['head', 'class', 'precision', 'recall', 'F1', 'support'], pcRows) : '_no per-class scores_');
+  out.push('', '## Confusion matrices (test; rows = true, columns = predicted)');
+  for (const h of r.heads) {
+    if (!h.confusion) continue;
+    out.push('', `### ${h.name}`, '');
+    out.push(mdTable(['true \\ predicted', ...c.classes], h.confusion.map((row, i) => [c.classes[i]!, ...row.map(String)])));
+  }
+  if (r.misclassified) out.push('', `${r.misclassified.total} test image(s) misclassified by ${r.misclassified.head}; thumbnails in report.html.`);
+  out.push('', `_Generated by convcache ${r.toolVersion} at ${r.createdAt} in ${r.totalSeconds.toFixed(1)} s._`, '');
+  return out.join('\n');
+}

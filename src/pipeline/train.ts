@@ -1,0 +1,338 @@
+import { createRequire } from 'node:module';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join, resolve } from 'node:path';
+import type { BackboneConfig } from '../backbone/backbone.ts';
+import { takeSet, stratifiedHoldout } from '../eval/cv.ts';
+import { evaluate, type Evaluation } from '../eval/metrics.ts';
+import { formatParams, tuneHead, type TuneMode, type TuneResult } from '../eval/tune.ts';
+import { readHeadFile } from '../heads/common.ts';
+import { createHead, loadHead } from '../heads/registry.ts';
+import type { FitOptions, Head, HeadParams, LabelledSet, Matrix } from '../heads/types.ts';
+import type { Manifest } from '../store/manifest.ts';
+import { loadFeatureCache, type FeatureCache } from '../store/read.ts';
+import { writeFileAtomic } from '../util/atomic.ts';
+import { UserError } from '../util/errors.ts';
+import { silentLogger, type Logger } from '../util/log.ts';
+
+/**
+ * Train one head on a feature cache.
+ *
+ * Splits: the head is fitted on `train`. Validation (early stopping, tuning) is the cache's `val`
+ * split when it has one; otherwise a stratified, seeded `valFraction` of train is carved out
+ * (and not trained on). The test split is only ever used for the final score.
+ *
+ * Saved heads: the head itself (versioned JSON from Head.save; a directory for dense) plus a
+ * sidecar `<headPath>.meta.json` (HeadMeta below; for a directory head `heads/dense/` it is
+ * `heads/dense.meta.json`) recording the cache folder, classes and the manifest's backbone config,
+ * so `predict` can rebuild exactly the same conv base and name the classes.
+ */
+
+export const DEFAULT_VAL_FRACTION = 0.1;
+
+/** convcache's version (package.json), recorded in saved heads and reports. Read directly so that
+ * training never loads the extraction stack (ONNX Runtime, sharp). */
+export function toolVersion(): string {
+  return (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
+}
+export const HEAD_META_FORMAT = 'convcache-head-meta';
+export const HEAD_META_VERSION = 1;
+/** Head kinds whose Head.save writes a directory rather than one JSON file. */
+const DIRECTORY_HEADS = new Set(['dense']);
+
+export interface TrainSplits {
+  train: LabelledSet;
+  val?: LabelledSet;
+  test?: LabelledSet & { paths: string[] };
+  /** 'cache': the cache's own val split; 'carved': carved from train; 'none': no validation set. */
+  valSource: 'cache' | 'carved' | 'none';
+  valFraction: number;
+  seed: number;
+}
+
+/** The train / val / test sets for a cache (see the module comment for the val rule). */
+export function prepareSplits(cache: FeatureCache, valFraction: number, seed: number): TrainSplits {
+  if (!(valFraction >= 0 && valFraction < 1)) throw new UserError(`--val-fraction must be in [0, 1), got ${valFraction}`);
+  const tr = cache.splits.train!;
+  const trainAll: LabelledSet = { X: tr.X, y: tr.y };
+  const te = cache.splits.test;
+  const test = te ? { X: te.X, y: te.y, paths: te.paths } : undefined;
+  const v = cache.splits.val;
+  if (v) return { train: trainAll, val: { X: v.X, y: v.y }, test, valSource: 'cache', valFraction: 0, seed };
+  if (valFraction === 0) return { train: trainAll, test, valSource: 'none', valFraction: 0, seed };
+  const { rest, holdout } = stratifiedHoldout(tr.y, valFraction, seed);
+  if (holdout.length === 0) return { train: trainAll, test, valSource: 'none', valFraction: 0, seed };
+  return { train: takeSet(trainAll, rest), val: takeSet(trainAll, holdout), test, valSource: 'carved', valFraction, seed };
+}
+
+export interface HeadRun {
+  head: Head;
+  kind: string;
+  /** The fitted head's full parameters (defaults filled in; the tuned ones when tuned). */
+  params: HeadParams;
+  fitSeconds: number;
+  val?: Evaluation;
+  test?: Evaluation;
+  testPred?: Int32Array;
+  testProba?: Matrix;
+  /** Milliseconds to predict 1000 rows (timed on test, else val, else train). */
+  predictMsPer1000: number;
+  tuning?: TuneResult;
+}
+
+export interface FitOnSplitsOptions {
+  classWeight?: FitOptions['classWeight'];
+  seed: number;
+  /** Progress lines (tuning). */
+  log?: Logger;
+  /** Passed to Head.fit (dense prints one line per epoch). */
+  fitLog?: Logger;
+  /** Grid-search the head's main hyperparameters first (src/eval/tune.ts); never on test. */
+  tune?: false | TuneMode;
+}
+
+/** Fit a head of `kind` on splits.train (tuning first if asked) and score it on val and test. */
+export async function fitOnSplits(kind: string, params: HeadParams, splits: TrainSplits, nClasses: number, o: FitOnSplitsOptions): Promise<HeadRun> {
+  createHead(kind, params); // bad params fail before any work
+  const fitOpts = { nClasses, val: splits.val, classWeight: o.classWeight, seed: o.seed, log: o.fitLog };
+  let head: Head;
+  let fitSeconds: number;
+  let tuning: TuneResult | undefined;
+  if (o.tune) {
+    tuning = await tuneHead({ kind, fixed: params, train: splits.train, val: splits.val, nClasses, mode: o.tune, classWeight: o.classWeight, seed: o.seed, log: o.log, fitLog: o.fitLog });
+    o.log?.info(`tune ${kind}: chose ${formatParams(tuning.best, params)} (${tuning.seconds.toFixed(1)} s)`);
+    if (tuning.fitted) {
+      ({ head, fitSeconds } = tuning.fitted);
+    } else {
+      head = createHead(kind, tuning.best);
+      const t = performance.now();
+      await head.fit(splits.train.X, splits.train.y, fitOpts);
+      fitSeconds = (performance.now() - t) / 1000;
+    }
+  } else {
+    head = createHead(kind, params);
+    const t = performance.now();
+    await head.fit(splits.train.X, splits.train.y, fitOpts);
+    fitSeconds = (performance.now() - t) / 1000;
+  }
+  const score = async (s: LabelledSet) => {
+    const t = performance.now();
+    const pred = await head.predict(s.X);
+    const ms = performance.now() - t;
+    const proba = await head.predictProba(s.X);
+    return { pred, proba, ev: evaluate(s.y, pred, nClasses, proba), msPer1000: s.X.rows > 0 ? (ms / s.X.rows) * 1000 : 0 };
+  };
+  const val = splits.val ? await score(splits.val) : undefined;
+  const test = splits.test ? await score(splits.test) : undefined;
+  const timed = test ?? val ?? (await score(splits.train));
+  return {
+    head, kind, params: head.params, fitSeconds,
+    val: val?.ev, test: test?.ev, testPred: test?.pred, testProba: test?.proba,
+    predictMsPer1000: timed.msPer1000,
+    ...(tuning ? { tuning: withoutFitted(tuning) } : {}),
+  };
+}
+
+function withoutFitted(t: TuneResult): TuneResult {
+  const { fitted: _unused, ...rest } = t;
+  return rest;
+}
+
+// ------------------------------------------------------------------------------- trainHead
+
+export interface TrainHeadOptions {
+  /** A loaded cache, or its directory. */
+  cache: FeatureCache | string;
+  kind: string;
+  params?: HeadParams;
+  classWeight?: FitOptions['classWeight'];
+  seed?: number;
+  /** Fraction of train carved out as validation when the cache has no val split (default 0.1; 0 = none). */
+  valFraction?: number;
+  tune?: false | TuneMode;
+  log?: Logger;
+  /** Forwarded to Head.fit (per-epoch lines for dense). Default: silent. */
+  fitLog?: Logger;
+}
+
+export interface TrainHeadResult extends HeadRun {
+  cache: FeatureCache;
+  splits: TrainSplits;
+  valAccuracy: number | null;
+  testAccuracy: number | null;
+  classWeight: 'none' | 'balanced';
+  seed: number;
+}
+
+export async function trainHead(o: TrainHeadOptions): Promise<TrainHeadResult> {
+  const params = o.params ?? {};
+  createHead(o.kind, params); // unknown head / bad params: fail before loading the cache
+  const cache = typeof o.cache === 'string' ? loadFeatureCache(o.cache) : o.cache;
+  const seed = o.seed ?? 42;
+  const splits = prepareSplits(cache, o.valFraction ?? DEFAULT_VAL_FRACTION, seed);
+  const run = await fitOnSplits(o.kind, params, splits, cache.classes.length, {
+    classWeight: o.classWeight, seed, log: o.log, fitLog: o.fitLog ?? silentLogger, tune: o.tune,
+  });
+  return {
+    ...run, cache, splits, seed, classWeight: o.classWeight ?? 'none',
+    valAccuracy: run.val?.accuracy ?? null,
+    testAccuracy: run.test?.accuracy ?? null,
+  };
+}
+
+// ------------------------------------------------------------------------- saving + meta
+
+/** Default save location: `<cache>/heads/<kind>.json`, or `<cache>/heads/<kind>/` for directory heads. */
+export function defaultHeadPath(cacheDir: string, kind: string, name = kind): string {
+  return join(cacheDir, 'heads', DIRECTORY_HEADS.has(kind) ? name : `${name}.json`);
+}
+
+/** The sidecar of a saved head: `<path>.meta.json` (trailing slashes of a directory head dropped). */
+export function headMetaPath(headPath: string): string {
+  return resolve(headPath).replace(/[\\/]+$/, '') + '.meta.json';
+}
+
+export interface HeadMeta {
+  format: typeof HEAD_META_FORMAT;
+  version: number;
+  kind: string;
+  params: HeadParams;
+  /** Absolute path of the cache the head was trained on. */
+  cacheDir: string;
+  /** Class names in label order (index = predicted label). */
+  classes: string[];
+  /** The manifest's backbone config: model, weights hash, layer, pooling, preprocessing, D. */
+  backbone: BackboneConfig;
+  featureDim: number;
+  /** The head file or directory name, beside this sidecar. */
+  head: string;
+  classWeight: 'none' | 'balanced';
+  seed: number;
+  split: { train: number; val: number; test: number; valSource: TrainSplits['valSource']; valFraction: number };
+  valAccuracy: number | null;
+  testAccuracy: number | null;
+  tuning?: { by: 'val' | 'cv'; folds?: number; best: HeadParams; trials: number };
+  toolVersion: string;
+  createdAt: string;
+}
+
+/** Total bytes of a file, or of every file under a directory. */
+export function pathBytes(path: string): number {
+  const st = statSync(path);
+  if (!st.isDirectory()) return st.size;
+  return readdirSync(path).reduce((s, f) => s + pathBytes(join(path, f)), 0);
+}
+
+/** What saveTrainedHead needs (a TrainHeadResult has it all; compare builds one per row). */
+export type SavableHead = Pick<TrainHeadResult, 'head' | 'kind' | 'params' | 'cache' | 'splits' | 'seed' | 'classWeight' | 'valAccuracy' | 'testAccuracy' | 'tuning'>;
+
+/** Save the trained head and its sidecar meta. Returns where, and the head's size on disk. */
+export async function saveTrainedHead(r: SavableHead, path?: string): Promise<{ path: string; metaPath: string; bytes: number }> {
+  const cacheDir = resolve(r.cache.dir);
+  const out = resolve(path ?? defaultHeadPath(cacheDir, r.kind));
+  await r.head.save(out);
+  const meta: HeadMeta = {
+    format: HEAD_META_FORMAT,
+    version: HEAD_META_VERSION,
+    kind: r.kind,
+    params: r.params,
+    cacheDir,
+    classes: r.cache.classes,
+    backbone: r.cache.manifest.backbone,
+    featureDim: r.cache.manifest.backbone.featureDim,
+    head: basename(out),
+    classWeight: r.classWeight,
+    seed: r.seed,
+    split: { train: r.splits.train.y.length, val: r.splits.val?.y.length ?? 0, test: r.splits.test?.y.length ?? 0, valSource: r.splits.valSource, valFraction: r.splits.valFraction },
+    valAccuracy: r.valAccuracy,
+    testAccuracy: r.testAccuracy,
+    ...(r.tuning ? { tuning: { by: r.tuning.by, folds: r.tuning.folds, best: r.tuning.best, trials: r.tuning.trials.length } } : {}),
+    toolVersion: toolVersion(),
+    createdAt: new Date().toISOString(),
+  };
+  const metaPath = headMetaPath(out);
+  writeFileAtomic(metaPath, JSON.stringify(meta, null, 2) + '\n');
+  return { path: out, metaPath, bytes: pathBytes(out) };
+}
+
+/** Size in bytes of a head as saved (saved to a temporary place, measured, removed). */
+export async function headBytes(head: Head): Promise<number> {
+  const dir = mkdtempSync(join(tmpdir(), 'convcache-headsize-'));
+  try {
+    const p = join(dir, 'head');
+    await head.save(p);
+    return pathBytes(p);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The sidecar meta of a saved head (what `predict` needs: cache dir, classes, backbone config,
+ * kind, params). One-line UserError when it is missing or not ours.
+ */
+export function readHeadMeta(headPath: string): HeadMeta {
+  const p = headMetaPath(headPath);
+  if (!existsSync(p)) {
+    throw new UserError(`no metadata for head ${headPath} (expected ${p}); re-train it with 'npm run train-head'`);
+  }
+  let m: HeadMeta;
+  try {
+    m = JSON.parse(readFileSync(p, 'utf8')) as HeadMeta;
+  } catch (e) {
+    throw new UserError(`cannot read ${p}: ${(e as Error).message.split('\n')[0]}`);
+  }
+  if (m?.format !== HEAD_META_FORMAT) throw new UserError(`${p} is not a convcache head metadata file`);
+  if (m.version !== HEAD_META_VERSION) throw new UserError(`${p}: head metadata version ${m.version} is not supported (this build reads ${HEAD_META_VERSION})`);
+  return m;
+}
+
+function describeBackbone(b: Pick<BackboneConfig, 'modelId' | 'layer' | 'pooling' | 'featureDim' | 'weightsHash'>): string {
+  return `${b.modelId}/${b.layer}/${b.pooling} D=${b.featureDim} weights ${b.weightsHash}`;
+}
+
+/**
+ * Refuse (one-line UserError) to apply a head to features it was not trained on: a different
+ * weights hash, layer, pooling, preprocessing, feature width or class list.
+ */
+export function checkHeadMatchesCache(meta: HeadMeta, manifest: Manifest, cacheDir: string): void {
+  const a = meta.backbone, b = manifest.backbone;
+  const diffs: string[] = [];
+  if (meta.featureDim !== b.featureDim) diffs.push(`D ${meta.featureDim} vs ${b.featureDim}`);
+  if (a.weightsHash !== b.weightsHash) diffs.push(`weights ${a.weightsHash} vs ${b.weightsHash}`);
+  if (a.layer !== b.layer) diffs.push(`layer ${a.layer} vs ${b.layer}`);
+  if (a.pooling !== b.pooling) diffs.push(`pooling ${a.pooling} vs ${b.pooling}`);
+  if (JSON.stringify(a.preprocessing) !== JSON.stringify(b.preprocessing)) diffs.push('different preprocessing');
+  if (JSON.stringify(meta.classes) !== JSON.stringify(manifest.classes)) diffs.push(`classes [${meta.classes.join(', ')}] vs [${manifest.classes.join(', ')}]`);
+  if (diffs.length > 0) {
+    throw new UserError(`head (${describeBackbone(a)}) does not match cache ${cacheDir} (${describeBackbone(b)}): ${diffs.join(', ')}; use a cache extracted with the head's backbone or train a new head`);
+  }
+}
+
+export interface EvaluateHeadResult {
+  meta: HeadMeta | undefined;
+  test?: Evaluation;
+  classes: string[];
+}
+
+/**
+ * Score a saved head on a cache's test split, after checking the head was trained on the same
+ * features (sidecar meta when present; the head file's feature width in any case).
+ */
+export async function evaluateSavedHead(headPath: string, cache: FeatureCache | string): Promise<EvaluateHeadResult> {
+  const file = readHeadFile(headPath);
+  const c = typeof cache === 'string' ? loadFeatureCache(cache) : cache;
+  const meta = existsSync(headMetaPath(headPath)) ? readHeadMeta(headPath) : undefined;
+  if (meta) checkHeadMatchesCache(meta, c.manifest, c.dir);
+  const D = c.manifest.backbone.featureDim;
+  if (file.nFeatures !== D) {
+    throw new UserError(`head ${headPath} expects D=${file.nFeatures} features but cache ${c.dir} has D=${D} (${c.manifest.backbone.modelId}/${c.manifest.backbone.layer}); use a cache extracted with the head's backbone`);
+  }
+  if (file.nClasses !== c.classes.length) throw new UserError(`head ${headPath} has ${file.nClasses} classes but cache ${c.dir} has ${c.classes.length}`);
+  const head = await loadHead(headPath);
+  const te = c.splits.test;
+  if (!te) return { meta, classes: c.classes };
+  const pred = await head.predict(te.X);
+  const proba = await head.predictProba(te.X);
+  return { meta, classes: c.classes, test: evaluate(te.y, pred, c.classes.length, proba) };
+}
