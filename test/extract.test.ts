@@ -11,6 +11,9 @@ import { assignSplits } from '../src/dataset/split.ts';
 import { scanDataset, type ImageEntry } from '../src/dataset/scan.ts';
 import { silentLogger, type Logger } from '../src/util/log.ts';
 import { UserError } from '../src/util/errors.ts';
+import { parseAugmentSpec } from '../src/images/augment.ts';
+import { loadFeatureCache } from '../src/store/read.ts';
+import { prepareSplits } from '../src/pipeline/train.ts';
 import { makeHostileDataset, defaultSourceJpegs } from './fixtures-hostile.ts';
 import { makeSubset, removeDir, tempDir } from './helpers.ts';
 
@@ -96,7 +99,9 @@ test('extract: cache files, manifest, and independent readers agree; re-run reus
     assert.equal(py.numRows, 18);
     assert.deepEqual(py.columns.path, rows.paths);
     assert.deepEqual(py.columns.label, Array.from(rows.labels));
-    assert.equal(py.schema.fields[3].listSize, 768);
+    assert.deepEqual(py.schema.fields.map((f: any) => f.name), ['path', 'label', 'split', 'view', 'features']);
+    assert.equal(py.schema.fields[4].listSize, 768);
+    assert.ok(py.columns.view.every((v: number) => v === 0));
     assert.equal(py.schema.metadata['convcache.layer'], 'conv_pw_13_relu');
     for (let r = 0; r < 18; r++) assert.deepEqual(py.columns.features[r], Array.from(rows.features.subarray(r * 768, (r + 1) * 768)));
     // ReLU6 features, pooled: in [0, 6] and not all zero.
@@ -124,6 +129,42 @@ test('extract: cache files, manifest, and independent readers agree; re-run reus
     assert.equal(more.manifest.timings.computed, 4);
     assert.equal(more.manifest.counts.train?.total, 16);
     assert.equal(readdirSync(join(out, 'records')).filter((f) => f.endsWith('.rec')).length, 1, 'records compacted');
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('extract --augment --views K: augmented training views beside the originals, val/test untouched, resumable', async () => {
+  const dir = tempDir('aug');
+  try {
+    const data = makeSubset(join(dir, 'data'), { train: 4, test: 2 });
+    const out = join(dir, 'cache');
+    const aug = { spec: parseAugmentSpec('flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2'), views: 2 };
+    const { manifest } = await extractFeatures(opts(data, out, { augment: aug }));
+    assert.equal(manifest.counts.train?.total, 8);
+    assert.deepEqual(manifest.augment, { spec: 'flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2', views: 2, seed: 42, rows: 16 });
+    assert.equal(manifest.timings.computed, 8 * 3 + 4);
+    const { rows } = decodeFeatureArrow(readFileSync(join(out, 'features.arrow')));
+    assert.equal(rows.paths.length, 8 * 3 + 4);
+    assert.deepEqual(Array.from(rows.views.subarray(0, 6)), [0, 1, 2, 0, 1, 2]);
+    assert.ok(rows.splits.every((s, i) => s === 'train' || rows.views[i] === 0), 'test images are never augmented');
+    const D = 768;
+    const differs = (a: number, b: number) => rows.features.subarray(a * D, (a + 1) * D).some((v, j) => v !== rows.features[b * D + j]);
+    assert.ok(differs(0, 1) && differs(1, 2), 'views differ from the original and from each other');
+    const augF = decodeNpy(readFileSync(join(out, 'train_aug_features.npy')));
+    const augV = decodeNpy(readFileSync(join(out, 'train_aug_views.npy')));
+    assert.deepEqual(augF.shape, [16, 768]);
+    assert.deepEqual(Array.from(augV.data).slice(0, 4), [1, 2, 1, 2]);
+    assert.deepEqual(decodeNpy(readFileSync(join(out, 'train_features.npy'))).shape, [8, 768]);
+    const before = readFileSync(join(out, 'features.arrow'));
+    const again = await extractFeatures(opts(data, out, { augment: aug }));
+    assert.equal(again.manifest.timings.computed, 0);
+    assert.ok(readFileSync(join(out, 'features.arrow')).equals(before), 'same views drawn again: same bytes');
+    // Heads see the views in training but never a carved-out validation image's views.
+    const cache = loadFeatureCache(out);
+    const s = prepareSplits(cache, 0.25, 1);
+    assert.equal(s.val?.y.length, 2);
+    assert.equal(s.train.y.length, 6 * 3);
   } finally {
     removeDir(dir);
   }

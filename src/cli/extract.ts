@@ -11,6 +11,7 @@ import { DEFAULT_MODEL } from '../backbone/registry.ts';
 import { DEFAULT_MAX_PIXELS } from '../images/decode.ts';
 import type { Pooling } from '../backbone/convert.ts';
 import type { Preprocessing } from '../backbone/preprocess.ts';
+import { parseAugmentSpec, type AugmentSpec } from '../images/augment.ts';
 
 function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[]): T {
   if (!allowed.includes(v as T)) throw new UserError(`--${name} must be one of ${allowed.join(', ')}, got '${String(v)}'`);
@@ -23,6 +24,17 @@ function triple(name: string, v: unknown): [number, number, number] | undefined 
   if (xs.length !== 3 || xs.some((x) => !Number.isFinite(x))) throw new UserError(`--${name} needs three numbers like 0.485,0.456,0.406`);
   if (name === 'std' && xs.some((x) => x <= 0)) throw new UserError('--std values must be positive');
   return xs as [number, number, number];
+}
+
+function augmentOption(flags: Record<string, unknown>): { spec: AugmentSpec; views: number } | undefined {
+  const views = intInRange('views', flags.views, 0, 1000);
+  if (flags.augment === undefined) {
+    if (views > 0) throw new UserError('--views needs --augment SPEC');
+    return undefined;
+  }
+  const spec = parseAugmentSpec(String(flags.augment));
+  if (views === 0) throw new UserError('--augment needs --views K (K >= 1 augmented views per training image)');
+  return { spec, views };
 }
 
 function preprocessingOverrides(flags: Record<string, unknown>): Partial<Preprocessing> {
@@ -59,6 +71,8 @@ const spec: CommandSpec = {
     resize: { type: 'string', metavar: 'MODE', description: 'override resize policy: squash | center-crop' },
     'channel-order': { type: 'string', metavar: 'ORDER', description: 'override channel order: rgb | bgr' },
     layout: { type: 'string', metavar: 'L', description: 'input layout of a .onnx model: nchw | nhwc', default: 'nchw' },
+    augment: { type: 'string', metavar: 'SPEC', description: 'also store augmented views of the training images, e.g. flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2' },
+    views: { type: 'number', metavar: 'K', description: 'augmented views per training image (with --augment)', default: 0 },
     quiet: { type: 'boolean', description: 'no progress output' },
   },
 };
@@ -82,6 +96,7 @@ await runCommand(spec, async ({ flags }) => {
     quiet: Boolean(flags.quiet),
     preprocessing: preprocessingOverrides(flags),
     onnxLayout: oneOf('layout', flags.layout, ['nchw', 'nhwc'] as const),
+    augment: augmentOption(flags),
     log,
   });
   const t = manifest.timings;

@@ -8,6 +8,8 @@ import type { Preprocessing } from '../backbone/preprocess.ts';
 import { scanDataset, compareCodePoints, SPLIT_ORDER, type ImageEntry, type SplitName } from '../dataset/scan.ts';
 import { assignSplits, type SplitFractions } from '../dataset/split.ts';
 import { runBackbone } from './run-backbone.ts';
+import { augmentSeed, formatAugmentSpec, isAugmenting, sampleAugmentParams, type AugmentParams, type AugmentSpec } from '../images/augment.ts';
+import { seededRandom } from '../dataset/split.ts';
 import { encodeFeatureArrow } from '../store/arrow.ts';
 import { encodeNpy } from '../store/npy.ts';
 import { ARROW_FILE, CACHE_FORMAT_VERSION, MANIFEST_FILE, type Manifest, type SplitCounts } from '../store/manifest.ts';
@@ -37,6 +39,8 @@ export interface ExtractOptions {
   /** Preprocessing overrides (mostly for foreign .onnx models). */
   preprocessing?: Partial<Preprocessing>;
   onnxLayout?: 'nchw' | 'nhwc';
+  /** Store this many augmented views of each *training* image beside it (val/test untouched). */
+  augment?: { spec: AugmentSpec; views: number };
   log: Logger;
   /** Called after each persisted batch (tests use it to simulate interruption). */
   onBatch?: (done: number, total: number) => void;
@@ -52,12 +56,37 @@ export function toolVersion(): string {
 }
 
 /** Cache folder for one (dataset, model+weights, layer, pooling, preprocessing). */
-export function cacheDirFor(dataRoot: string, backbone: BackboneConfig): string {
+export function cacheDirFor(dataRoot: string, backbone: BackboneConfig, augment?: { spec: string; views: number; seed: number }): string {
   const key = createHash('sha256').update(JSON.stringify({
     root: dataRoot, w: backbone.weightsHash, layer: backbone.layer, pooling: backbone.pooling, pre: backbone.preprocessing, dec: DECODER_VERSION,
+    ...(augment ? { augment } : {}),
   })).digest('hex').slice(0, 8);
   const dataset = basename(dataRoot).replace(/[^A-Za-z0-9._-]+/g, '_');
-  return join(defaultDataDir(), 'cache', `${dataset}-${backbone.modelId}-${backbone.layer}-${backbone.pooling}-${key}`);
+  const suffix = augment ? `-aug${augment.views}` : '';
+  return join(defaultDataDir(), 'cache', `${dataset}-${backbone.modelId}-${backbone.layer}-${backbone.pooling}${suffix}-${key}`);
+}
+
+/** What one image contributes: record keys for view 0 (the image) and each augmented view. */
+interface ImagePlan { viewKeys: string[]; viewParams: (AugmentParams | null)[] }
+
+/**
+ * Views of each image. Augmentation parameters depend only on (seed, view, image content), so a
+ * resumed or incremental run draws exactly the same views.
+ */
+function planViews(images: readonly ImageEntry[], keys: readonly string[], augment: ExtractOptions['augment'], seed: number): ImagePlan[] {
+  const augKey = augment ? createHash('sha256').update(`${formatAugmentSpec(augment.spec)}|${seed}`).digest('hex').slice(0, 12) : '';
+  return images.map((img, i) => {
+    const key = keys[i]!;
+    const plan: ImagePlan = { viewKeys: [key], viewParams: [null] };
+    if (augment && img.split === 'train') {
+      const contentSeed = parseInt(key.slice(0, 8), 16);
+      for (let v = 1; v <= augment.views; v++) {
+        plan.viewKeys.push(`${key}:aug:${augKey}:${v}`);
+        plan.viewParams.push(sampleAugmentParams(augment.spec, seededRandom(augmentSeed(seed, v, contentSeed))));
+      }
+    }
+    return plan;
+  });
 }
 
 async function hashFiles(images: readonly ImageEntry[], concurrency: number): Promise<string[]> {
@@ -83,34 +112,47 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractResu
   const images = scan.presplit ? scan.images : assignSplits(scan.images, opts.split, opts.seed);
   const tScan = performance.now();
 
+  if (opts.augment && (!isAugmenting(opts.augment.spec) || opts.augment.views < 1)) {
+    throw new UserError('--augment needs at least one transform and --views K >= 1');
+  }
+  const augmentInfo = opts.augment ? { spec: formatAugmentSpec(opts.augment.spec), views: opts.augment.views, seed: opts.seed } : undefined;
   const backbone = await prepareBackbone({ model: opts.model, layer: opts.layer, pooling: opts.pooling, preprocessing: opts.preprocessing, onnxLayout: opts.onnxLayout, log });
   const cfg = backbone.config;
-  const cacheDir = opts.out ?? cacheDirFor(scan.root, cfg);
+  const cacheDir = opts.out ?? cacheDirFor(scan.root, cfg, augmentInfo);
   const store = RecordStore.open(join(cacheDir, 'records'), cfg.featureDim, log);
 
   const keys = await hashFiles(images, 8);
+  const plans = planViews(images, keys, opts.augment, opts.seed);
   const tHash = performance.now();
-  const missing: number[] = [];
+  // A job = one image with the views it still needs (a resumed run may need only some of them).
+  const jobs: Job[] = [];
   const queued = new Set<string>();
-  keys.forEach((k, i) => { if (!store.has(k) && !queued.has(k)) { queued.add(k); missing.push(i); } });
-  log.info(`${images.length} images, ${scan.classes.length} classes; ${images.length - missing.length} cached, ${missing.length} to extract (${cfg.modelId} @ ${cfg.layer}, pooling ${cfg.pooling}, D=${cfg.featureDim})`);
+  plans.forEach((plan, i) => {
+    const need = plan.viewKeys.map((k, v) => v).filter((v) => !store.has(plan.viewKeys[v]!) && !queued.has(plan.viewKeys[v]!));
+    if (need.length === 0) return;
+    for (const v of need) queued.add(plan.viewKeys[v]!);
+    jobs.push({ image: images[i]!, absPath: images[i]!.absPath, keys: need.map((v) => plan.viewKeys[v]!), views: need.map((v) => plan.viewParams[v]!) });
+  });
+  const missing = queued.size;
+  const totalViews = plans.reduce((a, p) => a + p.viewKeys.length, 0);
+  log.info(`${images.length} images${augmentInfo ? ` (+${totalViews - images.length} augmented views)` : ''}, ${scan.classes.length} classes; ${totalViews - missing} cached, ${missing} to extract (${cfg.modelId} @ ${cfg.layer}, pooling ${cfg.pooling}, D=${cfg.featureDim})`);
 
   let computedSeconds = 0;
-  if (missing.length > 0) {
+  if (jobs.length > 0) {
     const tx = performance.now();
-    await computeMissing(missing.map((i) => ({ image: images[i]!, key: keys[i]!, absPath: images[i]!.absPath })), backbone.onnxPath, cfg, store, opts);
+    await computeMissing(jobs, missing, backbone.onnxPath, cfg, store, opts);
     computedSeconds = (performance.now() - tx) / 1000;
   }
   const tExtract = performance.now();
 
-  const manifest = writeOutputs(cacheDir, images, keys, scan.classes, scan.skipped, store, cfg, opts, scan.root, scan.presplit);
-  store.compact(new Set(keys));
+  const manifest = writeOutputs(cacheDir, images, plans, scan.classes, scan.skipped, store, cfg, opts, scan.root, scan.presplit, augmentInfo);
+  store.compact(new Set(plans.flatMap((p) => p.viewKeys)));
   const tEnd = performance.now();
   manifest.timings = {
     scanSeconds: round3((tScan - t0) / 1000), hashSeconds: round3((tHash - tScan) / 1000), extractSeconds: round3(computedSeconds),
     writeSeconds: round3((tEnd - tExtract) / 1000), totalSeconds: round3((tEnd - t0) / 1000),
-    computed: missing.length, reused: images.length - missing.length,
-    extractImagesPerSecond: computedSeconds > 0 ? Math.round((missing.length / computedSeconds) * 10) / 10 : null,
+    computed: missing, reused: totalViews - missing,
+    extractImagesPerSecond: computedSeconds > 0 ? Math.round((missing / computedSeconds) * 10) / 10 : null,
   };
   writeFileAtomic(join(cacheDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
   return { cacheDir, manifest };
@@ -118,25 +160,26 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractResu
 
 function round3(x: number): number { return Math.round(x * 1000) / 1000; }
 
-interface Job { image: ImageEntry; key: string; absPath: string }
+interface Job { image: ImageEntry; absPath: string; keys: string[]; views: (AugmentParams | null)[] }
 
 /** Persist every batch before starting the next, so an interruption loses at most one batch. */
-async function computeMissing(jobs: Job[], onnxPath: string, cfg: BackboneConfig, store: RecordStore, opts: ExtractOptions): Promise<void> {
-  const progress = new Progress({ label: 'extract', total: jobs.length, quiet: opts.quiet });
+async function computeMissing(jobs: Job[], total: number, onnxPath: string, cfg: BackboneConfig, store: RecordStore, opts: ExtractOptions): Promise<void> {
+  const progress = new Progress({ label: 'extract', total, quiet: opts.quiet });
   let done = 0;
   try {
     for await (const results of runBackbone(jobs, onnxPath, cfg, opts)) {
       const entries: { key: string; value: RecordValue }[] = results.map((r) => {
+        const key = r.item.keys[r.view]!;
         if ('error' in r) {
-          opts.log.warn(`skipping ${r.item.image.path}: ${r.error}`);
-          return { key: r.item.key, value: { error: r.error } };
+          if (r.view === 0) opts.log.warn(`skipping ${r.item.image.path}: ${r.error}`);
+          return { key, value: { error: r.error } };
         }
-        return { key: r.item.key, value: r.features };
+        return { key, value: r.features };
       });
       store.add(entries);
       done += entries.length;
       progress.tick(entries.length);
-      opts.onBatch?.(done, jobs.length);
+      opts.onBatch?.(done, total);
     }
   } finally {
     progress.finish();
@@ -144,9 +187,9 @@ async function computeMissing(jobs: Job[], onnxPath: string, cfg: BackboneConfig
 }
 
 function writeOutputs(
-  cacheDir: string, images: readonly ImageEntry[], keys: readonly string[], classes: readonly string[],
+  cacheDir: string, images: readonly ImageEntry[], plans: readonly ImagePlan[], classes: readonly string[],
   scanSkipped: readonly { path: string; reason: string }[], store: RecordStore, cfg: BackboneConfig, opts: ExtractOptions,
-  dataRoot: string, presplit: boolean,
+  dataRoot: string, presplit: boolean, augmentInfo: { spec: string; views: number; seed: number } | undefined,
 ): Manifest {
   const order = images.map((_, i) => i).sort((a, b) => {
     const sa = SPLIT_ORDER.indexOf(images[a]!.split!);
@@ -155,41 +198,64 @@ function writeOutputs(
   });
   const D = cfg.featureDim;
   const skipped = [...scanSkipped];
-  const rows: number[] = [];
+  // Rows: split, then path, then view (0 = the image, 1..K its augmented views).
+  const rows: { image: number; view: number; value: Float32Array }[] = [];
   for (const i of order) {
-    const v = store.get(keys[i]!);
-    if (!v) throw new Error(`internal: no record for ${images[i]!.path}`);
-    if (v instanceof Float32Array) rows.push(i);
-    else skipped.push({ path: images[i]!.path, reason: v.error });
+    const plan = plans[i]!;
+    const v0 = store.get(plan.viewKeys[0]!);
+    if (!v0) throw new Error(`internal: no record for ${images[i]!.path}`);
+    if (!(v0 instanceof Float32Array)) { skipped.push({ path: images[i]!.path, reason: v0.error }); continue; }
+    plan.viewKeys.forEach((key, view) => {
+      const value = store.get(key);
+      if (!(value instanceof Float32Array)) throw new Error(`internal: no features for ${images[i]!.path} view ${view}`);
+      rows.push({ image: i, view, value });
+    });
   }
   skipped.sort((a, b) => compareCodePoints(a.path, b.path));
   const classIndex = new Map(classes.map((c, i) => [c, i]));
-  const features = new Float32Array(rows.length * D);
-  const labels = new Int32Array(rows.length);
-  rows.forEach((i, r) => {
-    features.set(store.get(keys[i]!) as Float32Array, r * D);
-    labels[r] = classIndex.get(images[i]!.className)!;
+  const n = rows.length;
+  const features = new Float32Array(n * D);
+  const labels = new Int32Array(n);
+  const views = new Int32Array(n);
+  rows.forEach((r, k) => {
+    features.set(r.value, k * D);
+    labels[k] = classIndex.get(images[r.image]!.className)!;
+    views[k] = r.view;
   });
-  const paths = rows.map((i) => images[i]!.path);
-  const splits = rows.map((i) => images[i]!.split!);
+  const paths = rows.map((r) => images[r.image]!.path);
+  const splits = rows.map((r) => images[r.image]!.split!);
 
+  /** Gather the given Arrow rows into .npy arrays (features, labels, and views when asked). */
+  const writeNpy = (prefix: string, idx: number[], withViews: boolean): void => {
+    const f = new Float32Array(idx.length * D);
+    const l = new Int32Array(idx.length);
+    const v = new Int32Array(idx.length);
+    idx.forEach((r, k) => { f.set(features.subarray(r * D, (r + 1) * D), k * D); l[k] = labels[r]!; v[k] = views[r]!; });
+    writeFileAtomic(join(cacheDir, `${prefix}_features.npy`), encodeNpy(f, [idx.length, D]));
+    writeFileAtomic(join(cacheDir, `${prefix}_labels.npy`), encodeNpy(l, [idx.length]));
+    if (withViews) writeFileAtomic(join(cacheDir, `${prefix}_views.npy`), encodeNpy(v, [idx.length]));
+  };
   const counts: Manifest['counts'] = {};
   const npy: Manifest['files']['npy'] = {};
   for (const split of SPLIT_ORDER) {
-    const idx = splits.map((s, r) => (s === split ? r : -1)).filter((r) => r >= 0);
+    const idx: number[] = [];
+    for (let r = 0; r < n; r++) if (splits[r] === split && views[r] === 0) idx.push(r);
     if (idx.length === 0) continue;
-    const first = idx[0]!;
-    const n = idx.length;
-    // Rows of one split are contiguous (split-major order), so the .npy arrays are plain slices.
-    writeFileAtomic(join(cacheDir, `${split}_features.npy`), encodeNpy(features.subarray(first * D, (first + n) * D), [n, D]));
-    writeFileAtomic(join(cacheDir, `${split}_labels.npy`), encodeNpy(labels.subarray(first, first + n), [n]));
-    npy[split] = { features: `${split}_features.npy`, labels: `${split}_labels.npy`, rows: n };
+    writeNpy(split, idx, false);
+    npy[split] = { features: `${split}_features.npy`, labels: `${split}_labels.npy`, rows: idx.length };
     const perClass: SplitCounts['perClass'] = Object.fromEntries(classes.map((c) => [c, 0]));
     for (const r of idx) perClass[classes[labels[r]!]!]! += 1;
-    counts[split] = { total: n, perClass };
+    counts[split] = { total: idx.length, perClass };
   }
   if (!counts.train) throw new UserError('no usable training images (all were skipped); see the warnings above');
-  const arrowBytes = encodeFeatureArrow({ paths, labels, splits, features, dim: D }, {
+  const augIdx: number[] = [];
+  for (let r = 0; r < n; r++) if (views[r]! > 0) augIdx.push(r);
+  let augmentedNpy: Manifest['files']['augmentedNpy'];
+  if (augmentInfo) {
+    writeNpy('train_aug', augIdx, true);
+    augmentedNpy = { features: 'train_aug_features.npy', labels: 'train_aug_labels.npy', views: 'train_aug_views.npy', rows: augIdx.length };
+  }
+  const arrowBytes = encodeFeatureArrow({ paths, labels, splits, views, features, dim: D }, {
     'convcache.format_version': String(CACHE_FORMAT_VERSION),
     'convcache.classes': JSON.stringify(classes),
     'convcache.model': cfg.modelId,
@@ -197,6 +263,7 @@ function writeOutputs(
     'convcache.layer': cfg.layer,
     'convcache.pooling': cfg.pooling,
     'convcache.preprocessing': JSON.stringify(cfg.preprocessing),
+    ...(augmentInfo ? { 'convcache.augment': JSON.stringify(augmentInfo) } : {}),
   });
   writeFileAtomic(join(cacheDir, ARROW_FILE), arrowBytes);
   for (const c of classes) if (!counts.train.perClass[c]) opts.log.warn(`class '${c}' has no usable training images`);
@@ -208,9 +275,10 @@ function writeOutputs(
     split: presplit ? { mode: 'folders' } : { mode: 'stratified', fractions: [opts.split.train, opts.split.val, opts.split.test], seed: opts.seed },
     classes: [...classes],
     counts,
+    augment: augmentInfo ? { ...augmentInfo, rows: augIdx.length } : null,
     backbone: cfg,
-    rowOrder: 'split (train, val, test), then path in code-point order; .npy rows follow the same order within each split',
-    files: { arrow: ARROW_FILE, npy, arrowSha256: createHash('sha256').update(arrowBytes).digest('hex') },
+    rowOrder: 'split (train, val, test), then path in code-point order, then view (0 = the image, 1..K augmented views); <split>_*.npy hold the view-0 rows of each split in that order, train_aug_*.npy the augmented rows',
+    files: { arrow: ARROW_FILE, npy, ...(augmentedNpy ? { augmentedNpy } : {}), arrowSha256: createHash('sha256').update(arrowBytes).digest('hex') },
     skipped,
     timings: { scanSeconds: 0, hashSeconds: 0, extractSeconds: 0, writeSeconds: 0, totalSeconds: 0, computed: 0, reused: 0, extractImagesPerSecond: null },
   };

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import type { BackboneConfig } from '../backbone/backbone.ts';
 import type { OrtFeatureRunner } from '../backbone/ort-runner.ts';
 import { decodeForModel, DecodeError } from '../images/decode.ts';
+import { augmentImage, type AugmentParams } from '../images/augment.ts';
 
 export interface BackboneRunOptions {
   batch: number;
@@ -11,22 +12,28 @@ export interface BackboneRunOptions {
   maxPixels: number;
 }
 
-/** One finished image: its features, or why it could not be used. */
-export type ImageResult<T> = { item: T; features: Float32Array } | { item: T; error: string };
+/** One finished image view: its features, or why the image could not be used. */
+export type ImageResult<T> = { item: T; view: number; features: Float32Array } | { item: T; view: number; error: string };
+
+/**
+ * An image to run; `views` lists augmentations to apply to the decoded image (null = the image as
+ * is). The image is decoded once and every view goes through the conv base. Default: [null].
+ */
+export interface BackboneItem { absPath: string; views?: readonly (AugmentParams | null)[] }
 
 /**
  * Stream images through decode → conv base, one batch at a time, in input order. Decodes run ahead
  * on the libuv pool while ORT runs a batch on the JS thread (onnxruntime-node's run() is synchronous
  * there), with bounded look-ahead so memory stays flat however many images there are.
  */
-export async function* runBackbone<T extends { absPath: string }>(
+export async function* runBackbone<T extends BackboneItem>(
   items: readonly T[], onnxPath: string, cfg: BackboneConfig, opts: BackboneRunOptions,
 ): AsyncGenerator<ImageResult<T>[]> {
   const { OrtFeatureRunner } = await import('../backbone/ort-runner.ts');
   const [h, w] = cfg.preprocessing.size;
   const per = h * w * 3;
   const runner: OrtFeatureRunner = await OrtFeatureRunner.create(onnxPath, [h, w, 3], cfg.featureDim, { threads: opts.threads });
-  const batchBuf = new Uint8Array(opts.batch * per);
+  let batchBuf: Uint8Array = new Uint8Array(opts.batch * per);
   type Decoded = { item: T; pixels: Uint8Array } | { item: T; error: string };
   const decodeOne = async (item: T): Promise<Decoded> => {
     try {
@@ -45,21 +52,42 @@ export async function* runBackbone<T extends { absPath: string }>(
   try {
     refill();
     while (queue.length > 0) {
+      // A batch holds whole images (all their views), so it may exceed opts.batch by views-1.
       const decoded: Decoded[] = [];
       let ok = 0;
       while (ok < opts.batch && queue.length > 0) {
         const d = await queue.shift()!;
         refill();
-        if ('pixels' in d) batchBuf.set(d.pixels, ok++ * per);
+        if ('pixels' in d) {
+          for (const view of d.item.views ?? [null]) {
+            if (ok * per >= batchBuf.length) batchBuf = growBuffer(batchBuf, (ok + 1) * per);
+            const dst = batchBuf.subarray(ok++ * per, ok * per);
+            if (view) augmentImage(d.pixels, w, h, view, dst);
+            else dst.set(d.pixels);
+          }
+        }
         decoded.push(d);
       }
       const feats = ok > 0 ? await runner.run(batchBuf, ok) : new Float32Array(0);
       let row = 0;
-      yield decoded.map((d) => ('pixels' in d
-        ? { item: d.item, features: feats.subarray(row * cfg.featureDim, ++row * cfg.featureDim) }
-        : { item: d.item, error: d.error }));
+      const results: ImageResult<T>[] = [];
+      for (const d of decoded) {
+        const views = d.item.views ?? [null];
+        for (let v = 0; v < views.length; v++) {
+          results.push('pixels' in d
+            ? { item: d.item, view: v, features: feats.subarray(row * cfg.featureDim, ++row * cfg.featureDim) }
+            : { item: d.item, view: v, error: d.error });
+        }
+      }
+      yield results;
     }
   } finally {
     await runner.release();
   }
+}
+
+function growBuffer(buf: Uint8Array, size: number): Uint8Array {
+  const out = new Uint8Array(Math.max(size, buf.length * 2));
+  out.set(buf);
+  return out;
 }

@@ -54,15 +54,42 @@ export interface TrainSplits {
 export function prepareSplits(cache: FeatureCache, valFraction: number, seed: number): TrainSplits {
   if (!(valFraction >= 0 && valFraction < 1)) throw new UserError(`--val-fraction must be in [0, 1), got ${valFraction}`);
   const tr = cache.splits.train!;
-  const trainAll: LabelledSet = { X: tr.X, y: tr.y };
   const te = cache.splits.test;
   const test = te ? { X: te.X, y: te.y, paths: te.paths } : undefined;
   const v = cache.splits.val;
-  if (v) return { train: trainAll, val: { X: v.X, y: v.y }, test, valSource: 'cache', valFraction: 0, seed };
-  if (valFraction === 0) return { train: trainAll, test, valSource: 'none', valFraction: 0, seed };
-  const { rest, holdout } = stratifiedHoldout(tr.y, valFraction, seed);
-  if (holdout.length === 0) return { train: trainAll, test, valSource: 'none', valFraction: 0, seed };
-  return { train: takeSet(trainAll, rest), val: takeSet(trainAll, holdout), test, valSource: 'carved', valFraction, seed };
+  let trainIdx: Int32Array | undefined;
+  let val: LabelledSet | undefined;
+  let valSource: TrainSplits['valSource'] = 'none';
+  if (v) {
+    val = { X: v.X, y: v.y };
+    valSource = 'cache';
+  } else if (valFraction > 0) {
+    const { rest, holdout } = stratifiedHoldout(tr.y, valFraction, seed);
+    if (holdout.length > 0) {
+      trainIdx = rest;
+      val = takeSet({ X: tr.X, y: tr.y }, holdout);
+      valSource = 'carved';
+    }
+  }
+  let train: LabelledSet = trainIdx ? takeSet({ X: tr.X, y: tr.y }, trainIdx) : { X: tr.X, y: tr.y };
+  // Augmented views join training only for images that stayed in train: a carved-out val image's
+  // views would leak it into training.
+  const aug = cache.augmented;
+  if (aug) {
+    const kept = new Set(trainIdx ? Array.from(trainIdx, (i) => tr.paths[i]!) : tr.paths);
+    const idx: number[] = [];
+    aug.paths.forEach((p, i) => { if (kept.has(p)) idx.push(i); });
+    const extra = takeSet({ X: aug.X, y: aug.y }, idx);
+    const d = train.X.cols;
+    const X = new Float32Array((train.X.rows + extra.X.rows) * d);
+    X.set(train.X.data);
+    X.set(extra.X.data, train.X.rows * d);
+    const y = new Int32Array(train.y.length + extra.y.length);
+    y.set(train.y);
+    y.set(extra.y, train.y.length);
+    train = { X: { data: X, rows: train.X.rows + extra.X.rows, cols: d }, y };
+  }
+  return { train, ...(val ? { val } : {}), test, valSource, valFraction: valSource === 'carved' ? valFraction : 0, seed };
 }
 
 export interface HeadRun {

@@ -7,6 +7,8 @@ export interface FeatureRows {
   paths: string[];
   labels: Int32Array;
   splits: string[];
+  /** 0 = the image itself; 1..K = augmented views of a training image (extract --augment --views K). */
+  views: Int32Array;
   /** rows * dim floats, row-major. */
   features: Float32Array;
   dim: number;
@@ -20,6 +22,7 @@ export function featureSchema(dim: number, metadata: Record<string, string>): Sc
     new Field('path', new Utf8(), false),
     new Field('label', new Int32(), false),
     new Field('split', new Utf8(), false),
+    new Field('view', new Int32(), false),
     new Field('features', new FixedSizeList(dim, new Field('item', new Float32(), false)), false),
   ], new Map(Object.entries(metadata)));
 }
@@ -35,10 +38,11 @@ export function encodeFeatureArrow(rows: FeatureRows, metadata: Record<string, s
     const path = vectorFromArray(rows.paths.slice(start, end), new Utf8()).data[0]!;
     const split = vectorFromArray(rows.splits.slice(start, end), new Utf8()).data[0]!;
     const label = makeData({ type: new Int32(), length: len, nullCount: 0, data: rows.labels.subarray(start, end) });
-    const itemType = (schema.fields[3]!.type as FixedSizeList).children[0]!.type as Float32;
-    const child = makeData({ type: itemType, length: len * rows.dim, nullCount: 0, data: rows.features.subarray(start * rows.dim, end * rows.dim) });
-    const features = makeData({ type: schema.fields[3]!.type as FixedSizeList, length: len, nullCount: 0, child });
-    const struct = makeData({ type: new Struct(schema.fields), length: len, nullCount: 0, children: [path, label, split, features] });
+    const view = makeData({ type: new Int32(), length: len, nullCount: 0, data: rows.views.subarray(start, end) });
+    const listType = schema.fields[4]!.type as FixedSizeList;
+    const child = makeData({ type: listType.children[0]!.type as Float32, length: len * rows.dim, nullCount: 0, data: rows.features.subarray(start * rows.dim, end * rows.dim) });
+    const features = makeData({ type: listType, length: len, nullCount: 0, child });
+    const struct = makeData({ type: new Struct(schema.fields), length: len, nullCount: 0, children: [path, label, split, view, features] });
     batches.push(new RecordBatch(schema, struct));
     if (n === 0) break;
   }
@@ -54,6 +58,7 @@ export function decodeFeatureArrow(bytes: Uint8Array): { rows: FeatureRows; meta
   const dim = featType.listSize;
   const features = new Float32Array(n * dim);
   const labels = new Int32Array(n);
+  const views = new Int32Array(n);
   const paths: string[] = [];
   const splits: string[] = [];
   let row = 0;
@@ -61,6 +66,7 @@ export function decodeFeatureArrow(bytes: Uint8Array): { rows: FeatureRows; meta
     const p = batch.getChild('path')!;
     const s = batch.getChild('split')!;
     const l = batch.getChild('label')!;
+    const v = batch.getChild('view');
     const f = batch.getChild('features')!;
     const child = f.data[0]!.children[0]!;
     const values = child.values as Float32Array;
@@ -69,8 +75,9 @@ export function decodeFeatureArrow(bytes: Uint8Array): { rows: FeatureRows; meta
       paths.push(String(p.get(i)));
       splits.push(String(s.get(i)));
       labels[row + i] = Number(l.get(i));
+      views[row + i] = v ? Number(v.get(i)) : 0;
     }
     row += batch.numRows;
   }
-  return { rows: { paths, labels, splits, features, dim }, metadata: Object.fromEntries(table.schema.metadata) };
+  return { rows: { paths, labels, splits, views, features, dim }, metadata: Object.fromEntries(table.schema.metadata) };
 }

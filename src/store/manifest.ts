@@ -5,7 +5,7 @@ import type { SplitName } from '../dataset/scan.ts';
 import { UserError } from '../util/errors.ts';
 
 /** Bump when the cache layout changes incompatibly (the README documents the contract). */
-export const CACHE_FORMAT_VERSION = 1;
+export const CACHE_FORMAT_VERSION = 2;
 export const MANIFEST_FILE = 'manifest.json';
 export const ARROW_FILE = 'features.arrow';
 
@@ -19,10 +19,19 @@ export interface Manifest {
   /** 'folders' when the root had train/val/test folders, else the seeded stratified split used. */
   split: { mode: 'folders' } | { mode: 'stratified'; fractions: [number, number, number]; seed: number };
   classes: string[];
+  /** Images per split (augmented views not included). */
   counts: Partial<Record<SplitName, SplitCounts>>;
+  /** Augmented training views stored beside the originals (extract --augment SPEC --views K), or null. */
+  augment: { spec: string; views: number; seed: number; rows: number } | null;
   backbone: BackboneConfig;
   rowOrder: string;
-  files: { arrow: string; npy: Partial<Record<SplitName, { features: string; labels: string; rows: number }>>; arrowSha256: string };
+  files: {
+    arrow: string;
+    npy: Partial<Record<SplitName, { features: string; labels: string; rows: number }>>;
+    /** Augmented views of the training images: train_aug_{features,labels,views}.npy. */
+    augmentedNpy?: { features: string; labels: string; views: string; rows: number };
+    arrowSha256: string;
+  };
   skipped: { path: string; reason: string }[];
   timings: { scanSeconds: number; hashSeconds: number; extractSeconds: number; writeSeconds: number; totalSeconds: number; computed: number; reused: number; extractImagesPerSecond: number | null };
 }

@@ -18,7 +18,10 @@ export interface FeatureCache {
   dir: string;
   manifest: Manifest;
   classes: string[];
+  /** The images of each split (view 0). */
   splits: Partial<Record<SplitName, SplitData>>;
+  /** Augmented views of training images (extract --augment --views K); `views[i]` is the view number. */
+  augmented?: SplitData & { views: Int32Array };
 }
 
 /** Load a cache (Arrow file: features, labels, paths, split) and check it against its manifest. */
@@ -28,21 +31,22 @@ export function loadFeatureCache(dir: string): FeatureCache {
   if (!existsSync(arrowPath)) throw new UserError(`${arrowPath} is missing; re-run extract`);
   const { rows } = decodeFeatureArrow(readFileSync(arrowPath));
   if (rows.dim !== manifest.backbone.featureDim) throw new UserError(`${arrowPath} has D=${rows.dim} but the manifest says ${manifest.backbone.featureDim}; re-run extract`);
+  const take = (idx: number[]): SplitData => {
+    const X = new Float32Array(idx.length * rows.dim);
+    idx.forEach((r, k) => X.set(rows.features.subarray(r * rows.dim, (r + 1) * rows.dim), k * rows.dim));
+    return { X: { data: X, rows: idx.length, cols: rows.dim }, y: Int32Array.from(idx, (r) => rows.labels[r]!), paths: idx.map((r) => rows.paths[r]!) };
+  };
   const splits: FeatureCache['splits'] = {};
   for (const split of SPLIT_ORDER) {
     const idx: number[] = [];
-    rows.splits.forEach((s, i) => { if (s === split) idx.push(i); });
-    if (idx.length === 0) continue;
-    const first = idx[0]!;
-    const n = idx.length;
-    splits[split] = {
-      X: { data: rows.features.slice(first * rows.dim, (first + n) * rows.dim), rows: n, cols: rows.dim },
-      y: rows.labels.slice(first, first + n),
-      paths: rows.paths.slice(first, first + n),
-    };
+    rows.splits.forEach((s, i) => { if (s === split && rows.views[i] === 0) idx.push(i); });
+    if (idx.length > 0) splits[split] = take(idx);
   }
   if (!splits.train) throw new UserError(`cache ${dir} has no training rows`);
-  return { dir, manifest, classes: manifest.classes, splits };
+  const augIdx: number[] = [];
+  rows.views.forEach((v, i) => { if (v > 0) augIdx.push(i); });
+  const augmented = augIdx.length > 0 ? { ...take(augIdx), views: Int32Array.from(augIdx, (r) => rows.views[r]!) } : undefined;
+  return { dir, manifest, classes: manifest.classes, splits, ...(augmented ? { augmented } : {}) };
 }
 
 /**
