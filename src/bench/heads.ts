@@ -16,6 +16,8 @@ import { decodeNpy } from '../store/npy.ts';
 import { createHead } from '../heads/registry.ts';
 import type { HeadParams, LabelledSet, Matrix } from '../heads/types.ts';
 import { defaultCacheDir } from '../store/read.ts';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import type { Logger } from '../util/log.ts';
 import { UserError } from '../util/errors.ts';
 
@@ -133,7 +135,10 @@ function mulberry(seed: number): () => number {
   };
 }
 
-export async function benchHeads(opts: { cacheDir?: string; npyDir?: string; heads?: string[]; referenceRows?: number; references?: boolean }): Promise<object> {
+export type SklearnReference = typeof SKLEARN_REFERENCE;
+
+export async function benchHeads(opts: { cacheDir?: string; npyDir?: string; heads?: string[]; referenceRows?: number; references?: boolean; sklearn?: SklearnReference; sklearnSource?: string }): Promise<object> {
+  const SKLEARN = opts.sklearn ?? SKLEARN_REFERENCE;
   const dir = opts.npyDir ?? opts.cacheDir;
   if (!dir) throw new UserError('bench-heads: give npyDir or cacheDir');
   const train = loadSplit(dir, 'train');
@@ -163,7 +168,7 @@ export async function benchHeads(opts: { cacheDir?: string; npyDir?: string; hea
       const predictMsPer1000 = ((performance.now() - t0) / test.X.rows) * 1000;
       const path = join(tmp, `${name}.head`);
       await head.save(path);
-      const ref = SKLEARN_REFERENCE[name];
+      const ref = SKLEARN[name];
       const accuracy = acc(pred, test.y);
       const extra = head as unknown as Record<string, unknown>;
       results.push({
@@ -199,6 +204,7 @@ export async function benchHeads(opts: { cacheDir?: string; npyDir?: string; hea
     machine: { node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, loadAverage1m: round(loadavg()[0]!) },
     data: { dir, train: [train.X.rows, train.X.cols], test: test.X.rows, val: val?.X.rows ?? 0, nClasses },
     note: 'fitSeconds after a small warm-up fit (JIT); ratio = ours / sklearn (fit, or predict for knn); reference rows are the libraries we replaced, on a subsample',
+    sklearnSource: opts.sklearnSource ?? 'numbers quoted in the issue (scikit-learn 1.2.1, this machine type, 1 thread)',
     heads: results,
     reference,
   };
@@ -210,5 +216,32 @@ const round = (v: number) => Math.round(v * 10000) / 10000;
 export async function benchHeadsCli(o: { cache?: string; heads?: string[]; log: Logger }): Promise<object> {
   const cacheDir = o.cache ?? defaultCacheDir();
   o.log.info(`benchmarking heads on ${cacheDir} ...`);
-  return benchHeads({ cacheDir, heads: o.heads });
+  // scikit-learn measured on the same features and machine in the same run, when it is installed
+  // (Debian: python3-sklearn); otherwise the issue's numbers are the reference.
+  const measured = runSklearnReference(cacheDir, o.log);
+  return benchHeads({ cacheDir, heads: o.heads, ...(measured ? { sklearn: measured.reference, sklearnSource: measured.source } : {}) });
+}
+
+function runSklearnReference(cacheDir: string, log: Logger): { reference: SklearnReference; source: string } | undefined {
+  const script = fileURLToPath(new URL('../../scripts/sklearn_reference.py', import.meta.url));
+  const env = { ...process.env, OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '1' };
+  for (const py of ['/usr/bin/python3', 'python3']) {
+    const r = spawnSync(py, [script, cacheDir], { encoding: 'utf8', env, timeout: 600_000 });
+    if (r.status !== 0 || !r.stdout) continue;
+    try {
+      const j = JSON.parse(r.stdout) as { sklearn: string; heads: Record<string, { fitSeconds: number; predictSecondsPer1000: number; accuracy: number }> };
+      const reference: SklearnReference = {};
+      for (const [name, v] of Object.entries(j.heads)) {
+        const note = SKLEARN_REFERENCE[name]?.note ?? name;
+        reference[name] = name === 'knn'
+          ? { predictSecondsPer1000: v.predictSecondsPer1000, accuracy: v.accuracy, note }
+          : { fitSeconds: v.fitSeconds, accuracy: name === 'dense' ? undefined : v.accuracy, note };
+      }
+      return { reference, source: `scikit-learn ${j.sklearn} measured in this run (${py}, 1 thread, best of 3)` };
+    } catch {
+      continue;
+    }
+  }
+  log.info('scikit-learn not available (apt-get install python3-sklearn to measure it side by side); using the issue\'s reference numbers');
+  return undefined;
 }
