@@ -1,4 +1,5 @@
-import { matmulABt, rowSqNorms } from '../linalg/matmul.ts';
+import { rowSqNorms } from '../linalg/matmul.ts';
+import { matmulABtOrt } from '../linalg/ort-gemm.ts';
 import { BaseHead } from './base.ts';
 import { classWeights, decodeF32, decodeI32, encodeF32, encodeI32, resolveParams, type HeadDef, type ParamSpecs } from './common.ts';
 import type { FitOptions, HeadParams, Matrix } from './types.ts';
@@ -61,13 +62,14 @@ export class KnnHead extends BaseHead {
     this.sq_ ??= rowSqNorms(this.X_!, n, d);
     const sq = this.sq_;
     const out = new Float32Array(Xq.rows * K);
-    const S = new Float32Array(Math.min(QUERY_BLOCK, Xq.rows) * n);
+
     const bestD = new Float64Array(k);
     const bestI = new Int32Array(k);
     const votes = new Float64Array(K);
     for (let q0 = 0; q0 < Xq.rows; q0 += QUERY_BLOCK) {
       const rows = Math.min(QUERY_BLOCK, Xq.rows - q0);
-      matmulABt(Q.subarray(q0 * d, (q0 + rows) * d), rows, this.X_!, n, d, S);
+      // Similarities as one GEMM per block, on ONNX Runtime's MLAS kernels (see linalg/ort-gemm.ts).
+      const S = await matmulABtOrt(Q.subarray(q0 * d, (q0 + rows) * d), rows, this.X_!, n, d);
       for (let r = 0; r < rows; r++) {
         const so = r * n;
         let qq = 0;
