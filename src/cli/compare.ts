@@ -1,3 +1,4 @@
+import { stageRows } from '../pipeline/stage-rows.ts';
 import { runCommand } from '../util/cli.ts';
 import { intInRange, type CommandSpec } from '../util/args.ts';
 import { UserError } from '../util/errors.ts';
@@ -45,6 +46,7 @@ await runCommand(spec, async ({ flags }) => {
     heads, cv, tune, classWeight, valFraction,
     seed: intInRange('seed', flags.seed, 0, 2 ** 31 - 1),
     extraRowsFile: flags['extra-rows'] as string | undefined,
+    laterRows: stageRows,
     saveHeads,
     log,
   });

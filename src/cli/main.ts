@@ -5,6 +5,7 @@ import type { CommandSpec } from '../util/args.ts';
 import { consoleLogger } from '../util/log.ts';
 import { extractFeatures } from '../pipeline/extract.ts';
 import { compareHeads } from '../pipeline/compare.ts';
+import { stageRows } from '../pipeline/stage-rows.ts';
 import { DEFAULT_MODEL } from '../backbone/registry.ts';
 import { DEFAULT_MAX_PIXELS } from '../images/decode.ts';
 
@@ -30,6 +31,6 @@ await runCommand(spec, async ({ flags }) => {
   const t = manifest.timings;
   log.info(`cache: ${cacheDir} (computed ${t.computed}, reused ${t.reused}, ${manifest.skipped.length} skipped, ${t.totalSeconds.toFixed(1)} s)`);
   log.info('step 2/2: compare heads');
-  const { report, files } = await compareHeads({ cache: cacheDir, cv: Number(flags.cv) || undefined, log });
+  const { report, files } = await compareHeads({ cache: cacheDir, cv: Number(flags.cv) || undefined, laterRows: stageRows, log });
   process.stdout.write(`${report.verdict}\nreport: ${files.md}\n        ${files.html}\n`);
 });

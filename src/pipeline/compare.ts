@@ -81,6 +81,11 @@ export interface CompareOptions {
   /** Cap on embedded thumbnails of misclassified test images (default 24). */
   maxThumbnails?: number;
   /**
+   * Rows computed after the heads are trained (they may depend on which head won, e.g. the best
+   * head retrained on an augmented cache). Same contract as extraRows.
+   */
+  laterRows?: (ctx: { rows: readonly ReportRow[]; cache: FeatureCache; seed: number; log: Logger }) => Promise<ExtraRow[]>;
+  /**
    * Which trained heads to keep in `<cache>/heads/<row name>.json` (a directory for dense), each
    * with its .meta.json sidecar, for `npm run predict`: 'best' (default; the winner among the heads
    * trained here), 'all' (the winner is still written last, so it is the most recent), or 'none'.
@@ -223,7 +228,8 @@ export async function compareHeads(o: CompareOptions): Promise<CompareResult> {
     }
     rows.push(row);
   }
-  const allRows = [...rows, ...extra];
+  const later = o.laterRows ? normalizeExtraRows(await o.laterRows({ rows, cache, seed, log }), classes, 'laterRows') : [];
+  const allRows = [...rows, ...extra, ...later];
   const seen = new Set<string>();
   for (const r of allRows) {
     if (seen.has(r.name)) throw new UserError(`two report rows are named '${r.name}' (extra rows need names of their own)`);

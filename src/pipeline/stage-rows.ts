@@ -1,0 +1,84 @@
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { ExtraRow, ReportRow } from '../eval/report.ts';
+import { loadFeatureCache, type FeatureCache } from '../store/read.ts';
+import { MANIFEST_FILE, type Manifest } from '../store/manifest.ts';
+import { defaultDataDir } from '../util/paths.ts';
+import type { Logger } from '../util/log.ts';
+import { DEFAULT_VAL_FRACTION, fitOnSplits, headBytes, prepareSplits } from './train.ts';
+import { COMPARE_ROWS } from './compare.ts';
+
+/**
+ * The report's rows for the other paths, so one table compares, on the same test split:
+ * fast path (every head, trained by compare), the fast path on an augmented cache (the best head
+ * retrained on the cached augmented views), and the slow path's results (frozen base + augmentation,
+ * fine-tuned) read from `finetune.json` files.
+ */
+
+/** Same dataset, backbone and preprocessing: the test split holds the same images with the same features. */
+function sameFeatures(a: Manifest, b: Manifest): boolean {
+  return a.dataRoot === b.dataRoot && a.backbone.weightsHash === b.backbone.weightsHash && a.backbone.layer === b.backbone.layer
+    && a.backbone.pooling === b.backbone.pooling && JSON.stringify(a.backbone.preprocessing) === JSON.stringify(b.backbone.preprocessing)
+    && JSON.stringify(a.classes) === JSON.stringify(b.classes) && JSON.stringify(a.split) === JSON.stringify(b.split);
+}
+
+/** Augmented caches (extract --augment) of the same data and backbone, newest first. */
+export function findAugmentedCaches(cache: FeatureCache, root = join(defaultDataDir(), 'cache')): string[] {
+  if (!existsSync(root)) return [];
+  const out: string[] = [];
+  for (const d of readdirSync(root)) {
+    const dir = join(root, d);
+    const mp = join(dir, MANIFEST_FILE);
+    if (resolve(dir) === resolve(cache.dir) || !existsSync(mp)) continue;
+    try {
+      const m = JSON.parse(readFileSync(mp, 'utf8')) as Manifest;
+      if (m.augment && sameFeatures(m, cache.manifest)) out.push(dir);
+    } catch { /* not a cache */ }
+  }
+  return out.sort();
+}
+
+/** A-priori order for validation ties (a 200-image val set ties often): strongest families first. */
+const TIE_ORDER = ['svm', 'logreg', 'dense', 'svm-linear', 'rf', 'knn'];
+
+/** The best compare row by validation accuracy, ties by TIE_ORDER: chosen without looking at test. */
+export function bestByValidation(rows: readonly ReportRow[]): ReportRow | undefined {
+  const rank = (n: string) => (TIE_ORDER.includes(n) ? TIE_ORDER.indexOf(n) : TIE_ORDER.length);
+  return [...rows].filter((r) => r.source === 'compare' && r.valAccuracy !== null)
+    .sort((a, b) => (b.valAccuracy! - a.valAccuracy!) || (rank(a.name) - rank(b.name)))[0];
+}
+
+export async function augmentedCacheRows(ctx: { rows: readonly ReportRow[]; cache: FeatureCache; seed: number; log: Logger }): Promise<ExtraRow[]> {
+  if (ctx.cache.augmented) return []; // compare is already running on augmented features
+  const best = bestByValidation(ctx.rows);
+  const dirs = findAugmentedCaches(ctx.cache);
+  if (!best || dirs.length === 0) return [];
+  const out: ExtraRow[] = [];
+  for (const dir of dirs) {
+    const aug = loadFeatureCache(dir);
+    const splits = prepareSplits(aug, DEFAULT_VAL_FRACTION, ctx.seed);
+    const def = COMPARE_ROWS[best.name]!;
+    const run = await fitOnSplits(def.kind, best.params, splits, aug.classes.length, { seed: ctx.seed });
+    const a = aug.manifest.augment!;
+    const name = `${best.name} +aug x${a.views}`;
+    ctx.log.info(`compare: ${name} (augmented cache ${dir}): fit ${run.fitSeconds.toFixed(2)} s, test ${run.test ? (run.test.accuracy * 100).toFixed(2) : 'n/a'}%`);
+    out.push({
+      name, kind: def.kind, params: run.params,
+      testAccuracy: run.test?.accuracy ?? null, valAccuracy: run.val?.accuracy ?? null, macroF1: run.test?.macroF1 ?? null,
+      logLoss: run.test?.logLoss ?? null, confusion: run.test?.confusion ?? null,
+      fitSeconds: run.fitSeconds, predictMsPer1000: run.predictMsPer1000, modelBytes: await headBytes(run.head),
+      note: `fast path on the augmented cache (${a.spec}, ${a.views} views per training image, ${splits.train.y.length} training rows; extraction of the views took ${aug.manifest.timings.extractSeconds} s)`,
+    });
+  }
+  return out;
+}
+
+/** Every later row compare adds by default: augmented-cache rows, then the slow path's. */
+export async function stageRows(ctx: { rows: readonly ReportRow[]; cache: FeatureCache; seed: number; log: Logger }): Promise<ExtraRow[]> {
+  return [...(await augmentedCacheRows(ctx)), ...finetuneRows(ctx.cache, ctx.log)];
+}
+
+/** Placeholder until the finetune stage's result format is wired in (see finetuneRows below). */
+export function finetuneRows(_cache: FeatureCache, _log: Logger): ExtraRow[] {
+  return [];
+}
