@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { ExtraRow, ReportRow } from '../eval/report.ts';
 import { loadFeatureCache, type FeatureCache } from '../store/read.ts';
@@ -78,7 +78,57 @@ export async function stageRows(ctx: { rows: readonly ReportRow[]; cache: Featur
   return [...(await augmentedCacheRows(ctx)), ...finetuneRows(ctx.cache, ctx.log)];
 }
 
-/** Placeholder until the finetune stage's result format is wired in (see finetuneRows below). */
-export function finetuneRows(_cache: FeatureCache, _log: Logger): ExtraRow[] {
-  return [];
+/** The parts of finetune.json (src/finetune/recipe.ts FinetuneReport) the report needs. */
+interface FinetuneSummary {
+  model: { id: string; weightsHash: string };
+  classes: string[];
+  data: { root: string; counts: { test: number } };
+  network: { unfreeze: number; trainableLayers: string[] };
+  options: Record<string, unknown>;
+  valAccuracy: number;
+  testAccuracy: number | null;
+  totalSeconds: number;
+  ortSeconds: number;
+  tfjsSeconds: number;
+  prepare: { seconds: number; ortSeconds: number };
+  phases: Record<'head' | 'finetune', { epochsRun: number; seconds: number; ortSeconds: number; tfjsSeconds: number; bestValAccuracy: number | null; testAccuracy: number | null }>;
+}
+
+function dirBytes(path: string): number {
+  if (!existsSync(path)) return 0;
+  const st = statSync(path);
+  return st.isDirectory() ? readdirSync(path).reduce((a, f) => a + dirBytes(join(path, f)), 0) : st.size;
+}
+
+/**
+ * Rows from `npm run finetune` results (data/finetune/<name>/finetune.json) on the same dataset,
+ * weights and test split: frozen base + augmentation (phase 1) and fine-tuned (phase 2).
+ */
+export function finetuneRows(cache: FeatureCache, log: Logger, root = join(defaultDataDir(), 'finetune')): ExtraRow[] {
+  if (!existsSync(root)) return [];
+  const m = cache.manifest;
+  const out: ExtraRow[] = [];
+  for (const d of readdirSync(root).sort()) {
+    const file = join(root, d, 'finetune.json');
+    if (!existsSync(file)) continue;
+    let f: FinetuneSummary;
+    try { f = JSON.parse(readFileSync(file, 'utf8')); } catch { continue; }
+    if (resolve(f.data?.root ?? '') !== resolve(m.dataRoot) || f.model?.weightsHash !== m.backbone.weightsHash
+      || JSON.stringify(f.classes) !== JSON.stringify(m.classes) || f.data.counts.test !== (m.counts.test?.total ?? 0)) continue;
+    const aug = String(f.options.augment ?? 'none');
+    const h = f.phases.head;
+    const ft = f.phases.finetune;
+    log.info(`compare: adding finetune results from ${file}`);
+    out.push({
+      name: `frozen base + head${aug !== 'none' ? ' (aug)' : ''} [${d}]`, kind: 'finetune',
+      testAccuracy: h.testAccuracy, valAccuracy: h.bestValAccuracy, fitSeconds: f.prepare.seconds + h.seconds,
+      note: `slow path phase 1: dense head on the frozen base, augmentation ${aug}; ${h.epochsRun} epochs, wall ${(f.prepare.seconds + h.seconds).toFixed(0)} s (ORT ${(f.prepare.ortSeconds + h.ortSeconds).toFixed(0)} s, TF.js ${h.tfjsSeconds.toFixed(0)} s)`,
+    });
+    out.push({
+      name: `fine-tuned top ${f.network.unfreeze} [${d}]`, kind: 'finetune',
+      testAccuracy: f.testAccuracy, valAccuracy: f.valAccuracy, fitSeconds: f.totalSeconds, modelBytes: dirBytes(join(root, d, 'model')) || null,
+      note: `slow path phase 2: top ${f.network.unfreeze} block(s) unfrozen (${f.network.trainableLayers.length} layers), ${ft.epochsRun} epochs; whole run ${f.totalSeconds.toFixed(0)} s wall (ORT ${f.ortSeconds.toFixed(0)} s, TF.js ${f.tfjsSeconds.toFixed(0)} s)`,
+    });
+  }
+  return out;
 }
