@@ -13,7 +13,7 @@ const spec: CommandSpec = {
   usage: 'npm run predict -- [--head FILE] [--json] IMAGE|DIR ...',
   positionals: { name: 'IMAGE|DIR', description: 'image files or folders (searched recursively)' },
   flags: {
-    head: { type: 'string', metavar: 'FILE', description: 'saved head (default: the newest head of the newest cache)' },
+    head: { type: 'string', metavar: 'PATH', description: 'saved head, or a finetune output folder (default: the newest head of the newest cache)' },
     json: { type: 'boolean', description: 'print JSON (with per-class probabilities) instead of CSV' },
     batch: { type: 'number', metavar: 'N', description: 'images per inference batch', default: 32 },
     threads: { type: 'number', metavar: 'N', description: 'ONNX Runtime threads', default: cpus().length },

@@ -1,5 +1,6 @@
 import fg from 'fast-glob';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import type { Preprocessing } from '../backbone/preprocess.ts';
 import { join, resolve } from 'node:path';
 import { prepareBackbone } from '../backbone/backbone.ts';
 import { findBackbone } from '../backbone/registry.ts';
@@ -8,7 +9,7 @@ import { loadHead } from '../heads/registry.ts';
 import { defaultCacheDir } from '../store/read.ts';
 import { UserError } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
-import { readHeadMeta, type HeadMeta } from './train.ts';
+import { readHeadMeta } from './train.ts';
 import { runBackbone, type BackboneRunOptions } from './run-backbone.ts';
 
 export interface Prediction { path: string; label: string; probability: number; probabilities: Record<string, number> }
@@ -49,8 +50,9 @@ export function expandInputs(inputs: readonly string[]): { files: string[]; miss
  * Classify images with a saved head, running the conv base exactly as the head's cache was extracted
  * (same model weights, layer, pooling and preprocessing, all read from the head's metadata).
  */
-export async function predictImages(opts: PredictOptions): Promise<{ meta: HeadMeta; predictions: Prediction[]; failures: PredictFailure[] }> {
+export async function predictImages(opts: PredictOptions): Promise<{ predictions: Prediction[]; failures: PredictFailure[] }> {
   const headPath = opts.head ?? defaultHeadPath();
+  if (existsSync(join(headPath, 'finetune.json'))) return predictFinetuned(headPath, opts);
   const meta = readHeadMeta(headPath);
   const head = await loadHead(headPath);
   const b = meta.backbone;
@@ -83,7 +85,39 @@ export async function predictImages(opts: PredictOptions): Promise<{ meta: HeadM
       });
     });
   }
-  return { meta, predictions, failures };
+  return { predictions, failures };
+}
+
+/**
+ * A fine-tuned model (`npm run finetune -- --out DIR`): the exported TF.js layers model already ends
+ * in the softmax, so the "features" at its last layer are the class probabilities.
+ */
+async function predictFinetuned(dir: string, opts: PredictOptions): Promise<{ predictions: Prediction[]; failures: PredictFailure[] }> {
+  const report = JSON.parse(readFileSync(join(dir, 'finetune.json'), 'utf8')) as {
+    classes: string[]; preprocessing: Preprocessing; export: { tfjs: string; outputLayer: string };
+  };
+  const { size, resize, cropPct, kernel, channelOrder, mean, std } = report.preprocessing;
+  const backbone = await prepareBackbone({
+    model: join(dir, report.export.tfjs), layer: report.export.outputLayer, pooling: 'none',
+    preprocessing: { size, resize, ...(cropPct !== undefined ? { cropPct } : {}), kernel, channelOrder, mean, std }, log: opts.log,
+  });
+  if (backbone.config.featureDim !== report.classes.length) throw new UserError(`${dir}: model outputs ${backbone.config.featureDim} values for ${report.classes.length} classes`);
+  const { files, missing } = expandInputs(opts.inputs);
+  const failures: PredictFailure[] = [...missing];
+  const predictions: Prediction[] = [];
+  const items = files.map((absPath, i) => ({ absPath, display: displayPath(opts.inputs, absPath, i) }));
+  for await (const results of runBackbone(items, backbone.onnxPath, backbone.config, opts)) {
+    for (const r of results) {
+      if ('error' in r) { failures.push({ path: r.item.display, reason: r.error }); continue; }
+      let best = 0;
+      for (let c = 1; c < r.features.length; c++) if (r.features[c]! > r.features[best]!) best = c;
+      predictions.push({
+        path: r.item.display, label: report.classes[best]!, probability: r.features[best]!,
+        probabilities: Object.fromEntries(report.classes.map((c, j) => [c, r.features[j]!])),
+      });
+    }
+  }
+  return { predictions, failures };
 }
 
 /** Show paths as the user typed them when possible. */
