@@ -1,5 +1,5 @@
+import '../util/threadpool.ts'; // first: sizes libuv's pool (image decodes) before any I/O
 import { cpus } from 'node:os';
-process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, cpus().length * 2));
 import { join } from 'node:path';
 import { runCommand } from '../util/cli.ts';
 import { intInRange, type CommandSpec } from '../util/args.ts';
@@ -19,7 +19,7 @@ const spec: CommandSpec = {
     model: { type: 'string', metavar: 'MODEL', description: 'backbone', default: DEFAULT_MODEL },
     cache: { type: 'string', metavar: 'DIR', description: 'feature cache for the heads bench (default: extract the default dataset)' },
     batch: { type: 'number', metavar: 'N', description: 'inference batch', default: 32 },
-    workers: { type: 'number', metavar: 'N', description: 'decodes in flight', default: 4 },
+    workers: { type: 'number', metavar: 'N', description: 'images decoded in parallel (threads)', default: cpus().length },
     threads: { type: 'number', metavar: 'N', description: 'ONNX Runtime threads', default: cpus().length },
     'tfjs-images': { type: 'number', metavar: 'N', description: 'images for the TF.js-wasm comparison pass', default: 32 },
     heads: { type: 'list', metavar: 'LIST', description: 'heads to bench (heads bench)' },

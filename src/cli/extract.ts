@@ -1,6 +1,5 @@
+import '../util/threadpool.ts'; // first: sizes libuv's pool (image decodes) before any I/O
 import { cpus } from 'node:os';
-// Decodes run on libuv's pool; size it before any async I/O creates it.
-process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, cpus().length * 2));
 import { runCommand } from '../util/cli.ts';
 import { intInRange, type CommandSpec } from '../util/args.ts';
 import { UserError } from '../util/errors.ts';
@@ -62,7 +61,7 @@ const spec: CommandSpec = {
     split: { type: 'string', metavar: 'F,F,F', description: 'train,val,test fractions when the data has no split folders', default: '0.8,0.1,0.1' },
     seed: { type: 'number', metavar: 'N', description: 'seed for the split', default: 42 },
     batch: { type: 'number', metavar: 'N', description: 'images per inference batch', default: 32 },
-    workers: { type: 'number', metavar: 'N', description: 'images decoded concurrently', default: 4 },
+    workers: { type: 'number', metavar: 'N', description: 'images decoded in parallel (threads)', default: cpus().length },
     threads: { type: 'number', metavar: 'N', description: 'ONNX Runtime threads', default: cpus().length },
     'max-pixels': { type: 'number', metavar: 'N', description: 'skip images with more pixels (decompression bombs)', default: DEFAULT_MAX_PIXELS },
     'input-size': { type: 'number', metavar: 'N', description: 'override the model input size (square)' },

@@ -1,5 +1,5 @@
+import '../util/threadpool.ts'; // first: sizes libuv's pool (image decodes) before any I/O
 import { cpus } from 'node:os';
-process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, cpus().length * 2));
 import { runCommand } from '../util/cli.ts';
 import type { CommandSpec } from '../util/args.ts';
 import { consoleLogger } from '../util/log.ts';
@@ -26,7 +26,7 @@ await runCommand(spec, async ({ flags }) => {
   log.info('step 1/2: extract features');
   const { cacheDir, manifest } = await extractFeatures({
     data: flags.data as string | undefined, model: String(flags.model), split: { train: 0.8, val: 0.1, test: 0.1 }, seed: 42,
-    batch: 32, workers: 4, threads: cpus().length, maxPixels: DEFAULT_MAX_PIXELS, quiet: Boolean(flags.quiet), log,
+    batch: 32, workers: cpus().length, threads: cpus().length, maxPixels: DEFAULT_MAX_PIXELS, quiet: Boolean(flags.quiet), log,
   });
   const t = manifest.timings;
   log.info(`cache: ${cacheDir} (computed ${t.computed}, reused ${t.reused}, ${manifest.skipped.length} skipped, ${t.totalSeconds.toFixed(1)} s)`);

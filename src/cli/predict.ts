@@ -1,5 +1,5 @@
+import '../util/threadpool.ts'; // first: sizes libuv's pool (image decodes) before any I/O
 import { cpus } from 'node:os';
-process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, cpus().length * 2));
 import { runCommand } from '../util/cli.ts';
 import { intInRange, type CommandSpec } from '../util/args.ts';
 import { UserError } from '../util/errors.ts';
@@ -30,7 +30,7 @@ await runCommand(spec, async ({ flags, positionals }) => {
   const log = consoleLogger();
   const { predictions, failures } = await predictImages({
     head: flags.head as string | undefined, inputs: positionals,
-    batch: intInRange('batch', flags.batch, 1, 1024), workers: 4, threads: intInRange('threads', flags.threads, 1, 256),
+    batch: intInRange('batch', flags.batch, 1, 1024), workers: cpus().length, threads: intInRange('threads', flags.threads, 1, 256),
     maxPixels: intInRange('max-pixels', flags['max-pixels'], 1, 2 ** 40), log,
   });
   for (const f of failures) log.warn(`${f.path}: ${f.reason}`);

@@ -1,0 +1,90 @@
+import { cpus } from 'node:os';
+// Decodes run on libuv's pool; size it before any async I/O creates it.
+process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, cpus().length * 2));
+import { join } from 'node:path';
+import { runCommand } from '../util/cli.ts';
+import { intInRange, type CommandSpec } from '../util/args.ts';
+import { UserError } from '../util/errors.ts';
+import { consoleLogger } from '../util/log.ts';
+import { defaultDataDir } from '../util/paths.ts';
+import { DEFAULT_MODEL } from '../backbone/registry.ts';
+import { DEFAULT_MAX_PIXELS } from '../images/decode.ts';
+import { parseAugmentSpec } from '../images/augment.ts';
+import { FINETUNE_DEFAULTS, runFinetune } from '../finetune/recipe.ts';
+
+const D = FINETUNE_DEFAULTS;
+
+const spec: CommandSpec = {
+  name: 'finetune',
+  summary: 'train a dense head on the frozen conv base (with augmentation), then fine-tune the top conv blocks at a low learning rate',
+  usage: 'npm run finetune -- [--data DIR] [--augment SPEC] [--unfreeze N | --unfreeze-from LAYER] [--epochs-head N --epochs-finetune N --lr F] [--out DIR] [--resume]',
+  flags: {
+    data: { type: 'string', metavar: 'DIR', description: 'data root with class folders (or train/val/test folders); default data/images/, else the mirror\'s cats-vs-dogs' },
+    model: { type: 'string', metavar: 'MODEL', description: 'known name, model folder, model.json, or URL (TF.js layers)', default: DEFAULT_MODEL },
+    augment: { type: 'string', metavar: 'SPEC', description: 'training-image augmentation, e.g. flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2,contrast=0.2 (\'none\' to cache the base once)', default: D.augment },
+    unfreeze: { type: 'number', metavar: 'N', description: 'top conv blocks to train in phase 2 (0 = head only)', default: D.unfreeze },
+    'unfreeze-from': { type: 'string', metavar: 'LAYER', description: 'first trainable layer (instead of --unfreeze)' },
+    'epochs-head': { type: 'number', metavar: 'N', description: 'phase 1 epochs (head only, base frozen)', default: D.epochsHead },
+    'epochs-finetune': { type: 'number', metavar: 'N', description: 'phase 2 epochs (top blocks + head)', default: D.epochsFinetune },
+    lr: { type: 'number', metavar: 'F', description: 'phase 2 learning rate', default: D.lr },
+    'lr-head': { type: 'number', metavar: 'F', description: 'phase 1 learning rate', default: D.lrHead },
+    optimizer: { type: 'string', metavar: 'NAME', description: 'adam | rmsprop', default: D.optimizer },
+    batch: { type: 'number', metavar: 'N', description: 'minibatch size', default: D.batch },
+    patience: { type: 'number', metavar: 'N', description: 'early stopping: epochs without val-loss improvement', default: D.patience },
+    dropout: { type: 'number', metavar: 'F', description: 'dropout rate before the dense layer', default: D.dropout },
+    seed: { type: 'number', metavar: 'N', description: 'seed for the val split, shuffling, dropout, augmentation and initialisation', default: D.seed },
+    out: { type: 'string', metavar: 'DIR', description: 'output folder (default data/finetune/<model>)' },
+    resume: { type: 'boolean', description: 'continue from the last checkpoint in --out' },
+    workers: { type: 'number', metavar: 'N', description: 'images decoded concurrently', default: 4 },
+    threads: { type: 'number', metavar: 'N', description: 'ONNX Runtime threads', default: cpus().length },
+    'max-pixels': { type: 'number', metavar: 'N', description: 'skip images with more pixels (decompression bombs)', default: DEFAULT_MAX_PIXELS },
+    tta: { type: 'boolean', description: 'also report test accuracy with horizontal-flip test-time augmentation' },
+    quiet: { type: 'boolean', description: 'no progress output' },
+  },
+};
+
+function positive(name: string, v: unknown): number {
+  if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) throw new UserError(`--${name} must be a positive number, got '${String(v)}'`);
+  return v;
+}
+
+await runCommand(spec, async ({ flags }) => {
+  const optimizer = String(flags.optimizer);
+  if (optimizer !== 'adam' && optimizer !== 'rmsprop') throw new UserError(`--optimizer must be adam or rmsprop, got '${optimizer}'`);
+  const dropout = Number(flags.dropout);
+  if (!(dropout >= 0 && dropout < 1)) throw new UserError(`--dropout must be in [0, 1), got '${String(flags.dropout)}'`);
+  const model = String(flags.model);
+  const { report, outDir } = await runFinetune({
+    data: flags.data as string | undefined,
+    model,
+    augment: parseAugmentSpec(String(flags.augment)),
+    unfreeze: intInRange('unfreeze', flags.unfreeze, 0, 1000),
+    unfreezeFrom: flags['unfreeze-from'] as string | undefined,
+    epochsHead: intInRange('epochs-head', flags['epochs-head'], 0, 10000),
+    epochsFinetune: intInRange('epochs-finetune', flags['epochs-finetune'], 0, 10000),
+    lr: positive('lr', flags.lr),
+    lrHead: positive('lr-head', flags['lr-head']),
+    optimizer,
+    batch: intInRange('batch', flags.batch, 1, 4096),
+    patience: intInRange('patience', flags.patience, 1, 10000),
+    dropout,
+    seed: intInRange('seed', flags.seed, 0, 2 ** 32 - 1),
+    out: (flags.out as string | undefined) ?? join(defaultDataDir(), 'finetune', model.replace(/[^A-Za-z0-9._-]+/g, '_')),
+    resume: Boolean(flags.resume),
+    workers: intInRange('workers', flags.workers, 1, 64),
+    threads: intInRange('threads', flags.threads, 1, 256),
+    maxPixels: intInRange('max-pixels', flags['max-pixels'], 1, Number.MAX_SAFE_INTEGER),
+    quiet: Boolean(flags.quiet),
+    tta: Boolean(flags.tta),
+    log: consoleLogger(),
+  });
+  const f = (x: number | null): string => (x === null ? 'n/a' : `${(x * 100).toFixed(2)}%`);
+  const p = report.phases;
+  process.stdout.write([
+    `test accuracy ${f(report.testAccuracy)}${report.testAccuracyFlipTTA !== null ? ` (flip TTA ${f(report.testAccuracyFlipTTA)})` : ''} · val accuracy ${f(report.valAccuracy)} · frozen base + head: test ${f(report.phases.head.testAccuracy)} · ${report.totalSeconds.toFixed(0)} s (ORT ${report.ortSeconds.toFixed(0)} s, TF.js ${report.tfjsSeconds.toFixed(0)} s)`,
+    `  head:     ${p.head.epochsRun} epochs, best val ${f(p.head.bestValAccuracy)}, ORT ${p.head.ortSeconds.toFixed(1)} s, TF.js ${p.head.tfjsSeconds.toFixed(1)} s, augment ${p.head.augmentSeconds.toFixed(1)} s`,
+    `  finetune: ${p.finetune.epochsRun} epochs, best val ${f(p.finetune.bestValAccuracy)}, ORT ${p.finetune.ortSeconds.toFixed(1)} s, TF.js ${p.finetune.tfjsSeconds.toFixed(1)} s, augment ${p.finetune.augmentSeconds.toFixed(1)} s`,
+    `  prepare (decode + ORT once): ${report.prepare.seconds.toFixed(1)} s (ORT ${report.prepare.ortSeconds.toFixed(1)} s)`,
+    `model: ${join(outDir, 'model')} (TF.js layers), ${join(outDir, 'model.onnx')}; report: ${join(outDir, 'finetune.json')}`,
+  ].join('\n') + '\n');
+});
