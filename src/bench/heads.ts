@@ -16,6 +16,7 @@ import { decodeNpy } from '../store/npy.ts';
 import { createHead } from '../heads/registry.ts';
 import type { HeadParams, LabelledSet, Matrix } from '../heads/types.ts';
 import { defaultCacheDir } from '../store/read.ts';
+import { seededRandom } from '../dataset/split.ts';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../util/log.ts';
@@ -98,7 +99,7 @@ async function referenceLibraries(train: LabelledSet, test: LabelledSet, rows: n
       for (const v of tr.X.data) { s += v; s2 += v * v; }
       const m = s / tr.X.data.length;
       const gamma = 1 / (tr.X.cols * (s2 / tr.X.data.length - m * m));
-      const svm = new SVM({ C: 1, kernel: 'rbf', kernelOptions: { sigma: Math.sqrt(1 / (2 * gamma)) }, random: mulberry(1) });
+      const svm = new SVM({ C: 1, kernel: 'rbf', kernelOptions: { sigma: Math.sqrt(1 / (2 * gamma)) }, random: seededRandom(1) });
       const t0 = performance.now();
       svm.train(Xtr, Array.from(tr.y, (c) => (c === 1 ? 1 : -1)));
       const fitSeconds = (performance.now() - t0) / 1000;
@@ -125,15 +126,6 @@ async function referenceLibraries(train: LabelledSet, test: LabelledSet, rows: n
   return out;
 }
 
-function mulberry(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    let t = (a = (a + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export type SklearnReference = typeof SKLEARN_REFERENCE;
 
