@@ -76,6 +76,12 @@ const spec: CommandSpec = {
   },
 };
 
+// Every finished batch is already on disk (atomic chunk files): say so, and stop at once.
+process.once('SIGINT', () => {
+  process.stderr.write('\nextract: interrupted; finished batches are saved, re-run the same command to resume\n');
+  process.exit(130);
+});
+
 await runCommand(spec, async ({ flags }) => {
   const pool = String(flags.pool);
   if (!['avg', 'max', 'none'].includes(pool)) throw new UserError(`--pool must be avg, max or none, got '${pool}'`);
