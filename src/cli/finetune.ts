@@ -1,6 +1,5 @@
+import '../util/threadpool.ts'; // first: sizes libuv's pool (image decodes) before any I/O
 import { cpus } from 'node:os';
-// Decodes run on libuv's pool; size it before any async I/O creates it.
-process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, cpus().length * 2));
 import { join } from 'node:path';
 import { runCommand } from '../util/cli.ts';
 import { intInRange, type CommandSpec } from '../util/args.ts';
@@ -35,7 +34,7 @@ const spec: CommandSpec = {
     seed: { type: 'number', metavar: 'N', description: 'seed for the val split, shuffling, dropout, augmentation and initialisation', default: D.seed },
     out: { type: 'string', metavar: 'DIR', description: 'output folder (default data/finetune/<model>)' },
     resume: { type: 'boolean', description: 'continue from the last checkpoint in --out' },
-    workers: { type: 'number', metavar: 'N', description: 'images decoded concurrently', default: 4 },
+    workers: { type: 'number', metavar: 'N', description: 'images decoded in parallel (threads)', default: cpus().length },
     threads: { type: 'number', metavar: 'N', description: 'ONNX Runtime threads', default: cpus().length },
     'max-pixels': { type: 'number', metavar: 'N', description: 'skip images with more pixels (decompression bombs)', default: DEFAULT_MAX_PIXELS },
     tta: { type: 'boolean', description: 'also report test accuracy with horizontal-flip test-time augmentation' },

@@ -1,0 +1,297 @@
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type * as TF from '@tensorflow/tfjs';
+import { loadKerasGraph } from '../src/backbone/backbone.ts';
+import { convertKerasGraph } from '../src/backbone/convert.ts';
+import { parseKerasGraph } from '../src/backbone/keras-graph.ts';
+import { encodeModel } from '../src/backbone/onnx-proto.ts';
+import { OrtFeatureRunner } from '../src/backbone/ort-runner.ts';
+import { findBackbone } from '../src/backbone/registry.ts';
+import { loadLayersModelFromDir, readWeights } from '../src/backbone/tfjs-model.ts';
+import { decodeForModel } from '../src/images/decode.ts';
+import { parseAugmentSpec } from '../src/images/augment.ts';
+import { Rng } from '../src/linalg/random.ts';
+import { initTf } from '../src/util/tf.ts';
+import { silentLogger } from '../src/util/log.ts';
+import { UserError } from '../src/util/errors.ts';
+import { blockEnds, initialTopParams, planTop, resolveBoundary, type TopPlan, type ParamTensor } from '../src/finetune/plan.ts';
+import { TopModel } from '../src/finetune/top.ts';
+import { FrozenBase } from '../src/finetune/frozen.ts';
+import { fromHalf, toHalf } from '../src/finetune/f16.ts';
+import { runFinetune, FINETUNE_DEFAULTS, type FinetuneOptions } from '../src/finetune/recipe.ts';
+import { SHARED_DATA, SHARED_MODEL, makeSubset, removeDir, tempDir } from './helpers.ts';
+
+const PRE = findBackbone('mobilenet_v1_0.75_224')!.preprocessing;
+const CUT = 'conv_pw_13_relu';
+const temps: string[] = [];
+after(() => { for (const d of temps) removeDir(d); });
+
+function tmp(prefix: string): string {
+  const d = tempDir(prefix);
+  temps.push(d);
+  return d;
+}
+
+async function photos(n: number): Promise<Uint8Array> {
+  const per = 224 * 224 * 3;
+  const out = new Uint8Array(n * per);
+  const files = ['cats', 'dogs'].flatMap((c) => readdirSync(join(SHARED_DATA(), 'test', c)).sort().slice(0, Math.ceil(n / 2)).map((f) => join(SHARED_DATA(), 'test', c, f)));
+  for (let i = 0; i < n; i++) out.set(await decodeForModel(readFileSync(files[i]!), PRE, { maxPixels: 1e8 }), i * per);
+  return out;
+}
+
+function relMaxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let d = 0, s = 0;
+  for (let i = 0; i < a.length; i++) { d = Math.max(d, Math.abs(a[i]! - b[i]!)); s = Math.max(s, Math.abs(b[i]!)); }
+  return d / s;
+}
+
+test('blocks and boundaries of MobileNet v1: --unfreeze N, --unfreeze-from, refusals', () => {
+  const { graph } = loadKerasGraph(SHARED_MODEL());
+  const ends = blockEnds(graph, CUT);
+  assert.equal(ends.length, 14); // conv1_relu + 13 depthwise-separable blocks
+  assert.equal(ends[0], 'conv1_relu');
+  assert.equal(resolveBoundary(graph, CUT, { unfreeze: 0 }), CUT);
+  assert.equal(resolveBoundary(graph, CUT, { unfreeze: 1 }), 'conv_pw_12_relu');
+  assert.equal(resolveBoundary(graph, CUT, { unfreeze: 2 }), 'conv_pw_11_relu');
+  assert.equal(resolveBoundary(graph, CUT, { unfreezeFrom: 'conv_dw_13' }), 'conv_pw_12_relu');
+  assert.equal(resolveBoundary(graph, CUT, { unfreezeFrom: 'conv_pw_13' }), 'conv_dw_13_relu');
+  assert.throws(() => resolveBoundary(graph, CUT, { unfreeze: 14 }), UserError);
+  assert.throws(() => resolveBoundary(graph, CUT, { unfreezeFrom: 'nope' }), UserError);
+  assert.throws(() => resolveBoundary(graph, CUT, { unfreezeFrom: 'conv_preds' }), UserError);
+  const plan = planTop(graph, 'conv_pw_11_relu', CUT);
+  assert.equal(plan.blocks, 2);
+  assert.deepEqual(plan.ops.map((o) => `${o.kind}:${o.layer}>${o.output}`), [
+    'conv:conv_dw_12>conv_dw_12_relu', 'conv:conv_pw_12>conv_pw_12_relu', 'conv:conv_dw_13>conv_dw_13_relu', 'conv:conv_pw_13>conv_pw_13_relu',
+  ]);
+  assert.deepEqual(plan.inShape, [14, 14, 384]);
+  assert.deepEqual(plan.outShape, [7, 7, 768]);
+});
+
+test('float16 round trip: exact for halves, ≤ 2^-11 relative otherwise', () => {
+  const xs = Float32Array.from([0, -0, 1, -2.5, 6, 65504, 1e-8, 3.14159, 0.1, 5.9999, 1e5, -1e-5]);
+  const back = fromHalf(toHalf(xs), new Float32Array(xs.length));
+  assert.equal(back[5], 65504);
+  assert.equal(back[10], Infinity);
+  for (const i of [0, 1, 2, 3, 4, 7, 8, 9]) assert.ok(Math.abs(back[i]! - xs[i]!) <= Math.abs(xs[i]!) * 2 ** -11, `${xs[i]} → ${back[i]}`);
+});
+
+/**
+ * A small synthetic top exercising every backward path: 1×1 conv, strided 'valid' depthwise on an
+ * even input (its input gradient has a leftover row/column), frozen affine, 3×3 conv.
+ */
+function syntheticPlan(): TopPlan {
+  const rng = new Rng(5);
+  return {
+    boundary: 'in', cut: 'out', layers: [], blocks: 2, inShape: [8, 8, 4], outShape: [3, 3, 6],
+    ops: [
+      { kind: 'conv', layer: 'pw', type: 'Conv2D', output: 'pw', pads: [0, 0, 0, 0], strides: [1, 1], kernel: [1, 1], inShape: [8, 8, 4], outShape: [8, 8, 5], act: { fn: 'relu' }, param: 0 },
+      { kind: 'conv', layer: 'dw', type: 'DepthwiseConv2D', output: 'dw', pads: [0, 0, 0, 0], strides: [2, 2], kernel: [3, 3], inShape: [8, 8, 5], outShape: [3, 3, 5], act: { fn: 'relu', max: 6 }, param: 2 },
+      { kind: 'affine', layer: 'bn', output: 'bn', scale: Float32Array.from({ length: 5 }, () => 0.5 + rng.next()), shift: Float32Array.from({ length: 5 }, () => rng.next() - 0.3), act: { fn: 'relu' }, shape: [3, 3, 5] },
+      { kind: 'conv', layer: 'c3', type: 'Conv2D', output: 'c3', pads: [1, 1, 1, 1], strides: [1, 1], kernel: [3, 3], inShape: [3, 3, 5], outShape: [3, 3, 6], act: { fn: 'relu', max: 6 }, param: 4 },
+    ],
+  };
+}
+
+test('hand-written backward pass matches finite differences (directional derivatives per parameter)', async () => {
+  const tf = await initTf();
+  const rng = new Rng(11);
+  const rand = (shape: number[], scale: number, offset = 0): ParamTensor => ({ name: '', shape, data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => (rng.next() * 2 - 1) * scale + offset) });
+  const params = [rand([1, 1, 4, 5], 0.6, 0.1), rand([5], 0.3, 0.2), rand([3, 3, 5, 1], 0.6, 0.1), rand([5], 0.3), rand([3, 3, 5, 6], 0.3), rand([6], 0.3, 0.3), rand([6, 3], 0.8), rand([3], 0.1)];
+  const top = new TopModel(tf, syntheticPlan(), params, 3);
+  const x = tf.tensor4d(Float32Array.from({ length: 2 * 8 * 8 * 4 }, () => rng.next() * 3), [2, 8, 8, 4]);
+  const labels = Int32Array.from([0, 2]);
+  const mask = Float32Array.from({ length: 2 * 6 }, () => (rng.next() < 0.8 ? 1.25 : 0));
+  try {
+    const { grads } = top.gradients(x, labels, mask, true);
+    const eps = 1e-3;
+    for (let p = 0; p < params.length; p++) {
+      const g = grads[p]!;
+      assert.ok(g, `gradient ${p}`);
+      const dir = Float32Array.from(g, () => (rng.next() < 0.5 ? -1 : 1));
+      const at = (sign: number): number => {
+        top.setValues(params.map((q, i) => (i === p ? { ...q, data: q.data.map((v, j) => v + sign * eps * dir[j]!) } : q)));
+        return top.gradients(x, labels, mask, true).loss;
+      };
+      const numeric = (at(1) - at(-1)) / (2 * eps);
+      const analytic = g.reduce((s, v, j) => s + v * dir[j]!, 0);
+      assert.ok(Math.abs(numeric - analytic) <= 2e-2 * Math.max(Math.abs(numeric), Math.abs(analytic)) + 2e-4, `param ${p}: numeric ${numeric} vs analytic ${analytic}`);
+    }
+    // head-only gradients leave the top's undefined
+    top.setValues(params);
+    const pooled = tf.tensor2d(Float32Array.from({ length: 12 }, () => rng.next()), [2, 6]);
+    const h = top.gradients(pooled, labels, undefined, false);
+    assert.equal(h.grads[0], undefined);
+    assert.ok(h.grads[6] && h.grads[7]);
+    pooled.dispose();
+  } finally {
+    x.dispose();
+    top.dispose();
+  }
+});
+
+test('ORT frozen bottom + TF.js top reproduce the full TF.js model at conv_pw_13_relu (and pooled) before training', async () => {
+  const tf = await initTf();
+  const { graph } = loadKerasGraph(SHARED_MODEL());
+  const weights = await readWeights(SHARED_MODEL());
+  const n = 4;
+  const pixels = await photos(n);
+  const full = await loadLayersModelFromDir(SHARED_MODEL());
+  const cutModel = tf.model({ inputs: full.inputs, outputs: full.getLayer(CUT).output as TF.SymbolicTensor });
+  const x = tf.tidy(() => tf.sub(tf.div(tf.tensor4d(pixels, [n, 224, 224, 3], 'int32').toFloat(), 127.5), 1));
+  const ref = cutModel.predict(x) as TF.Tensor4D;
+  const refMap = Float32Array.from(ref.dataSync() as Float32Array);
+  const refPooled = tf.tidy(() => Float32Array.from(tf.mean(ref, [1, 2]).dataSync() as Float32Array));
+  tf.dispose([x, ref]);
+  full.dispose();
+  for (const unfreeze of [1, 2]) {
+    const plan = planTop(graph, resolveBoundary(graph, CUT, { unfreeze }), CUT);
+    const base = await FrozenBase.create(graph, weights, plan, PRE, 2);
+    const params = initialTopParams(plan, graph, weights);
+    params.push({ name: 'k', shape: [768, 2], data: new Float32Array(1536) }, { name: 'b', shape: [2], data: new Float32Array(2) });
+    const top = new TopModel(tf, plan, params, 2);
+    try {
+      const b = await base.boundary(pixels, n);
+      const [h, w, c] = plan.inShape;
+      const bt = tf.tensor4d(b, [n, h, w, c]);
+      const f = top.features(bt);
+      const ours = Float32Array.from(f.dataSync() as Float32Array);
+      const oursPooled = tf.tidy(() => Float32Array.from(tf.mean(f, [1, 2]).dataSync() as Float32Array));
+      tf.dispose([bt, f]);
+      assert.ok(relMaxDiff(ours, refMap) <= 1e-4, `unfreeze ${unfreeze}: feature map rel diff ${relMaxDiff(ours, refMap)}`);
+      assert.ok(relMaxDiff(oursPooled, refPooled) <= 1e-4, `unfreeze ${unfreeze}: pooled rel diff ${relMaxDiff(oursPooled, refPooled)}`);
+      // the ORT top (pretrained weights) used while the head trains agrees too
+      assert.ok(relMaxDiff(await base.pooled(b, n), refPooled) <= 1e-4);
+    } finally {
+      top.dispose();
+      await base.release();
+    }
+  }
+});
+
+// ------------------------------------------------------------------------------------------------
+// The recipe end to end on a tiny dataset.
+
+let dataDir: string | undefined;
+function data(): string {
+  dataDir ??= makeSubset(tmp('ft-data'), { train: 10, test: 3 });
+  return dataDir;
+}
+
+function options(out: string, over: Partial<FinetuneOptions> = {}): FinetuneOptions {
+  return {
+    data: data(), model: SHARED_MODEL(), augment: parseAugmentSpec(FINETUNE_DEFAULTS.augment), unfreeze: 2,
+    epochsHead: 1, epochsFinetune: 2, lr: 1e-4, lrHead: 1e-3, optimizer: 'adam', batch: 8, seed: 7, patience: 3, dropout: 0.2,
+    out, resume: false, threads: 2, workers: 4, maxPixels: 1e8, quiet: true, log: silentLogger, ...over,
+  };
+}
+
+let straight: string | undefined;
+
+async function ortRun(modelDir: string, layer: string, pixels: Uint8Array, n: number): Promise<Float32Array> {
+  const g = parseKerasGraph(JSON.parse(readFileSync(join(modelDir, 'model.json'), 'utf8')));
+  const conv = convertKerasGraph(g, await readWeights(modelDir), { layer, pooling: 'none', preprocessing: PRE });
+  const r = await OrtFeatureRunner.create(encodeModel(conv.model), [224, 224, 3], conv.featureDim, { threads: 2 });
+  try { return await r.run(pixels, n); } finally { await r.release(); }
+}
+
+test('finetune recipe: report, frozen weights untouched, top trained, BN statistics kept, export converts and agrees, no leaked tensors', async () => {
+  const tf = await initTf();
+  const out = tmp('ft-out');
+  const before = tf.memory().numTensors;
+  const { report } = await runFinetune(options(out));
+  assert.equal(tf.memory().numTensors, before, 'tensors leaked');
+  straight = out;
+  assert.equal(report.phases.head.epochsRun, 1);
+  assert.equal(report.phases.finetune.epochsRun, 2);
+  for (const k of ['seconds', 'ortSeconds', 'tfjsSeconds'] as const) {
+    assert.ok(report.phases.finetune[k] > 0 && report.phases.head[k] >= 0, k);
+  }
+  assert.ok(report.phases.head.ortSeconds > 0, 'augmented head epochs run the base in ORT');
+  assert.equal(typeof report.testAccuracy, 'number');
+  assert.equal(typeof report.valAccuracy, 'number');
+  assert.deepEqual(report.data.counts, { train: 18, val: 2, test: 6 });
+  assert.deepEqual({ size: report.preprocessing.size, mean: report.preprocessing.mean, std: report.preprocessing.std, resize: report.preprocessing.resize }, { size: PRE.size, mean: PRE.mean, std: PRE.std, resize: PRE.resize });
+  assert.ok(report.export.checkMaxAbsDiff <= 1e-4, `export check ${report.export.checkMaxAbsDiff}`);
+  const saved = JSON.parse(readFileSync(join(out, 'finetune.json'), 'utf8'));
+  assert.equal(saved.testAccuracy, report.testAccuracy);
+
+  // Weights: below the boundary bit-identical, BN moving statistics all unchanged, top kernels changed.
+  const orig = await readWeights(SHARED_MODEL());
+  const exp = await readWeights(join(out, 'model'));
+  const { graph } = loadKerasGraph(SHARED_MODEL());
+  const topLayers = new Set(planTop(graph, 'conv_pw_11_relu', CUT).layers);
+  let compared = 0;
+  for (const [name, w] of exp) {
+    const layer = name.slice(0, name.lastIndexOf('/'));
+    if (layer.startsWith('ft_')) continue;
+    const o = orig.get(name)!;
+    assert.ok(o, name);
+    if (!topLayers.has(layer) || /moving_(mean|variance)|gamma/.test(name)) {
+      assert.deepEqual(w.data, o.data, `${name} must be unchanged`);
+      compared++;
+    }
+  }
+  assert.ok(compared > 100);
+  for (const name of ['conv_dw_12/depthwise_kernel', 'conv_pw_12/kernel', 'conv_dw_13/depthwise_kernel', 'conv_pw_13/kernel', 'conv_pw_13_bn/beta']) {
+    assert.notDeepEqual(exp.get(name)!.data, orig.get(name)!.data, `${name} should have been trained`);
+  }
+  assert.ok(!exp.has('conv_preds/kernel'), 'the ImageNet classifier is replaced by the new head');
+
+  // The bottom ONNX features of fixed images are identical before/after; the exported model's
+  // ONNX conversion predicts what the TF.js export predicts.
+  const pixels = await photos(2);
+  assert.deepEqual(await ortRun(join(out, 'model'), 'conv_pw_11_relu', pixels, 2), await ortRun(SHARED_MODEL(), 'conv_pw_11_relu', pixels, 2));
+  const onnxPath = join(out, 'model.onnx');
+  assert.ok(existsSync(onnxPath));
+  const r = await OrtFeatureRunner.create(onnxPath, [224, 224, 3], 2, { threads: 2 });
+  const pOnnx = await r.run(pixels, 2);
+  await r.release();
+  const m = await loadLayersModelFromDir(join(out, 'model'));
+  const p = tf.tidy(() => m.predict(tf.sub(tf.div(tf.tensor4d(pixels, [2, 224, 224, 3], 'int32').toFloat(), 127.5), 1)) as TF.Tensor);
+  const pTf = p.dataSync() as Float32Array;
+  for (let i = 0; i < 4; i++) assert.ok(Math.abs(pTf[i]! - pOnnx[i]!) <= 1e-4, `prob ${i}: ${pTf[i]} vs ${pOnnx[i]}`);
+  tf.dispose(p);
+  m.dispose();
+  assert.ok(Math.abs(pOnnx[0]! + pOnnx[1]! - 1) < 1e-5);
+});
+
+test('checkpoint/resume: interrupted after finetune epoch 1 then --resume gives the same weights as a straight run', async () => {
+  assert.ok(straight, 'needs the straight run');
+  const out = tmp('ft-resume');
+  await assert.rejects(runFinetune(options(out, {
+    onEpoch: (phase, epoch) => { if (phase === 'finetune' && epoch === 1) throw new Error('simulated crash'); },
+  })), /simulated crash/);
+  const st = JSON.parse(readFileSync(join(out, 'checkpoint', 'state.json'), 'utf8'));
+  assert.equal(st.phase, 'finetune');
+  assert.equal(st.phases.finetune.epoch, 1);
+  await assert.rejects(runFinetune(options(out, { resume: true, lr: 2e-4 })), UserError, 'different options are refused');
+  const { report } = await runFinetune(options(out, { resume: true }));
+  assert.equal(report.resumed, true);
+  assert.equal(report.phases.finetune.epochsRun, 2);
+  assert.deepEqual(readFileSync(join(out, 'model', 'weights.bin')), readFileSync(join(straight, 'model', 'weights.bin')));
+  const a = JSON.parse(readFileSync(join(straight, 'finetune.json'), 'utf8'));
+  assert.deepEqual(report.history.map((h) => [h.loss, h.valLoss]), a.history.map((h: any) => [h.loss, h.valLoss]));
+  assert.equal(report.testAccuracy, a.testAccuracy);
+});
+
+test('without augmentation the base runs once: boundary activations cached (float16) and reused on resume', async () => {
+  const out = tmp('ft-noaug');
+  const o = options(out, { augment: parseAugmentSpec('none'), unfreeze: 1, epochsFinetune: 1, tta: true });
+  const { report } = await runFinetune(o);
+  assert.equal(typeof report.testAccuracyFlipTTA, 'number');
+  assert.equal(report.phases.finetune.bestEpoch === 0 || report.phases.finetune.bestEpoch === 1, true);
+  assert.equal(report.phases.head.ortSeconds, 0);
+  assert.equal(report.phases.finetune.ortSeconds, 0);
+  assert.equal(report.network.boundary, 'conv_pw_12_relu');
+  assert.ok(existsSync(join(out, 'cache', 'train.boundary.f16')));
+  const size = readFileSync(join(out, 'cache', 'train.boundary.f16')).byteLength;
+  assert.equal(size, report.data.counts.train * 7 * 7 * 768 * 2);
+  const again = await runFinetune({ ...o, resume: true });
+  assert.equal(again.report.prepare.ortSeconds, 0, 'caches reused');
+  assert.equal(again.report.testAccuracy, report.testAccuracy);
+  assert.deepEqual(readFileSync(join(out, 'model', 'weights.bin')).byteLength > 0, true);
+});
