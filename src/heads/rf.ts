@@ -198,7 +198,7 @@ export class RandomForestHead extends BaseHead {
         let bestScore = parentScore + 1e-12 * W;
         let bestF = -1, bestB = -1;
         // Draw features without replacement per split (partial Fisher-Yates); keep drawing past
-        // constant features as scikit-learn does, until mtry usable ones were examined.
+        // features constant in the node as scikit-learn does, until mtry usable ones were examined.
         let examined = 0;
         for (let q = 0; q < d && examined < mtry; q++) {
           const r = q + trng.int(d - q);
@@ -210,12 +210,18 @@ export class RandomForestHead extends BaseHead {
           hist.fill(0, 0, nb * K);
           hcnt.fill(0, 0, nb);
           const bo = f * n;
+          let bMin = nb, bMax = -1;
           for (let s = start; s < end; s++) {
             const i = idx[s]!;
             const b = bins[bo + i]!;
             hist[b * K + y[i]!]! += w[i]!;
             hcnt[b]!++;
+            if (b < bMin) bMin = b;
+            if (b > bMax) bMax = b;
           }
+          // Constant within this node (common for ReLU features deep in a tree): no split possible,
+          // and like scikit-learn it does not count towards the mtry features examined.
+          if (bMin === bMax) continue;
           examined++;
           leftW.fill(0);
           let WL = 0, nL = 0;
