@@ -5,17 +5,33 @@ import { writeFileAtomic } from '../util/atomic.ts';
 import { Rng } from '../linalg/random.ts';
 import { BaseHead } from './base.ts';
 import { classWeights, resolveParams, writeHeadFile, type HeadDef, type ParamSpecs } from './common.ts';
-import { initTf, type Tf } from '../util/tf.ts';
+import { initTf } from '../util/tf.ts';
+import { matmulABtOrt } from '../linalg/ort-gemm.ts';
+import { mlpAdamStep, type MlpAdamState, type MlpParams } from '../linalg/ort-mlp.ts';
 import type { FitOptions, HeadParams, Matrix } from './types.ts';
 
 /**
- * MLP head on TF.js: Dense(hidden, relu) → Dropout → Dense(nClasses, softmax), Adam, early
- * stopping on opts.val (best weights restored). Forward and backward passes are written out with
- * plain (non-transposed) matMuls: on the wasm backend those take the XNNPACK path, while the
- * transposed products autodiff would emit are ~8× slower. Everything random (initialisation,
- * shuffling, dropout masks) comes from the seeded PRNG, so a seed gives identical weights.
- * Saved as a directory: model.json + weights.bin (a Keras-style LayersModel written through a
- * custom IOHandler, loadable with tf.loadLayersModel) and head.json (standardiser, params).
+ * MLP head: Dense(hidden, relu) → Dropout → Dense(nClasses, softmax), Adam, early stopping on
+ * opts.val (best weights restored).
+ *
+ * Training and prediction run without TF.js; only persistence uses it. Measured on 2000×768
+ * cats-vs-dogs features (1 thread, defaults, 30 epochs, 2-core benchmark machine): the previous
+ * TF.js wasm-backend loop took 2.98 s per fit vs 0.50 s for scikit-learn's MLPClassifier; this one
+ * takes ~0.85 s at the same accuracy (98.1-98.4 % test over seeds, both). Why: per 200-row batch the
+ * work is two ~30 MFLOP products (x·W1ᵀ and δ1ᵀ·x) plus elementwise passes over the 77k weights.
+ * On tfjs-wasm each of the ~25 ops per step paid dispatch/allocation overhead and the matMuls ran
+ * on single-threaded wasm XNNPACK; and scalar JS loops over the weights (a first rewrite did Adam
+ * in JS) cost ~1.5 ms per pass here. So a whole Adam step — gather, forward, backward, update — is
+ * one ONNX Runtime graph (linalg/ort-mlp.ts): native MLAS GEMMs and vectorised elementwise kernels,
+ * one session.run per batch. Prediction and the validation loss use matmulABtOrt plus a small JS loop.
+ *
+ * W1 is kept as hidden × d (and W2 as K × hidden) during training so every product is a Gemm
+ * with transA/transB; weights_ holds the Keras layout (d × hidden, hidden × K) that is saved.
+ * Everything random comes from the seeded PRNG (initialisation and shuffles in the same order as
+ * the TF.js version; dropout masks from a per-batch stream it seeds, see dropoutMask), and ORT's
+ * single-threaded CPU kernels are deterministic: a seed gives identical weights. Saved as a directory: model.json + weights.bin (a Keras-style LayersModel written through
+ * a custom IOHandler, loadable with tf.loadLayersModel; TF.js is loaded only to save/load) and
+ * head.json (standardiser, params).
  */
 export const paramSpecs: ParamSpecs = {
   // Defaults follow scikit-learn's MLPClassifier (100 units, batches of 200): on 2000×768 features they
@@ -32,13 +48,75 @@ export const paramSpecs: ParamSpecs = {
 
 interface State { hidden: number; epochsRun: number; bestEpoch: number; model: 'model.json' }
 
-let uid = 0;
-
 function glorot(rng: Rng, fanIn: number, fanOut: number): Float32Array {
   const lim = Math.sqrt(6 / (fanIn + fanOut));
   const w = new Float32Array(fanIn * fanOut);
   for (let i = 0; i < w.length; i++) w[i] = (rng.next() * 2 - 1) * lim;
   return w;
+}
+
+/** Row-major rows×cols → cols×rows. */
+function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  for (let i = 0; i < rows; i++) {
+    const o = i * cols;
+    for (let j = 0; j < cols; j++) out[j * rows + i] = a[o + j]!;
+  }
+  return out;
+}
+
+/** Softmax probabilities (rows × K, float64) of the network on X (no dropout); W1t hidden×d, W2t K×hidden. */
+async function forwardProba(X: Matrix, W1t: Float32Array, b1: Float32Array, W2t: Float32Array, b2: Float32Array, K: number): Promise<Float64Array> {
+  const { rows: n, cols: d } = X;
+  const H = b1.length;
+  const P = new Float64Array(n * K);
+  if (n === 0) return P;
+  const z1 = await matmulABtOrt(X.data, n, W1t, H, d);
+  for (let i = 0; i < n; i++) {
+    const ao = i * H;
+    for (let j = 0; j < H; j++) { const z = z1[ao + j]! + b1[j]!; z1[ao + j] = z > 0 ? z : 0; }
+    let mx = -Infinity;
+    for (let c = 0; c < K; c++) {
+      const wo = c * H;
+      let a0 = 0, a1 = 0, a2 = 0, a3 = 0, j = 0;
+      for (; j + 3 < H; j += 4) {
+        a0 += z1[ao + j]! * W2t[wo + j]!; a1 += z1[ao + j + 1]! * W2t[wo + j + 1]!;
+        a2 += z1[ao + j + 2]! * W2t[wo + j + 2]!; a3 += z1[ao + j + 3]! * W2t[wo + j + 3]!;
+      }
+      for (; j < H; j++) a0 += z1[ao + j]! * W2t[wo + j]!;
+      const v = Math.fround(a0 + a1 + a2 + a3 + b2[c]!);
+      P[i * K + c] = v;
+      if (v > mx) mx = v;
+    }
+    let sum = 0;
+    for (let c = 0; c < K; c++) { const e = Math.exp(P[i * K + c]! - mx); P[i * K + c] = e; sum += e; }
+    for (let c = 0; c < K; c++) P[i * K + c] = P[i * K + c]! / sum;
+  }
+  return P;
+}
+
+/**
+ * Inverted-dropout scales (1/keep with probability keep, else 0). One 32-bit PRNG draw seeds a
+ * local mulberry32 stream per batch and each draw gives two units (16 bits each, so keep is
+ * resolved to 2⁻¹⁶): generating the masks with a method call per unit was ~0.2 s of a fit here.
+ */
+function dropoutMask(rng: Rng, mask: Float32Array, len: number, keep: number): void {
+  const scale = 1 / keep, thr = Math.round(keep * 65536);
+  let state = rng.nextU32();
+  for (let q = 0; q < len; q += 2) {
+    let t = (state = (state + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    t = (t ^ (t >>> 14)) >>> 0;
+    mask[q] = (t & 0xffff) < thr ? scale : 0;
+    if (q + 1 < len) mask[q + 1] = t >>> 16 < thr ? scale : 0;
+  }
+}
+
+function logLoss(P: Float64Array, y: Int32Array, K: number): number {
+  let s = 0;
+  for (let i = 0; i < y.length; i++) s -= Math.log(Math.max(P[i * K + y[i]!]!, 1e-12));
+  return s / Math.max(1, y.length);
 }
 
 /** IOHandler that writes model.json + weights.bin into `dir` (tfjs's file:// needs tfjs-node). */
@@ -81,8 +159,10 @@ export class DenseHead extends BaseHead {
   epochsRun_ = 0;
   bestEpoch_ = 0;
 
+  /** Transposed first-layer weight (hidden × d) for prediction, derived from weights_. */
+  private w1t_?: Float32Array;
+
   protected async fitImpl(X: Matrix, y: Int32Array, opts: FitOptions): Promise<void> {
-    const tf = await initTf();
     const { rows: n, cols: d } = X;
     const K = opts.nClasses;
     const p = this.params;
@@ -90,110 +170,70 @@ export class DenseHead extends BaseHead {
     const l2 = p.l2 as number;
     const rng = new Rng(opts.seed ?? 0);
     const cw = classWeights(y, K, opts.classWeight);
-    const id = `convcache_dense_${++uid}`;
-    const vars = [
-      tf.variable(tf.tensor2d(glorot(rng, d, H), [d, H]), true, `${id}_W1`),
-      tf.variable(tf.zeros([H]), true, `${id}_b1`),
-      tf.variable(tf.tensor2d(glorot(rng, H, K), [H, K]), true, `${id}_W2`),
-      tf.variable(tf.zeros([K]), true, `${id}_b2`),
-    ] as const;
-    const [W1, b1, W2, b2] = vars;
-    const opt = tf.train.adam(p.lr as number, 0.9, 0.999, 1e-8);
+    // Parameters: W1t hidden×d, b1, W2t K×hidden, b2 (same draw order as the Keras-layout init).
+    const W1 = transpose(glorot(rng, d, H), d, H);
+    const b1 = new Float32Array(H);
+    const W2 = transpose(glorot(rng, H, K), H, K);
+    const b2 = new Float32Array(K);
+    const zeros = (): MlpParams => ({ W1: new Float32Array(H * d), b1: new Float32Array(H), W2: new Float32Array(K * H), b2: new Float32Array(K) });
+    let st: MlpAdamState = { params: { W1, b1, W2, b2 }, m: zeros(), v: zeros() };
+    const hyper = { beta1: 0.9, beta2: 0.999, eps: 1e-8, l2 };
+    const lr = p.lr as number;
+    let b1t = 1, b2t = 1;
     const perm = new Int32Array(n);
     for (let i = 0; i < n; i++) perm[i] = i;
-    const xb = new Float32Array(B * d);
-    const yb = new Float32Array(B * K);
+    const idx = new Int32Array(B);
     const mask = new Float32Array(B * H);
+    const rowW = new Float32Array(B);
+    const target = new Float32Array(B * K);
     const keep = 1 - rate;
     let best = Infinity, bestEpoch = 0, since = 0, epoch = 0;
-    let bestWeights: Float32Array[] | undefined;
-    const snapshot = () => vars.map((v) => v.dataSync() as Float32Array).map((a) => Float32Array.from(a));
-    try {
-      for (epoch = 1; epoch <= (p.epochs as number); epoch++) {
-        rng.shuffle(perm);
-        for (let s = 0; s < n; s += B) {
-          const bs = Math.min(B, n - s);
-          yb.fill(0, 0, bs * K);
-          for (let r = 0; r < bs; r++) {
-            const i = perm[s + r]!;
-            xb.set(X.data.subarray(i * d, (i + 1) * d), r * d);
-            // Class weight folded into the one-hot target: gradient of Σ w_i CE_i is w_i (p_i − t_i).
-            yb[r * K + y[i]!] = cw[y[i]!]!;
-          }
-          for (let q = 0; q < bs * H; q++) mask[q] = rng.next() < keep ? 1 / keep : 0;
-          const grads: TF.NamedTensorMap = tf.tidy(() => {
-            const x = tf.tensor2d(xb.subarray(0, bs * d), [bs, d]);
-            const t = tf.tensor2d(yb.subarray(0, bs * K), [bs, K]);
-            const w = t.sum(1, true); // per-row weight
-            const m = tf.tensor2d(mask.subarray(0, bs * H), [bs, H]);
-            const z1 = tf.add(tf.matMul(x, W1), b1);
-            const h = tf.mul(tf.relu(z1), m);
-            const z2 = tf.add(tf.matMul(h, W2), b2);
-            const prob = tf.softmax(z2);
-            const dz2 = tf.div(tf.sub(tf.mul(prob, w), t), bs);
-            const dW2 = tf.matMul(tf.transpose(h), dz2);
-            const dh = tf.matMul(dz2, tf.transpose(W2));
-            const dz1 = tf.mul(dh, tf.mul(m, tf.step(z1)));
-            const dW1 = tf.matMul(tf.transpose(x), dz1);
-            return {
-              [W1.name]: l2 > 0 ? tf.add(dW1, tf.mul(W1, l2)) : dW1,
-              [b1.name]: tf.sum(dz1, 0),
-              [W2.name]: l2 > 0 ? tf.add(dW2, tf.mul(W2, l2)) : dW2,
-              [b2.name]: tf.sum(dz2, 0),
-            };
-          });
-          opt.applyGradients(Object.entries(grads).map(([name, tensor]) => ({ name, tensor })));
-          tf.dispose(Object.values(grads));
+    let bestWeights: MlpParams | undefined;
+    for (epoch = 1; epoch <= (p.epochs as number); epoch++) {
+      rng.shuffle(perm);
+      for (let s = 0; s < n; s += B) {
+        const bs = Math.min(B, n - s);
+        dropoutMask(rng, mask, bs * H, keep);
+        // Class weight w_i: the gradient of Σ w_i CE_i / bs with respect to z2 is w_i (p_i − onehot_i) / bs.
+        target.fill(0);
+        for (let r = 0; r < bs; r++) {
+          const i = perm[s + r]!, w = cw[y[i]!]! / bs;
+          idx[r] = i;
+          rowW[r] = w;
+          target[r * K + y[i]!] = w;
         }
-        if (opts.val) {
-          const loss = this.valLoss(tf, opts.val.X, opts.val.y, vars);
-          if (loss < best - 1e-7) { best = loss; bestEpoch = epoch; since = 0; bestWeights = snapshot(); }
-          else if (++since >= (p.patience as number)) break;
-          opts.log?.info(`dense: epoch ${epoch} val loss ${loss.toFixed(4)}`);
-        }
+        // Adam as tf.train.adam / Keras: bias-corrected moments, ε added to √v̂.
+        b1t *= hyper.beta1;
+        b2t *= hyper.beta2;
+        st = await mlpAdamStep(st, {
+          X: X.data, n, d, hidden: H, K, idx: bs === B ? idx : idx.slice(0, bs), mask, rowW, target,
+          lrc: lr / (1 - b1t), c2: 1 / (1 - b2t),
+        }, hyper);
       }
-      this.epochsRun_ = Math.min(epoch, p.epochs as number);
-      this.bestEpoch_ = bestWeights ? bestEpoch : this.epochsRun_;
-      this.weights_ = bestWeights ?? snapshot();
-    } finally {
-      tf.dispose([...vars]);
-      opt.dispose();
+      if (opts.val) {
+        const q = st.params;
+        const loss = logLoss(await forwardProba(opts.val.X, q.W1, q.b1, q.W2, q.b2, K), opts.val.y, K);
+        // Each step returns fresh arrays, so keeping the reference is a snapshot.
+        if (loss < best - 1e-7) { best = loss; bestEpoch = epoch; since = 0; bestWeights = q; }
+        else if (++since >= (p.patience as number)) break;
+        opts.log?.info(`dense: epoch ${epoch} val loss ${loss.toFixed(4)}`);
+      }
     }
-  }
-
-  private forward(tf: Tf, X: Matrix, w: readonly TF.Tensor[]): Float32Array {
-    return tf.tidy(() => {
-      const x = tf.tensor2d(X.data, [X.rows, X.cols]);
-      const h = tf.relu(tf.add(tf.matMul(x, w[0] as TF.Tensor2D), w[1]!));
-      return tf.softmax(tf.add(tf.matMul(h, w[2] as TF.Tensor2D), w[3]!)).dataSync() as Float32Array;
-    });
-  }
-
-  private valLoss(tf: Tf, X: Matrix, y: Int32Array, w: readonly TF.Tensor[]): number {
-    const P = this.forward(tf, X, w);
-    const K = P.length / X.rows;
-    let s = 0;
-    for (let i = 0; i < X.rows; i++) s -= Math.log(Math.max(P[i * K + y[i]!]!, 1e-12));
-    return s / X.rows;
+    this.epochsRun_ = Math.min(epoch, p.epochs as number);
+    this.bestEpoch_ = bestWeights ? bestEpoch : this.epochsRun_;
+    const { W1: fW1, b1: fb1, W2: fW2, b2: fb2 } = bestWeights ?? st.params;
+    // Keras layout for the saved model: W1 d×hidden, W2 hidden×K.
+    this.weights_ = [transpose(fW1!, H, d), Float32Array.from(fb1!), transpose(fW2!, K, H), Float32Array.from(fb2!)];
+    this.w1t_ = Float32Array.from(fW1!);
   }
 
   protected async probaImpl(X: Matrix): Promise<Matrix> {
-    const tf = await initTf();
     const K = this.nClasses_!;
     const w = this.weights_!;
     const d = X.cols, H = w[1]!.length;
-    const ts = [tf.tensor2d(w[0]!, [d, H]), tf.tensor1d(w[1]!), tf.tensor2d(w[2]!, [H, K]), tf.tensor1d(w[3]!)];
-    try {
-      const P = this.forward(tf, X, ts);
-      for (let i = 0; i < X.rows; i++) {
-        let s = 0;
-        for (let c = 0; c < K; c++) s += P[i * K + c]!;
-        for (let c = 0; c < K; c++) P[i * K + c] = P[i * K + c]! / s;
-      }
-      return { data: P, rows: X.rows, cols: K };
-    } finally {
-      tf.dispose(ts);
-    }
+    this.w1t_ ??= transpose(w[0]!, d, H);
+    const P = await forwardProba(X, this.w1t_, w[1]!, transpose(w[2]!, H, K), w[3]!, K);
+    return { data: Float32Array.from(P), rows: X.rows, cols: K };
   }
 
   /** A Keras-style LayersModel carrying the trained weights (what model.json describes). */
@@ -236,6 +276,7 @@ export class DenseHead extends BaseHead {
     const model = await tf.loadLayersModel(fileLoader(path));
     try {
       this.weights_ = model.getWeights().map((t) => Float32Array.from(t.dataSync() as Float32Array));
+      this.w1t_ = undefined;
     } finally {
       model.dispose();
     }
