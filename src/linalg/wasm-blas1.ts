@@ -1,4 +1,5 @@
 import v8 from 'node:v8';
+import { ADD, F32, F32X4_ADD, F32X4_MUL, I32, LT_U, SIMD, V128, get, i32c, section, set, str, tee, uleb } from './wasm-asm.ts';
 
 /**
  * Level-1 float32 SIMD kernels for coordinate-descent solvers (liblinear-style dual CD does one
@@ -9,24 +10,6 @@ import v8 from 'node:v8';
  *   dot(px, pw, nbytes) → Σ x[k]·w[k]    (nbytes a multiple of 32: rows padded to 8 floats)
  *   axpy(a, px, pw, nbytes): w[k] += a·x[k]
  */
-function uleb(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n !== 0) b |= 0x80;
-    out.push(b);
-  } while (n !== 0);
-  return out;
-}
-const I32 = 0x7f, F32 = 0x7d, V128 = 0x7b;
-const SIMD = (op: number): number[] => [0xfd, ...uleb(op)];
-const get = (l: number) => [0x20, ...uleb(l)];
-const set = (l: number) => [0x21, ...uleb(l)];
-const tee = (l: number) => [0x22, ...uleb(l)];
-const i32c = (v: number) => [0x41, ...uleb(v)]; // small non-negative constants only
-const ADD = 0x6a, LT_U = 0x49;
-const F32X4_ADD = SIMD(228), F32X4_MUL = SIMD(230);
 const load = (offset: number) => [...SIMD(0), 0, ...uleb(offset)];
 const flat = (parts: (number | number[])[]): number[] => parts.flatMap((p) => (Array.isArray(p) ? p : [p]));
 
@@ -62,10 +45,6 @@ function axpyBody(): number[] {
   return [...uleb(2), 2, I32, 1, V128, ...code];
 }
 
-function section(id: number, body: number[]): number[] {
-  return [id, ...uleb(body.length), ...body];
-}
-const str = (s: string) => [...uleb(s.length), ...Array.from(s, (c) => c.charCodeAt(0))];
 
 function buildModule(): Uint8Array<ArrayBuffer> {
   const bodies = [dotBody(), axpyBody()];

@@ -1,4 +1,5 @@
 import v8 from 'node:v8';
+import { ADD, F32X4_ADD, F32X4_MUL, I32, LT_U, MUL, SHL, SIMD, V128, get, i32c, section, set, sleb, str, tee, uleb } from './wasm-asm.ts';
 /**
  * Tiny hand-assembled WebAssembly SIMD kernels: C = A·Bᵀ (both row-major, float32), plus the
  * matrix-vector products y = A·x and g += Aᵀ·r.
@@ -14,42 +15,11 @@ import v8 from 'node:v8';
 export const RA = 4;
 export const RB = 3;
 
-const I32 = 0x7f;
-const V128 = 0x7b;
 
-function uleb(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n !== 0) b |= 0x80;
-    out.push(b);
-  } while (n !== 0);
-  return out;
-}
 
-function sleb(n: number): number[] {
-  const out: number[] = [];
-  for (;;) {
-    const b = n & 0x7f;
-    n >>= 7;
-    if ((n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0)) {
-      out.push(b);
-      return out;
-    }
-    out.push(b | 0x80);
-  }
-}
 
-function str(s: string): number[] {
-  return [...uleb(s.length), ...Array.from(s, (c) => c.charCodeAt(0))];
-}
 
-function section(id: number, body: number[]): number[] {
-  return [id, ...uleb(body.length), ...body];
-}
 
-const SIMD = (op: number): number[] => [0xfd, ...uleb(op)];
 
 function gemmBody(): number[] {
   // Params: 0 a, 1 b, 2 c, 3 n, 4 m, 5 dp, 6 ldc. Locals follow.
@@ -65,12 +35,7 @@ function gemmBody(): number[] {
   const ys = Array.from({ length: RB }, () => next++);
   const v128Locals = next - accBase;
 
-  const get = (l: number) => [0x20, ...uleb(l)];
-  const set = (l: number) => [0x21, ...uleb(l)];
-  const tee = (l: number) => [0x22, ...uleb(l)];
-  const i32c = (v: number) => [0x41, ...sleb(v)];
-  const ADD = 0x6a, MUL = 0x6c, SHL = 0x74, LT_U = 0x49;
-  const code: number[] = [];
+            const code: number[] = [];
   const emit = (...parts: (number | number[])[]) => {
     for (const p of parts) if (Array.isArray(p)) code.push(...p); else code.push(p);
   };
@@ -125,12 +90,6 @@ function gemmBody(): number[] {
   return [...locals, ...code];
 }
 
-const get = (l: number) => [0x20, ...uleb(l)];
-const set = (l: number) => [0x21, ...uleb(l)];
-const tee = (l: number) => [0x22, ...uleb(l)];
-const i32c = (v: number) => [0x41, ...sleb(v)];
-const ADD = 0x6a, MUL = 0x6c, SHL = 0x74, LT_U = 0x49;
-const F32X4_ADD = SIMD(228), F32X4_MUL = SIMD(230);
 const V_LOAD = [...SIMD(0), 0, 0];
 const V_ZERO = [...SIMD(12), ...new Array(16).fill(0)];
 

@@ -1,0 +1,44 @@
+/**
+ * The few WebAssembly encoding helpers our hand-assembled SIMD kernels share (wasm-gemm.ts,
+ * wasm-blas1.ts): LEB128 integers, sections, names, and the opcodes they use.
+ */
+export function uleb(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let b = n & 0x7f;
+    n >>>= 7;
+    if (n !== 0) b |= 0x80;
+    out.push(b);
+  } while (n !== 0);
+  return out;
+}
+
+export function sleb(n: number): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const b = n & 0x7f;
+    n >>= 7;
+    if ((n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0)) {
+      out.push(b);
+      return out;
+    }
+    out.push(b | 0x80);
+  }
+}
+
+export function str(s: string): number[] {
+  return [...uleb(s.length), ...Array.from(s, (c) => c.charCodeAt(0))];
+}
+
+export function section(id: number, body: number[]): number[] {
+  return [id, ...uleb(body.length), ...body];
+}
+
+export const I32 = 0x7f, F32 = 0x7d, V128 = 0x7b;
+export const SIMD = (op: number): number[] => [0xfd, ...uleb(op)];
+export const get = (l: number): number[] => [0x20, ...uleb(l)];
+export const set = (l: number): number[] => [0x21, ...uleb(l)];
+export const tee = (l: number): number[] => [0x22, ...uleb(l)];
+export const i32c = (v: number): number[] => [0x41, ...sleb(v)];
+export const ADD = 0x6a, MUL = 0x6c, SHL = 0x74, LT_U = 0x49;
+export const F32X4_ADD = SIMD(228), F32X4_MUL = SIMD(230);
