@@ -227,9 +227,11 @@ test('scan errors: missing root, no images, class only in test', () => {
     const one = join(dir, 'one', 'cats');
     mkdirSync(one, { recursive: true });
     execFileSync('cp', [join(dir, 'split', 'test', 'birds', 'b.jpg'), join(one, 'x.jpg')]);
+    mkdirSync(join(dir, 'one', 'dogs'));
     const log = collectingLogger();
     scanDataset(join(dir, 'one'), log);
     assert.ok(log.warnings.some((w) => /only one class/.test(w)));
+    assert.ok(log.warnings.some((w) => /folder dogs\/ has no images/.test(w)), log.warnings.join('; '));
   } finally {
     removeDir(dir);
   }

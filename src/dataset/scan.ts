@@ -1,5 +1,5 @@
 import fg from 'fast-glob';
-import { lstatSync, realpathSync, statSync, existsSync } from 'node:fs';
+import { lstatSync, readdirSync, realpathSync, statSync, existsSync } from 'node:fs';
 import { join, relative, resolve, sep } from 'node:path';
 import { UserError } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
@@ -78,6 +78,17 @@ export function scanDataset(rootArg: string, log: Logger): ScanResult {
     images.push({ path: rel, absPath: abs, className: parts[0]!, split });
   }
   for (const s of skipped) log.warn(`skipping ${s.path}: ${s.reason}`);
+  // Empty class folders are not classes; say so, since the user probably meant them to be.
+  const classDirsWithImages = new Set(images.map((i) => (i.split ? `${i.path.split('/')[0]}/` : '') + i.className));
+  for (const base of presplit ? readdirSync(root).filter((d) => d.toLowerCase() in SPLIT_DIRS) : ['']) {
+    const dir = join(root, base);
+    for (const d of readdirSync(dir, { withFileTypes: true })) {
+      if (!d.isDirectory() || d.name.startsWith('.')) continue;
+      if (!presplit && d.name.toLowerCase() in SPLIT_DIRS) continue;
+      const rel = base ? `${base}/${d.name}` : d.name;
+      if (!classDirsWithImages.has(rel)) log.warn(`folder ${rel}/ has no images; it is not used as a class`);
+    }
+  }
   if (images.length === 0) {
     throw new UserError(`no images found under '${rootArg}' (expected class folders like ${rootArg}/cats/*.jpg${presplit ? ' inside train/ and test/' : ''})`);
   }
