@@ -1,5 +1,5 @@
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import type { ExtraRow, ReportRow } from '../eval/report.ts';
 import { loadFeatureCache, type FeatureCache } from '../store/read.ts';
 import { MANIFEST_FILE, type Manifest } from '../store/manifest.ts';
@@ -70,7 +70,14 @@ export async function augmentedCacheRows(ctx: { rows: readonly ReportRow[]; cach
       note: `fast path on the augmented cache (${a.spec}, ${a.views} views per training image, ${splits.train.y.length} training rows; extraction of the views took ${aug.manifest.timings.extractSeconds} s)`,
     });
   }
-  return out;
+  return uniqueNames(out, dirs.map((d) => basename(d)));
+}
+
+/** Rows from several caches or runs may share a name: then each gets its folder appended. */
+function uniqueNames(rows: ExtraRow[], origins: readonly string[]): ExtraRow[] {
+  const count = new Map<string, number>();
+  for (const r of rows) count.set(r.name, (count.get(r.name) ?? 0) + 1);
+  return rows.map((r, i) => (count.get(r.name)! > 1 ? { ...r, name: `${r.name} [${origins[i]}]` } : r));
 }
 
 /** Every later row compare adds by default: augmented-cache rows, then the slow path's. */
@@ -108,6 +115,7 @@ export function finetuneRows(cache: FeatureCache, log: Logger, root = join(defau
   if (!existsSync(root)) return [];
   const m = cache.manifest;
   const out: ExtraRow[] = [];
+  const origins: string[] = [];
   for (const d of readdirSync(root).sort()) {
     const file = join(root, d, 'finetune.json');
     if (!existsSync(file)) continue;
@@ -119,16 +127,17 @@ export function finetuneRows(cache: FeatureCache, log: Logger, root = join(defau
     const h = f.phases.head;
     const ft = f.phases.finetune;
     log.info(`compare: adding finetune results from ${file}`);
+    origins.push(d, d);
     out.push({
-      name: `frozen base + head${aug !== 'none' ? ' (aug)' : ''} [${d}]`, kind: 'finetune',
+      name: `frozen base + head${aug !== 'none' ? ' (aug)' : ''}`, kind: 'finetune',
       testAccuracy: h.testAccuracy, valAccuracy: h.bestValAccuracy, fitSeconds: f.prepare.seconds + h.seconds,
       note: `slow path phase 1: dense head on the frozen base, augmentation ${aug}; ${h.epochsRun} epochs, wall ${(f.prepare.seconds + h.seconds).toFixed(0)} s (ORT ${(f.prepare.ortSeconds + h.ortSeconds).toFixed(0)} s, TF.js ${h.tfjsSeconds.toFixed(0)} s)`,
     });
     out.push({
-      name: `fine-tuned top ${f.network.unfreeze} [${d}]`, kind: 'finetune',
+      name: `fine-tuned top ${f.network.unfreeze}`, kind: 'finetune',
       testAccuracy: f.testAccuracy, valAccuracy: f.valAccuracy, fitSeconds: f.totalSeconds, modelBytes: dirBytes(join(root, d, 'model')) || null,
       note: `slow path phase 2: top ${f.network.unfreeze} block(s) unfrozen (${f.network.trainableLayers.length} layers), ${ft.epochsRun} epochs; whole run ${f.totalSeconds.toFixed(0)} s wall (ORT ${f.ortSeconds.toFixed(0)} s, TF.js ${f.tfjsSeconds.toFixed(0)} s)`,
     });
   }
-  return out;
+  return uniqueNames(out, origins);
 }
