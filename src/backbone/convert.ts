@@ -1,5 +1,5 @@
 import { UserError } from '../util/errors.ts';
-import { findLayer, kernelSize, spatialPads, strides, dilation, type KerasGraph, type KerasLayer } from './keras-graph.ts';
+import { findLayer, zeroPads, kernelSize, spatialPads, strides, dilation, type KerasGraph, type KerasLayer } from './keras-graph.ts';
 import { DataType, floatTensor, int64Tensor, type OnnxAttr, type OnnxModel, type OnnxNode, type OnnxTensor } from './onnx-proto.ts';
 import { affineFromPreprocessing, type Preprocessing } from './preprocess.ts';
 
@@ -216,7 +216,7 @@ export function convertKerasGraph(graph: KerasGraph, weights: WeightMap, opts: C
       case 'Dropout': out = x; break;
       case 'ZeroPadding2D': {
         const next = only(layer.name);
-        const pads = zeroPadding(cfg);
+        const pads = zeroPads(cfg);
         if (next && ['Conv2D', 'DepthwiseConv2D', 'SeparableConv2D'].includes(next.className) && (next.config.padding ?? 'valid') === 'valid') {
           // Fold explicit padding into the conv's pads: a separate Pad op costs ORT 15-20 %.
           pendingPads.set(next.name, pads);
@@ -356,13 +356,6 @@ export function convertKerasGraph(graph: KerasGraph, weights: WeightMap, opts: C
   function inputPads(layer: KerasLayer, x: Value): [number, number, number, number] {
     return spatialPads(layer.config, x.shape[0]!, x.shape[1]!);
   }
-}
-
-function zeroPadding(cfg: any): [number, number, number, number] {
-  const p = cfg.padding;
-  if (typeof p === 'number') return [p, p, p, p];
-  if (Array.isArray(p) && typeof p[0] === 'number') return [p[0], p[1], p[0], p[1]];
-  return [p[0][0], p[1][0], p[0][1], p[1][1]];
 }
 
 /** Emits Conv node(s); the last emitted Conv has weight + bias initialisers that BN folding may rewrite. */

@@ -118,7 +118,8 @@ function convOut(inp: number, k: number, s: number, d: number, padBefore: number
   return Math.floor((inp + padBefore + padAfter - ((k - 1) * d + 1)) / s) + 1;
 }
 
-function zeroPads(cfg: any): [number, number, number, number] {
+/** ZeroPadding2D's padding as [top, left, bottom, right] (int, [h, w] or [[t, b], [l, r]]). */
+export function zeroPads(cfg: any): [number, number, number, number] {
   const p = cfg.padding;
   if (typeof p === 'number') return [p, p, p, p];
   if (Array.isArray(p) && typeof p[0] === 'number') return [p[0], p[1], p[0], p[1]];

@@ -8,7 +8,7 @@
  * DIR holds <split>_features.npy (float32 n×d) and <split>_labels.npy (int32) for split = train,
  * test and optionally val. Prints JSON and writes data/bench/heads.json.
  */
-import { existsSync, readFileSync, rmSync, mkdtempSync, statSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, mkdtempSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
@@ -17,6 +17,8 @@ import { createHead } from '../heads/registry.ts';
 import type { HeadParams, LabelledSet, Matrix } from '../heads/types.ts';
 import { defaultCacheDir } from '../store/read.ts';
 import { seededRandom } from '../dataset/split.ts';
+import { pathBytes } from '../util/disk.ts';
+import { accuracy } from '../eval/metrics.ts';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../util/log.ts';
@@ -53,17 +55,6 @@ function loadSplit(dir: string, split: string): LabelledSet | undefined {
   return { X: { data: a.data as Float32Array, rows: a.shape[0]!, cols: a.shape[1]! }, y };
 }
 
-function bytesOf(path: string): number {
-  const st = statSync(path);
-  if (!st.isDirectory()) return st.size;
-  return readdirSync(path).reduce((s, f) => s + bytesOf(join(path, f)), 0);
-}
-
-const acc = (p: ArrayLike<number>, y: Int32Array) => {
-  let c = 0;
-  for (let i = 0; i < y.length; i++) if (p[i] === y[i]) c++;
-  return c / y.length;
-};
 
 /** Every (rows/n)-th row, so a subsample of a class-sorted split still has every class. */
 function subset(s: LabelledSet, n: number): LabelledSet {
@@ -104,7 +95,7 @@ async function referenceLibraries(train: LabelledSet, test: LabelledSet, rows: n
       svm.train(Xtr, Array.from(tr.y, (c) => (c === 1 ? 1 : -1)));
       const fitSeconds = (performance.now() - t0) / 1000;
       const p = (svm.predict(Xte) as number[]).map((v) => (v > 0 ? 1 : 0));
-      out.push({ reference: true, library: 'ml-svm@2 (rbf)', trainRows: tr.X.rows, testRows: te.X.rows, fitSeconds, accuracy: acc(p, te.y) });
+      out.push({ reference: true, library: 'ml-svm@2 (rbf)', trainRows: tr.X.rows, testRows: te.X.rows, fitSeconds, accuracy: accuracy(te.y, p) });
     } catch (e) {
       out.push({ reference: true, library: 'ml-svm@2 (rbf)', error: (e as Error).message });
     }
@@ -119,7 +110,7 @@ async function referenceLibraries(train: LabelledSet, test: LabelledSet, rows: n
     rf.train(toRows(rfRows.X), Array.from(rfRows.y));
     const fitSeconds = (performance.now() - t0) / 1000;
     const p = rf.predict(Xte) as number[];
-    out.push({ reference: true, library: 'ml-random-forest@2 (5 trees)', trainRows: rfRows.X.rows, testRows: te.X.rows, fitSeconds, accuracy: acc(p, te.y), note: '10 trees on 500 rows took 75.7 s on this machine' });
+    out.push({ reference: true, library: 'ml-random-forest@2 (5 trees)', trainRows: rfRows.X.rows, testRows: te.X.rows, fitSeconds, accuracy: accuracy(te.y, p), note: '10 trees on 500 rows took 75.7 s on this machine' });
   } catch (e) {
     out.push({ reference: true, library: 'ml-random-forest@2 (5 trees)', error: (e as Error).message });
   }
@@ -161,7 +152,7 @@ export async function benchHeads(opts: { cacheDir?: string; npyDir?: string; hea
       const path = join(tmp, `${name}.head`);
       await head.save(path);
       const ref = SKLEARN[name];
-      const accuracy = acc(pred, test.y);
+      const testAccuracy = accuracy(test.y, pred);
       const extra = head as unknown as Record<string, unknown>;
       results.push({
         head: name,
@@ -169,14 +160,14 @@ export async function benchHeads(opts: { cacheDir?: string; npyDir?: string; hea
         params: head.params,
         fitSeconds: round(fitSeconds),
         predictMsPer1000: round(predictMsPer1000),
-        accuracy,
-        modelBytes: bytesOf(path),
+        accuracy: testAccuracy,
+        modelBytes: pathBytes(path),
         sklearnFitSeconds: ref?.fitSeconds ?? null,
         sklearnPredictSecondsPer1000: ref?.predictSecondsPer1000 ?? null,
         sklearnAccuracy: ref?.accuracy ?? null,
         ratio: ref?.fitSeconds ? round(fitSeconds / ref.fitSeconds) : ref?.predictSecondsPer1000 ? round(predictMsPer1000 / 1000 / ref.predictSecondsPer1000) : null,
         ratioOf: ref?.fitSeconds ? 'fit' : ref?.predictSecondsPer1000 ? 'predict' : null,
-        accuracyDelta: ref?.accuracy !== undefined ? round(accuracy - ref.accuracy) : null,
+        accuracyDelta: ref?.accuracy !== undefined ? round(testAccuracy - ref.accuracy) : null,
         sklearnConfig: ref?.note ?? null,
         ...(typeof extra.iterations_ === 'number' ? { iterations: extra.iterations_ } : {}),
         ...(typeof extra.epochsRun_ === 'number' ? {

@@ -1,10 +1,12 @@
 import fg from 'fast-glob';
 import { lstatSync, readdirSync, realpathSync, statSync, existsSync } from 'node:fs';
-import { join, relative, resolve, sep } from 'node:path';
+import { join, resolve, sep } from 'node:path';
 import { UserError } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
 
 export const IMAGE_EXTENSIONS = ['jpg', 'jpeg', 'png', 'webp', 'gif', 'bmp', 'tif', 'tiff'];
+/** fast-glob pattern for candidate images below a folder (match it case-insensitively). */
+export const IMAGE_GLOB = `**/*.{${IMAGE_EXTENSIONS.join(',')}}`;
 export type SplitName = 'train' | 'val' | 'test';
 export const SPLIT_ORDER: readonly SplitName[] = ['train', 'val', 'test'];
 
@@ -46,8 +48,7 @@ export function scanDataset(rootArg: string, log: Logger): ScanResult {
   if (!existsSync(root)) throw new UserError(`data root '${rootArg}' does not exist`);
   if (!statSync(root).isDirectory()) throw new UserError(`data root '${rootArg}' is not a directory`);
   const realRoot = realpathSync(root);
-  const pattern = `**/*.{${IMAGE_EXTENSIONS.join(',')}}`;
-  const found = fg.sync(pattern, {
+  const found = fg.sync(IMAGE_GLOB, {
     cwd: root, caseSensitiveMatch: false, dot: false, onlyFiles: false, followSymbolicLinks: false,
     suppressErrors: true, unique: true,
   });
@@ -103,8 +104,4 @@ export function scanDataset(rootArg: string, log: Logger): ScanResult {
   const classes = [...trainClasses].sort(compareCodePoints);
   if (classes.length === 1) log.warn(`only one class ('${classes[0]}') found: heads need at least two`);
   return { root, images, classes, presplit, skipped };
-}
-
-export function relativeTo(root: string, abs: string): string {
-  return relative(root, abs).split(sep).join('/');
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { createRequire } from 'node:module';
+import { toolVersion } from '../util/version.ts';
 import { prepareBackbone, type BackboneConfig } from '../backbone/backbone.ts';
 import type { Pooling } from '../backbone/convert.ts';
 import type { Preprocessing } from '../backbone/preprocess.ts';
@@ -42,8 +42,6 @@ export interface ExtractOptions {
   /** Store this many augmented views of each *training* image beside it (val/test untouched). */
   augment?: { spec: AugmentSpec; views: number };
   log: Logger;
-  /** Called after each persisted batch (tests use it to simulate interruption). */
-  onBatch?: (done: number, total: number) => void;
 }
 
 export interface ExtractResult { cacheDir: string; manifest: Manifest }
@@ -51,9 +49,6 @@ export interface ExtractResult { cacheDir: string; manifest: Manifest }
 /** Bumped when decoding changes in a way that changes pixels, so cached records are not reused. */
 const DECODER_VERSION = 1;
 
-export function toolVersion(): string {
-  return (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
-}
 
 /** Cache folder for one (dataset, model+weights, layer, pooling, preprocessing). */
 export function cacheDirFor(dataRoot: string, backbone: BackboneConfig, augment?: { spec: string; views: number; seed: number }): string {
@@ -165,7 +160,6 @@ interface Job { image: ImageEntry; absPath: string; keys: string[]; views: (Augm
 /** Persist every batch before starting the next, so an interruption loses at most one batch. */
 async function computeMissing(jobs: Job[], total: number, onnxPath: string, cfg: BackboneConfig, store: RecordStore, opts: ExtractOptions): Promise<void> {
   const progress = new Progress({ label: 'extract', total, quiet: opts.quiet });
-  let done = 0;
   try {
     for await (const results of runBackbone(jobs, onnxPath, cfg, opts)) {
       const entries: { key: string; value: RecordValue }[] = results.map((r) => {
@@ -177,9 +171,7 @@ async function computeMissing(jobs: Job[], total: number, onnxPath: string, cfg:
         return { key, value: r.features };
       });
       store.add(entries);
-      done += entries.length;
       progress.tick(entries.length);
-      opts.onBatch?.(done, total);
     }
   } finally {
     progress.finish();

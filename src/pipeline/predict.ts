@@ -4,7 +4,7 @@ import type { Preprocessing } from '../backbone/preprocess.ts';
 import { join, resolve } from 'node:path';
 import { prepareBackbone } from '../backbone/backbone.ts';
 import { findBackbone } from '../backbone/registry.ts';
-import { IMAGE_EXTENSIONS, compareCodePoints } from '../dataset/scan.ts';
+import { IMAGE_GLOB, compareCodePoints } from '../dataset/scan.ts';
 import { loadHead } from '../heads/registry.ts';
 import { defaultCacheDir } from '../store/read.ts';
 import { UserError } from '../util/errors.ts';
@@ -22,7 +22,7 @@ export interface PredictOptions extends BackboneRunOptions {
 }
 
 /** --head default: the most recently saved head of the most recent cache. */
-export function defaultHeadPath(): string {
+export function newestHeadPath(): string {
   const dir = join(defaultCacheDir(), 'heads');
   const metas = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.meta.json')) : [];
   if (metas.length === 0) throw new UserError(`no trained head in ${dir}; run 'npm run train-head' or 'npm run compare' first, or pass --head FILE`);
@@ -38,7 +38,7 @@ export function expandInputs(inputs: readonly string[]): { files: string[]; miss
     const p = resolve(input);
     if (!existsSync(p)) { missing.push({ path: input, reason: 'no such file or directory' }); continue; }
     if (statSync(p).isDirectory()) {
-      const found = fg.sync(`**/*.{${IMAGE_EXTENSIONS.join(',')}}`, { cwd: p, caseSensitiveMatch: false, dot: false, followSymbolicLinks: false, absolute: true });
+      const found = fg.sync(IMAGE_GLOB, { cwd: p, caseSensitiveMatch: false, dot: false, followSymbolicLinks: false, absolute: true });
       if (found.length === 0) missing.push({ path: input, reason: 'folder has no images' });
       files.push(...found.sort(compareCodePoints));
     } else files.push(p);
@@ -51,7 +51,7 @@ export function expandInputs(inputs: readonly string[]): { files: string[]; miss
  * (same model weights, layer, pooling and preprocessing, all read from the head's metadata).
  */
 export async function predictImages(opts: PredictOptions): Promise<{ predictions: Prediction[]; failures: PredictFailure[] }> {
-  const headPath = opts.head ?? defaultHeadPath();
+  const headPath = opts.head ?? newestHeadPath();
   if (existsSync(join(headPath, 'finetune.json'))) return predictFinetuned(headPath, opts);
   const meta = readHeadMeta(headPath);
   const head = await loadHead(headPath);

@@ -1,4 +1,5 @@
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { pathBytes } from '../util/disk.ts';
 import { basename, join, resolve } from 'node:path';
 import type { ExtraRow, ReportRow } from '../eval/report.ts';
 import { loadFeatureCache, type FeatureCache } from '../store/read.ts';
@@ -101,12 +102,6 @@ interface FinetuneSummary {
   phases: Record<'head' | 'finetune', { epochsRun: number; seconds: number; ortSeconds: number; tfjsSeconds: number; bestValAccuracy: number | null; testAccuracy: number | null }>;
 }
 
-function dirBytes(path: string): number {
-  if (!existsSync(path)) return 0;
-  const st = statSync(path);
-  return st.isDirectory() ? readdirSync(path).reduce((a, f) => a + dirBytes(join(path, f)), 0) : st.size;
-}
-
 /**
  * Rows from `npm run finetune` results (data/finetune/<name>/finetune.json) on the same dataset,
  * weights and test split: frozen base + augmentation (phase 1) and fine-tuned (phase 2).
@@ -135,7 +130,7 @@ export function finetuneRows(cache: FeatureCache, log: Logger, root = join(defau
     });
     out.push({
       name: `fine-tuned top ${f.network.unfreeze}`, kind: 'finetune',
-      testAccuracy: f.testAccuracy, valAccuracy: f.valAccuracy, fitSeconds: f.totalSeconds, modelBytes: dirBytes(join(root, d, 'model')) || null,
+      testAccuracy: f.testAccuracy, valAccuracy: f.valAccuracy, fitSeconds: f.totalSeconds, modelBytes: existsSync(join(root, d, 'model')) ? pathBytes(join(root, d, 'model')) : null,
       note: `slow path phase 2: top ${f.network.unfreeze} block(s) unfrozen (${f.network.trainableLayers.length} layers), ${ft.epochsRun} epochs; whole run ${f.totalSeconds.toFixed(0)} s wall (ORT ${f.ortSeconds.toFixed(0)} s, TF.js ${f.tfjsSeconds.toFixed(0)} s)`,
     });
   }

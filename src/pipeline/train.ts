@@ -1,4 +1,5 @@
-import { createRequire } from 'node:module';
+import { toolVersion } from '../util/version.ts';
+import { pathBytes } from '../util/disk.ts';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
@@ -30,11 +31,7 @@ import { silentLogger, type Logger } from '../util/log.ts';
 
 export const DEFAULT_VAL_FRACTION = 0.1;
 
-/** convcache's version (package.json), recorded in saved heads and reports. Read directly so that
- * training never loads the extraction stack (ONNX Runtime, sharp). */
-export function toolVersion(): string {
-  return (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
-}
+export { toolVersion };
 export const HEAD_META_FORMAT = 'convcache-head-meta';
 export const HEAD_META_VERSION = 1;
 /** Head kinds whose Head.save writes a directory rather than one JSON file. */
@@ -243,12 +240,6 @@ export interface HeadMeta {
   createdAt: string;
 }
 
-/** Total bytes of a file, or of every file under a directory. */
-export function pathBytes(path: string): number {
-  const st = statSync(path);
-  if (!st.isDirectory()) return st.size;
-  return readdirSync(path).reduce((s, f) => s + pathBytes(join(path, f)), 0);
-}
 
 /** What saveTrainedHead needs (a TrainHeadResult has it all; compare builds one per row). */
 export type SavableHead = Pick<TrainHeadResult, 'head' | 'kind' | 'params' | 'cache' | 'splits' | 'seed' | 'classWeight' | 'valAccuracy' | 'testAccuracy' | 'tuning'>;
