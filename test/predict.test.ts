@@ -54,3 +54,19 @@ test('predict reproduces the cache: same label and probability as the head on th
     removeDir(dir);
   }
 });
+
+test('predict refuses a broken fine-tuned model folder with one line', () => {
+  const dir = tempDir('badft');
+  try {
+    for (const body of ['{oops', '{"classes":["a"]}']) {
+      writeFileSync(join(dir, 'finetune.json'), body);
+      const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/predict.ts', '--head', dir, join(dir, 'x.jpg')], { cwd: ROOT, encoding: 'utf8' });
+      assert.equal(r.status, 2);
+      const lines = r.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, r.stderr);
+      assert.match(lines[0]!, /^predict: error: .*finetune\.json/);
+    }
+  } finally {
+    removeDir(dir);
+  }
+});

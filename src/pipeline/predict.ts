@@ -93,9 +93,16 @@ export async function predictImages(opts: PredictOptions): Promise<{ predictions
  * in the softmax, so the "features" at its last layer are the class probabilities.
  */
 async function predictFinetuned(dir: string, opts: PredictOptions): Promise<{ predictions: Prediction[]; failures: PredictFailure[] }> {
-  const report = JSON.parse(readFileSync(join(dir, 'finetune.json'), 'utf8')) as {
-    classes: string[]; preprocessing: Preprocessing; export: { tfjs: string; outputLayer: string };
-  };
+  const file = join(dir, 'finetune.json');
+  let report: { classes: string[]; preprocessing: Preprocessing; export: { tfjs: string; outputLayer: string } };
+  try {
+    report = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new UserError(`cannot read ${file}: ${(e as Error).message.split('\n')[0]}`);
+  }
+  if (!Array.isArray(report?.classes) || !report.preprocessing?.size || !report.export?.tfjs || !report.export?.outputLayer) {
+    throw new UserError(`${file} is not a complete finetune result (classes, preprocessing and export are needed); re-run 'npm run finetune'`);
+  }
   const { size, resize, cropPct, kernel, channelOrder, mean, std } = report.preprocessing;
   const backbone = await prepareBackbone({
     model: join(dir, report.export.tfjs), layer: report.export.outputLayer, pooling: 'none',
