@@ -18,6 +18,7 @@ import { silentLogger } from '../src/util/log.ts';
 import { UserError } from '../src/util/errors.ts';
 import { blockEnds, initialTopParams, planTop, resolveBoundary, type TopPlan, type ParamTensor } from '../src/finetune/plan.ts';
 import { TopModel } from '../src/finetune/top.ts';
+import { createTopEngine } from '../src/finetune/engine.ts';
 import { FrozenBase } from '../src/finetune/frozen.ts';
 import { fromHalf, toHalf } from '../src/finetune/f16.ts';
 import { runFinetune, FINETUNE_DEFAULTS, type FinetuneOptions } from '../src/finetune/recipe.ts';
@@ -133,6 +134,45 @@ test('hand-written backward pass matches finite differences (directional derivat
   }
 });
 
+test('ORT training engine = TF.js engine: same loss, same updated parameters (Adam, RMSprop; top and head-only), same predictions', async () => {
+  const tf = await initTf();
+  const rng = new Rng(3);
+  const rand = (shape: number[], scale: number, offset = 0): ParamTensor => ({ name: '', shape, data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => (rng.next() * 2 - 1) * scale + offset) });
+  const params = [rand([1, 1, 4, 5], 0.6, 0.1), rand([5], 0.3, 0.2), rand([3, 3, 5, 1], 0.6, 0.1), rand([5], 0.3), rand([3, 3, 5, 6], 0.3), rand([6], 0.3, 0.3), rand([6, 3], 0.8), rand([3], 0.1)];
+  const names = params.map((_, i) => `p${i}`);
+  const plan = syntheticPlan();
+  for (const kind of ['adam', 'rmsprop'] as const) for (const trainTop of [true, false]) {
+    const a = createTopEngine('tfjs', plan, params, 3, { tf, threads: 1 });
+    const b = createTopEngine('ort', plan, params, 3, { tf, threads: 1 });
+    try {
+      for (let step = 0; step < 3; step++) {
+        const n = 3;
+        const x = Float32Array.from({ length: n * (trainTop ? 8 * 8 * 4 : 6) }, () => rng.next() * 3);
+        const labels = Int32Array.from([0, 2, 1]);
+        const mask = Float32Array.from({ length: n * 6 }, () => (rng.next() < 0.8 ? 1.25 : 0));
+        const ra = await a.trainStep(x, n, labels, mask, { kind, lr: 0.01 }, trainTop);
+        const rb = await b.trainStep(x, n, labels, mask, { kind, lr: 0.01 }, trainTop);
+        assert.ok(Math.abs(ra.loss - rb.loss) < 1e-5, `${kind} step ${step}: loss ${ra.loss} vs ${rb.loss}`);
+        assert.equal(ra.correct, rb.correct);
+        const va = a.values(names), vb = b.values(names);
+        for (let i = 0; i < va.length; i++) {
+          assert.ok(relMaxDiff(vb[i]!.data, va[i]!.data) < 1e-5, `${kind} trainTop=${trainTop} step ${step} param ${i}`);
+          if (!trainTop && i < 6) assert.deepEqual(vb[i]!.data, params[i]!.data, 'head-only steps leave the top alone');
+        }
+      }
+      const x = Float32Array.from({ length: 2 * 8 * 8 * 4 }, () => rng.next() * 3);
+      assert.ok(relMaxDiff(await b.predict(x, 2, false), await a.predict(x, 2, false)) < 1e-5);
+      const pooled = Float32Array.from({ length: 2 * 6 }, () => rng.next());
+      assert.ok(relMaxDiff(await b.predict(pooled, 2, true), await a.predict(pooled, 2, true)) < 1e-5);
+      assert.equal(a.getOptimizerState().step, 3);
+      assert.equal(b.getOptimizerState().step, 3);
+    } finally {
+      await a.dispose();
+      await b.dispose();
+    }
+  }
+});
+
 test('ORT frozen bottom + TF.js top reproduce the full TF.js model at conv_pw_13_relu (and pooled) before training', async () => {
   const tf = await initTf();
   const { graph } = loadKerasGraph(SHARED_MODEL());
@@ -185,7 +225,7 @@ function options(out: string, over: Partial<FinetuneOptions> = {}): FinetuneOpti
   return {
     data: data(), model: SHARED_MODEL(), augment: parseAugmentSpec(FINETUNE_DEFAULTS.augment), unfreeze: 2,
     epochsHead: 1, epochsFinetune: 2, lr: 1e-4, lrHead: 1e-3, optimizer: 'adam', batch: 8, seed: 7, patience: 3, dropout: 0.2,
-    out, resume: false, threads: 2, workers: 4, maxPixels: 1e8, quiet: true, log: silentLogger, ...over,
+    out, resume: false, threads: 2, workers: 4, maxPixels: 1e8, quiet: true, log: silentLogger, engine: 'ort', ...over,
   };
 }
 
@@ -207,10 +247,12 @@ test('finetune recipe: report, frozen weights untouched, top trained, BN statist
   straight = out;
   assert.equal(report.phases.head.epochsRun, 1);
   assert.equal(report.phases.finetune.epochsRun, 2);
-  for (const k of ['seconds', 'ortSeconds', 'tfjsSeconds'] as const) {
+  for (const k of ['seconds', 'ortSeconds', 'baseSeconds', 'topSeconds'] as const) {
     assert.ok(report.phases.finetune[k] > 0 && report.phases.head[k] >= 0, k);
   }
-  assert.ok(report.phases.head.ortSeconds > 0, 'augmented head epochs run the base in ORT');
+  assert.ok(report.phases.head.baseSeconds > 0, 'augmented head epochs run the base in ORT');
+  assert.equal(report.topEngine, 'ort');
+  assert.equal(report.tfjsSeconds, 0, 'the ORT engine trains without TF.js');
   assert.equal(typeof report.testAccuracy, 'number');
   assert.equal(typeof report.valAccuracy, 'number');
   assert.deepEqual(report.data.counts, { train: 18, val: 2, test: 6 });
@@ -280,12 +322,15 @@ test('checkpoint/resume: interrupted after finetune epoch 1 then --resume gives 
 
 test('without augmentation the base runs once: boundary activations cached (float16) and reused on resume', async () => {
   const out = tmp('ft-noaug');
-  const o = options(out, { augment: parseAugmentSpec('none'), unfreeze: 1, epochsFinetune: 1, tta: true });
+  const o = options(out, { augment: parseAugmentSpec('none'), unfreeze: 1, epochsFinetune: 1, tta: true, engine: 'tfjs' });
   const { report } = await runFinetune(o);
+  assert.equal(report.topEngine, 'tfjs');
+  assert.ok(report.phases.finetune.tfjsSeconds > 0 && report.phases.finetune.tfjsSeconds === report.phases.finetune.topSeconds);
   assert.equal(typeof report.testAccuracyFlipTTA, 'number');
   assert.equal(report.phases.finetune.bestEpoch === 0 || report.phases.finetune.bestEpoch === 1, true);
-  assert.equal(report.phases.head.ortSeconds, 0);
-  assert.equal(report.phases.finetune.ortSeconds, 0);
+  assert.equal(report.phases.head.baseSeconds, 0);
+  assert.equal(report.phases.finetune.baseSeconds, 0);
+  assert.equal(report.phases.finetune.ortSeconds, 0, 'TF.js engine: no ORT during the epochs');
   assert.equal(report.network.boundary, 'conv_pw_12_relu');
   assert.ok(existsSync(join(out, 'cache', 'train.boundary.f16')));
   const size = readFileSync(join(out, 'cache', 'train.boundary.f16')).byteLength;

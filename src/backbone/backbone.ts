@@ -6,7 +6,7 @@ import { writeFileAtomic } from '../util/atomic.ts';
 import type { Logger } from '../util/log.ts';
 import { defaultDataDir } from '../util/paths.ts';
 import { convertKerasGraph, type Pooling } from './convert.ts';
-import { parseKerasGraph, findLayer, type KerasGraph } from './keras-graph.ts';
+import { assertSpatialSizeFree, parseKerasGraph, findLayer, withInputSize, type KerasGraph } from './keras-graph.ts';
 import { encodeModel } from './onnx-proto.ts';
 import type { Preprocessing } from './preprocess.ts';
 import { resolveModel, type ResolvedModel } from './resolve.ts';
@@ -52,8 +52,12 @@ export const DEFAULT_PREPROCESSING: Preprocessing = {
   size: [224, 224], resize: 'squash', kernel: 'linear', channelOrder: 'rgb', mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5],
 };
 
-export function loadKerasGraph(dir: string): { graph: KerasGraph; modelJson: any } {
-  const modelJson = JSON.parse(readFileSync(join(dir, 'model.json'), 'utf8'));
+/** Parse a TF.js layers model folder; with `inputSize` the model takes images of that size instead. */
+export function loadKerasGraph(dir: string, inputSize?: readonly [number, number]): { graph: KerasGraph; modelJson: any } {
+  const original = JSON.parse(readFileSync(join(dir, 'model.json'), 'utf8'));
+  const graph = parseKerasGraph(original);
+  if (!inputSize || (graph.inputShape[0] === inputSize[0] && graph.inputShape[1] === inputSize[1])) return { graph, modelJson: original };
+  const modelJson = withInputSize(original, inputSize);
   return { graph: parseKerasGraph(modelJson), modelJson };
 }
 
@@ -72,12 +76,14 @@ export async function prepareBackbone(opts: PrepareOptions): Promise<PreparedBac
   const modelCacheDir = opts.modelCacheDir ?? join(defaultDataDir(), 'models');
   const resolved = await resolveModel(opts.model, { cacheDir: modelCacheDir, log: opts.log });
   if (resolved.format === 'onnx') return prepareOnnxBackbone(resolved, opts, modelCacheDir);
-  const { graph } = loadKerasGraph(resolved.location);
+  const native = loadKerasGraph(resolved.location).graph;
+  const base = resolved.entry?.preprocessing ?? { ...DEFAULT_PREPROCESSING, size: [native.inputShape[0]!, native.inputShape[1]!] as [number, number] };
+  const preprocessing: Preprocessing = { ...base, ...opts.preprocessing };
+  const { graph } = loadKerasGraph(resolved.location, preprocessing.size);
   const layer = opts.layer ?? resolved.entry?.defaultLayer ?? defaultCutLayer(graph);
   const cut = findLayer(graph, layer);
+  if (graph.inputShape[0] !== native.inputShape[0] || graph.inputShape[1] !== native.inputShape[1]) assertSpatialSizeFree(graph, layer);
   const pooling: Pooling = cut.shape.length === 3 ? (opts.pooling ?? resolved.entry?.defaultPooling ?? 'avg') : 'none';
-  const base = resolved.entry?.preprocessing ?? { ...DEFAULT_PREPROCESSING, size: [graph.inputShape[0]!, graph.inputShape[1]!] as [number, number] };
-  const preprocessing: Preprocessing = { ...base, ...opts.preprocessing };
   const key = createHash('sha256').update(JSON.stringify({ v: CONVERTER_VERSION, w: resolved.weightsHash, layer, pooling, preprocessing })).digest('hex').slice(0, 12);
   const onnxPath = join(modelCacheDir, 'onnx', `${resolved.id}-${layer}-${pooling}-${key}.onnx`);
   const sidecar = `${onnxPath}.json`;

@@ -91,6 +91,47 @@ export function parseKerasGraph(modelJson: any): KerasGraph {
   return graph;
 }
 
+/**
+ * A copy of a Keras model.json whose input takes [h, w] images. Convolutional bases accept any size
+ * (MobileNet at 288 sees cats and dogs at the scale ImageNet training crops showed them); shapes
+ * are re-inferred when the copy is parsed. Cuts whose layers depend on the spatial size (Flatten,
+ * Reshape) are refused by `assertSpatialSizeFree`.
+ */
+export function withInputSize(modelJson: any, size: readonly [number, number]): any {
+  const copy = JSON.parse(JSON.stringify(modelJson));
+  const topo = copy.modelTopology ?? copy;
+  const config = topo.model_config?.config ?? topo.config ?? topo;
+  const layers: any[] = Array.isArray(config) ? config : config.layers ?? [];
+  let changed = false;
+  for (const l of layers) {
+    for (const key of ['batch_input_shape', 'batch_shape']) {
+      const shape = l.config?.[key];
+      if (Array.isArray(shape) && shape.length === 4) { shape[1] = size[0]; shape[2] = size[1]; changed = true; }
+    }
+    if (changed) break;
+  }
+  if (!changed) throw new UserError('model.json: no 4-D input shape to resize');
+  return copy;
+}
+
+/** Refuse a changed input size when the layers up to `cut` have size-dependent weights. */
+export function assertSpatialSizeFree(graph: KerasGraph, cut: string): void {
+  const byName = new Map(graph.layers.map((l) => [l.name, l]));
+  const stack = [cut];
+  const seen = new Set<string>();
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (seen.has(n)) continue;
+    seen.add(n);
+    const l = byName.get(n);
+    if (!l) continue;
+    if (l.className === 'Flatten' || l.className === 'Reshape') {
+      throw new UserError(`cannot change the input size: layer '${l.name}' (${l.className}) below the cut depends on it; cut lower or keep the model's ${graph.inputShape.slice(0, 2).join('x')}`);
+    }
+    stack.push(...l.inbound);
+  }
+}
+
 function pair(v: any, fallback: number): [number, number] {
   if (v === undefined || v === null) return [fallback, fallback];
   if (typeof v === 'number') return [v, v];

@@ -9,9 +9,11 @@ import { UserError } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
 import { defaultDatasetDir } from '../util/paths.ts';
 import { tfBackendInfo } from '../util/tf.ts';
+import type { EngineName } from '../finetune/engine.ts';
 
 export interface FinetuneBenchOptions {
   data?: string;
+  engine: EngineName;
   log: Logger;
 }
 
@@ -37,7 +39,7 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
       data, model: DEFAULT_MODEL, augment: parseAugmentSpec(FINETUNE_DEFAULTS.augment), unfreeze: FINETUNE_DEFAULTS.unfreeze,
       epochsHead: FINETUNE_DEFAULTS.epochsHead, epochsFinetune: FINETUNE_DEFAULTS.epochsFinetune, lr: FINETUNE_DEFAULTS.lr,
       lrHead: FINETUNE_DEFAULTS.lrHead, optimizer: FINETUNE_DEFAULTS.optimizer, batch: FINETUNE_DEFAULTS.batch, seed: FINETUNE_DEFAULTS.seed,
-      patience: FINETUNE_DEFAULTS.patience, dropout: FINETUNE_DEFAULTS.dropout, out, resume: false,
+      patience: FINETUNE_DEFAULTS.patience, dropout: FINETUNE_DEFAULTS.dropout, engine: opts.engine, out, resume: false,
       threads: cpus().length, workers: 4, maxPixels: DEFAULT_MAX_PIXELS, quiet: false, tta: true, log: opts.log,
     }));
   } finally {
@@ -50,6 +52,8 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
     return {
       epochsRun: r.epochsRun, bestEpoch: r.bestEpoch, bestValAccuracy: r.bestValAccuracy, testAccuracy: r.testAccuracy,
       seconds: r.seconds, ortSeconds: r.ortSeconds, tfjsSeconds: r.tfjsSeconds, augmentSeconds: r.augmentSeconds,
+      frozenBaseSeconds: r.baseSeconds, trainableTopSeconds: r.topSeconds,
+      topSecondsPerEpoch: Math.round((r.topSeconds / trainEpochs) * 10) / 10,
       secondsPerEpoch: Math.round((r.seconds / trainEpochs) * 10) / 10,
       ortSecondsPerEpoch: Math.round((r.ortSeconds / trainEpochs) * 10) / 10,
       tfjsSecondsPerEpoch: Math.round((r.tfjsSeconds / trainEpochs) * 10) / 10,
@@ -69,6 +73,7 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
     phases: { head: perPhase('head'), finetune: perPhase('finetune') },
     ortSeconds: report.ortSeconds,
     tfjsSeconds: report.tfjsSeconds,
+    topEngine: report.topEngine,
     testAccuracy: report.testAccuracy,
     testAccuracyFlipTTA: report.testAccuracyFlipTTA,
     valAccuracy: report.valAccuracy,

@@ -3,6 +3,7 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { runCommand } from '../util/cli.ts';
 import { intInRange, type CommandSpec } from '../util/args.ts';
+import { ENGINES, type EngineName } from '../finetune/engine.ts';
 import { UserError } from '../util/errors.ts';
 import { consoleLogger } from '../util/log.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
@@ -23,6 +24,7 @@ const spec: CommandSpec = {
     threads: { type: 'number', metavar: 'N', description: 'ONNX Runtime threads', default: cpus().length },
     'tfjs-images': { type: 'number', metavar: 'N', description: 'images for the TF.js-wasm comparison pass', default: 32 },
     heads: { type: 'list', metavar: 'LIST', description: 'heads to bench (heads bench)' },
+    engine: { type: 'string', metavar: 'NAME', description: 'finetune bench: where the trainable top trains (ort | tfjs); results go to finetune.json / finetune-tfjs.json', default: 'ort' },
   },
 };
 
@@ -30,6 +32,7 @@ await runCommand(spec, async ({ flags, positionals }) => {
   const which = positionals[0] ?? 'extract';
   const log = consoleLogger();
   let result: unknown;
+  let name = which;
   if (which === 'extract') {
     const { benchExtract } = await import('../bench/extract.ts');
     result = await benchExtract({
@@ -42,11 +45,14 @@ await runCommand(spec, async ({ flags, positionals }) => {
     result = await benchHeadsCli({ cache: flags.cache as string | undefined, heads: flags.heads as string[] | undefined, log });
   } else if (which === 'finetune') {
     const { benchFinetune } = await import('../bench/finetune.ts');
-    result = await benchFinetune({ data: flags.data as string | undefined, log });
+    const engine = String(flags.engine);
+    if (!(ENGINES as readonly string[]).includes(engine)) throw new UserError(`--engine must be one of ${ENGINES.join(', ')}, got '${engine}'`);
+    result = await benchFinetune({ data: flags.data as string | undefined, engine: engine as EngineName, log });
+    if (engine !== 'ort') name = `finetune-${engine}`;
   } else {
     throw new UserError(`unknown benchmark '${which}' (extract, heads, finetune)`);
   }
   const json = JSON.stringify(result, null, 2);
-  writeFileAtomic(join(defaultDataDir(), 'bench', `${which}.json`), json + '\n');
+  writeFileAtomic(join(defaultDataDir(), 'bench', `${name}.json`), json + '\n');
   process.stdout.write(json + '\n');
 });

@@ -10,6 +10,7 @@ import { DEFAULT_MODEL } from '../backbone/registry.ts';
 import { DEFAULT_MAX_PIXELS } from '../images/decode.ts';
 import { parseAugmentSpec } from '../images/augment.ts';
 import { FINETUNE_DEFAULTS, runFinetune } from '../finetune/recipe.ts';
+import { ENGINES, type EngineName } from '../finetune/engine.ts';
 
 const D = FINETUNE_DEFAULTS;
 
@@ -31,6 +32,8 @@ const spec: CommandSpec = {
     batch: { type: 'number', metavar: 'N', description: 'minibatch size', default: D.batch },
     patience: { type: 'number', metavar: 'N', description: 'early stopping: epochs without val-loss improvement', default: D.patience },
     dropout: { type: 'number', metavar: 'F', description: 'dropout rate before the dense layer', default: D.dropout },
+    'input-size': { type: 'number', metavar: 'N', description: 'square input size in pixels (default: the model\'s own, e.g. 224); conv bases accept any, larger sees more detail and costs more' },
+    engine: { type: 'string', metavar: 'NAME', description: 'where the trainable top trains: ort (ONNX Runtime, fast) | tfjs (TF.js wasm, the reference)', default: D.engine },
     seed: { type: 'number', metavar: 'N', description: 'seed for the val split, shuffling, dropout, augmentation and initialisation', default: D.seed },
     out: { type: 'string', metavar: 'DIR', description: 'output folder (default data/finetune/<model>)' },
     resume: { type: 'boolean', description: 'continue from the last checkpoint in --out' },
@@ -53,6 +56,8 @@ await runCommand(spec, async ({ flags }) => {
   const dropout = Number(flags.dropout);
   if (!(dropout >= 0 && dropout < 1)) throw new UserError(`--dropout must be in [0, 1), got '${String(flags.dropout)}'`);
   const model = String(flags.model);
+  const engine = String(flags.engine);
+  if (!(ENGINES as readonly string[]).includes(engine)) throw new UserError(`--engine must be one of ${ENGINES.join(', ')}, got '${engine}'`);
   const { report, outDir } = await runFinetune({
     data: flags.data as string | undefined,
     model,
@@ -67,6 +72,8 @@ await runCommand(spec, async ({ flags }) => {
     batch: intInRange('batch', flags.batch, 1, 4096),
     patience: intInRange('patience', flags.patience, 1, 10000),
     dropout,
+    engine: engine as EngineName,
+    inputSize: flags['input-size'] === undefined ? undefined : intInRange('input-size', flags['input-size'], 32, 1024),
     seed: intInRange('seed', flags.seed, 0, 2 ** 32 - 1),
     out: (flags.out as string | undefined) ?? join(defaultDataDir(), 'finetune', model.replace(/[^A-Za-z0-9._-]+/g, '_')),
     resume: Boolean(flags.resume),
@@ -79,10 +86,10 @@ await runCommand(spec, async ({ flags }) => {
   });
   const f = (x: number | null): string => (x === null ? 'n/a' : `${(x * 100).toFixed(2)}%`);
   const p = report.phases;
+  const engineLabel = report.topEngine === 'ort' ? 'ORT' : 'TF.js';
   process.stdout.write([
     `test accuracy ${f(report.testAccuracy)}${report.testAccuracyFlipTTA !== null ? ` (flip TTA ${f(report.testAccuracyFlipTTA)})` : ''} · val accuracy ${f(report.valAccuracy)} · frozen base + head: test ${f(report.phases.head.testAccuracy)} · ${report.totalSeconds.toFixed(0)} s (ORT ${report.ortSeconds.toFixed(0)} s, TF.js ${report.tfjsSeconds.toFixed(0)} s)`,
-    `  head:     ${p.head.epochsRun} epochs, best val ${f(p.head.bestValAccuracy)}, ORT ${p.head.ortSeconds.toFixed(1)} s, TF.js ${p.head.tfjsSeconds.toFixed(1)} s, augment ${p.head.augmentSeconds.toFixed(1)} s`,
-    `  finetune: ${p.finetune.epochsRun} epochs, best val ${f(p.finetune.bestValAccuracy)}, ORT ${p.finetune.ortSeconds.toFixed(1)} s, TF.js ${p.finetune.tfjsSeconds.toFixed(1)} s, augment ${p.finetune.augmentSeconds.toFixed(1)} s`,
+    ...(['head', 'finetune'] as const).map((k) => `  ${(k + ':').padEnd(9)} ${p[k].epochsRun} epochs, best val ${f(p[k].bestValAccuracy)}, frozen base ${p[k].baseSeconds.toFixed(1)} s (ORT), trainable ${k === 'head' ? 'head' : 'top'} ${p[k].topSeconds.toFixed(1)} s (${engineLabel}), augment ${p[k].augmentSeconds.toFixed(1)} s`),
     `  prepare (decode + ORT once): ${report.prepare.seconds.toFixed(1)} s (ORT ${report.prepare.ortSeconds.toFixed(1)} s)`,
     `model: ${join(outDir, 'model')} (TF.js layers), ${join(outDir, 'model.onnx')}; report: ${join(outDir, 'finetune.json')}`,
   ].join('\n') + '\n');

@@ -15,7 +15,12 @@ export interface EpochRecord {
   seconds: number;
 }
 
-export interface PhaseTimings { seconds: number; ortSeconds: number; tfjsSeconds: number; augmentSeconds: number }
+/**
+ * Wall seconds of a phase and where they went: `baseSeconds` the frozen base (always ORT),
+ * `topSeconds` the trainable top (in the engine that trains it); `ortSeconds`/`tfjsSeconds` are the
+ * same time split by runtime.
+ */
+export interface PhaseTimings { seconds: number; ortSeconds: number; tfjsSeconds: number; augmentSeconds: number; baseSeconds: number; topSeconds: number }
 
 export interface PhaseState {
   /** Epochs completed. */
@@ -48,7 +53,7 @@ export interface Checkpoint {
 const STATE = 'state.json';
 
 export function emptyPhase(): PhaseState {
-  return { epoch: 0, done: false, best: null, since: 0, timings: { seconds: 0, ortSeconds: 0, tfjsSeconds: 0, augmentSeconds: 0 } };
+  return { epoch: 0, done: false, best: null, since: 0, timings: { seconds: 0, ortSeconds: 0, tfjsSeconds: 0, augmentSeconds: 0, baseSeconds: 0, topSeconds: 0 } };
 }
 
 /**

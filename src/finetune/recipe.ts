@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { defaultCutLayer, loadKerasGraph } from '../backbone/backbone.ts';
 import { convertKerasGraph, type WeightMap } from '../backbone/convert.ts';
-import { findLayer, parseKerasGraph, type KerasGraph } from '../backbone/keras-graph.ts';
+import { assertSpatialSizeFree, findLayer, parseKerasGraph, type KerasGraph } from '../backbone/keras-graph.ts';
 import { encodeModel } from '../backbone/onnx-proto.ts';
 import { OrtFeatureRunner } from '../backbone/ort-runner.ts';
 import type { Preprocessing } from '../backbone/preprocess.ts';
@@ -19,13 +19,14 @@ import type { Logger } from '../util/log.ts';
 import { defaultDataDir, defaultDatasetDir } from '../util/paths.ts';
 import { Progress } from '../util/progress.ts';
 import { initTf, type Tf } from '../util/tf.ts';
-import { emptyPhase, loadCheckpoint, saveCheckpoint, type Checkpoint, type EpochRecord, type PhaseName, type PhaseState } from './checkpoint.ts';
+import { emptyPhase, loadCheckpoint, saveCheckpoint, type Checkpoint, type EpochRecord, type PhaseName, type PhaseState, type PhaseTimings } from './checkpoint.ts';
 import { decodeInOrder, finetuneSplits, type FtImage, type FtSplits } from './data.ts';
 import { exportFinetunedModel } from './export.ts';
 import { fromHalf, toHalf } from './f16.ts';
 import { FrozenBase } from './frozen.ts';
 import { initialTopParams, planTop, resolveBoundary, type ParamTensor, type TopPlan } from './plan.ts';
-import { TopModel, type OptimizerConfig } from './top.ts';
+import type { OptimizerConfig } from './top.ts';
+import { createTopEngine, type EngineName, type TopEngine } from './engine.ts';
 
 /**
  * The fine-tuning recipe (fastai's fine_tune, Keras's transfer-learning guide):
@@ -65,6 +66,10 @@ export interface FinetuneOptions {
   maxPixels: number;
   quiet: boolean;
   log: Logger;
+  /** Square input size in pixels (default: the model's own); convolutional bases accept any. */
+  inputSize?: number;
+  /** Where the trainable top trains: ONNX Runtime (fast) or TF.js (wasm). */
+  engine: EngineName;
   /** Also report test accuracy with horizontal-flip test-time augmentation (mean of both views' probabilities). */
   tta?: boolean;
   modelCacheDir?: string;
@@ -75,7 +80,7 @@ export interface FinetuneOptions {
 export const FINETUNE_DEFAULTS = {
   augment: 'flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2,contrast=0.2',
   unfreeze: 2, epochsHead: 5, epochsFinetune: 6, lr: 3e-5, lrHead: 1e-3, optimizer: 'adam' as const,
-  batch: 32, seed: 42, patience: 3, dropout: 0.2,
+  batch: 32, seed: 42, patience: 3, dropout: 0.2, engine: 'ort' as EngineName,
 };
 
 export interface PhaseReport {
@@ -88,6 +93,9 @@ export interface PhaseReport {
   ortSeconds: number;
   tfjsSeconds: number;
   augmentSeconds: number;
+  /** Frozen base (ORT) and trainable top (its engine): the same seconds split by part. */
+  baseSeconds: number;
+  topSeconds: number;
   learningRate: number;
   trainable: string;
   /** Test accuracy of this phase's best model (the head phase = frozen base + head). */
@@ -116,6 +124,8 @@ export interface FinetuneReport {
   /** Seconds spent in ONNX Runtime / TF.js over the whole run. */
   ortSeconds: number;
   tfjsSeconds: number;
+  /** Where the trainable top ran (the frozen base always runs in ORT). */
+  topEngine: EngineName;
   history: EpochRecord[];
   export: { tfjs: string; onnx: string; outputLayer: string; checkImages: number; checkMaxAbsDiff: number };
   resumed: boolean;
@@ -153,12 +163,16 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
   // ---- model, split, plan
   const resolved = await resolveModel(opts.model, { cacheDir: opts.modelCacheDir ?? join(defaultDataDir(), 'models'), log });
   if (resolved.format !== 'tfjs-layers') throw new UserError('fine-tuning needs a TF.js layers model (its weights are trained in TF.js); .onnx models can only be used frozen');
-  const { graph, modelJson } = loadKerasGraph(resolved.location);
+  const native = loadKerasGraph(resolved.location).graph;
+  const nativePre: Preprocessing = resolved.entry?.preprocessing ?? { ...DEFAULT_PREPROCESSING, size: [native.inputShape[0]!, native.inputShape[1]!] };
+  const preprocessing: Preprocessing = opts.inputSize ? { ...nativePre, size: [opts.inputSize, opts.inputSize] } : nativePre;
+  // A larger input (e.g. 288 for a 224 model) is the same network on a larger grid; the exported model takes that size.
+  const { graph, modelJson } = loadKerasGraph(resolved.location, preprocessing.size);
   const weights: WeightMap = await readWeights(resolved.location);
   const cut = resolved.entry?.defaultLayer ?? defaultCutLayer(graph);
   const boundary = resolveBoundary(graph, cut, { unfreeze: opts.unfreezeFrom ? undefined : opts.unfreeze, unfreezeFrom: opts.unfreezeFrom });
   const plan = planTop(graph, boundary, cut);
-  const preprocessing: Preprocessing = resolved.entry?.preprocessing ?? { ...DEFAULT_PREPROCESSING, size: [graph.inputShape[0]!, graph.inputShape[1]!] };
+  if (preprocessing.size[0] !== native.inputShape[0] || preprocessing.size[1] !== native.inputShape[1]) assertSpatialSizeFree(graph, cut);
   const splits = finetuneSplits(dataArg, opts.seed, log);
   const K = splits.classes.length;
   const augmenting = isAugmenting(opts.augment);
@@ -170,7 +184,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
   const fingerprint = {
     model: resolved.weightsHash, data: imagesKey([...splits.train, ...splits.val, ...splits.test]), cut, boundary,
     augment: formatAugmentSpec(opts.augment), lr: opts.lr, lrHead: opts.lrHead, optimizer: opts.optimizer, batch: opts.batch,
-    seed: opts.seed, patience: opts.patience, dropout: opts.dropout,
+    seed: opts.seed, patience: opts.patience, dropout: opts.dropout, engine: opts.engine, inputSize: preprocessing.size,
   };
   const ckDir = join(outDir, 'checkpoint');
   let ck: Checkpoint | undefined;
@@ -209,7 +223,8 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
   const lim = Math.sqrt(6 / (C + K));
   const headKernel = Float32Array.from({ length: C * K }, () => (initRng.next() * 2 - 1) * lim);
   const initial: ParamTensor[] = [...topParams, { name: 'head/kernel', shape: [C, K], data: headKernel }, { name: 'head/bias', shape: [K], data: new Float32Array(K) }];
-  const top = new TopModel(tf, plan, initial, K);
+  const shapes = initial.map((p) => [...p.shape]);
+  const top = createTopEngine(opts.engine, plan, initial, K, { tf, threads: opts.threads });
   const phases: Record<PhaseName, PhaseState> = ck?.phases ?? { head: emptyPhase(), finetune: emptyPhase() };
   const history: EpochRecord[] = ck?.history ?? [];
   let bestParams: Float32Array[] | null = null;
@@ -220,14 +235,14 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
     top.setOptimizerState({ step: ck.optimizerStep, m: ck.m, v: ck.v }, from);
   }
   let phase: PhaseName = ck?.phase ?? 'head';
-  const ctx: PhaseContext = { tf, top, base, plan, opts, train, val, names, augmenting, preprocessing, fingerprint, ckDir, phases, history };
+  const ctx: PhaseContext = { top, shapes, base, plan, opts, train, val, names, augmenting, preprocessing, fingerprint, ckDir, phases, history };
 
   try {
     if (phase === 'head') {
       if (!phases.head.done) bestParams = await runPhase(ctx, 'head', bestParams);
-      else if (bestParams) top.setValues(toParams(bestParams, top, names));
+      else if (bestParams) top.setValues(toParams(bestParams, shapes, names));
       // The frozen-base model's test accuracy, for the report's comparison rows only.
-      if (test.images.length > 0 && phases.head.epoch > 0) phases.head.testAccuracy = round(evaluate(ctx, test, false).accuracy, 4);
+      if (test.images.length > 0 && phases.head.epoch > 0) phases.head.testAccuracy = round((await evaluate(ctx, test, false)).accuracy, 4);
       phase = 'finetune';
       top.resetOptimizer();
       bestParams = null;
@@ -235,37 +250,37 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
         // Phase 2 must beat where it starts: the frozen-base model is epoch 0 of its early stopping,
         // so fine-tuning that never improves val loss leaves the phase-1 model in place.
         const t = performance.now();
-        const start = evaluate(ctx, val, true);
+        const start = await evaluate(ctx, val, true);
         const sec = (performance.now() - t) / 1000;
         phases.finetune.timings.seconds += sec;
-        phases.finetune.timings.tfjsSeconds += sec;
+        addTopSeconds(phases.finetune.timings, sec, top.name);
         phases.finetune.best = { valLoss: start.loss, valAccuracy: start.accuracy, epoch: 0 };
         bestParams = top.values(names).map((p) => p.data);
         saveCk(ctx, 'finetune', bestParams);
       }
     }
     if (finetuning && !phases.finetune.done) await runPhase(ctx, 'finetune', bestParams);
-    else if (finetuning && bestParams) top.setValues(toParams(bestParams, top, names));
+    else if (finetuning && bestParams) top.setValues(toParams(bestParams, shapes, names));
 
     // ---- final evaluation, export
     const tEval = performance.now();
     const baseSecondsBeforeEval = base.seconds;
     const useTop = finetuning && phases.finetune.epoch > 0;
     const tTf0 = performance.now();
-    const v = evaluate(ctx, val, useTop);
-    const te = test.images.length > 0 ? evaluate(ctx, test, useTop) : null;
-    let evalTfjs = (performance.now() - tTf0) / 1000;
+    const v = await evaluate(ctx, val, useTop);
+    const te = test.images.length > 0 ? await evaluate(ctx, test, useTop) : null;
+    let evalTop = (performance.now() - tTf0) / 1000;
     let tta: number | null = null;
     if (opts.tta && te) {
       const o0 = base.seconds;
       const t1 = performance.now();
       tta = await flipTtaAccuracy(ctx, test, te.probs, useTop);
-      evalTfjs += (performance.now() - t1) / 1000 - (base.seconds - o0);
+      evalTop += (performance.now() - t1) / 1000 - (base.seconds - o0);
       log.info(`finetune: test accuracy with flip TTA ${(tta * 100).toFixed(2)}%`);
     }
     log.info(`finetune: val accuracy ${(v.accuracy * 100).toFixed(2)}%${te ? `, test accuracy ${(te.accuracy * 100).toFixed(2)}% (${test.images.length} images)` : ''}`);
     const params = top.values(names);
-    const exported = await exportAndCheck(outDir, { modelJson, graph, weights, plan, params, dropout: opts.dropout, preprocessing, base, top, tf, val, opts });
+    const exported = await exportAndCheck(outDir, { modelJson, graph, weights, plan, params, dropout: opts.dropout, preprocessing, base, top, val, opts });
     const evalSeconds = (performance.now() - tEval) / 1000;
     const phaseReport = (p: PhaseName): PhaseReport => {
       const s = phases[p];
@@ -273,6 +288,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
         epochsRun: s.epoch, bestEpoch: s.best?.epoch ?? null, bestValAccuracy: s.best ? round(s.best.valAccuracy, 4) : null,
         bestValLoss: s.best ? round(s.best.valLoss, 5) : null, stoppedEarly: s.done && s.epoch < (p === 'head' ? opts.epochsHead : opts.epochsFinetune),
         seconds: round(s.timings.seconds), ortSeconds: round(s.timings.ortSeconds), tfjsSeconds: round(s.timings.tfjsSeconds), augmentSeconds: round(s.timings.augmentSeconds),
+        baseSeconds: round(s.timings.baseSeconds ?? 0), topSeconds: round(s.timings.topSeconds ?? 0),
         learningRate: p === 'head' ? opts.lrHead : opts.lr,
         trainable: p === 'head' ? 'head' : `${plan.layers[0]} … ${plan.cut} + head`,
         testAccuracy: p === 'head' ? (s.testAccuracy ?? null) : useTop && te ? round(te.accuracy, 4) : null,
@@ -294,7 +310,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
       },
       options: {
         augment: formatAugmentSpec(opts.augment), epochsHead: opts.epochsHead, epochsFinetune: opts.epochsFinetune, lr: opts.lr, lrHead: opts.lrHead,
-        optimizer: opts.optimizer, batch: opts.batch, seed: opts.seed, patience: opts.patience, dropout: opts.dropout,
+        optimizer: opts.optimizer, batch: opts.batch, seed: opts.seed, patience: opts.patience, dropout: opts.dropout, engine: opts.engine, inputSize: preprocessing.size[0],
       },
       valAccuracy: round(v.accuracy, 4), valLoss: round(v.loss, 5),
       testAccuracy: te ? round(te.accuracy, 4) : null, testLoss: te ? round(te.loss, 5) : null,
@@ -302,8 +318,9 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
       phases: { head: phaseReport('head'), finetune: phaseReport('finetune') },
       prepare: { seconds: round(prepSeconds), ortSeconds: round(prepOrt) },
       totalSeconds: 0,
-      ortSeconds: round(prepOrt + phases.head.timings.ortSeconds + phases.finetune.timings.ortSeconds + (base.seconds - baseSecondsBeforeEval) + exported.ortSeconds),
-      tfjsSeconds: round(phases.head.timings.tfjsSeconds + phases.finetune.timings.tfjsSeconds + evalTfjs),
+      ortSeconds: round(prepOrt + phases.head.timings.ortSeconds + phases.finetune.timings.ortSeconds + (base.seconds - baseSecondsBeforeEval) + exported.ortSeconds + (top.name === 'ort' ? evalTop : 0)),
+      topEngine: top.name,
+      tfjsSeconds: round(phases.head.timings.tfjsSeconds + phases.finetune.timings.tfjsSeconds + (top.name === 'tfjs' ? evalTop : 0)),
       history,
       export: { tfjs: 'model/', onnx: 'model.onnx', outputLayer: exported.outputLayer, checkImages: exported.checkImages, checkMaxAbsDiff: exported.maxAbsDiff },
       resumed: ck !== undefined,
@@ -313,7 +330,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
     writeFileAtomic(join(outDir, 'finetune.json'), JSON.stringify(report, null, 2) + '\n');
     return { outDir, report };
   } finally {
-    top.dispose();
+    await top.dispose();
     await base.release();
   }
 }
@@ -414,8 +431,9 @@ async function prepareSplit(name: string, images: FtImage[], want: { pooled: boo
 // training
 
 interface PhaseContext {
-  tf: Tf;
-  top: TopModel;
+  top: TopEngine;
+  /** The trainable part's parameter shapes (for restoring saved values). */
+  shapes: number[][];
   base: FrozenBase;
   plan: TopPlan;
   opts: FinetuneOptions;
@@ -430,8 +448,8 @@ interface PhaseContext {
   history: EpochRecord[];
 }
 
-function toParams(values: readonly Float32Array[], top: TopModel, names: readonly string[]): ParamTensor[] {
-  return values.map((d, i) => ({ name: names[i]!, shape: [...top.params[i]!.shape], data: d }));
+function toParams(values: readonly Float32Array[], shapes: readonly number[][], names: readonly string[]): ParamTensor[] {
+  return values.map((d, i) => ({ name: names[i]!, shape: [...shapes[i]!], data: d }));
 }
 
 function saveCk(ctx: PhaseContext, phase: PhaseName, best: Float32Array[] | null): void {
@@ -444,9 +462,15 @@ function saveCk(ctx: PhaseContext, phase: PhaseName, best: Float32Array[] | null
 
 const PHASE_INDEX: Record<PhaseName, number> = { head: 1, finetune: 2 };
 
+function addTopSeconds(t: PhaseTimings, sec: number, engine: EngineName): void {
+  t.topSeconds = (t.topSeconds ?? 0) + sec;
+  if (engine === 'ort') t.ortSeconds += sec;
+  else t.tfjsSeconds += sec;
+}
+
 /** Train one phase from its current epoch to the end (or early stop); leaves the best weights in `top`. */
 async function runPhase(ctx: PhaseContext, phase: PhaseName, bestIn: Float32Array[] | null): Promise<Float32Array[] | null> {
-  const { tf, top, base, opts, train, plan } = ctx;
+  const { top, base, opts, train, plan } = ctx;
   const st = ctx.phases[phase];
   const trainTop = phase === 'finetune';
   const maxEpochs = phase === 'head' ? opts.epochsHead : opts.epochsFinetune;
@@ -468,7 +492,7 @@ async function runPhase(ctx: PhaseContext, phase: PhaseName, bestIn: Float32Arra
   while (!st.done) {
     const epoch = st.epoch + 1;
     const tEpoch = performance.now();
-    let ortSec = 0, tfSec = 0, augSec = 0;
+    let ortSec = 0, topSec = 0, augSec = 0;
     const rng = new Rng(augmentSeed(opts.seed, PHASE_INDEX[phase], epoch));
     const order = new Int32Array(n).map((_, i) => i);
     rng.shuffle(order);
@@ -500,25 +524,24 @@ async function runPhase(ctx: PhaseContext, phase: PhaseName, bestIn: Float32Arra
       }
       if (mask) for (let q = 0; q < bs * plan.outShape[2]; q++) mask[q] = rng.next() < keep ? 1 / keep : 0;
       const tt = performance.now();
-      const xt = trainTop ? tf.tensor4d(x.subarray(0, bs * bDim), [bs, bh, bw, bc]) : tf.tensor2d(x.subarray(0, bs * pDim), [bs, pDim]);
-      const res = top.trainStep(xt, labels.subarray(0, bs), mask?.subarray(0, bs * plan.outShape[2]), optCfg, trainTop);
-      xt.dispose();
-      tfSec += (performance.now() - tt) / 1000;
+      const res = await top.trainStep(x, bs, labels, mask, optCfg, trainTop);
+      topSec += (performance.now() - tt) / 1000;
       lossSum += res.loss * bs;
       correct += res.correct;
       progress.tick(bs, `loss ${(lossSum / (s + bs)).toFixed(4)} acc ${((correct / (s + bs)) * 100).toFixed(1)}%`);
     }
     const tv = performance.now();
-    const v = evaluate(ctx, ctx.val, trainTop);
-    tfSec += (performance.now() - tv) / 1000;
+    const v = await evaluate(ctx, ctx.val, trainTop);
+    topSec += (performance.now() - tv) / 1000;
     const seconds = (performance.now() - tEpoch) / 1000;
     const rec: EpochRecord = { phase, epoch, loss: round(lossSum / n, 5), accuracy: round(correct / n, 4), valLoss: round(v.loss, 5), valAccuracy: round(v.accuracy, 4), seconds: round(seconds) };
     ctx.history.push(rec);
-    progress.finish(`${phase} epoch ${epoch}/${maxEpochs}: loss ${rec.loss.toFixed(4)} acc ${(rec.accuracy * 100).toFixed(1)}% · val loss ${v.loss.toFixed(4)} acc ${(v.accuracy * 100).toFixed(1)}% · ${seconds.toFixed(1)}s (ORT ${ortSec.toFixed(1)}s, TF.js ${tfSec.toFixed(1)}s, augment ${augSec.toFixed(1)}s)`);
+    progress.finish(`${phase} epoch ${epoch}/${maxEpochs}: loss ${rec.loss.toFixed(4)} acc ${(rec.accuracy * 100).toFixed(1)}% · val loss ${v.loss.toFixed(4)} acc ${(v.accuracy * 100).toFixed(1)}% · ${seconds.toFixed(1)}s (frozen base ${ortSec.toFixed(1)}s in ORT, top ${topSec.toFixed(1)}s in ${top.name === 'ort' ? 'ORT' : 'TF.js'}, augment ${augSec.toFixed(1)}s)`);
     st.epoch = epoch;
     st.timings.seconds += seconds;
     st.timings.ortSeconds += ortSec;
-    st.timings.tfjsSeconds += tfSec;
+    st.timings.baseSeconds = (st.timings.baseSeconds ?? 0) + ortSec;
+    addTopSeconds(st.timings, topSec, top.name);
     st.timings.augmentSeconds += augSec;
     if (!st.best || v.loss < st.best.valLoss - 1e-6) {
       st.best = { valLoss: v.loss, valAccuracy: v.accuracy, epoch };
@@ -527,7 +550,7 @@ async function runPhase(ctx: PhaseContext, phase: PhaseName, bestIn: Float32Arra
     } else st.since++;
     if (st.since >= opts.patience || epoch >= maxEpochs) {
       st.done = true;
-      if (best) top.setValues(toParams(best, top, ctx.names));
+      if (best) top.setValues(toParams(best, ctx.shapes, ctx.names));
       if (st.since >= opts.patience && epoch < maxEpochs) opts.log.info(`${phase}: early stop after epoch ${epoch} (best epoch ${st.best.epoch})`);
     }
     saveCk(ctx, phase, st.done ? null : best);
@@ -538,7 +561,7 @@ async function runPhase(ctx: PhaseContext, phase: PhaseName, bestIn: Float32Arra
 
 /** Accuracy when each image's probabilities are averaged with those of its mirror image (decoded again, flipped, through ORT). */
 async function flipTtaAccuracy(ctx: PhaseContext, split: SplitData, probs: Float32Array, useTop: boolean): Promise<number> {
-  const { tf, top, base, plan, opts } = ctx;
+  const { top, base, plan, opts } = ctx;
   const [h, w] = ctx.preprocessing.size;
   const per = h * w * 3;
   const K = top.nClasses;
@@ -549,18 +572,7 @@ async function flipTtaAccuracy(ctx: PhaseContext, split: SplitData, probs: Float
   const flush = async (): Promise<void> => {
     if (inBatch === 0) return;
     const b = await base.boundary(pix, inBatch);
-    let p: Float32Array;
-    if (useTop) {
-      const x = tf.tensor4d(b.subarray(0, inBatch * bh * bw * bc), [inBatch, bh, bw, bc]);
-      const pt = top.predict(x);
-      p = pt.dataSync() as Float32Array;
-      tf.dispose([x, pt]);
-    } else {
-      const x = tf.tensor2d(await base.pooled(b, inBatch), [inBatch, base.pooledDim]);
-      const pt = top.predictPooled(x);
-      p = pt.dataSync() as Float32Array;
-      tf.dispose([x, pt]);
-    }
+    const p = useTop ? await top.predict(b, inBatch, false) : await top.predict(await base.pooled(b, inBatch), inBatch, true);
     for (let i = 0; i < inBatch; i++) {
       const row = done + i;
       let arg = 0, bestP = -1;
@@ -583,17 +595,13 @@ async function flipTtaAccuracy(ctx: PhaseContext, split: SplitData, probs: Float
 }
 
 /** Mean cross-entropy and accuracy on a split: the head on pooled features, or top + head on boundary activations. */
-function evaluate(ctx: PhaseContext, split: SplitData, useTop: boolean): { loss: number; accuracy: number; probs: Float32Array } {
-  const { tf, top, plan } = ctx;
+async function evaluate(ctx: PhaseContext, split: SplitData, useTop: boolean): Promise<{ loss: number; accuracy: number; probs: Float32Array }> {
+  const { top, plan } = ctx;
   const n = split.images.length;
   const K = top.nClasses;
   const probs = new Float32Array(n * K);
   if (!useTop) {
-    const pDim = ctx.base.pooledDim;
-    const x = tf.tensor2d(split.pooled!, [n, pDim]);
-    const p = top.predictPooled(x);
-    probs.set(p.dataSync() as Float32Array);
-    tf.dispose([x, p]);
+    probs.set(await top.predict(split.pooled!, n, true));
   } else {
     const [bh, bw, bc] = plan.inShape;
     const bDim = bh * bw * bc;
@@ -602,10 +610,7 @@ function evaluate(ctx: PhaseContext, split: SplitData, useTop: boolean): { loss:
     for (let s = 0; s < n; s += B) {
       const bs = Math.min(B, n - s);
       for (let r = 0; r < bs; r++) fromHalf(split.boundary![s + r]!, buf, r * bDim);
-      const x = tf.tensor4d(buf.subarray(0, bs * bDim), [bs, bh, bw, bc]);
-      const p = top.predict(x);
-      probs.set(p.dataSync() as Float32Array, s * K);
-      tf.dispose([x, p]);
+      probs.set(await top.predict(buf, bs, false), s * K);
     }
   }
   let loss = 0, correct = 0;
@@ -632,8 +637,7 @@ interface ExportContext {
   dropout: number;
   preprocessing: Preprocessing;
   base: FrozenBase;
-  top: TopModel;
-  tf: Tf;
+  top: TopEngine;
   val: SplitData;
   opts: FinetuneOptions;
 }
@@ -668,19 +672,7 @@ async function exportAndCheck(outDir: string, e: ExportContext): Promise<{ outpu
   await runner.release();
   const ortSeconds = (performance.now() - t) / 1000;
   const b = await e.base.boundary(pix, n);
-  let pTop: Float32Array;
-  if (e.base.hasTop) {
-    const [bh, bw, bc] = e.plan.inShape;
-    const x = e.tf.tensor4d(b.subarray(0, n * bh * bw * bc), [n, bh, bw, bc]);
-    const p = e.top.predict(x);
-    pTop = p.dataSync() as Float32Array;
-    e.tf.dispose([x, p]);
-  } else {
-    const x = e.tf.tensor2d(b, [n, e.base.pooledDim]);
-    const p = e.top.predictPooled(x);
-    pTop = p.dataSync() as Float32Array;
-    e.tf.dispose([x, p]);
-  }
+  const pTop = await e.top.predict(b, n, !e.base.hasTop);
   let maxAbsDiff = 0;
   for (let i = 0; i < pOnnx.length; i++) maxAbsDiff = Math.max(maxAbsDiff, Math.abs(pOnnx[i]! - pTop[i]!));
   if (maxAbsDiff > 1e-3) e.opts.log.warn(`exported model differs from the trained network by ${maxAbsDiff.toExponential(2)} in probability on ${n} val images`);

@@ -1,0 +1,71 @@
+import type { Tf } from '../util/tf.ts';
+import { OrtTop } from './ort-top.ts';
+import type { ParamTensor, TopPlan } from './plan.ts';
+import { TopModel, type AdamState, type OptimizerConfig } from './top.ts';
+
+/** Where the trainable top runs. Same mathematics and parameter layouts; ORT is the fast default. */
+export type EngineName = 'ort' | 'tfjs';
+export const ENGINES: readonly EngineName[] = ['ort', 'tfjs'];
+
+/**
+ * The trainable part of a split network (unfrozen conv ops + GAP → dropout → dense softmax head),
+ * whichever engine trains it. Inputs are plain arrays: boundary activations channels-last
+ * [n·H·W·C], or pooled features [n·C] for the head alone.
+ */
+export interface TopEngine {
+  readonly name: EngineName;
+  readonly headIndex: number;
+  readonly nClasses: number;
+  values(names: readonly string[]): ParamTensor[];
+  setValues(values: readonly ParamTensor[]): void;
+  resetOptimizer(): void;
+  getOptimizerState(): AdamState;
+  /** Optimiser moments for parameters [from, end). */
+  setOptimizerState(s: AdamState, from: number): void;
+  /** One optimisation step; returns the batch's mean cross-entropy and number correct. */
+  trainStep(x: Float32Array, n: number, labels: Int32Array, mask: Float32Array | undefined, opt: OptimizerConfig, trainTop: boolean): Promise<{ loss: number; correct: number }>;
+  /** Class probabilities [n·K] (inference: no dropout). */
+  predict(x: Float32Array, n: number, pooled: boolean): Promise<Float32Array>;
+  dispose(): Promise<void>;
+}
+
+class TfjsEngine implements TopEngine {
+  readonly name = 'tfjs' as const;
+  constructor(private readonly tf: Tf, private readonly model: TopModel) {}
+  get headIndex(): number { return this.model.headIndex; }
+  get nClasses(): number { return this.model.nClasses; }
+  values(names: readonly string[]): ParamTensor[] { return this.model.values(names); }
+  setValues(values: readonly ParamTensor[]): void { this.model.setValues(values); }
+  resetOptimizer(): void { this.model.resetOptimizer(); }
+  getOptimizerState(): AdamState { return this.model.getOptimizerState(); }
+  setOptimizerState(s: AdamState, from: number): void { this.model.setOptimizerState(s, from); }
+
+  private input(x: Float32Array, n: number, pooled: boolean) {
+    const [h, w, c] = this.model.plan.inShape;
+    return pooled ? this.tf.tensor2d(x.subarray(0, n * this.model.plan.outShape[2]), [n, this.model.plan.outShape[2]])
+      : this.tf.tensor4d(x.subarray(0, n * h * w * c), [n, h, w, c]);
+  }
+
+  async trainStep(x: Float32Array, n: number, labels: Int32Array, mask: Float32Array | undefined, opt: OptimizerConfig, trainTop: boolean): Promise<{ loss: number; correct: number }> {
+    const xt = this.input(x, n, !trainTop);
+    try {
+      return this.model.trainStep(xt, labels.subarray(0, n), mask?.subarray(0, n * this.model.plan.outShape[2]), opt, trainTop);
+    } finally {
+      xt.dispose();
+    }
+  }
+
+  async predict(x: Float32Array, n: number, pooled: boolean): Promise<Float32Array> {
+    const xt = this.input(x, n, pooled);
+    const p = pooled ? this.model.predictPooled(xt as never) : this.model.predict(xt as never);
+    const out = Float32Array.from(p.dataSync() as Float32Array);
+    this.tf.dispose([xt, p]);
+    return out;
+  }
+
+  async dispose(): Promise<void> { this.model.dispose(); }
+}
+
+export function createTopEngine(name: EngineName, plan: TopPlan, initial: readonly ParamTensor[], nClasses: number, opts: { tf: Tf; threads: number }): TopEngine {
+  return name === 'ort' ? new OrtTop(plan, initial, nClasses, opts.threads) : new TfjsEngine(opts.tf, new TopModel(opts.tf, plan, initial, nClasses));
+}
