@@ -6,10 +6,16 @@ import { parseAugmentSpec } from '../images/augment.ts';
 import { DEFAULT_MAX_PIXELS } from '../images/decode.ts';
 import { FINETUNE_DEFAULTS, runFinetune, type FinetuneReport } from '../finetune/recipe.ts';
 import { UserError } from '../util/errors.ts';
-import type { Logger } from '../util/log.ts';
 import { defaultDatasetDir } from '../util/paths.ts';
-import { tfBackendInfo } from '../util/tf.ts';
-import type { EngineName } from '../finetune/engine.ts';
+import { initTf, tfBackendInfo } from '../util/tf.ts';
+import { createTopEngine, ENGINES, type EngineName } from '../finetune/engine.ts';
+import { defaultCutLayer, loadKerasGraph } from '../backbone/backbone.ts';
+import { resolveModel } from '../backbone/resolve.ts';
+import { readWeights } from '../backbone/tfjs-model.ts';
+import { initialTopParams, planTop, resolveBoundary } from '../finetune/plan.ts';
+import { Rng } from '../linalg/random.ts';
+import { silentLogger, type Logger } from '../util/log.ts';
+import { defaultDataDir } from '../util/paths.ts';
 
 export interface FinetuneBenchOptions {
   data?: string;
@@ -23,6 +29,46 @@ export const TARGET_ACCURACY = 0.988;
 export const TARGET_SECONDS = 15 * 60;
 
 /**
+ * Milliseconds per training step of the trainable top, ORT engine vs TF.js engine, on the same
+ * plan and batch (random post-ReLU activations; the step's cost does not depend on their values).
+ * This is the measurement behind the ORT default: TF.js's wasm backend runs one thread.
+ */
+export async function benchTrainStep(opts: { unfreeze: readonly number[]; inputSize: number; batch: number; threads: number; steps: number; log?: Logger }): Promise<Record<string, unknown>[]> {
+  const resolved = await resolveModel(DEFAULT_MODEL, { cacheDir: join(defaultDataDir(), 'models'), log: silentLogger });
+  const { graph } = loadKerasGraph(resolved.location, [opts.inputSize, opts.inputSize]);
+  const weights = await readWeights(resolved.location);
+  const cut = resolved.entry?.defaultLayer ?? defaultCutLayer(graph);
+  const tf = await initTf();
+  const rng = new Rng(1);
+  const rows: Record<string, unknown>[] = [];
+  for (const unfreeze of opts.unfreeze) {
+    const plan = planTop(graph, resolveBoundary(graph, cut, { unfreeze }), cut);
+    const C = plan.outShape[2];
+    const params = [...initialTopParams(plan, graph, weights), { name: 'head/kernel', shape: [C, 2], data: Float32Array.from({ length: C * 2 }, () => rng.next() * 0.1 - 0.05) }, { name: 'head/bias', shape: [2], data: new Float32Array(2) }];
+    const B = opts.batch;
+    const x = Float32Array.from({ length: B * plan.inShape.reduce((a, b) => a * b, 1) }, () => Math.max(0, rng.next() * 4 - 2));
+    const labels = Int32Array.from({ length: B }, (_, i) => i % 2);
+    const mask = Float32Array.from({ length: B * C }, () => (rng.next() < 0.8 ? 1.25 : 0));
+    const row: Record<string, unknown> = { unfreeze, inputSize: opts.inputSize, boundary: plan.boundary, batch: B };
+    for (const name of ENGINES) {
+      const engine = createTopEngine(name, plan, params, 2, { tf, threads: opts.threads });
+      try {
+        await engine.trainStep(x, B, labels, mask, { kind: 'adam', lr: 1e-5 }, true); // warm-up: graph build / kernel selection
+        const t = performance.now();
+        for (let i = 0; i < opts.steps; i++) await engine.trainStep(x, B, labels, mask, { kind: 'adam', lr: 1e-5 }, true);
+        row[`${name}MsPerStep`] = Math.round((performance.now() - t) / opts.steps);
+      } finally {
+        await engine.dispose();
+      }
+    }
+    row.ortSpeedup = Math.round(((row.tfjsMsPerStep as number) / (row.ortMsPerStep as number)) * 10) / 10;
+    opts.log?.info(`train step, top ${unfreeze} block(s): ORT ${row.ortMsPerStep} ms, TF.js ${row.tfjsMsPerStep} ms`);
+    rows.push(row);
+  }
+  return rows;
+}
+
+/**
  * The whole recipe with its defaults on cats-vs-dogs (2000 train incl. a 10 % val carve-out, 1000
  * test): wall time, ORT vs TF.js seconds per phase, test accuracy against the fast path's best.
  * Runs from scratch in a temporary folder (no cache reuse), so the time is what a user waits.
@@ -32,6 +78,7 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
   if (!data) throw new UserError('no dataset found for the benchmark (give --data)');
   const out = mkdtempSync(join(tmpdir(), 'convcache-bench-finetune-'));
   const load0 = loadavg()[0];
+  const trainStep = await benchTrainStep({ unfreeze: [1, 2, 4], inputSize: FINETUNE_DEFAULTS.inputSize, batch: FINETUNE_DEFAULTS.batch, threads: cpus().length, steps: 3, log: opts.log });
   const t0 = performance.now();
   let report: FinetuneReport;
   try {
@@ -39,7 +86,7 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
       data, model: DEFAULT_MODEL, augment: parseAugmentSpec(FINETUNE_DEFAULTS.augment), unfreeze: FINETUNE_DEFAULTS.unfreeze,
       epochsHead: FINETUNE_DEFAULTS.epochsHead, epochsFinetune: FINETUNE_DEFAULTS.epochsFinetune, lr: FINETUNE_DEFAULTS.lr,
       lrHead: FINETUNE_DEFAULTS.lrHead, optimizer: FINETUNE_DEFAULTS.optimizer, batch: FINETUNE_DEFAULTS.batch, seed: FINETUNE_DEFAULTS.seed,
-      patience: FINETUNE_DEFAULTS.patience, dropout: FINETUNE_DEFAULTS.dropout, engine: opts.engine, out, resume: false,
+      patience: FINETUNE_DEFAULTS.patience, dropout: FINETUNE_DEFAULTS.dropout, engine: opts.engine, inputSize: FINETUNE_DEFAULTS.inputSize, out, resume: false,
       threads: cpus().length, workers: 4, maxPixels: DEFAULT_MAX_PIXELS, quiet: false, tta: true, log: opts.log,
     }));
   } finally {
@@ -74,6 +121,7 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
     ortSeconds: report.ortSeconds,
     tfjsSeconds: report.tfjsSeconds,
     topEngine: report.topEngine,
+    trainStep,
     testAccuracy: report.testAccuracy,
     testAccuracyFlipTTA: report.testAccuracyFlipTTA,
     valAccuracy: report.valAccuracy,

@@ -80,7 +80,7 @@ export interface FinetuneOptions {
 export const FINETUNE_DEFAULTS = {
   augment: 'flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2,contrast=0.2',
   unfreeze: 2, epochsHead: 5, epochsFinetune: 6, lr: 3e-5, lrHead: 1e-3, optimizer: 'adam' as const,
-  batch: 32, seed: 42, patience: 3, dropout: 0.2, engine: 'ort' as EngineName,
+  batch: 32, seed: 42, patience: 3, dropout: 0.2, engine: 'ort' as EngineName, inputSize: 224,
 };
 
 export interface PhaseReport {
