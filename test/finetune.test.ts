@@ -1,6 +1,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, existsSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import type * as TF from '@tensorflow/tfjs';
 import { loadKerasGraph } from '../src/backbone/backbone.ts';
@@ -225,7 +226,7 @@ function options(out: string, over: Partial<FinetuneOptions> = {}): FinetuneOpti
   return {
     data: data(), model: SHARED_MODEL(), augment: parseAugmentSpec(FINETUNE_DEFAULTS.augment), unfreeze: 2,
     epochsHead: 1, epochsFinetune: 2, lr: 1e-4, lrHead: 1e-3, optimizer: 'adam', batch: 8, seed: 7, patience: 3, dropout: 0.2,
-    out, resume: false, threads: 2, workers: 4, maxPixels: 1e8, quiet: true, log: silentLogger, engine: 'ort', ...over,
+    out, resume: false, threads: 2, workers: 4, maxPixels: 1e8, quiet: true, log: silentLogger, engine: 'ort', warmupEpochs: 2, ...over,
   };
 }
 
@@ -252,6 +253,8 @@ test('finetune recipe: report, frozen weights untouched, top trained, BN statist
   }
   assert.ok(report.phases.head.baseSeconds > 0, 'augmented head epochs run the base in ORT');
   assert.equal(report.topEngine, 'ort');
+  const warm = report.phases.head.warmStart;
+  assert.ok(warm && warm.bestEpoch >= 1 && warm.bestEpoch <= 2 && warm.valLoss > 0, 'phase 1 starts from a head warmed up on clean features');
   assert.equal(report.tfjsSeconds, 0, 'the ORT engine trains without TF.js');
   assert.equal(typeof report.testAccuracy, 'number');
   assert.equal(typeof report.valAccuracy, 'number');
@@ -339,4 +342,17 @@ test('without augmentation the base runs once: boundary activations cached (floa
   assert.equal(again.report.prepare.ortSeconds, 0, 'caches reused');
   assert.equal(again.report.testAccuracy, report.testAccuracy);
   assert.deepEqual(readFileSync(join(out, 'model', 'weights.bin')).byteLength > 0, true);
+});
+
+test('CLI: bad finetune arguments give one line and exit 2, no stack trace', () => {
+  const root = join(import.meta.dirname, '..');
+  const run = (args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/finetune.ts', ...args], { cwd: root, encoding: 'utf8' });
+  for (const args of [['--engine', 'gpu'], ['--val-fraction', '1.5'], ['--input-size', '5'], ['--warmup-epochs', '-1'], ['--optimizer', 'sgd'], ['--lr', '0']]) {
+    const r = run(args);
+    assert.equal(r.status, 2, `${args.join(' ')} should exit 2`);
+    const lines = r.stderr.split('\n').filter((l) => l.trim());
+    assert.equal(lines.length, 1, `one line for ${args.join(' ')}, got:\n${r.stderr}`);
+    assert.match(lines[0]!, /^finetune: error: /);
+  }
+  assert.match(run(['--help']).stdout, /--engine NAME/);
 });

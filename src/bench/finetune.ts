@@ -86,7 +86,7 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
       data, model: DEFAULT_MODEL, augment: parseAugmentSpec(FINETUNE_DEFAULTS.augment), unfreeze: FINETUNE_DEFAULTS.unfreeze,
       epochsHead: FINETUNE_DEFAULTS.epochsHead, epochsFinetune: FINETUNE_DEFAULTS.epochsFinetune, lr: FINETUNE_DEFAULTS.lr,
       lrHead: FINETUNE_DEFAULTS.lrHead, optimizer: FINETUNE_DEFAULTS.optimizer, batch: FINETUNE_DEFAULTS.batch, seed: FINETUNE_DEFAULTS.seed,
-      patience: FINETUNE_DEFAULTS.patience, dropout: FINETUNE_DEFAULTS.dropout, engine: opts.engine, inputSize: FINETUNE_DEFAULTS.inputSize, out, resume: false,
+      patience: FINETUNE_DEFAULTS.patience, dropout: FINETUNE_DEFAULTS.dropout, engine: opts.engine, inputSize: FINETUNE_DEFAULTS.inputSize, warmupEpochs: FINETUNE_DEFAULTS.warmupEpochs, out, resume: false,
       threads: cpus().length, workers: 4, maxPixels: DEFAULT_MAX_PIXELS, quiet: false, tta: true, log: opts.log,
     }));
   } finally {

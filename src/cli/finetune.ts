@@ -32,6 +32,8 @@ const spec: CommandSpec = {
     batch: { type: 'number', metavar: 'N', description: 'minibatch size', default: D.batch },
     patience: { type: 'number', metavar: 'N', description: 'early stopping: epochs without val-loss improvement', default: D.patience },
     dropout: { type: 'number', metavar: 'F', description: 'dropout rate before the dense layer', default: D.dropout },
+    'warmup-epochs': { type: 'number', metavar: 'N', description: 'with --augment: head epochs on clean cached features before the augmented ones (0 = off)', default: D.warmupEpochs },
+    'val-fraction': { type: 'number', metavar: 'F', description: 'share of train held out for validation when the data has no val/ folder', default: 0.1 },
     'input-size': { type: 'number', metavar: 'N', description: 'square input size in pixels (default: the model\'s own, e.g. 224); conv bases accept any, larger sees more detail and costs more' },
     engine: { type: 'string', metavar: 'NAME', description: 'where the trainable top trains: ort (ONNX Runtime, fast) | tfjs (TF.js wasm, the reference)', default: D.engine },
     seed: { type: 'number', metavar: 'N', description: 'seed for the val split, shuffling, dropout, augmentation and initialisation', default: D.seed },
@@ -44,6 +46,11 @@ const spec: CommandSpec = {
     quiet: { type: 'boolean', description: 'no progress output' },
   },
 };
+
+function fraction(name: string, v: unknown): number {
+  if (typeof v !== 'number' || !(v > 0 && v < 1)) throw new UserError(`--${name} must be a number in (0, 1), got '${String(v)}'`);
+  return v;
+}
 
 function positive(name: string, v: unknown): number {
   if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) throw new UserError(`--${name} must be a positive number, got '${String(v)}'`);
@@ -73,6 +80,8 @@ await runCommand(spec, async ({ flags }) => {
     patience: intInRange('patience', flags.patience, 1, 10000),
     dropout,
     engine: engine as EngineName,
+    valFraction: fraction('val-fraction', flags['val-fraction']),
+    warmupEpochs: intInRange('warmup-epochs', flags['warmup-epochs'], 0, 10000),
     inputSize: flags['input-size'] === undefined ? undefined : intInRange('input-size', flags['input-size'], 32, 1024),
     seed: intInRange('seed', flags.seed, 0, 2 ** 32 - 1),
     out: (flags.out as string | undefined) ?? join(defaultDataDir(), 'finetune', model.replace(/[^A-Za-z0-9._-]+/g, '_')),

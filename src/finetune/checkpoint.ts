@@ -22,6 +22,8 @@ export interface EpochRecord {
  */
 export interface PhaseTimings { seconds: number; ortSeconds: number; tfjsSeconds: number; augmentSeconds: number; baseSeconds: number; topSeconds: number }
 
+export interface WarmStart { epochs: number; bestEpoch: number; valLoss: number; valAccuracy: number; seconds: number }
+
 export interface PhaseState {
   /** Epochs completed. */
   epoch: number;
@@ -33,6 +35,8 @@ export interface PhaseState {
   timings: PhaseTimings;
   /** Test accuracy of the phase's best model (reported, never used for any decision). */
   testAccuracy?: number;
+  /** Phase 1 only: the warm start on clean cached features that preceded the augmented epochs. */
+  warmStart?: WarmStart;
 }
 
 /** Everything needed to continue a run exactly where it stopped; arrays travel in a binary blob. */

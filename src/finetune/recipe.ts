@@ -19,7 +19,7 @@ import type { Logger } from '../util/log.ts';
 import { defaultDataDir, defaultDatasetDir } from '../util/paths.ts';
 import { Progress } from '../util/progress.ts';
 import { initTf, type Tf } from '../util/tf.ts';
-import { emptyPhase, loadCheckpoint, saveCheckpoint, type Checkpoint, type EpochRecord, type PhaseName, type PhaseState, type PhaseTimings } from './checkpoint.ts';
+import { emptyPhase, loadCheckpoint, saveCheckpoint, type Checkpoint, type EpochRecord, type PhaseName, type PhaseState, type PhaseTimings, type WarmStart } from './checkpoint.ts';
 import { decodeInOrder, finetuneSplits, type FtImage, type FtSplits } from './data.ts';
 import { exportFinetunedModel } from './export.ts';
 import { fromHalf, toHalf } from './f16.ts';
@@ -66,8 +66,15 @@ export interface FinetuneOptions {
   maxPixels: number;
   quiet: boolean;
   log: Logger;
+  /** Share of train carved out for validation when the data has no val/ folder (default 0.1). */
+  valFraction?: number;
   /** Square input size in pixels (default: the model's own); convolutional bases accept any. */
   inputSize?: number;
+  /**
+   * With augmentation: head epochs on the clean (un-augmented) pooled features, cached once, before
+   * the augmented head epochs — a converged head to start from instead of a random one. 0 = off.
+   */
+  warmupEpochs: number;
   /** Where the trainable top trains: ONNX Runtime (fast) or TF.js (wasm). */
   engine: EngineName;
   /** Also report test accuracy with horizontal-flip test-time augmentation (mean of both views' probabilities). */
@@ -80,7 +87,7 @@ export interface FinetuneOptions {
 export const FINETUNE_DEFAULTS = {
   augment: 'flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2,contrast=0.2',
   unfreeze: 2, epochsHead: 5, epochsFinetune: 6, lr: 3e-5, lrHead: 1e-3, optimizer: 'adam' as const,
-  batch: 32, seed: 42, patience: 3, dropout: 0.2, engine: 'ort' as EngineName, inputSize: 224,
+  batch: 32, seed: 42, patience: 3, dropout: 0.2, engine: 'ort' as EngineName, inputSize: 224, warmupEpochs: 30,
 };
 
 export interface PhaseReport {
@@ -100,6 +107,8 @@ export interface PhaseReport {
   trainable: string;
   /** Test accuracy of this phase's best model (the head phase = frozen base + head). */
   testAccuracy: number | null;
+  /** Phase 1: the warm start on clean features (epoch 0 of its early stopping). */
+  warmStart?: WarmStart | null;
 }
 
 export interface FinetuneReport {
@@ -173,7 +182,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
   const boundary = resolveBoundary(graph, cut, { unfreeze: opts.unfreezeFrom ? undefined : opts.unfreeze, unfreezeFrom: opts.unfreezeFrom });
   const plan = planTop(graph, boundary, cut);
   if (preprocessing.size[0] !== native.inputShape[0] || preprocessing.size[1] !== native.inputShape[1]) assertSpatialSizeFree(graph, cut);
-  const splits = finetuneSplits(dataArg, opts.seed, log);
+  const splits = finetuneSplits(dataArg, opts.seed, log, opts.valFraction ?? 0.1);
   const K = splits.classes.length;
   const augmenting = isAugmenting(opts.augment);
   const finetuning = plan.ops.some((o) => o.kind === 'conv') && opts.epochsFinetune > 0;
@@ -184,7 +193,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
   const fingerprint = {
     model: resolved.weightsHash, data: imagesKey([...splits.train, ...splits.val, ...splits.test]), cut, boundary,
     augment: formatAugmentSpec(opts.augment), lr: opts.lr, lrHead: opts.lrHead, optimizer: opts.optimizer, batch: opts.batch,
-    seed: opts.seed, patience: opts.patience, dropout: opts.dropout, engine: opts.engine, inputSize: preprocessing.size,
+    seed: opts.seed, patience: opts.patience, dropout: opts.dropout, engine: opts.engine, inputSize: preprocessing.size, warmupEpochs: opts.warmupEpochs, valFraction: opts.valFraction ?? 0.1,
   };
   const ckDir = join(outDir, 'checkpoint');
   let ck: Checkpoint | undefined;
@@ -208,7 +217,8 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
   const skipped: { path: string; reason: string }[] = [];
   const load = async (name: 'train' | 'val' | 'test', images: FtImage[], want: { pooled: boolean; boundary: boolean; pixels: boolean }): Promise<SplitData> =>
     prepareSplit(name, images, want, { base, preprocessing, opts, cacheDir, skipped, key: hashJson({ fingerprint: fingerprint.model, cut, boundary, preprocessing, images: imagesKey(images), v: 1 }) });
-  const train = await load('train', splits.train, { pooled: !augmenting, boundary: !augmenting && finetuning, pixels: augmenting });
+  const warmStart = augmenting && opts.epochsHead > 0 && opts.warmupEpochs > 0;
+  const train = await load('train', splits.train, { pooled: !augmenting || warmStart, boundary: !augmenting && finetuning, pixels: augmenting });
   const val = await load('val', splits.val, { pooled: true, boundary: finetuning, pixels: false });
   const test = await load('test', splits.test, { pooled: true, boundary: finetuning, pixels: false });
   const prepSeconds = (performance.now() - tPrep) / 1000;
@@ -239,6 +249,15 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
 
   try {
     if (phase === 'head') {
+      if (warmStart && !ck) {
+        // Epoch 0 of phase 1: the head fitted on clean features; augmented epochs must beat it on val loss.
+        phases.head.warmStart = await warmStartHead(ctx);
+        phases.head.best = { valLoss: phases.head.warmStart.valLoss, valAccuracy: phases.head.warmStart.valAccuracy, epoch: 0 };
+        phases.head.timings.seconds += phases.head.warmStart.seconds;
+        addTopSeconds(phases.head.timings, phases.head.warmStart.seconds, top.name);
+        bestParams = top.values(names).map((p) => p.data);
+        top.resetOptimizer();
+      }
       if (!phases.head.done) bestParams = await runPhase(ctx, 'head', bestParams);
       else if (bestParams) top.setValues(toParams(bestParams, shapes, names));
       // The frozen-base model's test accuracy, for the report's comparison rows only.
@@ -292,6 +311,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
         learningRate: p === 'head' ? opts.lrHead : opts.lr,
         trainable: p === 'head' ? 'head' : `${plan.layers[0]} … ${plan.cut} + head`,
         testAccuracy: p === 'head' ? (s.testAccuracy ?? null) : useTop && te ? round(te.accuracy, 4) : null,
+        ...(p === 'head' ? { warmStart: s.warmStart ?? null } : {}),
       };
     };
     const report: FinetuneReport = {
@@ -310,7 +330,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
       },
       options: {
         augment: formatAugmentSpec(opts.augment), epochsHead: opts.epochsHead, epochsFinetune: opts.epochsFinetune, lr: opts.lr, lrHead: opts.lrHead,
-        optimizer: opts.optimizer, batch: opts.batch, seed: opts.seed, patience: opts.patience, dropout: opts.dropout, engine: opts.engine, inputSize: preprocessing.size[0],
+        optimizer: opts.optimizer, batch: opts.batch, seed: opts.seed, patience: opts.patience, dropout: opts.dropout, engine: opts.engine, inputSize: preprocessing.size[0], warmupEpochs: warmStart ? opts.warmupEpochs : 0,
       },
       valAccuracy: round(v.accuracy, 4), valLoss: round(v.loss, 5),
       testAccuracy: te ? round(te.accuracy, 4) : null, testLoss: te ? round(te.loss, 5) : null,
@@ -466,6 +486,49 @@ function addTopSeconds(t: PhaseTimings, sec: number, engine: EngineName): void {
   t.topSeconds = (t.topSeconds ?? 0) + sec;
   if (engine === 'ort') t.ortSeconds += sec;
   else t.tfjsSeconds += sec;
+}
+
+/**
+ * Phase 1's warm start: the head trained on the clean pooled training features (computed once, so an
+ * epoch costs milliseconds), early-stopped on val loss with the best weights restored. Without it
+ * the augmented head epochs start from a random head, and on cats-vs-dogs ended below logistic
+ * regression on clean features (97.9 % vs 98.3 % test at 288 px).
+ */
+async function warmStartHead(ctx: PhaseContext): Promise<WarmStart> {
+  const { top, opts, train, val } = ctx;
+  const t0 = performance.now();
+  const n = train.images.length;
+  const C = ctx.base.pooledDim;
+  const B = Math.min(opts.batch, n);
+  const x = new Float32Array(B * C);
+  const labels = new Int32Array(B);
+  const keep = 1 - opts.dropout;
+  const mask = opts.dropout > 0 ? new Float32Array(B * C) : undefined;
+  const optCfg: OptimizerConfig = { kind: opts.optimizer, lr: opts.lrHead };
+  let best: { loss: number; accuracy: number; epoch: number; params: Float32Array[] } | null = null;
+  const patience = Math.max(opts.patience, 5);
+  for (let epoch = 1; epoch <= opts.warmupEpochs; epoch++) {
+    const rng = new Rng(augmentSeed(opts.seed, 0, epoch));
+    const order = new Int32Array(n).map((_, i) => i);
+    rng.shuffle(order);
+    for (let s = 0; s < n; s += B) {
+      const bs = Math.min(B, n - s);
+      for (let r = 0; r < bs; r++) {
+        const i = order[s + r]!;
+        labels[r] = train.labels[i]!;
+        x.set(train.pooled!.subarray(i * C, (i + 1) * C), r * C);
+      }
+      if (mask) for (let q = 0; q < bs * C; q++) mask[q] = rng.next() < keep ? 1 / keep : 0;
+      await top.trainStep(x, bs, labels, mask, optCfg, false);
+    }
+    const v = await evaluate(ctx, val, false);
+    if (!best || v.loss < best.loss - 1e-6) best = { loss: v.loss, accuracy: v.accuracy, epoch, params: top.values(ctx.names).map((p) => p.data) };
+    else if (epoch - best.epoch >= patience) break;
+  }
+  top.setValues(toParams(best!.params, ctx.shapes, ctx.names));
+  const seconds = (performance.now() - t0) / 1000;
+  opts.log.info(`head warm start on clean features: best epoch ${best!.epoch}/${opts.warmupEpochs}, val loss ${best!.loss.toFixed(4)} acc ${(best!.accuracy * 100).toFixed(1)}% · ${seconds.toFixed(1)}s`);
+  return { epochs: opts.warmupEpochs, bestEpoch: best!.epoch, valLoss: round(best!.loss, 5), valAccuracy: round(best!.accuracy, 4), seconds: round(seconds) };
 }
 
 /** Train one phase from its current epoch to the end (or early stop); leaves the best weights in `top`. */
