@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseKerasGraph } from '../src/backbone/keras-graph.ts';
+import { assertSpatialSizeFree, parseKerasGraph, withInputSize } from '../src/backbone/keras-graph.ts';
+import { loadKerasGraph } from '../src/backbone/backbone.ts';
 import { convertKerasGraph, type Pooling } from '../src/backbone/convert.ts';
 import { encodeModel } from '../src/backbone/onnx-proto.ts';
 import { OrtFeatureRunner } from '../src/backbone/ort-runner.ts';
@@ -151,4 +152,26 @@ test('converter refuses unsupported layers and unknown cut layers by name', () =
   const ok = { modelTopology: { class_name: 'Sequential', config: [json.modelTopology.config[0]] }, weightsManifest: [] };
   const g = parseKerasGraph(ok);
   assert.throws(() => convertKerasGraph(g, new Map(), { layer: 'nope', pooling: 'avg', preprocessing: { ...PRE, size: [4, 4] } }), /no layer named 'nope'/);
+});
+
+test('input size of a conv base can change (shapes re-inferred); flattening a feature map refuses it', () => {
+  const { graph } = loadKerasGraph(SHARED_MODEL(), [256, 256]);
+  const native = loadKerasGraph(SHARED_MODEL()).graph;
+  assert.deepEqual(graph.inputShape.slice(0, 2), [256, 256]);
+  assert.deepEqual(graph.layers.find((l) => l.name === 'conv_pw_13_relu')!.shape, [8, 8, 768]);
+  assertSpatialSizeFree(native, graph, 'conv_pw_13_relu');
+  assertSpatialSizeFree(native, graph, 'reshape_2'); // GAP first: the ImageNet classifier works at any size
+  const seq = {
+    modelTopology: { class_name: 'Sequential', config: [
+      { class_name: 'Conv2D', config: { name: 'c', filters: 2, kernel_size: [1, 1], batch_input_shape: [null, 4, 4, 3] } },
+      { class_name: 'Flatten', config: { name: 'flat' } },
+      { class_name: 'Dense', config: { name: 'd', units: 2 } },
+    ] },
+    weightsManifest: [],
+  };
+  const small = parseKerasGraph(seq);
+  const big = parseKerasGraph(withInputSize(seq, [8, 8]));
+  assert.deepEqual(big.layers.find((l) => l.name === 'c')!.shape, [8, 8, 2]);
+  assertSpatialSizeFree(small, big, 'c');
+  assert.throws(() => assertSpatialSizeFree(small, big, 'd'), (e: unknown) => e instanceof UserError && /flat/.test(e.message));
 });

@@ -22,7 +22,7 @@ import { TopModel } from '../src/finetune/top.ts';
 import { createTopEngine } from '../src/finetune/engine.ts';
 import { FrozenBase } from '../src/finetune/frozen.ts';
 import { fromHalf, toHalf } from '../src/finetune/f16.ts';
-import { runFinetune, FINETUNE_DEFAULTS, type FinetuneOptions } from '../src/finetune/recipe.ts';
+import { runFinetune, finetuneInputSize, FINETUNE_DEFAULTS, type FinetuneOptions } from '../src/finetune/recipe.ts';
 import { SHARED_DATA, SHARED_MODEL, makeSubset, removeDir, tempDir } from './helpers.ts';
 
 const PRE = findBackbone('mobilenet_v1_0.75_224')!.preprocessing;
@@ -226,7 +226,7 @@ function options(out: string, over: Partial<FinetuneOptions> = {}): FinetuneOpti
   return {
     data: data(), model: SHARED_MODEL(), augment: parseAugmentSpec(FINETUNE_DEFAULTS.augment), unfreeze: 2,
     epochsHead: 1, epochsFinetune: 2, lr: 1e-4, lrHead: 1e-3, optimizer: 'adam', batch: 8, seed: 7, patience: 3, dropout: 0.2,
-    out, resume: false, threads: 2, workers: 4, maxPixels: 1e8, quiet: true, log: silentLogger, engine: 'ort', warmupEpochs: 2, ...over,
+    out, resume: false, threads: 2, workers: 4, maxPixels: 1e8, quiet: true, log: silentLogger, engine: 'ort', warmupEpochs: 2, inputSize: 224, ...over,
   };
 }
 
@@ -325,7 +325,8 @@ test('checkpoint/resume: interrupted after finetune epoch 1 then --resume gives 
 
 test('without augmentation the base runs once: boundary activations cached (float16) and reused on resume', async () => {
   const out = tmp('ft-noaug');
-  const o = options(out, { augment: parseAugmentSpec('none'), unfreeze: 1, epochsFinetune: 1, tta: true, engine: 'tfjs' });
+  // Also a non-native input size: the same weights on a 256×256 grid, exported at that size.
+  const o = options(out, { augment: parseAugmentSpec('none'), unfreeze: 1, epochsFinetune: 1, tta: true, engine: 'tfjs', inputSize: 256 });
   const { report } = await runFinetune(o);
   assert.equal(report.topEngine, 'tfjs');
   assert.ok(report.phases.finetune.tfjsSeconds > 0 && report.phases.finetune.tfjsSeconds === report.phases.finetune.topSeconds);
@@ -337,7 +338,10 @@ test('without augmentation the base runs once: boundary activations cached (floa
   assert.equal(report.network.boundary, 'conv_pw_12_relu');
   assert.ok(existsSync(join(out, 'cache', 'train.boundary.f16')));
   const size = readFileSync(join(out, 'cache', 'train.boundary.f16')).byteLength;
-  assert.equal(size, report.data.counts.train * 7 * 7 * 768 * 2);
+  assert.equal(size, report.data.counts.train * 8 * 8 * 768 * 2);
+  assert.deepEqual(report.preprocessing.size, [256, 256]);
+  assert.ok(report.export.checkMaxAbsDiff <= 1e-4, `export at 256: ${report.export.checkMaxAbsDiff}`);
+  assert.equal(finetuneInputSize(224), 288, 'default: 1.3× the native size, rounded to 32');
   const again = await runFinetune({ ...o, resume: true });
   assert.equal(again.report.prepare.ortSeconds, 0, 'caches reused');
   assert.equal(again.report.testAccuracy, report.testAccuracy);

@@ -82,7 +82,7 @@ export async function prepareBackbone(opts: PrepareOptions): Promise<PreparedBac
   const { graph } = loadKerasGraph(resolved.location, preprocessing.size);
   const layer = opts.layer ?? resolved.entry?.defaultLayer ?? defaultCutLayer(graph);
   const cut = findLayer(graph, layer);
-  if (graph.inputShape[0] !== native.inputShape[0] || graph.inputShape[1] !== native.inputShape[1]) assertSpatialSizeFree(graph, layer);
+  if (graph.inputShape[0] !== native.inputShape[0] || graph.inputShape[1] !== native.inputShape[1]) assertSpatialSizeFree(native, graph, layer);
   const pooling: Pooling = cut.shape.length === 3 ? (opts.pooling ?? resolved.entry?.defaultPooling ?? 'avg') : 'none';
   const key = createHash('sha256').update(JSON.stringify({ v: CONVERTER_VERSION, w: resolved.weightsHash, layer, pooling, preprocessing })).digest('hex').slice(0, 12);
   const onnxPath = join(modelCacheDir, 'onnx', `${resolved.id}-${layer}-${pooling}-${key}.onnx`);

@@ -114,9 +114,13 @@ export function withInputSize(modelJson: any, size: readonly [number, number]): 
   return copy;
 }
 
-/** Refuse a changed input size when the layers up to `cut` have size-dependent weights. */
-export function assertSpatialSizeFree(graph: KerasGraph, cut: string): void {
-  const byName = new Map(graph.layers.map((l) => [l.name, l]));
+/**
+ * Refuse a changed input size when a layer up to `cut` flattens a feature map: a Flatten/Reshape
+ * whose output differs between the native and the resized graph (what follows depends on H×W).
+ */
+export function assertSpatialSizeFree(native: KerasGraph, resized: KerasGraph, cut: string): void {
+  const nativeShape = new Map(native.layers.map((l) => [l.name, l.shape.join('x')]));
+  const byName = new Map(resized.layers.map((l) => [l.name, l]));
   const stack = [cut];
   const seen = new Set<string>();
   while (stack.length) {
@@ -125,8 +129,8 @@ export function assertSpatialSizeFree(graph: KerasGraph, cut: string): void {
     seen.add(n);
     const l = byName.get(n);
     if (!l) continue;
-    if (l.className === 'Flatten' || l.className === 'Reshape') {
-      throw new UserError(`cannot change the input size: layer '${l.name}' (${l.className}) below the cut depends on it; cut lower or keep the model's ${graph.inputShape.slice(0, 2).join('x')}`);
+    if ((l.className === 'Flatten' || l.className === 'Reshape') && nativeShape.get(l.name) !== l.shape.join('x')) {
+      throw new UserError(`cannot change the input size: layer '${l.name}' (${l.className}) below the cut flattens a feature map; cut lower or keep the model's ${native.inputShape.slice(0, 2).join('x')}`);
     }
     stack.push(...l.inbound);
   }

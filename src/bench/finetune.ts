@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { DEFAULT_MODEL } from '../backbone/registry.ts';
 import { parseAugmentSpec } from '../images/augment.ts';
 import { DEFAULT_MAX_PIXELS } from '../images/decode.ts';
-import { FINETUNE_DEFAULTS, runFinetune, type FinetuneReport } from '../finetune/recipe.ts';
+import { FINETUNE_DEFAULTS, finetuneInputSize, runFinetune, type FinetuneReport } from '../finetune/recipe.ts';
 import { UserError } from '../util/errors.ts';
 import { defaultDatasetDir } from '../util/paths.ts';
 import { initTf, tfBackendInfo } from '../util/tf.ts';
@@ -78,7 +78,7 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
   if (!data) throw new UserError('no dataset found for the benchmark (give --data)');
   const out = mkdtempSync(join(tmpdir(), 'convcache-bench-finetune-'));
   const load0 = loadavg()[0];
-  const trainStep = await benchTrainStep({ unfreeze: [1, 2, 4], inputSize: FINETUNE_DEFAULTS.inputSize, batch: FINETUNE_DEFAULTS.batch, threads: cpus().length, steps: 3, log: opts.log });
+  const trainStep = await benchTrainStep({ unfreeze: [1, 2, 4], inputSize: finetuneInputSize(224), batch: FINETUNE_DEFAULTS.batch, threads: cpus().length, steps: 3, log: opts.log });
   const t0 = performance.now();
   let report: FinetuneReport;
   try {
@@ -86,7 +86,7 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
       data, model: DEFAULT_MODEL, augment: parseAugmentSpec(FINETUNE_DEFAULTS.augment), unfreeze: FINETUNE_DEFAULTS.unfreeze,
       epochsHead: FINETUNE_DEFAULTS.epochsHead, epochsFinetune: FINETUNE_DEFAULTS.epochsFinetune, lr: FINETUNE_DEFAULTS.lr,
       lrHead: FINETUNE_DEFAULTS.lrHead, optimizer: FINETUNE_DEFAULTS.optimizer, batch: FINETUNE_DEFAULTS.batch, seed: FINETUNE_DEFAULTS.seed,
-      patience: FINETUNE_DEFAULTS.patience, dropout: FINETUNE_DEFAULTS.dropout, engine: opts.engine, inputSize: FINETUNE_DEFAULTS.inputSize, warmupEpochs: FINETUNE_DEFAULTS.warmupEpochs, out, resume: false,
+      patience: FINETUNE_DEFAULTS.patience, dropout: FINETUNE_DEFAULTS.dropout, engine: opts.engine, warmupEpochs: FINETUNE_DEFAULTS.warmupEpochs, out, resume: false,
       threads: cpus().length, workers: 4, maxPixels: DEFAULT_MAX_PIXELS, quiet: false, tta: true, log: opts.log,
     }));
   } finally {
