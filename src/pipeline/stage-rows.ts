@@ -99,6 +99,8 @@ interface FinetuneSummary {
   ortSeconds: number;
   tfjsSeconds: number;
   prepare: { seconds: number; ortSeconds: number };
+  preprocessing?: { size?: number[] };
+  topEngine?: string;
   phases: Record<'head' | 'finetune', { epochsRun: number; seconds: number; ortSeconds: number; tfjsSeconds: number; bestValAccuracy: number | null; testAccuracy: number | null }>;
 }
 
@@ -121,17 +123,19 @@ export function finetuneRows(cache: FeatureCache, log: Logger, root = join(defau
     const aug = String(f.options.augment ?? 'none');
     const h = f.phases.head;
     const ft = f.phases.finetune;
+    const px = f.preprocessing?.size?.[0] ? ` at ${f.preprocessing.size[0]} px` : '';
+    const top = f.topEngine === 'ort' ? ', trainable part in ORT' : f.topEngine === 'tfjs' ? ', trainable part in TF.js' : '';
     log.info(`compare: adding finetune results from ${file}`);
     origins.push(d, d);
     out.push({
       name: `frozen base + head${aug !== 'none' ? ' (aug)' : ''}`, kind: 'finetune',
       testAccuracy: h.testAccuracy, valAccuracy: h.bestValAccuracy, fitSeconds: f.prepare.seconds + h.seconds,
-      note: `slow path phase 1: dense head on the frozen base, augmentation ${aug}; ${h.epochsRun} epochs, wall ${(f.prepare.seconds + h.seconds).toFixed(0)} s (ORT ${(f.prepare.ortSeconds + h.ortSeconds).toFixed(0)} s, TF.js ${h.tfjsSeconds.toFixed(0)} s)`,
+      note: `slow path phase 1: dense head on the frozen base${px}, augmentation ${aug}; ${h.epochsRun} epochs, wall ${(f.prepare.seconds + h.seconds).toFixed(0)} s (ORT ${(f.prepare.ortSeconds + h.ortSeconds).toFixed(0)} s, TF.js ${h.tfjsSeconds.toFixed(0)} s)`,
     });
     out.push({
       name: `fine-tuned top ${f.network.unfreeze}`, kind: 'finetune',
       testAccuracy: f.testAccuracy, valAccuracy: f.valAccuracy, fitSeconds: f.totalSeconds, modelBytes: existsSync(join(root, d, 'model')) ? pathBytes(join(root, d, 'model')) : null,
-      note: `slow path phase 2: top ${f.network.unfreeze} block(s) unfrozen (${f.network.trainableLayers.length} layers), ${ft.epochsRun} epochs; whole run ${f.totalSeconds.toFixed(0)} s wall (ORT ${f.ortSeconds.toFixed(0)} s, TF.js ${f.tfjsSeconds.toFixed(0)} s)`,
+      note: `slow path phase 2: top ${f.network.unfreeze} block(s) unfrozen (${f.network.trainableLayers.length} layers)${px}, ${ft.epochsRun} epochs; whole run ${f.totalSeconds.toFixed(0)} s wall (ORT ${f.ortSeconds.toFixed(0)} s, TF.js ${f.tfjsSeconds.toFixed(0)} s${top})`,
     });
   }
   return uniqueNames(out, origins);
