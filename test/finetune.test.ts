@@ -20,6 +20,7 @@ import { UserError } from '../src/util/errors.ts';
 import { blockEnds, initialTopParams, planTop, resolveBoundary, type TopPlan, type ParamTensor } from '../src/finetune/plan.ts';
 import { TopModel } from '../src/finetune/top.ts';
 import { createTopEngine } from '../src/finetune/engine.ts';
+import { predictImages } from '../src/pipeline/predict.ts';
 import { FrozenBase } from '../src/finetune/frozen.ts';
 import { fromHalf, toHalf } from '../src/finetune/f16.ts';
 import { runFinetune, finetuneInputSize, FINETUNE_DEFAULTS, type FinetuneOptions } from '../src/finetune/recipe.ts';
@@ -226,7 +227,7 @@ function options(out: string, over: Partial<FinetuneOptions> = {}): FinetuneOpti
   return {
     data: data(), model: SHARED_MODEL(), augment: parseAugmentSpec(FINETUNE_DEFAULTS.augment), unfreeze: 2,
     epochsHead: 1, epochsFinetune: 2, lr: 1e-4, lrHead: 1e-3, optimizer: 'adam', batch: 8, seed: 7, patience: 3, dropout: 0.2,
-    out, resume: false, threads: 2, workers: 4, maxPixels: 1e8, quiet: true, log: silentLogger, engine: 'ort', warmupEpochs: 2, inputSize: 224, ...over,
+    out, resume: false, threads: 2, workers: 4, maxPixels: 1e8, quiet: true, log: silentLogger, engine: 'ort', warmupEpochs: 2, inputSize: 224, valFraction: 0.1, ...over,
   };
 }
 
@@ -342,6 +343,15 @@ test('without augmentation the base runs once: boundary activations cached (floa
   assert.deepEqual(report.preprocessing.size, [256, 256]);
   assert.ok(report.export.checkMaxAbsDiff <= 1e-4, `export at 256: ${report.export.checkMaxAbsDiff}`);
   assert.equal(finetuneInputSize(224), 288, 'default: 1.3× the native size, rounded to 32');
+  // predict --head DIR runs the exported 256-px model (its own preprocessing from finetune.json).
+  const testImgs = ['cats', 'dogs'].map((c) => join(data(), 'test', c, readdirSync(join(data(), 'test', c)).sort()[0]!));
+  const { predictions, failures } = await predictImages({ head: out, inputs: testImgs, log: silentLogger, batch: 4, workers: 2, threads: 2, maxPixels: 1e8 });
+  assert.equal(failures.length, 0);
+  assert.equal(predictions.length, 2);
+  for (const p of predictions) {
+    assert.ok(['cats', 'dogs'].includes(p.label));
+    assert.ok(Math.abs(Object.values(p.probabilities).reduce((a, b) => a + b, 0) - 1) < 1e-4);
+  }
   const again = await runFinetune({ ...o, resume: true });
   assert.equal(again.report.prepare.ortSeconds, 0, 'caches reused');
   assert.equal(again.report.testAccuracy, report.testAccuracy);

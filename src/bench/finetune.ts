@@ -1,5 +1,5 @@
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_MODEL } from '../backbone/registry.ts';
 import { parseAugmentSpec } from '../images/augment.ts';
@@ -109,9 +109,14 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
       data, model: DEFAULT_MODEL, augment: parseAugmentSpec(FINETUNE_DEFAULTS.augment), unfreeze: FINETUNE_DEFAULTS.unfreeze,
       epochsHead: FINETUNE_DEFAULTS.epochsHead, epochsFinetune: FINETUNE_DEFAULTS.epochsFinetune, lr: FINETUNE_DEFAULTS.lr,
       lrHead: FINETUNE_DEFAULTS.lrHead, optimizer: FINETUNE_DEFAULTS.optimizer, batch: FINETUNE_DEFAULTS.batch, seed: FINETUNE_DEFAULTS.seed,
-      patience: FINETUNE_DEFAULTS.patience, dropout: FINETUNE_DEFAULTS.dropout, engine: opts.engine, warmupEpochs: FINETUNE_DEFAULTS.warmupEpochs, out, resume: false,
+      patience: FINETUNE_DEFAULTS.patience, dropout: FINETUNE_DEFAULTS.dropout, engine: opts.engine, warmupEpochs: FINETUNE_DEFAULTS.warmupEpochs, valFraction: FINETUNE_DEFAULTS.valFraction, out, resume: false,
       threads: cpus().length, workers: 4, maxPixels: DEFAULT_MAX_PIXELS, quiet: false, tta: true, log: opts.log,
     }));
+    // Keep the benchmarked model where `npm run compare` finds fine-tuning results (its report rows).
+    const keep = join(defaultDataDir(), 'finetune', `bench-${opts.engine}`);
+    rmSync(keep, { recursive: true, force: true });
+    cpSync(out, keep, { recursive: true, filter: (src) => !src.includes(`${join(out, 'checkpoint')}`) && !src.includes(`${join(out, 'cache')}`) });
+    opts.log.info(`bench: fine-tuned model kept in ${keep}`);
   } finally {
     rmSync(out, { recursive: true, force: true });
   }

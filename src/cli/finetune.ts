@@ -33,7 +33,7 @@ const spec: CommandSpec = {
     patience: { type: 'number', metavar: 'N', description: 'early stopping: epochs without val-loss improvement', default: D.patience },
     dropout: { type: 'number', metavar: 'F', description: 'dropout rate before the dense layer', default: D.dropout },
     'warmup-epochs': { type: 'number', metavar: 'N', description: 'with --augment: head epochs on clean cached features before the augmented ones (0 = off)', default: D.warmupEpochs },
-    'val-fraction': { type: 'number', metavar: 'F', description: 'share of train held out for validation when the data has no val/ folder', default: 0.1 },
+    'val-fraction': { type: 'number', metavar: 'F', description: 'share of train held out for validation (early stopping, phase choice) when the data has no val/ folder', default: D.valFraction },
     'input-size': { type: 'number', metavar: 'N', description: 'square input size in pixels (default 1.3× the model\'s own, rounded to 32: 288 for a 224 model); conv bases accept any size' },
     engine: { type: 'string', metavar: 'NAME', description: 'where the trainable top trains: ort (ONNX Runtime, fast) | tfjs (TF.js wasm, the reference)', default: D.engine },
     seed: { type: 'number', metavar: 'N', description: 'seed for the val split, shuffling, dropout, augmentation and initialisation', default: D.seed },
