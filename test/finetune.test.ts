@@ -175,7 +175,7 @@ test('ORT training engine = TF.js engine: same loss, same updated parameters (Ad
   }
 });
 
-test('ORT frozen bottom + TF.js top reproduce the full TF.js model at conv_pw_13_relu (and pooled) before training', async () => {
+test('ORT frozen bottom + trainable top (TF.js and ORT engines) reproduce the full TF.js model before training', async () => {
   const tf = await initTf();
   const { graph } = loadKerasGraph(SHARED_MODEL());
   const weights = await readWeights(SHARED_MODEL());
@@ -189,12 +189,25 @@ test('ORT frozen bottom + TF.js top reproduce the full TF.js model at conv_pw_13
   const refPooled = tf.tidy(() => Float32Array.from(tf.mean(ref, [1, 2]).dataSync() as Float32Array));
   tf.dispose([x, ref]);
   full.dispose();
-  for (const unfreeze of [1, 2]) {
+  // A random head: class probabilities softmax(pooled·K + b) from the reference features.
+  const rng = new Rng(9);
+  const K = Float32Array.from({ length: 768 * 2 }, () => (rng.next() - 0.5) * 0.2);
+  const bias = Float32Array.of(0.1, -0.1);
+  const refProbs = new Float32Array(n * 2);
+  for (let i = 0; i < n; i++) {
+    const z = [0, 1].map((c) => bias[c]! + refPooled.subarray(i * 768, (i + 1) * 768).reduce((s, v, j) => s + v * K[j * 2 + c]!, 0));
+    const m = Math.max(...z);
+    const e = z.map((v) => Math.exp(v - m));
+    refProbs[i * 2] = e[0]! / (e[0]! + e[1]!);
+    refProbs[i * 2 + 1] = e[1]! / (e[0]! + e[1]!);
+  }
+  for (const unfreeze of [1, 2, 4]) {
     const plan = planTop(graph, resolveBoundary(graph, CUT, { unfreeze }), CUT);
     const base = await FrozenBase.create(graph, weights, plan, PRE, 2);
     const params = initialTopParams(plan, graph, weights);
-    params.push({ name: 'k', shape: [768, 2], data: new Float32Array(1536) }, { name: 'b', shape: [2], data: new Float32Array(2) });
+    params.push({ name: 'k', shape: [768, 2], data: K }, { name: 'b', shape: [2], data: bias });
     const top = new TopModel(tf, plan, params, 2);
+    const ortTop = createTopEngine('ort', plan, params, 2, { tf, threads: 2 });
     try {
       const b = await base.boundary(pixels, n);
       const [h, w, c] = plan.inShape;
@@ -207,8 +220,15 @@ test('ORT frozen bottom + TF.js top reproduce the full TF.js model at conv_pw_13
       assert.ok(relMaxDiff(oursPooled, refPooled) <= 1e-4, `unfreeze ${unfreeze}: pooled rel diff ${relMaxDiff(oursPooled, refPooled)}`);
       // the ORT top (pretrained weights) used while the head trains agrees too
       assert.ok(relMaxDiff(await base.pooled(b, n), refPooled) <= 1e-4);
+      // top + head in each engine: max |Δ probability| ≤ 1e-4
+      for (const engine of [ortTop, createTopEngine('tfjs', plan, params, 2, { tf, threads: 2 })]) {
+        const p = await engine.predict(b, n, false);
+        for (let i = 0; i < p.length; i++) assert.ok(Math.abs(p[i]! - refProbs[i]!) <= 1e-4, `${engine.name}, unfreeze ${unfreeze}: prob ${p[i]} vs ${refProbs[i]}`);
+        if (engine !== ortTop) await engine.dispose();
+      }
     } finally {
       top.dispose();
+      await ortTop.dispose();
       await base.release();
     }
   }
