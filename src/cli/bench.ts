@@ -12,9 +12,9 @@ import { DEFAULT_MODEL } from '../backbone/registry.ts';
 
 const spec: CommandSpec = {
   name: 'bench',
-  summary: 'measure speed and memory: extract (default), heads, finetune; prints JSON and writes data/bench/<name>.json',
-  usage: 'npm run bench -- [extract|heads|finetune] [options]',
-  positionals: { name: 'WHICH', description: 'extract | heads | finetune (default extract)' },
+  summary: 'measure speed and memory: extract (default), heads, finetune, finetune-step (ms per training step, ORT vs TF.js); prints JSON and writes data/bench/<name>.json',
+  usage: 'npm run bench -- [extract|heads|finetune|finetune-step] [options]',
+  positionals: { name: 'WHICH', description: 'extract | heads | finetune | finetune-step (default extract)' },
   flags: {
     data: { type: 'string', metavar: 'DIR', description: 'dataset (default: the mirror\'s cats-vs-dogs)' },
     model: { type: 'string', metavar: 'MODEL', description: 'backbone', default: DEFAULT_MODEL },
@@ -49,8 +49,12 @@ await runCommand(spec, async ({ flags, positionals }) => {
     if (!(ENGINES as readonly string[]).includes(engine)) throw new UserError(`--engine must be one of ${ENGINES.join(', ')}, got '${engine}'`);
     result = await benchFinetune({ data: flags.data as string | undefined, engine: engine as EngineName, log });
     if (engine !== 'ort') name = `finetune-${engine}`;
+  } else if (which === 'finetune-step') {
+    const { benchTrainStep } = await import('../bench/finetune.ts');
+    const { FINETUNE_DEFAULTS, finetuneInputSize } = await import('../finetune/recipe.ts');
+    result = { benchmark: 'finetune-step', date: new Date().toISOString(), rows: await benchTrainStep({ unfreeze: [1, 2, 4], inputSize: finetuneInputSize(224), batch: FINETUNE_DEFAULTS.batch, threads: cpus().length, steps: 5, log }) };
   } else {
-    throw new UserError(`unknown benchmark '${which}' (extract, heads, finetune)`);
+    throw new UserError(`unknown benchmark '${which}' (extract, heads, finetune, finetune-step)`);
   }
   const json = JSON.stringify(result, null, 2);
   writeFileAtomic(join(defaultDataDir(), 'bench', `${name}.json`), json + '\n');
