@@ -247,7 +247,7 @@ function options(out: string, over: Partial<FinetuneOptions> = {}): FinetuneOpti
   return {
     data: data(), model: SHARED_MODEL(), augment: parseAugmentSpec(FINETUNE_DEFAULTS.augment), unfreeze: 2,
     epochsHead: 1, epochsFinetune: 2, lr: 1e-4, lrHead: 1e-3, optimizer: 'adam', batch: 8, seed: 7, patience: 3, dropout: 0.2,
-    out, resume: false, threads: 2, workers: 4, maxPixels: 1e8, quiet: true, log: silentLogger, engine: 'ort', warmupEpochs: 2, inputSize: 224, valFraction: 0.1, ...over,
+    out, resume: false, threads: 2, workers: 4, maxPixels: 1e8, quiet: true, log: silentLogger, engine: 'ort', warmupEpochs: 2, inputSize: 224, valFraction: 0.1, averageEpochs: true, ...over,
   };
 }
 
@@ -274,6 +274,8 @@ test('finetune recipe: report, frozen weights untouched, top trained, BN statist
   }
   assert.ok(report.phases.head.baseSeconds > 0, 'augmented head epochs run the base in ORT');
   assert.equal(report.topEngine, 'ort');
+  const avg = report.phases.finetune.averaged;
+  assert.ok(avg && avg.epochs === 2 && avg.valLoss > 0 && typeof avg.chosen === 'boolean', 'phase 2 weighs the average of its epochs against the best epoch');
   const warm = report.phases.head.warmStart;
   assert.ok(warm && warm.bestEpoch >= 1 && warm.bestEpoch <= 2 && warm.valLoss > 0, 'phase 1 starts from a head warmed up on clean features');
   assert.equal(report.tfjsSeconds, 0, 'the ORT engine trains without TF.js');

@@ -109,7 +109,7 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
       data, model: DEFAULT_MODEL, augment: parseAugmentSpec(FINETUNE_DEFAULTS.augment), unfreeze: FINETUNE_DEFAULTS.unfreeze,
       epochsHead: FINETUNE_DEFAULTS.epochsHead, epochsFinetune: FINETUNE_DEFAULTS.epochsFinetune, lr: FINETUNE_DEFAULTS.lr,
       lrHead: FINETUNE_DEFAULTS.lrHead, optimizer: FINETUNE_DEFAULTS.optimizer, batch: FINETUNE_DEFAULTS.batch, seed: FINETUNE_DEFAULTS.seed,
-      patience: FINETUNE_DEFAULTS.patience, dropout: FINETUNE_DEFAULTS.dropout, engine: opts.engine, warmupEpochs: FINETUNE_DEFAULTS.warmupEpochs, valFraction: FINETUNE_DEFAULTS.valFraction, out, resume: false,
+      patience: FINETUNE_DEFAULTS.patience, dropout: FINETUNE_DEFAULTS.dropout, engine: opts.engine, warmupEpochs: FINETUNE_DEFAULTS.warmupEpochs, averageEpochs: FINETUNE_DEFAULTS.averageEpochs, valFraction: FINETUNE_DEFAULTS.valFraction, out, resume: false,
       threads: cpus().length, workers: 4, maxPixels: DEFAULT_MAX_PIXELS, quiet: false, tta: true, log: opts.log,
     }));
     // Keep the benchmarked model where `npm run compare` finds fine-tuning results (its report rows).

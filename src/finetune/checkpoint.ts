@@ -35,6 +35,10 @@ export interface PhaseState {
   timings: PhaseTimings;
   /** Test accuracy of the phase's best model (reported, never used for any decision). */
   testAccuracy?: number;
+  /** Phase 2 with epoch averaging: how many epochs' weights are in the running sum. */
+  avgCount?: number;
+  /** Phase 2 with epoch averaging: the averaged weights' val scores and whether they were kept. */
+  averaged?: { epochs: number; valLoss: number; valAccuracy: number; chosen: boolean };
   /** Phase 1 only: the warm start on clean cached features that preceded the augmented epochs. */
   warmStart?: WarmStart;
 }
@@ -52,6 +56,8 @@ export interface Checkpoint {
   best: Float32Array[] | null;
   m: Float32Array[];
   v: Float32Array[];
+  /** Phase 2: running sum of the weights after each epoch (for the epoch average), if enabled. */
+  avgSum?: Float32Array[] | null;
 }
 
 const STATE = 'state.json';
@@ -66,12 +72,12 @@ export function emptyPhase(): PhaseState {
  * consistent (old or new) pair.
  */
 export function saveCheckpoint(dir: string, ck: Checkpoint): void {
-  const arrays = [...ck.params, ...(ck.best ?? []), ...ck.m, ...ck.v];
-  const counts = { params: ck.params.length, best: ck.best?.length ?? 0, m: ck.m.length, v: ck.v.length };
+  const arrays = [...ck.params, ...(ck.best ?? []), ...ck.m, ...ck.v, ...(ck.avgSum ?? [])];
+  const counts = { params: ck.params.length, best: ck.best?.length ?? 0, m: ck.m.length, v: ck.v.length, avgSum: ck.avgSum?.length ?? 0 };
   const tag = `${ck.phase}-${String(ck.phases[ck.phase].epoch).padStart(3, '0')}-${ck.phases[ck.phase].done ? 'done' : 'run'}`;
   const blob = `weights-${tag}.bin`;
   writeFileAtomic(join(dir, blob), arrays.map((a) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength)));
-  const { params: _p, best: _b, m: _m, v: _v, ...rest } = ck;
+  const { params: _p, best: _b, m: _m, v: _v, avgSum: _a, ...rest } = ck;
   const state = { ...rest, blob, counts, lengths: arrays.map((a) => a.length) };
   writeFileAtomic(join(dir, STATE), JSON.stringify(state, null, 1) + '\n');
   for (const f of readdirSync(dir)) if (f.startsWith('weights-') && f.endsWith('.bin') && f !== blob) rmSync(join(dir, f), { force: true });
@@ -101,6 +107,7 @@ export function loadCheckpoint(dir: string): Checkpoint | undefined {
   const best = c.best > 0 ? take(c.best) : null;
   const m = take(c.m);
   const v = take(c.v);
+  const avgSum = c.avgSum > 0 ? take(c.avgSum) : null;
   const { blob: _b, counts: _c, lengths: _l, ...rest } = s;
-  return { ...rest, params, best, m, v } as Checkpoint;
+  return { ...rest, params, best, m, v, avgSum } as Checkpoint;
 }
