@@ -129,6 +129,7 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
       seconds: r.seconds, ortSeconds: r.ortSeconds, tfjsSeconds: r.tfjsSeconds, augmentSeconds: r.augmentSeconds,
       frozenBaseSeconds: r.baseSeconds, trainableTopSeconds: r.topSeconds,
       topSecondsPerEpoch: Math.round((r.topSeconds / trainEpochs) * 10) / 10,
+      ...(p === 'head' ? { warmStart: r.warmStart ?? null } : { averaged: r.averaged ?? null }),
       secondsPerEpoch: Math.round((r.seconds / trainEpochs) * 10) / 10,
       ortSecondsPerEpoch: Math.round((r.ortSeconds / trainEpochs) * 10) / 10,
       tfjsSecondsPerEpoch: Math.round((r.tfjsSeconds / trainEpochs) * 10) / 10,
