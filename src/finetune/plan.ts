@@ -6,7 +6,7 @@ import { UserError } from '../util/errors.ts';
  * Where to split a pretrained network for fine-tuning, and what the trainable top consists of.
  *
  * The frozen bottom (input → boundary) runs in ONNX Runtime; the top (boundary → cut) is a chain of
- * ops trained in TF.js. BatchNormalization stays in inference mode with its moving statistics: each
+ * ops trained by a TopEngine (ORT or TF.js). BatchNormalization stays in inference mode with its moving statistics: each
  * BN that directly follows a (linear) conv is *folded* into it, so the trainable parameters are the
  * folded kernel W·s and bias (b·s + β − μ·s) where s = γ/√(σ² + ε). This is exactly Keras's
  * "BN layers frozen in inference mode, conv kernel + β trainable" (γ's effect is carried by the

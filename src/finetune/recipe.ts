@@ -33,7 +33,10 @@ import { createTopEngine, type EngineName, type TopEngine } from './engine.ts';
  *   phase 1 "head": the whole conv base frozen, train GlobalAveragePooling2D → Dropout → Dense;
  *   phase 2 "finetune": unfreeze the top blocks (BN kept in inference mode) and train them jointly
  *   with the head at a low learning rate.
- * The frozen part runs in ONNX Runtime, the trainable part in TF.js (see frozen.ts, top.ts).
+ * The frozen part runs in ONNX Runtime (frozen.ts); the trainable part in ONNX Runtime training-step
+ * graphs (ort-top.ts, default) or TF.js (top.ts, `engine: 'tfjs'`), behind one interface (engine.ts).
+ * Phase 1 starts from a head warmed up on clean cached features; phase 2 may keep the average of its
+ * epochs' weights instead of its best epoch when val loss says so.
  * Without augmentation every image goes through ORT exactly once (boundary activations cached as
  * float16, pooled features as float32, both on disk under OUT/cache); with augmentation training
  * images are decoded once into memory and each epoch's augmented batches go through ORT.
@@ -199,7 +202,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
 
   // ---- model, split, plan
   const resolved = await resolveModel(opts.model, { cacheDir: opts.modelCacheDir ?? join(defaultDataDir(), 'models'), log });
-  if (resolved.format !== 'tfjs-layers') throw new UserError('fine-tuning needs a TF.js layers model (its weights are trained in TF.js); .onnx models can only be used frozen');
+  if (resolved.format !== 'tfjs-layers') throw new UserError('fine-tuning needs a TF.js layers model (its layers and weights are what is trained and exported); .onnx models can only be used frozen');
   const native = loadKerasGraph(resolved.location).graph;
   const nativePre: Preprocessing = resolved.entry?.preprocessing ?? { ...DEFAULT_PREPROCESSING, size: [native.inputShape[0]!, native.inputShape[1]!] };
   const size = opts.inputSize ?? finetuneInputSize(nativePre.size[0]);
@@ -782,7 +785,7 @@ async function exportAndCheck(outDir: string, e: ExportContext): Promise<{ outpu
   });
   const onnx = encodeModel(conv.model);
   writeFileAtomic(join(outDir, 'model.onnx'), onnx);
-  // Check: a few val images through (a) the exported ONNX model, (b) ORT bottom + TF.js top + head.
+  // Check: a few val images through (a) the exported ONNX model, (b) ORT bottom + the trained top + head.
   const imgs = e.val.images.slice(0, 8);
   const [h, w] = e.preprocessing.size;
   const per = h * w * 3;
