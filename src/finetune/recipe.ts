@@ -95,7 +95,9 @@ export interface FinetuneOptions {
  * top 2 blocks: lr 3e-5 never improves on phase 1 (0.0341 after one epoch, then rising), 1e-5 barely
  * (0.0333); top 4 blocks: 0.0301 at lr 3e-5 (epoch 3), 0.0309 at 1e-5 (epoch 5). The top blocks overfit
  * 1500 images within a few epochs (train loss falls to ~0.02 while val loss oscillates), which early
- * stopping on val loss catches. Top 4 blocks at 288 px cost ~55 s per epoch here.
+ * stopping on val loss catches. Top 4 blocks at 288 px cost ~55 s per epoch here; top 6 reached
+ * 0.0290 (within noise of 0.0301) at ~92 s per epoch — ~13 min for a run without early stopping,
+ * too close to the 15-minute budget on 2 cores, so 4 it is.
  * Validation is 25 % of train (when the data has no val/ folder): it decides early stopping and
  * whether phase 2 beats phase 1, and 200 images (10 %) were too few — on the standard split the
  * candidates' val losses differed by less than one image's worth (0.0294 vs 0.0287) and the
