@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertSpatialSizeFree, parseKerasGraph, withInputSize } from '../src/backbone/keras-graph.ts';
-import { loadKerasGraph } from '../src/backbone/backbone.ts';
+import { loadKerasGraph, prepareBackbone } from '../src/backbone/backbone.ts';
+import { silentLogger } from '../src/util/log.ts';
 import { convertKerasGraph, type Pooling } from '../src/backbone/convert.ts';
 import { encodeModel } from '../src/backbone/onnx-proto.ts';
 import { OrtFeatureRunner } from '../src/backbone/ort-runner.ts';
@@ -174,4 +175,24 @@ test('input size of a conv base can change (shapes re-inferred); flattening a fe
   assert.deepEqual(big.layers.find((l) => l.name === 'c')!.shape, [8, 8, 2]);
   assertSpatialSizeFree(small, big, 'c');
   assert.throws(() => assertSpatialSizeFree(small, big, 'd'), (e: unknown) => e instanceof UserError && /flat/.test(e.message));
+});
+
+test('extract --input-size 256 on MobileNet: the converted base takes 256×256 images and pools an 8×8 map', async () => {
+  const dir = tempDir('size256');
+  try {
+    const b = await prepareBackbone({ model: SHARED_MODEL(), preprocessing: { size: [256, 256] }, modelCacheDir: dir, log: silentLogger });
+    assert.deepEqual(b.config.featureMapShape, [8, 8, 768]);
+    assert.deepEqual(b.config.preprocessing.size, [256, 256]);
+    const pre = b.config.preprocessing;
+    const files = photos().slice(0, 2).map((p) => p.path);
+    const pixels = new Uint8Array(2 * 256 * 256 * 3);
+    for (let i = 0; i < 2; i++) pixels.set(await decodeForModel(readFileSync(files[i]!), pre, { maxPixels: 1e8 }), i * 256 * 256 * 3);
+    const r = await OrtFeatureRunner.create(b.onnxPath, [256, 256, 3], b.config.featureDim, { threads: 2 });
+    const f = await r.run(pixels, 2);
+    await r.release();
+    assert.equal(f.length, 2 * 768);
+    assert.ok(f.every((v) => Number.isFinite(v) && v >= 0) && f.some((v) => v > 0), 'pooled ReLU features');
+  } finally {
+    removeDir(dir);
+  }
 });
