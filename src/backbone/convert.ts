@@ -1,6 +1,6 @@
 import { UserError } from '../util/errors.ts';
 import { findLayer, zeroPads, kernelSize, spatialPads, strides, dilation, type KerasGraph, type KerasLayer } from './keras-graph.ts';
-import { DataType, floatTensor, int64Tensor, type OnnxAttr, type OnnxModel, type OnnxNode, type OnnxTensor } from './onnx-proto.ts';
+import { DataType, floatTensor, int64Tensor, GraphBuilder, type OnnxAttr, type OnnxModel, type OnnxNode, type OnnxTensor } from './onnx-proto.ts';
 import { affineFromPreprocessing, type Preprocessing } from './preprocess.ts';
 
 export type Pooling = 'avg' | 'max' | 'none';
@@ -29,32 +29,6 @@ export interface ConvertResult {
 
 /** A tensor in the ONNX graph: rank-3 logical tensors live as NCHW; everything else channels-last. */
 interface Value { name: string; layout: 'nchw' | 'last'; shape: number[] }
-
-class GraphBuilder {
-  nodes: OnnxNode[] = [];
-  inits: OnnxTensor[] = [];
-  private counter = 0;
-
-  fresh(base: string): string { return `${base}__${this.counter++}`; }
-
-  node(opType: string, inputs: string[], base: string, attrs?: OnnxAttr[]): string {
-    const out = this.fresh(base);
-    this.nodes.push({ opType, inputs, outputs: [out], name: out, attrs });
-    return out;
-  }
-
-  constFloat(base: string, dims: number[], data: Float32Array | number[]): string {
-    const name = this.fresh(base);
-    this.inits.push(floatTensor(name, dims, data instanceof Float32Array ? data : new Float32Array(data)));
-    return name;
-  }
-
-  constInt64(base: string, values: number[]): string {
-    const name = this.fresh(base);
-    this.inits.push(int64Tensor(name, values));
-    return name;
-  }
-}
 
 function weight(weights: WeightMap, layer: string, param: string, required = true): WeightTensor | undefined {
   const exact = weights.get(`${layer}/${param}`) ?? weights.get(`${layer}/${param}:0`);

@@ -178,3 +178,50 @@ export function int64Tensor(name: string, values: readonly number[]): OnnxTensor
   const data = new BigInt64Array(values.map((v) => BigInt(v)));
   return { name, dataType: DataType.INT64, dims: [values.length], raw: new Uint8Array(data.buffer) };
 }
+
+/**
+ * Collects nodes and initializers for an OnnxGraph. Outputs get fresh names unless one is given;
+ * `shared*` constants are created once per name and reused (axes, scalars used by many nodes).
+ */
+export class GraphBuilder {
+  nodes: OnnxNode[] = [];
+  inits: OnnxTensor[] = [];
+  private counter = 0;
+  private readonly shared = new Set<string>();
+
+  fresh(base: string): string { return `${base}__${this.counter++}`; }
+
+  /** Adds a node; returns its output name (`out`, or a fresh one from `base`). */
+  node(opType: string, inputs: readonly string[], base: string, attrs?: OnnxAttr[], out?: string): string {
+    const name = out ?? this.fresh(base);
+    this.nodes.push({ opType, inputs, outputs: [name], name, attrs });
+    return name;
+  }
+
+  /** `node` without a name stem, for graphs whose intermediate names do not matter. */
+  op(opType: string, inputs: readonly string[], attrs: OnnxAttr[] = [], out?: string): string {
+    return this.node(opType, inputs, 't', attrs, out);
+  }
+
+  constFloat(base: string, dims: number[], data: Float32Array | number[]): string {
+    const name = this.fresh(base);
+    this.inits.push(floatTensor(name, dims, data instanceof Float32Array ? data : new Float32Array(data)));
+    return name;
+  }
+
+  constInt64(base: string, values: number[]): string {
+    const name = this.fresh(base);
+    this.inits.push(int64Tensor(name, values));
+    return name;
+  }
+
+  sharedFloat(name: string, dims: readonly number[], values: ArrayLike<number>): string {
+    if (!this.shared.has(name)) { this.shared.add(name); this.inits.push(floatTensor(name, dims, Float32Array.from(values))); }
+    return name;
+  }
+
+  sharedInt64(name: string, values: readonly number[]): string {
+    if (!this.shared.has(name)) { this.shared.add(name); this.inits.push(int64Tensor(name, values)); }
+    return name;
+  }
+}

@@ -1,5 +1,5 @@
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
-import { DataType, encodeModel, type OnnxAttr, type OnnxNode, type OnnxTensor, type OnnxValueInfo } from '../backbone/onnx-proto.ts';
+import { DataType, encodeModel, GraphBuilder, type OnnxAttr, type OnnxValueInfo } from '../backbone/onnx-proto.ts';
 import type { Act, ConvOp, ParamTensor, TopPlan } from './plan.ts';
 import type { AdamState, OptimizerConfig } from './top.ts';
 import type { TopEngine } from './engine.ts';
@@ -20,38 +20,6 @@ import type { TopEngine } from './engine.ts';
  */
 type Feeds = Record<string, Tensor>;
 
-interface GraphBuilder {
-  nodes: OnnxNode[];
-  inits: OnnxTensor[];
-  op(opType: string, inputs: string[], attrs?: OnnxAttr[], out?: string): string;
-  i64(name: string, values: readonly number[]): string;
-  f32(name: string, dims: readonly number[], values: ArrayLike<number>): string;
-}
-
-function builder(): GraphBuilder {
-  const nodes: OnnxNode[] = [];
-  const inits: OnnxTensor[] = [];
-  let k = 0;
-  const seen = new Set<string>();
-  const raw = (a: ArrayBufferView): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength).slice();
-  return {
-    nodes, inits,
-    op(opType, inputs, attrs = [], out) {
-      const o = out ?? `t${k++}`;
-      nodes.push({ opType, inputs, outputs: [o], name: `n${nodes.length}`, attrs });
-      return o;
-    },
-    i64(name, values) {
-      if (!seen.has(name)) { seen.add(name); inits.push({ name, dataType: DataType.INT64, dims: [values.length], raw: raw(BigInt64Array.from(values, (v) => BigInt(v))) }); }
-      return name;
-    },
-    f32(name, dims, values) {
-      if (!seen.has(name)) { seen.add(name); inits.push({ name, dataType: DataType.FLOAT, dims, raw: raw(Float32Array.from(values)) }); }
-      return name;
-    },
-  };
-}
-
 const int = (name: string, value: number): OnnxAttr => ({ name, kind: 'int', value });
 const ints = (name: string, value: readonly number[]): OnnxAttr => ({ name, kind: 'ints', value });
 const fl = (name: string, dims: (number | string)[]): OnnxValueInfo => ({ name, dataType: DataType.FLOAT, shape: dims });
@@ -64,14 +32,14 @@ function onnxKernel(g: GraphBuilder, op: ConvOp, W: string): string {
 function activate(g: GraphBuilder, z: string, act: Act): string {
   if (act.fn === 'linear') return z;
   if (act.max === undefined) return g.op('Relu', [z]);
-  return g.op('Clip', [z, g.f32('zero', [], [0]), g.f32(`max_${act.max}`, [], [act.max])]);
+  return g.op('Clip', [z, g.sharedFloat('zero', [], [0]), g.sharedFloat(`max_${act.max}`, [], [act.max])]);
 }
 
 /** d(act)/dz as 0/1 from the activation output y (TF.js's step(y)·step(max − y)). */
 function activationGate(g: GraphBuilder, y: string, act: Act): string | undefined {
   if (act.fn === 'linear') return undefined;
-  let on = g.op('Greater', [y, g.f32('zero', [], [0])]);
-  if (act.max !== undefined) on = g.op('And', [on, g.op('Less', [y, g.f32(`max_${act.max}`, [], [act.max])])]);
+  let on = g.op('Greater', [y, g.sharedFloat('zero', [], [0])]);
+  if (act.max !== undefined) on = g.op('And', [on, g.op('Less', [y, g.sharedFloat(`max_${act.max}`, [], [act.max])])]);
   return g.op('Cast', [on], [int('to', DataType.FLOAT)]);
 }
 
@@ -81,7 +49,7 @@ function isPointwise(op: ConvOp): boolean {
 
 /** [N, C, H, W] → [C, N·H·W] */
 function channelsByRows(g: GraphBuilder, x: string, c: number): string {
-  return g.op('Reshape', [g.op('Transpose', [x], [ints('perm', [1, 0, 2, 3])]), g.i64(`shape_${c}_m1`, [c, -1])]);
+  return g.op('Reshape', [g.op('Transpose', [x], [ints('perm', [1, 0, 2, 3])]), g.sharedInt64(`shape_${c}_m1`, [c, -1])]);
 }
 
 interface Saved { input: string; y: string }
@@ -100,7 +68,7 @@ function topForward(g: GraphBuilder, plan: TopPlan, x: string, params: string[],
       cur = activate(g, z, op.act);
     } else if (op.kind === 'affine') {
       const c = op.shape[2];
-      const z = g.op('Add', [g.op('Mul', [cur, g.f32(`${op.layer}_scale`, [1, c, 1, 1], op.scale)]), g.f32(`${op.layer}_shift`, [1, c, 1, 1], op.shift)]);
+      const z = g.op('Add', [g.op('Mul', [cur, g.sharedFloat(`${op.layer}_scale`, [1, c, 1, 1], op.scale)]), g.sharedFloat(`${op.layer}_shift`, [1, c, 1, 1], op.shift)]);
       cur = activate(g, z, op.act);
     } else cur = activate(g, cur, op.act);
     saved.push({ input, y: cur });
@@ -115,28 +83,28 @@ function convBackward(g: GraphBuilder, op: ConvOp, s: Saved, dz: string, W: stri
   const [kh, kw] = op.kernel;
   const [sh, sw] = op.strides;
   const [t, l, b, r] = op.pads;
-  const db = g.op('ReduceSum', [dz, g.i64('axes_023', [0, 2, 3])], [int('keepdims', 0)]);
+  const db = g.op('ReduceSum', [dz, g.sharedInt64('axes_023', [0, 2, 3])], [int('keepdims', 0)]);
   let dW: string;
   if (isPointwise(op)) {
     // [cin, N·H·W] · [cout, N·H·W]ᵀ = [cin, cout] = the Keras kernel layout.
-    dW = g.op('Reshape', [g.op('Gemm', [channelsByRows(g, s.input, cin), channelsByRows(g, dz, cout)], [int('transB', 1)]), g.i64(`shape_1_1_${cin}_${cout}`, [1, 1, cin, cout])]);
+    dW = g.op('Reshape', [g.op('Gemm', [channelsByRows(g, s.input, cin), channelsByRows(g, dz, cout)], [int('transB', 1)]), g.sharedInt64(`shape_1_1_${cin}_${cout}`, [1, 1, cin, cout])]);
   } else {
-    const xp = t || l || b || r ? g.op('Pad', [s.input, g.i64(`pads_${t}_${l}_${b}_${r}`, [0, 0, t, l, 0, 0, b, r])]) : s.input;
+    const xp = t || l || b || r ? g.op('Pad', [s.input, g.sharedInt64(`pads_${t}_${l}_${b}_${r}`, [0, 0, t, l, 0, 0, b, r])]) : s.input;
     const dzRows = op.type === 'DepthwiseConv2D' ? undefined : channelsByRows(g, dz, cout);
     const taps: string[] = [];
     for (let ky = 0; ky < kh; ky++) for (let kx = 0; kx < kw; kx++) {
-      const tap = g.op('Slice', [xp, g.i64(`st_${ky}_${kx}`, [ky, kx]), g.i64(`en_${ky + sh * (ho - 1) + 1}_${kx + sw * (wo - 1) + 1}`, [ky + sh * (ho - 1) + 1, kx + sw * (wo - 1) + 1]),
-        g.i64('axes_23', [2, 3]), g.i64(`steps_${sh}_${sw}`, [sh, sw])]);
+      const tap = g.op('Slice', [xp, g.sharedInt64(`st_${ky}_${kx}`, [ky, kx]), g.sharedInt64(`en_${ky + sh * (ho - 1) + 1}_${kx + sw * (wo - 1) + 1}`, [ky + sh * (ho - 1) + 1, kx + sw * (wo - 1) + 1]),
+        g.sharedInt64('axes_23', [2, 3]), g.sharedInt64(`steps_${sh}_${sw}`, [sh, sw])]);
       if (op.type === 'DepthwiseConv2D') {
         // Σ_{n,i,j} x[n, c, ky+s·i, kx+s·j]·dz[n, c, i, j] → [1, c]
-        taps.push(g.op('ReduceSum', [g.op('Mul', [tap, dz]), g.i64('axes_023', [0, 2, 3])], [int('keepdims', 0)]));
+        taps.push(g.op('ReduceSum', [g.op('Mul', [tap, dz]), g.sharedInt64('axes_023', [0, 2, 3])], [int('keepdims', 0)]));
       } else {
         taps.push(g.op('Gemm', [channelsByRows(g, tap, cin), dzRows!], [int('transB', 1)]));
       }
     }
     // Taps in (ky, kx) order stack into the Keras layout [kh, kw, cin, cout] (depthwise: cout = 1).
-    const stacked = g.op('Concat', taps.map((x) => g.op('Unsqueeze', [x, g.i64('axes_0', [0])])), [int('axis', 0)]);
-    dW = g.op('Reshape', [stacked, g.i64(`shape_${kh}_${kw}_${cin}_${op.type === 'DepthwiseConv2D' ? 1 : cout}`, [kh, kw, cin, op.type === 'DepthwiseConv2D' ? 1 : cout])]);
+    const stacked = g.op('Concat', taps.map((x) => g.op('Unsqueeze', [x, g.sharedInt64('axes_0', [0])])), [int('axis', 0)]);
+    dW = g.op('Reshape', [stacked, g.sharedInt64(`shape_${kh}_${kw}_${cin}_${op.type === 'DepthwiseConv2D' ? 1 : cout}`, [kh, kw, cin, op.type === 'DepthwiseConv2D' ? 1 : cout])]);
   }
   let dx: string | undefined;
   if (needInput) {
@@ -167,7 +135,7 @@ export interface TopGraphOptions {
  * logits and the updated parameters/moments (`<name>_out`).
  */
 export function buildTrainStepModel(plan: TopPlan, shapes: readonly number[][], K: number, o: TopGraphOptions): Uint8Array {
-  const g = builder();
+  const g = new GraphBuilder();
   const nTop = shapes.length - 2;
   const params = shapes.map((_, i) => `p${i}`);
   const trainable = o.trainTop ? params.map((_, i) => i) : [nTop, nTop + 1];
@@ -176,7 +144,7 @@ export function buildTrainStepModel(plan: TopPlan, shapes: readonly number[][], 
   const saved: Saved[] = [];
   let pooled: string;
   if (o.trainTop) {
-    const x4 = g.op('Transpose', [g.op('Reshape', ['x', g.i64('shape_in', [-1, bh, bw, bc])])], [ints('perm', [0, 3, 1, 2])]);
+    const x4 = g.op('Transpose', [g.op('Reshape', ['x', g.sharedInt64('shape_in', [-1, bh, bw, bc])])], [ints('perm', [0, 3, 1, 2])]);
     pooled = g.op('ReduceMean', [topForward(g, plan, x4, params, saved)], [ints('axes', [2, 3]), int('keepdims', 0)]);
   } else pooled = 'x';
   const hdn = g.op('Mul', [pooled, 'mask']);
@@ -186,11 +154,11 @@ export function buildTrainStepModel(plan: TopPlan, shapes: readonly number[][], 
   const dlogits = g.op('Mul', [g.op('Sub', [g.op('Softmax', ['logits'], [int('axis', 1)]), 'onehot']), 'invN']);
   const grads = new Map<number, string>();
   grads.set(nTop, g.op('Gemm', [hdn, dlogits], [int('transA', 1)]));
-  grads.set(nTop + 1, g.op('ReduceSum', [dlogits, g.i64('axes_0', [0])], [int('keepdims', 0)]));
+  grads.set(nTop + 1, g.op('ReduceSum', [dlogits, g.sharedInt64('axes_0', [0])], [int('keepdims', 0)]));
   if (o.trainTop) {
     const dpooled = g.op('Mul', [g.op('Gemm', [dlogits, Wh], [int('transB', 1)]), 'mask']);
     // Spread over H×W: [N, C, 1, 1] · (1/HW everywhere) [1, 1, H, W].
-    let d = g.op('Mul', [g.op('Unsqueeze', [dpooled, g.i64('axes_23', [2, 3])]), g.f32('spread', [1, 1, fh, fw], new Float32Array(fh * fw).fill(1 / (fh * fw)))]);
+    let d = g.op('Mul', [g.op('Unsqueeze', [dpooled, g.sharedInt64('axes_23', [2, 3])]), g.sharedFloat('spread', [1, 1, fh, fw], new Float32Array(fh * fw).fill(1 / (fh * fw)))]);
     if (plan.ops.length && plan.ops[plan.ops.length - 1]!.act.fn === 'linear') {
       d = g.op('Expand', [d, g.op('Shape', [saved[saved.length - 1]!.y])]);
     }
@@ -206,12 +174,12 @@ export function buildTrainStepModel(plan: TopPlan, shapes: readonly number[][], 
         grads.set(op.param, r.dW);
         grads.set(op.param + 1, r.db);
         if (r.dx) d = r.dx;
-      } else if (op.kind === 'affine') d = g.op('Mul', [dz, g.f32(`${op.layer}_scale`, [1, op.shape[2], 1, 1], op.scale)]);
+      } else if (op.kind === 'affine') d = g.op('Mul', [dz, g.sharedFloat(`${op.layer}_scale`, [1, op.shape[2], 1, 1], op.scale)]);
       else d = dz;
     }
   }
   // Optimiser updates (formulas of TopModel.applyOptimizer).
-  const one = (v: number, name: string): string => g.f32(name, [], [v]);
+  const one = (v: number, name: string): string => g.sharedFloat(name, [], [v]);
   const eps = one(o.epsilon, 'eps');
   const outputs: OnnxValueInfo[] = [fl('logits', ['N', K])];
   for (const i of trainable) {
@@ -245,14 +213,14 @@ export function buildTrainStepModel(plan: TopPlan, shapes: readonly number[][], 
 
 /** Inference graph: x (boundary activations NHWC [N, H·W·C], or pooled [N, C]) → class probabilities. */
 export function buildPredictModel(plan: TopPlan, shapes: readonly number[][], K: number, fromPooled: boolean): Uint8Array {
-  const g = builder();
+  const g = new GraphBuilder();
   const nTop = shapes.length - 2;
   const params = shapes.map((_, i) => `p${i}`);
   const [bh, bw, bc] = plan.inShape;
   const fc = plan.outShape[2];
   let pooled = 'x';
   if (!fromPooled) {
-    const x4 = g.op('Transpose', [g.op('Reshape', ['x', g.i64('shape_in', [-1, bh, bw, bc])])], [ints('perm', [0, 3, 1, 2])]);
+    const x4 = g.op('Transpose', [g.op('Reshape', ['x', g.sharedInt64('shape_in', [-1, bh, bw, bc])])], [ints('perm', [0, 3, 1, 2])]);
     pooled = g.op('ReduceMean', [topForward(g, plan, x4, params, [])], [ints('axes', [2, 3]), int('keepdims', 0)]);
   }
   g.op('Softmax', [g.op('Gemm', [pooled, params[nTop]!, params[nTop + 1]!])], [int('axis', 1)], 'probs');

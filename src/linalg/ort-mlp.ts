@@ -1,5 +1,5 @@
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
-import { DataType, encodeModel, int64Tensor, type OnnxNode, type OnnxTensor } from '../backbone/onnx-proto.ts';
+import { DataType, encodeModel, GraphBuilder } from '../backbone/onnx-proto.ts';
 
 /**
  * One Adam training step of a one-hidden-layer MLP (x → relu(x·W1ᵀ + b1) ⊙ dropout → softmax(·W2ᵀ + b2))
@@ -34,24 +34,15 @@ export interface MlpStepInput {
 const sessions = new Map<string, Promise<InferenceSession>>();
 
 function buildModel(beta1: number, beta2: number, eps: number, l2: number): Uint8Array {
-  const nodes: OnnxNode[] = [];
-  let k = 0;
-  const op = (opType: string, inputs: string[], attrs: OnnxNode['attrs'] = [], out?: string): string => {
-    const o = out ?? `t${k++}`;
-    nodes.push({ opType, inputs, outputs: [o], name: `n${nodes.length}`, attrs });
-    return o;
-  };
+  const g = new GraphBuilder();
+  const op = g.op.bind(g);
   const int = (name: string, value: number) => ({ name, kind: 'int' as const, value });
-  const scalars: OnnxTensor[] = [];
-  const scalar = (name: string, v: number) => {
-    scalars.push({ name, dataType: DataType.FLOAT, dims: [], raw: new Uint8Array(Float32Array.of(v).buffer) });
-    return name;
-  };
+  const scalar = (name: string, v: number) => g.sharedFloat(name, [], [v]);
   const B1 = scalar('beta1', beta1), OB1 = scalar('one_minus_beta1', 1 - beta1);
   const B2 = scalar('beta2', beta2), OB2 = scalar('one_minus_beta2', 1 - beta2);
   const EPS = scalar('eps', eps);
   const L2 = l2 > 0 ? scalar('l2', l2) : '';
-  const axes0 = int64Tensor('axes0', [0]);
+  const axes0 = g.sharedInt64('axes0', [0]);
   // Forward.
   const x = op('Gather', ['X', 'idx'], [int('axis', 0)]);
   const z1 = op('Gemm', [x, 'W1', 'b1'], [int('transB', 1)]);
@@ -62,11 +53,11 @@ function buildModel(beta1: number, beta2: number, eps: number, l2: number): Uint
   // Backward: δ2 = w_i (p − onehot)/bs, δ1 = (δ2·W2) ⊙ mask ⊙ [z1 > 0].
   const d2 = op('Sub', [op('Mul', [p, 'rowW']), 'target']);
   let gW2 = op('Gemm', [d2, a], [int('transA', 1)]);
-  const gb2 = op('ReduceSum', [d2, 'axes0'], [int('keepdims', 0)]);
+  const gb2 = op('ReduceSum', [d2, axes0], [int('keepdims', 0)]);
   const gate = op('Mul', ['mask', op('Sign', [r])]);
   const d1 = op('Mul', [op('MatMul', [d2, 'W2']), gate]);
   let gW1 = op('Gemm', [d1, x], [int('transA', 1)]);
-  const gb1 = op('ReduceSum', [d1, 'axes0'], [int('keepdims', 0)]);
+  const gb1 = op('ReduceSum', [d1, axes0], [int('keepdims', 0)]);
   if (L2) {
     gW1 = op('Add', [gW1, op('Mul', ['W1', L2])]);
     gW2 = op('Add', [gW2, op('Mul', ['W2', L2])]);
@@ -88,7 +79,7 @@ function buildModel(beta1: number, beta2: number, eps: number, l2: number): Uint
     ...NAMES.flatMap((nm) => [f(nm, pShapes[nm]!), f(`m_${nm}`, pShapes[nm]!), f(`v_${nm}`, pShapes[nm]!)]),
   ];
   const outputs = NAMES.flatMap((nm) => [f(`${nm}_out`, pShapes[nm]!), f(`m_${nm}_out`, pShapes[nm]!), f(`v_${nm}_out`, pShapes[nm]!)]);
-  return encodeModel({ producer: 'convcache', opset: 13, graph: { name: 'mlp_adam_step', nodes, initializers: [...scalars, axes0], inputs, outputs } });
+  return encodeModel({ producer: 'convcache', opset: 13, graph: { name: 'mlp_adam_step', nodes: g.nodes, initializers: g.inits, inputs, outputs } });
 }
 
 function session(beta1: number, beta2: number, eps: number, l2: number): Promise<InferenceSession> {
