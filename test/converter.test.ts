@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertSpatialSizeFree, parseKerasGraph, withInputSize } from '../src/backbone/keras-graph.ts';
-import { loadKerasGraph, prepareBackbone } from '../src/backbone/backbone.ts';
+import { atInputSize, loadKerasGraph, prepareBackbone } from '../src/backbone/backbone.ts';
 import { silentLogger } from '../src/util/log.ts';
 import { convertKerasGraph, type Pooling } from '../src/backbone/convert.ts';
 import { encodeModel } from '../src/backbone/onnx-proto.ts';
@@ -156,8 +156,10 @@ test('converter refuses unsupported layers and unknown cut layers by name', () =
 });
 
 test('input size of a conv base can change (shapes re-inferred); flattening a feature map refuses it', () => {
-  const { graph } = loadKerasGraph(SHARED_MODEL(), [256, 256]);
-  const native = loadKerasGraph(SHARED_MODEL()).graph;
+  const loaded = loadKerasGraph(SHARED_MODEL());
+  const native = loaded.graph;
+  const { graph } = atInputSize(loaded, [256, 256], 'conv_pw_13_relu');
+  assert.equal(atInputSize(loaded, [224, 224], 'conv_pw_13_relu'), loaded, 'its own size: the model itself');
   assert.deepEqual(graph.inputShape.slice(0, 2), [256, 256]);
   assert.deepEqual(graph.layers.find((l) => l.name === 'conv_pw_13_relu')!.shape, [8, 8, 768]);
   assertSpatialSizeFree(native, graph, 'conv_pw_13_relu');

@@ -144,8 +144,8 @@ test('ORT training engine = TF.js engine: same loss, same updated parameters (Ad
   const names = params.map((_, i) => `p${i}`);
   const plan = syntheticPlan();
   for (const kind of ['adam', 'rmsprop'] as const) for (const trainTop of [true, false]) {
-    const a = createTopEngine('tfjs', plan, params, 3, { tf, threads: 1 });
-    const b = createTopEngine('ort', plan, params, 3, { tf, threads: 1 });
+    const a = await createTopEngine('tfjs', plan, params, 3, { threads: 1 });
+    const b = await createTopEngine('ort', plan, params, 3, { threads: 1 });
     try {
       for (let step = 0; step < 3; step++) {
         const n = 3;
@@ -207,7 +207,7 @@ test('ORT frozen bottom + trainable top (TF.js and ORT engines) reproduce the fu
     const params = initialTopParams(plan, graph, weights);
     params.push({ name: 'k', shape: [768, 2], data: K }, { name: 'b', shape: [2], data: bias });
     const top = new TopModel(tf, plan, params, 2);
-    const ortTop = createTopEngine('ort', plan, params, 2, { tf, threads: 2 });
+    const ortTop = await createTopEngine('ort', plan, params, 2, { threads: 2 });
     try {
       const b = await base.boundary(pixels, n);
       const [h, w, c] = plan.inShape;
@@ -221,7 +221,7 @@ test('ORT frozen bottom + trainable top (TF.js and ORT engines) reproduce the fu
       // the ORT top (pretrained weights) used while the head trains agrees too
       assert.ok(relMaxDiff(await base.pooled(b, n), refPooled) <= 1e-4);
       // top + head in each engine: max |Δ probability| ≤ 1e-4
-      for (const engine of [ortTop, createTopEngine('tfjs', plan, params, 2, { tf, threads: 2 })]) {
+      for (const engine of [ortTop, await createTopEngine('tfjs', plan, params, 2, { threads: 2 })]) {
         const p = await engine.predict(b, n, false);
         for (let i = 0; i < p.length; i++) assert.ok(Math.abs(p[i]! - refProbs[i]!) <= 1e-4, `${engine.name}, unfreeze ${unfreeze}: prob ${p[i]} vs ${refProbs[i]}`);
         if (engine !== ortTop) await engine.dispose();

@@ -52,13 +52,24 @@ export const DEFAULT_PREPROCESSING: Preprocessing = {
   size: [224, 224], resize: 'squash', kernel: 'linear', channelOrder: 'rgb', mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5],
 };
 
-/** Parse a TF.js layers model folder; with `inputSize` the model takes images of that size instead. */
-export function loadKerasGraph(dir: string, inputSize?: readonly [number, number]): { graph: KerasGraph; modelJson: any } {
-  const original = JSON.parse(readFileSync(join(dir, 'model.json'), 'utf8'));
-  const graph = parseKerasGraph(original);
-  if (!inputSize || (graph.inputShape[0] === inputSize[0] && graph.inputShape[1] === inputSize[1])) return { graph, modelJson: original };
-  const modelJson = withInputSize(original, inputSize);
+export interface LoadedKerasModel { graph: KerasGraph; modelJson: any }
+
+export function loadKerasGraph(dir: string): LoadedKerasModel {
+  const modelJson = JSON.parse(readFileSync(join(dir, 'model.json'), 'utf8'));
   return { graph: parseKerasGraph(modelJson), modelJson };
+}
+
+/**
+ * The model taking [h, w] images (itself when that is its own size): shapes re-inferred on a copy of
+ * model.json, refused when a layer up to `cut` flattens a feature map.
+ */
+export function atInputSize(model: LoadedKerasModel, size: readonly [number, number], cut: string): LoadedKerasModel {
+  const native = model.graph;
+  if (native.inputShape[0] === size[0] && native.inputShape[1] === size[1]) return model;
+  const modelJson = withInputSize(model.modelJson, size);
+  const graph = parseKerasGraph(modelJson);
+  assertSpatialSizeFree(native, graph, cut);
+  return { graph, modelJson };
 }
 
 /** Last activation before the classifier: the layer feeding the first global pooling / flatten. */
@@ -76,13 +87,13 @@ export async function prepareBackbone(opts: PrepareOptions): Promise<PreparedBac
   const modelCacheDir = opts.modelCacheDir ?? join(defaultDataDir(), 'models');
   const resolved = await resolveModel(opts.model, { cacheDir: modelCacheDir, log: opts.log });
   if (resolved.format === 'onnx') return prepareOnnxBackbone(resolved, opts, modelCacheDir);
-  const native = loadKerasGraph(resolved.location).graph;
+  const loaded = loadKerasGraph(resolved.location);
+  const native = loaded.graph;
   const base = resolved.entry?.preprocessing ?? { ...DEFAULT_PREPROCESSING, size: [native.inputShape[0]!, native.inputShape[1]!] as [number, number] };
   const preprocessing: Preprocessing = { ...base, ...opts.preprocessing };
-  const { graph } = loadKerasGraph(resolved.location, preprocessing.size);
-  const layer = opts.layer ?? resolved.entry?.defaultLayer ?? defaultCutLayer(graph);
+  const layer = opts.layer ?? resolved.entry?.defaultLayer ?? defaultCutLayer(native);
+  const { graph } = atInputSize(loaded, preprocessing.size, layer);
   const cut = findLayer(graph, layer);
-  if (graph.inputShape[0] !== native.inputShape[0] || graph.inputShape[1] !== native.inputShape[1]) assertSpatialSizeFree(native, graph, layer);
   const pooling: Pooling = cut.shape.length === 3 ? (opts.pooling ?? resolved.entry?.defaultPooling ?? 'avg') : 'none';
   const key = createHash('sha256').update(JSON.stringify({ v: CONVERTER_VERSION, w: resolved.weightsHash, layer, pooling, preprocessing })).digest('hex').slice(0, 12);
   const onnxPath = join(modelCacheDir, 'onnx', `${resolved.id}-${layer}-${pooling}-${key}.onnx`);

@@ -3,7 +3,7 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { runCommand } from '../util/cli.ts';
 import { intInRange, type CommandSpec } from '../util/args.ts';
-import { ENGINES, type EngineName } from '../finetune/engine.ts';
+import { parseEngine } from '../finetune/engine.ts';
 import { UserError } from '../util/errors.ts';
 import { consoleLogger } from '../util/log.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
@@ -45,14 +45,12 @@ await runCommand(spec, async ({ flags, positionals }) => {
     result = await benchHeadsCli({ cache: flags.cache as string | undefined, heads: flags.heads as string[] | undefined, log });
   } else if (which === 'finetune') {
     const { benchFinetune } = await import('../bench/finetune.ts');
-    const engine = String(flags.engine);
-    if (!(ENGINES as readonly string[]).includes(engine)) throw new UserError(`--engine must be one of ${ENGINES.join(', ')}, got '${engine}'`);
-    result = await benchFinetune({ data: flags.data as string | undefined, engine: engine as EngineName, log });
+    const engine = parseEngine(flags.engine);
+    result = await benchFinetune({ data: flags.data as string | undefined, engine, log });
     if (engine !== 'ort') name = `finetune-${engine}`;
   } else if (which === 'finetune-step') {
     const { benchTrainStep } = await import('../bench/finetune.ts');
-    const { FINETUNE_DEFAULTS, finetuneInputSize } = await import('../finetune/recipe.ts');
-    result = { benchmark: 'finetune-step', date: new Date().toISOString(), rows: await benchTrainStep({ unfreeze: [1, 2, 4], inputSize: finetuneInputSize(224), batch: FINETUNE_DEFAULTS.batch, threads: cpus().length, steps: 5, log }) };
+    result = { benchmark: 'finetune-step', date: new Date().toISOString(), rows: await benchTrainStep({ steps: 5, log }) };
   } else {
     throw new UserError(`unknown benchmark '${which}' (extract, heads, finetune, finetune-step)`);
   }

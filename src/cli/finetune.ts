@@ -10,7 +10,7 @@ import { DEFAULT_MODEL } from '../backbone/registry.ts';
 import { DEFAULT_MAX_PIXELS } from '../images/decode.ts';
 import { parseAugmentSpec } from '../images/augment.ts';
 import { FINETUNE_DEFAULTS, runFinetune } from '../finetune/recipe.ts';
-import { ENGINES, type EngineName } from '../finetune/engine.ts';
+import { parseEngine } from '../finetune/engine.ts';
 
 const D = FINETUNE_DEFAULTS;
 
@@ -64,8 +64,7 @@ await runCommand(spec, async ({ flags }) => {
   const dropout = Number(flags.dropout);
   if (!(dropout >= 0 && dropout < 1)) throw new UserError(`--dropout must be in [0, 1), got '${String(flags.dropout)}'`);
   const model = String(flags.model);
-  const engine = String(flags.engine);
-  if (!(ENGINES as readonly string[]).includes(engine)) throw new UserError(`--engine must be one of ${ENGINES.join(', ')}, got '${engine}'`);
+  const engine = parseEngine(flags.engine);
   const { report, outDir } = await runFinetune({
     data: flags.data as string | undefined,
     model,
@@ -80,7 +79,7 @@ await runCommand(spec, async ({ flags }) => {
     batch: intInRange('batch', flags.batch, 1, 4096),
     patience: intInRange('patience', flags.patience, 1, 10000),
     dropout,
-    engine: engine as EngineName,
+    engine,
     valFraction: fraction('val-fraction', flags['val-fraction']),
     averageEpochs: Boolean(flags['average-epochs']),
     warmupEpochs: intInRange('warmup-epochs', flags['warmup-epochs'], 0, 10000),

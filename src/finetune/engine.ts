@@ -1,4 +1,5 @@
-import type { Tf } from '../util/tf.ts';
+import { UserError } from '../util/errors.ts';
+import { initTf, type Tf } from '../util/tf.ts';
 import { OrtTop } from './ort-top.ts';
 import type { ParamTensor, TopPlan } from './plan.ts';
 import { TopModel, type AdamState, type OptimizerConfig } from './top.ts';
@@ -6,6 +7,13 @@ import { TopModel, type AdamState, type OptimizerConfig } from './top.ts';
 /** Where the trainable top runs. Same mathematics and parameter layouts; ORT is the fast default. */
 export type EngineName = 'ort' | 'tfjs';
 export const ENGINES: readonly EngineName[] = ['ort', 'tfjs'];
+
+/** An --engine value, or a one-line UserError. */
+export function parseEngine(v: unknown): EngineName {
+  const s = String(v);
+  if (!(ENGINES as readonly string[]).includes(s)) throw new UserError(`--engine must be one of ${ENGINES.join(', ')}, got '${s}'`);
+  return s as EngineName;
+}
 
 /**
  * The trainable part of a split network (unfrozen conv ops + GAP → dropout → dense softmax head),
@@ -66,6 +74,9 @@ class TfjsEngine implements TopEngine {
   async dispose(): Promise<void> { this.model.dispose(); }
 }
 
-export function createTopEngine(name: EngineName, plan: TopPlan, initial: readonly ParamTensor[], nClasses: number, opts: { tf: Tf; threads: number }): TopEngine {
-  return name === 'ort' ? new OrtTop(plan, initial, nClasses, opts.threads) : new TfjsEngine(opts.tf, new TopModel(opts.tf, plan, initial, nClasses));
+/** TF.js is only loaded for the TF.js engine. */
+export async function createTopEngine(name: EngineName, plan: TopPlan, initial: readonly ParamTensor[], nClasses: number, opts: { threads: number }): Promise<TopEngine> {
+  if (name === 'ort') return new OrtTop(plan, initial, nClasses, opts.threads);
+  const tf = await initTf();
+  return new TfjsEngine(tf, new TopModel(tf, plan, initial, nClasses));
 }

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { defaultCutLayer, loadKerasGraph } from '../backbone/backbone.ts';
+import { atInputSize, defaultCutLayer, loadKerasGraph } from '../backbone/backbone.ts';
 import { convertKerasGraph, type WeightMap } from '../backbone/convert.ts';
-import { assertSpatialSizeFree, findLayer, parseKerasGraph, type KerasGraph } from '../backbone/keras-graph.ts';
+import { findLayer, parseKerasGraph, type KerasGraph } from '../backbone/keras-graph.ts';
 import { encodeModel } from '../backbone/onnx-proto.ts';
 import { OrtFeatureRunner } from '../backbone/ort-runner.ts';
 import type { Preprocessing } from '../backbone/preprocess.ts';
@@ -18,7 +18,6 @@ import { UserError } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
 import { defaultDataDir, defaultDatasetDir } from '../util/paths.ts';
 import { Progress } from '../util/progress.ts';
-import { initTf, type Tf } from '../util/tf.ts';
 import { emptyPhase, loadCheckpoint, saveCheckpoint, type Checkpoint, type EpochRecord, type PhaseName, type PhaseState, type PhaseTimings, type WarmStart } from './checkpoint.ts';
 import { decodeInOrder, finetuneSplits, type FtImage, type FtSplits } from './data.ts';
 import { exportFinetunedModel } from './export.ts';
@@ -205,17 +204,17 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
   // ---- model, split, plan
   const resolved = await resolveModel(opts.model, { cacheDir: opts.modelCacheDir ?? join(defaultDataDir(), 'models'), log });
   if (resolved.format !== 'tfjs-layers') throw new UserError('fine-tuning needs a TF.js layers model (its layers and weights are what is trained and exported); .onnx models can only be used frozen');
-  const native = loadKerasGraph(resolved.location).graph;
+  const loaded = loadKerasGraph(resolved.location);
+  const native = loaded.graph;
   const nativePre: Preprocessing = resolved.entry?.preprocessing ?? { ...DEFAULT_PREPROCESSING, size: [native.inputShape[0]!, native.inputShape[1]!] };
   const size = opts.inputSize ?? finetuneInputSize(nativePre.size[0]);
   const preprocessing: Preprocessing = { ...nativePre, size: [size, size] };
+  const cut = resolved.entry?.defaultLayer ?? defaultCutLayer(native);
   // A larger input (e.g. 288 for a 224 model) is the same network on a larger grid; the exported model takes that size.
-  const { graph, modelJson } = loadKerasGraph(resolved.location, preprocessing.size);
+  const { graph, modelJson } = atInputSize(loaded, preprocessing.size, cut);
   const weights: WeightMap = await readWeights(resolved.location);
-  const cut = resolved.entry?.defaultLayer ?? defaultCutLayer(graph);
   const boundary = resolveBoundary(graph, cut, { unfreeze: opts.unfreezeFrom ? undefined : opts.unfreeze, unfreezeFrom: opts.unfreezeFrom });
   const plan = planTop(graph, boundary, cut);
-  if (preprocessing.size[0] !== native.inputShape[0] || preprocessing.size[1] !== native.inputShape[1]) assertSpatialSizeFree(native, graph, cut);
   const splits = finetuneSplits(dataArg, opts.seed, log, opts.valFraction ?? FINETUNE_DEFAULTS.valFraction);
   const K = splits.classes.length;
   const augmenting = isAugmenting(opts.augment);
@@ -244,7 +243,6 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
   }
 
   // ---- ORT frozen part + data
-  const tf = await initTf();
   const base = await FrozenBase.create(graph, weights, plan, preprocessing, opts.threads);
   const tPrep = performance.now();
   const cacheDir = join(outDir, 'cache');
@@ -268,7 +266,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
   const headKernel = Float32Array.from({ length: C * K }, () => (initRng.next() * 2 - 1) * lim);
   const initial: ParamTensor[] = [...topParams, { name: 'head/kernel', shape: [C, K], data: headKernel }, { name: 'head/bias', shape: [K], data: new Float32Array(K) }];
   const shapes = initial.map((p) => [...p.shape]);
-  const top = createTopEngine(opts.engine, plan, initial, K, { tf, threads: opts.threads });
+  const top = await createTopEngine(opts.engine, plan, initial, K, { threads: opts.threads });
   const phases: Record<PhaseName, PhaseState> = ck?.phases ?? { head: emptyPhase(), finetune: emptyPhase() };
   const history: EpochRecord[] = ck?.history ?? [];
   let bestParams: Float32Array[] | null = null;
