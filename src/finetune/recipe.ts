@@ -215,7 +215,8 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
   const weights: WeightMap = await readWeights(resolved.location);
   const boundary = resolveBoundary(graph, cut, { unfreeze: opts.unfreezeFrom ? undefined : opts.unfreeze, unfreezeFrom: opts.unfreezeFrom });
   const plan = planTop(graph, boundary, cut);
-  const splits = finetuneSplits(dataArg, opts.seed, log, opts.valFraction ?? FINETUNE_DEFAULTS.valFraction);
+  const valFraction = opts.valFraction ?? FINETUNE_DEFAULTS.valFraction;
+  const splits = finetuneSplits(dataArg, opts.seed, log, valFraction);
   const K = splits.classes.length;
   const augmenting = isAugmenting(opts.augment);
   const finetuning = plan.ops.some((o) => o.kind === 'conv') && opts.epochsFinetune > 0;
@@ -226,7 +227,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
   const fingerprint = {
     model: resolved.weightsHash, data: imagesKey([...splits.train, ...splits.val, ...splits.test]), cut, boundary,
     augment: formatAugmentSpec(opts.augment), lr: opts.lr, lrHead: opts.lrHead, optimizer: opts.optimizer, batch: opts.batch,
-    seed: opts.seed, patience: opts.patience, dropout: opts.dropout, engine: opts.engine, inputSize: preprocessing.size, warmupEpochs: opts.warmupEpochs, averageEpochs: Boolean(opts.averageEpochs), valFraction: opts.valFraction ?? FINETUNE_DEFAULTS.valFraction,
+    seed: opts.seed, patience: opts.patience, dropout: opts.dropout, engine: opts.engine, inputSize: preprocessing.size, warmupEpochs: opts.warmupEpochs, averageEpochs: Boolean(opts.averageEpochs), valFraction,
   };
   const ckDir = join(outDir, 'checkpoint');
   let ck: Checkpoint | undefined;
@@ -516,6 +517,18 @@ function saveCk(ctx: PhaseContext, phase: PhaseName, best: Float32Array[] | null
 
 const PHASE_INDEX: Record<PhaseName, number> = { head: 1, finetune: 2 };
 
+/** 0 … n−1 in the epoch's seeded order. */
+function shuffledOrder(n: number, rng: Rng): Int32Array {
+  const order = new Int32Array(n).map((_, i) => i);
+  rng.shuffle(order);
+  return order;
+}
+
+/** Inverted dropout: each of the first `count` entries is 1/keep with probability keep, else 0. */
+function fillDropoutMask(mask: Float32Array, count: number, keep: number, rng: Rng): void {
+  for (let q = 0; q < count; q++) mask[q] = rng.next() < keep ? 1 / keep : 0;
+}
+
 function addTopSeconds(t: PhaseTimings, sec: number, engine: EngineName): void {
   t.topSeconds = (t.topSeconds ?? 0) + sec;
   if (engine === 'ort') t.ortSeconds += sec;
@@ -543,8 +556,7 @@ async function warmStartHead(ctx: PhaseContext): Promise<WarmStart> {
   const patience = Math.max(opts.patience, 5);
   for (let epoch = 1; epoch <= opts.warmupEpochs; epoch++) {
     const rng = new Rng(augmentSeed(opts.seed, 0, epoch));
-    const order = new Int32Array(n).map((_, i) => i);
-    rng.shuffle(order);
+    const order = shuffledOrder(n, rng);
     for (let s = 0; s < n; s += B) {
       const bs = Math.min(B, n - s);
       for (let r = 0; r < bs; r++) {
@@ -552,7 +564,7 @@ async function warmStartHead(ctx: PhaseContext): Promise<WarmStart> {
         labels[r] = train.labels[i]!;
         x.set(train.pooled!.subarray(i * C, (i + 1) * C), r * C);
       }
-      if (mask) for (let q = 0; q < bs * C; q++) mask[q] = rng.next() < keep ? 1 / keep : 0;
+      if (mask) fillDropoutMask(mask, bs * C, keep, rng);
       await top.trainStep(x, bs, labels, mask, optCfg, false);
     }
     const v = await evaluate(ctx, val, false);
@@ -614,8 +626,7 @@ async function runPhase(ctx: PhaseContext, phase: PhaseName, bestIn: Float32Arra
     const tEpoch = performance.now();
     let ortSec = 0, topSec = 0, augSec = 0;
     const rng = new Rng(augmentSeed(opts.seed, PHASE_INDEX[phase], epoch));
-    const order = new Int32Array(n).map((_, i) => i);
-    rng.shuffle(order);
+    const order = shuffledOrder(n, rng);
     const progress = new Progress({ label: `${phase} ${epoch}/${maxEpochs}`, total: n, quiet: opts.quiet });
     let lossSum = 0, correct = 0;
     for (let s = 0; s < n; s += B) {
@@ -642,7 +653,7 @@ async function runPhase(ctx: PhaseContext, phase: PhaseName, bestIn: Float32Arra
         for (let r = 0; r < bs; r++) xBatch.set(train.pooled!.subarray(order[s + r]! * pDim, (order[s + r]! + 1) * pDim), r * pDim);
         x = xBatch;
       }
-      if (mask) for (let q = 0; q < bs * plan.outShape[2]; q++) mask[q] = rng.next() < keep ? 1 / keep : 0;
+      if (mask) fillDropoutMask(mask, bs * plan.outShape[2], keep, rng);
       const tt = performance.now();
       const res = await top.trainStep(x, bs, labels, mask, optCfg, trainTop);
       topSec += (performance.now() - tt) / 1000;
