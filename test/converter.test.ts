@@ -6,7 +6,7 @@ import { assertSpatialSizeFree, parseKerasGraph, withInputSize } from '../src/ba
 import { atInputSize, loadKerasGraph, prepareBackbone } from '../src/backbone/backbone.ts';
 import { silentLogger } from '../src/util/log.ts';
 import { convertKerasGraph, type Pooling } from '../src/backbone/convert.ts';
-import { encodeModel } from '../src/backbone/onnx-proto.ts';
+import { encodeModel } from '../src/onnx/write.ts';
 import { OrtFeatureRunner } from '../src/backbone/ort-runner.ts';
 import { readWeights, loadLayersModelFromDir, saveLayersModelToDir } from '../src/backbone/tfjs-model.ts';
 import { findBackbone } from '../src/backbone/registry.ts';

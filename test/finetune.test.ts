@@ -7,7 +7,7 @@ import type * as TF from '@tensorflow/tfjs';
 import { loadKerasGraph } from '../src/backbone/backbone.ts';
 import { convertKerasGraph } from '../src/backbone/convert.ts';
 import { parseKerasGraph } from '../src/backbone/keras-graph.ts';
-import { encodeModel } from '../src/backbone/onnx-proto.ts';
+import { encodeModel } from '../src/onnx/write.ts';
 import { OrtFeatureRunner } from '../src/backbone/ort-runner.ts';
 import { findBackbone } from '../src/backbone/registry.ts';
 import { loadLayersModelFromDir, readWeights } from '../src/backbone/tfjs-model.ts';

@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseKerasGraph } from '../src/backbone/keras-graph.ts';
 import { convertKerasGraph } from '../src/backbone/convert.ts';
-import { encodeModel } from '../src/backbone/onnx-proto.ts';
+import { encodeModel } from '../src/onnx/write.ts';
 import { readWeights } from '../src/backbone/tfjs-model.ts';
 import { describeOnnx } from '../src/backbone/onnx-import.ts';
 import { findBackbone } from '../src/backbone/registry.ts';

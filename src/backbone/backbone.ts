@@ -7,7 +7,7 @@ import type { Logger } from '../util/log.ts';
 import { defaultDataDir } from '../util/paths.ts';
 import { convertKerasGraph, type Pooling } from './convert.ts';
 import { assertSpatialSizeFree, parseKerasGraph, findLayer, withInputSize, type KerasGraph } from './keras-graph.ts';
-import { encodeModel } from './onnx-proto.ts';
+import { encodeModel } from '../onnx/write.ts';
 import type { Preprocessing } from './preprocess.ts';
 import { resolveModel, type ResolvedModel } from './resolve.ts';
 import { readWeights } from './tfjs-model.ts';

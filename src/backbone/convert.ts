@@ -1,6 +1,6 @@
 import { UserError } from '../util/errors.ts';
 import { findLayer, zeroPads, kernelSize, spatialPads, strides, dilation, type KerasGraph, type KerasLayer } from './keras-graph.ts';
-import { DataType, floatTensor, int64Tensor, GraphBuilder, type OnnxAttr, type OnnxModel, type OnnxNode, type OnnxTensor } from './onnx-proto.ts';
+import { DataType, floatTensor, int64Tensor, GraphBuilder, type OnnxAttr, type OnnxModel, type OnnxNode, type OnnxTensor } from '../onnx/write.ts';
 import { affineFromPreprocessing, type Preprocessing } from './preprocess.ts';
 
 export type Pooling = 'avg' | 'max' | 'none';

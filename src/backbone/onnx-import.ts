@@ -1,5 +1,5 @@
 import { UserError } from '../util/errors.ts';
-import { DataType, encodeModel, floatTensor, int64Tensor, type OnnxNode, type OnnxTensor } from './onnx-proto.ts';
+import { DataType, encodeModel, floatTensor, int64Tensor, type OnnxNode, type OnnxTensor } from '../onnx/write.ts';
 import { affineFromPreprocessing, type Preprocessing } from './preprocess.ts';
 import type { Pooling } from './convert.ts';
 

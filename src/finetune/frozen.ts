@@ -1,6 +1,6 @@
 import { convertKerasGraph, type WeightMap } from '../backbone/convert.ts';
 import type { KerasGraph } from '../backbone/keras-graph.ts';
-import { encodeModel } from '../backbone/onnx-proto.ts';
+import { encodeModel } from '../onnx/write.ts';
 import { OrtFeatureRunner } from '../backbone/ort-runner.ts';
 import type { Preprocessing } from '../backbone/preprocess.ts';
 import type { TopPlan } from './plan.ts';

@@ -1,5 +1,5 @@
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
-import { DataType, encodeModel, GraphBuilder, type OnnxAttr, type OnnxValueInfo } from '../backbone/onnx-proto.ts';
+import { DataType, encodeModel, GraphBuilder, type OnnxAttr, type OnnxValueInfo } from '../onnx/write.ts';
 import type { Act, ConvOp, ParamTensor, TopPlan } from './plan.ts';
 import type { AdamState, OptimizerConfig } from './top.ts';
 import type { TopEngine } from './engine.ts';

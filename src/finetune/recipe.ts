@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import { atInputSize, defaultCutLayer, loadKerasGraph } from '../backbone/backbone.ts';
 import { convertKerasGraph, type WeightMap } from '../backbone/convert.ts';
 import { findLayer, parseKerasGraph, type KerasGraph } from '../backbone/keras-graph.ts';
-import { encodeModel } from '../backbone/onnx-proto.ts';
+import { encodeModel } from '../onnx/write.ts';
 import { OrtFeatureRunner } from '../backbone/ort-runner.ts';
 import type { Preprocessing } from '../backbone/preprocess.ts';
 import { DEFAULT_PREPROCESSING } from '../backbone/backbone.ts';

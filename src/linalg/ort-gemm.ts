@@ -1,5 +1,5 @@
 import type { InferenceSession } from 'onnxruntime-node';
-import { DataType, encodeModel } from '../backbone/onnx-proto.ts';
+import { DataType, encodeModel } from '../onnx/write.ts';
 
 /**
  * C = op(A)·op(B) through ONNX Runtime's MLAS GEMM (AVX2/AVX-512 FMA kernels): an order of magnitude
