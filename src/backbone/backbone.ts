@@ -11,7 +11,8 @@ import { encodeModel } from '../onnx/write.ts';
 import type { Preprocessing } from './preprocess.ts';
 import { resolveModel, type ResolvedModel } from './resolve.ts';
 import { readWeights } from './tfjs-model.ts';
-import { describeOnnx, importOnnx } from './onnx-import.ts';
+import { describeOnnx } from '../onnx/read.ts';
+import { importOnnx } from './onnx-import.ts';
 
 /** Bumped when the converter's output for the same inputs changes, so stale .onnx files are not reused. */
 export const CONVERTER_VERSION = 1;

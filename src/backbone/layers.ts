@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import type { Logger } from '../util/log.ts';
 import { defaultDataDir } from '../util/paths.ts';
 import { readFileSync } from 'node:fs';
-import { describeOnnx } from './onnx-import.ts';
+import { describeOnnx } from '../onnx/read.ts';
 import { defaultCutLayer, loadKerasGraph } from './backbone.ts';
 import { resolveModel } from './resolve.ts';
 

@@ -1,119 +1,16 @@
 import { UserError } from '../util/errors.ts';
-import { DataType, encodeModel, floatTensor, int64Tensor, type OnnxNode, type OnnxTensor } from '../onnx/write.ts';
+import { concatBytes, encodeModel, floatTensor, int64Tensor, lengthDelimited, type OnnxNode, type OnnxTensor } from '../onnx/write.ts';
+import { describeOnnx, graphField, parseValueInfo, payload, readFields } from '../onnx/read.ts';
+import { DataType, GraphProto, ModelProto } from '../onnx/schema.ts';
 import { affineFromPreprocessing, type Preprocessing } from './preprocess.ts';
 import type { Pooling } from './convert.ts';
 
 /**
- * Use a foreign .onnx model (torchvision/timm export) as a conv base: read its graph with a minimal
- * protobuf reader, keep only what the chosen feature tensor depends on, and wrap it with our uint8
+ * Use a foreign .onnx model (torchvision/timm export) as a conv base: read its graph with
+ * onnx/read.ts, keep only what the chosen feature tensor depends on, and wrap it with our uint8
  * NHWC image input (scaling done in-graph) and a pooled 'features' output. Unknown fields are copied
  * through byte for byte.
  */
-
-interface Field { no: number; wire: number; bytes: Uint8Array; varint?: bigint }
-
-function readVarint(buf: Uint8Array, pos: number): [bigint, number] {
-  let result = 0n;
-  let shift = 0n;
-  for (;;) {
-    if (pos >= buf.length) throw new UserError('.onnx file is truncated or not a protobuf');
-    const b = buf[pos++]!;
-    result |= BigInt(b & 0x7f) << shift;
-    if ((b & 0x80) === 0) return [result, pos];
-    shift += 7n;
-  }
-}
-
-/** Split a protobuf message into its fields; `bytes` holds the whole field (tag included) for re-emission. */
-function readFields(buf: Uint8Array): Field[] {
-  const out: Field[] = [];
-  let pos = 0;
-  while (pos < buf.length) {
-    const start = pos;
-    const [tag, p1] = readVarint(buf, pos);
-    pos = p1;
-    const no = Number(tag >> 3n);
-    const wire = Number(tag & 7n);
-    let varint: bigint | undefined;
-    let payloadStart = pos;
-    if (wire === 0) [varint, pos] = readVarint(buf, pos);
-    else if (wire === 1) pos += 8;
-    else if (wire === 5) pos += 4;
-    else if (wire === 2) {
-      const [len, p2] = readVarint(buf, pos);
-      payloadStart = p2;
-      pos = p2 + Number(len);
-    } else throw new UserError(`.onnx: unsupported protobuf wire type ${wire}`);
-    if (pos > buf.length) throw new UserError('.onnx file is truncated');
-    out.push({ no, wire, bytes: buf.subarray(start, pos), varint, ...(wire === 2 ? { payload: buf.subarray(payloadStart, pos) } : {}) } as Field);
-  }
-  return out;
-}
-
-const payload = (f: Field): Uint8Array => (f as Field & { payload: Uint8Array }).payload;
-const str = (f: Field): string => new TextDecoder().decode(payload(f));
-
-export interface OnnxNodeInfo { name: string; opType: string; inputs: string[]; outputs: string[] }
-export interface OnnxGraphInfo {
-  nodes: OnnxNodeInfo[];
-  /** Real inputs (not initializers), with their shapes where declared. */
-  inputs: { name: string; shape: (number | string)[] }[];
-  outputs: string[];
-  opset: number;
-}
-
-function parseNode(buf: Uint8Array): OnnxNodeInfo {
-  const n: OnnxNodeInfo = { name: '', opType: '', inputs: [], outputs: [] };
-  for (const f of readFields(buf)) {
-    if (f.no === 1) n.inputs.push(str(f));
-    else if (f.no === 2) n.outputs.push(str(f));
-    else if (f.no === 3) n.name = str(f);
-    else if (f.no === 4) n.opType = str(f);
-  }
-  return n;
-}
-
-function parseValueInfo(buf: Uint8Array): { name: string; shape: (number | string)[] } {
-  let name = '';
-  const shape: (number | string)[] = [];
-  for (const f of readFields(buf)) {
-    if (f.no === 1) name = str(f);
-    if (f.no === 2) {
-      for (const t of readFields(payload(f))) if (t.no === 1) for (const tt of readFields(payload(t))) if (tt.no === 2) {
-        for (const d of readFields(payload(tt))) if (d.no === 1) {
-          const dim = readFields(payload(d))[0];
-          shape.push(dim === undefined ? '?' : dim.no === 1 ? Number(dim.varint) : str(dim));
-        }
-      }
-    }
-  }
-  return { name, shape };
-}
-
-function graphField(model: Uint8Array): { fields: Field[]; graph: Field } {
-  const fields = readFields(model);
-  const graph = fields.find((f) => f.no === 7 && f.wire === 2);
-  if (!graph) throw new UserError('.onnx file has no graph');
-  return { fields, graph };
-}
-
-export function describeOnnx(model: Uint8Array): OnnxGraphInfo {
-  const { fields, graph } = graphField(model);
-  const gf = readFields(payload(graph));
-  const inits = new Set(gf.filter((f) => f.no === 5).map((f) => readFields(payload(f)).filter((t) => t.no === 8).map(str)[0] ?? ''));
-  let opset = 0;
-  for (const f of fields) if (f.no === 8) {
-    const o = readFields(payload(f));
-    const domain = o.find((x) => x.no === 1);
-    if (!domain || str(domain) === '' || str(domain) === 'ai.onnx') opset = Number(o.find((x) => x.no === 2)?.varint ?? 0n);
-  }
-  return {
-    nodes: gf.filter((f) => f.no === 1).map((f) => parseNode(payload(f))),
-    inputs: gf.filter((f) => f.no === 11).map((f) => parseValueInfo(payload(f))).filter((v) => !inits.has(v.name)),
-    outputs: gf.filter((f) => f.no === 12).map((f) => parseValueInfo(payload(f)).name),
-    opset,
-  };
-}
 
 /** Name of the uint8 image input we add (distinct from any name an exporter is likely to use). */
 export const IMPORTED_INPUT = 'convcache_image';
@@ -187,43 +84,25 @@ export function importOnnx(model: Uint8Array, opts: OnnxImportOptions): Uint8Arr
     },
   });
   const oursGraph = readFields(payload(graphField(ours).graph));
-  const oursNodes = oursGraph.filter((f) => f.no === 1);
+  const oursNodes = oursGraph.filter((f) => f.no === GraphProto.node);
   const preFields = oursNodes.slice(0, pre.length);
   const postFields = oursNodes.slice(pre.length);
   const { fields, graph } = graphField(model);
   let nodeIndex = 0;
   const graphParts: Uint8Array[] = [...preFields.map((f) => f.bytes)];
   for (const f of readFields(payload(graph))) {
-    if (f.no === 1) { if (keep.has(nodeIndex++)) graphParts.push(f.bytes); continue; }
-    if (f.no === 12) continue; // outputs replaced
-    if (f.no === 11 && parseValueInfo(payload(f)).name === origInput) continue; // input replaced
+    if (f.no === GraphProto.node) { if (keep.has(nodeIndex++)) graphParts.push(f.bytes); continue; }
+    if (f.no === GraphProto.output) continue; // outputs replaced
+    if (f.no === GraphProto.input && parseValueInfo(payload(f)).name === origInput) continue; // input replaced
     graphParts.push(f.bytes);
   }
   graphParts.push(...postFields.map((f) => f.bytes));
-  graphParts.push(...oursGraph.filter((f) => f.no === 5 || f.no === 11 || f.no === 12).map((f) => f.bytes));
-  const graphPayload = concat(graphParts);
+  graphParts.push(...oursGraph.filter((f) => f.no === GraphProto.initializer || f.no === GraphProto.input || f.no === GraphProto.output).map((f) => f.bytes));
+  const graphPayload = concatBytes(graphParts);
   const modelParts: Uint8Array[] = [];
   for (const f of fields) {
-    if (f === graph) modelParts.push(lengthDelimited(7, graphPayload));
+    if (f === graph) modelParts.push(lengthDelimited(ModelProto.graph, graphPayload));
     else modelParts.push(f.bytes);
   }
-  return concat(modelParts);
-}
-
-function varintBytes(v: number): number[] {
-  const out: number[] = [];
-  while (v >= 0x80) { out.push((v & 0x7f) | 0x80); v = Math.floor(v / 128); }
-  out.push(v);
-  return out;
-}
-
-function lengthDelimited(no: number, data: Uint8Array): Uint8Array {
-  return concat([new Uint8Array([...varintBytes((no << 3) | 2), ...varintBytes(data.length)]), data]);
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-  let off = 0;
-  for (const p of parts) { out.set(p, off); off += p.length; }
-  return out;
+  return concatBytes(modelParts);
 }

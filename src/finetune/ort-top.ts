@@ -1,5 +1,6 @@
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
-import { DataType, encodeModel, GraphBuilder, type OnnxAttr, type OnnxValueInfo } from '../onnx/write.ts';
+import { encodeModel, GraphBuilder, type OnnxAttr, type OnnxValueInfo } from '../onnx/write.ts';
+import { DataType } from '../onnx/schema.ts';
 import type { Act, ConvOp, ParamTensor, TopPlan } from './plan.ts';
 import type { AdamState, OptimizerConfig } from './top.ts';
 import type { TopEngine } from './engine.ts';

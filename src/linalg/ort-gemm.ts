@@ -1,5 +1,6 @@
 import type { InferenceSession } from 'onnxruntime-node';
-import { DataType, encodeModel } from '../onnx/write.ts';
+import { encodeModel } from '../onnx/write.ts';
+import { DataType } from '../onnx/schema.ts';
 
 /**
  * C = op(A)·op(B) through ONNX Runtime's MLAS GEMM (AVX2/AVX-512 FMA kernels): an order of magnitude

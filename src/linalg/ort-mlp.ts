@@ -1,5 +1,6 @@
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
-import { DataType, encodeModel, GraphBuilder } from '../onnx/write.ts';
+import { encodeModel, GraphBuilder } from '../onnx/write.ts';
+import { DataType } from '../onnx/schema.ts';
 
 /**
  * One Adam training step of a one-hidden-layer MLP (x → relu(x·W1ᵀ + b1) ⊙ dropout → softmax(·W2ᵀ + b2))

@@ -2,15 +2,11 @@
  * The few WebAssembly encoding helpers our hand-assembled SIMD kernels share (wasm-gemm.ts,
  * wasm-blas1.ts): LEB128 integers, sections, names, and the opcodes they use.
  */
+import { varintBytes } from '../util/varint.ts';
+
+/** Unsigned LEB128: the same encoding as a protobuf varint. */
 export function uleb(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n !== 0) b |= 0x80;
-    out.push(b);
-  } while (n !== 0);
-  return out;
+  return varintBytes(n);
 }
 
 export function sleb(n: number): number[] {

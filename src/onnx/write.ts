@@ -1,9 +1,25 @@
+import {
+  AttributeProto, AttributeType, DataType, Dimension, GraphProto, IR_VERSION, ModelProto, NodeProto, OperatorSetIdProto,
+  StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, TypeProtoTensor, ValueInfoProto, Wire,
+} from './schema.ts';
+import { varintBytes } from '../util/varint.ts';
+
 /**
  * A minimal protobuf writer for the subset of onnx.proto we emit. Hand-written so the model
- * bytes are deterministic and we need no generated code; field numbers follow onnx.proto (IR v8).
+ * bytes are deterministic and we need no generated code; field numbers are named in schema.ts.
  */
 
-export const enum DataType { FLOAT = 1, UINT8 = 2, INT32 = 6, INT64 = 7, FLOAT16 = 10 }
+/** One length-delimited field (tag, length, payload) as bytes, for splicing into an existing message. */
+export function lengthDelimited(field: number, data: Uint8Array): Uint8Array {
+  return concatBytes([new Uint8Array([...varintBytes((field << 3) | Wire.LEN), ...varintBytes(data.length)]), data]);
+}
+
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+  let off = 0;
+  for (const p of parts) { out.set(p, off); off += p.length; }
+  return out;
+}
 
 class Writer {
   private chunks: Uint8Array[] = [];
@@ -22,19 +38,14 @@ class Writer {
   }
 
   varint(v: number | bigint): void {
-    let x = BigInt.asUintN(64, BigInt(v));
     this.ensure(10);
-    while (x >= 0x80n) {
-      this.buf[this.pos++] = Number(x & 0x7fn) | 0x80;
-      x >>= 7n;
-    }
-    this.buf[this.pos++] = Number(x);
+    for (const b of varintBytes(v)) this.buf[this.pos++] = b;
   }
 
   tag(field: number, wire: number): void { this.varint((field << 3) | wire); }
 
   bytes(field: number, data: Uint8Array): void {
-    this.tag(field, 2);
+    this.tag(field, Wire.LEN);
     this.varint(data.length);
     if (data.length > 4096) { this.flush(); this.chunks.push(data); return; }
     this.ensure(data.length);
@@ -43,9 +54,9 @@ class Writer {
   }
 
   string(field: number, s: string): void { this.bytes(field, new TextEncoder().encode(s)); }
-  int(field: number, v: number | bigint): void { this.tag(field, 0); this.varint(v); }
+  int(field: number, v: number | bigint): void { this.tag(field, Wire.VARINT); this.varint(v); }
   float(field: number, v: number): void {
-    this.tag(field, 5);
+    this.tag(field, Wire.I32);
     this.ensure(4);
     new DataView(this.buf.buffer).setFloat32(this.pos, v, true);
     this.pos += 4;
@@ -58,11 +69,7 @@ class Writer {
 
   finish(): Uint8Array {
     this.flush();
-    const total = this.chunks.reduce((a, c) => a + c.length, 0);
-    const out = new Uint8Array(total);
-    let off = 0;
-    for (const c of this.chunks) { out.set(c, off); off += c.length; }
-    return out;
+    return concatBytes(this.chunks);
   }
 }
 
@@ -111,27 +118,25 @@ export interface OnnxModel {
   metadata?: Record<string, string>;
 }
 
-const ATTR_TYPE = { float: 1, int: 2, string: 3, floats: 6, ints: 7 } as const;
-
 function encodeAttr(w: Writer, a: OnnxAttr): void {
-  w.string(1, a.name);
-  w.int(20, ATTR_TYPE[a.kind]);
+  w.string(AttributeProto.name, a.name);
+  w.int(AttributeProto.type, AttributeType[a.kind]);
   switch (a.kind) {
-    case 'float': w.float(2, a.value); break;
-    case 'int': w.int(3, a.value); break;
-    case 'string': w.string(4, a.value); break;
-    case 'floats': for (const v of a.value) w.float(7, v); break;
-    case 'ints': for (const v of a.value) w.int(8, v); break;
+    case 'float': w.float(AttributeProto.f, a.value); break;
+    case 'int': w.int(AttributeProto.i, a.value); break;
+    case 'string': w.string(AttributeProto.s, a.value); break;
+    case 'floats': for (const v of a.value) w.float(AttributeProto.floats, v); break;
+    case 'ints': for (const v of a.value) w.int(AttributeProto.ints, v); break;
   }
 }
 
 function encodeValueInfo(w: Writer, v: OnnxValueInfo): void {
-  w.string(1, v.name);
-  w.message(2, (type) => type.message(1, (tensor) => {
-    tensor.int(1, v.dataType);
-    tensor.message(2, (shape) => {
+  w.string(ValueInfoProto.name, v.name);
+  w.message(ValueInfoProto.type, (type) => type.message(TypeProto.tensorType, (tensor) => {
+    tensor.int(TypeProtoTensor.elemType, v.dataType);
+    tensor.message(TypeProtoTensor.shape, (shape) => {
       for (const d of v.shape) {
-        shape.message(1, (dim) => (typeof d === 'number' ? dim.int(1, d) : dim.string(2, d)));
+        shape.message(TensorShapeProto.dim, (dim) => (typeof d === 'number' ? dim.int(Dimension.dimValue, d) : dim.string(Dimension.dimParam, d)));
       }
     });
   }));
@@ -139,33 +144,33 @@ function encodeValueInfo(w: Writer, v: OnnxValueInfo): void {
 
 export function encodeModel(model: OnnxModel): Uint8Array {
   const w = new Writer();
-  w.int(1, 8); // ir_version
-  w.string(2, model.producer);
-  w.message(7, (g) => {
+  w.int(ModelProto.irVersion, IR_VERSION);
+  w.string(ModelProto.producerName, model.producer);
+  w.message(ModelProto.graph, (g) => {
     for (const n of model.graph.nodes) {
-      g.message(1, (nw) => {
-        for (const i of n.inputs) nw.string(1, i);
-        for (const o of n.outputs) nw.string(2, o);
-        nw.string(3, n.name);
-        nw.string(4, n.opType);
-        for (const a of n.attrs ?? []) nw.message(5, (aw) => encodeAttr(aw, a));
+      g.message(GraphProto.node, (nw) => {
+        for (const i of n.inputs) nw.string(NodeProto.input, i);
+        for (const o of n.outputs) nw.string(NodeProto.output, o);
+        nw.string(NodeProto.name, n.name);
+        nw.string(NodeProto.opType, n.opType);
+        for (const a of n.attrs ?? []) nw.message(NodeProto.attribute, (aw) => encodeAttr(aw, a));
       });
     }
-    g.string(2, model.graph.name);
+    g.string(GraphProto.name, model.graph.name);
     for (const t of model.graph.initializers) {
-      g.message(5, (tw) => {
-        for (const d of t.dims) tw.int(1, d);
-        tw.int(2, t.dataType);
-        tw.string(8, t.name);
-        tw.bytes(9, t.raw);
+      g.message(GraphProto.initializer, (tw) => {
+        for (const d of t.dims) tw.int(TensorProto.dims, d);
+        tw.int(TensorProto.dataType, t.dataType);
+        tw.string(TensorProto.name, t.name);
+        tw.bytes(TensorProto.rawData, t.raw);
       });
     }
-    for (const v of model.graph.inputs) g.message(11, (vw) => encodeValueInfo(vw, v));
-    for (const v of model.graph.outputs) g.message(12, (vw) => encodeValueInfo(vw, v));
+    for (const v of model.graph.inputs) g.message(GraphProto.input, (vw) => encodeValueInfo(vw, v));
+    for (const v of model.graph.outputs) g.message(GraphProto.output, (vw) => encodeValueInfo(vw, v));
   });
-  w.message(8, (o) => { o.string(1, ''); o.int(2, model.opset); });
+  w.message(ModelProto.opsetImport, (o) => { o.string(OperatorSetIdProto.domain, ''); o.int(OperatorSetIdProto.version, model.opset); });
   for (const [k, v] of Object.entries(model.metadata ?? {})) {
-    w.message(14, (m) => { m.string(1, k); m.string(2, v); });
+    w.message(ModelProto.metadataProps, (m) => { m.string(StringStringEntryProto.key, k); m.string(StringStringEntryProto.value, v); });
   }
   return w.finish();
 }
