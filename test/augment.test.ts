@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import {
   augmentImage, augmentSeed, formatAugmentSpec, IDENTITY_PARAMS, isAugmenting, parseAugmentSpec, sampleAugmentParams,
 } from '../src/images/augment.ts';
-import { seededRandom } from '../src/dataset/split.ts';
+import { seededRandom } from '../src/linalg/random.ts';
 import { decodeForModel } from '../src/images/decode.ts';
 import { findBackbone } from '../src/backbone/registry.ts';
 import { UserError } from '../src/util/errors.ts';

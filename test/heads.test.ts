@@ -4,7 +4,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHead, HEAD_KINDS, loadHead, parseOpts } from '../src/heads/registry.ts';
-import type { HeadParams, Matrix } from '../src/heads/types.ts';
+import type { HeadParams } from '../src/heads/types.ts';
+import type { Matrix } from '../src/linalg/types.ts';
 import { Rng } from '../src/linalg/random.ts';
 import { UserError } from '../src/util/errors.ts';
 

@@ -6,7 +6,7 @@ import { parseKerasGraph } from '../src/backbone/keras-graph.ts';
 import { convertKerasGraph } from '../src/backbone/convert.ts';
 import { encodeModel } from '../src/onnx/write.ts';
 import { readWeights } from '../src/backbone/tfjs-model.ts';
-import { describeOnnx } from '../src/backbone/onnx-import.ts';
+import { describeOnnx } from '../src/onnx/read.ts';
 import { findBackbone } from '../src/backbone/registry.ts';
 import { extractFeatures, type ExtractOptions } from '../src/pipeline/extract.ts';
 import { describeLayers } from '../src/backbone/layers.ts';

@@ -2,17 +2,7 @@ import type { ImageEntry, SplitName } from './scan.ts';
 import { UserError } from '../util/errors.ts';
 import { compareCodePoints } from './scan.ts';
 
-/** mulberry32: small, fast, seedable; enough for shuffles and splits. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from '../linalg/random.ts';
 
 export function shuffleInPlace<T>(items: T[], rand: () => number): T[] {
   for (let i = items.length - 1; i > 0; i--) {

@@ -1,5 +1,6 @@
 import { createHead, headParamSpecs } from '../heads/registry.ts';
-import type { FitOptions, HeadParams, LabelledSet, Matrix } from '../heads/types.ts';
+import type { FitOptions, HeadParams } from '../heads/types.ts';
+import type { LabelledSet, Matrix } from '../linalg/types.ts';
 import { Rng } from '../linalg/random.ts';
 import { UserError } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';

@@ -1,4 +1,4 @@
-import type { Matrix } from '../heads/types.ts';
+import type { Matrix } from '../linalg/types.ts';
 import { UserError } from '../util/errors.ts';
 
 /**

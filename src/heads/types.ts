@@ -1,16 +1,8 @@
 import type { Logger } from '../util/log.ts';
+import type { LabelledSet, Matrix } from '../linalg/types.ts';
 
-/** Row-major float32 matrix: the only data type heads see (they never touch images). */
-export interface Matrix {
-  data: Float32Array;
-  rows: number;
-  cols: number;
-}
-
-export interface LabelledSet {
-  X: Matrix;
-  y: Int32Array;
-}
+/** Heads see only feature matrices (never images); the types live with the linear algebra. */
+export type { LabelledSet, Matrix };
 
 export interface FitOptions {
   /** Number of classes; labels are 0..nClasses-1. */

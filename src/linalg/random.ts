@@ -1,11 +1,22 @@
-/** Small seeded PRNG (mulberry32): fast, 32-bit state, good enough for bootstraps and shuffles. */
+/**
+ * The project's one seeded PRNG (mulberry32): fast, 32-bit state, good enough for bootstraps,
+ * shuffles and splits. `new Rng(seed)` mixes and warms up the seed so nearby seeds diverge at
+ * once; `Rng.plain(seed)` is the bare mulberry32 stream the dataset split has always used (its
+ * cache bytes depend on it).
+ */
 export class Rng {
   private state: number;
 
-  constructor(seed = 0) {
+  constructor(seed = 0, warmUp = true) {
+    if (!warmUp) { this.state = seed >>> 0; return; }
     this.state = (seed ^ 0x9e3779b9) >>> 0;
     // Warm up so that nearby seeds diverge immediately.
     for (let i = 0; i < 4; i++) this.nextU32();
+  }
+
+  /** mulberry32 started from `seed` as is (no mixing, no warm-up). */
+  static plain(seed: number): Rng {
+    return new Rng(seed, false);
   }
 
   nextU32(): number {
@@ -47,6 +58,12 @@ export class Rng {
   fork(): Rng {
     return new Rng(this.nextU32());
   }
+}
+
+/** The plain mulberry32 stream of `seed` as a function returning uniforms in [0, 1). */
+export function seededRandom(seed: number): () => number {
+  const rng = Rng.plain(seed);
+  return () => rng.next();
 }
 
 /** 0..n-1 as an Int32Array. */

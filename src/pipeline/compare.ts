@@ -10,7 +10,8 @@ import {
 import { renderHtml, type Thumbnail } from '../eval/report-html.ts';
 import { formatParams, type TuneMode } from '../eval/tune.ts';
 import { createHead } from '../heads/registry.ts';
-import type { FitOptions, HeadParams, Matrix } from '../heads/types.ts';
+import type { FitOptions, HeadParams } from '../heads/types.ts';
+import type { Matrix } from '../linalg/types.ts';
 import { loadFeatureCache, type FeatureCache } from '../store/read.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { UserError } from '../util/errors.ts';

@@ -9,7 +9,7 @@ import { scanDataset, compareCodePoints, SPLIT_ORDER, type ImageEntry, type Spli
 import { assignSplits, type SplitFractions } from '../dataset/split.ts';
 import { runBackbone } from './run-backbone.ts';
 import { augmentSeed, formatAugmentSpec, isAugmenting, sampleAugmentParams, type AugmentParams, type AugmentSpec } from '../images/augment.ts';
-import { seededRandom } from '../dataset/split.ts';
+import { seededRandom } from '../linalg/random.ts';
 import { encodeFeatureArrow } from '../store/arrow.ts';
 import { encodeNpy } from '../store/npy.ts';
 import { ARROW_FILE, CACHE_FORMAT_VERSION, MANIFEST_FILE, type Manifest, type SplitCounts } from '../store/manifest.ts';

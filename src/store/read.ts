@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Matrix } from '../heads/types.ts';
+import type { Matrix } from '../linalg/types.ts';
 import { SPLIT_ORDER, type SplitName } from '../dataset/scan.ts';
 import { UserError } from '../util/errors.ts';
 import { defaultDataDir } from '../util/paths.ts';

@@ -8,6 +8,7 @@
  * Set PYTHON=/path/to/python3 to override the interpreter.
  */
 import { test } from 'node:test';
+import { seededRandom } from '../../src/linalg/random.ts';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
@@ -85,17 +86,8 @@ function buildTable(rows: Row[], batchSizes: number[], dim: number, metadata: Ma
   return new Table(schema, batches);
 }
 
-/** Deterministic PRNG (mulberry32) so failures are reproducible. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG so failures are reproducible. */
+const rng = seededRandom;
 
 const PATHS = ['cats/cat.1.jpg', 'chats/été_猫.jpg', 'dogs/ñandú 🐕.jpeg', '', 'a/b/c/d/e.png', 'emoji/😀😃.webp', 'quote"back\\slash.jpg', 'tab\tnew\nline.jpg'];
 const SPLITS = ['train', 'val', 'test'];
