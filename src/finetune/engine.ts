@@ -1,41 +1,11 @@
-import { UserError } from '../util/errors.ts';
 import { initTf, type Tf } from '../util/tf.ts';
 import { OrtTop } from './ort-top.ts';
 import type { ParamTensor, TopPlan } from './plan.ts';
-import { TopModel, type AdamState, type OptimizerConfig } from './top.ts';
+import { TopModel } from './top.ts';
+import type { AdamState, EngineName, OptimizerConfig, TopEngine } from './top-engine.ts';
 
-/** Where the trainable top runs. Same mathematics and parameter layouts; ORT is the fast default. */
-export type EngineName = 'ort' | 'tfjs';
-export const ENGINES: readonly EngineName[] = ['ort', 'tfjs'];
+export { ENGINES, parseEngine, type EngineName, type TopEngine } from './top-engine.ts';
 
-/** An --engine value, or a one-line UserError. */
-export function parseEngine(v: unknown): EngineName {
-  const s = String(v);
-  if (!(ENGINES as readonly string[]).includes(s)) throw new UserError(`--engine must be one of ${ENGINES.join(', ')}, got '${s}'`);
-  return s as EngineName;
-}
-
-/**
- * The trainable part of a split network (unfrozen conv ops + GAP → dropout → dense softmax head),
- * whichever engine trains it. Inputs are plain arrays: boundary activations channels-last
- * [n·H·W·C], or pooled features [n·C] for the head alone.
- */
-export interface TopEngine {
-  readonly name: EngineName;
-  readonly headIndex: number;
-  readonly nClasses: number;
-  values(names: readonly string[]): ParamTensor[];
-  setValues(values: readonly ParamTensor[]): void;
-  resetOptimizer(): void;
-  getOptimizerState(): AdamState;
-  /** Optimiser moments for parameters [from, end). */
-  setOptimizerState(s: AdamState, from: number): void;
-  /** One optimisation step; returns the batch's mean cross-entropy and number correct. */
-  trainStep(x: Float32Array, n: number, labels: Int32Array, mask: Float32Array | undefined, opt: OptimizerConfig, trainTop: boolean): Promise<{ loss: number; correct: number }>;
-  /** Class probabilities [n·K] (inference: no dropout). */
-  predict(x: Float32Array, n: number, pooled: boolean): Promise<Float32Array>;
-  dispose(): Promise<void>;
-}
 
 class TfjsEngine implements TopEngine {
   readonly name = 'tfjs' as const;

@@ -2,8 +2,7 @@ import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import { encodeModel, GraphBuilder, type OnnxAttr, type OnnxValueInfo } from '../onnx/write.ts';
 import { DataType } from '../onnx/schema.ts';
 import type { Act, ConvOp, ParamTensor, TopPlan } from './plan.ts';
-import type { AdamState, OptimizerConfig } from './top.ts';
-import type { TopEngine } from './engine.ts';
+import type { AdamState, OptimizerConfig, TopEngine } from './top-engine.ts';
 
 /**
  * The trainable top of a split network (plan.ts) as ONNX Runtime graphs: one `session.run` does a

@@ -23,8 +23,8 @@ import { exportFinetunedModel } from './export.ts';
 import { fromHalf, toHalf } from './f16.ts';
 import { FrozenBase } from './frozen.ts';
 import { initialTopParams, planTop, resolveBoundary, type ParamTensor, type TopPlan } from './plan.ts';
-import type { OptimizerConfig } from './top.ts';
-import { createTopEngine, type EngineName, type TopEngine } from './engine.ts';
+import type { EngineName, OptimizerConfig, TopEngine } from './top-engine.ts';
+import { createTopEngine } from './engine.ts';
 
 /**
  * The fine-tuning recipe (fastai's fine_tune, Keras's transfer-learning guide):

@@ -1,6 +1,7 @@
 import type * as TF from '@tensorflow/tfjs';
 import type { Tf } from '../util/tf.ts';
 import type { Act, ConvOp, ParamTensor, TopPlan } from './plan.ts';
+import type { AdamState, OptimizerConfig } from './top-engine.ts';
 
 /**
  * The trainable part of a split network in TF.js: the top conv ops of a TopPlan (BN folded, see
@@ -14,9 +15,6 @@ import type { Act, ConvOp, ParamTensor, TopPlan } from './plan.ts';
  * input gradient is conv2dTranspose. Everything random (dropout masks) comes from the caller, so
  * a run is reproducible. Adam is implemented here too so its state can be checkpointed exactly.
  */
-export interface AdamState { step: number; m: Float32Array[]; v: Float32Array[] }
-
-export interface OptimizerConfig { kind: 'adam' | 'rmsprop'; lr: number; beta1?: number; beta2?: number; epsilon?: number; rho?: number }
 
 interface Saved {
   /** Op input after explicit padding (conv ops), or the op input. */

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { UserError } from '../util/errors.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import type { FitOptions, Head, HeadParams, Matrix } from './types.ts';
+import type { StandardizerJson } from './standardize.ts';
 
 /** Shared plumbing for heads: parameter specs, input validation, class weights, (de)serialisation. */
 
@@ -121,27 +122,7 @@ export function argmaxRows(P: Matrix): Int32Array {
   return out;
 }
 
-export function encodeF32(a: Float32Array): string {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
-}
-
-export function decodeF32(s: string): Float32Array {
-  const b = Buffer.from(s, 'base64');
-  const out = new Float32Array(b.byteLength / 4);
-  new Uint8Array(out.buffer).set(b);
-  return out;
-}
-
-export function encodeI32(a: Int32Array): string {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
-}
-
-export function decodeI32(s: string): Int32Array {
-  const b = Buffer.from(s, 'base64');
-  const out = new Int32Array(b.byteLength / 4);
-  new Uint8Array(out.buffer).set(b);
-  return out;
-}
+export { decodeF32, decodeI32, encodeF32, encodeI32 } from './codec.ts';
 
 /** The versioned JSON every head writes (dense writes it as head.json inside its directory). */
 export interface HeadFile {
@@ -151,7 +132,7 @@ export interface HeadFile {
   params: HeadParams;
   nClasses: number;
   nFeatures: number;
-  standardizer: ReturnType<import('./standardize.ts').Standardizer['toJSON']>;
+  standardizer: StandardizerJson;
   state: unknown;
 }
 

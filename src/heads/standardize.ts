@@ -1,5 +1,8 @@
 import type { Matrix } from './types.ts';
-import { decodeF32, encodeF32 } from './common.ts';
+import { decodeF32, encodeF32 } from './codec.ts';
+
+/** How a Standardizer is saved inside a head's JSON. */
+export interface StandardizerJson { enabled: boolean; mean: string; scale: string }
 
 /**
  * Per-feature standardisation (x - mean) / std, fitted on the training split only and saved with
@@ -47,11 +50,11 @@ export class Standardizer {
     return { data: out, rows: n, cols: d };
   }
 
-  toJSON(): { enabled: boolean; mean: string; scale: string } {
+  toJSON(): StandardizerJson {
     return { enabled: this.enabled, mean: encodeF32(this.mean), scale: encodeF32(this.scale) };
   }
 
-  static fromJSON(j: { enabled: boolean; mean: string; scale: string }): Standardizer {
+  static fromJSON(j: StandardizerJson): Standardizer {
     return new Standardizer(decodeF32(j.mean), decodeF32(j.scale), j.enabled);
   }
 }
