@@ -22,7 +22,7 @@ import { TopModel } from '../src/finetune/top.ts';
 import { createTopEngine } from '../src/finetune/engine.ts';
 import { predictImages } from '../src/pipeline/predict.ts';
 import { FrozenBase } from '../src/finetune/frozen.ts';
-import { fromHalf, toHalf } from '../src/finetune/f16.ts';
+import { fromHalf, toHalf } from '../src/linalg/f16.ts';
 import { runFinetune, finetuneInputSize, FINETUNE_DEFAULTS, type FinetuneOptions } from '../src/finetune/recipe.ts';
 import { SHARED_DATA, SHARED_MODEL, makeSubset, removeDir, tempDir } from './helpers.ts';
 

@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import type * as tfTypes from '@tensorflow/tfjs';
 import { initTf, tfBackendInfo, tfBackendName } from '../src/util/tf.ts';
+import { halfToFloat } from '../src/linalg/f16.ts';
 import {
-  halfToFloat,
   loadLayersModelFromDir,
   readWeights,
   saveLayersModelToDir,

@@ -16,6 +16,7 @@ import type * as tfTypes from '@tensorflow/tfjs';
 import { initTf } from '../util/tf.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { UserError } from '../util/errors.ts';
+import { fromHalf } from '../linalg/f16.ts';
 
 export const MODEL_JSON = 'model.json';
 export const WEIGHTS_BIN = 'weights.bin';
@@ -228,8 +229,7 @@ function decodeWeight(w: ManifestWeight, bytes: ArrayBuffer, n: number): { data:
     else data = int32ToFloat32(new Int32Array(bytes), w.name);
   } else if (q.dtype === 'float16') {
     data = new Float32Array(n);
-    const h = new Uint16Array(bytes);
-    for (let i = 0; i < n; i++) data[i] = halfToFloat(h[i]!);
+    fromHalf(new Uint16Array(bytes).subarray(0, n), data);
   } else if (q.dtype === 'uint8' || q.dtype === 'uint16') {
     if (typeof q.scale !== 'number' || typeof q.min !== 'number') {
       throw new UserError(`weight ${w.name}: ${q.dtype} quantization needs numeric scale and min`);
@@ -254,14 +254,4 @@ function int32ToFloat32(src: Int32Array, name: string): Float32Array {
     out[i] = v;
   }
   return out;
-}
-
-/** IEEE 754 binary16 → number. */
-export function halfToFloat(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const frac = h & 0x3ff;
-  if (exp === 0) return sign * frac * 2 ** -24; // zero / subnormal
-  if (exp === 0x1f) return frac ? NaN : sign * Infinity;
-  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
 }

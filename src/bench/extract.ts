@@ -11,6 +11,7 @@ import { initTf, tfBackendName } from '../util/tf.ts';
 import { silentLogger, type Logger } from '../util/log.ts';
 import { defaultDatasetDir } from '../util/paths.ts';
 import { UserError } from '../util/errors.ts';
+import { DEFAULT_SPLIT } from '../dataset/split.ts';
 
 export interface ExtractBenchOptions {
   data?: string;
@@ -65,13 +66,13 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
   try {
     t = performance.now();
     const res = await extractFeatures({
-      data, out, model: opts.model, split: { train: 0.8, val: 0.1, test: 0.1 }, seed: 42, batch: opts.batch,
+      data, out, model: opts.model, split: DEFAULT_SPLIT, seed: 42, batch: opts.batch,
       workers: opts.workers, threads: opts.threads, maxPixels: DEFAULT_MAX_PIXELS, quiet: true, log: silentLogger,
     });
     const ms = performance.now() - t;
     t = performance.now();
     await extractFeatures({
-      data, out, model: opts.model, split: { train: 0.8, val: 0.1, test: 0.1 }, seed: 42, batch: opts.batch,
+      data, out, model: opts.model, split: DEFAULT_SPLIT, seed: 42, batch: opts.batch,
       workers: opts.workers, threads: opts.threads, maxPixels: DEFAULT_MAX_PIXELS, quiet: true, log: silentLogger,
     });
     e2e = { images: n, seconds: Math.round(ms) / 1000, imagesPerSecond: rate(n, ms), rerunSeconds: Math.round(performance.now() - t) / 1000, timings: res.manifest.timings };

@@ -18,6 +18,8 @@ import { initialTopParams, planTop, resolveBoundary } from '../finetune/plan.ts'
 import { Rng } from '../linalg/random.ts';
 import { silentLogger, type Logger } from '../util/log.ts';
 import { defaultDataDir } from '../util/paths.ts';
+import { DEFAULT_SPLIT } from '../dataset/split.ts';
+import { pct } from '../util/format.ts';
 
 export interface FinetuneBenchOptions {
   data?: string;
@@ -35,7 +37,7 @@ export const TARGET_SECONDS = 15 * 60;
  */
 async function fastPathBest(data: string, log: Logger): Promise<{ head: string; testAccuracy: number; inputSize: number }> {
   const { cacheDir, manifest } = await extractFeatures({
-    data, model: DEFAULT_MODEL, split: { train: 0.8, val: 0.1, test: 0.1 }, seed: 42, batch: 32, workers: cpus().length,
+    data, model: DEFAULT_MODEL, split: DEFAULT_SPLIT, seed: 42, batch: 32, workers: cpus().length,
     threads: cpus().length, maxPixels: DEFAULT_MAX_PIXELS, quiet: true, log,
   });
   const out = mkdtempSync(join(tmpdir(), 'convcache-bench-fastpath-'));
@@ -100,7 +102,7 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
   const data = opts.data ?? defaultDatasetDir();
   if (!data) throw new UserError('no dataset found for the benchmark (give --data)');
   const fastPath = await fastPathBest(data, opts.log);
-  opts.log.info(`fast path on the same split: best head ${fastPath.head}, test ${(fastPath.testAccuracy * 100).toFixed(2)}%`);
+  opts.log.info(`fast path on the same split: best head ${fastPath.head}, test ${pct(fastPath.testAccuracy)}`);
   const load0 = loadavg()[0];
   const trainStep = await benchTrainStep({ steps: 3, log: opts.log });
   const out = mkdtempSync(join(tmpdir(), 'convcache-bench-finetune-'));

@@ -14,6 +14,11 @@ export function shuffleInPlace<T>(items: T[], rand: () => number): T[] {
 
 export interface SplitFractions { train: number; val: number; test: number }
 
+/** The default train/val/test fractions for data without split folders (extract, finetune, benchmarks). */
+export const DEFAULT_SPLIT: Readonly<SplitFractions> = Object.freeze({ train: 0.8, val: 0.1, test: 0.1 });
+/** DEFAULT_SPLIT as the --split option spells it. */
+export const DEFAULT_SPLIT_SPEC = `${DEFAULT_SPLIT.train},${DEFAULT_SPLIT.val},${DEFAULT_SPLIT.test}`;
+
 export function parseSplitFractions(spec: string): SplitFractions {
   const parts = spec.split(',').map((s) => Number(s.trim()));
   if (parts.length !== 3 || parts.some((p) => !Number.isFinite(p) || p < 0)) {

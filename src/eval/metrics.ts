@@ -75,16 +75,23 @@ export function macroF1(confusion: readonly (readonly number[])[]): number {
  */
 export function logLoss(yTrue: Labels, proba: Matrix, eps = 1e-15): number {
   if (proba.rows !== yTrue.length) throw new UserError(`metrics: ${yTrue.length} true labels but ${proba.rows} probability rows`);
-  if (yTrue.length === 0) return 0;
   const k = proba.cols;
-  let s = 0;
   for (let i = 0; i < yTrue.length; i++) {
     const t = yTrue[i]!;
     if (!(t >= 0 && t < k)) throw new UserError(`metrics: label ${t} at row ${i} is outside 0..${k - 1}`);
-    const p = Math.min(Math.max(proba.data[i * k + t]!, eps), 1 - eps);
-    s -= Math.log(p);
   }
-  return s / yTrue.length;
+  return meanLogLoss(proba.data, yTrue, k, eps, 1 - eps);
+}
+
+/**
+ * The one log-loss loop: mean of -log p[i, y_i] over rows of a row-major [n·k] probability array,
+ * p clipped to [lo, hi] (0 for no rows). Training loops (dense head, fine-tuning) use lo = 1e-12
+ * and no upper clip; the report uses scikit-learn's [eps, 1 - eps].
+ */
+export function meanLogLoss(probs: ArrayLike<number>, y: ArrayLike<number>, k: number, lo = 1e-12, hi = Infinity): number {
+  let s = 0;
+  for (let i = 0; i < y.length; i++) s -= Math.log(Math.min(Math.max(probs[i * k + y[i]!]!, lo), hi));
+  return s / Math.max(1, y.length);
 }
 
 /** Mean and population standard deviation (ddof = 0, as numpy's `std`); {0, 0} for no values. */

@@ -1,6 +1,7 @@
 import type { HeadParams } from '../heads/types.ts';
 import { UserError } from '../util/errors.ts';
 import type { ClassMetrics } from './metrics.ts';
+import { pct } from '../util/format.ts';
 
 /**
  * The compare report: its JSON shape (report.json), the one-line verdict and the Markdown
@@ -99,7 +100,8 @@ export interface Report {
 
 // ------------------------------------------------------------------------------ formatting
 
-export const pct = (a: number | null | undefined, digits = 2): string => (a === null || a === undefined ? 'n/a' : `${(a * 100).toFixed(digits)}%`);
+/** Re-exported for the report's callers; defined once in util/format.ts. */
+export { pct };
 
 export function formatBytes(b: number | null | undefined): string {
   if (b === null || b === undefined) return 'n/a';

@@ -4,6 +4,7 @@ import { UserError } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
 import { concatSets, crossValidate } from './cv.ts';
 import { accuracy, logLoss } from './metrics.ts';
+import { pct } from '../util/format.ts';
 
 /**
  * Small built-in hyperparameter grids, searched on the validation set (or by k-fold CV on the
@@ -100,7 +101,7 @@ export async function tuneHead(o: TuneOptions): Promise<TuneResult> {
       if (better(trial, trials[bestIdx])) bestIdx = i;
     }
     trials.push(trial);
-    o.log?.info(`tune ${o.kind} [${i + 1}/${grid.length}] ${formatParams(params, o.fixed)}: ${o.mode.by === 'val' ? 'val' : `${o.mode.folds}-fold CV`} accuracy ${(trial.score * 100).toFixed(2)}% (${trial.seconds.toFixed(2)} s)`);
+    o.log?.info(`tune ${o.kind} [${i + 1}/${grid.length}] ${formatParams(params, o.fixed)}: ${o.mode.by === 'val' ? 'val' : `${o.mode.folds}-fold CV`} accuracy ${pct(trial.score)} (${trial.seconds.toFixed(2)} s)`);
   }
   return {
     by: o.mode.by,

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Preprocessing } from '../backbone/preprocess.ts';
 import { scanDataset, compareCodePoints } from '../dataset/scan.ts';
-import { assignSplits } from '../dataset/split.ts';
+import { assignSplits, DEFAULT_SPLIT } from '../dataset/split.ts';
 import { decodeForModel, DecodeError } from '../images/decode.ts';
 import { UserError } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
@@ -41,11 +41,11 @@ export function finetuneSplits(data: string, seed: number, log: Logger, valFract
       valSource = `stratified ${Math.round(valFraction * 100)}% of train (seed ${seed})`;
     }
   } else {
-    const all = assignSplits(scan.images, { train: 0.8, val: 0.1, test: 0.1 }, seed);
+    const all = assignSplits(scan.images, DEFAULT_SPLIT, seed);
     train = all.filter((i) => i.split === 'train');
     val = all.filter((i) => i.split === 'val');
     test = all.filter((i) => i.split === 'test');
-    valSource = `stratified split 0.8/0.1/0.1 (seed ${seed})`;
+    valSource = `stratified split ${DEFAULT_SPLIT.train}/${DEFAULT_SPLIT.val}/${DEFAULT_SPLIT.test} (seed ${seed})`;
   }
   const sort = (xs: typeof train): FtImage[] => [...xs].sort((a, b) => compareCodePoints(a.path, b.path)).map(toFt);
   const out = { root: scan.root, classes: scan.classes, train: sort(train), val: sort(val), test: sort(test), valSource };

@@ -12,6 +12,7 @@ import { resolveModel } from '../backbone/resolve.ts';
 import { readWeights } from '../backbone/tfjs-model.ts';
 import { augmentImage, augmentSeed, formatAugmentSpec, IDENTITY_PARAMS, isAugmenting, sampleAugmentParams, type AugmentSpec } from '../images/augment.ts';
 import { Rng, seededRandom } from '../linalg/random.ts';
+import { meanLogLoss } from '../eval/metrics.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { UserError } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
@@ -20,11 +21,12 @@ import { Progress } from '../util/progress.ts';
 import { emptyPhase, loadCheckpoint, saveCheckpoint, type Checkpoint, type EpochRecord, type PhaseName, type PhaseState, type PhaseTimings, type WarmStart } from './checkpoint.ts';
 import { decodeInOrder, finetuneSplits, type FtImage, type FtSplits } from './data.ts';
 import { exportFinetunedModel } from './export.ts';
-import { fromHalf, toHalf } from './f16.ts';
+import { fromHalf, toHalf } from '../linalg/f16.ts';
 import { FrozenBase } from './frozen.ts';
 import { initialTopParams, planTop, resolveBoundary, type ParamTensor, type TopPlan } from './plan.ts';
 import type { EngineName, OptimizerConfig, TopEngine } from './top-engine.ts';
 import { createTopEngine } from './engine.ts';
+import { pct } from '../util/format.ts';
 
 /**
  * The fine-tuning recipe (fastai's fine_tune, Keras's transfer-learning guide):
@@ -327,9 +329,9 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
       const t1 = performance.now();
       tta = await flipTtaAccuracy(ctx, test, te.probs, useTop);
       evalTop += (performance.now() - t1) / 1000 - (base.seconds - o0);
-      log.info(`finetune: test accuracy with flip TTA ${(tta * 100).toFixed(2)}%`);
+      log.info(`finetune: test accuracy with flip TTA ${pct(tta)}`);
     }
-    log.info(`finetune: val accuracy ${(v.accuracy * 100).toFixed(2)}%${te ? `, test accuracy ${(te.accuracy * 100).toFixed(2)}% (${test.images.length} images)` : ''}`);
+    log.info(`finetune: val accuracy ${pct(v.accuracy)}${te ? `, test accuracy ${pct(te.accuracy)} (${test.images.length} images)` : ''}`);
     const params = top.values(names);
     const exported = await exportAndCheck(outDir, { modelJson, graph, weights, plan, params, dropout: opts.dropout, preprocessing, base, top, val, opts });
     const evalSeconds = (performance.now() - tEval) / 1000;
@@ -572,7 +574,7 @@ async function warmStartHead(ctx: PhaseContext): Promise<WarmStart> {
   }
   top.setValues(toParams(best!.params, ctx.shapes, ctx.names));
   const seconds = (performance.now() - t0) / 1000;
-  opts.log.info(`head warm start on clean features: best epoch ${best!.epoch}/${opts.warmupEpochs}, val loss ${best!.loss.toFixed(4)} acc ${(best!.accuracy * 100).toFixed(1)}% · ${seconds.toFixed(1)}s`);
+  opts.log.info(`head warm start on clean features: best epoch ${best!.epoch}/${opts.warmupEpochs}, val loss ${best!.loss.toFixed(4)} acc ${pct(best!.accuracy, 1)} · ${seconds.toFixed(1)}s`);
   return { epochs: opts.warmupEpochs, bestEpoch: best!.epoch, valLoss: round(best!.loss, 5), valAccuracy: round(best!.accuracy, 4), seconds: round(seconds) };
 }
 
@@ -586,7 +588,7 @@ async function chooseAverage(ctx: PhaseContext, st: PhaseState, best: Float32Arr
   const v = await evaluate(ctx, ctx.val, true);
   const chosen = !st.best || v.loss < st.best.valLoss - 1e-6;
   st.averaged = { epochs: n, valLoss: round(v.loss, 5), valAccuracy: round(v.accuracy, 4), chosen };
-  ctx.opts.log.info(`finetune: average of ${n} epochs' weights: val loss ${v.loss.toFixed(4)} acc ${(v.accuracy * 100).toFixed(1)}% — ${chosen ? 'kept' : `best epoch ${st.best!.epoch} kept (val loss ${st.best!.valLoss.toFixed(4)})`}`);
+  ctx.opts.log.info(`finetune: average of ${n} epochs' weights: val loss ${v.loss.toFixed(4)} acc ${pct(v.accuracy, 1)} — ${chosen ? 'kept' : `best epoch ${st.best!.epoch} kept (val loss ${st.best!.valLoss.toFixed(4)})`}`);
   if (chosen) {
     st.best = { valLoss: v.loss, valAccuracy: v.accuracy, epoch: st.best?.epoch ?? 0 };
     return avg;
@@ -658,7 +660,7 @@ async function runPhase(ctx: PhaseContext, phase: PhaseName, bestIn: Float32Arra
       topSec += (performance.now() - tt) / 1000;
       lossSum += res.loss * bs;
       correct += res.correct;
-      progress.tick(bs, `loss ${(lossSum / (s + bs)).toFixed(4)} acc ${((correct / (s + bs)) * 100).toFixed(1)}%`);
+      progress.tick(bs, `loss ${(lossSum / (s + bs)).toFixed(4)} acc ${pct(correct / (s + bs), 1)}`);
     }
     const tv = performance.now();
     const v = await evaluate(ctx, ctx.val, trainTop);
@@ -666,7 +668,7 @@ async function runPhase(ctx: PhaseContext, phase: PhaseName, bestIn: Float32Arra
     const seconds = (performance.now() - tEpoch) / 1000;
     const rec: EpochRecord = { phase, epoch, loss: round(lossSum / n, 5), accuracy: round(correct / n, 4), valLoss: round(v.loss, 5), valAccuracy: round(v.accuracy, 4), seconds: round(seconds) };
     ctx.history.push(rec);
-    progress.finish(`${phase} epoch ${epoch}/${maxEpochs}: loss ${rec.loss.toFixed(4)} acc ${(rec.accuracy * 100).toFixed(1)}% · val loss ${v.loss.toFixed(4)} acc ${(v.accuracy * 100).toFixed(1)}% · ${seconds.toFixed(1)}s (frozen base ${ortSec.toFixed(1)}s in ORT, top ${topSec.toFixed(1)}s in ${top.name === 'ort' ? 'ORT' : 'TF.js'}, augment ${augSec.toFixed(1)}s)`);
+    progress.finish(`${phase} epoch ${epoch}/${maxEpochs}: loss ${rec.loss.toFixed(4)} acc ${pct(rec.accuracy, 1)} · val loss ${v.loss.toFixed(4)} acc ${pct(v.accuracy, 1)} · ${seconds.toFixed(1)}s (frozen base ${ortSec.toFixed(1)}s in ORT, top ${topSec.toFixed(1)}s in ${top.name === 'ort' ? 'ORT' : 'TF.js'}, augment ${augSec.toFixed(1)}s)`);
     st.epoch = epoch;
     st.timings.seconds += seconds;
     st.timings.ortSeconds += ortSec;
@@ -750,16 +752,16 @@ async function evaluate(ctx: PhaseContext, split: SplitData, useTop: boolean): P
       probs.set(await top.predict(buf, bs, false), s * K);
     }
   }
-  let loss = 0, correct = 0;
+  const loss = meanLogLoss(probs, split.labels.subarray(0, n), K);
+  let correct = 0;
   for (let i = 0; i < n; i++) {
     const y = split.labels[i]!;
     const row = probs.subarray(i * K, (i + 1) * K);
-    loss -= Math.log(Math.max(row[y]!, 1e-12));
     let arg = 0;
     for (let c = 1; c < K; c++) if (row[c]! > row[arg]!) arg = c;
     if (arg === y) correct++;
   }
-  return { loss: loss / Math.max(n, 1), accuracy: correct / Math.max(n, 1), probs };
+  return { loss, accuracy: correct / Math.max(n, 1), probs };
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type * as TF from '@tensorflow/tfjs';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { Rng } from '../linalg/random.ts';
+import { meanLogLoss } from '../eval/metrics.ts';
 import { BaseHead } from './base.ts';
 import { classWeights, resolveParams, writeHeadFile, type HeadDef, type ParamSpecs } from './common.ts';
 import { initTf } from '../util/tf.ts';
@@ -113,12 +114,6 @@ function dropoutMask(rng: Rng, mask: Float32Array, len: number, keep: number): v
   }
 }
 
-function logLoss(P: Float64Array, y: Int32Array, K: number): number {
-  let s = 0;
-  for (let i = 0; i < y.length; i++) s -= Math.log(Math.max(P[i * K + y[i]!]!, 1e-12));
-  return s / Math.max(1, y.length);
-}
-
 /** IOHandler that writes model.json + weights.bin into `dir` (tfjs's file:// needs tfjs-node). */
 function fileSaver(dir: string): TF.io.IOHandler {
   return {
@@ -212,7 +207,7 @@ export class DenseHead extends BaseHead {
       }
       if (opts.val) {
         const q = st.params;
-        const loss = logLoss(await forwardProba(opts.val.X, q.W1, q.b1, q.W2, q.b2, K), opts.val.y, K);
+        const loss = meanLogLoss(await forwardProba(opts.val.X, q.W1, q.b1, q.W2, q.b2, K), opts.val.y, K);
         // Each step returns fresh arrays, so keeping the reference is a snapshot.
         if (loss < best - 1e-7) { best = loss; bestEpoch = epoch; since = 0; bestWeights = q; }
         else if (++since >= (p.patience as number)) break;

@@ -17,6 +17,7 @@ import { writeFileAtomic } from '../util/atomic.ts';
 import { UserError } from '../util/errors.ts';
 import { silentLogger, type Logger } from '../util/log.ts';
 import { DEFAULT_VAL_FRACTION, defaultHeadPath, fitOnSplits, headBytes, prepareSplits, saveTrainedHead, toolVersion, type HeadRun } from './train.ts';
+import { pct } from '../util/format.ts';
 
 /**
  * Train every head on the same split of one cache and write report.json, report.md and
@@ -217,12 +218,12 @@ export async function compareHeads(o: CompareOptions): Promise<CompareResult> {
         },
       } : {}),
     };
-    log.info(`${tag}: fit ${run.fitSeconds.toFixed(2)} s, val ${pctOrNa(row.valAccuracy)}, test ${pctOrNa(row.testAccuracy)}, ${(modelBytes / 1024).toFixed(0)} KB${run.tuning ? ` (tuned: ${formatParams(run.tuning.best, def.params)})` : ''}`);
+    log.info(`${tag}: fit ${run.fitSeconds.toFixed(2)} s, val ${pct(row.valAccuracy)}, test ${pct(row.testAccuracy)}, ${(modelBytes / 1024).toFixed(0)} KB${run.tuning ? ` (tuned: ${formatParams(run.tuning.best, def.params)})` : ''}`);
     if (cvData && o.cv) {
       // CV uses the row's final params (the tuned ones when tuned), on train+val; test stays untouched.
       const cv = await crossValidate(def.kind, run.params, cvData.X, cvData.y, o.cv, seed, K, {
         classWeight: o.classWeight,
-        onFold: (f, k, acc) => log.info(`${tag}: CV fold ${f}/${k} accuracy ${(acc * 100).toFixed(2)}%`),
+        onFold: (f, k, acc) => log.info(`${tag}: CV fold ${f}/${k} accuracy ${pct(acc)}`),
       });
       row.cv = { k: o.cv, mean: cv.accuracy.mean, std: cv.accuracy.std, folds: cv.folds.map((f) => f.accuracy), macroF1: cv.macroF1 };
       log.info(`${tag}: CV ${o.cv}-fold ${(cv.accuracy.mean * 100).toFixed(2)} ± ${(cv.accuracy.std * 100).toFixed(2)}%`);
@@ -296,4 +297,3 @@ export async function compareHeads(o: CompareOptions): Promise<CompareResult> {
   return { report, outDir, files };
 }
 
-const pctOrNa = (a: number | null) => (a === null ? 'n/a' : `${(a * 100).toFixed(2)}%`);

@@ -8,6 +8,7 @@ import { defaultDataDir } from '../util/paths.ts';
 import type { Logger } from '../util/log.ts';
 import { DEFAULT_VAL_FRACTION, fitOnSplits, headBytes, prepareSplits } from './train.ts';
 import { COMPARE_ROWS } from './compare.ts';
+import { pct } from '../util/format.ts';
 
 /**
  * The report's rows for the other paths, so one table compares, on the same test split:
@@ -62,7 +63,7 @@ export async function augmentedCacheRows(ctx: { rows: readonly ReportRow[]; cach
     const run = await fitOnSplits(def.kind, best.params, splits, aug.classes.length, { seed: ctx.seed });
     const a = aug.manifest.augment!;
     const name = `${best.name} +aug x${a.views}`;
-    ctx.log.info(`compare: ${name} (augmented cache ${dir}): fit ${run.fitSeconds.toFixed(2)} s, test ${run.test ? (run.test.accuracy * 100).toFixed(2) : 'n/a'}%`);
+    ctx.log.info(`compare: ${name} (augmented cache ${dir}): fit ${run.fitSeconds.toFixed(2)} s, test ${pct(run.test?.accuracy)}`);
     out.push({
       name, kind: def.kind, params: run.params,
       testAccuracy: run.test?.accuracy ?? null, valAccuracy: run.val?.accuracy ?? null, macroF1: run.test?.macroF1 ?? null,

@@ -1,6 +1,7 @@
 /**
- * IEEE 754 binary16 for cached activations: float32 → float16 with round-to-nearest-even, and a
- * 65536-entry table for float16 → float32 (Node 20 has no Float16Array).
+ * IEEE 754 binary16, the one implementation (cached fine-tuning activations, float16-quantised
+ * TF.js weights): float32 → float16 with round-to-nearest-even, and a 65536-entry table for
+ * float16 → float32 (Node 20 has no Float16Array).
  */
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
@@ -42,6 +43,11 @@ function halfTable(): Float32Array {
     table[h] = exp === 0 ? sign * frac * 2 ** -24 : exp === 0x1f ? (frac ? NaN : sign * Infinity) : sign * (1 + frac / 1024) * 2 ** (exp - 15);
   }
   return table;
+}
+
+/** One binary16 value → number. */
+export function halfToFloat(h: number): number {
+  return halfTable()[h & 0xffff]!;
 }
 
 export function toHalf(src: Float32Array, out: Uint16Array = new Uint16Array(src.length)): Uint16Array {
