@@ -70,7 +70,7 @@ test('augmentImage: shift moves content, nearest fill clamps, brightness/contras
   assert.ok(out.every((v) => v === 255));
 });
 
-test('augmentation is deterministic per (seed, epoch, index), differs across them, and is fast', async () => {
+test('augmentation is deterministic per (seed, epoch, index), differs across them, stays in range', async () => {
   const spec = parseAugmentSpec('flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2,contrast=0.2');
   const src = await photo();
   const run = (seed: number, epoch: number, index: number): Uint8Array => {
@@ -85,11 +85,4 @@ test('augmentation is deterministic per (seed, epoch, index), differs across the
   const p = sampleAugmentParams(spec, seededRandom(1));
   assert.ok(Math.abs(p.angle) <= (15 * Math.PI) / 180 && Math.abs(p.zx - 1) <= 0.1 && Math.abs(p.tx) <= 0.1);
   assert.ok(Math.abs(p.brightness - 1) <= 0.2 && Math.abs(p.contrast - 1) <= 0.2);
-  // warm-up, then time
-  for (let i = 0; i < 5; i++) run(1, 1, i);
-  const t = performance.now();
-  const n = 40;
-  for (let i = 0; i < n; i++) run(1, 2, i);
-  const ms = (performance.now() - t) / n;
-  assert.ok(ms < 15, `augmentImage took ${ms.toFixed(2)} ms per 224x224 image`);
 });

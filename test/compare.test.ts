@@ -1,6 +1,5 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { extractFeatures, type ExtractOptions } from '../src/pipeline/extract.ts';
@@ -10,27 +9,14 @@ import { renderHtml } from '../src/eval/report-html.ts';
 import { readManifest } from '../src/store/manifest.ts';
 import { silentLogger } from '../src/util/log.ts';
 import { UserError } from '../src/util/errors.ts';
-import { makeSubset, removeDir, tempDir } from './helpers.ts';
+import { makeSubset, removeDir, runCliAsync, tempDir } from './helpers.ts';
 
-const ROOT = new URL('..', import.meta.url).pathname;
 
 function opts(data: string, out: string, extra: Partial<ExtractOptions> = {}): ExtractOptions {
   return {
     data, out, model: 'mobilenet_v1_0.75_224', split: { train: 0.8, val: 0.1, test: 0.1 }, seed: 42,
     batch: 16, workers: 4, threads: 2, maxPixels: 100e6, quiet: true, log: silentLogger, ...extra,
   };
-}
-
-/** Run a CLI in a child process (node + tsx directly, no npm noise). */
-function cli(script: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((res, rej) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli', script), ...args], { cwd: ROOT });
-    let stdout = '', stderr = '';
-    p.stdout.on('data', (b) => { stdout += b; });
-    p.stderr.on('data', (b) => { stderr += b; });
-    p.on('error', rej);
-    p.on('close', (code) => res({ code, stdout, stderr }));
-  });
 }
 
 let dir: string;
@@ -137,8 +123,8 @@ function fakeReportWithGallery(): Parameters<typeof renderHtml>[0] {
 
 test('train-head CLI: trains, prints val and test accuracy, saves head + meta; --eval scores it', async () => {
   const headPath = join(dir, 'heads', 'lr.json');
-  const r = await cli('train-head.ts', ['--head', 'logreg', '--cache', cache, '--opt', 'C=0.5', '--out', headPath, '--quiet']);
-  assert.equal(r.code, 0, r.stderr);
+  const r = await runCliAsync('train-head', ['--head', 'logreg', '--cache', cache, '--opt', 'C=0.5', '--out', headPath, '--quiet']);
+  assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /^val accuracy: \d+\.\d\d% \(4 rows; 10% carved from train, seed 42\)$/m);
   assert.match(r.stdout, /^test accuracy: \d+\.\d\d% \(16 rows\)$/m);
   assert.ok(existsSync(headPath) && existsSync(headMetaPath(headPath)));
@@ -151,20 +137,20 @@ test('train-head CLI: trains, prints val and test accuracy, saves head + meta; -
   assert.equal(meta.backbone.featureDim, 768);
   assert.deepEqual(meta.split, { train: 36, val: 4, test: 16, valSource: 'carved', valFraction: 0.1 });
 
-  const e = await cli('train-head.ts', ['--eval', headPath, '--cache', cache]);
-  assert.equal(e.code, 0, e.stderr);
+  const e = await runCliAsync('train-head', ['--eval', headPath, '--cache', cache]);
+  assert.equal(e.status, 0, e.stderr);
   assert.match(e.stdout, /^test accuracy: \d+\.\d\d%/m);
 });
 
 test('train-head / compare CLIs: bad --opt / unknown head → exit 2 and one line on stderr', async () => {
   // Child processes in parallel (each pays the CLI start-up); the other cases in-process.
   const [a, b, c] = await Promise.all([
-    cli('train-head.ts', ['--head', 'svm', '--opt', 'C=abc', '--cache', cache]),
-    cli('train-head.ts', ['--head', 'svm', '--opt', 'C', '--cache', cache]),
-    cli('compare.ts', ['--heads', 'logreg,xgboost', '--cache', cache]),
+    runCliAsync('train-head', ['--head', 'svm', '--opt', 'C=abc', '--cache', cache]),
+    runCliAsync('train-head', ['--head', 'svm', '--opt', 'C', '--cache', cache]),
+    runCliAsync('compare', ['--heads', 'logreg,xgboost', '--cache', cache]),
   ]);
   for (const r of [a, b, c]) {
-    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.status, 2, r.stderr);
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
   }
   assert.match(a.stderr, /^train-head: error: svm: parameter C must be a number/);
@@ -179,8 +165,8 @@ test('a head trained on one cache is refused on a cache with different features'
   if (!existsSync(headPath)) {
     await saveTrainedHead(await trainHead({ cache, kind: 'logreg', log: silentLogger }), headPath);
   }
-  const r = await cli('train-head.ts', ['--eval', headPath, '--cache', cache384]);
-  assert.equal(r.code, 2, r.stderr);
+  const r = await runCliAsync('train-head', ['--eval', headPath, '--cache', cache384]);
+  assert.equal(r.status, 2, r.stderr);
   const lines = r.stderr.trim().split('\n');
   assert.equal(lines.length, 1, r.stderr);
   assert.match(lines[0]!, /D 768 vs 384/);

@@ -14,7 +14,7 @@ import { decodeForModel } from '../src/images/decode.ts';
 import { catOrDog, loadImagenetLabels, topK } from '../src/backbone/imagenet.ts';
 import { initTf } from '../src/util/tf.ts';
 import { UserError } from '../src/util/errors.ts';
-import { SHARED_DATA, SHARED_MODEL, removeDir, tempDir } from './helpers.ts';
+import { SHARED_DATA, SHARED_MODEL, modelGraph, modelWeights, removeDir, tempDir } from './helpers.ts';
 
 const PRE = findBackbone('mobilenet_v1_0.75_224')!.preprocessing;
 
@@ -35,8 +35,7 @@ async function decodeAll(paths: string[]): Promise<Uint8Array> {
 }
 
 async function ortFeatures(modelDir: string, layer: string, pooling: Pooling, pixels: Uint8Array, n: number, input: [number, number, number] = [224, 224, 3], pre = PRE) {
-  const graph = parseKerasGraph(JSON.parse(readFileSync(join(modelDir, 'model.json'), 'utf8')));
-  const conv = convertKerasGraph(graph, await readWeights(modelDir), { layer, pooling, preprocessing: pre });
+  const conv = convertKerasGraph(await modelGraph(modelDir), await modelWeights(modelDir), { layer, pooling, preprocessing: pre });
   const runner = await OrtFeatureRunner.create(encodeModel(conv.model), input, conv.featureDim, { threads: 2 });
   try {
     return { feats: await runner.run(pixels, n), dim: conv.featureDim };

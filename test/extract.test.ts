@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { extractFeatures, type ExtractOptions } from '../src/pipeline/extract.ts';
@@ -15,9 +15,10 @@ import { parseAugmentSpec } from '../src/images/augment.ts';
 import { loadFeatureCache } from '../src/store/read.ts';
 import { prepareSplits } from '../src/pipeline/train.ts';
 import { makeHostileDataset, defaultSourceJpegs } from './fixtures-hostile.ts';
-import { makeSubset, removeDir, tempDir } from './helpers.ts';
+import { makeSubset, removeDir, ROOT, runCli, runCliAsync, tempDir } from './helpers.ts';
 
-const ROOT = new URL('..', import.meta.url).pathname;
+/** Committed chunks after which the interrupted extraction dies (of 16 batches of 4). */
+const CRASH_AFTER = 3;
 
 function opts(data: string, out: string, extra: Partial<ExtractOptions> = {}): ExtractOptions {
   return {
@@ -238,7 +239,7 @@ test('scan errors: missing root, no images, class only in test', () => {
 });
 
 test('CLI: bad arguments give one line and a non-zero exit, no stack trace', () => {
-  const run = (args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/extract.ts', ...args], { cwd: ROOT, encoding: 'utf8' });
+  const run = (args: string[]) => runCli('extract', args);
   for (const args of [['--data', '/nonexistent/dir'], ['--pool', 'median'], ['--batch', 'x'], ['--bogus'], ['--split', '0.5,0.5']]) {
     const r = run(args);
     assert.equal(r.status, 2, `${args.join(' ')} should exit 2`);
@@ -256,21 +257,17 @@ test('kill -9 mid-run, then resume: finishes without recomputing and matches an 
     const straight = join(dir, 'straight');
     await extractFeatures(opts(data, straight));
     const killed = join(dir, 'killed');
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/extract.ts', '--data', data, '--out', killed, '--batch', '4', '--quiet'], { cwd: ROOT, stdio: 'ignore' });
-    // Kill as soon as a few batches are on disk.
-    const recs = join(killed, 'records');
-    const deadline = Date.now() + 60_000;
-    while (Date.now() < deadline) {
-      if (existsSync(recs) && readdirSync(recs).filter((f) => f.endsWith('.rec')).length >= 3) break;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    child.kill('SIGKILL');
-    await new Promise((r) => child.on('exit', r));
-    const chunks = readdirSync(recs).filter((f) => f.endsWith('.rec')).length;
-    assert.ok(chunks >= 3, 'the child was killed after persisting some batches');
+    // The child SIGKILLs itself right after its third committed batch (a test hook in RecordStore),
+    // so the interruption is certain and lands mid-run, not after the child happened to finish.
+    const child = await runCliAsync('extract', ['--data', data, '--out', killed, '--batch', '4', '--quiet'], {
+      env: { ...process.env, CONVCACHE_TEST_CRASH_AFTER_CHUNKS: String(CRASH_AFTER) },
+    });
+    assert.equal(child.signal, 'SIGKILL', `the child must have been killed, got exit ${child.status}: ${child.stderr}`);
+    const chunks = readdirSync(join(killed, 'records')).filter((f) => f.endsWith('.rec')).length;
+    assert.equal(chunks, CRASH_AFTER, 'exactly the committed batches are on disk');
     assert.ok(!existsSync(join(killed, 'manifest.json')), 'killed before finishing');
     const { manifest } = await extractFeatures(opts(data, killed));
-    assert.ok(manifest.timings.reused >= 12, `resume reused ${manifest.timings.reused} finished images`);
+    assert.equal(manifest.timings.reused, CRASH_AFTER * 4, `resume reused ${manifest.timings.reused} finished images`);
     assert.equal(manifest.timings.computed + manifest.timings.reused, 64);
     for (const f of ['features.arrow', 'train_features.npy', 'train_labels.npy', 'test_features.npy', 'test_labels.npy']) {
       assert.ok(readFileSync(join(killed, f)).equals(readFileSync(join(straight, f))), `${f} differs after resume`);

@@ -1,7 +1,6 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, existsSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import type * as TF from '@tensorflow/tfjs';
 import { loadKerasGraph } from '../src/backbone/backbone.ts';
@@ -24,7 +23,7 @@ import { predictImages } from '../src/pipeline/predict.ts';
 import { FrozenBase } from '../src/finetune/frozen.ts';
 import { fromHalf, toHalf } from '../src/linalg/f16.ts';
 import { runFinetune, finetuneInputSize, FINETUNE_DEFAULTS, type FinetuneOptions } from '../src/finetune/recipe.ts';
-import { SHARED_DATA, SHARED_MODEL, makeSubset, removeDir, tempDir } from './helpers.ts';
+import { SHARED_DATA, SHARED_MODEL, makeSubset, modelGraph, modelWeights, removeDir, runCli, sharedGraph, sharedWeights, tempDir } from './helpers.ts';
 
 const PRE = findBackbone('mobilenet_v1_0.75_224')!.preprocessing;
 const CUT = 'conv_pw_13_relu';
@@ -52,8 +51,8 @@ function relMaxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return d / s;
 }
 
-test('blocks and boundaries of MobileNet v1: --unfreeze N, --unfreeze-from, refusals', () => {
-  const { graph } = loadKerasGraph(SHARED_MODEL());
+test('blocks and boundaries of MobileNet v1: --unfreeze N, --unfreeze-from, refusals', async () => {
+  const graph = await sharedGraph();
   const ends = blockEnds(graph, CUT);
   assert.equal(ends.length, 14); // conv1_relu + 13 depthwise-separable blocks
   assert.equal(ends[0], 'conv1_relu');
@@ -177,8 +176,8 @@ test('ORT training engine = TF.js engine: same loss, same updated parameters (Ad
 
 test('ORT frozen bottom + trainable top (TF.js and ORT engines) reproduce the full TF.js model before training', async () => {
   const tf = await initTf();
-  const { graph } = loadKerasGraph(SHARED_MODEL());
-  const weights = await readWeights(SHARED_MODEL());
+  const graph = await sharedGraph();
+  const weights = await sharedWeights();
   const n = 4;
   const pixels = await photos(n);
   const full = await loadLayersModelFromDir(SHARED_MODEL());
@@ -254,8 +253,7 @@ function options(out: string, over: Partial<FinetuneOptions> = {}): FinetuneOpti
 let straight: string | undefined;
 
 async function ortRun(modelDir: string, layer: string, pixels: Uint8Array, n: number): Promise<Float32Array> {
-  const g = parseKerasGraph(JSON.parse(readFileSync(join(modelDir, 'model.json'), 'utf8')));
-  const conv = convertKerasGraph(g, await readWeights(modelDir), { layer, pooling: 'none', preprocessing: PRE });
+  const conv = convertKerasGraph(await modelGraph(modelDir), await modelWeights(modelDir), { layer, pooling: 'none', preprocessing: PRE });
   const r = await OrtFeatureRunner.create(encodeModel(conv.model), [224, 224, 3], conv.featureDim, { threads: 2 });
   try { return await r.run(pixels, n); } finally { await r.release(); }
 }
@@ -288,9 +286,9 @@ test('finetune recipe: report, frozen weights untouched, top trained, BN statist
   assert.equal(saved.testAccuracy, report.testAccuracy);
 
   // Weights: below the boundary bit-identical, BN moving statistics all unchanged, top kernels changed.
-  const orig = await readWeights(SHARED_MODEL());
+  const orig = await sharedWeights();
   const exp = await readWeights(join(out, 'model'));
-  const { graph } = loadKerasGraph(SHARED_MODEL());
+  const graph = await sharedGraph();
   const topLayers = new Set(planTop(graph, 'conv_pw_11_relu', CUT).layers);
   let compared = 0;
   for (const [name, w] of exp) {
@@ -381,8 +379,7 @@ test('without augmentation the base runs once: boundary activations cached (floa
 });
 
 test('CLI: bad finetune arguments give one line and exit 2, no stack trace', () => {
-  const root = join(import.meta.dirname, '..');
-  const run = (args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/finetune.ts', ...args], { cwd: root, encoding: 'utf8' });
+  const run = (args: string[]) => runCli('finetune', args);
   for (const args of [['--engine', 'gpu'], ['--val-fraction', '1.5'], ['--input-size', '5'], ['--warmup-epochs', '-1'], ['--optimizer', 'sgd'], ['--lr', '0']]) {
     const r = run(args);
     assert.equal(r.status, 2, `${args.join(' ')} should exit 2`);

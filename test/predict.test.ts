@@ -1,6 +1,5 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { extractFeatures } from '../src/pipeline/extract.ts';
@@ -8,9 +7,7 @@ import { trainHead, saveTrainedHead } from '../src/pipeline/train.ts';
 import { predictImages } from '../src/pipeline/predict.ts';
 import { loadFeatureCache } from '../src/store/read.ts';
 import { silentLogger } from '../src/util/log.ts';
-import { makeSubset, removeDir, tempDir } from './helpers.ts';
-
-const ROOT = new URL('..', import.meta.url).pathname;
+import { makeSubset, removeDir, runCli, tempDir } from './helpers.ts';
 
 test('predict reproduces the cache: same label and probability as the head on the cached features', async () => {
   const dir = tempDir('predict');
@@ -41,13 +38,13 @@ test('predict reproduces the cache: same label and probability as the head on th
       assert.ok(Math.abs(p.probability - row[best]!) < 1e-5, `${p.path}: ${p.probability} vs ${row[best]}`);
     });
     // The CLI prints CSV and reports bad inputs on stderr without failing.
-    const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/predict.ts', '--head', headPath, files[0]!, join(dir, 'missing.jpg')], { cwd: ROOT, encoding: 'utf8' });
+    const r = runCli('predict', ['--head', headPath, files[0]!, join(dir, 'missing.jpg')]);
     assert.equal(r.status, 0, r.stderr);
     const lines = r.stdout.trim().split('\n');
     assert.equal(lines[0], 'path,label,probability');
     assert.equal(lines[1]!.split(',')[1], predictions[0]!.label);
     assert.match(r.stderr, /missing\.jpg: no such file/);
-    const bad = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/predict.ts', '--head', join(dir, 'nohead.json'), files[0]!], { cwd: ROOT, encoding: 'utf8' });
+    const bad = runCli('predict', ['--head', join(dir, 'nohead.json'), files[0]!]);
     assert.equal(bad.status, 2);
     assert.equal(bad.stderr.trim().split('\n').length, 1);
   } finally {
@@ -60,7 +57,7 @@ test('predict refuses a broken fine-tuned model folder with one line', () => {
   try {
     for (const body of ['{oops', '{"classes":["a"]}']) {
       writeFileSync(join(dir, 'finetune.json'), body);
-      const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/predict.ts', '--head', dir, join(dir, 'x.jpg')], { cwd: ROOT, encoding: 'utf8' });
+      const r = runCli('predict', ['--head', dir, join(dir, 'x.jpg')]);
       assert.equal(r.status, 2);
       const lines = r.stderr.trim().split('\n');
       assert.equal(lines.length, 1, r.stderr);

@@ -16,9 +16,17 @@ export type RecordValue = Float32Array | { error: string };
 
 const MAGIC = 'CCREC1\n';
 
+/**
+ * Test hook for the resume test: after this many chunks written by this process, die at once with
+ * SIGKILL (as `kill -9` would), so the interruption happens mid-run every time instead of racing
+ * the child. Unset (0) in normal use.
+ */
+const CRASH_AFTER_CHUNKS = Number(process.env.CONVCACHE_TEST_CRASH_AFTER_CHUNKS ?? 0);
+
 export class RecordStore {
   private readonly values = new Map<string, RecordValue>();
   private seq = 0;
+  private written = 0;
 
   private constructor(readonly dir: string, readonly dim: number) {}
 
@@ -69,6 +77,7 @@ export class RecordStore {
     const name = `chunk-${String(this.seq++).padStart(8, '0')}.rec`;
     writeFileAtomic(join(this.dir, name), encodeChunk(this.dim, entries));
     for (const e of entries) this.values.set(e.key, e.value);
+    if (++this.written === CRASH_AFTER_CHUNKS) process.kill(process.pid, 'SIGKILL');
   }
 
   /**
