@@ -8,7 +8,7 @@ import { silentLogger } from '../src/util/log.ts';
 import { convertKerasGraph, type Pooling } from '../src/backbone/convert.ts';
 import { encodeModel } from '../src/onnx/write.ts';
 import { OrtFeatureRunner } from '../src/backbone/ort-runner.ts';
-import { readWeights, loadLayersModelFromDir, saveLayersModelToDir } from '../src/backbone/tfjs-model.ts';
+import { loadLayersModelFromDir, saveLayersModelToDir } from '../src/backbone/tfjs-model.ts';
 import { findBackbone } from '../src/backbone/registry.ts';
 import { decodeForModel } from '../src/images/decode.ts';
 import { catOrDog, loadImagenetLabels, topK } from '../src/backbone/imagenet.ts';

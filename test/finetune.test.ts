@@ -3,9 +3,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type * as TF from '@tensorflow/tfjs';
-import { loadKerasGraph } from '../src/backbone/backbone.ts';
 import { convertKerasGraph } from '../src/backbone/convert.ts';
-import { parseKerasGraph } from '../src/backbone/keras-graph.ts';
 import { encodeModel } from '../src/onnx/write.ts';
 import { OrtFeatureRunner } from '../src/backbone/ort-runner.ts';
 import { findBackbone } from '../src/backbone/registry.ts';
@@ -136,7 +134,7 @@ test('hand-written backward pass matches finite differences (directional derivat
 });
 
 test('ORT training engine = TF.js engine: same loss, same updated parameters (Adam, RMSprop; top and head-only), same predictions', async () => {
-  const tf = await initTf();
+  await initTf();
   const rng = new Rng(3);
   const rand = (shape: number[], scale: number, offset = 0): ParamTensor => ({ name: '', shape, data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => (rng.next() * 2 - 1) * scale + offset) });
   const params = [rand([1, 1, 4, 5], 0.6, 0.1), rand([5], 0.3, 0.2), rand([3, 3, 5, 1], 0.6, 0.1), rand([5], 0.3), rand([3, 3, 5, 6], 0.3), rand([6], 0.3, 0.3), rand([6, 3], 0.8), rand([3], 0.1)];

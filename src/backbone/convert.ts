@@ -1,6 +1,6 @@
 import { UserError } from '../util/errors.ts';
 import { findLayer, zeroPads, kernelSize, spatialPads, strides, dilation, type KerasGraph, type KerasLayer } from './keras-graph.ts';
-import { floatTensor, int64Tensor, GraphBuilder, type OnnxAttr, type OnnxModel, type OnnxNode, type OnnxTensor } from '../onnx/write.ts';
+import { GraphBuilder, type OnnxAttr, type OnnxModel } from '../onnx/write.ts';
 import { DataType } from '../onnx/schema.ts';
 import { affineFromPreprocessing, type Preprocessing } from './preprocess.ts';
 

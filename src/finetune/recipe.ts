@@ -19,7 +19,7 @@ import type { Logger } from '../util/log.ts';
 import { defaultDataDir, defaultDatasetDir } from '../util/paths.ts';
 import { Progress } from '../util/progress.ts';
 import { emptyPhase, loadCheckpoint, saveCheckpoint, type Checkpoint, type EpochRecord, type PhaseName, type PhaseState, type PhaseTimings, type WarmStart } from './checkpoint.ts';
-import { decodeInOrder, finetuneSplits, type FtImage, type FtSplits } from './data.ts';
+import { decodeInOrder, finetuneSplits, type FtImage } from './data.ts';
 import { exportFinetunedModel } from './export.ts';
 import { fromHalf, toHalf } from '../linalg/f16.ts';
 import { FrozenBase } from './frozen.ts';
@@ -700,13 +700,12 @@ async function runPhase(ctx: PhaseContext, phase: PhaseName, bestIn: Float32Arra
 
 /** Accuracy when each image's probabilities are averaged with those of its mirror image (decoded again, flipped, through ORT). */
 async function flipTtaAccuracy(ctx: PhaseContext, split: SplitData, probs: Float32Array, useTop: boolean): Promise<number> {
-  const { top, base, plan, opts } = ctx;
+  const { top, base, opts } = ctx;
   const [h, w] = ctx.preprocessing.size;
   const per = h * w * 3;
   const K = top.nClasses;
   const B = opts.batch;
   const pix = new Uint8Array(B * per);
-  const [bh, bw, bc] = plan.inShape;
   let inBatch = 0, done = 0, correct = 0;
   const flush = async (): Promise<void> => {
     if (inBatch === 0) return;

@@ -1,4 +1,4 @@
-import { RA, RB, wasmGemm, type WasmGemm } from './wasm-gemm.ts';
+import { RA, wasmGemm, type WasmGemm } from './wasm-gemm.ts';
 
 /**
  * Dense float32 products. Row-major throughout. The hot entry point is matmulABt (C = A·Bᵀ), which

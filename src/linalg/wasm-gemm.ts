@@ -1,5 +1,5 @@
 import v8 from 'node:v8';
-import { ADD, F32X4_ADD, F32X4_MUL, I32, LT_U, MUL, SHL, SIMD, V128, get, i32c, section, set, sleb, str, tee, uleb } from './wasm-asm.ts';
+import { ADD, F32X4_ADD, F32X4_MUL, I32, LT_U, MUL, SHL, SIMD, V128, get, i32c, section, set, str, tee, uleb } from './wasm-asm.ts';
 /**
  * Tiny hand-assembled WebAssembly SIMD kernels: C = A·Bᵀ (both row-major, float32), plus the
  * matrix-vector products y = A·x and g += Aᵀ·r.

@@ -123,7 +123,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractResu
   const jobs: Job[] = [];
   const queued = new Set<string>();
   plans.forEach((plan, i) => {
-    const need = plan.viewKeys.map((k, v) => v).filter((v) => !store.has(plan.viewKeys[v]!) && !queued.has(plan.viewKeys[v]!));
+    const need = plan.viewKeys.map((_, v) => v).filter((v) => !store.has(plan.viewKeys[v]!) && !queued.has(plan.viewKeys[v]!));
     if (need.length === 0) return;
     for (const v of need) queued.add(plan.viewKeys[v]!);
     jobs.push({ image: images[i]!, absPath: images[i]!.absPath, keys: need.map((v) => plan.viewKeys[v]!), views: need.map((v) => plan.viewParams[v]!) });

@@ -1,6 +1,6 @@
 import { toolVersion } from '../util/version.ts';
 import { pathBytes } from '../util/disk.ts';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import type { BackboneConfig } from '../backbone/backbone.ts';
