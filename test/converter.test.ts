@@ -11,7 +11,7 @@ import { OrtFeatureRunner } from '../src/backbone/ort-runner.ts';
 import { loadLayersModelFromDir, saveLayersModelToDir } from '../src/backbone/tfjs-model.ts';
 import { findBackbone } from '../src/backbone/registry.ts';
 import { decodeForModel } from '../src/images/decode.ts';
-import { catOrDog, loadImagenetLabels, topK } from '../src/backbone/imagenet.ts';
+import { catOrDog, loadImagenetLabels, topK } from './imagenet.ts';
 import { initTf } from '../src/util/tf.ts';
 import { UserError } from '../src/util/errors.ts';
 import { SHARED_DATA, SHARED_MODEL, modelGraph, modelWeights, removeDir, tempDir } from './helpers.ts';

@@ -21,7 +21,7 @@ import {
   isDomesticCatClass,
   loadImagenetLabels,
   topK,
-} from '../src/backbone/imagenet.ts';
+} from './imagenet.ts';
 
 const MODEL_DIR = SHARED_MODEL();
 const PHOTOS = join(SHARED_DATA(), 'test');

@@ -6,19 +6,6 @@ import { RA, wasmGemm, type WasmGemm } from './wasm-gemm.ts';
  * It runs a WebAssembly SIMD kernel when available, otherwise a register-blocked TS loop.
  */
 
-/** Naive reference C = A·B (A n×k, B k×m). For tests and tiny sizes. */
-export function matmulNaive(A: ArrayLike<number>, B: ArrayLike<number>, n: number, k: number, m: number): Float32Array {
-  const C = new Float32Array(n * m);
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j < m; j++) {
-      let s = 0;
-      for (let t = 0; t < k; t++) s += A[i * k + t]! * B[t * m + j]!;
-      C[i * m + j] = s;
-    }
-  }
-  return C;
-}
-
 /** C = A·B (A n×k, B k×m), i-k-j order so the inner loop walks a row of B and a row of C contiguously. */
 export function matmul(A: Float32Array, B: Float32Array, n: number, k: number, m: number, out?: Float32Array): Float32Array {
   const C = out ?? new Float32Array(n * m);
@@ -111,19 +98,12 @@ function pack(dst: Float32Array, off: number, src: Float32Array, r0: number, row
 
 const roundUp = (x: number, m: number) => Math.ceil(x / m) * m;
 
-/**
- * C = A·Bᵀ for A n×d and B m×d (row-major float32), C n×m. With `symmetric` (A === B, n === m)
- * only the lower block triangle is computed and then mirrored; with 'lower' the mirroring is left
- * to the caller (entries above the diagonal are then unspecified).
- */
-export function matmulABt(
-  A: Float32Array, n: number, B: Float32Array, m: number, d: number,
-  out?: Float32Array, symmetric: boolean | 'lower' = false,
-): Float32Array {
+/** C = A·Bᵀ for A n×d and B m×d (row-major float32), C n×m. */
+export function matmulABt(A: Float32Array, n: number, B: Float32Array, m: number, d: number, out?: Float32Array): Float32Array {
   const C = out ?? new Float32Array(n * m);
   if (C.length < n * m) throw new Error(`matmulABt: output too small (${C.length} < ${n * m})`);
   const w = wasmGemm();
-  if (!w || n * m * d < 4096) return matmulABtJs(A, n, B, m, d, C); // 'lower' callers accept a full result
+  if (!w || n * m * d < 4096) return matmulABtJs(A, n, B, m, d, C);
   const dp = roundUp(d, 4);
   const mp = roundUp(m, COL_BLOCK);
   const chunk = Math.min(ROW_CHUNK, roundUp(n, RA));
@@ -138,19 +118,15 @@ export function matmulABt(
     const rows = Math.min(chunk, n - i0);
     const rowsP = roundUp(rows, RA);
     pack(f, aOff, A, i0, rows, rowsP, d, dp);
-    // In the symmetric case columns beyond the last row of this chunk are filled by mirroring.
-    const colEnd = symmetric ? Math.min(mp, roundUp(i0 + rows, COL_BLOCK)) : mp;
-    for (let j0 = 0; j0 < colEnd; j0 += COL_BLOCK) {
+    for (let j0 = 0; j0 < mp; j0 += COL_BLOCK) {
       w.gemm(aOff * 4, (bOff + j0 * dp) * 4, (cOff + j0) * 4, rowsP, COL_BLOCK, dp, mp);
     }
     f = new Float32Array(w.memory.buffer);
-    const cols = symmetric ? Math.min(m, colEnd) : m;
     for (let r = 0; r < rows; r++) {
       const src = cOff + r * mp;
-      C.set(f.subarray(src, src + cols), (i0 + r) * m);
+      C.set(f.subarray(src, src + m), (i0 + r) * m);
     }
   }
-  if (symmetric === true) mirrorLower(C, n);
   return C;
 }
 
@@ -166,11 +142,6 @@ export function mirrorLower(C: Float32Array, n: number): void {
       }
     }
   }
-}
-
-/** Gram matrix A·Aᵀ (n×n), computing one triangle. */
-export function gram(A: Float32Array, n: number, d: number, out?: Float32Array): Float32Array {
-  return matmulABt(A, n, A, n, d, out, true);
 }
 
 /** Squared L2 norm of each row. */

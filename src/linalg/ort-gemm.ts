@@ -56,13 +56,3 @@ async function gemm(A: Float32Array, aShape: [number, number], B: Float32Array, 
 export function matmulABtOrt(A: Float32Array, n: number, B: Float32Array, m: number, d: number, threads = 1): Promise<Float32Array> {
   return gemm(A, [n, d], B, [m, d], false, true, threads);
 }
-
-/** Aᵀ (A k×n) · B (B k×m), row-major float32 → n×m: e.g. a weight gradient Xᵀ·δ without transposing. */
-export function matmulAtBOrt(A: Float32Array, n: number, B: Float32Array, m: number, k: number, threads = 1): Promise<Float32Array> {
-  return gemm(A, [k, n], B, [k, m], true, false, threads);
-}
-
-/** A (n×k) · B (k×m), row-major float32 → n×m. */
-export function matmulOrt(A: Float32Array, n: number, B: Float32Array, m: number, k: number, threads = 1): Promise<Float32Array> {
-  return gemm(A, [n, k], B, [k, m], false, false, threads);
-}

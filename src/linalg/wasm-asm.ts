@@ -1,6 +1,6 @@
 /**
  * The few WebAssembly encoding helpers our hand-assembled SIMD kernels share (wasm-gemm.ts,
- * wasm-blas1.ts): LEB128 integers, sections, names, and the opcodes they use.
+ * wasm-blas1.ts): unsigned LEB128 integers, sections, names, and the opcodes they use.
  */
 import { varintBytes } from '../util/varint.ts';
 
@@ -9,7 +9,8 @@ export function uleb(n: number): number[] {
   return varintBytes(n);
 }
 
-export function sleb(n: number): number[] {
+/** Signed LEB128 (i32.const immediates). */
+function sleb(n: number): number[] {
   const out: number[] = [];
   for (;;) {
     const b = n & 0x7f;

@@ -1,7 +1,7 @@
-/** ImageNet-1k class labels and helpers for reading classifier outputs. */
+/** ImageNet-1k class labels and helpers for reading classifier outputs: the tests check the converted MobileNet with them. */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { UserError } from '../util/errors.ts';
+import { UserError } from '../src/util/errors.ts';
 
 export const IMAGENET_NUM_CLASSES = 1000;
 
