@@ -3,10 +3,11 @@
  * (same 2000×768 MobileNet features, single thread), plus the pure-JS libraries they replaced
  * (ml-svm on 500 rows, ml-random-forest 5 trees on 250 rows), kept as reference rows.
  *
- *   npx tsx scripts/bench-heads.ts --npy DIR [--heads logreg,svm,svm-linear,rf,knn,dense]
+ *   npm run bench -- heads [--cache DIR] [--heads logreg,svm,rf,knn,dense]
  *
- * DIR holds <split>_features.npy (float32 n×d) and <split>_labels.npy (int32) for split = train,
- * test and optionally val. Prints JSON and writes data/bench/heads.json.
+ * DIR is a feature cache: <split>_features.npy (float32 n×d) and <split>_labels.npy (int32) for
+ * split = train, test and optionally val (default: extract the default dataset). Prints JSON and
+ * writes data/bench/heads.json.
  */
 import { existsSync, readFileSync, rmSync, mkdtempSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';

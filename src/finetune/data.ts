@@ -20,7 +20,8 @@ export interface FtSplits {
 
 /**
  * Train/val/test for fine-tuning. Folder splits are used as they are; without a val/ folder a
- * seeded, stratified 10 % of train becomes val (never tune on test). Without split folders the
+ * seeded, stratified `valFraction` of train becomes val (the recipe's default is 25 %; never tune
+ * on test). Without split folders the
  * same 0.8/0.1/0.1 split as `extract` (same seed → same test images as the fast path).
  */
 export function finetuneSplits(data: string, seed: number, log: Logger, valFraction = 0.1): FtSplits {

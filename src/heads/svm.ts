@@ -11,7 +11,7 @@ import type { FitOptions, HeadParams, Matrix } from './types.ts';
  * - kernel 'linear': liblinear's dual coordinate descent (Hsieh et al. 2008) with shrinking,
  *   squared hinge (default, as LinearSVC) or hinge loss, bias as a constant feature, one-vs-rest.
  * - kernel 'rbf': libsvm's SMO with second-order working-set selection (Fan et al. 2005).
- *   The kernel matrix is precomputed with one SIMD Gram product when n ≤ maxPrecompute, otherwise
+ *   The kernel matrix is precomputed with one ONNX Runtime GEMM (K = X·Xᵀ) when n ≤ maxPrecompute, otherwise
  *   rows are computed on demand and kept in an LRU cache. Multi-class: one-vs-one (default, as
  *   libsvm) or one-vs-rest.
  * Class weights scale C per sample. Probabilities: Platt sigmoids (libsvm's Newton fit) on
