@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createHead, HEAD_KINDS, loadHead, parseOpts } from '../src/heads/registry.ts';
+import { createHead, HEAD_KINDS, HEAD_ROWS, headParamSpecs, loadHead, parseOpts, quickParams, savesDirectory, tuneGridOf } from '../src/heads/registry.ts';
 import type { HeadParams } from '../src/heads/types.ts';
 import type { Matrix } from '../src/linalg/types.ts';
 import { Rng } from '../src/linalg/random.ts';
@@ -35,12 +35,8 @@ function split(s: { X: Matrix; y: Int32Array }, nTrain: number) {
 
 const accuracy = (p: Int32Array, y: Int32Array) => p.reduce((a, v, i) => a + (v === y[i] ? 1 : 0), 0) / y.length;
 
-/** Small, fast settings so the whole suite stays short; every other param is the default. */
-const FAST: Record<string, HeadParams> = {
-  rf: { nTrees: 25 },
-  dense: { epochs: 30, hidden: 32, lr: 0.01, batchSize: 32 },
-};
-const params = (kind: string, extra: HeadParams = {}): HeadParams => ({ ...(FAST[kind] ?? {}), ...extra });
+/** Each head's registered quick settings so the whole suite stays short; every other param is the default. */
+const params = (kind: string, extra: HeadParams = {}): HeadParams => ({ ...quickParams(kind), ...extra });
 
 const D = 12;
 const multi = split(blobs([110, 110, 110], D, 1.2, 11), 240); // 3 classes, separable-ish
@@ -139,8 +135,19 @@ for (const kind of HEAD_KINDS) {
 }
 
 describe('registry', () => {
-  test('HEAD_KINDS lists the five heads', () => {
-    assert.deepEqual([...HEAD_KINDS], ['logreg', 'svm', 'rf', 'knn', 'dense']);
+  test('the registry is consistent: every kind has rows, a tune grid over its own params, valid quick params; rows map to kinds', () => {
+    assert.ok(HEAD_KINDS.length >= 5);
+    const rowKinds = new Set(Object.values(HEAD_ROWS).map((r) => r.kind));
+    for (const kind of HEAD_KINDS) {
+      assert.ok(rowKinds.has(kind), `${kind} has at least one compare row`);
+      const specs = headParamSpecs(kind);
+      for (const name of Object.keys(tuneGridOf(kind))) assert.ok(name in specs, `${kind}: tune grid parameter ${name} is declared`);
+      assert.doesNotThrow(() => createHead(kind, quickParams(kind)), `${kind}: quick params validate`);
+      assert.equal(typeof savesDirectory(kind), 'boolean');
+    }
+    for (const [name, row] of Object.entries(HEAD_ROWS)) assert.doesNotThrow(() => createHead(row.kind, row.params), `row ${name} validates`);
+    const ranks = Object.values(HEAD_ROWS).map((r) => r.tieRank);
+    assert.equal(new Set(ranks).size, ranks.length, 'tie ranks are distinct, so validation ties have one winner');
   });
 
   test('parseOpts parses numbers, booleans and strings', () => {
@@ -190,7 +197,7 @@ describe('registry', () => {
     const k = createHead('knn', { metric: 'cosine', weights: 'distance' });
     await k.fit(multi.train.X, multi.train.y, { nClasses: 3 });
     assert.ok(accuracy(await k.predict(multi.test.X), multi.test.y) >= 0.95);
-    const h = createHead('dense', { ...FAST.dense, epochs: 200, patience: 2 }) as unknown as { epochsRun_: number; bestEpoch_: number } & ReturnType<typeof createHead>;
+    const h = createHead('dense', { ...quickParams('dense'), epochs: 200, patience: 2 }) as unknown as { epochsRun_: number; bestEpoch_: number } & ReturnType<typeof createHead>;
     await h.fit(multi.train.X, multi.train.y, { nClasses: 3, seed: 1, val: multi.test });
     assert.ok(h.epochsRun_ < 200, `early stopping should trigger, ran ${h.epochsRun_}`);
     assert.ok(h.bestEpoch_ <= h.epochsRun_ - 2);

@@ -14,8 +14,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { decodeNpy } from '../store/npy.ts';
-import { createHead } from '../heads/registry.ts';
-import type { HeadParams } from '../heads/types.ts';
+import { createHead, HEAD_ROWS, quickParams } from '../heads/registry.ts';
 import type { LabelledSet, Matrix } from '../linalg/types.ts';
 import { defaultCacheDir } from '../store/read.ts';
 import { seededRandom } from '../linalg/random.ts';
@@ -36,14 +35,8 @@ export const SKLEARN_REFERENCE: Record<string, { fitSeconds?: number; predictSec
   dense: { fitSeconds: 1.7, note: 'MLPClassifier, 30 epochs (fit time only)' },
 };
 
-const BENCH_HEADS: Record<string, { kind: string; params: HeadParams }> = {
-  logreg: { kind: 'logreg', params: {} },
-  'svm-linear': { kind: 'svm', params: { kernel: 'linear' } },
-  svm: { kind: 'svm', params: {} },
-  rf: { kind: 'rf', params: {} },
-  knn: { kind: 'knn', params: {} },
-  dense: { kind: 'dense', params: {} },
-};
+/** The heads benched: the registry's rows, as compare runs them. */
+const BENCH_HEADS = HEAD_ROWS;
 
 function loadSplit(dir: string, split: string): LabelledSet | undefined {
   const f = join(dir, `${split}_features.npy`);
@@ -140,7 +133,7 @@ export async function benchHeads(opts: { cacheDir?: string; npyDir?: string; hea
       const b = BENCH_HEADS[name];
       if (!b) throw new UserError(`bench-heads: unknown head '${name}' (valid: ${Object.keys(BENCH_HEADS).join(', ')})`);
       // Warm-up on a small subset so the timed fit measures compiled code, as scikit-learn's C does.
-      const warm = createHead(b.kind, b.kind === 'dense' ? { ...b.params, epochs: 1 } : b.kind === 'rf' ? { ...b.params, nTrees: 5 } : b.params);
+      const warm = createHead(b.kind, { ...b.params, ...quickParams(b.kind) });
       const small = subset(train, Math.min(300, train.X.rows));
       await warm.fit(small.X, small.y, { nClasses, seed: 0 });
       await warm.predict(subset(test, Math.min(100, test.X.rows)).X);

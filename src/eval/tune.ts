@@ -1,4 +1,4 @@
-import { createHead, headParamSpecs } from '../heads/registry.ts';
+import { createHead, headParamSpecs, tuneGridOf } from '../heads/registry.ts';
 import type { FitOptions, Head, HeadParams, LabelledSet } from '../heads/types.ts';
 import { UserError } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
@@ -13,21 +13,11 @@ import { pct } from '../util/format.ts';
  * survive changes to the heads.
  */
 
-const LOG_C = [0.01, 0.1, 1, 10, 100];
-
-/** Per kind: the values of each searched parameter (the grid is their cross product, in this order). */
-export const TUNE_GRIDS: Record<string, Record<string, readonly (number | string | boolean)[]>> = {
-  logreg: { C: LOG_C },
-  svm: { C: LOG_C },
-  rf: { nTrees: [50, 100, 200], maxDepth: [0, 10] },
-  knn: { k: [1, 3, 5, 7, 11, 15, 21] },
-  dense: { hidden: [64, 256], dropout: [0.2, 0.5] },
-};
 
 /** The candidate parameter sets for a kind: `fixed` merged with every grid point (at least one: `fixed`). */
 export function tuneGrid(kind: string, fixed: HeadParams = {}): HeadParams[] {
   const specs = headParamSpecs(kind);
-  const axes = Object.entries(TUNE_GRIDS[kind] ?? {}).filter(([name]) => name in specs && !(name in fixed));
+  const axes = Object.entries(tuneGridOf(kind)).filter(([name]) => name in specs && !(name in fixed));
   let grid: HeadParams[] = [{ ...fixed }];
   for (const [name, values] of axes) grid = grid.flatMap((p) => values.map((v) => ({ ...p, [name]: v })));
   return grid;

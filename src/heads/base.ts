@@ -1,6 +1,6 @@
 import type { FitOptions, Head, HeadParams, LabelledSet, Matrix } from './types.ts';
 import { Standardizer } from './standardize.ts';
-import { argmaxRows, checkFitInputs, checkPredictInput, HEAD_FORMAT, HEAD_FORMAT_VERSION, writeHeadFile, type HeadFile } from './common.ts';
+import { argmaxRows, checkFitInputs, checkPredictInput, HEAD_FORMAT, HEAD_FORMAT_VERSION, resolveParams, writeHeadFile, type HeadDef, type HeadFile, type ParamSpecs } from './common.ts';
 
 /**
  * Common skeleton: validation, standardisation (fitted on train only) and the JSON envelope.
@@ -89,4 +89,15 @@ export function softmaxRows(Z: Float64Array, rows: number, k: number): Matrix {
     for (let c = 0; c < k; c++) out[o + c] = Z[o + c]! / s;
   }
   return { data: out, rows, cols: k };
+}
+
+/**
+ * The HeadDef of a BaseHead subclass: `create` builds it from resolved params, `load` builds it from
+ * the saved (re-validated) params and restores the saved state.
+ */
+export function defineHead(
+  kind: string, paramSpecs: ParamSpecs, make: (params: HeadParams) => BaseHead,
+  meta: Pick<HeadDef, 'rows' | 'tuneGrid' | 'quickParams' | 'savesDirectory'>,
+): HeadDef {
+  return { kind, paramSpecs, create: make, load: (file, path) => make(resolveParams(kind, paramSpecs, file.params)).restore(file, path), ...meta };
 }

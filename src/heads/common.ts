@@ -161,11 +161,39 @@ export function readHeadFile(path: string): HeadFile {
   return j;
 }
 
-/** What the registry needs to know about a head kind: one object exported by each head file. */
+/** A hyperparameter grid: the values of each searched parameter (the grid is their cross product, in this order). */
+export type TuneGrid = Readonly<Record<string, readonly (number | string | boolean)[]>>;
+
+/** The C values the linear models search (log-spaced, as scikit-learn examples do). */
+export const LOG_C_GRID: readonly number[] = [0.01, 0.1, 1, 10, 100];
+
+/** A named configuration of a head kind: one row of `compare` and of the heads benchmark. */
+export interface HeadRow {
+  params: HeadParams;
+  /**
+   * Rank among rows tied on validation accuracy (lower is preferred): the a-priori strength of the
+   * family, since a 200-image validation set ties often.
+   */
+  tieRank: number;
+}
+
+/**
+ * Everything the rest of the program needs to know about a head kind: one object exported by each
+ * head file, listed once in registry.ts. compare, tune, bench, train and the conformance tests read
+ * it instead of keeping their own lists.
+ */
 export interface HeadDef {
   kind: string;
   paramSpecs: ParamSpecs;
   /** params are already resolved (defaults filled, validated). */
   create(params: HeadParams): Head;
   load(file: HeadFile, path: string): Promise<Head>;
+  /** Rows for compare / bench, in order, by row name (row names are unique across kinds). */
+  rows: Readonly<Record<string, HeadRow>>;
+  /** Grid searched by --tune (entries the head no longer declares in paramSpecs are ignored). */
+  tuneGrid: TuneGrid;
+  /** Small settings that still learn: conformance tests and benchmark warm-ups. */
+  quickParams: HeadParams;
+  /** Head.save writes a directory rather than one JSON file. */
+  savesDirectory: boolean;
 }

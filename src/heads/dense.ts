@@ -4,12 +4,12 @@ import type * as TF from '@tensorflow/tfjs';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { Rng } from '../linalg/random.ts';
 import { meanLogLoss } from '../eval/metrics.ts';
-import { BaseHead } from './base.ts';
-import { classWeights, resolveParams, writeHeadFile, type HeadDef, type ParamSpecs } from './common.ts';
+import { BaseHead, defineHead } from './base.ts';
+import { classWeights, writeHeadFile, type HeadDef, type ParamSpecs } from './common.ts';
 import { initTf } from '../util/tf.ts';
 import { matmulABtOrt } from '../linalg/ort-gemm.ts';
 import { mlpAdamStep, type MlpAdamState, type MlpParams } from '../linalg/ort-mlp.ts';
-import type { FitOptions, HeadParams, Matrix } from './types.ts';
+import type { FitOptions, Matrix } from './types.ts';
 
 /**
  * MLP head: Dense(hidden, relu) → Dropout → Dense(nClasses, softmax), Adam, early stopping on
@@ -280,9 +280,9 @@ export class DenseHead extends BaseHead {
   }
 }
 
-export const denseHead: HeadDef = {
-  kind: 'dense',
-  paramSpecs,
-  create: (params: HeadParams) => new DenseHead(params),
-  load: (file, path) => new DenseHead(resolveParams('dense', paramSpecs, file.params)).restore(file, path),
-};
+export const denseHead: HeadDef = defineHead('dense', paramSpecs, (params) => new DenseHead(params), {
+  rows: { dense: { params: {}, tieRank: 2 } },
+  tuneGrid: { hidden: [64, 256], dropout: [0.2, 0.5] },
+  quickParams: { epochs: 30, hidden: 32, lr: 0.01, batchSize: 32 },
+  savesDirectory: true,
+});

@@ -1,8 +1,8 @@
 import { rowSqNorms } from '../linalg/matmul.ts';
 import { matmulABtOrt } from '../linalg/ort-gemm.ts';
-import { BaseHead } from './base.ts';
-import { classWeights, decodeF32, decodeI32, encodeF32, encodeI32, resolveParams, type HeadDef, type ParamSpecs } from './common.ts';
-import type { FitOptions, HeadParams, Matrix } from './types.ts';
+import { BaseHead, defineHead } from './base.ts';
+import { classWeights, decodeF32, decodeI32, encodeF32, encodeI32, type HeadDef, type ParamSpecs } from './common.ts';
+import type { FitOptions, Matrix } from './types.ts';
 
 /**
  * Brute-force k-nearest neighbours. All query-to-train similarities come from one blocked
@@ -122,9 +122,9 @@ export class KnnHead extends BaseHead {
   }
 }
 
-export const knnHead: HeadDef = {
-  kind: 'knn',
-  paramSpecs,
-  create: (params: HeadParams) => new KnnHead(params),
-  load: (file, path) => new KnnHead(resolveParams('knn', paramSpecs, file.params)).restore(file, path),
-};
+export const knnHead: HeadDef = defineHead('knn', paramSpecs, (params) => new KnnHead(params), {
+  rows: { knn: { params: {}, tieRank: 5 } },
+  tuneGrid: { k: [1, 3, 5, 7, 11, 15, 21] },
+  quickParams: {},
+  savesDirectory: false,
+});

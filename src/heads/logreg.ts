@@ -1,8 +1,8 @@
 import { lbfgs } from '../linalg/lbfgs.ts';
 import { matvec, matTvec, ResidentMatrix } from '../linalg/matmul.ts';
-import { BaseHead, softmaxRows } from './base.ts';
-import { classWeights, decodeF32, encodeF32, resolveParams, type HeadDef, type ParamSpecs } from './common.ts';
-import type { FitOptions, HeadParams, Matrix } from './types.ts';
+import { BaseHead, defineHead, softmaxRows } from './base.ts';
+import { classWeights, decodeF32, encodeF32, type HeadDef, type ParamSpecs, LOG_C_GRID } from './common.ts';
+import type { FitOptions, Matrix } from './types.ts';
 
 /**
  * Logistic regression with L2 penalty and an unpenalised bias, solved by L-BFGS.
@@ -140,9 +140,9 @@ export class LogRegHead extends BaseHead {
   }
 }
 
-export const logregHead: HeadDef = {
-  kind: 'logreg',
-  paramSpecs,
-  create: (params: HeadParams) => new LogRegHead(params),
-  load: (file, path) => new LogRegHead(resolveParams('logreg', paramSpecs, file.params)).restore(file, path),
-};
+export const logregHead: HeadDef = defineHead('logreg', paramSpecs, (params) => new LogRegHead(params), {
+  rows: { logreg: { params: {}, tieRank: 1 } },
+  tuneGrid: { C: LOG_C_GRID },
+  quickParams: {},
+  savesDirectory: false,
+});

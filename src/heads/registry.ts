@@ -1,5 +1,5 @@
 import { UserError } from '../util/errors.ts';
-import { readHeadFile, resolveParams, type HeadDef } from './common.ts';
+import { readHeadFile, resolveParams, type HeadDef, type TuneGrid } from './common.ts';
 import { denseHead } from './dense.ts';
 import { knnHead } from './knn.ts';
 import { logregHead } from './logreg.ts';
@@ -22,6 +22,29 @@ function def(kind: string): HeadDef {
   const d = DEFS[kind];
   if (!d) throw new UserError(`unknown head '${kind}' (valid: ${HEAD_KINDS.join(', ')})`);
   return d;
+}
+
+/** A named head configuration: a row of compare and of the heads benchmark. */
+export interface HeadRowDef { kind: string; params: HeadParams; tieRank: number }
+
+/** Every head's rows, in registry order (row names are unique across kinds). */
+export const HEAD_ROWS: Readonly<Record<string, HeadRowDef>> = Object.freeze(Object.fromEntries(
+  Object.values(DEFS).flatMap((d) => Object.entries(d.rows).map(([name, r]) => [name, { kind: d.kind, params: r.params, tieRank: r.tieRank }] as const)),
+));
+
+/** The grid --tune searches for a kind. */
+export function tuneGridOf(kind: string): TuneGrid {
+  return def(kind).tuneGrid;
+}
+
+/** Small settings of a kind that still learn (tests, benchmark warm-ups). */
+export function quickParams(kind: string): HeadParams {
+  return def(kind).quickParams;
+}
+
+/** Whether a kind's Head.save writes a directory rather than one JSON file. */
+export function savesDirectory(kind: string): boolean {
+  return def(kind).savesDirectory;
 }
 
 /** Parameter specs of a head kind (for --help and docs). */

@@ -1,7 +1,7 @@
 import { Rng } from '../linalg/random.ts';
-import { BaseHead } from './base.ts';
-import { classWeights, decodeF32, decodeI32, encodeF32, encodeI32, resolveParams, type HeadDef, type ParamSpecs } from './common.ts';
-import type { FitOptions, HeadParams, Matrix } from './types.ts';
+import { BaseHead, defineHead } from './base.ts';
+import { classWeights, decodeF32, decodeI32, encodeF32, encodeI32, type HeadDef, type ParamSpecs } from './common.ts';
+import type { FitOptions, Matrix } from './types.ts';
 
 /**
  * Random forest of gini trees, built for speed:
@@ -335,9 +335,9 @@ export class RandomForestHead extends BaseHead {
   }
 }
 
-export const rfHead: HeadDef = {
-  kind: 'rf',
-  paramSpecs,
-  create: (params: HeadParams) => new RandomForestHead(params),
-  load: (file, path) => new RandomForestHead(resolveParams('rf', paramSpecs, file.params)).restore(file, path),
-};
+export const rfHead: HeadDef = defineHead('rf', paramSpecs, (params) => new RandomForestHead(params), {
+  rows: { rf: { params: {}, tieRank: 4 } },
+  tuneGrid: { nTrees: [50, 100, 200], maxDepth: [0, 10] },
+  quickParams: { nTrees: 25 },
+  savesDirectory: false,
+});

@@ -1,8 +1,8 @@
 import { dot, matmulABt, rowSqNorms } from '../linalg/matmul.ts';
 import { Rng } from '../linalg/random.ts';
-import { BaseHead } from './base.ts';
-import { classWeights, decodeF32, encodeF32, resolveParams, type HeadDef, type ParamSpecs } from './common.ts';
-import type { FitOptions, HeadParams, Matrix } from './types.ts';
+import { BaseHead, defineHead } from './base.ts';
+import { classWeights, decodeF32, encodeF32, type HeadDef, type ParamSpecs, LOG_C_GRID } from './common.ts';
+import type { FitOptions, Matrix } from './types.ts';
 import { plattFit, plattPredict, couple } from './svm-platt.ts';
 import { CachedRows, PrecomputedRows, rbfKernelMatrix, subKernel, type KernelRows } from './svm-kernel.ts';
 import { smo } from './svm-smo.ts';
@@ -317,9 +317,9 @@ export class SvmHead extends BaseHead {
   }
 }
 
-export const svmHead: HeadDef = {
-  kind: 'svm',
-  paramSpecs,
-  create: (params: HeadParams) => new SvmHead(params),
-  load: (file, path) => new SvmHead(resolveParams('svm', paramSpecs, file.params)).restore(file, path),
-};
+export const svmHead: HeadDef = defineHead('svm', paramSpecs, (params) => new SvmHead(params), {
+  rows: { 'svm-linear': { params: { kernel: 'linear' }, tieRank: 3 }, svm: { params: { kernel: 'rbf' }, tieRank: 0 } },
+  tuneGrid: { C: LOG_C_GRID },
+  quickParams: {},
+  savesDirectory: false,
+});

@@ -9,7 +9,7 @@ import {
 } from '../eval/report.ts';
 import { renderHtml, type Thumbnail } from '../eval/report-html.ts';
 import { formatParams, type TuneMode } from '../eval/tune.ts';
-import { createHead } from '../heads/registry.ts';
+import { createHead, HEAD_ROWS } from '../heads/registry.ts';
 import type { FitOptions, HeadParams } from '../heads/types.ts';
 import type { Matrix } from '../linalg/types.ts';
 import { loadFeatureCache, type FeatureCache } from '../store/read.ts';
@@ -36,14 +36,7 @@ import { pct } from '../util/format.ts';
  */
 
 /** The rows `--heads all` trains: name → head kind + fixed params. svm appears twice (RBF and linear). */
-export const COMPARE_ROWS: Readonly<Record<string, { kind: string; params: HeadParams }>> = Object.freeze({
-  logreg: { kind: 'logreg', params: {} },
-  'svm-linear': { kind: 'svm', params: { kernel: 'linear' } },
-  svm: { kind: 'svm', params: { kernel: 'rbf' } },
-  rf: { kind: 'rf', params: {} },
-  knn: { kind: 'knn', params: {} },
-  dense: { kind: 'dense', params: {} },
-});
+export const COMPARE_ROWS: Readonly<Record<string, { kind: string; params: HeadParams }>> = HEAD_ROWS;
 
 export const EXTRA_ROWS_FILE = 'extra-rows.json';
 export const MAX_THUMBNAILS = 24;

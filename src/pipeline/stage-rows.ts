@@ -9,6 +9,7 @@ import type { Logger } from '../util/log.ts';
 import { DEFAULT_VAL_FRACTION, fitOnSplits, headBytes, prepareSplits } from './train.ts';
 import { COMPARE_ROWS } from './compare.ts';
 import { pct } from '../util/format.ts';
+import { HEAD_ROWS } from '../heads/registry.ts';
 
 /**
  * The report's rows for the other paths, so one table compares, on the same test split:
@@ -40,12 +41,12 @@ export function findAugmentedCaches(cache: FeatureCache, root = join(defaultData
   return out.sort();
 }
 
-/** A-priori order for validation ties (a 200-image val set ties often): strongest families first. */
-const TIE_ORDER = ['svm', 'logreg', 'dense', 'svm-linear', 'rf', 'knn'];
-
-/** The best compare row by validation accuracy, ties by TIE_ORDER: chosen without looking at test. */
+/**
+ * The best compare row by validation accuracy, ties by each row's registered tieRank (a-priori
+ * strength of the family: a 200-image val set ties often): chosen without looking at test.
+ */
 export function bestByValidation(rows: readonly ReportRow[]): ReportRow | undefined {
-  const rank = (n: string) => (TIE_ORDER.includes(n) ? TIE_ORDER.indexOf(n) : TIE_ORDER.length);
+  const rank = (n: string) => HEAD_ROWS[n]?.tieRank ?? Number.MAX_SAFE_INTEGER;
   return [...rows].filter((r) => r.source === 'compare' && r.valAccuracy !== null)
     .sort((a, b) => (b.valAccuracy! - a.valAccuracy!) || (rank(a.name) - rank(b.name)))[0];
 }

@@ -8,7 +8,7 @@ import { takeSet, stratifiedHoldout } from '../eval/cv.ts';
 import { evaluate, type Evaluation } from '../eval/metrics.ts';
 import { formatParams, tuneHead, type TuneMode, type TuneResult } from '../eval/tune.ts';
 import { readHeadFile } from '../heads/common.ts';
-import { createHead, loadHead } from '../heads/registry.ts';
+import { createHead, loadHead, savesDirectory } from '../heads/registry.ts';
 import type { FitOptions, Head, HeadParams } from '../heads/types.ts';
 import type { LabelledSet, Matrix } from '../linalg/types.ts';
 import type { Manifest } from '../store/manifest.ts';
@@ -35,8 +35,6 @@ export const DEFAULT_VAL_FRACTION = 0.1;
 export { toolVersion };
 export const HEAD_META_FORMAT = 'convcache-head-meta';
 export const HEAD_META_VERSION = 1;
-/** Head kinds whose Head.save writes a directory rather than one JSON file. */
-const DIRECTORY_HEADS = new Set(['dense']);
 
 export interface TrainSplits {
   train: LabelledSet;
@@ -209,7 +207,7 @@ export async function trainHead(o: TrainHeadOptions): Promise<TrainHeadResult> {
 
 /** Default save location: `<cache>/heads/<kind>.json`, or `<cache>/heads/<kind>/` for directory heads. */
 export function defaultHeadPath(cacheDir: string, kind: string, name = kind): string {
-  return join(cacheDir, 'heads', DIRECTORY_HEADS.has(kind) ? name : `${name}.json`);
+  return join(cacheDir, 'heads', savesDirectory(kind) ? name : `${name}.json`);
 }
 
 /** The sidecar of a saved head: `<path>.meta.json` (trailing slashes of a directory head dropped). */
