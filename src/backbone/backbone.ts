@@ -80,14 +80,38 @@ export function defaultCutLayer(graph: KerasGraph): string {
   return graph.outputNames[0] ?? graph.layers[graph.layers.length - 1]!.name;
 }
 
+/** The layer list of a model with statically inferred output shapes (what `layers` prints). */
+export interface LayerListing {
+  model: string;
+  inputShape: number[];
+  defaultLayer: string;
+  layers: { name: string; type: string; shape: number[]; inputs: string[] }[];
+}
+
 /**
- * Resolve the model, convert it (TF.js layers → ONNX, cut at the layer, pooling appended) and
- * cache the .onnx under data/models/onnx/, keyed by everything that affects the graph.
+ * What convcache does with each model format, in one place: how a model becomes our cached
+ * feature-extraction .onnx, how its layers are listed, and whether fine-tuning can train it.
+ * A new format is one entry here (plus its resolution in resolve.ts).
+ */
+export interface ModelSource {
+  prepare(resolved: ResolvedModel, opts: PrepareOptions, modelCacheDir: string): Promise<PreparedBackbone>;
+  describeLayers(resolved: ResolvedModel): LayerListing;
+  /** Why fine-tuning cannot train this format; undefined when it can. */
+  notFinetunable?: string;
+}
+
+/**
+ * Resolve the model, convert or wrap it (cut at the layer, pooling appended) and cache the .onnx
+ * under data/models/onnx/, keyed by everything that affects the graph.
  */
 export async function prepareBackbone(opts: PrepareOptions): Promise<PreparedBackbone> {
   const modelCacheDir = opts.modelCacheDir ?? join(defaultDataDir(), 'models');
   const resolved = await resolveModel(opts.model, { cacheDir: modelCacheDir, log: opts.log });
-  if (resolved.format === 'onnx') return prepareOnnxBackbone(resolved, opts, modelCacheDir);
+  return modelSource(resolved).prepare(resolved, opts, modelCacheDir);
+}
+
+/** TF.js layers → ONNX with our converter. */
+async function prepareTfjsBackbone(resolved: ResolvedModel, opts: PrepareOptions, modelCacheDir: string): Promise<PreparedBackbone> {
   const loaded = loadKerasGraph(resolved.location);
   const native = loaded.graph;
   const base = resolved.entry?.preprocessing ?? { ...DEFAULT_PREPROCESSING, size: [native.inputShape[0]!, native.inputShape[1]!] as [number, number] };
@@ -176,4 +200,40 @@ async function prepareOnnxBackbone(resolved: ResolvedModel, opts: PrepareOptions
       layer, pooling, preprocessing, featureDim, featureMapShape: [featureDim],
     },
   };
+}
+
+function describeKerasLayers(resolved: ResolvedModel): LayerListing {
+  const { graph } = loadKerasGraph(resolved.location);
+  return {
+    model: resolved.id,
+    inputShape: graph.inputShape,
+    defaultLayer: resolved.entry?.defaultLayer ?? defaultCutLayer(graph),
+    layers: graph.layers.map((l) => ({ name: l.name, type: l.className, shape: l.shape, inputs: l.inbound })),
+  };
+}
+
+function describeOnnxLayers(resolved: ResolvedModel): LayerListing {
+  const info = describeOnnx(new Uint8Array(readFileSync(resolved.location)));
+  const gap = info.nodes.find((n) => ['GlobalAveragePool', 'GlobalMaxPool'].includes(n.opType));
+  return {
+    model: resolved.id,
+    inputShape: info.inputs[0]?.shape.map((d) => (typeof d === 'number' ? d : -1)) ?? [],
+    defaultLayer: gap?.inputs[0] ?? '',
+    // For .onnx models --layer takes a tensor name: each node's first output.
+    layers: info.nodes.map((n) => ({ name: n.outputs[0] ?? n.name, type: n.opType, shape: [], inputs: n.inputs })),
+  };
+}
+
+/** The model-source registry: one entry per format ResolvedModel can have. */
+const MODEL_SOURCES: Readonly<Record<ResolvedModel['format'], ModelSource>> = {
+  'tfjs-layers': { prepare: prepareTfjsBackbone, describeLayers: describeKerasLayers },
+  onnx: {
+    prepare: prepareOnnxBackbone,
+    describeLayers: describeOnnxLayers,
+    notFinetunable: 'fine-tuning needs a TF.js layers model (its layers and weights are what is trained and exported); .onnx models can only be used frozen',
+  },
+};
+
+export function modelSource(resolved: ResolvedModel): ModelSource {
+  return MODEL_SOURCES[resolved.format];
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { atInputSize, defaultCutLayer, loadKerasGraph } from '../backbone/backbone.ts';
+import { atInputSize, defaultCutLayer, loadKerasGraph, modelSource } from '../backbone/backbone.ts';
 import { convertKerasGraph, type WeightMap } from '../backbone/convert.ts';
 import { findLayer, parseKerasGraph, type KerasGraph } from '../backbone/keras-graph.ts';
 import { encodeModel } from '../onnx/write.ts';
@@ -204,7 +204,8 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
 
   // ---- model, split, plan
   const resolved = await resolveModel(opts.model, { cacheDir: opts.modelCacheDir ?? join(defaultDataDir(), 'models'), log });
-  if (resolved.format !== 'tfjs-layers') throw new UserError('fine-tuning needs a TF.js layers model (its layers and weights are what is trained and exported); .onnx models can only be used frozen');
+  const notFinetunable = modelSource(resolved).notFinetunable;
+  if (notFinetunable) throw new UserError(notFinetunable);
   const loaded = loadKerasGraph(resolved.location);
   const native = loaded.graph;
   const nativePre: Preprocessing = resolved.entry?.preprocessing ?? { ...DEFAULT_PREPROCESSING, size: [native.inputShape[0]!, native.inputShape[1]!] };
