@@ -1,4 +1,4 @@
-import type { ImageEntry, SplitName } from './scan.ts';
+import type { ImageEntry, ScanResult, SplitName } from './scan.ts';
 import { UserError } from '../util/errors.ts';
 import { compareCodePoints } from './scan.ts';
 
@@ -28,6 +28,11 @@ export function parseSplitFractions(spec: string): SplitFractions {
   if (Math.abs(sum - 1) > 1e-6) throw new UserError(`--split fractions must sum to 1, got ${sum}`);
   if (parts[0] === 0) throw new UserError('--split needs a non-zero train fraction');
   return { train: parts[0]!, val: parts[1]!, test: parts[2]! };
+}
+
+/** Every image with its split: the data's own split folders when it has them, else the seeded stratified split. */
+export function splitImages(scan: ScanResult, fractions: SplitFractions, seed: number): ImageEntry[] {
+  return scan.presplit ? scan.images : assignSplits(scan.images, fractions, seed);
 }
 
 /**

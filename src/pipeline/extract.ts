@@ -6,7 +6,7 @@ import { prepareBackbone, type BackboneConfig } from '../backbone/backbone.ts';
 import type { Pooling } from '../backbone/convert.ts';
 import type { Preprocessing } from '../backbone/preprocess.ts';
 import { scanDataset, compareCodePoints, SPLIT_ORDER, type ImageEntry, type SplitName } from '../dataset/scan.ts';
-import { assignSplits, type SplitFractions } from '../dataset/split.ts';
+import { splitImages, type SplitFractions } from '../dataset/split.ts';
 import { runBackbone } from './run-backbone.ts';
 import { augmentSeed, formatAugmentSpec, isAugmenting, sampleAugmentParams, type AugmentParams, type AugmentSpec } from '../images/augment.ts';
 import { seededRandom } from '../linalg/random.ts';
@@ -104,7 +104,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractResu
   const dataArg = opts.data ?? defaultDatasetDir();
   if (!dataArg) throw new UserError('no --data given, no data/images/ folder, and no offline mirror with datasets/cats-vs-dogs');
   const scan = scanDataset(dataArg, log);
-  const images = scan.presplit ? scan.images : assignSplits(scan.images, opts.split, opts.seed);
+  const images = splitImages(scan, opts.split, opts.seed);
   const tScan = performance.now();
 
   if (opts.augment && (!isAugmenting(opts.augment.spec) || opts.augment.views < 1)) {

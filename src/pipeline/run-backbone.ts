@@ -1,8 +1,7 @@
-import { readFile } from 'node:fs/promises';
 import type { BackboneConfig } from '../backbone/backbone.ts';
 import type { OrtFeatureRunner } from '../backbone/ort-runner.ts';
-import { decodeForModel, DecodeError } from '../images/decode.ts';
 import { augmentImage, type AugmentParams } from '../images/augment.ts';
+import { decodeAhead, type DecodedImage } from '../images/decode-queue.ts';
 
 export interface BackboneRunOptions {
   batch: number;
@@ -34,30 +33,18 @@ export async function* runBackbone<T extends BackboneItem>(
   const per = h * w * 3;
   const runner: OrtFeatureRunner = await OrtFeatureRunner.create(onnxPath, [h, w, 3], cfg.featureDim, { threads: opts.threads });
   let batchBuf: Uint8Array = new Uint8Array(opts.batch * per);
-  type Decoded = { item: T; pixels: Uint8Array } | { item: T; error: string };
-  const decodeOne = async (item: T): Promise<Decoded> => {
-    try {
-      const buf = await readFile(item.absPath);
-      return { item, pixels: await decodeForModel(buf, cfg.preprocessing, { maxPixels: opts.maxPixels }) };
-    } catch (e) {
-      if (e instanceof DecodeError) return { item, error: e.message };
-      if (e && typeof e === 'object' && 'code' in e) return { item, error: `unreadable file (${String((e as { code: unknown }).code)})` };
-      throw e;
-    }
-  };
-  const lookahead = Math.max(opts.workers, opts.batch * 2);
-  const queue: Promise<Decoded>[] = [];
-  let next = 0;
-  const refill = (): void => { while (queue.length < lookahead && next < items.length) queue.push(decodeOne(items[next++]!)); };
+  type Decoded = DecodedImage<T>;
+  const images = decodeAhead(items, (item) => item.absPath, cfg.preprocessing, { lookahead: Math.max(opts.workers, opts.batch * 2), maxPixels: opts.maxPixels });
+  let exhausted = false;
   try {
-    refill();
-    while (queue.length > 0) {
+    while (!exhausted) {
       // A batch holds whole images (all their views), so it may exceed opts.batch by views-1.
       const decoded: Decoded[] = [];
       let ok = 0;
-      while (ok < opts.batch && queue.length > 0) {
-        const d = await queue.shift()!;
-        refill();
+      while (ok < opts.batch) {
+        const r = await images.next();
+        if (r.done) { exhausted = true; break; }
+        const d = r.value;
         if ('pixels' in d) {
           for (const view of d.item.views ?? [null]) {
             if (ok * per >= batchBuf.length) batchBuf = growBuffer(batchBuf, (ok + 1) * per);
@@ -68,6 +55,7 @@ export async function* runBackbone<T extends BackboneItem>(
         }
         decoded.push(d);
       }
+      if (decoded.length === 0) break;
       const feats = ok > 0 ? await runner.run(batchBuf, ok) : new Float32Array(0);
       let row = 0;
       const results: ImageResult<T>[] = [];
@@ -82,6 +70,7 @@ export async function* runBackbone<T extends BackboneItem>(
       yield results;
     }
   } finally {
+    await images.return(undefined);
     await runner.release();
   }
 }

@@ -1,0 +1,47 @@
+import { readFile } from 'node:fs/promises';
+import type { Preprocessing } from '../backbone/preprocess.ts';
+import { decodeForModel, DecodeError } from './decode.ts';
+
+/** A decoded image, or why it could not be used (a bad or unreadable file is a result, not a throw). */
+export type DecodedImage<T> = { item: T; pixels: Uint8Array } | { item: T; error: string };
+
+export interface DecodeAheadOptions {
+  /** Decodes kept in flight on the libuv pool. */
+  lookahead: number;
+  maxPixels: number;
+}
+
+async function decodeItem<T>(item: T, absPath: string, pre: Preprocessing, maxPixels: number): Promise<DecodedImage<T>> {
+  try {
+    const buf = await readFile(absPath);
+    return { item, pixels: await decodeForModel(buf, pre, { maxPixels }) };
+  } catch (e) {
+    if (e instanceof DecodeError) return { item, error: e.message };
+    if (e && typeof e === 'object' && 'code' in e) return { item, error: `unreadable file (${String((e as { code: unknown }).code)})` };
+    throw e;
+  }
+}
+
+/**
+ * The one decode queue (extraction's runBackbone and fine-tuning's splits): decode `items` in input
+ * order with bounded look-ahead on the libuv pool, so a consumer that runs ONNX Runtime between
+ * pulls overlaps the two while memory stays flat however many images there are.
+ */
+export async function* decodeAhead<T>(
+  items: readonly T[], absPath: (item: T) => string, pre: Preprocessing, opts: DecodeAheadOptions,
+): AsyncGenerator<DecodedImage<T>> {
+  const queue: Promise<DecodedImage<T>>[] = [];
+  let next = 0;
+  const refill = (): void => {
+    while (queue.length < opts.lookahead && next < items.length) {
+      const item = items[next++]!;
+      queue.push(decodeItem(item, absPath(item), pre, opts.maxPixels));
+    }
+  };
+  refill();
+  while (queue.length > 0) {
+    const d = await queue.shift()!;
+    refill();
+    yield d;
+  }
+}
