@@ -1,0 +1,295 @@
+import type { Preprocessing } from '../backbone/preprocess.ts';
+import { augmentImage, augmentSeed, IDENTITY_PARAMS, sampleAugmentParams } from '../images/augment.ts';
+import { Rng, seededRandom } from '../linalg/random.ts';
+import { meanLogLoss } from '../eval/metrics.ts';
+import { Progress } from '../util/progress.ts';
+import { saveCheckpoint, type EpochRecord, type PhaseName, type PhaseState, type PhaseTimings, type WarmStart } from './checkpoint.ts';
+import { decodeInOrder } from './data.ts';
+import { fromHalf } from '../linalg/f16.ts';
+import { FrozenBase } from './frozen.ts';
+import type { ParamTensor, TopPlan } from './plan.ts';
+import type { EngineName, OptimizerConfig, TopEngine } from './top-engine.ts';
+import { pct } from '../util/format.ts';
+import type { FinetuneOptions } from './options.ts';
+import { round, type SplitData } from './prepare.ts';
+
+/** Fine-tuning's training: the warm start, the phase loop (epochs, early stopping, checkpoints), evaluation. */
+
+export interface PhaseContext {
+  top: TopEngine;
+  /** The trainable part's parameter shapes (for restoring saved values). */
+  shapes: number[][];
+  base: FrozenBase;
+  plan: TopPlan;
+  opts: FinetuneOptions;
+  train: SplitData;
+  val: SplitData;
+  names: string[];
+  augmenting: boolean;
+  preprocessing: Preprocessing;
+  fingerprint: Record<string, unknown>;
+  ckDir: string;
+  phases: Record<PhaseName, PhaseState>;
+  history: EpochRecord[];
+  /** Phase 2 epoch averaging: running sum of the epochs' weights. */
+  avgSum?: Float32Array[] | null;
+}
+
+export function toParams(values: readonly Float32Array[], shapes: readonly number[][], names: readonly string[]): ParamTensor[] {
+  return values.map((d, i) => ({ name: names[i]!, shape: [...shapes[i]!], data: d }));
+}
+
+export function saveCk(ctx: PhaseContext, phase: PhaseName, best: Float32Array[] | null): void {
+  const st = ctx.top.getOptimizerState();
+  saveCheckpoint(ctx.ckDir, {
+    version: 1, fingerprint: ctx.fingerprint, phase, phases: ctx.phases, history: ctx.history, optimizerStep: st.step,
+    params: ctx.top.values(ctx.names).map((p) => p.data), best, m: st.m, v: st.v, avgSum: ctx.avgSum ?? null,
+  });
+}
+
+const PHASE_INDEX: Record<PhaseName, number> = { head: 1, finetune: 2 };
+
+/** 0 … n−1 in the epoch's seeded order. */
+function shuffledOrder(n: number, rng: Rng): Int32Array {
+  const order = new Int32Array(n).map((_, i) => i);
+  rng.shuffle(order);
+  return order;
+}
+
+/** Inverted dropout: each of the first `count` entries is 1/keep with probability keep, else 0. */
+function fillDropoutMask(mask: Float32Array, count: number, keep: number, rng: Rng): void {
+  for (let q = 0; q < count; q++) mask[q] = rng.next() < keep ? 1 / keep : 0;
+}
+
+export function addTopSeconds(t: PhaseTimings, sec: number, engine: EngineName): void {
+  t.topSeconds = (t.topSeconds ?? 0) + sec;
+  if (engine === 'ort') t.ortSeconds += sec;
+  else t.tfjsSeconds += sec;
+}
+
+/**
+ * Phase 1's warm start: the head trained on the clean pooled training features (computed once, so an
+ * epoch costs milliseconds), early-stopped on val loss with the best weights restored. Without it
+ * the augmented head epochs start from a random head, and on cats-vs-dogs ended below logistic
+ * regression on clean features (97.9 % vs 98.3 % test at 288 px).
+ */
+export async function warmStartHead(ctx: PhaseContext): Promise<WarmStart> {
+  const { top, opts, train, val } = ctx;
+  const t0 = performance.now();
+  const n = train.images.length;
+  const C = ctx.base.pooledDim;
+  const B = Math.min(opts.batch, n);
+  const x = new Float32Array(B * C);
+  const labels = new Int32Array(B);
+  const keep = 1 - opts.dropout;
+  const mask = opts.dropout > 0 ? new Float32Array(B * C) : undefined;
+  const optCfg: OptimizerConfig = { kind: opts.optimizer, lr: opts.lrHead };
+  let best: { loss: number; accuracy: number; epoch: number; params: Float32Array[] } | null = null;
+  const patience = Math.max(opts.patience, 5);
+  for (let epoch = 1; epoch <= opts.warmupEpochs; epoch++) {
+    const rng = new Rng(augmentSeed(opts.seed, 0, epoch));
+    const order = shuffledOrder(n, rng);
+    for (let s = 0; s < n; s += B) {
+      const bs = Math.min(B, n - s);
+      for (let r = 0; r < bs; r++) {
+        const i = order[s + r]!;
+        labels[r] = train.labels[i]!;
+        x.set(train.pooled!.subarray(i * C, (i + 1) * C), r * C);
+      }
+      if (mask) fillDropoutMask(mask, bs * C, keep, rng);
+      await top.trainStep(x, bs, labels, mask, optCfg, false);
+    }
+    const v = await evaluate(ctx, val, false);
+    if (!best || v.loss < best.loss - 1e-6) best = { loss: v.loss, accuracy: v.accuracy, epoch, params: top.values(ctx.names).map((p) => p.data) };
+    else if (epoch - best.epoch >= patience) break;
+  }
+  top.setValues(toParams(best!.params, ctx.shapes, ctx.names));
+  const seconds = (performance.now() - t0) / 1000;
+  opts.log.info(`head warm start on clean features: best epoch ${best!.epoch}/${opts.warmupEpochs}, val loss ${best!.loss.toFixed(4)} acc ${pct(best!.accuracy, 1)} · ${seconds.toFixed(1)}s`);
+  return { epochs: opts.warmupEpochs, bestEpoch: best!.epoch, valLoss: round(best!.loss, 5), valAccuracy: round(best!.accuracy, 4), seconds: round(seconds) };
+}
+
+/** Epoch average vs best epoch on val loss; leaves the winner in `top` and returns it. */
+async function chooseAverage(ctx: PhaseContext, st: PhaseState, best: Float32Array[] | null): Promise<Float32Array[] | null> {
+  const { top } = ctx;
+  const n = st.avgCount!;
+  const avg = ctx.avgSum!.map((a) => Float32Array.from(a, (x) => x / n));
+  const kept = top.values(ctx.names);
+  top.setValues(toParams(avg, ctx.shapes, ctx.names));
+  const v = await evaluate(ctx, ctx.val, true);
+  const chosen = !st.best || v.loss < st.best.valLoss - 1e-6;
+  st.averaged = { epochs: n, valLoss: round(v.loss, 5), valAccuracy: round(v.accuracy, 4), chosen };
+  ctx.opts.log.info(`finetune: average of ${n} epochs' weights: val loss ${v.loss.toFixed(4)} acc ${pct(v.accuracy, 1)} — ${chosen ? 'kept' : `best epoch ${st.best!.epoch} kept (val loss ${st.best!.valLoss.toFixed(4)})`}`);
+  if (chosen) {
+    st.best = { valLoss: v.loss, valAccuracy: v.accuracy, epoch: st.best?.epoch ?? 0 };
+    return avg;
+  }
+  top.setValues(kept);
+  return best;
+}
+
+/** Train one phase from its current epoch to the end (or early stop); leaves the best weights in `top`. */
+export async function runPhase(ctx: PhaseContext, phase: PhaseName, bestIn: Float32Array[] | null): Promise<Float32Array[] | null> {
+  const { top, base, opts, train, plan } = ctx;
+  const st = ctx.phases[phase];
+  const trainTop = phase === 'finetune';
+  const maxEpochs = phase === 'head' ? opts.epochsHead : opts.epochsFinetune;
+  const optCfg: OptimizerConfig = { kind: opts.optimizer, lr: trainTop ? opts.lr : opts.lrHead };
+  const n = train.images.length;
+  const B = Math.min(opts.batch, n);
+  const [h, w] = ctx.preprocessing.size;
+  const per = h * w * 3;
+  const [bh, bw, bc] = plan.inShape;
+  const bDim = bh * bw * bc;
+  const pDim = base.pooledDim;
+  const pixBatch = ctx.augmenting ? new Uint8Array(B * per) : new Uint8Array(0);
+  const xBatch = new Float32Array(B * (trainTop ? bDim : pDim));
+  const labels = new Int32Array(B);
+  const keep = 1 - opts.dropout;
+  const mask = opts.dropout > 0 ? new Float32Array(B * plan.outShape[2]) : undefined;
+  let best = bestIn;
+  // Phase 2's weights oscillate from epoch to epoch on small data (val loss 0.030 ↔ 0.041 on
+  // cats-vs-dogs); the average of the epochs' weights (SWA; BN is frozen, so no recalibration) is a
+  // candidate beside the best epoch, chosen on val loss.
+  const averaging = trainTop && opts.averageEpochs;
+  if (st.epoch >= maxEpochs) st.done = true;
+  while (!st.done) {
+    const epoch = st.epoch + 1;
+    const tEpoch = performance.now();
+    let ortSec = 0, topSec = 0, augSec = 0;
+    const rng = new Rng(augmentSeed(opts.seed, PHASE_INDEX[phase], epoch));
+    const order = shuffledOrder(n, rng);
+    const progress = new Progress({ label: `${phase} ${epoch}/${maxEpochs}`, total: n, quiet: opts.quiet });
+    let lossSum = 0, correct = 0;
+    for (let s = 0; s < n; s += B) {
+      const bs = Math.min(B, n - s);
+      for (let r = 0; r < bs; r++) labels[r] = train.labels[order[s + r]!]!;
+      let x: Float32Array;
+      if (ctx.augmenting) {
+        const ta = performance.now();
+        const epochKey = PHASE_INDEX[phase] * 100000 + epoch;
+        for (let r = 0; r < bs; r++) {
+          const idx = order[s + r]!;
+          const p = sampleAugmentParams(opts.augment, seededRandom(augmentSeed(opts.seed, epochKey, idx)));
+          augmentImage(train.pixels![idx]!, w, h, p, pixBatch.subarray(r * per, (r + 1) * per));
+        }
+        augSec += (performance.now() - ta) / 1000;
+        const o0 = base.seconds;
+        const b = await base.boundary(pixBatch, bs);
+        x = trainTop ? b : await base.pooled(b, bs);
+        ortSec += base.seconds - o0;
+      } else if (trainTop) {
+        for (let r = 0; r < bs; r++) fromHalf(train.boundary![order[s + r]!]!, xBatch, r * bDim);
+        x = xBatch;
+      } else {
+        for (let r = 0; r < bs; r++) xBatch.set(train.pooled!.subarray(order[s + r]! * pDim, (order[s + r]! + 1) * pDim), r * pDim);
+        x = xBatch;
+      }
+      if (mask) fillDropoutMask(mask, bs * plan.outShape[2], keep, rng);
+      const tt = performance.now();
+      const res = await top.trainStep(x, bs, labels, mask, optCfg, trainTop);
+      topSec += (performance.now() - tt) / 1000;
+      lossSum += res.loss * bs;
+      correct += res.correct;
+      progress.tick(bs, `loss ${(lossSum / (s + bs)).toFixed(4)} acc ${pct(correct / (s + bs), 1)}`);
+    }
+    const tv = performance.now();
+    const v = await evaluate(ctx, ctx.val, trainTop);
+    topSec += (performance.now() - tv) / 1000;
+    const seconds = (performance.now() - tEpoch) / 1000;
+    const rec: EpochRecord = { phase, epoch, loss: round(lossSum / n, 5), accuracy: round(correct / n, 4), valLoss: round(v.loss, 5), valAccuracy: round(v.accuracy, 4), seconds: round(seconds) };
+    ctx.history.push(rec);
+    progress.finish(`${phase} epoch ${epoch}/${maxEpochs}: loss ${rec.loss.toFixed(4)} acc ${pct(rec.accuracy, 1)} · val loss ${v.loss.toFixed(4)} acc ${pct(v.accuracy, 1)} · ${seconds.toFixed(1)}s (frozen base ${ortSec.toFixed(1)}s in ORT, top ${topSec.toFixed(1)}s in ${top.name === 'ort' ? 'ORT' : 'TF.js'}, augment ${augSec.toFixed(1)}s)`);
+    st.epoch = epoch;
+    st.timings.seconds += seconds;
+    st.timings.ortSeconds += ortSec;
+    st.timings.baseSeconds = (st.timings.baseSeconds ?? 0) + ortSec;
+    addTopSeconds(st.timings, topSec, top.name);
+    st.timings.augmentSeconds += augSec;
+    if (!st.best || v.loss < st.best.valLoss - 1e-6) {
+      st.best = { valLoss: v.loss, valAccuracy: v.accuracy, epoch };
+      st.since = 0;
+      best = top.values(ctx.names).map((p) => p.data);
+    } else st.since++;
+    if (averaging) {
+      const cur = top.values(ctx.names);
+      ctx.avgSum ??= cur.map((p) => new Float32Array(p.data.length));
+      cur.forEach((p, i) => { const acc = ctx.avgSum![i]!; for (let j = 0; j < acc.length; j++) acc[j]! += p.data[j]!; });
+      st.avgCount = (st.avgCount ?? 0) + 1;
+    }
+    if (st.since >= opts.patience || epoch >= maxEpochs) {
+      st.done = true;
+      if (best) top.setValues(toParams(best, ctx.shapes, ctx.names));
+      if (st.since >= opts.patience && epoch < maxEpochs) opts.log.info(`${phase}: early stop after epoch ${epoch} (best epoch ${st.best.epoch})`);
+      if (averaging && (st.avgCount ?? 0) >= 2) best = await chooseAverage(ctx, st, best);
+    }
+    saveCk(ctx, phase, st.done ? null : best);
+    opts.onEpoch?.(phase, epoch);
+  }
+  return best;
+}
+
+/** Accuracy when each image's probabilities are averaged with those of its mirror image (decoded again, flipped, through ORT). */
+export async function flipTtaAccuracy(ctx: PhaseContext, split: SplitData, probs: Float32Array, useTop: boolean): Promise<number> {
+  const { top, base, opts } = ctx;
+  const [h, w] = ctx.preprocessing.size;
+  const per = h * w * 3;
+  const K = top.nClasses;
+  const B = opts.batch;
+  const pix = new Uint8Array(B * per);
+  let inBatch = 0, done = 0, correct = 0;
+  const flush = async (): Promise<void> => {
+    if (inBatch === 0) return;
+    const b = await base.boundary(pix, inBatch);
+    const p = useTop ? await top.predict(b, inBatch, false) : await top.predict(await base.pooled(b, inBatch), inBatch, true);
+    for (let i = 0; i < inBatch; i++) {
+      const row = done + i;
+      let arg = 0, bestP = -1;
+      for (let c = 0; c < K; c++) {
+        const v = probs[row * K + c]! + p[i * K + c]!;
+        if (v > bestP) { bestP = v; arg = c; }
+      }
+      if (arg === split.labels[row]) correct++;
+    }
+    done += inBatch;
+    inBatch = 0;
+  };
+  for await (const d of decodeInOrder(split.images, ctx.preprocessing, { workers: opts.workers, maxPixels: opts.maxPixels })) {
+    if (!('pixels' in d)) throw new Error(`TTA: ${split.images[d.index]!.path} no longer decodes`);
+    augmentImage(d.pixels, w, h, { ...IDENTITY_PARAMS, flip: true }, pix.subarray(inBatch * per, (inBatch + 1) * per));
+    if (++inBatch === B) await flush();
+  }
+  await flush();
+  return correct / Math.max(done, 1);
+}
+
+/** Mean cross-entropy and accuracy on a split: the head on pooled features, or top + head on boundary activations. */
+export async function evaluate(ctx: PhaseContext, split: SplitData, useTop: boolean): Promise<{ loss: number; accuracy: number; probs: Float32Array }> {
+  const { top, plan } = ctx;
+  const n = split.images.length;
+  const K = top.nClasses;
+  const probs = new Float32Array(n * K);
+  if (!useTop) {
+    probs.set(await top.predict(split.pooled!, n, true));
+  } else {
+    const [bh, bw, bc] = plan.inShape;
+    const bDim = bh * bw * bc;
+    const B = 64;
+    const buf = new Float32Array(B * bDim);
+    for (let s = 0; s < n; s += B) {
+      const bs = Math.min(B, n - s);
+      for (let r = 0; r < bs; r++) fromHalf(split.boundary![s + r]!, buf, r * bDim);
+      probs.set(await top.predict(buf, bs, false), s * K);
+    }
+  }
+  const loss = meanLogLoss(probs, split.labels.subarray(0, n), K);
+  let correct = 0;
+  for (let i = 0; i < n; i++) {
+    const y = split.labels[i]!;
+    const row = probs.subarray(i * K, (i + 1) * K);
+    let arg = 0;
+    for (let c = 1; c < K; c++) if (row[c]! > row[arg]!) arg = c;
+    if (arg === y) correct++;
+  }
+  return { loss, accuracy: correct / Math.max(n, 1), probs };
+}
