@@ -10,11 +10,12 @@ import { readManifest } from '../src/store/manifest.ts';
 import { silentLogger } from '../src/util/log.ts';
 import { UserError } from '../src/util/errors.ts';
 import { makeSubset, removeDir, runCliAsync, tempDir } from './helpers.ts';
+import { DEFAULT_SPLIT } from '../src/dataset/split.ts';
 
 
 function opts(data: string, out: string, extra: Partial<ExtractOptions> = {}): ExtractOptions {
   return {
-    data, out, model: 'mobilenet_v1_0.75_224', split: { train: 0.8, val: 0.1, test: 0.1 }, seed: 42,
+    data, out, model: 'mobilenet_v1_0.75_224', split: DEFAULT_SPLIT, seed: 42,
     batch: 16, workers: 4, threads: 2, maxPixels: 100e6, quiet: true, log: silentLogger, ...extra,
   };
 }

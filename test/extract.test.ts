@@ -7,7 +7,7 @@ import { extractFeatures, type ExtractOptions } from '../src/pipeline/extract.ts
 import { decodeFeatureArrow } from '../src/store/arrow.ts';
 import { decodeNpy, encodeNpy } from '../src/store/npy.ts';
 import { readManifest } from '../src/store/manifest.ts';
-import { assignSplits } from '../src/dataset/split.ts';
+import { assignSplits, DEFAULT_SPLIT } from '../src/dataset/split.ts';
 import { scanDataset, type ImageEntry } from '../src/dataset/scan.ts';
 import { silentLogger, type Logger } from '../src/util/log.ts';
 import { UserError } from '../src/util/errors.ts';
@@ -22,7 +22,7 @@ const CRASH_AFTER = 3;
 
 function opts(data: string, out: string, extra: Partial<ExtractOptions> = {}): ExtractOptions {
   return {
-    data, out, model: 'mobilenet_v1_0.75_224', split: { train: 0.8, val: 0.1, test: 0.1 }, seed: 42,
+    data, out, model: 'mobilenet_v1_0.75_224', split: DEFAULT_SPLIT, seed: 42,
     batch: 8, workers: 4, threads: 2, maxPixels: 100e6, quiet: true, log: silentLogger, ...extra,
   };
 }

@@ -13,6 +13,7 @@ import { describeLayers } from '../src/backbone/layers.ts';
 import { silentLogger } from '../src/util/log.ts';
 import { UserError } from '../src/util/errors.ts';
 import { SHARED_MODEL, makeSubset, removeDir, tempDir } from './helpers.ts';
+import { DEFAULT_SPLIT } from '../src/dataset/split.ts';
 
 const PRE = findBackbone('mobilenet_v1_0.75_224')!.preprocessing;
 
@@ -36,7 +37,7 @@ test('.onnx models: listed by layers, wrapped with in-graph preprocessing, featu
 
     const data = makeSubset(join(dir, 'data'), { train: 3, test: 1 });
     const base: ExtractOptions = {
-      data, out: join(dir, 'ref'), model: 'mobilenet_v1_0.75_224', split: { train: 0.8, val: 0.1, test: 0.1 }, seed: 1,
+      data, out: join(dir, 'ref'), model: 'mobilenet_v1_0.75_224', split: DEFAULT_SPLIT, seed: 1,
       batch: 4, workers: 2, threads: 2, maxPixels: 1e8, quiet: true, log: silentLogger,
     };
     await extractFeatures(base);

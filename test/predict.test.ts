@@ -8,6 +8,7 @@ import { predictImages } from '../src/pipeline/predict.ts';
 import { loadFeatureCache } from '../src/store/read.ts';
 import { silentLogger } from '../src/util/log.ts';
 import { makeSubset, removeDir, runCli, tempDir } from './helpers.ts';
+import { DEFAULT_SPLIT } from '../src/dataset/split.ts';
 
 test('predict reproduces the cache: same label and probability as the head on the cached features', async () => {
   const dir = tempDir('predict');
@@ -15,7 +16,7 @@ test('predict reproduces the cache: same label and probability as the head on th
     const data = makeSubset(join(dir, 'data'), { train: 12, test: 4 });
     const cacheDir = join(dir, 'cache');
     await extractFeatures({
-      data, out: cacheDir, model: 'mobilenet_v1_0.75_224', split: { train: 0.8, val: 0.1, test: 0.1 }, seed: 42,
+      data, out: cacheDir, model: 'mobilenet_v1_0.75_224', split: DEFAULT_SPLIT, seed: 42,
       batch: 8, workers: 4, threads: 2, maxPixels: 1e8, quiet: true, log: silentLogger,
     });
     const trained = await trainHead({ cache: cacheDir, kind: 'logreg', valFraction: 0 });
