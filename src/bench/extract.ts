@@ -12,6 +12,9 @@ import { silentLogger, type Logger } from '../util/log.ts';
 import { defaultDatasetDir } from '../util/paths.ts';
 import { UserError } from '../util/errors.ts';
 import { DEFAULT_SPLIT } from '../dataset/split.ts';
+import { augmentImage, augmentSeed, parseAugmentSpec, sampleAugmentParams } from '../images/augment.ts';
+import { seededRandom } from '../linalg/random.ts';
+import { FINETUNE_DEFAULTS } from '../finetune/options.ts';
 
 export interface ExtractBenchOptions {
   data?: string;
@@ -49,6 +52,21 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
     }
   }));
   const decodeMs = performance.now() - t;
+
+  // Augmentation speed (was a timed unit test): ms per image with fine-tuning's default spec, and its
+  // ratio to a decode measured in the same run.
+  opts.log.info('augment-only: fine-tuning\'s default augmentation ...');
+  const augImages = await Promise.all(files.slice(0, Math.min(20, n)).map((f) => decodeForModel(readFileSync(f), pre, { maxPixels: DEFAULT_MAX_PIXELS }).catch(() => null)));
+  const srcs = augImages.filter((p): p is Uint8Array => p !== null);
+  const spec = parseAugmentSpec(FINETUNE_DEFAULTS.augment);
+  const augOut = new Uint8Array(h * w * 3);
+  const augRounds = 10;
+  for (let i = 0; i < srcs.length; i++) augmentImage(srcs[i]!, w, h, sampleAugmentParams(spec, seededRandom(augmentSeed(1, 0, i))), augOut); // warm-up
+  t = performance.now();
+  for (let r = 0; r < augRounds; r++) {
+    for (let i = 0; i < srcs.length; i++) augmentImage(srcs[i]!, w, h, sampleAugmentParams(spec, seededRandom(augmentSeed(1, r + 1, i))), augOut);
+  }
+  const augMsPerImage = (performance.now() - t) / Math.max(1, augRounds * srcs.length);
 
   opts.log.info(`inference-only: ORT, batch ${opts.batch}, ${opts.threads} threads ...`);
   const runner = await OrtFeatureRunner.create(bb.onnxPath, [h, w, 3], bb.config.featureDim, { threads: opts.threads });
@@ -107,6 +125,11 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
     model: bb.config.modelId, layer: bb.config.layer, pooling: bb.config.pooling, dataset: data,
     settings: { batch: opts.batch, workers: opts.workers, threads: opts.threads, kernel: pre.kernel },
     decodeOnly: { images: n, imagesPerSecond: rate(n, decodeMs) },
+    augmentOnly: {
+      spec: FINETUNE_DEFAULTS.augment, images: augRounds * srcs.length, msPerImage: Math.round(augMsPerImage * 100) / 100,
+      // One augmentation over one image's share of the decode-only wall time (same run): < 1 means augmenting is cheaper.
+      perDecodedImage: Math.round((augMsPerImage / (decodeMs / n)) * 100) / 100,
+    },
     inferenceOnly: { images: iters * opts.batch, imagesPerSecond: ortRate },
     endToEnd: e2e,
     tfjs: { backend: tfBackendName(), images: k, imagesPerSecond: tfRate, ortSpeedup: Math.round((ortRate / tfRate) * 10) / 10 },
