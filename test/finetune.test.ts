@@ -22,6 +22,7 @@ import { FrozenBase } from '../src/finetune/frozen.ts';
 import { fromHalf, toHalf } from '../src/linalg/f16.ts';
 import { runFinetune, finetuneInputSize, FINETUNE_DEFAULTS, type FinetuneOptions } from '../src/finetune/recipe.ts';
 import { SHARED_DATA, SHARED_MODEL, makeSubset, modelGraph, modelWeights, removeDir, runCli, sharedGraph, sharedWeights, tempDir } from './helpers.ts';
+import { decodeNpy } from '../src/store/npy.ts';
 
 const PRE = findBackbone('mobilenet_v1_0.75_224')!.preprocessing;
 const CUT = 'conv_pw_13_relu';
@@ -355,9 +356,11 @@ test('without augmentation the base runs once: boundary activations cached (floa
   assert.equal(report.phases.finetune.baseSeconds, 0);
   assert.equal(report.phases.finetune.ortSeconds, 0, 'TF.js engine: no ORT during the epochs');
   assert.equal(report.network.boundary, 'conv_pw_12_relu');
-  assert.ok(existsSync(join(out, 'cache', 'train.boundary.f16')));
-  const size = readFileSync(join(out, 'cache', 'train.boundary.f16')).byteLength;
-  assert.equal(size, report.data.counts.train * 8 * 8 * 768 * 2);
+  // Cached in the feature store's .npy format: float16 boundary activations, one row per kept image.
+  const cached = decodeNpy(readFileSync(join(out, 'cache', 'train_boundary.npy')));
+  assert.equal(cached.dtype, '<f2');
+  assert.deepEqual(cached.shape, [report.data.counts.train, 8 * 8 * 768]);
+  assert.deepEqual(decodeNpy(readFileSync(join(out, 'cache', 'train_pooled.npy'))).shape, [report.data.counts.train, 768]);
   assert.deepEqual(report.preprocessing.size, [256, 256]);
   assert.ok(report.export.checkMaxAbsDiff <= 1e-4, `export at 256: ${report.export.checkMaxAbsDiff}`);
   assert.equal(finetuneInputSize(224), 288, 'default: 1.3× the native size, rounded to 32');

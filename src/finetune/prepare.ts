@@ -3,6 +3,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Preprocessing } from '../backbone/preprocess.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
+import { decodeNpy, encodeNpy, npyHeader, type NpyArray } from '../store/npy.ts';
 import { Progress } from '../util/progress.ts';
 import { decodeInOrder, type FtImage } from './data.ts';
 import { toHalf } from '../linalg/f16.ts';
@@ -42,7 +43,7 @@ interface PrepareContext {
 
 /**
  * Decode one split (once) and run the frozen bottom over it: pooled features and/or float16
- * boundary activations, cached on disk under OUT/cache/<split>.* keyed by model, cut, boundary,
+ * boundary activations, cached on disk under OUT/cache/ as .npy (the feature store's format) keyed by model, cut, boundary,
  * preprocessing and the image list. Pixels are kept in memory only when asked (augmentation).
  */
 export async function prepareSplit(name: string, images: FtImage[], want: { pooled: boolean; boundary: boolean; pixels: boolean }, c: PrepareContext): Promise<SplitData> {
@@ -51,25 +52,26 @@ export async function prepareSplit(name: string, images: FtImage[], want: { pool
   const needOrt = want.pooled || want.boundary;
   const bDim = base.boundaryDim;
   const pDim = base.pooledDim;
+  // The feature store's .npy format: <split>_pooled.npy (float32 n×pooledDim), <split>_boundary.npy
+  // (float16 n×boundaryDim), then <split>.json with the key, written last.
+  const pooledPath = join(c.cacheDir, `${name}_pooled.npy`);
+  const boundaryPath = join(c.cacheDir, `${name}_boundary.npy`);
   if (needOrt && !want.pixels && existsSync(metaPath)) {
     const meta = JSON.parse(readFileSync(metaPath, 'utf8'));
-    const haveB = !want.boundary || (meta.boundary && existsSync(join(c.cacheDir, `${name}.boundary.f16`)));
-    if (meta.key === c.key && haveB && existsSync(join(c.cacheDir, `${name}.pooled.f32`))) {
+    const haveB = !want.boundary || (meta.boundary && existsSync(boundaryPath));
+    if (meta.key === c.key && haveB && existsSync(pooledPath)) {
       const kept = new Set<string>(meta.kept);
       const imgs = images.filter((i) => kept.has(i.path));
-      for (const s of meta.skipped) c.skipped.push(s);
-      const pooledBuf = readFileSync(join(c.cacheDir, `${name}.pooled.f32`));
-      const pooled = new Float32Array(pooledBuf.byteLength / 4);
-      new Uint8Array(pooled.buffer).set(pooledBuf);
-      let boundary: Uint16Array[] | undefined;
-      if (want.boundary) {
-        const buf = readFileSync(join(c.cacheDir, `${name}.boundary.f16`));
-        const all = new Uint16Array(buf.byteLength / 2);
-        new Uint8Array(all.buffer).set(buf);
-        boundary = imgs.map((_, i) => all.subarray(i * bDim, (i + 1) * bDim));
+      const p = decodeNpy(readFileSync(pooledPath));
+      const b = want.boundary ? decodeNpy(readFileSync(boundaryPath)) : undefined;
+      const fits = (a: NpyArray, dtype: NpyArray['dtype'], dim: number) => a.dtype === dtype && a.shape[0] === imgs.length && a.shape[1] === dim;
+      if (fits(p, '<f4', pDim) && (!b || fits(b, '<f2', bDim))) {
+        for (const s of meta.skipped) c.skipped.push(s);
+        const all = b?.data as Uint16Array | undefined;
+        const boundary = all ? imgs.map((_, i) => all.subarray(i * bDim, (i + 1) * bDim)) : undefined;
+        opts.log.info(`finetune: ${name}: ${imgs.length} images from the cache`);
+        return { images: imgs, labels: Int32Array.from(imgs.map((i) => i.label)), pooled: p.data as Float32Array, boundary };
       }
-      opts.log.info(`finetune: ${name}: ${imgs.length} images from the cache`);
-      return { images: imgs, labels: Int32Array.from(imgs.map((i) => i.label)), pooled, boundary };
     }
   }
   const [h, w] = c.preprocessing.size;
@@ -110,8 +112,10 @@ export async function prepareSplit(name: string, images: FtImage[], want: { pool
   for (const p of pooledParts) { pooled.set(p, off); off += p.length; }
   if (needOrt) {
     // Data first, the meta (with the key) last: it marks a complete cache.
-    writeFileAtomic(join(c.cacheDir, `${name}.pooled.f32`), new Uint8Array(pooled.buffer));
-    if (want.boundary) writeFileAtomic(join(c.cacheDir, `${name}.boundary.f16`), boundary.map((a) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength)));
+    writeFileAtomic(pooledPath, encodeNpy(pooled, [keptImgs.length, pDim]));
+    if (want.boundary) {
+      writeFileAtomic(boundaryPath, [npyHeader('<f2', [keptImgs.length, bDim]), ...boundary.map((a) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength))]);
+    }
     writeFileAtomic(metaPath, JSON.stringify({ key: c.key, boundary: want.boundary, kept: keptImgs.map((i) => i.path), skipped: c.skipped.filter((s) => images.some((i) => i.path === s.path)) }) + '\n');
   }
   return {

@@ -23,8 +23,13 @@ function dtypeOf(data: NpyArray['data'], dtype?: NpyDtype): NpyDtype {
 export function encodeNpy(data: NpyArray['data'], shape: readonly number[], dtype?: NpyDtype): [Uint8Array, Uint8Array] {
   const expected = shape.reduce((a, b) => a * b, 1);
   if (expected !== data.length) throw new Error(`npy: shape [${shape}] needs ${expected} values, got ${data.length}`);
+  return [npyHeader(dtypeOf(data, dtype), shape), new Uint8Array(data.buffer, data.byteOffset, data.byteLength)];
+}
+
+/** The .npy header alone, for a body written in parts (rows of several arrays) after it. */
+export function npyHeader(dtype: NpyDtype, shape: readonly number[]): Uint8Array {
   const shapeStr = shape.length === 1 ? `(${shape[0]},)` : `(${shape.join(', ')})`;
-  let dict = `{'descr': '${dtypeOf(data, dtype)}', 'fortran_order': False, 'shape': ${shapeStr}, }`;
+  let dict = `{'descr': '${dtype}', 'fortran_order': False, 'shape': ${shapeStr}, }`;
   // Header (magic 6 + version 2 + len 2 + dict + \n) is padded with spaces to a multiple of 64.
   const unpadded = 10 + dict.length + 1;
   dict += ' '.repeat((64 - (unpadded % 64)) % 64) + '\n';
@@ -35,8 +40,7 @@ export function encodeNpy(data: NpyArray['data'], shape: readonly number[], dtyp
   header[8] = dict.length & 0xff;
   header[9] = dict.length >> 8;
   for (let i = 0; i < dict.length; i++) header[10 + i] = dict.charCodeAt(i);
-  const body = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  return [header, body];
+  return header;
 }
 
 export function decodeNpy(buf: Uint8Array): NpyArray {
