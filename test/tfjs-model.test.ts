@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import type * as tfTypes from '@tensorflow/tfjs';
 import { initTf, tfBackendInfo, tfBackendName } from '../src/util/tf.ts';
-import { halfToFloat } from '../src/linalg/f16.ts';
+import { fromHalf } from '../src/linalg/f16.ts';
 import {
   loadLayersModelFromDir,
   readWeights,
@@ -125,8 +125,9 @@ test('readWeights decodes int32, uint8/uint16 (scale, min) and float16 like tf.i
     assert.equal(w.get('a/i32')!.dtype, 'int32');
     assert.deepEqual(Array.from(w.get('b/u8')!.data), [-1, -0.5, 63, 126.5]);
     assert.deepEqual(Array.from(w.get('b/f16')!.data), [1, -2, 0.5, 65504, 2 ** -24, -0]);
-    assert.equal(halfToFloat(0x7c00), Infinity);
-    assert.ok(Number.isNaN(halfToFloat(0x7e00)));
+    const special = fromHalf(Uint16Array.of(0x7c00, 0xfc00, 0x7e00), new Float32Array(3));
+    assert.deepEqual([special[0], special[1]], [Infinity, -Infinity]);
+    assert.ok(Number.isNaN(special[2]));
 
     // Cross-check every weight against TF.js's own decoder on the same bytes.
     for (const [gi, bytes] of [g1, g2].entries()) {

@@ -45,11 +45,6 @@ function halfTable(): Float32Array {
   return table;
 }
 
-/** One binary16 value → number. */
-export function halfToFloat(h: number): number {
-  return halfTable()[h & 0xffff]!;
-}
-
 export function toHalf(src: Float32Array, out: Uint16Array = new Uint16Array(src.length)): Uint16Array {
   for (let i = 0; i < src.length; i++) out[i] = floatToHalf(src[i]!);
   return out;
