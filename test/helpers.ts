@@ -49,7 +49,7 @@ export interface CliResult { status: number | null; signal: NodeJS.Signals | nul
 
 /** node + tsx + the command's CLI file (no npm in between, so no npm noise on stderr). */
 function cliArgv(command: string, args: readonly string[]): string[] {
-  return ['--import', 'tsx', join(ROOT, 'src', 'cli', `${command}.ts`), ...args];
+  return ['--import', 'tsx', join(ROOT, 'src', 'cli', 'convcache.ts'), command, ...args];
 }
 
 /** Run `convcache <command> args` to completion (synchronously). */

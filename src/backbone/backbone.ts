@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { UserError } from '../util/errors.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import type { Logger } from '../util/log.ts';
-import { defaultDataDir } from '../util/paths.ts';
+import { modelCacheDir as defaultModelCacheDir } from '../util/paths.ts';
 import { convertKerasGraph, type Pooling } from './convert.ts';
 import { assertSpatialSizeFree, parseKerasGraph, findLayer, withInputSize, type KerasGraph } from './keras-graph.ts';
 import { encodeModel } from '../onnx/write.ts';
@@ -102,10 +102,10 @@ export interface ModelSource {
 
 /**
  * Resolve the model, convert or wrap it (cut at the layer, pooling appended) and cache the .onnx
- * under data/models/onnx/, keyed by everything that affects the graph.
+ * under <model cache>/onnx/ (~/.cache/convcache/models), keyed by everything that affects the graph.
  */
 export async function prepareBackbone(opts: PrepareOptions): Promise<PreparedBackbone> {
-  const modelCacheDir = opts.modelCacheDir ?? join(defaultDataDir(), 'models');
+  const modelCacheDir = opts.modelCacheDir ?? defaultModelCacheDir();
   const resolved = await resolveModel(opts.model, { cacheDir: modelCacheDir, log: opts.log });
   return modelSource(resolved).prepare(resolved, opts, modelCacheDir);
 }
@@ -161,7 +161,7 @@ function defaultOnnxFeatureTensor(model: Uint8Array): string | undefined {
 async function prepareOnnxBackbone(resolved: ResolvedModel, opts: PrepareOptions, modelCacheDir: string): Promise<PreparedBackbone> {
   const bytes = new Uint8Array(readFileSync(resolved.location));
   const layer = opts.layer ?? defaultOnnxFeatureTensor(bytes);
-  if (!layer) throw new UserError(`cannot guess the feature tensor of ${resolved.location}; name one with --layer (list them with 'npm run layers -- --model ${resolved.location}')`);
+  if (!layer) throw new UserError(`cannot guess the feature tensor of ${resolved.location}; name one with --layer (list them with 'convcache layers --model ${resolved.location}')`);
   const pooling: Pooling = opts.pooling ?? 'avg';
   const layout = opts.onnxLayout ?? 'nchw';
   const info = describeOnnx(bytes);

@@ -2,7 +2,7 @@ import { UserError } from '../util/errors.ts';
 
 /**
  * The Keras layer graph of a TF.js layers model (model.json "modelTopology"), reduced to what the
- * converter and `npm run layers` need: topologically ordered layers with inbound names and
+ * converter and `convcache layers` need: topologically ordered layers with inbound names and
  * statically inferred output shapes (channels-last, batch dimension omitted).
  */
 export interface KerasLayer {
@@ -239,7 +239,7 @@ export function findLayer(graph: KerasGraph, name: string): KerasLayer {
   const layer = graph.layers.find((l) => l.name === name);
   if (!layer) {
     const near = graph.layers.filter((l) => l.name.includes(name) || name.includes(l.name)).map((l) => l.name).slice(0, 5);
-    throw new UserError(`no layer named '${name}' in the model${near.length ? ` (did you mean: ${near.join(', ')}?)` : ''}; list layers with 'npm run layers'`);
+    throw new UserError(`no layer named '${name}' in the model${near.length ? ` (did you mean: ${near.join(', ')}?)` : ''}; list layers with 'convcache layers'`);
   }
   return layer;
 }

@@ -32,7 +32,7 @@ export function importOnnx(model: Uint8Array, opts: OnnxImportOptions): Uint8Arr
   const producer = info.nodes.find((n) => n.outputs.includes(opts.featureTensor));
   if (!producer && opts.featureTensor !== origInput) {
     const near = info.nodes.flatMap((n) => n.outputs).filter((o) => o.includes(opts.featureTensor)).slice(0, 5);
-    throw new UserError(`no tensor named '${opts.featureTensor}' in the .onnx graph${near.length ? ` (did you mean: ${near.join(', ')}?)` : ''}; list them with 'npm run layers -- --model FILE.onnx'`);
+    throw new UserError(`no tensor named '${opts.featureTensor}' in the .onnx graph${near.length ? ` (did you mean: ${near.join(', ')}?)` : ''}; list them with 'convcache layers --model FILE.onnx'`);
   }
   // Keep only the nodes the feature tensor depends on.
   const producerOf = new Map<string, number>();

@@ -5,7 +5,7 @@ import { UserError } from '../util/errors.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import type { Logger } from '../util/log.ts';
 import { findBackbone, type BackboneEntry } from './registry.ts';
-import { defaultDataDir, mirrorDirs } from '../util/paths.ts';
+import { mirrorDirs, modelCacheDir } from '../util/paths.ts';
 
 export interface ResolvedModel {
   /** Short id used in cache names: the known name or the folder name. */
@@ -58,7 +58,7 @@ function localModel(path: string, id: string, source: string, entry?: BackboneEn
  * or a known name (cache, then offline mirrors, then the canonical URL).
  */
 export async function resolveModel(spec: string, opts: ResolveOptions): Promise<ResolvedModel> {
-  const cacheDir = opts.cacheDir ?? join(defaultDataDir(), 'models');
+  const cacheDir = opts.cacheDir ?? modelCacheDir();
   const mirrors = opts.mirrors ?? mirrorDirs();
   if (/^https?:\/\//.test(spec)) {
     const id = sanitize(basename(dirname(new URL(spec).pathname)) || 'model');

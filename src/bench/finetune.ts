@@ -17,7 +17,7 @@ import { readWeights } from '../backbone/tfjs-model.ts';
 import { initialTopParams, planTop, resolveBoundary } from '../finetune/plan.ts';
 import { Rng } from '../linalg/random.ts';
 import { silentLogger, type Logger } from '../util/log.ts';
-import { defaultDataDir } from '../util/paths.ts';
+import { cacheRoot, modelCacheDir } from '../util/paths.ts';
 import { DEFAULT_SPLIT } from '../dataset/split.ts';
 import { pct } from '../util/format.ts';
 
@@ -31,7 +31,7 @@ export const TARGET_ACCURACY = 0.988;
 export const TARGET_SECONDS = 15 * 60;
 
 /**
- * The fast path as `npm start` runs it on the same data (features extracted once — reused when
+ * The fast path as `convcache start` runs it on the same data (features extracted once — reused when
  * cached — then every head compared, 10 % of train held out for validation): the best head's test
  * accuracy is what fine-tuning has to beat (fine-tuning holds out 25 %, so it trains on less).
  */
@@ -57,10 +57,10 @@ async function fastPathBest(data: string, log: Logger): Promise<{ head: string; 
  * This is the measurement behind the ORT default: TF.js's wasm backend runs one thread.
  */
 export async function benchTrainStep(opts: { steps: number; log?: Logger }): Promise<Record<string, unknown>[]> {
-  const resolved = await resolveModel(DEFAULT_MODEL, { cacheDir: join(defaultDataDir(), 'models'), log: silentLogger });
+  const resolved = await resolveModel(DEFAULT_MODEL, { cacheDir: modelCacheDir(), log: silentLogger });
   const loaded = loadKerasGraph(resolved.location);
   const cut = resolved.entry?.defaultLayer ?? defaultCutLayer(loaded.graph);
-  // The fine-tuning default: batch and input size of `npm run finetune`.
+  // The fine-tuning default: batch and input size of `convcache finetune`.
   const inputSize = finetuneInputSize(loaded.graph.inputShape[0]!);
   const { graph } = atInputSize(loaded, [inputSize, inputSize], cut);
   const weights = await readWeights(resolved.location);
@@ -116,8 +116,8 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
       patience: FINETUNE_DEFAULTS.patience, dropout: FINETUNE_DEFAULTS.dropout, engine: opts.engine, warmupEpochs: FINETUNE_DEFAULTS.warmupEpochs, averageEpochs: FINETUNE_DEFAULTS.averageEpochs, valFraction: FINETUNE_DEFAULTS.valFraction, out, resume: false,
       threads: cpus().length, workers: 4, maxPixels: DEFAULT_MAX_PIXELS, quiet: false, tta: true, log: opts.log,
     }));
-    // Keep the benchmarked model where `npm run compare` finds fine-tuning results (its report rows).
-    const keep = join(defaultDataDir(), 'finetune', `bench-${opts.engine}`);
+    // Keep the benchmarked model where `convcache compare` finds fine-tuning results (its report rows).
+    const keep = join(cacheRoot(), 'finetune', `bench-${opts.engine}`);
     rmSync(keep, { recursive: true, force: true });
     cpSync(out, keep, { recursive: true, filter: (src) => !src.includes(`${join(out, 'checkpoint')}`) && !src.includes(`${join(out, 'cache')}`) });
     opts.log.info(`bench: fine-tuned model kept in ${keep}`);

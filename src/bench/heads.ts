@@ -3,7 +3,7 @@
  * (same 2000×768 MobileNet features, single thread), plus the pure-JS libraries they replaced
  * (ml-svm on 500 rows, ml-random-forest 5 trees on 250 rows), kept as reference rows.
  *
- *   npm run bench -- heads [--cache DIR] [--heads logreg,svm,rf,knn,dense]
+ *   convcache bench heads [--cache DIR] [--heads logreg,svm,rf,knn,dense]
  *
  * DIR is a feature cache: <split>_features.npy (float32 n×d) and <split>_labels.npy (int32) for
  * split = train, test and optionally val (default: extract the default dataset). Prints JSON and
@@ -190,7 +190,7 @@ export async function benchHeads(opts: { cacheDir?: string; npyDir?: string; hea
 
 const round = (v: number) => Math.round(v * 10000) / 10000;
 
-/** `npm run bench -- heads [--cache DIR] [--heads a,b]`: the default cache unless one is named. */
+/** `convcache bench heads [--cache DIR] [--heads a,b]`: the default cache unless one is named. */
 export async function benchHeadsCli(o: { cache?: string; heads?: string[]; log: Logger }): Promise<object> {
   const cacheDir = o.cache ?? defaultCacheDir();
   o.log.info(`benchmarking heads on ${cacheDir} ...`);

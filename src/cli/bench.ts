@@ -1,20 +1,19 @@
-import '../util/threadpool.ts'; // first: sizes libuv's pool (image decodes) before any I/O
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { runCommand } from '../util/cli.ts';
-import { intInRange, type CommandSpec } from '../util/args.ts';
+import { cacheRootFlag, defineCommand } from './command.ts';
+import { batchSize, intInRange, threads, workers } from './validate.ts';
 import { parseEngine } from '../finetune/engine.ts';
 import { UserError } from '../util/errors.ts';
 import { consoleLogger } from '../util/log.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
-import { defaultDataDir } from '../util/paths.ts';
+import { benchResultsDir } from '../util/paths.ts';
 import { DEFAULT_MODEL } from '../backbone/registry.ts';
 
-const spec: CommandSpec = {
+export const command = defineCommand({
   name: 'bench',
-  summary: 'measure speed and memory: extract (default), heads, finetune, finetune-step (ms per training step, ORT vs TF.js); prints JSON and writes data/bench/<name>.json',
-  usage: 'npm run bench -- [extract|heads|finetune|finetune-step] [options]',
-  positionals: { name: 'WHICH', description: 'extract | heads | finetune | finetune-step (default extract)' },
+  summary: 'measure speed and memory: extract (default), heads, finetune, finetune-step (ms per training step, ORT vs TF.js), startup (convcache --help and a no-op extract); prints JSON and writes data/bench/<name>.json (in a checkout; else <cache root>/bench/)',
+  usage: 'convcache bench [extract|heads|finetune|finetune-step|startup] [options]',
+  positionals: { name: 'WHICH', description: 'extract | heads | finetune | finetune-step | startup (default extract)' },
   flags: {
     data: { type: 'string', metavar: 'DIR', description: 'dataset (default: the mirror\'s cats-vs-dogs)' },
     model: { type: 'string', metavar: 'MODEL', description: 'backbone', default: DEFAULT_MODEL },
@@ -25,10 +24,10 @@ const spec: CommandSpec = {
     'tfjs-images': { type: 'number', metavar: 'N', description: 'images for the TF.js-wasm comparison pass', default: 32 },
     heads: { type: 'list', metavar: 'LIST', description: 'heads to bench (heads bench)' },
     engine: { type: 'string', metavar: 'NAME', description: 'finetune bench: where the trainable top trains (ort | tfjs); results go to finetune.json / finetune-tfjs.json', default: 'ort' },
+    runs: { type: 'number', metavar: 'N', description: 'startup bench: timed runs per command (median reported)', default: 7 },
+    'cache-root': cacheRootFlag,
   },
-};
-
-await runCommand(spec, async ({ flags, positionals }) => {
+}, async ({ flags, positionals }) => {
   const which = positionals[0] ?? 'extract';
   const log = consoleLogger();
   let result: unknown;
@@ -36,25 +35,28 @@ await runCommand(spec, async ({ flags, positionals }) => {
   if (which === 'extract') {
     const { benchExtract } = await import('../bench/extract.ts');
     result = await benchExtract({
-      data: flags.data as string | undefined, model: String(flags.model),
-      batch: intInRange('batch', flags.batch, 1, 1024), workers: intInRange('workers', flags.workers, 1, 64),
-      threads: intInRange('threads', flags.threads, 1, 256), tfjsImages: intInRange('tfjs-images', flags['tfjs-images'], 1, 10000), log,
+      data: flags.data, model: flags.model,
+      batch: batchSize(flags.batch), workers: workers(flags.workers),
+      threads: threads(flags.threads), tfjsImages: intInRange('tfjs-images', flags['tfjs-images'], 1, 10000), log,
     });
   } else if (which === 'heads') {
     const { benchHeadsCli } = await import('../bench/heads.ts');
-    result = await benchHeadsCli({ cache: flags.cache as string | undefined, heads: flags.heads as string[] | undefined, log });
+    result = await benchHeadsCli({ cache: flags.cache, heads: flags.heads, log });
   } else if (which === 'finetune') {
     const { benchFinetune } = await import('../bench/finetune.ts');
     const engine = parseEngine(flags.engine);
-    result = await benchFinetune({ data: flags.data as string | undefined, engine, log });
+    result = await benchFinetune({ data: flags.data, engine, log });
     if (engine !== 'ort') name = `finetune-${engine}`;
   } else if (which === 'finetune-step') {
     const { benchTrainStep } = await import('../bench/finetune.ts');
     result = { benchmark: 'finetune-step', date: new Date().toISOString(), rows: await benchTrainStep({ steps: 5, log }) };
+  } else if (which === 'startup') {
+    const { benchStartup } = await import('../bench/startup.ts');
+    result = await benchStartup({ data: flags.data, runs: intInRange('runs', flags.runs, 1, 100), log });
   } else {
-    throw new UserError(`unknown benchmark '${which}' (extract, heads, finetune, finetune-step)`);
+    throw new UserError(`unknown benchmark '${which}' (extract, heads, finetune, finetune-step, startup)`);
   }
   const json = JSON.stringify(result, null, 2);
-  writeFileAtomic(join(defaultDataDir(), 'bench', `${name}.json`), json + '\n');
+  writeFileAtomic(join(benchResultsDir(flags['cache-root']), `${name}.json`), json + '\n');
   process.stdout.write(json + '\n');
 });

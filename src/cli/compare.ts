@@ -1,19 +1,20 @@
 import { stageRows } from '../pipeline/stage-rows.ts';
-import { runCommand } from '../util/cli.ts';
-import { intInRange, type CommandSpec } from '../util/args.ts';
-import { UserError } from '../util/errors.ts';
+import { cacheRootFlag, defineCommand } from './command.ts';
+import { classWeight, intInRange, oneOf, optionalInt, seed, valFraction } from './validate.ts';
 import { consoleLogger } from '../util/log.ts';
+import { cacheRoot } from '../util/paths.ts';
 import { defaultCacheDir } from '../store/read.ts';
 import type { TuneMode } from '../eval/tune.ts';
 import { COMPARE_ROWS, compareHeads, resolveHeadList } from '../pipeline/compare.ts';
 import { DEFAULT_VAL_FRACTION } from '../pipeline/train.ts';
 
-const spec: CommandSpec = {
+export const command = defineCommand({
   name: 'compare',
   summary: 'train every head on the same split of a feature cache and write report.{json,md,html}',
-  usage: 'npm run compare -- [--cache DIR] [--out REPORT_DIR] [--heads all|logreg,svm,…] [--cv 5] [--tune] [--seed 42]',
+  usage: 'convcache compare [--cache DIR] [--out REPORT_DIR] [--heads all|logreg,svm,…] [--cv 5] [--tune] [--seed 42]',
   flags: {
-    cache: { type: 'string', metavar: 'DIR', description: 'feature cache (default: the most recent under data/cache/)' },
+    cache: { type: 'string', metavar: 'DIR', description: 'feature cache (default: the most recent under <cache root>/cache/)' },
+    'cache-root': cacheRootFlag,
     out: { type: 'string', metavar: 'DIR', description: 'report folder (default <cache>/report/)' },
     heads: { type: 'list', metavar: 'LIST', description: `heads to train: all, or some of ${Object.keys(COMPARE_ROWS).join(', ')}`, default: 'all' },
     cv: { type: 'number', metavar: 'K', description: 'also run stratified K-fold cross-validation on train+val (mean ± std)' },
@@ -26,28 +27,24 @@ const spec: CommandSpec = {
     'extra-rows': { type: 'string', metavar: 'FILE', description: 'more report rows (JSON; e.g. fine-tuned models) — default <cache>/report/extra-rows.json when present' },
     quiet: { type: 'boolean', description: 'no progress lines on stderr' },
   },
-};
-
-await runCommand(spec, async ({ flags }) => {
-  const log = consoleLogger(Boolean(flags.quiet));
-  const heads = resolveHeadList(flags.heads === 'all' ? ['all'] : (flags.heads as string[]));
-  const classWeight = String(flags['class-weight']);
-  if (classWeight !== 'none' && classWeight !== 'balanced') throw new UserError(`--class-weight must be none or balanced, got '${classWeight}'`);
-  const valFraction = flags['val-fraction'] as number;
-  if (!(valFraction >= 0 && valFraction < 1)) throw new UserError(`--val-fraction must be in [0, 1), got ${valFraction}`);
-  const saveHeads = String(flags['save-heads']);
-  if (saveHeads !== 'best' && saveHeads !== 'all' && saveHeads !== 'none') throw new UserError(`--save-heads must be best, all or none, got '${saveHeads}'`);
-  const cv = flags.cv === undefined ? undefined : intInRange('cv', flags.cv, 2, 50);
+}, async ({ flags }) => {
+  const log = consoleLogger(flags.quiet);
+  const root = cacheRoot(flags['cache-root']);
+  const heads = resolveHeadList(flags.heads);
   let tune: false | TuneMode = flags.tune ? { by: 'val' } : false;
   if (flags['tune-cv'] !== undefined) tune = { by: 'cv', folds: intInRange('tune-cv', flags['tune-cv'], 2, 50) };
   const { report, outDir } = await compareHeads({
-    cache: (flags.cache as string | undefined) ?? defaultCacheDir(),
-    out: flags.out as string | undefined,
-    heads, cv, tune, classWeight, valFraction,
-    seed: intInRange('seed', flags.seed, 0, 2 ** 31 - 1),
-    extraRowsFile: flags['extra-rows'] as string | undefined,
-    laterRows: stageRows,
-    saveHeads,
+    cache: flags.cache ?? defaultCacheDir(root),
+    out: flags.out,
+    heads,
+    cv: optionalInt('cv', flags.cv, 2, 50),
+    tune,
+    classWeight: classWeight(flags['class-weight']),
+    valFraction: valFraction(flags['val-fraction']),
+    seed: seed(flags.seed),
+    extraRowsFile: flags['extra-rows'],
+    laterRows: (ctx) => stageRows(ctx, root),
+    saveHeads: oneOf('save-heads', flags['save-heads'], ['best', 'all', 'none'] as const),
     log,
   });
   process.stdout.write(`${report.verdict}\n${outDir}\n`);

@@ -1,63 +1,45 @@
-import '../util/threadpool.ts'; // first: sizes libuv's pool (image decodes) before any I/O
 import { cpus } from 'node:os';
-import { runCommand } from '../util/cli.ts';
-import { intInRange, type CommandSpec } from '../util/args.ts';
+import { cacheRootFlag, defineCommand } from './command.ts';
+import { batchSize, intInRange, maxPixels, oneOf, optionalInt, seed, threads, workers } from './validate.ts';
 import { UserError } from '../util/errors.ts';
 import { consoleLogger } from '../util/log.ts';
 import { parseSplitFractions } from '../dataset/split.ts';
 import { extractFeatures } from '../pipeline/extract.ts';
 import { DEFAULT_MODEL } from '../backbone/registry.ts';
-import { DEFAULT_MAX_PIXELS } from '../images/decode.ts';
-import type { Pooling } from '../backbone/convert.ts';
+import { DEFAULT_MAX_PIXELS } from '../images/limits.ts';
 import type { Preprocessing } from '../backbone/preprocess.ts';
 import { parseAugmentSpec, type AugmentSpec } from '../images/augment.ts';
 
-function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[]): T {
-  if (!allowed.includes(v as T)) throw new UserError(`--${name} must be one of ${allowed.join(', ')}, got '${String(v)}'`);
-  return v as T;
-}
-
-function triple(name: string, v: unknown): [number, number, number] | undefined {
+function triple(name: string, v: string[] | undefined): [number, number, number] | undefined {
   if (v === undefined) return undefined;
-  const xs = (v as string[]).map(Number);
+  const xs = v.map(Number);
   if (xs.length !== 3 || xs.some((x) => !Number.isFinite(x))) throw new UserError(`--${name} needs three numbers like 0.485,0.456,0.406`);
   if (name === 'std' && xs.some((x) => x <= 0)) throw new UserError('--std values must be positive');
   return xs as [number, number, number];
 }
 
-function augmentOption(flags: Record<string, unknown>): { spec: AugmentSpec; views: number } | undefined {
-  const views = intInRange('views', flags.views, 0, 1000);
-  if (flags.augment === undefined) {
+function augmentOption(augment: string | undefined, viewsFlag: number): { spec: AugmentSpec; views: number } | undefined {
+  const views = intInRange('views', viewsFlag, 0, 1000);
+  if (augment === undefined) {
     if (views > 0) throw new UserError('--views needs --augment SPEC');
     return undefined;
   }
-  const spec = parseAugmentSpec(String(flags.augment));
+  const spec = parseAugmentSpec(augment);
   if (views === 0) throw new UserError('--augment needs --views K (K >= 1 augmented views per training image)');
   return { spec, views };
 }
 
-function preprocessingOverrides(flags: Record<string, unknown>): Partial<Preprocessing> {
-  const o: Partial<Preprocessing> = {};
-  if (flags['input-size'] !== undefined) { const n = intInRange('input-size', flags['input-size'], 8, 4096); o.size = [n, n]; }
-  const mean = triple('mean', flags.mean);
-  const std = triple('std', flags.std);
-  if (mean) o.mean = mean;
-  if (std) o.std = std;
-  if (flags.resize !== undefined) o.resize = oneOf('resize', flags.resize, ['squash', 'center-crop'] as const);
-  if (flags['channel-order'] !== undefined) o.channelOrder = oneOf('channel-order', flags['channel-order'], ['rgb', 'bgr'] as const);
-  return o;
-}
-
-const spec: CommandSpec = {
+export const command = defineCommand({
   name: 'extract',
   summary: 'run the frozen conv base once over every image and cache the features (Arrow + .npy + manifest)',
-  usage: 'npm run extract -- [--data DIR] [--model NAME|DIR|URL] [--layer NAME] [--pool avg|max|none] [--out DIR]',
+  usage: 'convcache extract [--data DIR] [--model NAME|DIR|URL] [--layer NAME] [--pool avg|max|none] [--out DIR]',
   flags: {
-    data: { type: 'string', metavar: 'DIR', description: 'data root with class folders (or train/val/test folders); default data/images/, else the mirror\'s cats-vs-dogs' },
+    data: { type: 'string', metavar: 'DIR', description: 'data root with class folders (or train/val/test folders); default <cache root>/images/, else the mirror\'s cats-vs-dogs' },
     model: { type: 'string', metavar: 'MODEL', description: 'known name, model folder, model.json, or URL', default: DEFAULT_MODEL },
-    layer: { type: 'string', metavar: 'NAME', description: 'cut the base at this layer (see npm run layers); default: the last conv activation' },
+    layer: { type: 'string', metavar: 'NAME', description: 'cut the base at this layer (see convcache layers); default: the last conv activation' },
     pool: { type: 'string', metavar: 'MODE', description: 'pooling on the cut feature map: avg | max | none (flatten)', default: 'avg' },
-    out: { type: 'string', metavar: 'DIR', description: 'cache folder (default data/cache/<dataset>-<model>-<layer>-<pool>-<hash>)' },
+    out: { type: 'string', metavar: 'DIR', description: 'cache folder (default <cache root>/cache/<dataset>-<model>-<layer>-<pool>-<hash>)' },
+    'cache-root': cacheRootFlag,
     split: { type: 'string', metavar: 'F,F,F', description: 'train,val,test fractions when the data has no split folders', default: '0.8,0.1,0.1' },
     seed: { type: 'number', metavar: 'N', description: 'seed for the split', default: 42 },
     batch: { type: 'number', metavar: 'N', description: 'images per inference batch', default: 32 },
@@ -74,34 +56,40 @@ const spec: CommandSpec = {
     views: { type: 'number', metavar: 'K', description: 'augmented views per training image (with --augment)', default: 0 },
     quiet: { type: 'boolean', description: 'no progress output' },
   },
-};
-
-// Every finished batch is already on disk (atomic chunk files): say so, and stop at once.
-process.once('SIGINT', () => {
-  process.stderr.write('\nextract: interrupted; finished batches are saved, re-run the same command to resume\n');
-  process.exit(130);
-});
-
-await runCommand(spec, async ({ flags }) => {
-  const pool = String(flags.pool);
-  if (!['avg', 'max', 'none'].includes(pool)) throw new UserError(`--pool must be avg, max or none, got '${pool}'`);
-  const log = consoleLogger(Boolean(flags.quiet));
+}, async ({ flags }) => {
+  // Every finished batch is already on disk (atomic chunk files): say so, and stop at once.
+  process.once('SIGINT', () => {
+    process.stderr.write('\nextract: interrupted; finished batches are saved, re-run the same command to resume\n');
+    process.exit(130);
+  });
+  const log = consoleLogger(flags.quiet);
+  const size = optionalInt('input-size', flags['input-size'], 8, 4096);
+  const mean = triple('mean', flags.mean);
+  const std = triple('std', flags.std);
+  const preprocessing: Partial<Preprocessing> = {
+    ...(size !== undefined ? { size: [size, size] as [number, number] } : {}),
+    ...(mean ? { mean } : {}),
+    ...(std ? { std } : {}),
+    ...(flags.resize !== undefined ? { resize: oneOf('resize', flags.resize, ['squash', 'center-crop'] as const) } : {}),
+    ...(flags['channel-order'] !== undefined ? { channelOrder: oneOf('channel-order', flags['channel-order'], ['rgb', 'bgr'] as const) } : {}),
+  };
   const { cacheDir, manifest } = await extractFeatures({
-    data: flags.data as string | undefined,
-    out: flags.out as string | undefined,
-    model: String(flags.model),
-    layer: flags.layer as string | undefined,
-    pooling: pool as Pooling,
-    split: parseSplitFractions(String(flags.split)),
-    seed: intInRange('seed', flags.seed, 0, 2 ** 31 - 1),
-    batch: intInRange('batch', flags.batch, 1, 1024),
-    workers: intInRange('workers', flags.workers, 1, 64),
-    threads: intInRange('threads', flags.threads, 1, 256),
-    maxPixels: intInRange('max-pixels', flags['max-pixels'], 1, 2 ** 40),
-    quiet: Boolean(flags.quiet),
-    preprocessing: preprocessingOverrides(flags),
+    data: flags.data,
+    out: flags.out,
+    cacheRoot: flags['cache-root'],
+    model: flags.model,
+    layer: flags.layer,
+    pooling: oneOf('pool', flags.pool, ['avg', 'max', 'none'] as const),
+    split: parseSplitFractions(flags.split),
+    seed: seed(flags.seed),
+    batch: batchSize(flags.batch),
+    workers: workers(flags.workers),
+    threads: threads(flags.threads),
+    maxPixels: maxPixels(flags['max-pixels']),
+    quiet: flags.quiet,
+    preprocessing,
     onnxLayout: oneOf('layout', flags.layout, ['nchw', 'nhwc'] as const),
-    augment: augmentOption(flags),
+    augment: augmentOption(flags.augment, flags.views),
     log,
   });
   const t = manifest.timings;

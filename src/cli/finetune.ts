@@ -1,25 +1,23 @@
-import '../util/threadpool.ts'; // first: sizes libuv's pool (image decodes) before any I/O
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { runCommand } from '../util/cli.ts';
-import { intInRange, type CommandSpec } from '../util/args.ts';
-import { UserError } from '../util/errors.ts';
+import { cacheRootFlag, defineCommand } from './command.ts';
+import { batchSize, intInRange, maxPixels, oneOf, optionalInt, positive, rate, seed, threads, valFraction, workers } from './validate.ts';
 import { consoleLogger } from '../util/log.ts';
-import { defaultDataDir } from '../util/paths.ts';
+import { cacheRoot } from '../util/paths.ts';
 import { DEFAULT_MODEL } from '../backbone/registry.ts';
-import { DEFAULT_MAX_PIXELS } from '../images/decode.ts';
+import { DEFAULT_MAX_PIXELS } from '../images/limits.ts';
 import { parseAugmentSpec } from '../images/augment.ts';
 import { FINETUNE_DEFAULTS, runFinetune } from '../finetune/recipe.ts';
 import { parseEngine } from '../finetune/engine.ts';
 
 const D = FINETUNE_DEFAULTS;
 
-const spec: CommandSpec = {
+export const command = defineCommand({
   name: 'finetune',
   summary: 'train a dense head on the frozen conv base (with augmentation), then fine-tune the top conv blocks at a low learning rate',
-  usage: 'npm run finetune -- [--data DIR] [--augment SPEC] [--unfreeze N | --unfreeze-from LAYER] [--epochs-head N --epochs-finetune N --lr F] [--out DIR] [--resume]',
+  usage: 'convcache finetune [--data DIR] [--augment SPEC] [--unfreeze N | --unfreeze-from LAYER] [--epochs-head N --epochs-finetune N --lr F] [--out DIR] [--resume]',
   flags: {
-    data: { type: 'string', metavar: 'DIR', description: 'data root with class folders (or train/val/test folders); default data/images/, else the mirror\'s cats-vs-dogs' },
+    data: { type: 'string', metavar: 'DIR', description: 'data root with class folders (or train/val/test folders); default <cache root>/images/, else the mirror\'s cats-vs-dogs' },
     model: { type: 'string', metavar: 'MODEL', description: 'known name, model folder, model.json, or URL (TF.js layers)', default: DEFAULT_MODEL },
     augment: { type: 'string', metavar: 'SPEC', description: 'training-image augmentation, e.g. flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2,contrast=0.2 (\'none\' to cache the base once)', default: D.augment },
     unfreeze: { type: 'number', metavar: 'N', description: 'top conv blocks to train in phase 2 (0 = head only)', default: D.unfreeze },
@@ -38,7 +36,8 @@ const spec: CommandSpec = {
     'input-size': { type: 'number', metavar: 'N', description: 'square input size in pixels (default 1.3× the model\'s own, rounded to 32: 288 for a 224 model); conv bases accept any size' },
     engine: { type: 'string', metavar: 'NAME', description: 'where the trainable top trains: ort (ONNX Runtime, fast) | tfjs (TF.js wasm, the reference)', default: D.engine },
     seed: { type: 'number', metavar: 'N', description: 'seed for the val split, shuffling, dropout, augmentation and initialisation', default: D.seed },
-    out: { type: 'string', metavar: 'DIR', description: 'output folder (default data/finetune/<model>)' },
+    out: { type: 'string', metavar: 'DIR', description: 'output folder (default <cache root>/finetune/<model>)' },
+    'cache-root': cacheRootFlag,
     resume: { type: 'boolean', description: 'continue from the last checkpoint in --out' },
     workers: { type: 'number', metavar: 'N', description: 'images decoded in parallel (threads)', default: cpus().length },
     threads: { type: 'number', metavar: 'N', description: 'ONNX Runtime threads', default: cpus().length },
@@ -46,53 +45,37 @@ const spec: CommandSpec = {
     tta: { type: 'boolean', description: 'also report test accuracy with horizontal-flip test-time augmentation' },
     quiet: { type: 'boolean', description: 'no progress output' },
   },
-};
-
-function fraction(name: string, v: unknown): number {
-  if (typeof v !== 'number' || !(v > 0 && v < 1)) throw new UserError(`--${name} must be a number in (0, 1), got '${String(v)}'`);
-  return v;
-}
-
-function positive(name: string, v: unknown): number {
-  if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) throw new UserError(`--${name} must be a positive number, got '${String(v)}'`);
-  return v;
-}
-
-await runCommand(spec, async ({ flags }) => {
-  const optimizer = String(flags.optimizer);
-  if (optimizer !== 'adam' && optimizer !== 'rmsprop') throw new UserError(`--optimizer must be adam or rmsprop, got '${optimizer}'`);
-  const dropout = Number(flags.dropout);
-  if (!(dropout >= 0 && dropout < 1)) throw new UserError(`--dropout must be in [0, 1), got '${String(flags.dropout)}'`);
-  const model = String(flags.model);
+}, async ({ flags }) => {
+  const model = flags.model;
   const engine = parseEngine(flags.engine);
   const { report, outDir } = await runFinetune({
-    data: flags.data as string | undefined,
+    data: flags.data,
     model,
-    augment: parseAugmentSpec(String(flags.augment)),
+    augment: parseAugmentSpec(flags.augment),
     unfreeze: intInRange('unfreeze', flags.unfreeze, 0, 1000),
-    unfreezeFrom: flags['unfreeze-from'] as string | undefined,
+    unfreezeFrom: flags['unfreeze-from'],
     epochsHead: intInRange('epochs-head', flags['epochs-head'], 0, 10000),
     epochsFinetune: intInRange('epochs-finetune', flags['epochs-finetune'], 0, 10000),
     lr: positive('lr', flags.lr),
     lrHead: positive('lr-head', flags['lr-head']),
-    optimizer,
-    batch: intInRange('batch', flags.batch, 1, 4096),
+    optimizer: oneOf('optimizer', flags.optimizer, ['adam', 'rmsprop'] as const),
+    batch: batchSize(flags.batch, 4096),
     patience: intInRange('patience', flags.patience, 1, 10000),
-    dropout,
+    dropout: rate('dropout', flags.dropout),
     engine,
-    valFraction: fraction('val-fraction', flags['val-fraction']),
-    averageEpochs: Boolean(flags['average-epochs']),
+    valFraction: valFraction(flags['val-fraction'], false),
+    averageEpochs: flags['average-epochs'],
     warmupEpochs: intInRange('warmup-epochs', flags['warmup-epochs'], 0, 10000),
-    inputSize: flags['input-size'] === undefined ? undefined : intInRange('input-size', flags['input-size'], 32, 1024),
-    seed: intInRange('seed', flags.seed, 0, 2 ** 32 - 1),
-    out: (flags.out as string | undefined) ?? join(defaultDataDir(), 'finetune', model.replace(/[^A-Za-z0-9._-]+/g, '_')),
-    resume: Boolean(flags.resume),
-    workers: intInRange('workers', flags.workers, 1, 64),
-    threads: intInRange('threads', flags.threads, 1, 256),
-    maxPixels: intInRange('max-pixels', flags['max-pixels'], 1, Number.MAX_SAFE_INTEGER),
-    quiet: Boolean(flags.quiet),
-    tta: Boolean(flags.tta),
-    log: consoleLogger(),
+    inputSize: optionalInt('input-size', flags['input-size'], 32, 1024),
+    seed: seed(flags.seed),
+    out: flags.out ?? join(cacheRoot(flags['cache-root']), 'finetune', model.replace(/[^A-Za-z0-9._-]+/g, '_')),
+    resume: flags.resume,
+    workers: workers(flags.workers),
+    threads: threads(flags.threads),
+    maxPixels: maxPixels(flags['max-pixels']),
+    quiet: flags.quiet,
+    tta: flags.tta,
+    log: consoleLogger(flags.quiet),
   });
   const f = (x: number | null): string => (x === null ? 'n/a' : `${(x * 100).toFixed(2)}%`);
   const p = report.phases;

@@ -1,21 +1,18 @@
-import { runCommand } from '../util/cli.ts';
-import type { CommandSpec } from '../util/args.ts';
+import { defineCommand } from './command.ts';
 import { consoleLogger } from '../util/log.ts';
 import { DEFAULT_MODEL } from '../backbone/registry.ts';
 import { describeLayers } from '../backbone/layers.ts';
 
-const spec: CommandSpec = {
+export const command = defineCommand({
   name: 'layers',
   summary: 'list the layers of a model with their output shapes, to choose where to cut (--layer)',
-  usage: 'npm run layers -- [--model NAME|DIR|URL] [--json]',
+  usage: 'convcache layers [--model NAME|DIR|URL] [--json]',
   flags: {
     model: { type: 'string', metavar: 'MODEL', description: 'known name, model folder, model.json, or URL', default: DEFAULT_MODEL },
     json: { type: 'boolean', description: 'print JSON instead of a table' },
   },
-};
-
-await runCommand(spec, async ({ flags }) => {
-  const info = await describeLayers(String(flags.model), consoleLogger());
+}, async ({ flags }) => {
+  const info = await describeLayers(flags.model, consoleLogger());
   if (flags.json) {
     process.stdout.write(JSON.stringify(info, null, 2) + '\n');
     return;
@@ -28,6 +25,6 @@ await runCommand(spec, async ({ flags }) => {
     const feats = l.shape.length === 3 ? `${l.shape[2]} / ${l.shape[0]! * l.shape[1]! * l.shape[2]!}` : l.shape.length ? String(l.shape[0]) : '';
     lines.push(`${l.name.padEnd(w)}  ${l.type.padEnd(t)}  ${(l.shape.length ? l.shape.join(' x ') : '(run extract to see)').padEnd(19)}  ${feats}${mark}`);
   }
-  lines.push('', 'Lower layers are more generic (better for data far from ImageNet); cut with: npm run extract -- --layer NAME');
+  lines.push('', 'Lower layers are more generic (better for data far from ImageNet); cut with: convcache extract --layer NAME');
   process.stdout.write(lines.join('\n') + '\n');
 });

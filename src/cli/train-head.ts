@@ -1,5 +1,5 @@
-import { runCommand } from '../util/cli.ts';
-import { intInRange, type CommandSpec } from '../util/args.ts';
+import { cacheRootFlag, defineCommand } from './command.ts';
+import { classWeight, intInRange, seed, valFraction } from './validate.ts';
 import { UserError } from '../util/errors.ts';
 import { consoleLogger, silentLogger } from '../util/log.ts';
 import { HEAD_KINDS, createHead, parseOpts } from '../heads/registry.ts';
@@ -7,13 +7,16 @@ import { defaultCacheDir } from '../store/read.ts';
 import { formatParams, type TuneMode } from '../eval/tune.ts';
 import { DEFAULT_VAL_FRACTION, evaluateSavedHead, saveTrainedHead, trainHead } from '../pipeline/train.ts';
 
-const spec: CommandSpec = {
+const pct = (a: number | null | undefined) => (a === null || a === undefined ? 'n/a' : `${(a * 100).toFixed(2)}%`);
+
+export const command = defineCommand({
   name: 'train-head',
   summary: 'train one classifier head on a feature cache (val for early stopping/tuning, test only for the final score) and save it',
-  usage: 'npm run train-head -- --head KIND [--cache DIR] [--opt NAME=VALUE …] [--class-weight none|balanced] [--seed N] [--tune] [--out PATH]\n       npm run train-head -- --eval HEAD [--cache DIR]',
+  usage: 'convcache train-head --head KIND [--cache DIR] [--opt NAME=VALUE …] [--class-weight none|balanced] [--seed N] [--tune] [--out PATH]\n       convcache train-head --eval HEAD [--cache DIR]',
   flags: {
     head: { type: 'string', metavar: 'KIND', description: `head kind: ${HEAD_KINDS.join(', ')}` },
-    cache: { type: 'string', metavar: 'DIR', description: 'feature cache (default: the most recent under data/cache/)' },
+    cache: { type: 'string', metavar: 'DIR', description: 'feature cache (default: the most recent under <cache root>/cache/)' },
+    'cache-root': cacheRootFlag,
     opt: { type: 'string', repeatable: true, metavar: 'NAME=VALUE', description: 'head hyperparameter, repeatable (e.g. --opt C=1 --opt kernel=rbf)' },
     'class-weight': { type: 'string', metavar: 'MODE', description: 'none | balanced', default: 'none' },
     seed: { type: 'number', metavar: 'N', description: 'seed for the validation carve-out and the head', default: 42 },
@@ -25,37 +28,31 @@ const spec: CommandSpec = {
     verbose: { type: 'boolean', description: 'per-epoch lines from heads that train in epochs' },
     quiet: { type: 'boolean', description: 'no progress lines on stderr' },
   },
-};
-
-const pct = (a: number | null | undefined) => (a === null || a === undefined ? 'n/a' : `${(a * 100).toFixed(2)}%`);
-
-await runCommand(spec, async ({ flags }) => {
-  const log = consoleLogger(Boolean(flags.quiet));
-  const evalPath = flags.eval as string | undefined;
-  if (evalPath !== undefined) {
+}, async ({ flags }) => {
+  const log = consoleLogger(flags.quiet);
+  const cacheDir = (): string => flags.cache ?? defaultCacheDir(flags['cache-root']);
+  if (flags.eval !== undefined) {
     if (flags.head !== undefined) throw new UserError('--eval scores a saved head; do not combine it with --head');
-    const r = await evaluateSavedHead(evalPath, (flags.cache as string | undefined) ?? defaultCacheDir());
-    process.stdout.write(`head: ${r.meta?.kind ?? '?'} ${evalPath}\n`);
+    const r = await evaluateSavedHead(flags.eval, cacheDir());
+    process.stdout.write(`head: ${r.meta?.kind ?? '?'} ${flags.eval}\n`);
     process.stdout.write(`test accuracy: ${pct(r.test?.accuracy)}${r.test ? ` (macro F1 ${r.test.macroF1.toFixed(4)})` : ' (cache has no test split)'}\n`);
     return;
   }
-  const kind = flags.head as string | undefined;
+  const kind = flags.head;
   if (kind === undefined) throw new UserError(`--head is required (one of: ${HEAD_KINDS.join(', ')})`);
-  const params = parseOpts((flags.opt as string[] | undefined) ?? []);
+  const params = parseOpts(flags.opt ?? []);
   createHead(kind, params); // unknown head / bad --opt: one line, before loading anything
-  const classWeight = String(flags['class-weight']);
-  if (classWeight !== 'none' && classWeight !== 'balanced') throw new UserError(`--class-weight must be none or balanced, got '${classWeight}'`);
-  const valFraction = flags['val-fraction'] as number;
-  if (!(valFraction >= 0 && valFraction < 1)) throw new UserError(`--val-fraction must be in [0, 1), got ${valFraction}`);
+  const cw = classWeight(flags['class-weight']);
+  const vf = valFraction(flags['val-fraction']);
   let tune: false | TuneMode = flags.tune ? { by: 'val' } : false;
   if (flags['tune-cv'] !== undefined) tune = { by: 'cv', folds: intInRange('tune-cv', flags['tune-cv'], 2, 50) };
-  if (tune && tune.by === 'val' && valFraction === 0) throw new UserError('--tune needs a validation set: use --val-fraction > 0 or --tune-cv K');
+  if (tune && tune.by === 'val' && vf === 0) throw new UserError('--tune needs a validation set: use --val-fraction > 0 or --tune-cv K');
 
-  const cacheDir = (flags.cache as string | undefined) ?? defaultCacheDir();
-  log.info(`train-head: ${kind} on ${cacheDir}`);
+  const cache = cacheDir();
+  log.info(`train-head: ${kind} on ${cache}`);
   const r = await trainHead({
-    cache: cacheDir, kind, params, classWeight, valFraction, tune,
-    seed: intInRange('seed', flags.seed, 0, 2 ** 31 - 1),
+    cache, kind, params, classWeight: cw, valFraction: vf, tune,
+    seed: seed(flags.seed),
     log, fitLog: flags.verbose ? log : silentLogger,
   });
   const s = r.splits;
@@ -64,6 +61,6 @@ await runCommand(spec, async ({ flags }) => {
   process.stdout.write(`trained on ${s.train.y.length} rows in ${r.fitSeconds.toFixed(2)} s\n`);
   process.stdout.write(`val accuracy: ${pct(r.valAccuracy)} (${s.val?.y.length ?? 0} rows; ${valDesc})\n`);
   process.stdout.write(`test accuracy: ${pct(r.testAccuracy)} (${s.test?.y.length ?? 0} rows)\n`);
-  const saved = await saveTrainedHead(r, flags.out as string | undefined);
+  const saved = await saveTrainedHead(r, flags.out);
   process.stdout.write(`saved: ${saved.path} (${saved.bytes} bytes; meta ${saved.metaPath})\n`);
 });

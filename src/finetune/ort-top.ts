@@ -13,7 +13,7 @@ import type { AdamState, OptimizerConfig, TopEngine } from './top-engine.ts';
  * checkpoints, export and resume are shared; the tests check both give the same step.
  *
  * Why: on the 2-core target TF.js's wasm backend runs one thread; ORT's MLAS kernels use both cores.
- * `npm run bench -- finetune-step` (batch 32, 288 px): top 1 / 2 / 4 MobileNet blocks 185 / 380 / 862
+ * `convcache bench finetune-step` (batch 32, 288 px): top 1 / 2 / 4 MobileNet blocks 185 / 380 / 862
  * ms per step in ORT vs 1008 / 1557 / 5073 ms in TF.js. Backward pieces: a 1×1 conv's kernel gradient is one GEMM over (batch·H·W); other
  * kernels' gradients are one product per tap (strided Slice of the padded input × output gradient,
  * reduced); input gradients are ConvTranspose with the same weights (group = C for depthwise).

@@ -159,7 +159,7 @@ export async function runPhase(ctx: PhaseContext, phase: PhaseName, bestIn: Floa
     let ortSec = 0, topSec = 0, augSec = 0;
     const rng = new Rng(augmentSeed(opts.seed, PHASE_INDEX[phase], epoch));
     const order = shuffledOrder(n, rng);
-    const progress = new Progress({ label: `${phase} ${epoch}/${maxEpochs}`, total: n, quiet: opts.quiet });
+    const progress = new Progress({ label: `${phase} ${epoch}/${maxEpochs}`, total: n, quiet: opts.quiet, log: opts.log });
     let lossSum = 0, correct = 0;
     for (let s = 0; s < n; s += B) {
       const bs = Math.min(B, n - s);

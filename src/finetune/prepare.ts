@@ -83,7 +83,7 @@ export async function prepareSplit(name: string, images: FtImage[], want: { pool
   const pooledParts: Float32Array[] = [];
   const boundary: Uint16Array[] = [];
   let inBatch = 0;
-  const progress = new Progress({ label: `prepare ${name}`, total: images.length, quiet: opts.quiet });
+  const progress = new Progress({ label: `prepare ${name}`, total: images.length, quiet: opts.quiet, log: opts.log });
   const flush = async (): Promise<void> => {
     if (inBatch === 0) return;
     const b = await base.boundary(batchPix, inBatch);

@@ -9,7 +9,7 @@ import { formatAugmentSpec, isAugmenting } from '../images/augment.ts';
 import { Rng } from '../linalg/random.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { UserError } from '../util/errors.ts';
-import { defaultDataDir, defaultDatasetDir } from '../util/paths.ts';
+import { defaultDatasetDir, modelCacheDir } from '../util/paths.ts';
 import { emptyPhase, loadCheckpoint, type Checkpoint, type EpochRecord, type PhaseName, type PhaseState } from './checkpoint.ts';
 import { finetuneSplits, type FtImage } from './data.ts';
 import { FrozenBase } from './frozen.ts';
@@ -46,11 +46,11 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
   const outDir = resolve(opts.out);
   mkdirSync(outDir, { recursive: true });
   const dataArg = opts.data ?? defaultDatasetDir();
-  if (!dataArg) throw new UserError('no --data given, no data/images/ folder, and no offline mirror with datasets/cats-vs-dogs');
+  if (!dataArg) throw new UserError('no --data given, no images/ folder in the cache root, and no offline mirror with datasets/cats-vs-dogs');
   if (opts.batch < 1) throw new UserError('--batch must be at least 1');
 
   // ---- model, split, plan
-  const resolved = await resolveModel(opts.model, { cacheDir: opts.modelCacheDir ?? join(defaultDataDir(), 'models'), log });
+  const resolved = await resolveModel(opts.model, { cacheDir: opts.modelCacheDir ?? modelCacheDir(), log });
   const notFinetunable = modelSource(resolved).notFinetunable;
   if (notFinetunable) throw new UserError(notFinetunable);
   const loaded = loadKerasGraph(resolved.location);

@@ -14,7 +14,7 @@ export interface DecodeOptions {
   maxPixels: number;
 }
 
-export const DEFAULT_MAX_PIXELS = 100_000_000;
+export { DEFAULT_MAX_PIXELS } from './limits.ts';
 
 // One libvips thread per image: we run several images in flight instead, which keeps both
 // cores busy without oversubscribing while ONNX Runtime runs. Caching is pointless for a single pass.

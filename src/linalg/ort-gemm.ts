@@ -5,7 +5,7 @@ import { DataType } from '../onnx/schema.ts';
 /**
  * C = op(A)·op(B) through ONNX Runtime's MLAS GEMM (AVX2/AVX-512 FMA kernels): an order of magnitude
  * faster than our WebAssembly kernel on the large products kNN, the RBF SVM and the dense head need
- * (measured in `npm run bench -- heads`). ORT is already our inference engine, so this adds no
+ * (measured in `convcache bench heads`). ORT is already our inference engine, so this adds no
  * dependency. One session per (transposition, thread count), created on first use (a memo, not
  * state the results depend on).
  */

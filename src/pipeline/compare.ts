@@ -82,7 +82,7 @@ export interface CompareOptions {
   laterRows?: (ctx: { rows: readonly ReportRow[]; cache: FeatureCache; seed: number; log: Logger }) => Promise<ExtraRow[]>;
   /**
    * Which trained heads to keep in `<cache>/heads/<row name>.json` (a directory for dense), each
-   * with its .meta.json sidecar, for `npm run predict`: 'best' (default; the winner among the heads
+   * with its .meta.json sidecar, for `convcache predict`: 'best' (default; the winner among the heads
    * trained here), 'all' (the winner is still written last, so it is the most recent), or 'none'.
    */
   saveHeads?: 'best' | 'all' | 'none';

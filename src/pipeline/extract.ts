@@ -6,8 +6,7 @@ import { prepareBackbone, type BackboneConfig } from '../backbone/backbone.ts';
 import type { Pooling } from '../backbone/convert.ts';
 import type { Preprocessing } from '../backbone/preprocess.ts';
 import { scanDataset, compareCodePoints, SPLIT_ORDER, type ImageEntry, type SplitName } from '../dataset/scan.ts';
-import { splitImages, type SplitFractions } from '../dataset/split.ts';
-import { runBackbone } from './run-backbone.ts';
+import { DEFAULT_SPLIT, splitImages, type SplitFractions } from '../dataset/split.ts';
 import { augmentSeed, formatAugmentSpec, isAugmenting, sampleAugmentParams, type AugmentParams, type AugmentSpec } from '../images/augment.ts';
 import { seededRandom } from '../linalg/random.ts';
 import { encodeFeatureArrow } from '../store/arrow.ts';
@@ -16,32 +15,56 @@ import { ARROW_FILE, CACHE_FORMAT_VERSION, MANIFEST_FILE, type Manifest, type Sp
 import { RecordStore, type RecordValue } from '../store/records.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { UserError } from '../util/errors.ts';
-import type { Logger } from '../util/log.ts';
-import { defaultDataDir, defaultDatasetDir } from '../util/paths.ts';
+import { cpus } from 'node:os';
+import { DEFAULT_MAX_PIXELS } from '../images/limits.ts';
+import { DEFAULT_MODEL } from '../backbone/registry.ts';
+import { silentLogger, type Logger } from '../util/log.ts';
+import { cacheRoot, defaultDatasetDir } from '../util/paths.ts';
 import { Progress } from '../util/progress.ts';
 
 export interface ExtractOptions {
+  /** Data root (class folders, optionally inside train/val/test); default <cache root>/images/, else the mirror's cats-vs-dogs. */
   data?: string;
-  /** Cache directory; default data/cache/<dataset>-<model>-<layer>-<pooling>-<hash>. */
+  /** Cache directory; default <cache root>/cache/<dataset>-<model>-<layer>-<pooling>-<hash>. */
   out?: string;
-  model: string;
+  /** Where default cache folders go (default: CONVCACHE_HOME, else ./convcache-data). */
+  cacheRoot?: string;
+  /** Known model name, model folder, model.json, .onnx or URL (default mobilenet_v1_0.75_224). */
+  model?: string;
   layer?: string;
   pooling?: Pooling;
-  split: SplitFractions;
-  seed: number;
-  batch: number;
-  /** Images decoded concurrently. */
-  workers: number;
-  /** ONNX Runtime intra-op threads. */
-  threads: number;
-  maxPixels: number;
-  quiet: boolean;
+  /** Default 0.8/0.1/0.1 when the data has no split folders. */
+  split?: SplitFractions;
+  /** Default 42. */
+  seed?: number;
+  /** Default 32. */
+  batch?: number;
+  /** Images decoded concurrently (default: one per core). */
+  workers?: number;
+  /** ONNX Runtime intra-op threads (default: one per core). */
+  threads?: number;
+  maxPixels?: number;
+  /** No progress events. */
+  quiet?: boolean;
   /** Preprocessing overrides (mostly for foreign .onnx models). */
   preprocessing?: Partial<Preprocessing>;
   onnxLayout?: 'nchw' | 'nhwc';
   /** Store this many augmented views of each *training* image beside it (val/test untouched). */
   augment?: { spec: AugmentSpec; views: number };
-  log: Logger;
+  /** Progress lines, warnings about skipped images (default: silent). */
+  log?: Logger;
+}
+
+/** ExtractOptions with every default filled in. */
+type ResolvedExtractOptions = ExtractOptions & Required<Pick<ExtractOptions, 'model' | 'split' | 'seed' | 'batch' | 'workers' | 'threads' | 'maxPixels' | 'quiet' | 'log'>>;
+
+function withDefaults(o: ExtractOptions): ResolvedExtractOptions {
+  return {
+    ...o,
+    model: o.model ?? DEFAULT_MODEL, split: o.split ?? DEFAULT_SPLIT, seed: o.seed ?? 42, batch: o.batch ?? 32,
+    workers: o.workers ?? cpus().length, threads: o.threads ?? cpus().length, maxPixels: o.maxPixels ?? DEFAULT_MAX_PIXELS,
+    quiet: o.quiet ?? false, log: o.log ?? silentLogger,
+  };
 }
 
 export interface ExtractResult { cacheDir: string; manifest: Manifest }
@@ -51,14 +74,14 @@ const DECODER_VERSION = 1;
 
 
 /** Cache folder for one (dataset, model+weights, layer, pooling, preprocessing). */
-export function cacheDirFor(dataRoot: string, backbone: BackboneConfig, augment?: { spec: string; views: number; seed: number }): string {
+export function cacheDirFor(dataRoot: string, backbone: BackboneConfig, augment?: { spec: string; views: number; seed: number }, root = cacheRoot()): string {
   const key = createHash('sha256').update(JSON.stringify({
     root: dataRoot, w: backbone.weightsHash, layer: backbone.layer, pooling: backbone.pooling, pre: backbone.preprocessing, dec: DECODER_VERSION,
     ...(augment ? { augment } : {}),
   })).digest('hex').slice(0, 8);
   const dataset = basename(dataRoot).replace(/[^A-Za-z0-9._-]+/g, '_');
   const suffix = augment ? `-aug${augment.views}` : '';
-  return join(defaultDataDir(), 'cache', `${dataset}-${backbone.modelId}-${backbone.layer}-${backbone.pooling}${suffix}-${key}`);
+  return join(root, 'cache', `${dataset}-${backbone.modelId}-${backbone.layer}-${backbone.pooling}${suffix}-${key}`);
 }
 
 /** What one image contributes: record keys for view 0 (the image) and each augmented view. */
@@ -98,11 +121,12 @@ async function hashFiles(images: readonly ImageEntry[], concurrency: number): Pr
   return keys;
 }
 
-export async function extractFeatures(opts: ExtractOptions): Promise<ExtractResult> {
+export async function extractFeatures(options: ExtractOptions): Promise<ExtractResult> {
+  const opts = withDefaults(options);
   const t0 = performance.now();
   const log = opts.log;
-  const dataArg = opts.data ?? defaultDatasetDir();
-  if (!dataArg) throw new UserError('no --data given, no data/images/ folder, and no offline mirror with datasets/cats-vs-dogs');
+  const dataArg = opts.data ?? defaultDatasetDir(opts.cacheRoot);
+  if (!dataArg) throw new UserError('no --data given, no images/ folder in the cache root, and no offline mirror with datasets/cats-vs-dogs');
   const scan = scanDataset(dataArg, log);
   const images = splitImages(scan, opts.split, opts.seed);
   const tScan = performance.now();
@@ -113,7 +137,7 @@ export async function extractFeatures(opts: ExtractOptions): Promise<ExtractResu
   const augmentInfo = opts.augment ? { spec: formatAugmentSpec(opts.augment.spec), views: opts.augment.views, seed: opts.seed } : undefined;
   const backbone = await prepareBackbone({ model: opts.model, layer: opts.layer, pooling: opts.pooling, preprocessing: opts.preprocessing, onnxLayout: opts.onnxLayout, log });
   const cfg = backbone.config;
-  const cacheDir = opts.out ?? cacheDirFor(scan.root, cfg, augmentInfo);
+  const cacheDir = opts.out ?? cacheDirFor(scan.root, cfg, augmentInfo, cacheRoot(opts.cacheRoot));
   const store = RecordStore.open(join(cacheDir, 'records'), cfg.featureDim, log);
 
   const keys = await hashFiles(images, 8);
@@ -158,8 +182,10 @@ function round3(x: number): number { return Math.round(x * 1000) / 1000; }
 interface Job { image: ImageEntry; absPath: string; keys: string[]; views: (AugmentParams | null)[] }
 
 /** Persist every batch before starting the next, so an interruption loses at most one batch. */
-async function computeMissing(jobs: Job[], total: number, onnxPath: string, cfg: BackboneConfig, store: RecordStore, opts: ExtractOptions): Promise<void> {
-  const progress = new Progress({ label: 'extract', total, quiet: opts.quiet });
+async function computeMissing(jobs: Job[], total: number, onnxPath: string, cfg: BackboneConfig, store: RecordStore, opts: ResolvedExtractOptions): Promise<void> {
+  // Loaded here, not at the top: decoding brings in sharp, which an up-to-date cache never needs.
+  const { runBackbone } = await import('./run-backbone.ts');
+  const progress = new Progress({ label: 'extract', total, quiet: opts.quiet, log: opts.log });
   try {
     for await (const results of runBackbone(jobs, onnxPath, cfg, opts)) {
       const entries: { key: string; value: RecordValue }[] = results.map((r) => {
@@ -180,7 +206,7 @@ async function computeMissing(jobs: Job[], total: number, onnxPath: string, cfg:
 
 function writeOutputs(
   cacheDir: string, images: readonly ImageEntry[], plans: readonly ImagePlan[], classes: readonly string[],
-  scanSkipped: readonly { path: string; reason: string }[], store: RecordStore, cfg: BackboneConfig, opts: ExtractOptions,
+  scanSkipped: readonly { path: string; reason: string }[], store: RecordStore, cfg: BackboneConfig, opts: ResolvedExtractOptions,
   dataRoot: string, presplit: boolean, augmentInfo: { spec: string; views: number; seed: number } | undefined,
 ): Manifest {
   const order = images.map((_, i) => i).sort((a, b) => {

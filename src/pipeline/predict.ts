@@ -8,24 +8,36 @@ import { IMAGE_GLOB, compareCodePoints } from '../dataset/scan.ts';
 import { loadHead } from '../heads/registry.ts';
 import { defaultCacheDir } from '../store/read.ts';
 import { UserError } from '../util/errors.ts';
-import type { Logger } from '../util/log.ts';
+import { silentLogger, type Logger } from '../util/log.ts';
+import { cpus } from 'node:os';
+import { DEFAULT_MAX_PIXELS } from '../images/limits.ts';
 import { readHeadMeta } from './train.ts';
 import { runBackbone, type BackboneRunOptions } from './run-backbone.ts';
 
 export interface Prediction { path: string; label: string; probability: number; probabilities: Record<string, number> }
 export interface PredictFailure { path: string; reason: string }
 
-export interface PredictOptions extends BackboneRunOptions {
+export interface PredictOptions extends Partial<BackboneRunOptions> {
+  /** Saved head, or a finetune output folder; default the newest head of the newest cache under cacheRoot. */
   head?: string;
   inputs: string[];
-  log: Logger;
+  cacheRoot?: string;
+  /** Warnings and progress (default: silent). */
+  log?: Logger;
+}
+
+type ResolvedPredictOptions = PredictOptions & BackboneRunOptions & { log: Logger };
+
+/** Defaults as the CLI's: batch 32, one decode and one ORT thread per core. */
+function withDefaults(o: PredictOptions): ResolvedPredictOptions {
+  return { ...o, batch: o.batch ?? 32, workers: o.workers ?? cpus().length, threads: o.threads ?? cpus().length, maxPixels: o.maxPixels ?? DEFAULT_MAX_PIXELS, log: o.log ?? silentLogger };
 }
 
 /** --head default: the most recently saved head of the most recent cache. */
-export function newestHeadPath(): string {
-  const dir = join(defaultCacheDir(), 'heads');
+export function newestHeadPath(root?: string): string {
+  const dir = join(defaultCacheDir(root), 'heads');
   const metas = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.meta.json')) : [];
-  if (metas.length === 0) throw new UserError(`no trained head in ${dir}; run 'npm run train-head' or 'npm run compare' first, or pass --head FILE`);
+  if (metas.length === 0) throw new UserError(`no trained head in ${dir}; run 'convcache train-head' or 'convcache compare' first, or pass --head FILE`);
   metas.sort((a, b) => statSync(join(dir, b)).mtimeMs - statSync(join(dir, a)).mtimeMs);
   return join(dir, metas[0]!.slice(0, -'.meta.json'.length));
 }
@@ -50,8 +62,9 @@ export function expandInputs(inputs: readonly string[]): { files: string[]; miss
  * Classify images with a saved head, running the conv base exactly as the head's cache was extracted
  * (same model weights, layer, pooling and preprocessing, all read from the head's metadata).
  */
-export async function predictImages(opts: PredictOptions): Promise<{ predictions: Prediction[]; failures: PredictFailure[] }> {
-  const headPath = opts.head ?? newestHeadPath();
+export async function predictImages(options: PredictOptions): Promise<{ predictions: Prediction[]; failures: PredictFailure[] }> {
+  const opts = withDefaults(options);
+  const headPath = opts.head ?? newestHeadPath(opts.cacheRoot);
   if (existsSync(join(headPath, 'finetune.json'))) return predictFinetuned(headPath, opts);
   const meta = readHeadMeta(headPath);
   const head = await loadHead(headPath);
@@ -89,10 +102,10 @@ export async function predictImages(opts: PredictOptions): Promise<{ predictions
 }
 
 /**
- * A fine-tuned model (`npm run finetune -- --out DIR`): the exported TF.js layers model already ends
+ * A fine-tuned model (`convcache finetune --out DIR`): the exported TF.js layers model already ends
  * in the softmax, so the "features" at its last layer are the class probabilities.
  */
-async function predictFinetuned(dir: string, opts: PredictOptions): Promise<{ predictions: Prediction[]; failures: PredictFailure[] }> {
+async function predictFinetuned(dir: string, opts: ResolvedPredictOptions): Promise<{ predictions: Prediction[]; failures: PredictFailure[] }> {
   const file = join(dir, 'finetune.json');
   let report: { classes: string[]; preprocessing: Preprocessing; export: { tfjs: string; outputLayer: string } };
   try {
@@ -101,7 +114,7 @@ async function predictFinetuned(dir: string, opts: PredictOptions): Promise<{ pr
     throw new UserError(`cannot read ${file}: ${(e as Error).message.split('\n')[0]}`);
   }
   if (!Array.isArray(report?.classes) || !report.preprocessing?.size || !report.export?.tfjs || !report.export?.outputLayer) {
-    throw new UserError(`${file} is not a complete finetune result (classes, preprocessing and export are needed); re-run 'npm run finetune'`);
+    throw new UserError(`${file} is not a complete finetune result (classes, preprocessing and export are needed); re-run 'convcache finetune'`);
   }
   const { size, resize, cropPct, kernel, channelOrder, mean, std } = report.preprocessing;
   const backbone = await prepareBackbone({

@@ -4,7 +4,7 @@ import { basename, join, resolve } from 'node:path';
 import type { ExtraRow, ReportRow } from '../eval/report.ts';
 import { loadFeatureCache, type FeatureCache } from '../store/read.ts';
 import { MANIFEST_FILE, type Manifest } from '../store/manifest.ts';
-import { defaultDataDir } from '../util/paths.ts';
+import { cacheRoot } from '../util/paths.ts';
 import type { Logger } from '../util/log.ts';
 import { DEFAULT_VAL_FRACTION, fitOnSplits, headBytes, prepareSplits } from './train.ts';
 import { COMPARE_ROWS } from './compare.ts';
@@ -26,7 +26,7 @@ function sameFeatures(a: Manifest, b: Manifest): boolean {
 }
 
 /** Augmented caches (extract --augment) of the same data and backbone, newest first. */
-export function findAugmentedCaches(cache: FeatureCache, root = join(defaultDataDir(), 'cache')): string[] {
+export function findAugmentedCaches(cache: FeatureCache, root = join(cacheRoot(), 'cache')): string[] {
   if (!existsSync(root)) return [];
   const out: string[] = [];
   for (const d of readdirSync(root)) {
@@ -51,10 +51,10 @@ export function bestByValidation(rows: readonly ReportRow[]): ReportRow | undefi
     .sort((a, b) => (b.valAccuracy! - a.valAccuracy!) || (rank(a.name) - rank(b.name)))[0];
 }
 
-export async function augmentedCacheRows(ctx: { rows: readonly ReportRow[]; cache: FeatureCache; seed: number; log: Logger }): Promise<ExtraRow[]> {
+export async function augmentedCacheRows(ctx: { rows: readonly ReportRow[]; cache: FeatureCache; seed: number; log: Logger }, root?: string): Promise<ExtraRow[]> {
   if (ctx.cache.augmented) return []; // compare is already running on augmented features
   const best = bestByValidation(ctx.rows);
-  const dirs = findAugmentedCaches(ctx.cache);
+  const dirs = findAugmentedCaches(ctx.cache, root);
   if (!best || dirs.length === 0) return [];
   const out: ExtraRow[] = [];
   for (const dir of dirs) {
@@ -84,8 +84,8 @@ function uniqueNames(rows: ExtraRow[], origins: readonly string[]): ExtraRow[] {
 }
 
 /** Every later row compare adds by default: augmented-cache rows, then the slow path's. */
-export async function stageRows(ctx: { rows: readonly ReportRow[]; cache: FeatureCache; seed: number; log: Logger }): Promise<ExtraRow[]> {
-  return [...(await augmentedCacheRows(ctx)), ...finetuneRows(ctx.cache, ctx.log)];
+export async function stageRows(ctx: { rows: readonly ReportRow[]; cache: FeatureCache; seed: number; log: Logger }, root = cacheRoot()): Promise<ExtraRow[]> {
+  return [...(await augmentedCacheRows(ctx, join(root, 'cache'))), ...finetuneRows(ctx.cache, ctx.log, join(root, 'finetune'))];
 }
 
 /** The parts of finetune.json (src/finetune/recipe.ts FinetuneReport) the report needs. */
@@ -107,10 +107,10 @@ interface FinetuneSummary {
 }
 
 /**
- * Rows from `npm run finetune` results (data/finetune/<name>/finetune.json) on the same dataset,
+ * Rows from `convcache finetune` results (<cache root>/finetune/<name>/finetune.json) on the same dataset,
  * weights and test split: frozen base + augmentation (phase 1) and fine-tuned (phase 2).
  */
-export function finetuneRows(cache: FeatureCache, log: Logger, root = join(defaultDataDir(), 'finetune')): ExtraRow[] {
+export function finetuneRows(cache: FeatureCache, log: Logger, root = join(cacheRoot(), 'finetune')): ExtraRow[] {
   if (!existsSync(root)) return [];
   const m = cache.manifest;
   const out: ExtraRow[] = [];

@@ -291,7 +291,7 @@ export async function headBytes(head: Head): Promise<number> {
 export function readHeadMeta(headPath: string): HeadMeta {
   const p = headMetaPath(headPath);
   if (!existsSync(p)) {
-    throw new UserError(`no metadata for head ${headPath} (expected ${p}); re-train it with 'npm run train-head'`);
+    throw new UserError(`no metadata for head ${headPath} (expected ${p}); re-train it with 'convcache train-head'`);
   }
   let m: HeadMeta;
   try {

@@ -38,7 +38,7 @@ export interface Manifest {
 
 export function readManifest(cacheDir: string): Manifest {
   const path = join(cacheDir, MANIFEST_FILE);
-  if (!existsSync(path)) throw new UserError(`'${cacheDir}' is not a feature cache (no ${MANIFEST_FILE}); run 'npm run extract' first`);
+  if (!existsSync(path)) throw new UserError(`'${cacheDir}' is not a feature cache (no ${MANIFEST_FILE}); run 'convcache extract' first`);
   let m: Manifest;
   try {
     m = JSON.parse(readFileSync(path, 'utf8'));

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { Matrix } from '../linalg/types.ts';
 import { SPLIT_ORDER, type SplitName } from '../dataset/scan.ts';
 import { UserError } from '../util/errors.ts';
-import { defaultDataDir } from '../util/paths.ts';
+import { cacheRoot } from '../util/paths.ts';
 import { decodeFeatureArrow } from './arrow.ts';
 import { ARROW_FILE, MANIFEST_FILE, readManifest, type Manifest } from './manifest.ts';
 
@@ -50,12 +50,21 @@ export function loadFeatureCache(dir: string): FeatureCache {
 }
 
 /**
- * --cache default: the most recently written cache under data/cache/ (what `npm run extract` just made).
+ * --cache default: the most recently written cache under <cache root>/cache/ (what `convcache extract` just made).
  */
-export function defaultCacheDir(): string {
-  const root = join(defaultDataDir(), 'cache');
+export function defaultCacheDir(rootDir?: string): string {
+  const root = join(cacheRoot(rootDir), 'cache');
   const dirs = existsSync(root) ? readdirSync(root).map((d) => join(root, d)).filter((d) => existsSync(join(d, MANIFEST_FILE))) : [];
-  if (dirs.length === 0) throw new UserError(`no feature cache found under ${root}; run 'npm run extract' first (or pass --cache DIR)`);
+  if (dirs.length === 0) throw new UserError(`no feature cache found under ${root}; run 'convcache extract' first (or pass --cache DIR)`);
   dirs.sort((a, b) => statSync(join(b, MANIFEST_FILE)).mtimeMs - statSync(join(a, MANIFEST_FILE)).mtimeMs);
   return dirs[0]!;
+}
+
+/**
+ * Library entry point: open a feature cache (its Arrow file, checked against the manifest) as
+ * typed arrays by split — `splits.train.X` (row-major Float32Array, rows × D), `.y` (Int32Array
+ * class indices into `classes`), `.paths`. Without `dir`: the newest cache under the cache root.
+ */
+export function openFeatureCache(dir?: string, opts: { cacheRoot?: string } = {}): FeatureCache {
+  return loadFeatureCache(dir ?? defaultCacheDir(opts.cacheRoot));
 }

@@ -1,3 +1,4 @@
+import { parseArgs as nodeParseArgs, type ParseArgsConfig } from 'node:util';
 import { UserError } from './errors.ts';
 
 /** Declarative description of one command-line flag. */
@@ -11,17 +12,34 @@ export interface FlagSpec {
   metavar?: string;
 }
 
-export interface CommandSpec {
+export type FlagSpecs = Record<string, FlagSpec>;
+
+export interface CommandSpec<F extends FlagSpecs = FlagSpecs> {
   name: string;
   summary: string;
   usage: string;
-  flags: Record<string, FlagSpec>;
+  flags: F;
   /** Allow positional arguments (e.g. image paths for predict). */
   positionals?: { name: string; description: string };
 }
 
-export interface ParsedArgs {
-  flags: Record<string, string | number | boolean | string[] | undefined>;
+/** The parsed value of one flag: numbers are numbers, lists and repeatable flags are arrays. */
+type FlagValue<S extends FlagSpec> =
+  S['type'] extends 'number' ? number
+    : S['type'] extends 'boolean' ? boolean
+      : S['type'] extends 'list' ? string[]
+        : S extends { repeatable: true } ? string[]
+          : string;
+
+/** Flags with a default (and booleans, which default to false) are always present; the rest may be undefined. */
+export type FlagValues<F extends FlagSpecs> = {
+  [K in keyof F]: F[K] extends { default: string | number | boolean } ? FlagValue<F[K]>
+    : F[K]['type'] extends 'boolean' ? boolean
+      : FlagValue<F[K]> | undefined;
+};
+
+export interface ParsedArgs<F extends FlagSpecs = FlagSpecs> {
+  flags: FlagValues<F>;
   positionals: string[];
   help: boolean;
 }
@@ -40,67 +58,73 @@ export function formatHelp(spec: CommandSpec): string {
   return lines.join('\n');
 }
 
-/** Parse argv against a spec. Unknown flags and malformed values raise UserError (one line for the user). */
-export function parseArgs(argv: readonly string[], spec: CommandSpec): ParsedArgs {
-  const flags: ParsedArgs['flags'] = {};
-  const positionals: string[] = [];
-  let help = false;
-  for (const [name, f] of Object.entries(spec.flags)) {
-    if (f.default === undefined) continue;
-    flags[name] = f.type === 'list' ? String(f.default).split(',').map((s) => s.trim()).filter(Boolean) : f.default;
-  }
-  // Repeated list/repeatable flags accumulate, but the first explicit use replaces the default.
-  const given = new Set<string>();
+const splitList = (s: string): string[] => s.split(',').map((x) => x.trim()).filter((x) => x.length > 0);
+
+/**
+ * node:util's parseArgs reads `--seed -1` as a missing value; join a negative number to its
+ * number-typed flag (`--seed=-1`) so range checks can give the real message.
+ */
+function joinNegativeNumbers(argv: readonly string[], spec: CommandSpec): string[] {
+  const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--help' || arg === '-h') { help = true; continue; }
-    if (arg === '--') { positionals.push(...argv.slice(i + 1)); break; }
-    if (!arg.startsWith('--')) {
-      if (!spec.positionals) throw new UserError(`unexpected argument '${arg}' (see --help)`);
-      positionals.push(arg);
+    const a = argv[i]!;
+    if (a === '--') { out.push(...argv.slice(i)); break; }
+    const next = argv[i + 1];
+    if (a.startsWith('--') && spec.flags[a.slice(2)]?.type === 'number' && next !== undefined && /^-\d|^-\.\d/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
+}
+
+/** node:util parse errors → the one-line messages our CLIs have always printed. */
+function parseErrorMessage(e: unknown): string {
+  const err = e as { code?: string; message?: string };
+  const msg = String(err.message ?? e).split('\n')[0]!;
+  const opt = /'(--?[^' ]+)/.exec(msg)?.[1];
+  if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `unknown option ${opt ?? msg} (see --help)`;
+  if (err.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') return `unexpected argument ${/'([^']*)'/.exec(msg)?.[1] ?? ''} (see --help)`;
+  if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && opt) {
+    return /does not take/.test(msg) ? `${opt} takes no value` : `${opt} needs a value`;
+  }
+  return msg;
+}
+
+/**
+ * Parse argv against a spec with node:util's parseArgs, then type the values: numbers checked
+ * and converted, lists split on commas (repeated uses accumulate; the first use replaces the
+ * default), booleans accept --no-NAME. Unknown flags and malformed values raise UserError.
+ */
+export function parseArgs<F extends FlagSpecs>(argv: readonly string[], spec: CommandSpec<F>): ParsedArgs<F> {
+  const options: NonNullable<ParseArgsConfig['options']> = { help: { type: 'boolean', short: 'h' } };
+  for (const [name, f] of Object.entries(spec.flags)) {
+    options[name] = f.type === 'boolean' ? { type: 'boolean' } : { type: 'string', multiple: f.type === 'list' || Boolean(f.repeatable) };
+  }
+  let parsed: { values: Record<string, string | boolean | (string | boolean)[] | undefined>; positionals: string[] };
+  try {
+    parsed = nodeParseArgs({ args: joinNegativeNumbers(argv, spec), options, allowPositionals: true, allowNegative: true, strict: true });
+  } catch (e) {
+    throw new UserError(parseErrorMessage(e));
+  }
+  if (!spec.positionals && parsed.positionals.length > 0) throw new UserError(`unexpected argument '${parsed.positionals[0]}' (see --help)`);
+  const flags: Record<string, string | number | boolean | string[] | undefined> = {};
+  for (const [name, f] of Object.entries(spec.flags)) {
+    const given = parsed.values[name];
+    if (given === undefined) {
+      flags[name] = f.default === undefined ? (f.type === 'boolean' ? false : undefined)
+        : f.type === 'list' ? splitList(String(f.default)) : f.default;
       continue;
     }
-    let name = arg.slice(2);
-    let inline: string | undefined;
-    const eq = name.indexOf('=');
-    if (eq >= 0) { inline = name.slice(eq + 1); name = name.slice(0, eq); }
-    let f = spec.flags[name];
-    if (!f && name.startsWith('no-') && spec.flags[name.slice(3)]?.type === 'boolean') {
-      flags[name.slice(3)] = false;
-      continue;
-    }
-    if (!f) throw new UserError(`unknown option --${name} (see --help)`);
-    if (f.type === 'boolean') {
-      if (inline !== undefined && !/^(true|false|1|0)$/.test(inline)) throw new UserError(`--${name} takes no value`);
-      flags[name] = inline === undefined ? true : inline === 'true' || inline === '1';
-      continue;
-    }
-    const value = inline ?? argv[++i];
-    if (value === undefined || (inline === undefined && value.startsWith('--'))) throw new UserError(`--${name} needs a value`);
-    if (f.type === 'number') {
+    if (f.type === 'boolean') flags[name] = Boolean(given);
+    else if (f.type === 'list') flags[name] = (given as string[]).flatMap(splitList);
+    else if (f.repeatable) flags[name] = given as string[];
+    else if (f.type === 'number') {
+      const value = String(given);
       const n = Number(value);
       if (value.trim() === '' || !Number.isFinite(n)) throw new UserError(`--${name} must be a number, got '${value}'`);
       flags[name] = n;
-    } else if (f.type === 'list') {
-      const prev = flags[name];
-      const items = value.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
-      flags[name] = given.has(name) && Array.isArray(prev) ? [...prev, ...items] : items;
-      given.add(name);
-    } else if (f.repeatable) {
-      const prev = flags[name];
-      flags[name] = given.has(name) && Array.isArray(prev) ? [...prev, value] : [value];
-      given.add(name);
-    } else {
-      flags[name] = value;
-    }
+    } else flags[name] = String(given);
   }
-  return { flags, positionals, help };
-}
-
-/** Require an integer in [min, max]; one-line error otherwise. */
-export function intInRange(name: string, v: unknown, min: number, max: number): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-    throw new UserError(`--${name} must be an integer from ${min} to ${max}, got '${String(v)}'`);
-  }
-  return v;
+  return { flags: flags as FlagValues<F>, positionals: parsed.positionals, help: Boolean(parsed.values.help) };
 }

@@ -1,58 +1,84 @@
-/** Progress reporting: a redrawn bar on a TTY, plain periodic lines otherwise, nothing when quiet. */
+/**
+ * Progress of long work. Library code counts (Progress) and reports events to the logger's
+ * optional `progress` method; only a CLI logger draws them (a redrawn bar on a TTY, plain
+ * periodic lines otherwise). A library caller passes its own logger, or gets silence.
+ */
+export interface ProgressEvent {
+  label: string;
+  done: number;
+  total: number;
+  unit: string;
+  /** Seconds since the work started. */
+  seconds: number;
+  /** Extra text for the line, e.g. a running loss. */
+  extra: string;
+  /** Last event of this work: the line may be cleared. */
+  finished: boolean;
+}
+
+/** Where progress goes: a Logger (structurally; util/log.ts imports this module, not the reverse). */
+export interface ProgressSink { progress?(e: ProgressEvent): void; info(msg: string): void }
+
 export interface ProgressOptions {
   label: string;
   total: number;
   unit?: string;
   quiet?: boolean;
-  stream?: NodeJS.WriteStream;
-  /** Seconds between plain-text lines when not on a TTY. */
-  plainInterval?: number;
+  log?: ProgressSink;
 }
 
 export class Progress {
   private done = 0;
   private readonly start = performance.now();
-  private lastDraw = 0;
-  private readonly stream: NodeJS.WriteStream;
-  private readonly tty: boolean;
 
-  constructor(private readonly opts: ProgressOptions) {
-    this.stream = opts.stream ?? process.stderr;
-    this.tty = Boolean(this.stream.isTTY);
-  }
+  constructor(private readonly opts: ProgressOptions) {}
 
   tick(n = 1, extra = ''): void {
     this.done += n;
-    if (this.opts.quiet) return;
-    const now = performance.now();
-    const interval = this.tty ? 100 : (this.opts.plainInterval ?? 5) * 1000;
-    if (now - this.lastDraw < interval && this.done < this.opts.total) return;
-    this.lastDraw = now;
-    this.draw(extra);
+    this.emit(extra, false);
   }
 
-  private draw(extra: string): void {
-    const { total, label } = this.opts;
-    const unit = this.opts.unit ?? 'img';
-    const secs = (performance.now() - this.start) / 1000;
-    const rate = secs > 0 ? this.done / secs : 0;
-    const eta = rate > 0 ? (total - this.done) / rate : 0;
-    const pct = total > 0 ? this.done / total : 1;
-    const stats = `${this.done}/${total} ${rate.toFixed(1)} ${unit}/s ETA ${formatSeconds(eta)}${extra ? ' ' + extra : ''}`;
-    if (this.tty) {
+  /** End of the work; `message` (a summary line) goes to the logger's info unless quiet. */
+  finish(message?: string): void {
+    this.emit('', true);
+    if (message && !this.opts.quiet) this.opts.log?.info(message);
+  }
+
+  private emit(extra: string, finished: boolean): void {
+    const sink = this.opts.log;
+    if (this.opts.quiet || !sink?.progress) return;
+    sink.progress({ label: this.opts.label, done: this.done, total: this.opts.total, unit: this.opts.unit ?? 'img', seconds: (performance.now() - this.start) / 1000, extra, finished });
+  }
+}
+
+/** Draw progress events on a stream: a bar redrawn at most every 100 ms on a TTY, else a line every `plainInterval` s. */
+export function progressRenderer(stream: NodeJS.WriteStream = process.stderr, plainInterval = 5): (e: ProgressEvent) => void {
+  const tty = Boolean(stream.isTTY);
+  let lastDraw = 0;
+  let drawn = false;
+  return (e) => {
+    if (e.finished) {
+      if (tty && drawn) stream.write('\r\x1b[K');
+      drawn = false;
+      lastDraw = 0;
+      return;
+    }
+    const now = performance.now();
+    if (now - lastDraw < (tty ? 100 : plainInterval * 1000) && e.done < e.total) return;
+    lastDraw = now;
+    drawn = true;
+    const rate = e.seconds > 0 ? e.done / e.seconds : 0;
+    const eta = rate > 0 ? (e.total - e.done) / rate : 0;
+    const pct = e.total > 0 ? e.done / e.total : 1;
+    const stats = `${e.done}/${e.total} ${rate.toFixed(1)} ${e.unit}/s ETA ${formatSeconds(eta)}${e.extra ? ' ' + e.extra : ''}`;
+    if (tty) {
       const width = 30;
       const filled = Math.round(pct * width);
-      this.stream.write(`\r${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(pct * 100).toFixed(0)}% ${stats}\x1b[K`);
+      stream.write(`\r${e.label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(pct * 100).toFixed(0)}% ${stats}\x1b[K`);
     } else {
-      this.stream.write(`${label}: ${(pct * 100).toFixed(0)}% ${stats}\n`);
+      stream.write(`${e.label}: ${(pct * 100).toFixed(0)}% ${stats}\n`);
     }
-  }
-
-  finish(message?: string): void {
-    if (this.opts.quiet) return;
-    if (this.tty) this.stream.write('\r\x1b[K');
-    if (message) this.stream.write(message + '\n');
-  }
+  };
 }
 
 export function formatSeconds(s: number): string {

@@ -1,0 +1,41 @@
+import { formatHelp, parseArgs, type CommandSpec, type FlagSpecs, type ParsedArgs } from '../util/args.ts';
+import { isUserError } from '../util/errors.ts';
+
+/** A CLI command: its spec (for --help) and what it does with the arguments after its name. */
+export interface Command {
+  readonly spec: CommandSpec;
+  run(argv: readonly string[]): Promise<void>;
+}
+
+/**
+ * Bind a spec to its handler. Flags arrive typed from the spec (`const` keeps the literal flag
+ * types), so handlers need no casts. --help prints the spec; UserErrors become one line on
+ * stderr with exit code 2; anything else is a bug and keeps its stack trace.
+ */
+export function defineCommand<const F extends FlagSpecs>(spec: CommandSpec<F>, main: (args: ParsedArgs<F>) => Promise<void>): Command {
+  return {
+    spec,
+    async run(argv) {
+      try {
+        const args = parseArgs(argv, spec);
+        if (args.help) {
+          process.stdout.write(formatHelp(spec) + '\n');
+          return;
+        }
+        await main(args);
+      } catch (e) {
+        if (isUserError(e)) {
+          process.stderr.write(`${spec.name}: error: ${e.message}\n`);
+          process.exitCode = 2;
+          return;
+        }
+        throw e;
+      }
+    },
+  };
+}
+
+/** --cache-root, shared by the commands that read or write caches. */
+export const cacheRootFlag = {
+  type: 'string', metavar: 'DIR', description: 'folder for feature caches, heads and fine-tuning runs (default: $CONVCACHE_HOME, else ./convcache-data)',
+} as const;
