@@ -4,7 +4,8 @@ import { join, resolve, sep } from 'node:path';
 import { UserError } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
 
-export const IMAGE_EXTENSIONS = ['jpg', 'jpeg', 'png', 'webp', 'gif', 'bmp', 'tif', 'tiff'];
+/** Kept equal to images/formats.ts's DECODABLE_FORMATS (a test checks it, and the README's list). */
+export const IMAGE_EXTENSIONS = ['jpg', 'jpeg', 'jpe', 'jfif', 'png', 'webp', 'gif', 'bmp', 'dib', 'tif', 'tiff', 'avif', 'heic', 'heif', 'hif'];
 /** fast-glob pattern for candidate images below a folder (match it case-insensitively). */
 export const IMAGE_GLOB = `**/*.{${IMAGE_EXTENSIONS.join(',')}}`;
 export type SplitName = 'train' | 'val' | 'test';

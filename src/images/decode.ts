@@ -1,5 +1,6 @@
 import sharp from 'sharp';
 import type { Preprocessing } from '../backbone/preprocess.ts';
+import { toSharpInput, describeDecodeFailure } from './foreign.ts';
 
 /** Why an image could not be used; recorded in the manifest's skipped list. */
 export class DecodeError extends Error {
@@ -30,7 +31,9 @@ export async function decodeForModel(input: Buffer | string, pre: Preprocessing,
   if (typeof input !== 'string' && input.length === 0) throw new DecodeError('empty file');
   const [h, w] = pre.size;
   try {
-    let img = sharp(input, { failOn: 'truncated', limitInputPixels: opts.maxPixels, sequentialRead: true, animated: false })
+    // BMP and HEIC decode outside libvips (its prebuilt build has no loader for them).
+    const src = await toSharpInput(input, opts.maxPixels);
+    let img = sharp(src.input, { ...src.options, failOn: 'truncated', limitInputPixels: opts.maxPixels, sequentialRead: true, animated: false })
       .rotate()
       .toColourspace('srgb');
     if (pre.resize === 'squash') {
@@ -47,7 +50,7 @@ export async function decodeForModel(input: Buffer | string, pre: Preprocessing,
     return new Uint8Array(data.buffer, data.byteOffset, data.length);
   } catch (e) {
     if (e instanceof DecodeError) throw e;
-    throw new DecodeError(describeSharpError(e));
+    throw new DecodeError(describeDecodeFailure(input, e) ?? describeSharpError(e));
   }
 }
 
