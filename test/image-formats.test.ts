@@ -11,7 +11,7 @@ import { findBackbone } from '../src/backbone/registry.ts';
 import { extractFeatures } from '../src/pipeline/extract.ts';
 import { decodeFeatureArrow } from '../src/store/arrow.ts';
 import { silentLogger } from '../src/util/log.ts';
-import { projectRoot } from '../src/util/paths.ts';
+import { packageRoot } from '../src/util/paths.ts';
 import { encodeBmp, encodeTiff, type BmpOptions, type Rgb } from './image-encoders.ts';
 import { SHARED_DATA, removeDir, tempDir } from './helpers.ts';
 
@@ -125,7 +125,7 @@ test('first frame / first page: animated GIF and WebP, multi-page 16-bit TIFF', 
 /** Scanned extensions = formats that decode; the README's list says the same. */
 test('the scan picks up exactly the decodable formats, and the README says so', () => {
   assert.deepEqual([...IMAGE_EXTENSIONS].sort(), Object.values(DECODABLE_FORMATS).flat().sort());
-  const readme = readFileSync(join(projectRoot(), 'README.md'), 'utf8');
+  const readme = readFileSync(join(packageRoot(), 'README.md'), 'utf8');
   const line = readme.split('\n').find((l) => l.includes('Images are recognised by extension'));
   assert.ok(line, 'README documents the extensions');
   for (const ext of IMAGE_EXTENSIONS) assert.ok(new RegExp(`\\b${ext}\\b`).test(line!), `README lists .${ext}`);
@@ -135,7 +135,7 @@ test('the scan picks up exactly the decodable formats, and the README says so', 
  * A 636-byte HEIC made by libheif 1.15's heif-enc (x265, -q 90) from a 64x48 PNG whose left half is
  * orange (255, 128, 0) and right half blue (0, 64, 255): committed because nothing on npm encodes HEVC.
  */
-const HEIC_FIXTURE = join(projectRoot(), 'test', 'fixtures', 'halves-64x48.heic');
+const HEIC_FIXTURE = join(packageRoot(), 'test', 'fixtures', 'halves-64x48.heic');
 
 test('a folder mixing every format: all decodable images are extracted, the rest skipped with reasons naming format and cause', async () => {
   const dir = tempDir('formats');

@@ -9,10 +9,12 @@ import { convertKerasGraph, type Pooling } from './convert.ts';
 import { assertSpatialSizeFree, parseKerasGraph, findLayer, withInputSize, type KerasGraph } from './keras-graph.ts';
 import { encodeModel } from '../onnx/write.ts';
 import type { Preprocessing } from './preprocess.ts';
-import { resolveModel, type ResolvedModel } from './resolve.ts';
+import { resolveModel, type ResolvedModel, type ResolveOptions } from './resolve.ts';
 import { readWeights } from './tfjs-model.ts';
 import { describeOnnx } from '../onnx/read.ts';
 import { importOnnx } from './onnx-import.ts';
+import { resolveOnnxSetup } from './onnx-config.ts';
+import { describeTensor, onnxTensorShapes } from './onnx-shapes.ts';
 
 /** Bumped when the converter's output for the same inputs changes, so stale .onnx files are not reused. */
 export const CONVERTER_VERSION = 1;
@@ -29,6 +31,8 @@ export interface BackboneConfig {
   featureDim: number;
   /** Shape of one image's feature map at the cut, channels-last [H, W, C] (or [D] if already flat). */
   featureMapShape: number[];
+  /** Input layout of a foreign .onnx model (absent for converted TF.js models), so predict feeds it the same way. */
+  layout?: 'nchw' | 'nhwc';
 }
 
 export interface PreparedBackbone {
@@ -46,6 +50,8 @@ export interface PrepareOptions {
   /** Input layout a foreign .onnx model expects (torchvision/timm: nchw). */
   onnxLayout?: 'nchw' | 'nhwc';
   modelCacheDir?: string;
+  /** Passed to resolveModel (mirrors, fetch, ONNX registry) — mostly for tests. */
+  resolve?: Partial<Omit<ResolveOptions, 'log' | 'cacheDir'>>;
   log: Logger;
 }
 
@@ -85,7 +91,10 @@ export interface LayerListing {
   model: string;
   inputShape: number[];
   defaultLayer: string;
-  layers: { name: string; type: string; shape: number[]; inputs: string[] }[];
+  /** Why the default cut is that layer (ONNX models). */
+  defaultWhy?: string;
+  /** shape: per image, channels-last. features: width with --pool avg/max (pooled) and with --pool none (flat), where measured. */
+  layers: { name: string; type: string; shape: number[]; inputs: string[]; features?: { pooled?: number; flat: number } }[];
 }
 
 /**
@@ -95,7 +104,7 @@ export interface LayerListing {
  */
 export interface ModelSource {
   prepare(resolved: ResolvedModel, opts: PrepareOptions, modelCacheDir: string): Promise<PreparedBackbone>;
-  describeLayers(resolved: ResolvedModel): LayerListing;
+  describeLayers(resolved: ResolvedModel): LayerListing | Promise<LayerListing>;
   /** Why fine-tuning cannot train this format; undefined when it can. */
   notFinetunable?: string;
 }
@@ -106,7 +115,7 @@ export interface ModelSource {
  */
 export async function prepareBackbone(opts: PrepareOptions): Promise<PreparedBackbone> {
   const modelCacheDir = opts.modelCacheDir ?? defaultModelCacheDir();
-  const resolved = await resolveModel(opts.model, { cacheDir: modelCacheDir, log: opts.log });
+  const resolved = await resolveModel(opts.model, { ...opts.resolve, cacheDir: modelCacheDir, log: opts.log });
   return modelSource(resolved).prepare(resolved, opts, modelCacheDir);
 }
 
@@ -146,30 +155,10 @@ async function prepareTfjsBackbone(resolved: ResolvedModel, opts: PrepareOptions
   };
 }
 
-/** torchvision/timm convention for foreign .onnx models unless the user says otherwise. */
-export const IMAGENET_ONNX_PREPROCESSING: Preprocessing = {
-  size: [224, 224], resize: 'center-crop', cropPct: 0.875, kernel: 'cubic', channelOrder: 'rgb',
-  mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225],
-};
-
-/** Feature tensor default for .onnx models: the input of the first global pooling (include_top=False). */
-function defaultOnnxFeatureTensor(model: Uint8Array): string | undefined {
-  const info = describeOnnx(model);
-  return info.nodes.find((n) => ['GlobalAveragePool', 'GlobalMaxPool'].includes(n.opType))?.inputs[0];
-}
-
 async function prepareOnnxBackbone(resolved: ResolvedModel, opts: PrepareOptions, modelCacheDir: string): Promise<PreparedBackbone> {
   const bytes = new Uint8Array(readFileSync(resolved.location));
-  const layer = opts.layer ?? defaultOnnxFeatureTensor(bytes);
-  if (!layer) throw new UserError(`cannot guess the feature tensor of ${resolved.location}; name one with --layer (list them with 'convcache layers --model ${resolved.location}')`);
-  const pooling: Pooling = opts.pooling ?? 'avg';
-  const layout = opts.onnxLayout ?? 'nchw';
-  const info = describeOnnx(bytes);
-  const inShape = info.inputs[0]?.shape ?? [];
-  const hw = layout === 'nchw' ? [inShape[2], inShape[3]] : [inShape[1], inShape[2]];
-  const base: Preprocessing = typeof hw[0] === 'number' && typeof hw[1] === 'number'
-    ? { ...IMAGENET_ONNX_PREPROCESSING, size: [hw[0], hw[1]] } : IMAGENET_ONNX_PREPROCESSING;
-  const preprocessing: Preprocessing = { ...base, ...opts.preprocessing };
+  // Precedence: flags > what travels with the model (sidecar / metadata_props / timm or HF config) > registry > defaults.
+  const { preprocessing, layout, layer, pooling } = resolveOnnxSetup(bytes, resolved, opts);
   const key = createHash('sha256').update(JSON.stringify({ v: CONVERTER_VERSION, w: resolved.weightsHash, layer, pooling, preprocessing, layout })).digest('hex').slice(0, 12);
   const onnxPath = join(modelCacheDir, 'onnx', `${resolved.id}-${layer.replace(/[^A-Za-z0-9._-]+/g, '_')}-${pooling}-${key}.onnx`);
   const sidecar = `${onnxPath}.json`;
@@ -197,7 +186,7 @@ async function prepareOnnxBackbone(resolved: ResolvedModel, opts: PrepareOptions
     resolved, onnxPath,
     config: {
       modelId: resolved.id, modelFormat: 'onnx', modelSource: resolved.source, weightsHash: resolved.weightsHash,
-      layer, pooling, preprocessing, featureDim, featureMapShape: [featureDim],
+      layer, pooling, preprocessing, featureDim, featureMapShape: [featureDim], layout,
     },
   };
 }
@@ -212,15 +201,25 @@ function describeKerasLayers(resolved: ResolvedModel): LayerListing {
   };
 }
 
-function describeOnnxLayers(resolved: ResolvedModel): LayerListing {
-  const info = describeOnnx(new Uint8Array(readFileSync(resolved.location)));
-  const gap = info.nodes.find((n) => ['GlobalAveragePool', 'GlobalMaxPool'].includes(n.opType));
+/** Every float tensor with its shape measured by ORT on one zero image, and the default cut with the reason for it. */
+async function describeOnnxLayers(resolved: ResolvedModel): Promise<LayerListing> {
+  const bytes = new Uint8Array(readFileSync(resolved.location));
+  const info = describeOnnx(bytes);
+  const setup = resolveOnnxSetup(bytes, resolved, {});
+  const [h, w] = setup.preprocessing.size;
+  const shapes = await onnxTensorShapes(bytes, setup.layout === 'nchw' ? [1, 3, h, w] : [1, h, w, 3]);
   return {
     model: resolved.id,
-    inputShape: info.inputs[0]?.shape.map((d) => (typeof d === 'number' ? d : -1)) ?? [],
-    defaultLayer: gap?.inputs[0] ?? '',
+    inputShape: [h, w, 3],
+    defaultLayer: setup.layer,
+    defaultWhy: setup.layerWhy,
     // For .onnx models --layer takes a tensor name: each node's first output.
-    layers: info.nodes.map((n) => ({ name: n.outputs[0] ?? n.name, type: n.opType, shape: [], inputs: n.inputs })),
+    layers: info.nodes.map((n) => {
+      const name = n.outputs[0] ?? n.name;
+      const dims = shapes.get(name);
+      const d = dims ? describeTensor(dims, setup.layout) : undefined;
+      return { name, type: n.opType, shape: d?.shape ?? [], inputs: n.inputs, ...(d ? { features: { pooled: d.pooled, flat: d.flat } } : {}) };
+    }),
   };
 }
 

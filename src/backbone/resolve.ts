@@ -6,6 +6,8 @@ import { writeFileAtomic } from '../util/atomic.ts';
 import type { Logger } from '../util/log.ts';
 import { findBackbone, type BackboneEntry } from './registry.ts';
 import { mirrorDirs, modelCacheDir } from '../util/paths.ts';
+import { findOnnxModel, ONNX_ZOO, type OnnxZooEntry } from './onnx-zoo.ts';
+import { downloadFile } from './download.ts';
 
 export interface ResolvedModel {
   /** Short id used in cache names: the known name or the folder name. */
@@ -17,6 +19,8 @@ export interface ResolvedModel {
   weightsHash: string;
   /** Registry entry when the model is a known one (gives preprocessing and default layer). */
   entry?: BackboneEntry;
+  /** Entry of the ONNX registry (onnx-zoo.ts) for known ONNX names. */
+  onnxEntry?: OnnxZooEntry;
   /** Where the model came from, for the manifest. */
   source: string;
 }
@@ -28,6 +32,8 @@ export interface ResolveOptions {
   log: Logger;
   /** Injected for tests; defaults to global fetch. */
   fetchImpl?: typeof fetch;
+  /** Known ONNX models; defaults to ONNX_ZOO (tests inject their own). */
+  onnxZoo?: readonly OnnxZooEntry[];
 }
 
 /** Hash model.json plus every shard it lists, in manifest order. */
@@ -60,6 +66,14 @@ function localModel(path: string, id: string, source: string, entry?: BackboneEn
 export async function resolveModel(spec: string, opts: ResolveOptions): Promise<ResolvedModel> {
   const cacheDir = opts.cacheDir ?? modelCacheDir();
   const mirrors = opts.mirrors ?? mirrorDirs();
+  if (/^https?:\/\//.test(spec) && /\.onnx$/i.test(new URL(spec).pathname)) {
+    const id = sanitize(basename(new URL(spec).pathname).replace(/\.onnx$/i, ''));
+    const dest = join(cacheDir, id, 'model.onnx');
+    if (!existsSync(dest)) await downloadFile({ url: spec, dest, log: opts.log, label: id, fetchImpl: opts.fetchImpl });
+    return localModel(dest, id, spec);
+  }
+  const onnxEntry = opts.onnxZoo ? opts.onnxZoo.find((e) => e.name === spec) : findOnnxModel(spec);
+  if (onnxEntry) return resolveOnnxEntry(onnxEntry, cacheDir, mirrors, opts);
   if (/^https?:\/\//.test(spec)) {
     const id = sanitize(basename(dirname(new URL(spec).pathname)) || 'model');
     const dir = join(cacheDir, id);
@@ -69,8 +83,8 @@ export async function resolveModel(spec: string, opts: ResolveOptions): Promise<
   const entry = findBackbone(spec);
   if (!entry) {
     const p = resolve(spec);
-    if (existsSync(p)) return localModel(p, sanitize(basename(p.endsWith('model.json') ? dirname(p) : p).replace(/\.onnx$/i, '')), p);
-    throw new UserError(`--model '${spec}' is neither a known model name, an existing path, nor a URL (known: mobilenet_v1_<1.0|0.75|0.50|0.25>_<224|192|160|128>)`);
+    if (existsSync(p)) return localModel(p, localId(p), p);
+    throw new UserError(`--model '${spec}' is neither a known model name, an existing path, nor a URL (known: mobilenet_v1_<1.0|0.75|0.50|0.25>_<224|192|160|128>, ${ONNX_ZOO.map((e) => e.name).join(', ')})`);
   }
   const looked: string[] = [];
   for (const base of [cacheDir, ...mirrors.map((m) => join(m, 'models'))]) {
@@ -85,6 +99,26 @@ export async function resolveModel(spec: string, opts: ResolveOptions): Promise<
     throw new UserError(`model '${spec}' not found locally (looked in ${looked.join(', ')}) and the download from ${entry.url} failed: ${e instanceof Error ? e.message : String(e)}. Set CONVCACHE_MIRROR to a folder with models/${entry.name}/`);
   }
   return localModel(dir, entry.name, entry.url, entry);
+}
+
+/**
+ * A known ONNX name: the cache or a mirror (<dir>/<name>/model.onnx), else a verified download into the
+ * cache. A cached file whose hash is not the registry's is refused rather than silently used.
+ */
+async function resolveOnnxEntry(entry: OnnxZooEntry, cacheDir: string, mirrors: string[], opts: ResolveOptions): Promise<ResolvedModel> {
+  const check = (m: ResolvedModel): ResolvedModel => {
+    if (entry.sha256 && !entry.sha256.startsWith(m.weightsHash)) {
+      throw new UserError(`${m.location} is not the published ${entry.name} (sha256 starts ${m.weightsHash}, expected ${entry.sha256.slice(0, 16)}); delete it to download again`);
+    }
+    return m;
+  };
+  for (const base of [cacheDir, ...mirrors.map((m) => join(m, 'models'))]) {
+    const file = join(base, entry.name, 'model.onnx');
+    if (existsSync(file)) return check({ ...localModel(file, entry.name, entry.url), onnxEntry: entry });
+  }
+  const dest = join(cacheDir, entry.name, 'model.onnx');
+  await downloadFile({ url: entry.url, dest, sha256: entry.sha256, bytes: entry.bytes, log: opts.log, label: entry.name, fetchImpl: opts.fetchImpl });
+  return check({ ...localModel(dest, entry.name, entry.url), onnxEntry: entry });
 }
 
 async function downloadTfjsModel(url: string, dir: string, opts: ResolveOptions): Promise<void> {
@@ -106,6 +140,17 @@ async function downloadTfjsModel(url: string, dir: string, opts: ResolveOptions)
     }
   }
   writeFileAtomic(join(dir, 'model.json'), jsonBytes);
+}
+
+/** Cache id of a local model: the file or folder name; for a generic model.json / model.onnx, the folder it sits in (skipping Hub-style onnx/). */
+function localId(p: string): string {
+  let name = basename(p).replace(/\.onnx$/i, '');
+  if (name === 'model.json' || name.toLowerCase() === 'model') {
+    let d = dirname(p);
+    if (basename(d) === 'onnx') d = dirname(d);
+    name = basename(d);
+  }
+  return sanitize(name);
 }
 
 export function sanitize(s: string): string {

@@ -10,6 +10,8 @@ import { DEFAULT_MAX_PIXELS } from '../images/limits.ts';
 import type { Preprocessing } from '../backbone/preprocess.ts';
 import { parseAugmentSpec, type AugmentSpec } from '../images/augment.ts';
 
+const KERNEL = { bilinear: 'linear', bicubic: 'cubic', nearest: 'nearest', lanczos: 'lanczos3' } as const;
+
 function triple(name: string, v: string[] | undefined): [number, number, number] | undefined {
   if (v === undefined) return undefined;
   const xs = v.map(Number);
@@ -37,7 +39,7 @@ export const command = defineCommand({
     data: { type: 'string', metavar: 'DIR', description: 'data root with class folders (or train/val/test folders); default <cache root>/images/, else the mirror\'s cats-vs-dogs' },
     model: { type: 'string', metavar: 'MODEL', description: 'known name, model folder, model.json, or URL', default: DEFAULT_MODEL },
     layer: { type: 'string', metavar: 'NAME', description: 'cut the base at this layer (see convcache layers); default: the last conv activation' },
-    pool: { type: 'string', metavar: 'MODE', description: 'pooling on the cut feature map: avg | max | none (flatten)', default: 'avg' },
+    pool: { type: 'string', metavar: 'MODE', description: 'pooling on the cut feature map: avg | max | none (flatten); default: the model\'s (avg for a feature map, none for a vector)' },
     out: { type: 'string', metavar: 'DIR', description: 'cache folder (default <cache root>/cache/<dataset>-<model>-<layer>-<pool>-<hash>)' },
     'cache-root': cacheRootFlag,
     split: { type: 'string', metavar: 'F,F,F', description: 'train,val,test fractions when the data has no split folders', default: '0.8,0.1,0.1' },
@@ -50,8 +52,10 @@ export const command = defineCommand({
     mean: { type: 'list', metavar: 'R,G,B', description: 'override normalisation mean (on x/255)' },
     std: { type: 'list', metavar: 'R,G,B', description: 'override normalisation std (on x/255)' },
     resize: { type: 'string', metavar: 'MODE', description: 'override resize policy: squash | center-crop' },
+    'crop-pct': { type: 'number', metavar: 'F', description: 'override the centre-crop fraction (short side resized to size / F)' },
+    interpolation: { type: 'string', metavar: 'K', description: 'override resize interpolation: bilinear | bicubic | nearest | lanczos' },
     'channel-order': { type: 'string', metavar: 'ORDER', description: 'override channel order: rgb | bgr' },
-    layout: { type: 'string', metavar: 'L', description: 'input layout of a .onnx model: nchw | nhwc', default: 'nchw' },
+    layout: { type: 'string', metavar: 'L', description: 'input layout of a .onnx model: nchw | nhwc (default: from the model\'s config, else nchw)' },
     augment: { type: 'string', metavar: 'SPEC', description: 'also store augmented views of the training images, e.g. flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2' },
     views: { type: 'number', metavar: 'K', description: 'augmented views per training image (with --augment)', default: 0 },
     quiet: { type: 'boolean', description: 'no progress output' },
@@ -64,6 +68,8 @@ export const command = defineCommand({
   });
   const log = consoleLogger(flags.quiet);
   const size = optionalInt('input-size', flags['input-size'], 8, 4096);
+  const cropPct = flags['crop-pct'];
+  if (cropPct !== undefined && !(cropPct > 0 && cropPct <= 1)) throw new UserError(`--crop-pct must be in (0, 1], got '${cropPct}'`);
   const mean = triple('mean', flags.mean);
   const std = triple('std', flags.std);
   const preprocessing: Partial<Preprocessing> = {
@@ -71,6 +77,8 @@ export const command = defineCommand({
     ...(mean ? { mean } : {}),
     ...(std ? { std } : {}),
     ...(flags.resize !== undefined ? { resize: oneOf('resize', flags.resize, ['squash', 'center-crop'] as const) } : {}),
+    ...(cropPct !== undefined ? { cropPct } : {}),
+    ...(flags.interpolation !== undefined ? { kernel: KERNEL[oneOf('interpolation', flags.interpolation, ['bilinear', 'bicubic', 'nearest', 'lanczos'] as const)] } : {}),
     ...(flags['channel-order'] !== undefined ? { channelOrder: oneOf('channel-order', flags['channel-order'], ['rgb', 'bgr'] as const) } : {}),
   };
   const { cacheDir, manifest } = await extractFeatures({
@@ -79,7 +87,7 @@ export const command = defineCommand({
     cacheRoot: flags['cache-root'],
     model: flags.model,
     layer: flags.layer,
-    pooling: oneOf('pool', flags.pool, ['avg', 'max', 'none'] as const),
+    pooling: flags.pool === undefined ? undefined : oneOf('pool', flags.pool, ['avg', 'max', 'none'] as const),
     split: parseSplitFractions(flags.split),
     seed: seed(flags.seed),
     batch: batchSize(flags.batch),
@@ -88,7 +96,7 @@ export const command = defineCommand({
     maxPixels: maxPixels(flags['max-pixels']),
     quiet: flags.quiet,
     preprocessing,
-    onnxLayout: oneOf('layout', flags.layout, ['nchw', 'nhwc'] as const),
+    onnxLayout: flags.layout === undefined ? undefined : oneOf('layout', flags.layout, ['nchw', 'nhwc'] as const),
     augment: augmentOption(flags.augment, flags.views),
     log,
   });

@@ -19,11 +19,11 @@ export const command = defineCommand({
   }
   const w = Math.max(...info.layers.map((l) => l.name.length), 5);
   const t = Math.max(...info.layers.map((l) => l.type.length), 4);
-  const lines = [`${info.model} (input ${info.inputShape.join('x')}); default cut: ${info.defaultLayer}`, '', `${'layer'.padEnd(w)}  ${'type'.padEnd(t)}  output (H x W x C)   features with --pool avg / none`];
+  const lines = [`${info.model} (input ${info.inputShape.join('x')}); default cut: ${info.defaultLayer}${info.defaultWhy ? ` (${info.defaultWhy})` : ''}`, '', `${'layer'.padEnd(w)}  ${'type'.padEnd(t)}  output (H x W x C)   features with --pool avg / none`];
   for (const l of info.layers) {
     const mark = l.name === info.defaultLayer ? '  <- default' : '';
-    const feats = l.shape.length === 3 ? `${l.shape[2]} / ${l.shape[0]! * l.shape[1]! * l.shape[2]!}` : l.shape.length ? String(l.shape[0]) : '';
-    lines.push(`${l.name.padEnd(w)}  ${l.type.padEnd(t)}  ${(l.shape.length ? l.shape.join(' x ') : '(run extract to see)').padEnd(19)}  ${feats}${mark}`);
+    const feats = l.features ? `${l.features.pooled ?? '-'} / ${l.features.flat}` : l.shape.length === 3 ? `${l.shape[2]} / ${l.shape[0]! * l.shape[1]! * l.shape[2]!}` : l.shape.length ? String(l.shape[0]) : '';
+    lines.push(`${l.name.padEnd(w)}  ${l.type.padEnd(t)}  ${(l.shape.length ? l.shape.join(' x ') : '(not float / not measured)').padEnd(19)}  ${feats}${mark}`);
   }
   lines.push('', 'Lower layers are more generic (better for data far from ImageNet); cut with: convcache extract --layer NAME');
   process.stdout.write(lines.join('\n') + '\n');

@@ -70,7 +70,7 @@ export async function predictImages(options: PredictOptions): Promise<{ predicti
   const head = await loadHead(headPath);
   const b = meta.backbone;
   const model = findBackbone(b.modelId) ? b.modelId : b.modelSource;
-  const backbone = await prepareBackbone({ model, layer: b.layer, pooling: b.pooling, preprocessing: b.preprocessing, log: opts.log });
+  const backbone = await prepareBackbone({ model, layer: b.layer, pooling: b.pooling, preprocessing: b.preprocessing, onnxLayout: b.layout, log: opts.log });
   if (backbone.config.weightsHash !== b.weightsHash) {
     throw new UserError(`the model found for '${model}' has weights ${backbone.config.weightsHash}, but the head was trained on features of weights ${b.weightsHash}`);
   }
