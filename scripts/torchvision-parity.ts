@@ -18,7 +18,7 @@ import { describeOnnx } from '../src/onnx/read.ts';
 import { IMAGENET_ONNX_PREPROCESSING } from '../src/backbone/onnx-config.ts';
 import { decodeNpy } from '../src/store/npy.ts';
 import { writeFileAtomic } from '../src/util/atomic.ts';
-import { projectRoot } from '../src/util/paths.ts';
+import { benchResultsDir, packageRoot } from '../src/util/paths.ts';
 import { sharedDir } from '../test/helpers.ts';
 
 const ARCHS = ['efficientnet_b0', 'mobilenet_v3_large', 'regnet_y_400mf', 'resnet18', 'convnext_tiny', 'vit_b_16'];
@@ -28,7 +28,7 @@ const dir = values.dir!;
 if (!ARCHS.every((a) => existsSync(join(dir, a, 'features.npy')))) {
   mkdirSync(dir, { recursive: true });
   const pick = (cls: string) => join(sharedDir(), 'datasets', 'cats-vs-dogs', 'test', cls, readdirSync(join(sharedDir(), 'datasets', 'cats-vs-dogs', 'test', cls)).sort()[0]!);
-  execFileSync(values.python!, [join(projectRoot(), 'scripts', 'torchvision_parity.py'), dir, pick('cats'), pick('dogs')], { stdio: 'inherit' });
+  execFileSync(values.python!, [join(packageRoot(), 'scripts', 'torchvision_parity.py'), dir, pick('cats'), pick('dogs')], { stdio: 'inherit' });
 }
 
 const ort = await import('onnxruntime-node');
@@ -84,5 +84,5 @@ const report = {
   tolerance: 1e-4,
   results,
 };
-writeFileAtomic(join(projectRoot(), 'data', 'bench', 'onnx-parity.json'), JSON.stringify(report, null, 2) + '\n');
+writeFileAtomic(join(benchResultsDir(), 'onnx-parity.json'), JSON.stringify(report, null, 2) + '\n');
 if (!results.every((r) => r.pass)) process.exitCode = 1;
