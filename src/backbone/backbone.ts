@@ -29,6 +29,10 @@ export interface BackboneConfig {
   featureDim: number;
   /** Shape of one image's feature map at the cut, channels-last [H, W, C] (or [D] if already flat). */
   featureMapShape: number[];
+  /** What decoded the pixels (images/decode.ts decoderId); absent in caches made before the fast path = sharp. */
+  decoder?: string;
+  /** Numeric precision of the conv base (backbone/quantize.ts); absent = fp32. */
+  precision?: 'fp32' | 'int8';
 }
 
 export interface PreparedBackbone {
