@@ -65,7 +65,7 @@ function python(): string | null {
 
 /** One extraction in a child process (fresh cache unless `out` exists): wall seconds and peak RSS. */
 function runChild(opts: Record<string, unknown>): { seconds: number; peakRssMiB: number } {
-  const out = execFileSync(process.execPath, [...process.execArgv, new URL('./extract-child.ts', import.meta.url).pathname, JSON.stringify(opts)], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const out = execFileSync(process.execPath, [...process.execArgv, new URL(import.meta.url.endsWith('.ts') ? './extract-child.ts' : './extract-child.js', import.meta.url).pathname, JSON.stringify(opts)], { encoding: 'utf8', maxBuffer: 1 << 24 });
   return JSON.parse(out.trim().split('\n').pop()!);
 }
 
