@@ -33,6 +33,10 @@ export interface BackboneConfig {
   featureMapShape: number[];
   /** Input layout of a foreign .onnx model (absent for converted TF.js models), so predict feeds it the same way. */
   layout?: 'nchw' | 'nhwc';
+  /** What decoded the pixels (images/decode.ts decoderId); absent in caches made before the fast path = sharp. */
+  decoder?: string;
+  /** Numeric precision of the conv base (backbone/quantize.ts); absent = fp32. */
+  precision?: 'fp32' | 'int8';
 }
 
 export interface PreparedBackbone {

@@ -1,139 +1,332 @@
-import { readFileSync, rmSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import sharp from 'sharp';
 import { prepareBackbone } from '../backbone/backbone.ts';
 import { OrtFeatureRunner } from '../backbone/ort-runner.ts';
-import { scanDataset } from '../dataset/scan.ts';
-import { decodeForModel, DEFAULT_MAX_PIXELS } from '../images/decode.ts';
-import { extractFeatures } from '../pipeline/extract.ts';
-import { loadLayersModelFromDir } from '../backbone/tfjs-model.ts';
-import { initTf, tfBackendName } from '../util/tf.ts';
-import { silentLogger, type Logger } from '../util/log.ts';
-import { defaultDatasetDir } from '../util/paths.ts';
-import { UserError } from '../util/errors.ts';
-import { DEFAULT_SPLIT } from '../dataset/split.ts';
+import { cosine, DEFAULT_PRECISION, type Precision } from '../backbone/quantize.ts';
+import { scanDataset, type ImageEntry } from '../dataset/scan.ts';
+import { assignSplits, DEFAULT_SPLIT } from '../dataset/split.ts';
 import { augmentImage, augmentSeed, parseAugmentSpec, sampleAugmentParams } from '../images/augment.ts';
 import { seededRandom } from '../linalg/random.ts';
 import { FINETUNE_DEFAULTS } from '../finetune/options.ts';
+import { decodeForModel, decodeWithSharp, DEFAULT_MAX_PIXELS, type DecoderChoice } from '../images/decode.ts';
+import { DecodePool } from '../images/decode-pool.ts';
+import { loadTfjsComparison } from './extract-tfjs.ts';
+import { graphForCache } from '../pipeline/precision.ts';
+import { compareHeads } from '../pipeline/compare.ts';
+import { autoSchedule, type Schedule } from '../pipeline/schedule.ts';
+import { silentLogger, type Logger } from '../util/log.ts';
+import { defaultDatasetDir } from '../util/paths.ts';
+import { UserError } from '../util/errors.ts';
 
+/**
+ * `npm run bench` (extract). Every speed target of issue 10 is a ratio measured in this one run,
+ * so the numbers survive a noisy, shared machine: decode-only (sharp vs the fast JPEG path),
+ * inference-only (fp32 and int8), end to end in a fresh process (the old sharp + fp32 pipeline,
+ * fast + fp32, fast + int8) with the re-run time and the process's peak RSS, int8 fidelity (cosine
+ * to fp32 features, every head's test accuracy), the PyTorch + Pillow peer (scripts/torch_peer.py,
+ * when Debian's python3-torch is installed) on the same images, and a 12-megapixel photo case.
+ */
 export interface ExtractBenchOptions {
   data?: string;
   model: string;
   batch: number;
-  workers: number;
-  threads: number;
-  /** Images for the TF.js-wasm comparison pass. */
+  schedule: Schedule;
+  /** Use only this many images (a stratified copy in a temp folder); 0 = all. */
+  images: number;
+  /** End-to-end repeats (median reported). */
+  repeats: number;
+  /** 12-megapixel photos generated for the large-photo case (0 = skip). */
+  largePhotos: number;
+  /** Also time other (threads, workers) schedules end to end on this many images (0 = skip). */
+  scheduleImages: number;
   tfjsImages: number;
   log: Logger;
 }
 
-function rate(n: number, ms: number): number {
-  return Math.round((n / (ms / 1000)) * 10) / 10;
+const rate = (n: number, s: number): number => Math.round((n / s) * 10) / 10;
+const r3 = (x: number): number => Math.round(x * 1000) / 1000;
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** The pre-issue-10 measurement of `npm run extract`'s peak RSS on this project's machine (README). */
+const BASELINE_PEAK_RSS_MIB = 693;
+
+interface E2E { seconds: number; rerunSeconds: number; peakRssMiB: number; imagesPerSecond: number; runs: number[] }
+
+function python(): string | null {
+  for (const py of ['/usr/bin/python3', 'python3']) {
+    const r = spawnSync(py, ['-c', 'import torch, torchvision'], { stdio: 'ignore' });
+    if (r.status === 0) return py;
+  }
+  return null;
 }
 
-/** Decode-only, inference-only and end-to-end img/s, peak RSS, and a TF.js-wasm pass for the ratio. */
-export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<string, unknown>> {
-  const data = opts.data ?? defaultDatasetDir();
-  if (!data) throw new UserError('no dataset found for the benchmark (give --data)');
-  const scan = scanDataset(data, silentLogger);
-  const bb = await prepareBackbone({ model: opts.model, log: silentLogger });
-  const pre = bb.config.preprocessing;
-  const [h, w] = pre.size;
-  const n = scan.images.length;
+/** One extraction in a child process (fresh cache unless `out` exists): wall seconds and peak RSS. */
+function runChild(opts: Record<string, unknown>): { seconds: number; peakRssMiB: number } {
+  const out = execFileSync(process.execPath, [...process.execArgv, new URL(import.meta.url.endsWith('.ts') ? './extract-child.ts' : './extract-child.js', import.meta.url).pathname, JSON.stringify(opts)], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  return JSON.parse(out.trim().split('\n').pop()!);
+}
 
-  opts.log.info(`decode-only: ${n} images, ${opts.workers} in flight ...`);
-  const files = scan.images.map((i) => i.absPath);
-  let t = performance.now();
-  let next = 0;
-  await Promise.all(Array.from({ length: opts.workers }, async () => {
-    while (next < files.length) {
-      const f = files[next++]!;
-      try { await decodeForModel(readFileSync(f), pre, { maxPixels: DEFAULT_MAX_PIXELS }); } catch { /* counted by extract */ }
+function endToEnd(data: string, n: number, base: Record<string, unknown>, repeats: number, log: Logger, label: string): E2E {
+  const runs: number[] = [];
+  let rerun = 0, rss = 0;
+  for (let k = 0; k < repeats; k++) {
+    const out = mkdtempSync(join(tmpdir(), 'convcache-bench-'));
+    try {
+      log.info(`end to end (${label}) ${k + 1}/${repeats} ...`);
+      const first = runChild({ ...base, data, out });
+      const again = runChild({ ...base, data, out });
+      runs.push(first.seconds);
+      rerun = Math.max(rerun, again.seconds);
+      rss = Math.max(rss, first.peakRssMiB);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
     }
-  }));
-  const decodeMs = performance.now() - t;
-
-  // Augmentation speed (was a timed unit test): ms per image with fine-tuning's default spec, and its
-  // ratio to a decode measured in the same run.
-  opts.log.info('augment-only: fine-tuning\'s default augmentation ...');
-  const augImages = await Promise.all(files.slice(0, Math.min(20, n)).map((f) => decodeForModel(readFileSync(f), pre, { maxPixels: DEFAULT_MAX_PIXELS }).catch(() => null)));
-  const srcs = augImages.filter((p): p is Uint8Array => p !== null);
-  const spec = parseAugmentSpec(FINETUNE_DEFAULTS.augment);
-  const augOut = new Uint8Array(h * w * 3);
-  const augRounds = 10;
-  for (let i = 0; i < srcs.length; i++) augmentImage(srcs[i]!, w, h, sampleAugmentParams(spec, seededRandom(augmentSeed(1, 0, i))), augOut); // warm-up
-  t = performance.now();
-  for (let r = 0; r < augRounds; r++) {
-    for (let i = 0; i < srcs.length; i++) augmentImage(srcs[i]!, w, h, sampleAugmentParams(spec, seededRandom(augmentSeed(1, r + 1, i))), augOut);
   }
-  const augMsPerImage = (performance.now() - t) / Math.max(1, augRounds * srcs.length);
+  const s = median(runs);
+  return { seconds: r3(s), rerunSeconds: r3(rerun), peakRssMiB: rss, imagesPerSecond: rate(n, s), runs: runs.map(r3) };
+}
 
-  opts.log.info(`inference-only: ORT, batch ${opts.batch}, ${opts.threads} threads ...`);
-  const runner = await OrtFeatureRunner.create(bb.onnxPath, [h, w, 3], bb.config.featureDim, { threads: opts.threads });
-  const batch = new Uint8Array(opts.batch * h * w * 3).map((_, i) => (i * 131) & 255);
-  await runner.run(batch, opts.batch);
-  const iters = Math.max(1, Math.round(640 / opts.batch));
-  t = performance.now();
-  for (let i = 0; i < iters; i++) await runner.run(batch, opts.batch);
-  const inferMs = performance.now() - t;
-  await runner.release();
+/** A stratified copy of `n` images (same split folders) in a temp folder. */
+function subset(root: string, images: readonly ImageEntry[], n: number): string {
+  const dir = mkdtempSync(join(tmpdir(), 'convcache-bench-data-'));
+  const step = images.length / n;
+  for (let i = 0; i < n; i++) {
+    const img = images[Math.floor(i * step)]!;
+    const dst = join(dir, relative(root, img.absPath));
+    mkdirSync(join(dst, '..'), { recursive: true });
+    copyFileSync(img.absPath, dst);
+  }
+  return dir;
+}
 
-  opts.log.info('end-to-end: extract into a fresh cache ...');
-  const out = mkdtempSync(join(tmpdir(), 'convcache-bench-'));
-  let e2e;
+/** `count` 4032x3024 JPEGs (12 MP, quality 90) upscaled from the dataset's photos, two classes. */
+async function largePhotos(images: readonly ImageEntry[], count: number): Promise<string> {
+  const dir = mkdtempSync(join(tmpdir(), 'convcache-bench-12mp-'));
+  const classes = [...new Set(images.map((i) => i.className))].slice(0, 2);
+  for (let i = 0; i < count; i++) {
+    const cls = classes[i % classes.length]!;
+    const src = images.filter((x) => x.className === cls)[Math.floor(i / classes.length)]!;
+    mkdirSync(join(dir, cls), { recursive: true });
+    await sharp(src.absPath).resize(4032, 3024, { fit: 'fill' }).jpeg({ quality: 90 }).toFile(join(dir, cls, `${i}.jpg`));
+  }
+  return dir;
+}
+
+function readNpy(path: string): Float32Array {
+  const b = readFileSync(path);
+  const headerLen = b.readUInt16LE(8);
+  return new Float32Array(b.buffer.slice(b.byteOffset + 10 + headerLen, b.byteOffset + b.length));
+}
+
+export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<string, unknown>> {
+  const log = opts.log;
+  const load0 = loadavg();
+  const root0 = opts.data ?? defaultDatasetDir();
+  if (!root0) throw new UserError('no dataset found for the benchmark (give --data)');
+  const scan0 = scanDataset(root0, silentLogger);
+  const temps: string[] = [];
   try {
-    t = performance.now();
-    const res = await extractFeatures({
-      data, out, model: opts.model, split: DEFAULT_SPLIT, seed: 42, batch: opts.batch,
-      workers: opts.workers, threads: opts.threads, maxPixels: DEFAULT_MAX_PIXELS, quiet: true, log: silentLogger,
-    });
-    const ms = performance.now() - t;
-    t = performance.now();
-    await extractFeatures({
-      data, out, model: opts.model, split: DEFAULT_SPLIT, seed: 42, batch: opts.batch,
-      workers: opts.workers, threads: opts.threads, maxPixels: DEFAULT_MAX_PIXELS, quiet: true, log: silentLogger,
-    });
-    e2e = { images: n, seconds: Math.round(ms) / 1000, imagesPerSecond: rate(n, ms), rerunSeconds: Math.round(performance.now() - t) / 1000, timings: res.manifest.timings };
-  } finally {
-    rmSync(out, { recursive: true, force: true });
-  }
+    const data = opts.images > 0 && opts.images < scan0.images.length ? subset(scan0.root, scan0.images, opts.images) : root0;
+    if (data !== root0) temps.push(data);
+    const scan = scanDataset(data, silentLogger);
+    const images = scan.presplit ? scan.images : assignSplits(scan.images, DEFAULT_SPLIT, 42);
+    const n = images.length;
+    const files = images.map((i) => i.absPath);
+    const bb = await prepareBackbone({ model: opts.model, log: silentLogger });
+    const pre = bb.config.preprocessing;
+    const [h, w] = pre.size;
+    const { threads, workers } = opts.schedule;
 
-  opts.log.info(`TF.js pass on ${opts.tfjsImages} images ...`);
-  const tf = await initTf();
-  const model = await loadLayersModelFromDir(bb.resolved.location);
-  const sub = tf.model({ inputs: model.inputs, outputs: model.getLayer(bb.config.layer).output as any });
-  const k = Math.min(opts.tfjsImages, n);
-  const pix = new Float32Array(k * h * w * 3);
-  for (let i = 0; i < k; i++) {
-    const px = await decodeForModel(readFileSync(files[i]!), pre, { maxPixels: DEFAULT_MAX_PIXELS });
-    for (let j = 0; j < px.length; j++) pix[i * px.length + j] = px[j]! / 127.5 - 1;
+    // ---------------------------------------------------------------- decode only
+    log.info(`decode-only: ${n} images (sharp, ${threads} in flight; fast path, ${workers} and ${threads} threads) ...`);
+    let t = performance.now();
+    let next = 0;
+    await Promise.all(Array.from({ length: threads }, async () => {
+      while (next < files.length) {
+        const f = files[next++]!;
+        try { await decodeWithSharp(readFileSync(f), pre, { maxPixels: DEFAULT_MAX_PIXELS }); } catch { /* counted by extract */ }
+      }
+    }));
+    const sharpS = (performance.now() - t) / 1000;
+    const fastDecode = async (k: number): Promise<number> => {
+      const pool = new DecodePool(k, pre, DEFAULT_MAX_PIXELS);
+      const t1 = performance.now();
+      await Promise.all(files.map((f) => pool.decode(f).catch(() => null)));
+      const s = (performance.now() - t1) / 1000;
+      await pool.close();
+      return s;
+    };
+    const fastS = await fastDecode(workers);
+    const fastAllS = workers === threads ? fastS : await fastDecode(threads);
+
+    // Augmentation speed (was a timed unit test): ms per image with fine-tuning's default spec, and its
+    // ratio to a fast-path decode measured in the same run.
+    log.info('augment-only: fine-tuning\'s default augmentation ...');
+    const augImages = await Promise.all(files.slice(0, Math.min(20, n)).map((f) => decodeForModel(readFileSync(f), pre, { maxPixels: DEFAULT_MAX_PIXELS }).catch(() => null)));
+    const srcs = augImages.filter((p): p is Uint8Array => p !== null);
+    const spec = parseAugmentSpec(FINETUNE_DEFAULTS.augment);
+    const augOut = new Uint8Array(h * w * 3);
+    const augRounds = 10;
+    for (let i = 0; i < srcs.length; i++) augmentImage(srcs[i]!, w, h, sampleAugmentParams(spec, seededRandom(augmentSeed(1, 0, i))), augOut); // warm-up
+    t = performance.now();
+    for (let r = 0; r < augRounds; r++) {
+      for (let i = 0; i < srcs.length; i++) augmentImage(srcs[i]!, w, h, sampleAugmentParams(spec, seededRandom(augmentSeed(1, r + 1, i))), augOut);
+    }
+    const augMsPerImage = (performance.now() - t) / Math.max(1, augRounds * srcs.length);
+
+    // ---------------------------------------------------------------- inference only
+    const cal = mkdtempSync(join(tmpdir(), 'convcache-bench-cal-'));
+    temps.push(cal);
+    const graphs: Record<Precision, string> = {
+      fp32: bb.onnxPath,
+      int8: await graphForCache(bb, cal, { precision: 'int8', images, seed: 42, threads, maxPixels: DEFAULT_MAX_PIXELS, log }),
+    };
+    const batch = new Uint8Array(opts.batch * h * w * 3);
+    for (let i = 0; i < opts.batch; i++) batch.set(await decodeForModel(readFileSync(files[i % n]!), pre, { maxPixels: DEFAULT_MAX_PIXELS }), i * h * w * 3);
+    const inference: Record<string, { images: number; imagesPerSecond: number }> = {};
+    for (const p of ['fp32', 'int8'] as const) {
+      log.info(`inference-only: ${p}, batch ${opts.batch}, ${threads} threads ...`);
+      const runner = await OrtFeatureRunner.create(graphs[p], [h, w, 3], bb.config.featureDim, { threads });
+      await runner.run(batch, opts.batch);
+      const iters = Math.max(2, Math.round(480 / opts.batch));
+      t = performance.now();
+      for (let i = 0; i < iters; i++) await runner.run(batch, opts.batch);
+      inference[p] = { images: iters * opts.batch, imagesPerSecond: rate(iters * opts.batch, (performance.now() - t) / 1000) };
+      await runner.release();
+    }
+
+    // ---------------------------------------------------------------- end to end
+    const base = { model: opts.model, split: DEFAULT_SPLIT, seed: 42, batch: opts.batch, threads, workers, maxPixels: DEFAULT_MAX_PIXELS, quiet: true };
+    const configs: { name: string; decoder: DecoderChoice; precision: Precision }[] = [
+      { name: 'sharp-fp32', decoder: 'sharp', precision: 'fp32' },
+      { name: 'fast-fp32', decoder: 'fast', precision: 'fp32' },
+      { name: 'fast-int8', decoder: 'fast', precision: 'int8' },
+    ];
+    const e2e: Record<string, E2E> = {};
+    for (const c of configs) e2e[c.name] = endToEnd(data, n, { ...base, decoder: c.decoder, precision: c.precision }, opts.repeats, log, c.name);
+
+    // ------------------------------------------ fidelity: int8 vs fp32, fast vs sharp decode
+    log.info('fidelity: features and every head\'s test accuracy per configuration ...');
+    const caches: Record<string, string> = {};
+    for (const c of configs) {
+      const out = mkdtempSync(join(tmpdir(), 'convcache-bench-fid-'));
+      temps.push(out);
+      runChild({ ...base, data, out, decoder: c.decoder, precision: c.precision });
+      caches[c.name] = out;
+    }
+    const accuracy: Record<string, Record<string, number | null>> = {};
+    for (const c of configs) {
+      const { report } = await compareHeads({ cache: caches[c.name]!, out: join(caches[c.name]!, 'report'), log: silentLogger });
+      accuracy[c.name] = Object.fromEntries(report.heads.filter((r) => r.source === 'compare').map((r) => [r.name, r.testAccuracy]));
+    }
+    const delta = (a: string, b: string): { maxAbsPoints: number; perHead: Record<string, number> } => {
+      const perHead = Object.fromEntries(Object.keys(accuracy[a]!).map((k) => [k, Math.round(((accuracy[b]![k] ?? 0) - (accuracy[a]![k] ?? 0)) * 1000) / 10]));
+      return { maxAbsPoints: Math.max(...Object.values(perHead).map(Math.abs)), perHead };
+    };
+    const cos: number[] = [];
+    const D = bb.config.featureDim;
+    for (const split of ['train', 'val', 'test']) {
+      const f = join(caches['fast-fp32']!, `${split}_features.npy`);
+      if (!existsSync(f)) continue;
+      const a = readNpy(f), b = readNpy(join(caches['fast-int8']!, `${split}_features.npy`));
+      for (let i = 0; i < a.length / D; i++) cos.push(cosine(a.subarray(i * D, (i + 1) * D), b.subarray(i * D, (i + 1) * D)));
+    }
+    cos.sort((x, y) => x - y);
+
+    // ---------------------------------------------------------------- the PyTorch + Pillow peer
+    const py = python();
+    const script = new URL('../../scripts/torch_peer.py', import.meta.url).pathname;
+    const roots = (dir: string): string => {
+      const s = scanDataset(dir, silentLogger);
+      return s.presplit ? readdirSync(s.root).filter((d) => ['train', 'val', 'validation', 'test'].includes(d)).map((d) => join(s.root, d)).join(',') : s.root;
+    };
+    const peerRun = (dir: string): Record<string, any> | null => {
+      if (!py) return null;
+      log.info(`PyTorch + Pillow peer on ${dir} (DataLoader workers 0, 1, 2) ...`);
+      const out = join(mkdtempSync(join(tmpdir(), 'convcache-bench-peer-')), 'features.npy');
+      temps.push(join(out, '..'));
+      return JSON.parse(execFileSync(py, [script, roots(dir), out, '--workers', '0,1,2', '--threads', String(cpus().length)], { encoding: 'utf8', maxBuffer: 1 << 24 }).trim().split('\n').pop()!);
+    };
+    const peer = peerRun(data);
+    const chosen = `fast-${DEFAULT_PRECISION}`;
+
+    // ---------------------------------------------------------------- 12-megapixel photos
+    let large: Record<string, unknown> | null = null;
+    if (opts.largePhotos > 0) {
+      log.info(`large photos: generating ${opts.largePhotos} 4032x3024 JPEGs ...`);
+      const dir = await largePhotos(images, opts.largePhotos);
+      temps.push(dir);
+      const ours = endToEnd(dir, opts.largePhotos, { ...base, split: { train: 0.5, val: 0, test: 0.5 }, decoder: 'fast', precision: DEFAULT_PRECISION }, 1, log, '12 MP');
+      const old = endToEnd(dir, opts.largePhotos, { ...base, split: { train: 0.5, val: 0, test: 0.5 }, decoder: 'sharp', precision: 'fp32' }, 1, log, '12 MP sharp');
+      const p = peerRun(dir);
+      large = { images: opts.largePhotos, size: '4032x3024', ours, sharpFp32: old, peer: p, peerRatio: p ? r3(p.best.seconds / ours.seconds) : null };
+    }
+
+    // ---------------------------------------------------------------- schedules (for --threads auto)
+    let schedules: Record<string, unknown>[] | null = null;
+    if (opts.scheduleImages > 0) {
+      const sub = subset(scan.root, images, Math.min(opts.scheduleImages, n));
+      temps.push(sub);
+      const c = cpus().length;
+      schedules = [];
+      for (const s of [{ threads: c, workers: 1 }, { threads: c, workers: c }, { threads: Math.max(1, c - 1), workers: 1 }, autoSchedule(c)]) {
+        if (schedules.some((x) => x.threads === s.threads && x.workers === s.workers)) continue;
+        const r = endToEnd(sub, Math.min(opts.scheduleImages, n), { ...base, ...s, decoder: 'fast', precision: DEFAULT_PRECISION }, 1, log, `threads ${s.threads} workers ${s.workers}`);
+        schedules.push({ ...s, imagesPerSecond: r.imagesPerSecond, seconds: r.seconds });
+      }
+    }
+
+    const tfjs = opts.tfjsImages > 0 ? await loadTfjsComparison(bb, files, opts.tfjsImages, inference.fp32!.imagesPerSecond) : null;
+    const ours = e2e[chosen]!;
+    const peerRatio = peer ? r3(peer.best.seconds / ours.seconds) : null;
+    const hidden = r3(ours.imagesPerSecond / inference[DEFAULT_PRECISION]!.imagesPerSecond);
+    const met = (v: number | null, ok: (x: number) => boolean): boolean | null => (v === null ? null : ok(v));
+    return {
+      benchmark: 'extract',
+      date: new Date().toISOString(),
+      machine: { cpus: cpus().length, model: cpus()[0]?.model, loadAverageAtStart: load0.map((x) => Math.round(x * 100) / 100), loadAverageAtEnd: loadavg().map((x) => Math.round(x * 100) / 100) },
+      model: bb.config.modelId, layer: bb.config.layer, pooling: bb.config.pooling, dataset: root0, images: n,
+      settings: { batch: opts.batch, threads, workers, defaultPrecision: DEFAULT_PRECISION, kernel: pre.kernel, repeats: opts.repeats },
+      decodeOnly: {
+        sharp: { imagesPerSecond: rate(n, sharpS) },
+        fast: { threads: workers, imagesPerSecond: rate(n, fastS) },
+        fastAllCores: { threads, imagesPerSecond: rate(n, fastAllS) },
+        fastVsSharp: r3(sharpS / fastAllS),
+      },
+      augmentOnly: {
+        spec: FINETUNE_DEFAULTS.augment, images: augRounds * srcs.length, msPerImage: Math.round(augMsPerImage * 100) / 100,
+        // One augmentation over one image's share of the fast decode-only wall time (same run): < 1 means augmenting is cheaper.
+        perDecodedImage: Math.round((augMsPerImage / ((fastAllS * 1000) / n)) * 100) / 100,
+      },
+      inferenceOnly: { ...inference, int8VsFp32: r3(inference.int8!.imagesPerSecond / inference.fp32!.imagesPerSecond) },
+      endToEnd: e2e,
+      fidelity: {
+        int8VsFp32Cosine: { mean: r3(cos.reduce((a, b) => a + b, 0) / Math.max(1, cos.length)), min: r3(cos[0] ?? 0), p01: r3(cos[Math.floor(cos.length * 0.01)] ?? 0), rows: cos.length },
+        testAccuracy: accuracy,
+        fastDecoderVsSharp: delta('sharp-fp32', 'fast-fp32'),
+        int8VsFp32: delta('fast-fp32', 'fast-int8'),
+      },
+      peer: peer ?? 'skipped: python3-torch / python3-torchvision not installed (apt-get install python3-torch python3-torchvision)',
+      largePhotos: large,
+      schedules,
+      tfjs,
+      targets: {
+        chosenConfiguration: chosen,
+        peerRatio: { value: peerRatio, target: '>= 2.5', met: met(peerRatio, (v) => v >= 2.5) },
+        endToEndVsInferenceOnly: { value: hidden, target: '>= 0.85', met: hidden >= 0.85 },
+        largePhotoPeerRatio: { value: large?.peerRatio ?? null, target: '>= 4', met: met((large?.peerRatio as number | null) ?? null, (v) => v >= 4) },
+        rerunSeconds: { value: ours.rerunSeconds, target: '< 1', met: ours.rerunSeconds < 1 },
+        peakRssMiB: { value: ours.peakRssMiB, sameRunSharpFp32: e2e['sharp-fp32']!.peakRssMiB, before: BASELINE_PEAK_RSS_MIB, target: `<= ${BASELINE_PEAK_RSS_MIB} (and <= the sharp fp32 pipeline in this run)`, met: ours.peakRssMiB <= Math.max(BASELINE_PEAK_RSS_MIB, e2e['sharp-fp32']!.peakRssMiB) },
+        int8Cosine: { value: r3(cos.reduce((a, b) => a + b, 0) / Math.max(1, cos.length)), target: '>= 0.99 (mean over all rows)', met: cos.reduce((a, b) => a + b, 0) / Math.max(1, cos.length) >= 0.99 },
+        int8Accuracy: { valuePoints: delta('fast-fp32', 'fast-int8').maxAbsPoints, target: 'every head within 0.2 pt of fp32', met: delta('fast-fp32', 'fast-int8').maxAbsPoints <= 0.2 },
+        fastDecoderAccuracy: { valuePoints: delta('sharp-fp32', 'fast-fp32').maxAbsPoints, target: 'every head within 0.2 pt of the sharp decoder', met: delta('sharp-fp32', 'fast-fp32').maxAbsPoints <= 0.2 },
+        endToEndVsOldPipeline: r3(e2e['sharp-fp32']!.seconds / ours.seconds),
+      },
+    };
+  } finally {
+    for (const d of temps) rmSync(d, { recursive: true, force: true });
   }
-  tf.tidy(() => { (sub.predict(tf.tensor4d(pix.subarray(0, h * w * 3), [1, h, w, 3])) as any).dataSync(); });
-  t = performance.now();
-  for (let s = 0; s < k; s += 16) {
-    const m = Math.min(16, k - s);
-    tf.tidy(() => { (sub.predict(tf.tensor4d(pix.subarray(s * h * w * 3, (s + m) * h * w * 3), [m, h, w, 3])) as any).mean([1, 2]).dataSync(); });
-  }
-  const tfMs = performance.now() - t;
-  model.dispose();
-  const ortRate = rate(iters * opts.batch, inferMs);
-  const tfRate = rate(k, tfMs);
-  return {
-    benchmark: 'extract',
-    date: new Date().toISOString(),
-    machine: { cpus: (await import('node:os')).cpus().length },
-    model: bb.config.modelId, layer: bb.config.layer, pooling: bb.config.pooling, dataset: data,
-    settings: { batch: opts.batch, workers: opts.workers, threads: opts.threads, kernel: pre.kernel },
-    decodeOnly: { images: n, imagesPerSecond: rate(n, decodeMs) },
-    augmentOnly: {
-      spec: FINETUNE_DEFAULTS.augment, images: augRounds * srcs.length, msPerImage: Math.round(augMsPerImage * 100) / 100,
-      // One augmentation over one image's share of the decode-only wall time (same run): < 1 means augmenting is cheaper.
-      perDecodedImage: Math.round((augMsPerImage / (decodeMs / n)) * 100) / 100,
-    },
-    inferenceOnly: { images: iters * opts.batch, imagesPerSecond: ortRate },
-    endToEnd: e2e,
-    tfjs: { backend: tfBackendName(), images: k, imagesPerSecond: tfRate, ortSpeedup: Math.round((ortRate / tfRate) * 10) / 10 },
-    peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
-    target: { endToEndImagesPerSecond: 250 },
-  };
 }

@@ -21,7 +21,11 @@ export const command = defineCommand({
     batch: { type: 'number', metavar: 'N', description: 'inference batch', default: 32 },
     workers: { type: 'number', metavar: 'N', description: 'images decoded in parallel (threads)', default: cpus().length },
     threads: { type: 'number', metavar: 'N', description: 'ONNX Runtime threads', default: cpus().length },
-    'tfjs-images': { type: 'number', metavar: 'N', description: 'images for the TF.js-wasm comparison pass', default: 32 },
+    images: { type: 'number', metavar: 'N', description: 'extract bench: use a stratified subset of N images (0 = all)', default: 0 },
+    repeats: { type: 'number', metavar: 'N', description: 'extract bench: end-to-end runs per configuration (median reported)', default: 3 },
+    'large-photos': { type: 'number', metavar: 'N', description: 'extract bench: 12 MP JPEGs generated for the large-photo case (0 = skip)', default: 24 },
+    'schedule-images': { type: 'number', metavar: 'N', description: 'extract bench: also time other threads/workers schedules on N images (0 = skip)', default: 0 },
+    'tfjs-images': { type: 'number', metavar: 'N', description: 'images for the TF.js-wasm comparison pass (0 = skip)', default: 32 },
     heads: { type: 'list', metavar: 'LIST', description: 'heads to bench (heads bench)' },
     engine: { type: 'string', metavar: 'NAME', description: 'finetune bench: where the trainable top trains (ort | tfjs); results go to finetune.json / finetune-tfjs.json', default: 'ort' },
     runs: { type: 'number', metavar: 'N', description: 'startup bench: timed runs per command (median reported)', default: 7 },
@@ -36,8 +40,10 @@ export const command = defineCommand({
     const { benchExtract } = await import('../bench/extract.ts');
     result = await benchExtract({
       data: flags.data, model: flags.model,
-      batch: batchSize(flags.batch), workers: workers(flags.workers),
-      threads: threads(flags.threads), tfjsImages: intInRange('tfjs-images', flags['tfjs-images'], 1, 10000), log,
+      batch: batchSize(flags.batch), schedule: { workers: workers(flags.workers), threads: threads(flags.threads) },
+      images: intInRange('images', flags.images, 0, 10_000_000), repeats: intInRange('repeats', flags.repeats, 1, 20),
+      largePhotos: intInRange('large-photos', flags['large-photos'], 0, 1000), scheduleImages: intInRange('schedule-images', flags['schedule-images'], 0, 100_000),
+      tfjsImages: intInRange('tfjs-images', flags['tfjs-images'], 0, 10000), log,
     });
   } else if (which === 'heads') {
     const { benchHeadsCli } = await import('../bench/heads.ts');

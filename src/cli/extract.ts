@@ -9,6 +9,7 @@ import { DEFAULT_MODEL } from '../backbone/registry.ts';
 import { DEFAULT_MAX_PIXELS } from '../images/limits.ts';
 import type { Preprocessing } from '../backbone/preprocess.ts';
 import { parseAugmentSpec, type AugmentSpec } from '../images/augment.ts';
+import { DEFAULT_PRECISION } from '../backbone/quantize.ts';
 
 const KERNEL = { bilinear: 'linear', bicubic: 'cubic', nearest: 'nearest', lanczos: 'lanczos3' } as const;
 
@@ -58,6 +59,8 @@ export const command = defineCommand({
     layout: { type: 'string', metavar: 'L', description: 'input layout of a .onnx model: nchw | nhwc (default: from the model\'s config, else nchw)' },
     augment: { type: 'string', metavar: 'SPEC', description: 'also store augmented views of the training images, e.g. flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2' },
     views: { type: 'number', metavar: 'K', description: 'augmented views per training image (with --augment)', default: 0 },
+    precision: { type: 'string', metavar: 'P', description: 'conv base precision: fp32 | int8 (int8: quantized, calibrated on 200 seeded training images; its own cache)', default: DEFAULT_PRECISION },
+    decoder: { type: 'string', metavar: 'D', description: 'fast (JPEGs via libjpeg-turbo, the rest via sharp) | sharp (everything via sharp); each its own cache', default: 'fast' },
     quiet: { type: 'boolean', description: 'no progress output' },
   },
 }, async ({ flags }) => {
@@ -94,6 +97,8 @@ export const command = defineCommand({
     workers: workers(flags.workers),
     threads: threads(flags.threads),
     maxPixels: maxPixels(flags['max-pixels']),
+    precision: oneOf('precision', flags.precision, ['fp32', 'int8'] as const),
+    decoder: oneOf('decoder', flags.decoder, ['fast', 'sharp'] as const),
     quiet: flags.quiet,
     preprocessing,
     onnxLayout: flags.layout === undefined ? undefined : oneOf('layout', flags.layout, ['nchw', 'nhwc'] as const),

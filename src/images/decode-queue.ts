@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Preprocessing } from '../backbone/preprocess.ts';
-import { decodeForModel, DecodeError } from './decode.ts';
+import { decodeForModel, DecodeError, type DecoderChoice } from './decode.ts';
+import type { DecodePool } from './decode-pool.ts';
 
 /** A decoded image, or why it could not be used (a bad or unreadable file is a result, not a throw). */
 export type DecodedImage<T> = { item: T; pixels: Uint8Array } | { item: T; error: string };
@@ -9,12 +10,17 @@ export interface DecodeAheadOptions {
   /** Decodes kept in flight on the libuv pool. */
   lookahead: number;
   maxPixels: number;
+  /** Decode path (default: decode.ts resolveDecoder). */
+  decoder?: DecoderChoice;
+  /** Worker threads running the fast JPEG path (they read the files themselves). */
+  pool?: DecodePool;
 }
 
-async function decodeItem<T>(item: T, absPath: string, pre: Preprocessing, maxPixels: number): Promise<DecodedImage<T>> {
+async function decodeItem<T>(item: T, absPath: string, pre: Preprocessing, opts: DecodeAheadOptions): Promise<DecodedImage<T>> {
   try {
+    if (opts.pool) return { item, pixels: await opts.pool.decode(absPath) };
     const buf = await readFile(absPath);
-    return { item, pixels: await decodeForModel(buf, pre, { maxPixels }) };
+    return { item, pixels: await decodeForModel(buf, pre, { maxPixels: opts.maxPixels, decoder: opts.decoder }) };
   } catch (e) {
     if (e instanceof DecodeError) return { item, error: e.message };
     if (e && typeof e === 'object' && 'code' in e) return { item, error: `unreadable file (${String((e as { code: unknown }).code)})` };
@@ -35,7 +41,7 @@ export async function* decodeAhead<T>(
   const refill = (): void => {
     while (queue.length < opts.lookahead && next < items.length) {
       const item = items[next++]!;
-      queue.push(decodeItem(item, absPath(item), pre, opts.maxPixels));
+      queue.push(decodeItem(item, absPath(item), pre, opts));
     }
   };
   refill();

@@ -1,6 +1,9 @@
 import sharp from 'sharp';
 import type { Preprocessing } from '../backbone/preprocess.ts';
 import { toSharpInput, describeDecodeFailure } from './foreign.ts';
+import { decodeJpegFast, FastDecodeRefusal, resolveDecoder, type DecoderChoice } from './jpeg-fast.ts';
+
+export { decoderId, resolveDecoder, type DecoderChoice } from './jpeg-fast.ts';
 
 /** Why an image could not be used; recorded in the manifest's skipped list. */
 export class DecodeError extends Error {
@@ -13,6 +16,8 @@ export class DecodeError extends Error {
 export interface DecodeOptions {
   /** Refuse images with more pixels than this (decompression bombs). */
   maxPixels: number;
+  /** 'fast': JPEGs through libjpeg-turbo (jpeg-fast.ts), everything else and unusual JPEGs through sharp. Default: resolveDecoder(). */
+  decoder?: DecoderChoice;
 }
 
 export { DEFAULT_MAX_PIXELS } from './limits.ts';
@@ -29,6 +34,25 @@ sharp.cache(false);
  */
 export async function decodeForModel(input: Buffer | string, pre: Preprocessing, opts: DecodeOptions): Promise<Uint8Array> {
   if (typeof input !== 'string' && input.length === 0) throw new DecodeError('empty file');
+  if (typeof input !== 'string' && (opts.decoder ?? resolveDecoder()) === 'fast') {
+    const px = decodeFastOrNull(input, pre, opts.maxPixels);
+    if (px) return px;
+  }
+  return decodeWithSharp(input, pre, opts);
+}
+
+/** The fast path's pixels, or null when this image must go through sharp. */
+export function decodeFastOrNull(buf: Uint8Array, pre: Preprocessing, maxPixels: number): Uint8Array | null {
+  try {
+    return decodeJpegFast(buf, pre, maxPixels);
+  } catch (e) {
+    if (e instanceof FastDecodeRefusal) throw new DecodeError(e.message);
+    return null; // anything unexpected: let sharp try (and word the error)
+  }
+}
+
+/** The sharp (libvips) path: every format, CMYK with colour management, and the fast path's fallbacks. */
+export async function decodeWithSharp(input: Buffer | Uint8Array | string, pre: Preprocessing, opts: DecodeOptions): Promise<Uint8Array> {
   const [h, w] = pre.size;
   try {
     // BMP and HEIC decode outside libvips (its prebuilt build has no loader for them).

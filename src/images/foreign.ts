@@ -11,7 +11,7 @@ export interface SharpInput {
   options: { raw?: { width: number; height: number; channels: 3 | 4 } };
 }
 
-export async function toSharpInput(input: Buffer | string, maxPixels: number): Promise<SharpInput> {
+export async function toSharpInput(input: Buffer | Uint8Array | string, maxPixels: number): Promise<SharpInput> {
   if (typeof input === 'string') return { input, options: {} };
   const format = sniffFormat(input);
   if (format === 'bmp') {
@@ -23,11 +23,11 @@ export async function toSharpInput(input: Buffer | string, maxPixels: number): P
     const img = await decodeHeic(input, maxPixels);
     return { input: Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength), options: { raw: { width: img.width, height: img.height, channels: 4 } } };
   }
-  return { input, options: {} };
+  return { input: Buffer.isBuffer(input) ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength), options: {} };
 }
 
 /** A reason that names the format and the cause, or undefined to fall back to sharp's message. */
-export function describeDecodeFailure(input: Buffer | string, e: unknown): string | undefined {
+export function describeDecodeFailure(input: Buffer | Uint8Array | string, e: unknown): string | undefined {
   if (e instanceof BmpError) return /pixel limit/.test(e.message) ? e.message : `BMP image: ${e.message}`;
   if (e instanceof HeifError) return e.message;
   if (typeof input === 'string') return undefined;

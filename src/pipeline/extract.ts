@@ -7,6 +7,9 @@ import type { Pooling } from '../backbone/convert.ts';
 import type { Preprocessing } from '../backbone/preprocess.ts';
 import { scanDataset, compareCodePoints, SPLIT_ORDER, type ImageEntry, type SplitName } from '../dataset/scan.ts';
 import { DEFAULT_SPLIT, splitImages, type SplitFractions } from '../dataset/split.ts';
+import { graphForCache, runConfig } from './precision.ts';
+import { DEFAULT_PRECISION, type Precision } from '../backbone/quantize.ts';
+import type { DecoderChoice } from '../images/jpeg-fast.ts';
 import { augmentSeed, formatAugmentSpec, isAugmenting, sampleAugmentParams, type AugmentParams, type AugmentSpec } from '../images/augment.ts';
 import { seededRandom } from '../linalg/random.ts';
 import { encodeFeatureArrow } from '../store/arrow.ts';
@@ -51,6 +54,10 @@ export interface ExtractOptions {
   onnxLayout?: 'nchw' | 'nhwc';
   /** Store this many augmented views of each *training* image beside it (val/test untouched). */
   augment?: { spec: AugmentSpec; views: number };
+  /** Conv base precision (default DEFAULT_PRECISION); int8 is calibrated on training images (pipeline/precision.ts). */
+  precision?: Precision;
+  /** Decode path (default: the fast JPEG path where libjpeg-turbo loads). */
+  decoder?: DecoderChoice;
   /** Progress lines, warnings about skipped images (default: silent). */
   log?: Logger;
 }
@@ -77,10 +84,13 @@ const DECODER_VERSION = 1;
 export function cacheDirFor(dataRoot: string, backbone: BackboneConfig, augment?: { spec: string; views: number; seed: number }, root = cacheRoot()): string {
   const key = createHash('sha256').update(JSON.stringify({
     root: dataRoot, w: backbone.weightsHash, layer: backbone.layer, pooling: backbone.pooling, pre: backbone.preprocessing, dec: DECODER_VERSION,
+    // Other pixels or another precision give other features: another cache (sharp + fp32 keep their old key).
+    ...(backbone.decoder && backbone.decoder !== 'sharp' ? { decoder: backbone.decoder } : {}),
+    ...(backbone.precision && backbone.precision !== 'fp32' ? { precision: backbone.precision } : {}),
     ...(augment ? { augment } : {}),
   })).digest('hex').slice(0, 8);
   const dataset = basename(dataRoot).replace(/[^A-Za-z0-9._-]+/g, '_');
-  const suffix = augment ? `-aug${augment.views}` : '';
+  const suffix = (augment ? `-aug${augment.views}` : '') + (backbone.precision === 'int8' ? '-int8' : '');
   return join(root, 'cache', `${dataset}-${backbone.modelId}-${backbone.layer}-${backbone.pooling}${suffix}-${key}`);
 }
 
@@ -136,9 +146,11 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
   }
   const augmentInfo = opts.augment ? { spec: formatAugmentSpec(opts.augment.spec), views: opts.augment.views, seed: opts.seed } : undefined;
   const backbone = await prepareBackbone({ model: opts.model, layer: opts.layer, pooling: opts.pooling, preprocessing: opts.preprocessing, onnxLayout: opts.onnxLayout, log });
-  const cfg = backbone.config;
+  const precision = opts.precision ?? DEFAULT_PRECISION;
+  const cfg = runConfig(backbone, { precision, decoder: opts.decoder });
   const cacheDir = opts.out ?? cacheDirFor(scan.root, cfg, augmentInfo, cacheRoot(opts.cacheRoot));
   const store = RecordStore.open(join(cacheDir, 'records'), cfg.featureDim, log);
+  const onnxPath = await graphForCache(backbone, cacheDir, { precision, decoder: opts.decoder, images, seed: opts.seed, threads: opts.threads, maxPixels: opts.maxPixels, log });
 
   const keys = await hashFiles(images, 8);
   const plans = planViews(images, keys, opts.augment, opts.seed);
@@ -159,7 +171,7 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
   let computedSeconds = 0;
   if (jobs.length > 0) {
     const tx = performance.now();
-    await computeMissing(jobs, missing, backbone.onnxPath, cfg, store, opts);
+    await computeMissing(jobs, missing, onnxPath, cfg, store, opts);
     computedSeconds = (performance.now() - tx) / 1000;
   }
   const tExtract = performance.now();

@@ -13,6 +13,7 @@ import { cpus } from 'node:os';
 import { DEFAULT_MAX_PIXELS } from '../images/limits.ts';
 import { readHeadMeta } from './train.ts';
 import { runBackbone, type BackboneRunOptions } from './run-backbone.ts';
+import { pinnedInt8Graph } from './precision.ts';
 
 export interface Prediction { path: string; label: string; probability: number; probabilities: Record<string, number> }
 export interface PredictFailure { path: string; reason: string }
@@ -79,7 +80,10 @@ export async function predictImages(options: PredictOptions): Promise<{ predicti
   const failures: PredictFailure[] = [...missing];
   const predictions: Prediction[] = [];
   const items = files.map((absPath, i) => ({ absPath, display: displayPath(opts.inputs, absPath, i) }));
-  for await (const results of runBackbone(items, backbone.onnxPath, backbone.config, opts)) {
+  // The head's features came from this decoder and precision: predict must use the same.
+  const decoder = b.decoder && b.decoder !== 'sharp' ? 'fast' as const : 'sharp' as const;
+  const graph = b.precision === 'int8' ? pinnedInt8Graph(meta.cacheDir, backbone.onnxPath) : backbone.onnxPath;
+  for await (const results of runBackbone(items, graph, backbone.config, { ...opts, decoder })) {
     const ok = results.filter((r): r is Extract<typeof r, { features: Float32Array }> => 'features' in r);
     for (const r of results) if ('error' in r) failures.push({ path: r.item.display, reason: r.error });
     if (ok.length === 0) continue;

@@ -2,6 +2,8 @@ import type { BackboneConfig } from '../backbone/backbone.ts';
 import type { OrtFeatureRunner } from '../backbone/ort-runner.ts';
 import { augmentImage, type AugmentParams } from '../images/augment.ts';
 import { decodeAhead, type DecodedImage } from '../images/decode-queue.ts';
+import { resolveDecoder, type DecoderChoice } from '../images/decode.ts';
+import { DecodePool } from '../images/decode-pool.ts';
 
 export interface BackboneRunOptions {
   batch: number;
@@ -9,6 +11,8 @@ export interface BackboneRunOptions {
   workers: number;
   threads: number;
   maxPixels: number;
+  /** Default: the fast JPEG path where available (decode.ts resolveDecoder). */
+  decoder?: DecoderChoice;
 }
 
 /** One finished image view: its features, or why the image could not be used. */
@@ -34,7 +38,10 @@ export async function* runBackbone<T extends BackboneItem>(
   const runner: OrtFeatureRunner = await OrtFeatureRunner.create(onnxPath, [h, w, 3], cfg.featureDim, { threads: opts.threads });
   let batchBuf: Uint8Array = new Uint8Array(opts.batch * per);
   type Decoded = DecodedImage<T>;
-  const images = decodeAhead(items, (item) => item.absPath, cfg.preprocessing, { lookahead: Math.max(opts.workers, opts.batch * 2), maxPixels: opts.maxPixels });
+  const decoder = resolveDecoder(opts.decoder);
+  // Fast path: decode threads of our own (ORT's run() blocks this thread); sharp: the libuv pool.
+  const pool = decoder === 'fast' ? new DecodePool(opts.workers, cfg.preprocessing, opts.maxPixels) : undefined;
+  const images = decodeAhead(items, (item) => item.absPath, cfg.preprocessing, { lookahead: Math.max(opts.workers, opts.batch * 2), maxPixels: opts.maxPixels, decoder, pool });
   let exhausted = false;
   try {
     while (!exhausted) {
@@ -72,6 +79,7 @@ export async function* runBackbone<T extends BackboneItem>(
   } finally {
     await images.return(undefined);
     await runner.release();
+    await pool?.close();
   }
 }
 

@@ -1,0 +1,278 @@
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { encodeModel, type OnnxModel, type OnnxNode, type OnnxTensor } from '../onnx/write.ts';
+import { DataType } from '../onnx/schema.ts';
+import { atInputSize, loadKerasGraph, type PreparedBackbone } from './backbone.ts';
+import { convertKerasGraph } from './convert.ts';
+import { readWeights } from './tfjs-model.ts';
+import { UserError } from '../util/errors.ts';
+import { writeFileAtomic } from '../util/atomic.ts';
+import type { Logger } from '../util/log.ts';
+
+/**
+ * `--precision int8`: the converted conv base with QuantizeLinear/DequantizeLinear (QDQ) pairs that
+ * ONNX Runtime fuses into QLinearConv (u8 activations × s8 weights):
+ * - weights: per output channel, symmetric, int8 (7-bit magnitude by default: on AVX2 without VNNI,
+ *   MLAS's u8s8 kernels add pairs of u8·s8 products in int16, which 8-bit weights can overflow;
+ *   the same reason onnxruntime's own quantizer offers reduce_range);
+ * - biases: int32 at scale (input scale × weight scale), as the QLinearConv fusion requires;
+ * - activations: uint8, asymmetric, ranges = min/max over calibration images (a seeded sample of
+ *   the training images), quantized where they enter a Conv or a pooling node.
+ * The int8 graph is cached beside the fp32 one, keyed by the calibration images and these settings.
+ */
+export type Precision = 'fp32' | 'int8';
+
+/**
+ * fp32, by measurement (data/bench/extract.json, README): int8 ran 2.1x faster end to end and 3.5x in
+ * inference, but its features reached cosine 0.986 to fp32 and three heads moved 0.3-0.4 pt on the
+ * test split, outside the 0.99 / 0.2 pt bar; so it is opt-in.
+ */
+export const DEFAULT_PRECISION: Precision = 'fp32';
+
+/** Bumped when the quantized graph for the same inputs changes. */
+export const QUANTIZE_VERSION = 1;
+
+const INT8 = 3 as DataType;
+
+export interface QuantizeSettings {
+  /** Magnitude bits of the int8 weights (7 avoids u8s8 int16 saturation on AVX2 without VNNI). */
+  weightBits: 7 | 8;
+}
+
+export const DEFAULT_QUANTIZE: QuantizeSettings = { weightBits: 7 };
+
+/** Activation tensors that get a Q/DQ pair: inputs of Conv and pooling nodes. */
+export function quantizedActivations(model: OnnxModel): string[] {
+  const inits = new Set(model.graph.initializers.map((t) => t.name));
+  const out = new Set<string>();
+  for (const n of model.graph.nodes) {
+    if (['Conv', 'GlobalAveragePool', 'GlobalMaxPool', 'MaxPool', 'AveragePool'].includes(n.opType) && !inits.has(n.inputs[0]!)) out.add(n.inputs[0]!);
+  }
+  return [...out];
+}
+
+/** The same graph with extra float outputs (for calibration). */
+export function withExtraOutputs(model: OnnxModel, names: readonly string[]): OnnxModel {
+  return {
+    ...model,
+    graph: {
+      ...model.graph,
+      outputs: [...model.graph.outputs, ...names.map((name) => ({ name, dataType: DataType.FLOAT, shape: ['n', 'c', 'h', 'w'] }))],
+    },
+  };
+}
+
+/**
+ * Activation ranges from calibration batches: min/max, plus a strided sample of each tensor from
+ * which the upper end is chosen to minimise the mean squared quantization error (clipping a few
+ * outliers buys a finer step for everything else: with plain min/max every ReLU6 layer spans
+ * 0..6 and MobileNet's int8 features fell to cosine ~0.96 of fp32).
+ */
+export class RangeObserver {
+  private readonly minMax = new Map<string, [number, number]>();
+  private readonly samples = new Map<string, number[]>();
+
+  constructor(private readonly perBatch = 4096) {}
+
+  observe(name: string, data: Float32Array): void {
+    let lo = Infinity, hi = -Infinity;
+    for (let i = 0; i < data.length; i++) { const v = data[i]!; if (v < lo) lo = v; if (v > hi) hi = v; }
+    const r = this.minMax.get(name);
+    this.minMax.set(name, r ? [Math.min(r[0], lo), Math.max(r[1], hi)] : [lo, hi]);
+    const s = this.samples.get(name) ?? [];
+    const n = Math.min(this.perBatch, data.length);
+    // A prime stride walks across channels and positions instead of one channel's plane.
+    for (let k = 0; k < n; k++) s.push(data[(k * 7919 + s.length) % data.length]!);
+    this.samples.set(name, s);
+  }
+
+  get size(): number { return this.minMax.size; }
+
+  /** [lo, hi] per tensor: lo = min (<= 0), hi = the MSE-optimal clip among 64 candidates up to max. */
+  ranges(): Map<string, [number, number]> {
+    const out = new Map<string, [number, number]>();
+    for (const [name, [lo0, hi0]] of this.minMax) {
+      const lo = Math.min(0, lo0), hi = Math.max(0, hi0);
+      const xs = Float64Array.from(this.samples.get(name) ?? []);
+      if (lo < 0 || xs.length === 0 || hi === 0) { out.set(name, [lo, hi]); continue; } // signed tensors: min/max
+      let best = hi, bestErr = Infinity;
+      for (let c = 64; c >= 1; c--) {
+        const h = (hi * c) / 64;
+        const step = h / 255;
+        let err = 0;
+        for (let i = 0; i < xs.length; i++) {
+          const v = xs[i]!;
+          const q = v >= h ? h : Math.round(v / step) * step;
+          err += (q - v) * (q - v);
+        }
+        if (err < bestErr) { bestErr = err; best = h; }
+      }
+      out.set(name, [lo, best]);
+    }
+    return out;
+  }
+}
+
+function tensor(name: string, dataType: DataType, dims: readonly number[], data: Float32Array | Int32Array | Int8Array | Uint8Array): OnnxTensor {
+  return { name, dataType, dims, raw: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+}
+
+/** uint8 asymmetric scale/zero point covering [min(lo,0), max(hi,0)]. */
+export function activationQuant(lo: number, hi: number): { scale: number; zeroPoint: number } {
+  lo = Math.min(lo, 0);
+  hi = Math.max(hi, 0);
+  const scale = hi - lo > 0 ? (hi - lo) / 255 : 1;
+  const zeroPoint = Math.min(255, Math.max(0, Math.round(-lo / scale)));
+  return { scale, zeroPoint };
+}
+
+/** Insert QDQ pairs for activations (with the given ranges) and quantize Conv weights and biases. */
+export function quantizeQdq(model: OnnxModel, ranges: ReadonlyMap<string, [number, number]>, settings: QuantizeSettings = DEFAULT_QUANTIZE): OnnxModel {
+  const inits = new Map(model.graph.initializers.map((t) => [t.name, t]));
+  const newInits: OnnxTensor[] = [];
+  const nodes: OnnxNode[] = [];
+  const actScale = new Map<string, number>();
+  // Q/DQ pairs right after the producer of each calibrated activation (or at the top for graph inputs).
+  const dqName = (t: string): string => `${t}__dq`;
+  const qdqFor = (t: string): OnnxNode[] => {
+    const r = ranges.get(t);
+    if (!r) return [];
+    // Relu/Clip outputs have min 0, hence zero point 0: ORT then drops the Relu/Clip before the Q.
+    const { scale, zeroPoint } = activationQuant(r[0], r[1]);
+    actScale.set(t, scale);
+    newInits.push(tensor(`${t}__s`, DataType.FLOAT, [], new Float32Array([scale])), tensor(`${t}__z`, DataType.UINT8, [], new Uint8Array([zeroPoint])));
+    return [
+      { opType: 'QuantizeLinear', inputs: [t, `${t}__s`, `${t}__z`], outputs: [`${t}__q`], name: `${t}__quant` },
+      { opType: 'DequantizeLinear', inputs: [`${t}__q`, `${t}__s`, `${t}__z`], outputs: [dqName(t)], name: `${t}__dequant` },
+    ];
+  };
+  const graphInputs = new Set(model.graph.inputs.map((v) => v.name));
+  for (const t of ranges.keys()) if (graphInputs.has(t)) nodes.push(...qdqFor(t));
+  const qmax = 2 ** (settings.weightBits - 1) - 1; // 127 or 63
+  for (const n of model.graph.nodes) {
+    let node = n;
+    const x = n.inputs[0];
+    if (x !== undefined && ranges.has(x) && ['Conv', 'GlobalAveragePool', 'GlobalMaxPool', 'MaxPool', 'AveragePool'].includes(n.opType)) {
+      const inputs = [dqName(x), ...n.inputs.slice(1)];
+      if (n.opType === 'Conv' && inits.has(n.inputs[1]!)) {
+        const w = inits.get(n.inputs[1]!)!;
+        const wf = new Float32Array(w.raw.slice().buffer);
+        const cout = w.dims[0]!;
+        const per = wf.length / cout;
+        const wq = new Int8Array(wf.length);
+        const ws = new Float32Array(cout);
+        const xs = actScale.get(x)!;
+        const bName = n.inputs[2];
+        const bf = bName && inits.has(bName) ? new Float32Array(inits.get(bName)!.raw.slice().buffer) : undefined;
+        for (let o = 0; o < cout; o++) {
+          let m = 0;
+          for (let i = 0; i < per; i++) m = Math.max(m, Math.abs(wf[o * per + i]!));
+          // Dead channels (BN-folded weights ~1e-15) would put the int32 bias scale (xs * ws) so
+          // low that the bias overflows int32: floor the weight scale so the bias fits in 2^30.
+          const s = Math.max(m / qmax, bf ? Math.abs(bf[o]!) / (xs * 2 ** 30) : 0, 1e-30) || 1;
+          ws[o] = s;
+          for (let i = 0; i < per; i++) wq[o * per + i] = Math.max(-qmax, Math.min(qmax, Math.round(wf[o * per + i]! / s)));
+        }
+        const wn = `${w.name}__q8`;
+        newInits.push(tensor(wn, INT8, w.dims, wq), tensor(`${wn}_s`, DataType.FLOAT, [cout], ws), tensor(`${wn}_z`, INT8, [cout], new Int8Array(cout)));
+        nodes.push({ opType: 'DequantizeLinear', inputs: [wn, `${wn}_s`, `${wn}_z`], outputs: [`${wn}_dq`], name: `${wn}_dequant`, attrs: [{ name: 'axis', kind: 'int', value: 0 }] });
+        inputs[1] = `${wn}_dq`;
+        if (bName && bf) {
+          const bs = new Float32Array(cout);
+          const bq = new Int32Array(cout);
+          for (let o = 0; o < cout; o++) { bs[o] = xs * ws[o]!; bq[o] = Math.round(bf[o]! / bs[o]!); }
+          const bn = `${bName}__q32`;
+          newInits.push(tensor(bn, DataType.INT32, [cout], bq), tensor(`${bn}_s`, DataType.FLOAT, [cout], bs), tensor(`${bn}_z`, DataType.INT32, [cout], new Int32Array(cout)));
+          nodes.push({ opType: 'DequantizeLinear', inputs: [bn, `${bn}_s`, `${bn}_z`], outputs: [`${bn}_dq`], name: `${bn}_dequant`, attrs: [{ name: 'axis', kind: 'int', value: 0 }] });
+          inputs[2] = `${bn}_dq`;
+        }
+      }
+      node = { ...n, inputs };
+    }
+    nodes.push(node);
+    for (const o of n.outputs) if (ranges.has(o)) nodes.push(...qdqFor(o));
+  }
+  // Drop the float weights/biases no node reads any more.
+  const used = new Set(nodes.flatMap((n) => n.inputs));
+  const initializers = [...model.graph.initializers.filter((t) => used.has(t.name)), ...newInits];
+  return { ...model, graph: { ...model.graph, nodes, initializers } };
+}
+
+/** The fp32 graph of a prepared TF.js backbone as an OnnxModel (re-converted: deterministic and cheap). */
+export async function convertedModel(b: PreparedBackbone): Promise<OnnxModel> {
+  if (b.config.modelFormat !== 'tfjs-layers') throw new UserError('--precision int8 is available for TF.js layers models (converted by convcache); run foreign .onnx models with --precision fp32');
+  const { layer, pooling, preprocessing } = b.config;
+  const { graph } = atInputSize(loadKerasGraph(b.resolved.location), preprocessing.size, layer);
+  const weights = await readWeights(b.resolved.location);
+  return convertKerasGraph(graph, weights, {
+    layer, pooling, preprocessing,
+    metadata: { 'convcache.model': b.config.modelId, 'convcache.weightsHash': b.config.weightsHash, 'convcache.layer': layer, 'convcache.pooling': pooling },
+  }).model;
+}
+
+export interface Int8Options {
+  /** Calibration images as model-input pixels (H*W*3 each), produced on demand. */
+  calibration: { keys: readonly string[]; pixels: () => AsyncIterable<Uint8Array> };
+  threads: number;
+  settings?: QuantizeSettings;
+  log: Logger;
+}
+
+/** Path of the int8 graph beside the fp32 one, for these calibration images and settings. */
+export function int8PathFor(onnxPath: string, calibrationKeys: readonly string[], settings: QuantizeSettings = DEFAULT_QUANTIZE): string {
+  const key = createHash('sha256').update(JSON.stringify({ v: QUANTIZE_VERSION, settings, calib: [...calibrationKeys].sort() })).digest('hex').slice(0, 12);
+  return onnxPath.replace(/\.onnx$/, '') + `-int8-${key}.onnx`;
+}
+
+/** Calibrate and write the int8 graph (or reuse the cached one); returns its path. */
+export async function prepareInt8(b: PreparedBackbone, opts: Int8Options): Promise<string> {
+  const settings = opts.settings ?? DEFAULT_QUANTIZE;
+  const path = int8PathFor(b.onnxPath, opts.calibration.keys, settings);
+  if (existsSync(path)) return path;
+  const model = await convertedModel(b);
+  const acts = quantizedActivations(model);
+  opts.log.info(`int8: calibrating ${acts.length} activation ranges on ${opts.calibration.keys.length} training images ...`);
+  const images: Uint8Array[] = [];
+  for await (const px of opts.calibration.pixels()) images.push(px);
+  const size = b.config.preprocessing.size;
+  const ranges = await calibrate(model, acts, size, images, opts.threads);
+  writeFileAtomic(path, encodeModel(quantizeQdq(model, ranges, settings)));
+  return path;
+}
+
+/** Run `model` over the images in batches of 16, handing each batch's named outputs to `each`. */
+async function runBatches(model: OnnxModel, outputs: readonly string[], size: readonly [number, number], images: readonly Uint8Array[], threads: number,
+  each: (out: Record<string, Float32Array>, shapes: Record<string, readonly number[]>) => void): Promise<void> {
+  const ort = await import('onnxruntime-node');
+  // 'basic': no QDQ fusion, so a quantized graph runs as its exact float simulation.
+  const session = await ort.InferenceSession.create(encodeModel(withExtraOutputs(model, outputs)), { intraOpNumThreads: threads, graphOptimizationLevel: 'basic' });
+  const [h, w] = size;
+  const per = h * w * 3;
+  const B = 16;
+  const batch = new Uint8Array(B * per);
+  try {
+    for (let s = 0; s < images.length; s += B) {
+      const n = Math.min(B, images.length - s);
+      for (let i = 0; i < n; i++) batch.set(images[s + i]!, i * per);
+      const out = await session.run({ [session.inputNames[0]!]: new ort.Tensor('uint8', batch.subarray(0, n * per), [n, h, w, 3]) }, outputs as string[]);
+      each(Object.fromEntries(outputs.map((o) => [o, out[o]!.data as Float32Array])), Object.fromEntries(outputs.map((o) => [o, out[o]!.dims])));
+    }
+  } finally {
+    await session.release();
+  }
+}
+
+/** Min/max (and an MSE-optimal clip) of each activation over the calibration images, on the fp32 graph. */
+export async function calibrate(model: OnnxModel, acts: readonly string[], size: readonly [number, number], images: readonly Uint8Array[], threads: number): Promise<Map<string, [number, number]>> {
+  const obs = new RangeObserver();
+  await runBatches(model, acts, size, images, threads, (out) => { for (const a of acts) obs.observe(a, out[a]!); });
+  if (obs.size === 0) throw new UserError('int8 calibration needs at least one decodable training image');
+  return obs.ranges();
+}
+
+/** Cosine similarity of two feature rows (the int8 fidelity measure). */
+export function cosine(a: Float32Array, b: Float32Array): number {
+  let ab = 0, aa = 0, bb = 0;
+  for (let i = 0; i < a.length; i++) { ab += a[i]! * b[i]!; aa += a[i]! * a[i]!; bb += b[i]! * b[i]!; }
+  return aa === 0 || bb === 0 ? (aa === bb ? 1 : 0) : ab / Math.sqrt(aa * bb);
+}

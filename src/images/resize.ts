@@ -1,0 +1,183 @@
+import type { Preprocessing } from '../backbone/preprocess.ts';
+import { wasmResizer } from './resize-wasm.ts';
+
+/**
+ * Separable, antialiased resampling of 8-bit RGB images (Pillow's ImagingResample scheme: the
+ * filter is stretched by the scale factor when shrinking, weights normalised per output pixel).
+ * Used by the fast JPEG path after a DCT-scaled decode, where the remaining factor is below 2 and
+ * each output pixel needs only a few taps per axis.
+ */
+export type ResizeKernel = Preprocessing['kernel'];
+
+interface Filter { support: number; f: (x: number) => number }
+
+function sinc(x: number): number {
+  if (x === 0) return 1;
+  const p = Math.PI * x;
+  return Math.sin(p) / p;
+}
+
+function bicubic(b: number, c: number): (x: number) => number {
+  return (x) => {
+    x = Math.abs(x);
+    if (x < 1) return ((12 - 9 * b - 6 * c) * x ** 3 + (-18 + 12 * b + 6 * c) * x ** 2 + (6 - 2 * b)) / 6;
+    if (x < 2) return ((-b - 6 * c) * x ** 3 + (6 * b + 30 * c) * x ** 2 + (-12 * b - 48 * c) * x + (8 * b + 24 * c)) / 6;
+    return 0;
+  };
+}
+
+/** The same kernel names as sharp's resize (cubic = Catmull-Rom, mitchell = B = C = 1/3). */
+const FILTERS: Record<ResizeKernel, Filter> = {
+  nearest: { support: 0.5, f: (x) => (x > -0.5 && x <= 0.5 ? 1 : 0) },
+  linear: { support: 1, f: (x) => Math.max(0, 1 - Math.abs(x)) },
+  cubic: { support: 2, f: bicubic(0, 0.5) },
+  mitchell: { support: 2, f: bicubic(1 / 3, 1 / 3) },
+  lanczos2: { support: 2, f: (x) => (Math.abs(x) < 2 ? sinc(x) * sinc(x / 2) : 0) },
+  lanczos3: { support: 3, f: (x) => (Math.abs(x) < 3 ? sinc(x) * sinc(x / 3) : 0) },
+};
+
+/** Per output index: first source index and normalised weights (fixed tap count, zero padded). */
+interface Taps { start: Int32Array; weights: Float32Array; taps: number }
+
+const tapCache = new Map<string, Taps>();
+
+function computeTaps(inSize: number, outSize: number, kernel: ResizeKernel): Taps {
+  const key = `${inSize}:${outSize}:${kernel}`;
+  const hit = tapCache.get(key);
+  if (hit) return hit;
+  const filter = FILTERS[kernel];
+  const scale = inSize / outSize;
+  const fscale = Math.max(1, scale);
+  const support = filter.support * fscale;
+  // A fixed tap count per output keeps the inner loops simple; windows near the edges are
+  // shifted inwards and padded with zero weights, so every read stays inside the image.
+  const taps = Math.min(inSize, Math.ceil(support) * 2 + 1);
+  const start = new Int32Array(outSize);
+  const weights = new Float32Array(outSize * taps);
+  const w = new Float64Array(Math.ceil(support) * 2 + 2);
+  for (let x = 0; x < outSize; x++) {
+    const center = (x + 0.5) * scale;
+    const lo = Math.max(0, Math.floor(center - support + 0.5));
+    const hi = Math.max(lo + 1, Math.min(inSize, Math.floor(center + support + 0.5)));
+    let sum = 0;
+    for (let j = lo; j < hi; j++) sum += (w[j - lo] = filter.f((j - center + 0.5) / fscale));
+    if (sum === 0) { w.fill(0); w[0] = 1; sum = 1; }
+    const st = Math.max(0, Math.min(lo, inSize - taps));
+    start[x] = st;
+    for (let j = lo; j < hi; j++) weights[x * taps + (j - st)] = w[j - lo]! / sum;
+  }
+  const t = { start, weights, taps };
+  if (tapCache.size > 64) tapCache.clear();
+  tapCache.set(key, t);
+  return t;
+}
+
+/** Resize packed RGB (sw x sh) to (dw x dh). Returns dw*dh*3 bytes. */
+export function resizeRgb(src: Uint8Array, sw: number, sh: number, dw: number, dh: number, kernel: ResizeKernel): Uint8Array {
+  if (sw === dw && sh === dh) return src;
+  const tx = computeTaps(sw, dw, kernel);
+  const ty = computeTaps(sh, dh, kernel);
+  // Horizontal pass first only over the source rows the vertical pass reads, then vertical.
+  const mid = new Float32Array(sh * dw * 3);
+  horizontal(src, mid, sh, sw * 3, dw, tx.start, tx.weights, tx.taps);
+  const out = new Uint8Array(dw * dh * 3);
+  vertical(mid, out, dh, dw * 3, ty.start, ty.weights, ty.taps);
+  return out;
+}
+
+function horizontal(src: Uint8Array, mid: Float32Array, rows: number, srcStride: number, dw: number, start: Int32Array, weights: Float32Array, taps: number): void {
+  for (let y = 0; y < rows; y++) {
+    const row = y * srcStride;
+    let o = y * dw * 3;
+    for (let x = 0; x < dw; x++) {
+      let r = 0, g = 0, b = 0;
+      let s = row + start[x]! * 3;
+      let wi = x * taps;
+      const wend = wi + taps;
+      while (wi < wend) {
+        const wt = weights[wi++]!;
+        r += src[s]! * wt; g += src[s + 1]! * wt; b += src[s + 2]! * wt;
+        s += 3;
+      }
+      mid[o++] = r; mid[o++] = g; mid[o++] = b;
+    }
+  }
+}
+
+function vertical(mid: Float32Array, out: Uint8Array, dh: number, stride: number, start: Int32Array, weights: Float32Array, taps: number): void {
+  const acc = new Float32Array(stride);
+  for (let y = 0; y < dh; y++) {
+    acc.fill(0);
+    const s0 = start[y]! * stride;
+    for (let k = 0; k < taps; k++) {
+      const wt = weights[y * taps + k]!;
+      if (wt === 0) continue;
+      const base = s0 + k * stride;
+      for (let i = 0; i < stride; i++) acc[i] += mid[base + i]! * wt;
+    }
+    const orow = y * stride;
+    for (let i = 0; i < stride; i++) {
+      const v = acc[i]!;
+      // Round and clamp (ringing kernels overshoot).
+      out[orow + i] = v <= 0 ? 0 : v >= 255 ? 255 : (v + 0.5) | 0;
+    }
+  }
+}
+
+/**
+ * The same resize on WebAssembly SIMD (resize-wasm.ts), with the source decoded straight into the
+ * kernel's memory: `input(sw, sh)` gives the buffer to fill, `resize(...)` returns a fresh output.
+ * Vertical pass first; one instance per thread (it owns its memory). Falls back to resizeRgb.
+ */
+export class Resizer {
+  private readonly k = wasmResizer();
+  private scratch = new Uint8Array(0);
+
+  get simd(): boolean { return this.k !== null; }
+
+  private layout(sw: number, sh: number, dw: number, dh: number, taps: number[]) {
+    const src = 0;
+    const midStride = Math.ceil((sw * 3 + 1) / 16) * 16; // floats per mid row (room for the 4th lane)
+    const mid = align64(src + sw * sh * 3 + 64);
+    const out = align64(mid + dh * midStride * 4 + 64);
+    const vw = align64(out + dw * dh * 3 + 64);
+    const hs = align64(vw + dh * taps[1]! * 4);
+    const hw = align64(hs + dw * 4);
+    return { src, mid, midStride, out, vw, hs, hw, end: hw + dw * taps[0]! * 4 };
+  }
+
+  /** A buffer of sw*sh*3 bytes to decode the source into. */
+  input(sw: number, sh: number): Uint8Array {
+    if (!this.k) {
+      if (this.scratch.length < sw * sh * 3) this.scratch = new Uint8Array(sw * sh * 3);
+      return this.scratch.subarray(0, sw * sh * 3);
+    }
+    // Only the source here: resize() grows the memory for the rest (growing keeps the contents).
+    this.k.reserve(sw * sh * 3 + 64);
+    return new Uint8Array(this.k.memory.buffer, 0, sw * sh * 3);
+  }
+
+  /** Resize the image last written to input(sw, sh). */
+  resize(sw: number, sh: number, dw: number, dh: number, kernel: ResizeKernel): Uint8Array {
+    if (!this.k) return resizeRgb(this.scratch.subarray(0, sw * sh * 3), sw, sh, dw, dh, kernel).slice();
+    const tx = computeTaps(sw, dw, kernel);
+    const ty = computeTaps(sh, dh, kernel);
+    const L = this.layout(sw, sh, dw, dh, [tx.taps, ty.taps]);
+    this.k.reserve(L.end);
+    const buf = this.k.memory.buffer;
+    new Float32Array(buf, L.vw, ty.weights.length).set(ty.weights);
+    new Float32Array(buf, L.hw, tx.weights.length).set(tx.weights);
+    const hs = new Int32Array(buf, L.hs, dw);
+    for (let x = 0; x < dw; x++) hs[x] = tx.start[x]! * 12;
+    const rowBytes = sw * 3;
+    for (let y = 0; y < dh; y++) {
+      this.k.vrow(L.mid + y * L.midStride * 4, L.src + ty.start[y]! * rowBytes, rowBytes, L.vw + y * ty.taps * 4, ty.taps, rowBytes);
+    }
+    for (let y = 0; y < dh; y++) {
+      this.k.hrow(L.out + y * dw * 3, L.mid + y * L.midStride * 4, dw, L.hs, L.hw, tx.taps);
+    }
+    return new Uint8Array(buf, L.out, dw * dh * 3).slice();
+  }
+}
+
+function align64(n: number): number { return Math.ceil(n / 64) * 64; }

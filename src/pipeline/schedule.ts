@@ -1,0 +1,19 @@
+import { cpus } from 'node:os';
+
+/**
+ * How decode and inference share the cores. ONNX Runtime's run() blocks the JS thread, so decoding
+ * runs on threads of its own (images/decode-pool.ts) and overlaps it; ORT's threads do not spin
+ * (ort-runner.ts), so a core they leave idle is the decoders' at once.
+ *
+ * autoSchedule (the bench's reference point; extract defaults to --threads = --workers = cores): ORT
+ * gets every core and half as many decode threads run beside it. Measured on the shared
+ * 2-core machine (3000 images, whole `extract` process, back to back): fp32 workers 1: 20.9 s and
+ * 16.0 s, workers 2: 16.9 s and 16.9 s; int8 workers 1: 12.1 s, workers 2: 13.1 s — within that
+ * machine's noise, so the cheaper one: libjpeg-turbo + the SIMD resize cost ~1-2 ms of CPU per image
+ * against ~6-8 ms for the conv base. `npm run bench -- --schedule-images N` times the alternatives.
+ */
+export interface Schedule { threads: number; workers: number }
+
+export function autoSchedule(cores = cpus().length): Schedule {
+  return { threads: Math.max(1, cores), workers: Math.max(1, Math.floor(cores / 2)) };
+}

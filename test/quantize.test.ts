@@ -1,0 +1,131 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { prepareBackbone } from '../src/backbone/backbone.ts';
+import { encodeModel } from '../src/onnx/write.ts';
+import { OrtFeatureRunner } from '../src/backbone/ort-runner.ts';
+import {
+  activationQuant, calibrate, convertedModel, cosine, quantizedActivations, quantizeQdq, RangeObserver,
+} from '../src/backbone/quantize.ts';
+import { calibrationSample } from '../src/pipeline/precision.ts';
+import { decodeForModel } from '../src/images/decode.ts';
+import { silentLogger } from '../src/util/log.ts';
+import { SHARED_DATA } from './helpers.ts';
+
+async function pixels(split: 'train' | 'test', perClass: number, skip = 0): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = [];
+  const pre = (await prepareBackbone({ model: 'mobilenet_v1_0.75_224', log: silentLogger })).config.preprocessing;
+  for (const cls of ['cats', 'dogs']) {
+    const dir = join(SHARED_DATA(), split, cls);
+    for (const f of readdirSync(dir).sort().slice(skip, skip + perClass)) out.push(await decodeForModel(readFileSync(join(dir, f)), pre, { maxPixels: 1e8 }));
+  }
+  return out;
+}
+
+test('activation quantization: zero point 0 for ReLU outputs, asymmetric otherwise; MSE clip', () => {
+  assert.deepEqual(activationQuant(0, 6), { scale: 6 / 255, zeroPoint: 0 });
+  const q = activationQuant(-1, 1);
+  assert.ok(Math.abs(q.scale - 2 / 255) < 1e-9);
+  assert.equal(q.zeroPoint, 128);
+  // Ranges: lo = min (never above 0), hi within (0, max]; signed tensors keep min/max.
+  const obs = new RangeObserver(4096);
+  obs.observe('relu', Float32Array.from({ length: 20_000 }, (_, i) => ((i * 37) % 1000) / 250));
+  obs.observe('signed', Float32Array.from({ length: 20_000 }, (_, i) => ((i * 37) % 1000) / 500 - 1));
+  const r = obs.ranges();
+  const [lo, hi] = r.get('relu')!;
+  assert.equal(lo, 0);
+  assert.ok(hi > 3 && hi <= 3.996, `relu range hi ${hi}`);
+  assert.deepEqual(r.get('signed'), [-1, Math.fround(0.998)]);
+});
+
+test('int8 QDQ conv base: per-channel int8 weights, int32 biases, ORT runs it; features close to fp32 (real photos)', async () => {
+  const b = await prepareBackbone({ model: 'mobilenet_v1_0.75_224', log: silentLogger });
+  const model = await convertedModel(b);
+  const acts = quantizedActivations(model);
+  assert.ok(acts.length >= 27, `quantized activations ${acts.length}`);
+  // Small calibration for the test (extract uses 200 seeded training images).
+  const ranges = await calibrate(model, acts, [224, 224], await pixels('train', 8), 2);
+  const q = quantizeQdq(model, ranges, { weightBits: 8 });
+  const types = new Map<string, number>();
+  for (const n of q.graph.nodes) types.set(n.opType, (types.get(n.opType) ?? 0) + 1);
+  assert.equal(types.get('QuantizeLinear'), acts.length);
+  const convs = types.get('Conv')!;
+  assert.ok((types.get('DequantizeLinear') ?? 0) >= acts.length + convs, 'weights and biases are dequantized from int8/int32');
+  const int8Weights = q.graph.initializers.filter((t) => t.name.endsWith('__q8'));
+  assert.equal(int8Weights.length, convs);
+  assert.ok(int8Weights.every((t) => (t.dataType as number) === 3), 'weights stored as int8');
+  // Smaller file: int8 weights replace the float ones.
+  assert.ok(encodeModel(q).length < encodeModel(model).length / 2.5);
+
+  const test = await pixels('test', 4);
+  const per = 224 * 224 * 3;
+  const batch = new Uint8Array(test.length * per);
+  test.forEach((p, i) => batch.set(p, i * per));
+  const D = b.config.featureDim;
+  const r32 = await OrtFeatureRunner.create(b.onnxPath, [224, 224, 3], D, { threads: 2 });
+  const r8 = await OrtFeatureRunner.create(encodeModel(q), [224, 224, 3], D, { threads: 2 });
+  try {
+    const f32 = await r32.run(batch, test.length);
+    const f8 = await r8.run(batch, test.length);
+    const cos = test.map((_, i) => cosine(f32.subarray(i * D, (i + 1) * D), f8.subarray(i * D, (i + 1) * D)));
+    const mean = cos.reduce((a, c) => a + c, 0) / cos.length;
+    // Measured on the full default split (npm run bench): mean cosine in data/bench/extract.json.
+    assert.ok(mean >= 0.97, `mean cosine int8 vs fp32 ${mean} (${cos.map((c) => c.toFixed(3)).join(', ')})`);
+    assert.ok(Math.min(...cos) >= 0.95, `min cosine ${Math.min(...cos)}`);
+    // And not trivially equal: the int8 graph really computes differently.
+    assert.ok(mean < 0.99999);
+  } finally {
+    await r32.release();
+    await r8.release();
+  }
+});
+
+test('calibration sample: seeded, training images only, stable when images are added', () => {
+  const imgs = Array.from({ length: 50 }, (_, i) => ({ path: `c/${i}.jpg`, absPath: `/x/c/${i}.jpg`, className: 'c', split: (i % 5 === 0 ? 'test' : 'train') as 'train' | 'test' }));
+  const a = calibrationSample(imgs as any, 42, 10);
+  assert.equal(a.length, 10);
+  assert.ok(a.every((i) => i.split === 'train'));
+  assert.deepEqual(calibrationSample(imgs as any, 42, 10), a);
+  assert.notDeepEqual(calibrationSample(imgs as any, 7, 10).map((i) => i.path), a.map((i) => i.path));
+  const more = [...imgs, { path: 'c/zz.jpg', absPath: '/x/c/zz.jpg', className: 'c', split: 'train' as const }];
+  const overlap = calibrationSample(more as any, 42, 10).filter((i) => a.some((j) => j.path === i.path)).length;
+  assert.ok(overlap >= 9);
+});
+
+test('extract --precision int8: own cache, pinned calibration, re-run reuses all; predict reproduces it', async () => {
+  const { extractFeatures, cacheDirFor } = await import('../src/pipeline/extract.ts');
+  const { trainHead, saveTrainedHead } = await import('../src/pipeline/train.ts');
+  const { predictImages } = await import('../src/pipeline/predict.ts');
+  const { loadFeatureCache } = await import('../src/store/read.ts');
+  const { makeSubset, removeDir, tempDir } = await import('./helpers.ts');
+  const { readFileSync: read } = await import('node:fs');
+  const dir = tempDir('int8');
+  try {
+    const data = makeSubset(join(dir, 'data'), { train: 8, test: 3 });
+    const out = join(dir, 'cache');
+    const o = { data, out, model: 'mobilenet_v1_0.75_224', split: { train: 0.8, val: 0.1, test: 0.1 }, seed: 42, batch: 8, workers: 1, threads: 2, maxPixels: 1e8, quiet: true, log: silentLogger, precision: 'int8' as const };
+    const { manifest } = await extractFeatures(o);
+    assert.equal(manifest.backbone.precision, 'int8');
+    assert.match(manifest.backbone.decoder!, /libjpeg-turbo/);
+    const pin = JSON.parse(read(join(out, 'int8-calibration.json'), 'utf8'));
+    assert.equal(pin.paths.length, 16); // every training image (fewer than 200)
+    assert.notEqual(cacheDirFor(data, manifest.backbone), cacheDirFor(data, { ...manifest.backbone, precision: 'fp32' }));
+    assert.match(cacheDirFor(data, manifest.backbone), /-int8-/);
+    const again = await extractFeatures(o);
+    assert.equal(again.manifest.timings.computed, 0);
+    assert.equal(again.manifest.files.arrowSha256, manifest.files.arrowSha256);
+    const trained = await trainHead({ cache: out, kind: 'logreg', valFraction: 0 });
+    const { path: headPath } = await saveTrainedHead(trained);
+    const cache = loadFeatureCache(out);
+    const test = cache.splits.test!;
+    const P = await trained.head.predictProba(test.X);
+    const { predictions } = await predictImages({ head: headPath, inputs: test.paths.map((p) => join(data, p)), batch: 4, workers: 1, threads: 2, maxPixels: 1e8, log: silentLogger });
+    predictions.forEach((p, i) => {
+      const best = P.data[i * 2 + 1]! > P.data[i * 2]! ? 1 : 0;
+      assert.ok(Math.abs(p.probability - P.data[i * 2 + best]!) < 1e-5, `${p.path}: ${p.probability}`);
+    });
+  } finally {
+    removeDir(dir);
+  }
+});
