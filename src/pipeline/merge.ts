@@ -1,6 +1,4 @@
-import { cpus } from 'node:os';
 import type { Pooling } from '../backbone/convert.ts';
-import { DEFAULT_MAX_PIXELS } from '../images/decode.ts';
 import { parseAugmentSpec } from '../images/augment.ts';
 import type { Logger } from '../util/log.ts';
 import { extractFeatures, type ExtractResult } from './extract.ts';
@@ -22,8 +20,6 @@ export async function mergeShards(opts: MergeOptions): Promise<ExtractResult> {
     data: o.data, out: opts.out, model: o.model, ...(o.layer ? { layer: o.layer } : {}), ...(o.pooling ? { pooling: o.pooling as Pooling } : {}),
     ...(o.preprocessing ? { preprocessing: o.preprocessing } : {}), ...(o.onnxLayout ? { onnxLayout: o.onnxLayout } : {}),
     split: o.split, seed: o.seed, ...(o.augment ? { augment: { spec: parseAugmentSpec(o.augment.spec), views: o.augment.views } } : {}),
-    // Nothing runs through the conv base during a merge; these only satisfy the options type.
-    batch: 1, workers: Math.max(1, cpus().length), threads: 1, maxPixels: DEFAULT_MAX_PIXELS,
     quiet: opts.quiet ?? false, log: opts.log, merge: { backbone: run.backbone, shards: run.shards },
   });
 }
