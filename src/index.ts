@@ -7,7 +7,8 @@
 
 // Feature extraction (the fast path) and the cache it writes.
 export { extractFeatures, type ExtractOptions, type ExtractResult } from './pipeline/extract.ts';
-export { openFeatureCache, loadFeatureCache, type FeatureCache, type SplitData } from './store/read.ts';
+export { openFeatureCache, loadFeatureCache, readFeatureCache, iterateSplit, type FeatureCache, type FeatureCacheReader, type LoadOptions, type SplitData } from './store/read.ts';
+export { mergeShards, type MergeOptions } from './pipeline/merge.ts';
 export type { Manifest, SplitCounts } from './store/manifest.ts';
 export type { SplitName } from './dataset/scan.ts';
 export type { SplitFractions } from './dataset/split.ts';

@@ -11,9 +11,9 @@ import { DEFAULT_MODEL } from '../backbone/registry.ts';
 
 export const command = defineCommand({
   name: 'bench',
-  summary: 'measure speed and memory: extract (default), heads, finetune, finetune-step (ms per training step, ORT vs TF.js), startup (convcache --help and a no-op extract); prints JSON and writes data/bench/<name>.json (in a checkout; else <cache root>/bench/)',
-  usage: 'convcache bench [extract|heads|finetune|finetune-step|startup] [options]',
-  positionals: { name: 'WHICH', description: 'extract | heads | finetune | finetune-step | startup (default extract)' },
+  summary: 'measure speed and memory: extract (default), heads, finetune, finetune-step (ms per training step, ORT vs TF.js), startup (convcache --help and a no-op extract), scale (memory at 5k/100k images, shards, 200k-row compare); prints JSON and writes data/bench/<name>.json (in a checkout; else <cache root>/bench/)',
+  usage: 'convcache bench [extract|heads|finetune|finetune-step|startup|scale] [options]',
+  positionals: { name: 'WHICH', description: 'extract | heads | finetune | finetune-step | startup | scale (default extract)' },
   flags: {
     data: { type: 'string', metavar: 'DIR', description: 'dataset (default: the mirror\'s cats-vs-dogs)' },
     model: { type: 'string', metavar: 'MODEL', description: 'backbone', default: DEFAULT_MODEL },
@@ -29,6 +29,10 @@ export const command = defineCommand({
     heads: { type: 'list', metavar: 'LIST', description: 'heads to bench (heads bench)' },
     engine: { type: 'string', metavar: 'NAME', description: 'finetune bench: where the trainable top trains (ort | tfjs); results go to finetune.json / finetune-tfjs.json', default: 'ort' },
     runs: { type: 'number', metavar: 'N', description: 'startup bench: timed runs per command (median reported)', default: 7 },
+    parts: { type: 'list', metavar: 'LIST', description: 'scale bench: extract,shards,approx,compare', default: 'extract,shards,approx,compare' },
+    sizes: { type: 'list', metavar: 'N,N', description: 'scale bench: synthetic image folder sizes', default: '5000,100000' },
+    rows: { type: 'number', metavar: 'N', description: 'scale bench: rows of the synthetic feature cache for compare', default: 200000 },
+    dim: { type: 'number', metavar: 'D', description: 'scale bench: feature width of the synthetic cache', default: 768 },
     'cache-root': cacheRootFlag,
   },
 }, async ({ flags, positionals }) => {
@@ -56,11 +60,18 @@ export const command = defineCommand({
   } else if (which === 'finetune-step') {
     const { benchTrainStep } = await import('../bench/finetune.ts');
     result = { benchmark: 'finetune-step', date: new Date().toISOString(), rows: await benchTrainStep({ steps: 5, log }) };
+  } else if (which === 'scale') {
+    const { benchScale } = await import('../bench/scale.ts');
+    result = await benchScale({
+      parts: flags.parts, sizes: flags.sizes.map((v) => intInRange('sizes', Number(v), 100, 10_000_000)),
+      rows: intInRange('rows', flags.rows, 1000, 10_000_000), dim: intInRange('dim', flags.dim, 2, 8192), heads: flags.heads ?? ['all'], log,
+      resultsDir: benchResultsDir(flags['cache-root']),
+    });
   } else if (which === 'startup') {
     const { benchStartup } = await import('../bench/startup.ts');
     result = await benchStartup({ data: flags.data, runs: intInRange('runs', flags.runs, 1, 100), log });
   } else {
-    throw new UserError(`unknown benchmark '${which}' (extract, heads, finetune, finetune-step, startup)`);
+    throw new UserError(`unknown benchmark '${which}' (extract, heads, finetune, finetune-step, startup, scale)`);
   }
   const json = JSON.stringify(result, null, 2);
   writeFileAtomic(join(benchResultsDir(flags['cache-root']), `${name}.json`), json + '\n');

@@ -19,5 +19,6 @@ export const COMMANDS: readonly CommandEntry[] = [
   { name: 'compare', summary: 'train every head on one split of a cache and write report.{json,md,html}', load: () => import('./compare.ts') },
   { name: 'predict', summary: 'classify images with a trained head (or a fine-tuned model)', load: () => import('./predict.ts') },
   { name: 'finetune', summary: 'dense head on the frozen base with augmentation, then fine-tune the top blocks', load: () => import('./finetune.ts') },
+  { name: 'merge', summary: 'after a sharded extract (--shard K/N), write the cache files from every shard\'s records', load: () => import('./merge.ts') },
   { name: 'bench', summary: 'measure speed and memory (extract, heads, finetune, finetune-step, startup)', load: () => import('./bench.ts') },
 ];

@@ -3,7 +3,7 @@ import { cacheRootFlag, defineCommand } from './command.ts';
 import { classWeight, intInRange, oneOf, optionalInt, seed, valFraction } from './validate.ts';
 import { consoleLogger } from '../util/log.ts';
 import { cacheRoot } from '../util/paths.ts';
-import { defaultCacheDir } from '../store/read.ts';
+import { defaultCacheDir, loadFeatureCache, parseMemory } from '../store/read.ts';
 import type { TuneMode } from '../eval/tune.ts';
 import { COMPARE_ROWS, compareHeads, resolveHeadList } from '../pipeline/compare.ts';
 import { DEFAULT_VAL_FRACTION } from '../pipeline/train.ts';
@@ -25,6 +25,8 @@ export const command = defineCommand({
     'class-weight': { type: 'string', metavar: 'MODE', description: 'none | balanced', default: 'none' },
     'save-heads': { type: 'string', metavar: 'WHICH', description: 'keep trained heads in <cache>/heads/ for predict: best | all | none', default: 'best' },
     'extra-rows': { type: 'string', metavar: 'FILE', description: 'more report rows (JSON; e.g. fine-tuned models) — default <cache>/report/extra-rows.json when present' },
+    'max-memory': { type: 'string', metavar: 'SIZE', description: 'refuse to load a cache larger than this (e.g. 8G; default CONVCACHE_MAX_MEMORY or half of RAM)' },
+    'max-rows': { type: 'number', metavar: 'N', description: 'train on a seeded random subsample of at most N training rows (val/test untouched)' },
     quiet: { type: 'boolean', description: 'no progress lines on stderr' },
   },
 }, async ({ flags }) => {
@@ -34,7 +36,10 @@ export const command = defineCommand({
   let tune: false | TuneMode = flags.tune ? { by: 'val' } : false;
   if (flags['tune-cv'] !== undefined) tune = { by: 'cv', folds: intInRange('tune-cv', flags['tune-cv'], 2, 50) };
   const { report, outDir } = await compareHeads({
-    cache: flags.cache ?? defaultCacheDir(root),
+    cache: loadFeatureCache(flags.cache ?? defaultCacheDir(root), {
+      ...(flags['max-memory'] !== undefined ? { maxMemoryBytes: parseMemory(flags['max-memory']) } : {}),
+      ...(flags['max-rows'] !== undefined ? { maxRows: intInRange('max-rows', flags['max-rows'], 1, 2 ** 31 - 1) } : {}), seed: seed(flags.seed),
+    }),
     out: flags.out,
     heads,
     cv: optionalInt('cv', flags.cv, 2, 50),

@@ -4,7 +4,8 @@ import { batchSize, intInRange, maxPixels, oneOf, optionalInt, seed, threads, wo
 import { UserError } from '../util/errors.ts';
 import { consoleLogger } from '../util/log.ts';
 import { parseSplitFractions } from '../dataset/split.ts';
-import { extractFeatures } from '../pipeline/extract.ts';
+import { extractFeatures, type ExtractOptions } from '../pipeline/extract.ts';
+import { extractShard, resolveShard } from '../pipeline/shard.ts';
 import { DEFAULT_MODEL } from '../backbone/registry.ts';
 import { DEFAULT_MAX_PIXELS } from '../images/limits.ts';
 import type { Preprocessing } from '../backbone/preprocess.ts';
@@ -61,6 +62,8 @@ export const command = defineCommand({
     views: { type: 'number', metavar: 'K', description: 'augmented views per training image (with --augment)', default: 0 },
     precision: { type: 'string', metavar: 'P', description: 'conv base precision: fp32 | int8 (int8: quantized, calibrated on 200 seeded training images; its own cache)', default: DEFAULT_PRECISION },
     decoder: { type: 'string', metavar: 'D', description: 'fast (JPEGs via libjpeg-turbo, the rest via sharp) | sharp (everything via sharp); each its own cache', default: 'fast' },
+    shard: { type: 'string', metavar: 'K/N', description: 'run only shard K (0..N-1) of N into a shared --out; then `convcache merge --out DIR` (README "Scaling out")' },
+    shards: { type: 'number', metavar: 'N', description: 'shard count when the index comes from JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID or AWS_BATCH_JOB_ARRAY_INDEX' },
     quiet: { type: 'boolean', description: 'no progress output' },
   },
 }, async ({ flags }) => {
@@ -84,7 +87,8 @@ export const command = defineCommand({
     ...(flags.interpolation !== undefined ? { kernel: KERNEL[oneOf('interpolation', flags.interpolation, ['bilinear', 'bicubic', 'nearest', 'lanczos'] as const)] } : {}),
     ...(flags['channel-order'] !== undefined ? { channelOrder: oneOf('channel-order', flags['channel-order'], ['rgb', 'bgr'] as const) } : {}),
   };
-  const { cacheDir, manifest } = await extractFeatures({
+  const shard = resolveShard({ shard: flags.shard, shards: optionalInt('shards', flags.shards, 1, 100000) });
+  const options: ExtractOptions = {
     data: flags.data,
     out: flags.out,
     cacheRoot: flags['cache-root'],
@@ -104,7 +108,14 @@ export const command = defineCommand({
     onnxLayout: flags.layout === undefined ? undefined : oneOf('layout', flags.layout, ['nchw', 'nhwc'] as const),
     augment: augmentOption(flags.augment, flags.views),
     log,
-  });
+  };
+  if (shard) {
+    const r = await extractShard(options, shard);
+    process.stdout.write(`${r.cacheDir}\n`);
+    log.info(`shard ${r.shard.index}/${r.shard.count}: ${r.images} of ${r.totalImages} images; computed ${r.computed}, reused ${r.reused}; ${r.seconds.toFixed(2)} s${r.imagesPerSecond ? `, ${r.imagesPerSecond} img/s` : ''}; when every shard has finished: convcache merge --out ${r.cacheDir}`);
+    return;
+  }
+  const { cacheDir, manifest } = await extractFeatures(options);
   const t = manifest.timings;
   const counts = Object.entries(manifest.counts).map(([s, c]) => `${s} ${c!.total}`).join(', ');
   process.stdout.write(`${cacheDir}\n`);

@@ -3,7 +3,7 @@ import { classWeight, intInRange, seed, valFraction } from './validate.ts';
 import { UserError } from '../util/errors.ts';
 import { consoleLogger, silentLogger } from '../util/log.ts';
 import { HEAD_KINDS, createHead, parseOpts } from '../heads/registry.ts';
-import { defaultCacheDir } from '../store/read.ts';
+import { defaultCacheDir, loadFeatureCache, parseMemory } from '../store/read.ts';
 import { formatParams, type TuneMode } from '../eval/tune.ts';
 import { DEFAULT_VAL_FRACTION, evaluateSavedHead, saveTrainedHead, trainHead } from '../pipeline/train.ts';
 
@@ -26,6 +26,8 @@ export const command = defineCommand({
     out: { type: 'string', metavar: 'PATH', description: 'where to save the head (default <cache>/heads/<kind>.json, or <cache>/heads/dense/); sidecar <PATH>.meta.json' },
     eval: { type: 'string', metavar: 'HEAD', description: 'instead of training: score a saved head on --cache\'s test split (refused if the cache has other features)' },
     verbose: { type: 'boolean', description: 'per-epoch lines from heads that train in epochs' },
+    'max-memory': { type: 'string', metavar: 'SIZE', description: 'refuse to load a cache larger than this (e.g. 8G; default CONVCACHE_MAX_MEMORY or half of RAM)' },
+    'max-rows': { type: 'number', metavar: 'N', description: 'train on a seeded random subsample of at most N training rows (val/test untouched)' },
     quiet: { type: 'boolean', description: 'no progress lines on stderr' },
   },
 }, async ({ flags }) => {
@@ -48,8 +50,12 @@ export const command = defineCommand({
   if (flags['tune-cv'] !== undefined) tune = { by: 'cv', folds: intInRange('tune-cv', flags['tune-cv'], 2, 50) };
   if (tune && tune.by === 'val' && vf === 0) throw new UserError('--tune needs a validation set: use --val-fraction > 0 or --tune-cv K');
 
-  const cache = cacheDir();
-  log.info(`train-head: ${kind} on ${cache}`);
+  const dir = cacheDir();
+  log.info(`train-head: ${kind} on ${dir}`);
+  const cache = loadFeatureCache(dir, {
+    ...(flags['max-memory'] !== undefined ? { maxMemoryBytes: parseMemory(flags['max-memory']) } : {}),
+    ...(flags['max-rows'] !== undefined ? { maxRows: intInRange('max-rows', flags['max-rows'], 1, 2 ** 31 - 1) } : {}), seed: seed(flags.seed),
+  });
   const r = await trainHead({
     cache, kind, params, classWeight: cw, valFraction: vf, tune,
     seed: seed(flags.seed),

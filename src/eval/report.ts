@@ -257,6 +257,8 @@ export function renderMarkdown(r: Report): string {
       formatSecs(h.fitSeconds), h.predictMsPer1000 === null ? 'n/a' : `${h.predictMsPer1000.toFixed(1)} ms`, formatBytes(h.modelBytes), paramText(h.params),
     ]),
   ));
+  // Which solver variant ran and why (e.g. an approximate RBF SVM or kNN search on a large cache).
+  for (const h of r.heads) if (h.source === 'compare' && h.note) out.push('', `- **${h.name}**: ${h.note}`);
   out.push('', '## Per class (test)', '');
   const pcRows: string[][] = [];
   for (const h of r.heads) {

@@ -20,6 +20,9 @@ export const paramSpecs: ParamSpecs = {
   maxFeatures: { type: 'number', default: 'sqrt', min: 1e-9, choices: ['sqrt', 'log2', 'all'], description: 'features per split: sqrt | log2 | all | count (>=1) | fraction (<1)' },
   maxBins: { type: 'int', default: 256, min: 2, max: 256, description: 'quantile bins per feature' },
   bootstrap: { type: 'boolean', default: true, description: 'bootstrap rows per tree' },
+  // scikit-learn's max_samples: tree cost and size grow with the rows each tree sees; past this many
+  // training rows each tree gets a bootstrap sample of this size (README "Heads past 100k rows").
+  maxSamples: { type: 'int', default: 50000, min: 0, description: 'bootstrap sample size per tree when there are more rows (0 = all rows)' },
   standardize: { type: 'boolean', default: false, description: 'standardise features (no effect on trees; kept for uniformity)' },
 };
 
@@ -120,6 +123,8 @@ class NodeStore {
 
 export class RandomForestHead extends BaseHead {
   readonly kind = 'rf';
+  /** Which variant ran and why (compare puts it in the report). */
+  variant_?: string;
   edges_?: Float32Array[];
   feature_?: Int32Array;
   threshold_?: Int32Array;
@@ -163,13 +168,16 @@ export class RandomForestHead extends BaseHead {
     for (let f = 0; f < d; f++) feats[f] = f;
     // Explicit stack of nodes to expand: [node, start, end, depth].
     const stack: number[] = [];
+    const cap = p.maxSamples as number;
+    const draws = p.bootstrap && cap > 0 && n > cap ? cap : n;
+    this.variant_ = draws < n ? `each tree on a bootstrap sample of ${draws} of ${n} rows (maxSamples=${cap}, as scikit-learn's max_samples; tree cost grows with the rows per tree)` : undefined;
 
     for (let t = 0; t < roots.length; t++) {
       const trng = rng.fork();
       w.fill(0);
       let m = 0;
       if (p.bootstrap) {
-        for (let s = 0; s < n; s++) w[trng.int(n)]!++;
+        for (let s = 0; s < draws; s++) w[trng.int(n)]!++;
         for (let i = 0; i < n; i++) if (w[i]! > 0) { idx[m++] = i; w[i]! *= cw[y[i]!]!; }
       } else {
         for (let i = 0; i < n; i++) { idx[m++] = i; w[i] = cw[y[i]!]!; }

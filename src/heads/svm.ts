@@ -7,6 +7,8 @@ import { plattFit, plattPredict, couple } from './svm-platt.ts';
 import { CachedRows, PrecomputedRows, rbfKernelMatrix, subKernel, type KernelRows } from './svm-kernel.ts';
 import { smo } from './svm-smo.ts';
 import { linearDcd } from './svm-linear.ts';
+import { NystroemMap, type NystroemJSON } from './nystroem.ts';
+import { linearPrimalSquaredHinge } from './svm-primal.ts';
 
 /**
  * Support vector classifier.
@@ -34,12 +36,19 @@ export const paramSpecs: ParamSpecs = {
   // 12000 rows = a 576 MB float32 Gram matrix, computed in seconds by ORT's GEMM; beyond it an LRU row cache.
   maxPrecompute: { type: 'int', default: 12000, min: 0, description: 'precompute the full kernel matrix up to this many rows' },
   cacheMB: { type: 'number', default: 500, min: 1, description: 'kernel row cache size when not precomputed' },
+  // Exact SMO is O(n²) in kernel evaluations: past approxAbove rows the RBF kernel is approximated
+  // (src/heads/nystroem.ts) and the linear solver runs on the mapped features (README "Heads past 100k rows").
+  approx: { type: 'string', default: 'auto', choices: ['auto', 'exact', 'nystroem'], description: "RBF solver: 'auto' = exact up to approxAbove rows, Nyström + linear solver beyond" },
+  approxAbove: { type: 'int', default: 20000, min: 0, description: 'training rows above which approx=auto uses Nyström' },
+  components: { type: 'int', default: 1000, min: 1, description: 'Nyström landmarks (rank of the kernel approximation)' },
+  solver: { type: 'string', default: 'auto', choices: ['auto', 'dual', 'primal'], description: "linear solver: 'auto' = dual coordinate descent up to primalAbove rows, primal L-BFGS (squared hinge) beyond" },
+  primalAbove: { type: 'int', default: 20000, min: 0, description: 'rows above which solver=auto trains the linear SVM in the primal (when rows > features)' },
   // Off by default, as in scikit-learn: pooled conv features share one scale, and standardising
   // amplifies near-constant dimensions (measured: -0.3 to -0.7 points on cats-vs-dogs).
   standardize: { type: 'boolean', default: false, description: 'standardise features (fitted on train)' },
 };
 
-interface LinearState { type: 'linear'; W: string; nModels: number; platt: string }
+interface LinearState { type: 'linear'; W: string; nModels: number; platt: string; nystroem?: NystroemJSON; variant?: string }
 interface RbfState { type: 'rbf'; gamma: number; nSV: number; SV: string; coef: string; rho: string; pairs: number[]; platt: string; scheme: 'ovo' | 'ovr' }
 
 export class SvmHead extends BaseHead {
@@ -52,8 +61,14 @@ export class SvmHead extends BaseHead {
   private rho_?: Float32Array;
   private platt_?: Float32Array;
   private gamma_ = 0;
+  /** Nyström map when the RBF kernel was approximated; the linear model then works on φ(x). */
+  private map_?: NystroemMap;
+  /** Which solver ran and why (compare puts it in the report). */
+  variant_?: string;
 
   protected async fitImpl(X: Matrix, y: Int32Array, opts: FitOptions): Promise<void> {
+    this.variant_ = undefined;
+    this.map_ = undefined;
     const K = opts.nClasses;
     const cw = classWeights(y, K, opts.classWeight);
     const C = this.params.C as number;
@@ -62,23 +77,7 @@ export class SvmHead extends BaseHead {
     const tolP = this.params.tol;
     const maxIterP = this.params.maxIter as number;
     if (this.params.kernel === 'linear') {
-      const eps = tolP === 'auto' ? 1e-4 : (tolP as number);
-      const maxIter = maxIterP > 0 ? maxIterP : 1000;
-      const rng = new Rng(opts.seed ?? 0);
-      const nModels = K === 2 ? 1 : K;
-      const d = X.cols;
-      const W = new Float32Array(nModels * (d + 1));
-      const ys = new Int8Array(X.rows);
-      for (let m = 0; m < nModels; m++) {
-        const pos = K === 2 ? 1 : m;
-        for (let i = 0; i < X.rows; i++) ys[i] = y[i] === pos ? 1 : -1;
-        W.set(linearDcd(X, ys, Cs, this.params.loss === 'squared_hinge', eps, maxIter, rng), m * (d + 1));
-      }
-      this.W_ = W;
-      this.state_ = { type: 'linear', W: '', nModels, platt: '' };
-      this.platt_ = new Float32Array(2 * nModels);
-      const { Xp, yp } = this.plattData(X, y, opts);
-      this.fitPlatt(this.decision(Xp), yp, nModels, (m) => (K === 2 ? [1, 0] : [m, -1]));
+      this.fitLinear(X, y, opts, Cs);
       return;
     }
     // RBF
@@ -93,6 +92,16 @@ export class SvmHead extends BaseHead {
       gamma = v > 0 ? 1 / (d * v) : 1;
     } else if (gp === 'auto') gamma = 1 / d;
     else gamma = gp as number;
+    const approx = this.params.approx as string;
+    if (approx === 'nystroem' || (approx === 'auto' && n > (this.params.approxAbove as number))) {
+      const map = await NystroemMap.fit(X, gamma, this.params.components as number, opts.seed ?? 0);
+      const val = opts.val ? { X: await map.transform(opts.val.X), y: opts.val.y } : undefined;
+      this.fitLinear(await map.transform(X), y, { ...opts, val }, Cs);
+      this.map_ = map;
+      this.variant_ = `RBF kernel approximated: Nyström, ${map.m} landmarks, + linear ${(this.variant_ as string | undefined)?.startsWith('linear solver in the primal') ? 'primal L-BFGS ' : ''}solver (${approx === 'auto' ? `${n} training rows > approxAbove=${this.params.approxAbove as number}; exact SMO is O(n²)` : 'approx=nystroem'})`;
+      (this.state_ as LinearState).variant = this.variant_;
+      return;
+    }
     const eps = tolP === 'auto' ? 1e-3 : (tolP as number);
     const maxIter = maxIterP > 0 ? maxIterP : 10_000_000;
     const kern: KernelRows = n <= (this.params.maxPrecompute as number)
@@ -147,6 +156,34 @@ export class SvmHead extends BaseHead {
         this.platt_![2 * m + 1] = B;
       });
     }
+  }
+
+  /** liblinear-style dual coordinate descent per one-vs-rest model, then Platt sigmoids. */
+  private fitLinear(X: Matrix, y: Int32Array, opts: FitOptions, Cs: Float64Array): void {
+    const K = opts.nClasses;
+    const tolP = this.params.tol;
+    const maxIterP = this.params.maxIter as number;
+    const eps = tolP === 'auto' ? 1e-4 : (tolP as number);
+    const maxIter = maxIterP > 0 ? maxIterP : 1000;
+    const rng = new Rng(opts.seed ?? 0);
+    const nModels = K === 2 ? 1 : K;
+    const d = X.cols;
+    const W = new Float32Array(nModels * (d + 1));
+    const ys = new Int8Array(X.rows);
+    const squared = this.params.loss === 'squared_hinge';
+    const solver = this.params.solver as string;
+    const primal = squared && (solver === 'primal' || (solver === 'auto' && X.rows > (this.params.primalAbove as number) && X.rows > d));
+    for (let m = 0; m < nModels; m++) {
+      const pos = K === 2 ? 1 : m;
+      for (let i = 0; i < X.rows; i++) ys[i] = y[i] === pos ? 1 : -1;
+      W.set(primal ? linearPrimalSquaredHinge(X, ys, Cs, { maxIter: maxIterP > 0 ? maxIterP : 300, tol: eps }).w : linearDcd(X, ys, Cs, squared, eps, maxIter, rng), m * (d + 1));
+    }
+    if (primal) this.variant_ = `linear solver in the primal (L-BFGS, squared hinge): ${solver === 'auto' ? `${X.rows} rows > primalAbove=${this.params.primalAbove as number} and > ${d} features; dual coordinate descent needs many passes over all rows` : 'solver=primal'}`;
+    this.W_ = W;
+    this.state_ = { type: 'linear', W: '', nModels, platt: '', ...(this.variant_ ? { variant: this.variant_ } : {}) };
+    this.platt_ = new Float32Array(2 * nModels);
+    const { Xp, yp } = this.plattData(X, y, opts);
+    this.fitPlatt(this.decision(Xp), yp, nModels, (m) => (K === 2 ? [1, 0] : [m, -1]));
   }
 
   /** Rows for the Platt fit: the validation split when it has every class, else the training rows. */
@@ -220,6 +257,7 @@ export class SvmHead extends BaseHead {
   }
 
   protected override async predictImpl(X: Matrix): Promise<Int32Array> {
+    if (this.map_) X = await this.map_.transform(X);
     const K = this.nClasses_!;
     const dec = this.decision(X);
     const nm = dec.length / X.rows;
@@ -251,6 +289,7 @@ export class SvmHead extends BaseHead {
   }
 
   protected async probaImpl(X: Matrix): Promise<Matrix> {
+    if (this.map_) X = await this.map_.transform(X);
     const K = this.nClasses_!;
     const dec = this.decision(X);
     const n = X.rows;
@@ -298,7 +337,7 @@ export class SvmHead extends BaseHead {
 
   protected getState(): LinearState | RbfState {
     const st = this.state_!;
-    if (st.type === 'linear') return { ...st, W: encodeF32(this.W_!), platt: encodeF32(this.platt_!) };
+    if (st.type === 'linear') return { ...st, W: encodeF32(this.W_!), platt: encodeF32(this.platt_!), ...(this.map_ ? { nystroem: this.map_.toJSON() } : {}) };
     return { ...st, SV: encodeF32(this.SV_!), coef: encodeF32(this.coef_!), rho: encodeF32(this.rho_!), platt: encodeF32(this.platt_!) };
   }
 
@@ -308,6 +347,8 @@ export class SvmHead extends BaseHead {
     this.platt_ = decodeF32(st.platt);
     if (st.type === 'linear') {
       this.W_ = decodeF32(st.W);
+      this.map_ = st.nystroem ? NystroemMap.fromJSON(st.nystroem) : undefined;
+      this.variant_ = st.variant;
     } else {
       this.SV_ = decodeF32(st.SV);
       this.coef_ = decodeF32(st.coef);

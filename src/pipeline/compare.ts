@@ -204,6 +204,7 @@ export async function compareHeads(o: CompareOptions): Promise<CompareResult> {
       fitSeconds: run.fitSeconds,
       predictMsPer1000: run.predictMsPer1000,
       modelBytes,
+      ...(variantOf(run.head) ? { note: variantOf(run.head) } : {}),
       ...(run.tuning ? {
         tuning: {
           by: run.tuning.by, ...(run.tuning.folds ? { folds: run.tuning.folds } : {}), chosen: run.tuning.best, seconds: run.tuning.seconds,
@@ -211,6 +212,7 @@ export async function compareHeads(o: CompareOptions): Promise<CompareResult> {
         },
       } : {}),
     };
+    if (row.note) log.info(`${tag}: ${row.note}`);
     log.info(`${tag}: fit ${run.fitSeconds.toFixed(2)} s, val ${pct(row.valAccuracy)}, test ${pct(row.testAccuracy)}, ${(modelBytes / 1024).toFixed(0)} KB${run.tuning ? ` (tuned: ${formatParams(run.tuning.best, def.params)})` : ''}`);
     if (cvData && o.cv) {
       // CV uses the row's final params (the tuned ones when tuned), on train+val; test stays untouched.
@@ -290,3 +292,8 @@ export async function compareHeads(o: CompareOptions): Promise<CompareResult> {
   return { report, outDir, files };
 }
 
+/** Heads that can switch solvers (svm → Nyström, knn → IVF) say which one ran and why. */
+function variantOf(head: unknown): string | undefined {
+  const v = (head as { variant_?: unknown }).variant_;
+  return typeof v === 'string' ? v : undefined;
+}

@@ -1,21 +1,20 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { toolVersion } from '../util/version.ts';
 import { prepareBackbone, type BackboneConfig } from '../backbone/backbone.ts';
 import type { Pooling } from '../backbone/convert.ts';
 import type { Preprocessing } from '../backbone/preprocess.ts';
-import { scanDataset, compareCodePoints, SPLIT_ORDER, type ImageEntry, type SplitName } from '../dataset/scan.ts';
+import { scanDataset, type ImageEntry, type ScanResult, type SplitName } from '../dataset/scan.ts';
 import { DEFAULT_SPLIT, splitImages, type SplitFractions } from '../dataset/split.ts';
 import { graphForCache, runConfig } from './precision.ts';
 import { DEFAULT_PRECISION, type Precision } from '../backbone/quantize.ts';
 import type { DecoderChoice } from '../images/jpeg-fast.ts';
 import { augmentSeed, formatAugmentSpec, isAugmenting, sampleAugmentParams, type AugmentParams, type AugmentSpec } from '../images/augment.ts';
 import { seededRandom } from '../linalg/random.ts';
-import { encodeFeatureArrow } from '../store/arrow.ts';
-import { encodeNpy } from '../store/npy.ts';
-import { ARROW_FILE, CACHE_FORMAT_VERSION, MANIFEST_FILE, type Manifest, type SplitCounts } from '../store/manifest.ts';
+import { MANIFEST_FILE, type Manifest } from '../store/manifest.ts';
 import { RecordStore, type RecordValue } from '../store/records.ts';
+import { assembleCache } from './assemble.ts';
+import { describeMissing, shardOf } from './shard.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { UserError } from '../util/errors.ts';
 import { cpus } from 'node:os';
@@ -60,12 +59,17 @@ export interface ExtractOptions {
   decoder?: DecoderChoice;
   /** Progress lines, warnings about skipped images (default: silent). */
   log?: Logger;
+  /**
+   * Merge (src/pipeline/merge.ts): compute nothing, take the backbone config the shards recorded, and
+   * fail with one line naming the missing images' shards if any record is missing.
+   */
+  merge?: { backbone: BackboneConfig; shards: number };
 }
 
 /** ExtractOptions with every default filled in. */
-type ResolvedExtractOptions = ExtractOptions & Required<Pick<ExtractOptions, 'model' | 'split' | 'seed' | 'batch' | 'workers' | 'threads' | 'maxPixels' | 'quiet' | 'log'>>;
+export type ResolvedExtractOptions = ExtractOptions & Required<Pick<ExtractOptions, 'model' | 'split' | 'seed' | 'batch' | 'workers' | 'threads' | 'maxPixels' | 'quiet' | 'log'>>;
 
-function withDefaults(o: ExtractOptions): ResolvedExtractOptions {
+export function withDefaults(o: ExtractOptions): ResolvedExtractOptions {
   return {
     ...o,
     model: o.model ?? DEFAULT_MODEL, split: o.split ?? DEFAULT_SPLIT, seed: o.seed ?? 42, batch: o.batch ?? 32,
@@ -131,9 +135,33 @@ async function hashFiles(images: readonly ImageEntry[], concurrency: number): Pr
   return keys;
 }
 
-export async function extractFeatures(options: ExtractOptions): Promise<ExtractResult> {
+/** Everything decided before any image runs: the images, their record keys, and what is missing. */
+export interface ExtractionPlan {
+  scan: ScanResult;
+  images: ImageEntry[];
+  /** The images this run is responsible for (all of them, or one shard's). */
+  selected: ImageEntry[];
+  plans: ImagePlan[];
+  jobs: Job[];
+  missing: number;
+  totalViews: number;
+  cfg: BackboneConfig;
+  onnxPath: string | null;
+  cacheDir: string;
+  store: RecordStore;
+  augmentInfo: { spec: string; views: number; seed: number } | undefined;
+  tScan: number;
+  tHash: number;
+  /** The options with defaults filled in. */
+  opts: ResolvedExtractOptions;
+}
+
+/**
+ * Scan, split, key and plan. `select` narrows the work to one shard (same scan and split as every
+ * other shard, so row order and splits agree); `recordPrefix` names this writer's record chunks.
+ */
+export async function planExtraction(options: ExtractOptions, select?: (img: ImageEntry) => boolean, recordPrefix?: string): Promise<ExtractionPlan> {
   const opts = withDefaults(options);
-  const t0 = performance.now();
   const log = opts.log;
   const dataArg = opts.data ?? defaultDatasetDir(opts.cacheRoot);
   if (!dataArg) throw new UserError('no --data given, no images/ folder in the cache root, and no offline mirror with datasets/cats-vs-dogs');
@@ -145,15 +173,26 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
     throw new UserError('--augment needs at least one transform and --views K >= 1');
   }
   const augmentInfo = opts.augment ? { spec: formatAugmentSpec(opts.augment.spec), views: opts.augment.views, seed: opts.seed } : undefined;
-  const backbone = await prepareBackbone({ model: opts.model, layer: opts.layer, pooling: opts.pooling, preprocessing: opts.preprocessing, onnxLayout: opts.onnxLayout, log });
+  let cfg: BackboneConfig;
+  let onnxPath: string | null = null;
+  let backbone: Awaited<ReturnType<typeof prepareBackbone>> | undefined;
   const precision = opts.precision ?? DEFAULT_PRECISION;
-  const cfg = runConfig(backbone, { precision, decoder: opts.decoder });
+  if (opts.merge) {
+    cfg = opts.merge.backbone; // merge computes nothing: the shards' recorded config (decoder, precision included)
+  } else {
+    backbone = await prepareBackbone({ model: opts.model, layer: opts.layer, pooling: opts.pooling, preprocessing: opts.preprocessing, onnxLayout: opts.onnxLayout, log });
+    cfg = runConfig(backbone, { precision, decoder: opts.decoder });
+  }
   const cacheDir = opts.out ?? cacheDirFor(scan.root, cfg, augmentInfo, cacheRoot(opts.cacheRoot));
-  const store = RecordStore.open(join(cacheDir, 'records'), cfg.featureDim, log);
-  const onnxPath = await graphForCache(backbone, cacheDir, { precision, decoder: opts.decoder, images, seed: opts.seed, threads: opts.threads, maxPixels: opts.maxPixels, log });
+  const store = RecordStore.open(join(cacheDir, 'records'), cfg.featureDim, log, recordPrefix ? { prefix: recordPrefix } : {});
+  if (backbone) {
+    // int8 calibration draws from all training images (not one shard's), so every shard quantizes alike.
+    onnxPath = await graphForCache(backbone, cacheDir, { precision, decoder: opts.decoder, images, seed: opts.seed, threads: opts.threads, maxPixels: opts.maxPixels, log });
+  }
 
-  const keys = await hashFiles(images, 8);
-  const plans = planViews(images, keys, opts.augment, opts.seed);
+  const selected = select ? images.filter(select) : images;
+  const keys = await hashFiles(selected, 8);
+  const plans = planViews(selected, keys, opts.augment, opts.seed);
   const tHash = performance.now();
   // A job = one image with the views it still needs (a resumed run may need only some of them).
   const jobs: Job[] = [];
@@ -162,25 +201,37 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
     const need = plan.viewKeys.map((_, v) => v).filter((v) => !store.has(plan.viewKeys[v]!) && !queued.has(plan.viewKeys[v]!));
     if (need.length === 0) return;
     for (const v of need) queued.add(plan.viewKeys[v]!);
-    jobs.push({ image: images[i]!, absPath: images[i]!.absPath, keys: need.map((v) => plan.viewKeys[v]!), views: need.map((v) => plan.viewParams[v]!) });
+    jobs.push({ image: selected[i]!, absPath: selected[i]!.absPath, keys: need.map((v) => plan.viewKeys[v]!), views: need.map((v) => plan.viewParams[v]!) });
   });
-  const missing = queued.size;
   const totalViews = plans.reduce((a, p) => a + p.viewKeys.length, 0);
+  return { scan, images, selected, plans, jobs, missing: queued.size, totalViews, cfg, onnxPath, cacheDir, store, augmentInfo, tScan, tHash, opts };
+}
+
+export async function extractFeatures(options: ExtractOptions): Promise<ExtractResult> {
+  const t0 = performance.now();
+  const p = await planExtraction(options);
+  const opts = p.opts;
+  const log = opts.log;
+  const { scan, images, plans, jobs, missing, totalViews, cfg, cacheDir, store, augmentInfo } = p;
+  if (opts.merge && missing > 0) throw new UserError(describeMissing(p.jobs.map((j) => shardOf(j.image.path, opts.merge!.shards)), missing, opts.merge.shards));
   log.info(`${images.length} images${augmentInfo ? ` (+${totalViews - images.length} augmented views)` : ''}, ${scan.classes.length} classes; ${totalViews - missing} cached, ${missing} to extract (${cfg.modelId} @ ${cfg.layer}, pooling ${cfg.pooling}, D=${cfg.featureDim})`);
 
   let computedSeconds = 0;
   if (jobs.length > 0) {
     const tx = performance.now();
-    await computeMissing(jobs, missing, onnxPath, cfg, store, opts);
+    await computeMissing(jobs, missing, p.onnxPath!, cfg, store, opts);
     computedSeconds = (performance.now() - tx) / 1000;
   }
   const tExtract = performance.now();
 
-  const manifest = writeOutputs(cacheDir, images, plans, scan.classes, scan.skipped, store, cfg, opts, scan.root, scan.presplit, augmentInfo);
-  store.compact(new Set(plans.flatMap((p) => p.viewKeys)));
+  const manifest = assembleCache({
+    cacheDir, images, plans, classes: scan.classes, scanSkipped: scan.skipped, store, backbone: cfg, dataRoot: scan.root,
+    presplit: scan.presplit, split: opts.split, seed: opts.seed, augment: augmentInfo, log,
+  });
+  store.compact(new Set(plans.flatMap((pl) => pl.viewKeys)));
   const tEnd = performance.now();
   manifest.timings = {
-    scanSeconds: round3((tScan - t0) / 1000), hashSeconds: round3((tHash - tScan) / 1000), extractSeconds: round3(computedSeconds),
+    scanSeconds: round3((p.tScan - t0) / 1000), hashSeconds: round3((p.tHash - p.tScan) / 1000), extractSeconds: round3(computedSeconds),
     writeSeconds: round3((tEnd - tExtract) / 1000), totalSeconds: round3((tEnd - t0) / 1000),
     computed: missing, reused: totalViews - missing,
     extractImagesPerSecond: computedSeconds > 0 ? Math.round((missing / computedSeconds) * 10) / 10 : null,
@@ -191,10 +242,10 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
 
 function round3(x: number): number { return Math.round(x * 1000) / 1000; }
 
-interface Job { image: ImageEntry; absPath: string; keys: string[]; views: (AugmentParams | null)[] }
+export interface Job { image: ImageEntry; absPath: string; keys: string[]; views: (AugmentParams | null)[] }
 
 /** Persist every batch before starting the next, so an interruption loses at most one batch. */
-async function computeMissing(jobs: Job[], total: number, onnxPath: string, cfg: BackboneConfig, store: RecordStore, opts: ResolvedExtractOptions): Promise<void> {
+export async function computeMissing(jobs: Job[], total: number, onnxPath: string, cfg: BackboneConfig, store: RecordStore, opts: ResolvedExtractOptions): Promise<void> {
   // Loaded here, not at the top: decoding brings in sharp, which an up-to-date cache never needs.
   const { runBackbone } = await import('./run-backbone.ts');
   const progress = new Progress({ label: 'extract', total, quiet: opts.quiet, log: opts.log });
@@ -214,104 +265,6 @@ async function computeMissing(jobs: Job[], total: number, onnxPath: string, cfg:
   } finally {
     progress.finish();
   }
-}
-
-function writeOutputs(
-  cacheDir: string, images: readonly ImageEntry[], plans: readonly ImagePlan[], classes: readonly string[],
-  scanSkipped: readonly { path: string; reason: string }[], store: RecordStore, cfg: BackboneConfig, opts: ResolvedExtractOptions,
-  dataRoot: string, presplit: boolean, augmentInfo: { spec: string; views: number; seed: number } | undefined,
-): Manifest {
-  const order = images.map((_, i) => i).sort((a, b) => {
-    const sa = SPLIT_ORDER.indexOf(images[a]!.split!);
-    const sb = SPLIT_ORDER.indexOf(images[b]!.split!);
-    return sa - sb || compareCodePoints(images[a]!.path, images[b]!.path);
-  });
-  const D = cfg.featureDim;
-  const skipped = [...scanSkipped];
-  // Rows: split, then path, then view (0 = the image, 1..K its augmented views).
-  const rows: { image: number; view: number; value: Float32Array }[] = [];
-  for (const i of order) {
-    const plan = plans[i]!;
-    const v0 = store.get(plan.viewKeys[0]!);
-    if (!v0) throw new Error(`internal: no record for ${images[i]!.path}`);
-    if (!(v0 instanceof Float32Array)) { skipped.push({ path: images[i]!.path, reason: v0.error }); continue; }
-    plan.viewKeys.forEach((key, view) => {
-      const value = store.get(key);
-      if (!(value instanceof Float32Array)) throw new Error(`internal: no features for ${images[i]!.path} view ${view}`);
-      rows.push({ image: i, view, value });
-    });
-  }
-  skipped.sort((a, b) => compareCodePoints(a.path, b.path));
-  const classIndex = new Map(classes.map((c, i) => [c, i]));
-  const n = rows.length;
-  const features = new Float32Array(n * D);
-  const labels = new Int32Array(n);
-  const views = new Int32Array(n);
-  rows.forEach((r, k) => {
-    features.set(r.value, k * D);
-    labels[k] = classIndex.get(images[r.image]!.className)!;
-    views[k] = r.view;
-  });
-  const paths = rows.map((r) => images[r.image]!.path);
-  const splits = rows.map((r) => images[r.image]!.split!);
-
-  /** Gather the given Arrow rows into .npy arrays (features, labels, and views when asked). */
-  const writeNpy = (prefix: string, idx: number[], withViews: boolean): void => {
-    const f = new Float32Array(idx.length * D);
-    const l = new Int32Array(idx.length);
-    const v = new Int32Array(idx.length);
-    idx.forEach((r, k) => { f.set(features.subarray(r * D, (r + 1) * D), k * D); l[k] = labels[r]!; v[k] = views[r]!; });
-    writeFileAtomic(join(cacheDir, `${prefix}_features.npy`), encodeNpy(f, [idx.length, D]));
-    writeFileAtomic(join(cacheDir, `${prefix}_labels.npy`), encodeNpy(l, [idx.length]));
-    if (withViews) writeFileAtomic(join(cacheDir, `${prefix}_views.npy`), encodeNpy(v, [idx.length]));
-  };
-  const counts: Manifest['counts'] = {};
-  const npy: Manifest['files']['npy'] = {};
-  for (const split of SPLIT_ORDER) {
-    const idx: number[] = [];
-    for (let r = 0; r < n; r++) if (splits[r] === split && views[r] === 0) idx.push(r);
-    if (idx.length === 0) continue;
-    writeNpy(split, idx, false);
-    npy[split] = { features: `${split}_features.npy`, labels: `${split}_labels.npy`, rows: idx.length };
-    const perClass: SplitCounts['perClass'] = Object.fromEntries(classes.map((c) => [c, 0]));
-    for (const r of idx) perClass[classes[labels[r]!]!]! += 1;
-    counts[split] = { total: idx.length, perClass };
-  }
-  if (!counts.train) throw new UserError('no usable training images (all were skipped); see the warnings above');
-  const augIdx: number[] = [];
-  for (let r = 0; r < n; r++) if (views[r]! > 0) augIdx.push(r);
-  let augmentedNpy: Manifest['files']['augmentedNpy'];
-  if (augmentInfo) {
-    writeNpy('train_aug', augIdx, true);
-    augmentedNpy = { features: 'train_aug_features.npy', labels: 'train_aug_labels.npy', views: 'train_aug_views.npy', rows: augIdx.length };
-  }
-  const arrowBytes = encodeFeatureArrow({ paths, labels, splits, views, features, dim: D }, {
-    'convcache.format_version': String(CACHE_FORMAT_VERSION),
-    'convcache.classes': JSON.stringify(classes),
-    'convcache.model': cfg.modelId,
-    'convcache.weights_hash': cfg.weightsHash,
-    'convcache.layer': cfg.layer,
-    'convcache.pooling': cfg.pooling,
-    'convcache.preprocessing': JSON.stringify(cfg.preprocessing),
-    ...(augmentInfo ? { 'convcache.augment': JSON.stringify(augmentInfo) } : {}),
-  });
-  writeFileAtomic(join(cacheDir, ARROW_FILE), arrowBytes);
-  for (const c of classes) if (!counts.train.perClass[c]) opts.log.warn(`class '${c}' has no usable training images`);
-  return {
-    format: 'convcache-features',
-    formatVersion: CACHE_FORMAT_VERSION,
-    toolVersion: toolVersion(),
-    dataRoot,
-    split: presplit ? { mode: 'folders' } : { mode: 'stratified', fractions: [opts.split.train, opts.split.val, opts.split.test], seed: opts.seed },
-    classes: [...classes],
-    counts,
-    augment: augmentInfo ? { ...augmentInfo, rows: augIdx.length } : null,
-    backbone: cfg,
-    rowOrder: 'split (train, val, test), then path in code-point order, then view (0 = the image, 1..K augmented views); <split>_*.npy hold the view-0 rows of each split in that order, train_aug_*.npy the augmented rows',
-    files: { arrow: ARROW_FILE, npy, ...(augmentedNpy ? { augmentedNpy } : {}), arrowSha256: createHash('sha256').update(arrowBytes).digest('hex') },
-    skipped,
-    timings: { scanSeconds: 0, hashSeconds: 0, extractSeconds: 0, writeSeconds: 0, totalSeconds: 0, computed: 0, reused: 0, extractImagesPerSecond: null },
-  };
 }
 
 export type { SplitName };

@@ -15,7 +15,7 @@ export interface FeatureRows {
 }
 
 /** Rows per Arrow record batch: bounds peak memory for large caches while keeping files compact. */
-const BATCH_ROWS = 8192;
+export const ARROW_BATCH_ROWS = 8192;
 
 export function featureSchema(dim: number, metadata: Record<string, string>): Schema {
   return new Schema([
@@ -27,25 +27,33 @@ export function featureSchema(dim: number, metadata: Record<string, string>): Sc
   ], new Map(Object.entries(metadata)));
 }
 
-/** Encode rows as an Arrow IPC *file* (random access; opens in pyarrow/pandas/polars). */
+/** One record batch of cache rows (all of `rows`); the streaming writer calls this per batch. */
+export function featureBatch(schema: Schema, rows: FeatureRows): RecordBatch {
+  const len = rows.paths.length;
+  const path = vectorFromArray(rows.paths, new Utf8()).data[0]!;
+  const split = vectorFromArray(rows.splits, new Utf8()).data[0]!;
+  const label = makeData({ type: new Int32(), length: len, nullCount: 0, data: rows.labels });
+  const view = makeData({ type: new Int32(), length: len, nullCount: 0, data: rows.views });
+  const listType = schema.fields[4]!.type as FixedSizeList;
+  const child = makeData({ type: listType.children[0]!.type as Float32, length: len * rows.dim, nullCount: 0, data: rows.features });
+  const features = makeData({ type: listType, length: len, nullCount: 0, child });
+  const struct = makeData({ type: new Struct(schema.fields), length: len, nullCount: 0, children: [path, label, split, view, features] });
+  return new RecordBatch(schema, struct);
+}
+
+/** Encode rows as an Arrow IPC *file* in memory (small caches and tests; extract streams, src/store/stream.ts). */
 export function encodeFeatureArrow(rows: FeatureRows, metadata: Record<string, string>): Uint8Array {
   const schema = featureSchema(rows.dim, metadata);
   const n = rows.paths.length;
   const batches: RecordBatch[] = [];
-  for (let start = 0; start < n || (n === 0 && batches.length === 0); start += BATCH_ROWS) {
-    const end = Math.min(n, start + BATCH_ROWS);
-    const len = end - start;
-    const path = vectorFromArray(rows.paths.slice(start, end), new Utf8()).data[0]!;
-    const split = vectorFromArray(rows.splits.slice(start, end), new Utf8()).data[0]!;
-    const label = makeData({ type: new Int32(), length: len, nullCount: 0, data: rows.labels.subarray(start, end) });
-    const view = makeData({ type: new Int32(), length: len, nullCount: 0, data: rows.views.subarray(start, end) });
-    const listType = schema.fields[4]!.type as FixedSizeList;
-    const child = makeData({ type: listType.children[0]!.type as Float32, length: len * rows.dim, nullCount: 0, data: rows.features.subarray(start * rows.dim, end * rows.dim) });
-    const features = makeData({ type: listType, length: len, nullCount: 0, child });
-    const struct = makeData({ type: new Struct(schema.fields), length: len, nullCount: 0, children: [path, label, split, view, features] });
-    batches.push(new RecordBatch(schema, struct));
-    if (n === 0) break;
+  for (let start = 0; start < n; start += ARROW_BATCH_ROWS) {
+    const end = Math.min(n, start + ARROW_BATCH_ROWS);
+    batches.push(featureBatch(schema, {
+      paths: rows.paths.slice(start, end), splits: rows.splits.slice(start, end), labels: rows.labels.subarray(start, end),
+      views: rows.views.subarray(start, end), features: rows.features.subarray(start * rows.dim, end * rows.dim), dim: rows.dim,
+    }));
   }
+  if (n === 0) batches.push(featureBatch(schema, { paths: [], splits: [], labels: new Int32Array(0), views: new Int32Array(0), features: new Float32Array(0), dim: rows.dim }));
   return tableToIPC(new Table(schema, batches), 'file');
 }
 

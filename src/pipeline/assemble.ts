@@ -1,0 +1,172 @@
+import { join } from 'node:path';
+import type { BackboneConfig } from '../backbone/backbone.ts';
+import { compareCodePoints, SPLIT_ORDER, type ImageEntry, type SplitName } from '../dataset/scan.ts';
+import type { SplitFractions } from '../dataset/split.ts';
+import { ARROW_BATCH_ROWS, featureBatch, featureSchema } from '../store/arrow.ts';
+import { ARROW_FILE, CACHE_FORMAT_VERSION, type Manifest, type SplitCounts } from '../store/manifest.ts';
+import type { RecordStore } from '../store/records.ts';
+import { ArrowFileStreamWriter, NpyStreamWriter } from '../store/stream.ts';
+import { UserError } from '../util/errors.ts';
+import type { Logger } from '../util/log.ts';
+import { toolVersion } from '../util/version.ts';
+
+/** What one image contributes: record keys for view 0 (the image) and each augmented view. */
+export interface ImagePlan { viewKeys: string[] }
+
+export interface AssembleInput {
+  cacheDir: string;
+  images: readonly ImageEntry[];
+  plans: readonly ImagePlan[];
+  classes: readonly string[];
+  scanSkipped: readonly { path: string; reason: string }[];
+  store: RecordStore;
+  backbone: BackboneConfig;
+  dataRoot: string;
+  presplit: boolean;
+  split: SplitFractions;
+  seed: number;
+  augment: { spec: string; views: number; seed: number } | undefined;
+  log: Logger;
+}
+
+/**
+ * Write features.arrow, the .npy files and return the manifest (without timings), streaming: rows
+ * are read from the record store one at a time in the cache's row order and leave in Arrow record
+ * batches of ARROW_BATCH_ROWS and .npy row blocks, so memory is the same for 5 000 or 5 000 000
+ * images. Every file is written under a temporary name and renamed only when all are complete.
+ */
+export function assembleCache(a: AssembleInput): Manifest {
+  const { images, plans, store, classes } = a;
+  const D = a.backbone.featureDim;
+  // Rows: split, then path, then view (0 = the image, 1..K its augmented views).
+  const order = Int32Array.from(images.keys()).sort((x, y) => {
+    const sx = SPLIT_ORDER.indexOf(images[x]!.split!);
+    const sy = SPLIT_ORDER.indexOf(images[y]!.split!);
+    return sx - sy || compareCodePoints(images[x]!.path, images[y]!.path);
+  });
+  const classIndex = new Map(classes.map((c, i) => [c, i]));
+
+  // Pass 1 (keys only): usable images, per-split counts, skipped list.
+  const skipped = [...a.scanSkipped];
+  const usable = new Uint8Array(images.length);
+  const counts: Manifest['counts'] = {};
+  let augRows = 0;
+  let rows = 0;
+  for (const i of order) {
+    const plan = plans[i]!;
+    if (!store.has(plan.viewKeys[0]!)) throw new Error(`internal: no record for ${images[i]!.path}`);
+    const err = store.errorOf(plan.viewKeys[0]!);
+    if (err !== undefined) { skipped.push({ path: images[i]!.path, reason: err }); continue; }
+    for (let v = 1; v < plan.viewKeys.length; v++) {
+      if (store.errorOf(plan.viewKeys[v]!) !== undefined || !store.has(plan.viewKeys[v]!)) throw new Error(`internal: no features for ${images[i]!.path} view ${v}`);
+    }
+    usable[i] = 1;
+    const split = images[i]!.split!;
+    const c = (counts[split] ??= { total: 0, perClass: Object.fromEntries(classes.map((k) => [k, 0])) as SplitCounts['perClass'] });
+    c.total++;
+    c.perClass[images[i]!.className]! += 1;
+    augRows += plan.viewKeys.length - 1;
+    rows += plan.viewKeys.length;
+  }
+  skipped.sort((x, y) => compareCodePoints(x.path, y.path));
+  if (!counts.train) throw new UserError('no usable training images (all were skipped); see the warnings above');
+
+  // Pass 2: stream rows into every output at once.
+  const metadata = {
+    'convcache.format_version': String(CACHE_FORMAT_VERSION),
+    'convcache.classes': JSON.stringify(classes),
+    'convcache.model': a.backbone.modelId,
+    'convcache.weights_hash': a.backbone.weightsHash,
+    'convcache.layer': a.backbone.layer,
+    'convcache.pooling': a.backbone.pooling,
+    'convcache.preprocessing': JSON.stringify(a.backbone.preprocessing),
+    ...(a.augment ? { 'convcache.augment': JSON.stringify(a.augment) } : {}),
+  };
+  const schema = featureSchema(D, metadata);
+  type Out = { features: NpyStreamWriter; labels: NpyStreamWriter; views?: NpyStreamWriter };
+  const writers: { commit(): unknown; abort(): void }[] = [];
+  const open = <T extends { commit(): unknown; abort(): void }>(w: T): T => { writers.push(w); return w; };
+  const npy: Manifest['files']['npy'] = {};
+  const perSplit = new Map<SplitName, Out>();
+  let aug: Out | undefined;
+  try {
+    const arrow = open(new ArrowFileStreamWriter(join(a.cacheDir, ARROW_FILE), schema));
+    for (const split of SPLIT_ORDER) {
+      const n = counts[split]?.total ?? 0;
+      if (n === 0) continue;
+      perSplit.set(split, {
+        features: open(new NpyStreamWriter(join(a.cacheDir, `${split}_features.npy`), [n, D], '<f4')),
+        labels: open(new NpyStreamWriter(join(a.cacheDir, `${split}_labels.npy`), [n], '<i4')),
+      });
+      npy[split] = { features: `${split}_features.npy`, labels: `${split}_labels.npy`, rows: n };
+    }
+    if (a.augment) {
+      aug = {
+        features: open(new NpyStreamWriter(join(a.cacheDir, 'train_aug_features.npy'), [augRows, D], '<f4')),
+        labels: open(new NpyStreamWriter(join(a.cacheDir, 'train_aug_labels.npy'), [augRows], '<i4')),
+        views: open(new NpyStreamWriter(join(a.cacheDir, 'train_aug_views.npy'), [augRows], '<i4')),
+      };
+    }
+
+    const B = Math.min(ARROW_BATCH_ROWS, Math.max(1, rows));
+    const features = new Float32Array(B * D);
+    const labels = new Int32Array(B);
+    const views = new Int32Array(B);
+    let paths: string[] = [];
+    let splits: string[] = [];
+    const one = new Int32Array(1);
+    const flush = (): void => {
+      const len = paths.length;
+      if (len === 0) return;
+      arrow.write(featureBatch(schema, { paths, splits, labels: labels.subarray(0, len), views: views.subarray(0, len), features: features.subarray(0, len * D), dim: D }));
+      paths = [];
+      splits = [];
+    };
+    for (const i of order) {
+      if (!usable[i]) continue;
+      const img = images[i]!;
+      const label = classIndex.get(img.className)!;
+      const keys = plans[i]!.viewKeys;
+      for (let v = 0; v < keys.length; v++) {
+        const k = paths.length;
+        const row = features.subarray(k * D, (k + 1) * D);
+        store.readInto(keys[v]!, row);
+        labels[k] = label;
+        views[k] = v;
+        paths.push(img.path);
+        splits.push(img.split!);
+        one[0] = label;
+        const out = v === 0 ? perSplit.get(img.split!)! : aug!;
+        out.features.appendRow(row);
+        out.labels.appendRow(one);
+        if (v > 0) { one[0] = v; out.views!.appendRow(one); }
+        if (paths.length === B) flush();
+      }
+    }
+    flush();
+    store.close();
+    // Commit the .npy files first and the Arrow file last; the manifest (written by the caller)
+    // records the Arrow file's sha256, so a reader can tell a complete set.
+    for (const w of writers.slice(1)) w.commit();
+    const arrowSha256 = arrow.commit();
+    for (const c of classes) if (!counts.train.perClass[c]) a.log.warn(`class '${c}' has no usable training images`);
+    return {
+      format: 'convcache-features',
+      formatVersion: CACHE_FORMAT_VERSION,
+      toolVersion: toolVersion(),
+      dataRoot: a.dataRoot,
+      split: a.presplit ? { mode: 'folders' } : { mode: 'stratified', fractions: [a.split.train, a.split.val, a.split.test], seed: a.seed },
+      classes: [...classes],
+      counts,
+      augment: a.augment ? { ...a.augment, rows: augRows } : null,
+      backbone: a.backbone,
+      rowOrder: 'split (train, val, test), then path in code-point order, then view (0 = the image, 1..K augmented views); <split>_*.npy hold the view-0 rows of each split in that order, train_aug_*.npy the augmented rows',
+      files: { arrow: ARROW_FILE, npy, ...(a.augment ? { augmentedNpy: { features: 'train_aug_features.npy', labels: 'train_aug_labels.npy', views: 'train_aug_views.npy', rows: augRows } } : {}), arrowSha256 },
+      skipped,
+      timings: { scanSeconds: 0, hashSeconds: 0, extractSeconds: 0, writeSeconds: 0, totalSeconds: 0, computed: 0, reused: 0, extractImagesPerSecond: null },
+    };
+  } catch (e) {
+    for (const w of writers) { try { w.abort(); } catch { /* already committed or closed */ } }
+    throw e;
+  }
+}
