@@ -9,6 +9,7 @@ import { scanDataset, compareCodePoints, SPLIT_ORDER, type ImageEntry, type Spli
 import { DEFAULT_SPLIT, splitImages, type SplitFractions } from '../dataset/split.ts';
 import { augmentSeed, formatAugmentSpec, isAugmenting, sampleAugmentParams, type AugmentParams, type AugmentSpec } from '../images/augment.ts';
 import { seededRandom } from '../linalg/random.ts';
+import { formatTtaSpec, isTta, meanFeatures, ttaViews, type TtaSpec } from '../images/tta.ts';
 import { encodeFeatureArrow } from '../store/arrow.ts';
 import { encodeNpy } from '../store/npy.ts';
 import { ARROW_FILE, CACHE_FORMAT_VERSION, MANIFEST_FILE, type Manifest, type SplitCounts } from '../store/manifest.ts';
@@ -51,6 +52,8 @@ export interface ExtractOptions {
   onnxLayout?: 'nchw' | 'nhwc';
   /** Store this many augmented views of each *training* image beside it (val/test untouched). */
   augment?: { spec: AugmentSpec; views: number };
+  /** Store, for every image, the mean feature of these fixed views (src/images/tta.ts). */
+  tta?: TtaSpec;
   /** Progress lines, warnings about skipped images (default: silent). */
   log?: Logger;
 }
@@ -74,28 +77,35 @@ const DECODER_VERSION = 1;
 
 
 /** Cache folder for one (dataset, model+weights, layer, pooling, preprocessing). */
-export function cacheDirFor(dataRoot: string, backbone: BackboneConfig, augment?: { spec: string; views: number; seed: number }, root = cacheRoot()): string {
+export function cacheDirFor(dataRoot: string, backbone: BackboneConfig, augment?: { spec: string; views: number; seed: number }, root = cacheRoot(), tta?: string): string {
   const key = createHash('sha256').update(JSON.stringify({
     root: dataRoot, w: backbone.weightsHash, layer: backbone.layer, pooling: backbone.pooling, pre: backbone.preprocessing, dec: DECODER_VERSION,
-    ...(augment ? { augment } : {}),
+    ...(augment ? { augment } : {}), ...(tta ? { tta } : {}),
   })).digest('hex').slice(0, 8);
   const dataset = basename(dataRoot).replace(/[^A-Za-z0-9._-]+/g, '_');
-  const suffix = augment ? `-aug${augment.views}` : '';
-  return join(root, 'cache', `${dataset}-${backbone.modelId}-${backbone.layer}-${backbone.pooling}${suffix}-${key}`);
+  const suffix = `${augment ? `-aug${augment.views}` : ''}${tta ? `-tta_${tta.replace(/,/g, '_')}` : ''}`;
+  return join(root, 'cache', `${dataset}-${backbone.modelId}-${backbone.layer.replace(/,/g, '+')}-${backbone.pooling}${suffix}-${key}`);
 }
 
-/** What one image contributes: record keys for view 0 (the image) and each augmented view. */
-interface ImagePlan { viewKeys: string[]; viewParams: (AugmentParams | null)[] }
+/**
+ * What one image contributes: record keys for view 0 (the image) and each augmented view, and with
+ * TTA the keys of the extra fixed views whose features are averaged into view 0.
+ */
+interface ImagePlan { viewKeys: string[]; viewParams: (AugmentParams | null)[]; ttaKeys: string[]; ttaParams: (AugmentParams | null)[] }
 
 /**
  * Views of each image. Augmentation parameters depend only on (seed, view, image content), so a
  * resumed or incremental run draws exactly the same views.
  */
-function planViews(images: readonly ImageEntry[], keys: readonly string[], augment: ExtractOptions['augment'], seed: number): ImagePlan[] {
+function planViews(images: readonly ImageEntry[], keys: readonly string[], augment: ExtractOptions['augment'], seed: number, tta?: TtaSpec): ImagePlan[] {
   const augKey = augment ? createHash('sha256').update(`${formatAugmentSpec(augment.spec)}|${seed}`).digest('hex').slice(0, 12) : '';
+  const extraViews = isTta(tta) ? ttaViews(tta).slice(1) : [];
   return images.map((img, i) => {
     const key = keys[i]!;
-    const plan: ImagePlan = { viewKeys: [key], viewParams: [null] };
+    const plan: ImagePlan = {
+      viewKeys: [key], viewParams: [null],
+      ttaKeys: extraViews.map((v) => `${key}:tta:${v.name}`), ttaParams: extraViews.map((v) => v.params),
+    };
     if (augment && img.split === 'train') {
       const contentSeed = parseInt(key.slice(0, 8), 16);
       for (let v = 1; v <= augment.views; v++) {
@@ -135,25 +145,28 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
     throw new UserError('--augment needs at least one transform and --views K >= 1');
   }
   const augmentInfo = opts.augment ? { spec: formatAugmentSpec(opts.augment.spec), views: opts.augment.views, seed: opts.seed } : undefined;
+  const tta = isTta(opts.tta) ? formatTtaSpec(opts.tta) : undefined;
+  if (tta && augmentInfo) throw new UserError('--tta and --augment cannot be combined (the augmented rows would be single views of TTA-averaged images)');
   const backbone = await prepareBackbone({ model: opts.model, layer: opts.layer, pooling: opts.pooling, preprocessing: opts.preprocessing, onnxLayout: opts.onnxLayout, log });
   const cfg = backbone.config;
-  const cacheDir = opts.out ?? cacheDirFor(scan.root, cfg, augmentInfo, cacheRoot(opts.cacheRoot));
+  const cacheDir = opts.out ?? cacheDirFor(scan.root, cfg, augmentInfo, cacheRoot(opts.cacheRoot), tta);
   const store = RecordStore.open(join(cacheDir, 'records'), cfg.featureDim, log);
 
   const keys = await hashFiles(images, 8);
-  const plans = planViews(images, keys, opts.augment, opts.seed);
+  const plans = planViews(images, keys, opts.augment, opts.seed, opts.tta);
   const tHash = performance.now();
   // A job = one image with the views it still needs (a resumed run may need only some of them).
   const jobs: Job[] = [];
   const queued = new Set<string>();
   plans.forEach((plan, i) => {
-    const need = plan.viewKeys.map((_, v) => v).filter((v) => !store.has(plan.viewKeys[v]!) && !queued.has(plan.viewKeys[v]!));
+    const allKeys = [...plan.viewKeys, ...plan.ttaKeys], allParams = [...plan.viewParams, ...plan.ttaParams];
+    const need = allKeys.map((_, v) => v).filter((v) => !store.has(allKeys[v]!) && !queued.has(allKeys[v]!));
     if (need.length === 0) return;
-    for (const v of need) queued.add(plan.viewKeys[v]!);
-    jobs.push({ image: images[i]!, absPath: images[i]!.absPath, keys: need.map((v) => plan.viewKeys[v]!), views: need.map((v) => plan.viewParams[v]!) });
+    for (const v of need) queued.add(allKeys[v]!);
+    jobs.push({ image: images[i]!, absPath: images[i]!.absPath, keys: need.map((v) => allKeys[v]!), views: need.map((v) => allParams[v]!) });
   });
   const missing = queued.size;
-  const totalViews = plans.reduce((a, p) => a + p.viewKeys.length, 0);
+  const totalViews = plans.reduce((a, p) => a + p.viewKeys.length + p.ttaKeys.length, 0);
   log.info(`${images.length} images${augmentInfo ? ` (+${totalViews - images.length} augmented views)` : ''}, ${scan.classes.length} classes; ${totalViews - missing} cached, ${missing} to extract (${cfg.modelId} @ ${cfg.layer}, pooling ${cfg.pooling}, D=${cfg.featureDim})`);
 
   let computedSeconds = 0;
@@ -165,7 +178,7 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
   const tExtract = performance.now();
 
   const manifest = writeOutputs(cacheDir, images, plans, scan.classes, scan.skipped, store, cfg, opts, scan.root, scan.presplit, augmentInfo);
-  store.compact(new Set(plans.flatMap((p) => p.viewKeys)));
+  store.compact(new Set(plans.flatMap((p) => [...p.viewKeys, ...p.ttaKeys])));
   const tEnd = performance.now();
   manifest.timings = {
     scanSeconds: round3((tScan - t0) / 1000), hashSeconds: round3((tHash - tScan) / 1000), extractSeconds: round3(computedSeconds),
@@ -226,7 +239,11 @@ function writeOutputs(
     plan.viewKeys.forEach((key, view) => {
       const value = store.get(key);
       if (!(value instanceof Float32Array)) throw new Error(`internal: no features for ${images[i]!.path} view ${view}`);
-      rows.push({ image: i, view, value });
+      if (view > 0 || plan.ttaKeys.length === 0) { rows.push({ image: i, view, value }); return; }
+      // TTA: the image's feature is the mean over its fixed views.
+      const extra = plan.ttaKeys.map((k) => store.get(k));
+      if (!extra.every((v): v is Float32Array => v instanceof Float32Array)) throw new Error(`internal: missing TTA views for ${images[i]!.path}`);
+      rows.push({ image: i, view, value: meanFeatures([value, ...extra]) });
     });
   }
   skipped.sort((a, b) => compareCodePoints(a.path, b.path));
@@ -282,6 +299,7 @@ function writeOutputs(
     'convcache.pooling': cfg.pooling,
     'convcache.preprocessing': JSON.stringify(cfg.preprocessing),
     ...(augmentInfo ? { 'convcache.augment': JSON.stringify(augmentInfo) } : {}),
+    ...(isTta(opts.tta) ? { 'convcache.tta': JSON.stringify(ttaManifest(opts.tta)) } : {}),
   });
   writeFileAtomic(join(cacheDir, ARROW_FILE), arrowBytes);
   for (const c of classes) if (!counts.train.perClass[c]) opts.log.warn(`class '${c}' has no usable training images`);
@@ -294,12 +312,18 @@ function writeOutputs(
     classes: [...classes],
     counts,
     augment: augmentInfo ? { ...augmentInfo, rows: augIdx.length } : null,
+    ...(isTta(opts.tta) ? { tta: ttaManifest(opts.tta) } : {}),
     backbone: cfg,
     rowOrder: 'split (train, val, test), then path in code-point order, then view (0 = the image, 1..K augmented views); <split>_*.npy hold the view-0 rows of each split in that order, train_aug_*.npy the augmented rows',
     files: { arrow: ARROW_FILE, npy, ...(augmentedNpy ? { augmentedNpy } : {}), arrowSha256: createHash('sha256').update(arrowBytes).digest('hex') },
     skipped,
     timings: { scanSeconds: 0, hashSeconds: 0, extractSeconds: 0, writeSeconds: 0, totalSeconds: 0, computed: 0, reused: 0, extractImagesPerSecond: null },
   };
+}
+
+/** The manifest's record of TTA: the spec and the views averaged into every image's feature. */
+function ttaManifest(t: TtaSpec): { spec: string; views: string[] } {
+  return { spec: formatTtaSpec(t), views: ttaViews(t).map((v) => v.name) };
 }
 
 export type { SplitName };
