@@ -11,9 +11,9 @@ import { DEFAULT_MODEL } from '../backbone/registry.ts';
 
 export const command = defineCommand({
   name: 'bench',
-  summary: 'measure speed and memory: extract (default), heads, finetune, finetune-step (ms per training step, ORT vs TF.js), startup (convcache --help and a no-op extract); prints JSON and writes data/bench/<name>.json (in a checkout; else <cache root>/bench/)',
-  usage: 'convcache bench [extract|heads|finetune|finetune-step|startup] [options]',
-  positionals: { name: 'WHICH', description: 'extract | heads | finetune | finetune-step | startup (default extract)' },
+  summary: 'measure speed and memory: extract (default), heads, features (which features help, by compare), finetune, finetune-step (ms per training step, ORT vs TF.js), startup (convcache --help and a no-op extract); prints JSON and writes data/bench/<name>.json (in a checkout; else <cache root>/bench/)',
+  usage: 'convcache bench [extract|heads|features|finetune|finetune-step|startup] [options]',
+  positionals: { name: 'WHICH', description: 'extract | heads | features | finetune | finetune-step | startup (default extract)' },
   flags: {
     data: { type: 'string', metavar: 'DIR', description: 'dataset (default: the mirror\'s cats-vs-dogs)' },
     model: { type: 'string', metavar: 'MODEL', description: 'backbone', default: DEFAULT_MODEL },
@@ -23,6 +23,9 @@ export const command = defineCommand({
     threads: { type: 'number', metavar: 'N', description: 'ONNX Runtime threads', default: cpus().length },
     'tfjs-images': { type: 'number', metavar: 'N', description: 'images for the TF.js-wasm comparison pass', default: 32 },
     heads: { type: 'list', metavar: 'LIST', description: 'heads to bench (heads bench)' },
+    caches: { type: 'list', metavar: 'DIRS', description: 'features bench: feature caches of the same images to compare (plain, --tta, --layer a,b …)' },
+    'per-class': { type: 'number', metavar: 'N', description: 'features bench: training images per class in the small-data run', default: 100 },
+    draws: { type: 'number', metavar: 'N', description: 'features bench: small-data subsets drawn (seeds 0..N-1)', default: 3 },
     engine: { type: 'string', metavar: 'NAME', description: 'finetune bench: where the trainable top trains (ort | tfjs); results go to finetune.json / finetune-tfjs.json', default: 'ort' },
     runs: { type: 'number', metavar: 'N', description: 'startup bench: timed runs per command (median reported)', default: 7 },
     'cache-root': cacheRootFlag,
@@ -42,6 +45,9 @@ export const command = defineCommand({
   } else if (which === 'heads') {
     const { benchHeadsCli } = await import('../bench/heads.ts');
     result = await benchHeadsCli({ cache: flags.cache, heads: flags.heads, log });
+  } else if (which === 'features') {
+    const { benchFeatures } = await import('../bench/features.ts');
+    result = await benchFeatures({ caches: flags.caches ?? [], perClass: intInRange('per-class', flags['per-class'], 2, 1e6), draws: intInRange('draws', flags.draws, 1, 100), log });
   } else if (which === 'finetune') {
     const { benchFinetune } = await import('../bench/finetune.ts');
     const engine = parseEngine(flags.engine);
@@ -54,7 +60,7 @@ export const command = defineCommand({
     const { benchStartup } = await import('../bench/startup.ts');
     result = await benchStartup({ data: flags.data, runs: intInRange('runs', flags.runs, 1, 100), log });
   } else {
-    throw new UserError(`unknown benchmark '${which}' (extract, heads, finetune, finetune-step, startup)`);
+    throw new UserError(`unknown benchmark '${which}' (extract, heads, features, finetune, finetune-step, startup)`);
   }
   const json = JSON.stringify(result, null, 2);
   writeFileAtomic(join(benchResultsDir(flags['cache-root']), `${name}.json`), json + '\n');
