@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { defaultOnnxCut } from '../src/backbone/onnx-cut.ts';
 import { importOnnx } from '../src/backbone/onnx-import.ts';
+import type { Pooling } from '../src/backbone/convert.ts';
 import { describeOnnx } from '../src/onnx/read.ts';
 import { IMAGENET_ONNX_PREPROCESSING } from '../src/backbone/onnx-config.ts';
 import { decodeNpy } from '../src/store/npy.ts';
@@ -36,7 +37,7 @@ const images = decodeNpy(new Uint8Array(readFileSync(join(dir, 'images.npy'))));
 const [n, h, w] = images.shape as [number, number, number, number];
 const pre = { ...IMAGENET_ONNX_PREPROCESSING, size: [h, w] as [number, number] };
 
-async function features(model: Uint8Array, tensor: string, pooling: 'avg' | 'max' | 'none', batch: Uint8Array, count: number): Promise<Float32Array> {
+async function features(model: Uint8Array, tensor: string, pooling: Pooling, batch: Uint8Array, count: number): Promise<Float32Array> {
   const wrapped = importOnnx(model, { featureTensor: tensor, pooling, preprocessing: pre, layout: 'nchw' });
   const session = await ort.InferenceSession.create(wrapped, { intraOpNumThreads: 1 });
   try {

@@ -7,6 +7,7 @@ import { compareHeads, resolveHeadList, thumbnailDataUri } from '../src/pipeline
 import { checkHeadMatchesCache, defaultHeadPath, headMetaPath, readHeadMeta, saveTrainedHead, trainHead } from '../src/pipeline/train.ts';
 import { renderHtml } from '../src/eval/report-html.ts';
 import { readManifest } from '../src/store/manifest.ts';
+import { loadFeatureCache, type FeatureCache } from '../src/store/read.ts';
 import { silentLogger } from '../src/util/log.ts';
 import { UserError } from '../src/util/errors.ts';
 import { makeSubset, removeDir, runCliAsync, tempDir } from './helpers.ts';
@@ -85,7 +86,18 @@ test('compare: report.json / .md / .html on a real small cache', async () => {
 
   const md = readFileSync(join(out, 'report.md'), 'utf8');
   assert.equal(md.split('\n')[0], `**Verdict:** ${j.verdict}`);
-  assert.match(j.verdict, /wins on test accuracy|is the only head/);
+  // --cv 3 was given: the choice is by CV on train+val.
+  assert.equal(j.selection.by, 'cv');
+  assert.match(j.verdict, /^\w+ is chosen by cross-validation on train\+val \(\d+\.\d\d%\): test accuracy \d+\.\d\d% \(95% CI [\d.]+–[\d.]+%, n=16\)\./);
+  assert.ok(['logreg', 'knn', 'rf'].includes(j.chosen));
+  assert.equal(j.best, j.chosen);
+  assert.ok(j.tied.includes(j.chosen) && j.tied.includes(j.recommended));
+  for (const h of j.heads) {
+    assert.ok(h.testInterval.low <= h.testAccuracy && h.testAccuracy <= h.testInterval.high, `${h.name} interval`);
+    if (h.source === 'compare' && h.name !== j.chosen) assert.ok(h.vsChosen.pValue > 0 && h.vsChosen.pValue <= 1 && h.vsChosen.against === j.chosen);
+    if (h.source === 'compare') assert.equal(h.refit.rows, 40, 'refitted on train+val');
+  }
+  assert.ok(md.includes('95% CI') && md.includes('McNemar'));
   for (const s of ['## Summary', '## Per class', '## Confusion']) assert.ok(md.includes(s), s);
 
   const html = readFileSync(join(out, 'report.html'), 'utf8');
@@ -117,7 +129,7 @@ function fakeReportWithGallery(): Parameters<typeof renderHtml>[0] {
     cache: { dir: '/c', dataRoot: '/d', model: 'm', weightsHash: 'h', layer: 'l', pooling: 'avg', D: 2, classes: ['cats', 'dogs'], counts: {}, countsPerClass: {}, skipped: 0 },
     split: { train: 1, val: 0, test: 1, valSource: 'none', valFraction: 0, seed: 0 },
     options: { heads: [], cv: null, tune: false, classWeight: 'none', seed: 0 },
-    verdict: 'v', best: null, heads: [],
+    verdict: 'v', chosen: null, selection: null, tied: [], recommended: null, best: null, heads: [],
     misclassified: { head: 'h', total: 1, items: [{ path: 'x/missing.jpg', trueClass: 'cats', predictedClass: 'dogs', confidence: 0.9 }] },
   };
 }
@@ -186,4 +198,29 @@ test('default head paths: <cache>/heads/<kind>.json, a directory for dense; side
   assert.equal(defaultHeadPath('/c', 'dense'), '/c/heads/dense');
   assert.equal(headMetaPath('/c/heads/dense/'), '/c/heads/dense.meta.json');
   assert.equal(headMetaPath('/c/heads/svm.json'), '/c/heads/svm.json.meta.json');
+});
+
+test('selection never looks at test: scrambled test labels leave the chosen head and every hyper-parameter unchanged', async () => {
+  const c = loadFeatureCache(cache);
+  const te = c.splits.test!;
+  // Every test label changed (two classes: flipped), so any use of test in the choice would show.
+  const scrambled: FeatureCache = { ...c, splits: { ...c.splits, test: { ...te, y: te.y.map((v) => 1 - v) as Int32Array } } };
+  const run = (fc: FeatureCache) => compareHeads({
+    cache: fc, out: join(dir, `report-scramble-${fc === c ? 'a' : 'b'}`), heads: resolveHeadList(['logreg,knn,dense']), tune: { by: 'val' },
+    seed: 7, saveHeads: 'none', extraRowsFile: null, log: silentLogger,
+  });
+  const a = (await run(c)).report;
+  const b = (await run(scrambled)).report;
+  assert.ok(a.chosen !== null);
+  assert.equal(b.chosen, a.chosen);
+  assert.deepEqual(b.selection, a.selection);
+  for (const [i, h] of a.heads.entries()) {
+    const g = b.heads[i]!;
+    assert.equal(g.name, h.name);
+    assert.deepEqual(g.params, h.params, `${h.name} params`);
+    assert.deepEqual(g.tuning?.chosen, h.tuning?.chosen, `${h.name} tuning`);
+    assert.equal(g.valAccuracy, h.valAccuracy);
+    assert.ok(Math.abs(g.testAccuracy! - (1 - h.testAccuracy!)) < 1e-12, `${h.name}: the scrambled labels did reach the test score`);
+  }
+  assert.ok(a.heads.find((h) => h.name === 'dense')!.params.epochs !== undefined);
 });

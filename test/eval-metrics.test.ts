@@ -3,7 +3,9 @@ import assert from 'node:assert/strict';
 import { accuracy, confusionMatrix, evaluate, logLoss, macroF1, meanStd, perClassMetrics } from '../src/eval/metrics.ts';
 import { crossValidate, stratifiedHoldout, stratifiedKFold } from '../src/eval/cv.ts';
 import { tuneGrid } from '../src/eval/tune.ts';
-import { makeVerdict, normalizeExtraRows, renderMarkdown, type ReportRow } from '../src/eval/report.ts';
+import { normalizeExtraRows, renderMarkdown, type ReportRow } from '../src/eval/report.ts';
+import { chooseHead } from '../src/eval/select.ts';
+import { addIntervals, addPairedTests, cheapest, makeVerdict } from '../src/eval/verdict.ts';
 import { Rng } from '../src/linalg/random.ts';
 import { UserError } from '../src/util/errors.ts';
 
@@ -115,25 +117,73 @@ function row(name: string, test: number, fit: number, bytes: number, val = test)
   };
 }
 
-test('verdict: winner, margin over runner-up, cost vs the cheapest head within 0.5 points', () => {
-  const v = makeVerdict([row('svm', 0.98, 1, 2 * 1024 * 1024), row('logreg', 0.979, 0.1, 12 * 1024), row('rf', 0.95, 3, 1e6)]);
-  assert.equal(v.best?.name, 'svm');
-  assert.equal(v.text, 'svm wins on test accuracy: 98.00%, +0.10 points over logreg (97.90%); it costs 1.00 s fit, 2.0 MB, vs 0.10 s fit, 12.0 KB for logreg, the cheapest head within 0.5 points (97.90%).');
-  const alone = makeVerdict([row('svm', 0.98, 1, 100), row('rf', 0.9, 3, 1e6)]);
-  assert.match(alone.text, /\+8\.00 points over rf.*no other head is within 0\.5 points/);
-  const cheapWinner = makeVerdict([row('logreg', 0.98, 0.1, 100), row('svm', 0.978, 1, 1e6)]);
-  assert.match(cheapWinner.text, /it is also the cheapest head within 0\.5 points/);
-  const tie = makeVerdict([row('a', 0.97, 1, 10, 0.9), row('b', 0.97, 0.5, 10, 0.95)]);
-  assert.equal(tie.best?.name, 'b');
-  assert.match(tie.text, /^b wins .* tied with a \(higher validation accuracy/);
-  assert.match(makeVerdict([row('only', 0.9, 1, 1)]).text, /^only is the only head/);
+/** Per-image predictions on n test images (all labels 0) with `wrong` mistakes at the given offset. */
+function preds(n: number, wrong: number, offset = 0): Int32Array {
+  const p = new Int32Array(n);
+  for (let i = 0; i < wrong; i++) p[(offset + i) % n] = 1;
+  return p;
+}
+
+function verdictFor(rows: ReportRow[], predictions: Record<string, Int32Array>, n: number, by: 'val' | 'cv' = 'val') {
+  const selection = chooseHead(rows.map((r) => ({ name: r.name, score: by === 'cv' ? (r.cv?.mean ?? null) : r.valAccuracy, tieBreak: r.valLogLoss ?? null })), by);
+  addIntervals(rows, n);
+  addPairedTests(rows, selection.chosen, new Int32Array(n), new Map(Object.entries(predictions)));
+  return makeVerdict(rows, selection);
+}
+
+test('verdict: the head chosen on validation, a one-image test difference is a tie, the cheapest tied head is recommended', () => {
+  // svm is chosen on validation; logreg is one image better on test: tied, and cheaper.
+  const rows = [row('svm', 0.982, 1, 2 * 1024 * 1024, 0.99), row('logreg', 0.983, 0.1, 12 * 1024, 0.985), row('rf', 0.95, 3, 1e6, 0.96)];
+  const v = verdictFor(rows, { svm: preds(1000, 18), logreg: preds(1000, 17, 1), rf: preds(1000, 50, 500) }, 1000);
+  assert.equal(v.chosen, 'svm');
+  assert.deepEqual(v.tied, ['svm', 'logreg']);
+  assert.equal(v.recommended, 'logreg');
+  assert.match(v.text, /^svm is chosen by validation accuracy \(99\.00%\): test accuracy 98\.20% \(95% CI 97\.2–98\.9%, n=1000\)\./);
+  assert.match(v.text, /Tied with logreg \(98\.30%, p=1\.00\)/);
+  assert.match(v.text, /Significantly better than rf \(95\.00%, p<0\.001\)/);
+  assert.match(v.text, /Recommended: logreg, the cheapest of the tied heads/);
+  assert.doesNotMatch(v.text, /wins/);
+  assert.equal(rows[1]!.vsChosen!.significant, false);
+  assert.deepEqual([rows[1]!.vsChosen!.b, rows[1]!.vsChosen!.c], [0, 1], "logreg alone got image 0 right");
+  assert.equal(rows[2]!.vsChosen!.better, 'chosen');
+  assert.equal(rows[0]!.vsChosen, undefined, 'no test against itself');
 });
 
-test('extra rows: validated, normalised, compete in the verdict', () => {
+test('verdict: validation ties are broken by validation log loss, then list order — never by test', () => {
+  const a = { ...row('a', 0.90, 1, 10, 0.95), valLogLoss: 0.2 };
+  const b = { ...row('b', 0.99, 0.5, 10, 0.95), valLogLoss: 0.1 };
+  assert.equal(chooseHead([a, b].map((r) => ({ name: r.name, score: r.valAccuracy, tieBreak: r.valLogLoss })), 'val').chosen, 'b');
+  assert.equal(chooseHead([{ name: 'x', score: 0.9, tieBreak: null }, { name: 'y', score: 0.9, tieBreak: null }], 'val').chosen, 'x');
+  // A head significantly better on test than the chosen one is reported, not chosen.
+  const rows = [row('c', 0.80, 1, 10, 0.99), row('d', 0.95, 1, 10, 0.90)];
+  const v = verdictFor(rows, { c: preds(200, 40), d: preds(200, 10) }, 200);
+  assert.equal(v.chosen, 'c');
+  assert.match(v.text, /Note: d \(95\.00%, p<0\.001\) did significantly better on test, although validation chose c\./);
+  assert.match(verdictFor([row('only', 0.9, 1, 1)], { only: preds(10, 1) }, 10).text, /^only is chosen .*No other head to compare with/);
+  assert.match(makeVerdict([row('z', 0.9, 1, 1, null as unknown as number)], chooseHead([], 'val')).text, /^No head could be chosen/);
+});
+
+test('cheapest: weighs fit time, predict time and size together, by cost ratios', () => {
+  const fastFitBig = { ...row('knn', 0.9, 0.001, 6e6), predictMsPer1000: 60 };
+  const small = { ...row('logreg', 0.9, 0.2, 12e3), predictMsPer1000: 2 };
+  const svm = { ...row('svm', 0.9, 0.4, 2e6), predictMsPer1000: 20 };
+  assert.equal(cheapest([fastFitBig, small, svm]).name, 'logreg');
+  // Timing noise on fit cannot outweigh a 25× larger model and 2× slower predictions (cost ratios, not ranks).
+  const linear = { ...row('svm-linear', 0.9, 0.25, 12.4 * 1024), predictMsPer1000: 2.4 };
+  const dense = { ...row('dense', 0.9, 0.19, 311 * 1024), predictMsPer1000: 5.7 };
+  const lr = { ...row('logreg', 0.9, 0.46, 12.3 * 1024), predictMsPer1000: 13.7 };
+  assert.equal(cheapest([dense, lr, linear]).name, 'svm-linear');
+});
+
+test('extra rows: validated, normalised, shown with an interval but not chosen (no validation of their own here)', () => {
   const extra = normalizeExtraRows({ rows: [{ name: 'finetuned', kind: 'finetune', testAccuracy: 0.99, fitSeconds: 120 }] }, ['cats', 'dogs'], 'x.json');
   assert.equal(extra[0]!.source, 'extra');
   assert.equal(extra[0]!.modelBytes, null);
-  assert.equal(makeVerdict([row('svm', 0.98, 1, 100), ...extra]).best?.name, 'finetuned');
+  const rows = [row('svm', 0.98, 1, 100), ...extra];
+  const v = verdictFor(rows.filter((r) => r.source === 'compare'), { svm: preds(1000, 20) }, 1000);
+  addIntervals(rows, 1000);
+  assert.equal(v.chosen, 'svm');
+  assert.ok(rows[1]!.testInterval && rows[1]!.testInterval.low < 0.99 && rows[1]!.testInterval.high > 0.99);
   assert.throws(() => normalizeExtraRows([{ name: 'x', testAccuracy: 98 }], ['a', 'b'], 'x.json'), /fraction/);
   assert.throws(() => normalizeExtraRows([{ testAccuracy: 0.5 }], ['a', 'b'], 'x.json'), /name/);
   assert.throws(() => normalizeExtraRows([{ name: 'x', confusion: [[1]] }], ['a', 'b'], 'x.json'), /2×2/);
@@ -147,8 +197,8 @@ test('markdown: verdict is the first line; pipes in names are escaped', () => {
     cache: { dir: '/c', dataRoot: '/d', model: 'm', weightsHash: 'h', layer: 'l', pooling: 'avg', D: 4, classes: ['x', 'y'], counts: { train: 1 }, countsPerClass: {}, skipped: 0 },
     split: { train: 1, val: 0, test: 0, valSource: 'none', valFraction: 0, seed: 1 },
     options: { heads: ['a|b'], cv: null, tune: false, classWeight: 'none', seed: 1 },
-    verdict: makeVerdict(rows).text, best: 'a|b', heads: rows, misclassified: null,
+    verdict: verdictFor(rows, {}, 0).text, chosen: 'a|b', selection: null, tied: ['a|b'], recommended: 'a|b', best: 'a|b', heads: rows, misclassified: null,
   });
-  assert.match(md.split('\n')[0]!, /^\*\*Verdict:\*\* a\|b is the only head/);
+  assert.match(md.split('\n')[0]!, /^\*\*Verdict:\*\* a\|b is chosen by validation accuracy/);
   assert.ok(md.includes('a\\|b'));
 });

@@ -5,7 +5,7 @@ import { UserError } from '../util/errors.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import type { Logger } from '../util/log.ts';
 import { modelCacheDir as defaultModelCacheDir } from '../util/paths.ts';
-import { convertKerasGraph, type Pooling } from './convert.ts';
+import { convertKerasGraph, cutLayers, type Pooling } from './convert.ts';
 import { assertSpatialSizeFree, parseKerasGraph, findLayer, withInputSize, type KerasGraph } from './keras-graph.ts';
 import { encodeModel } from '../onnx/write.ts';
 import type { Preprocessing } from './preprocess.ts';
@@ -120,6 +120,9 @@ export interface ModelSource {
 export async function prepareBackbone(opts: PrepareOptions): Promise<PreparedBackbone> {
   const modelCacheDir = opts.modelCacheDir ?? defaultModelCacheDir();
   const resolved = await resolveModel(opts.model, { ...opts.resolve, cacheDir: modelCacheDir, log: opts.log });
+  if (resolved.format === 'onnx' && ((opts.layer && cutLayers(opts.layer).length > 1) || opts.pooling?.endsWith('-l2'))) {
+    throw new UserError('multi-layer features (--layer a,b) and --pool avg-l2/max-l2 need a TF.js layers model (our converter); not available for .onnx models');
+  }
   return modelSource(resolved).prepare(resolved, opts, modelCacheDir);
 }
 
@@ -130,11 +133,14 @@ async function prepareTfjsBackbone(resolved: ResolvedModel, opts: PrepareOptions
   const base = resolved.entry?.preprocessing ?? { ...DEFAULT_PREPROCESSING, size: [native.inputShape[0]!, native.inputShape[1]!] as [number, number] };
   const preprocessing: Preprocessing = { ...base, ...opts.preprocessing };
   const layer = opts.layer ?? resolved.entry?.defaultLayer ?? defaultCutLayer(native);
-  const { graph } = atInputSize(loaded, preprocessing.size, layer);
-  const cut = findLayer(graph, layer);
-  const pooling: Pooling = cut.shape.length === 3 ? (opts.pooling ?? resolved.entry?.defaultPooling ?? 'avg') : 'none';
+  const cutNames = cutLayers(layer);
+  // Multi-layer cuts: every layer is checked at this input size; the deepest (last) one names the map shape.
+  let graph = native;
+  for (const name of cutNames) ({ graph } = atInputSize(loaded, preprocessing.size, name));
+  const cut = findLayer(graph, cutNames[cutNames.length - 1]!);
+  const pooling: Pooling = cut.shape.length === 3 || cutNames.length > 1 ? (opts.pooling ?? resolved.entry?.defaultPooling ?? 'avg') : 'none';
   const key = createHash('sha256').update(JSON.stringify({ v: CONVERTER_VERSION, w: resolved.weightsHash, layer, pooling, preprocessing })).digest('hex').slice(0, 12);
-  const onnxPath = join(modelCacheDir, 'onnx', `${resolved.id}-${layer}-${pooling}-${key}.onnx`);
+  const onnxPath = join(modelCacheDir, 'onnx', `${resolved.id}-${layer.replace(/,/g, '+')}-${pooling}-${key}.onnx`);
   const sidecar = `${onnxPath}.json`;
   let featureDim: number;
   if (existsSync(onnxPath) && existsSync(sidecar)) {
@@ -154,7 +160,7 @@ async function prepareTfjsBackbone(resolved: ResolvedModel, opts: PrepareOptions
     onnxPath,
     config: {
       modelId: resolved.id, modelFormat: resolved.format, modelSource: resolved.source, weightsHash: resolved.weightsHash,
-      layer, pooling, preprocessing, featureDim, featureMapShape: cut.shape,
+      layer, pooling, preprocessing, featureDim, featureMapShape: cutNames.length > 1 ? [featureDim] : cut.shape,
     },
   };
 }

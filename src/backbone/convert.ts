@@ -4,13 +4,27 @@ import { GraphBuilder, type OnnxAttr, type OnnxModel } from '../onnx/write.ts';
 import { DataType } from '../onnx/schema.ts';
 import { affineFromPreprocessing, type Preprocessing } from './preprocess.ts';
 
-export type Pooling = 'avg' | 'max' | 'none';
+/**
+ * Keras's include_top=False pooling vocabulary, plus 'avg-l2' / 'max-l2': the pooled vector
+ * L2-normalised — per block when several layers are cut (`layer: 'a,b'`), so a block with large
+ * activations does not drown the others.
+ */
+export type Pooling = 'avg' | 'max' | 'none' | 'avg-l2' | 'max-l2';
+export const POOLINGS: readonly Pooling[] = ['avg', 'max', 'none', 'avg-l2', 'max-l2'];
+
+/** The layer names of a cut: 'a' or several, 'a,b' (multi-layer features, concatenated). */
+export function cutLayers(layer: string): string[] {
+  return layer.split(',').map((s) => s.trim()).filter(Boolean);
+}
 
 export interface WeightTensor { shape: number[]; data: Float32Array }
 export type WeightMap = Map<string, WeightTensor>;
 
 export interface ConvertOptions {
-  /** Layer whose output is the feature map (inclusive cut). */
+  /**
+   * Layer whose output is the feature map (inclusive cut), or several comma-separated layers whose
+   * pooled outputs are concatenated in the given order (multi-layer features; needs a pooling).
+   */
   layer: string;
   pooling: Pooling;
   preprocessing: Preprocessing;
@@ -83,7 +97,11 @@ export function bnScaleShift(weights: WeightMap, layer: KerasLayer): { scale: Fl
 const ACTIVATIONS = new Set(['linear', 'relu', 'relu6', 'sigmoid', 'tanh', 'softmax', 'elu', 'selu', 'swish', 'silu', 'hard_sigmoid', 'softplus']);
 
 export function convertKerasGraph(graph: KerasGraph, weights: WeightMap, opts: ConvertOptions): ConvertResult {
-  const cut = findLayer(graph, opts.layer);
+  const cuts = cutLayers(opts.layer).map((n) => findLayer(graph, n));
+  if (cuts.length === 0) throw new UserError('no layer to cut at');
+  if (new Set(cuts.map((c) => c.name)).size !== cuts.length) throw new UserError(`layer given twice in '${opts.layer}'`);
+  const cut = cuts[cuts.length - 1]!;
+  const cutNames = new Set(cuts.map((c) => c.name));
   const g = new GraphBuilder();
   const byName = new Map(graph.layers.map((l) => [l.name, l]));
   const consumers = new Map<string, string[]>();
@@ -91,7 +109,7 @@ export function convertKerasGraph(graph: KerasGraph, weights: WeightMap, opts: C
 
   // Only layers the cut depends on are converted.
   const needed = new Set<string>();
-  const stack = [cut.name];
+  const stack = cuts.map((c) => c.name);
   const from = opts.from ? findLayer(graph, opts.from) : undefined;
   while (stack.length) {
     const n = stack.pop()!;
@@ -184,7 +202,7 @@ export function convertKerasGraph(graph: KerasGraph, weights: WeightMap, opts: C
     let out: Value;
     const only = (n: string): KerasLayer | undefined => {
       const c = consumers.get(n) ?? [];
-      return c.length === 1 && needed.has(c[0]!) && layer.name !== cut.name ? byName.get(c[0]!) : undefined;
+      return c.length === 1 && needed.has(c[0]!) && !cutNames.has(layer.name) ? byName.get(c[0]!) : undefined;
     };
     switch (layer.className) {
       case 'InputLayer': out = x; break;
@@ -296,10 +314,27 @@ export function convertKerasGraph(graph: KerasGraph, weights: WeightMap, opts: C
   const cutValue = values.get(cut.name)!;
   let feat = cutValue;
   let pooling = opts.pooling;
-  if (cutValue.shape.length === 3) {
-    if (pooling === 'avg' || pooling === 'max') {
-      const p = g.node(pooling === 'avg' ? 'GlobalAveragePool' : 'GlobalMaxPool', [cutValue.name], 'pool');
-      feat = { name: g.node('Flatten', [p], 'pool_flat', [{ name: 'axis', kind: 'int', value: 1 }]), layout: 'last', shape: [cutValue.shape[2]!] };
+  const l2 = pooling === 'avg-l2' || pooling === 'max-l2';
+  const poolOp = pooling === 'avg' || pooling === 'avg-l2' ? 'GlobalAveragePool' : 'GlobalMaxPool';
+  /** Global pooling (then L2 normalisation for the -l2 modes) of one rank-3 cut: [N, C]. */
+  const pooled = (v: Value): Value => {
+    const p = g.node(poolOp, [v.name], 'pool');
+    let name = g.node('Flatten', [p], 'pool_flat', [{ name: 'axis', kind: 'int', value: 1 }]);
+    if (l2) name = g.node('LpNormalization', [name], 'pool_l2', [{ name: 'axis', kind: 'int', value: 1 }, { name: 'p', kind: 'int', value: 2 }]);
+    return { name, layout: 'last', shape: [v.shape[2]!] };
+  };
+  if (cuts.length > 1) {
+    if (pooling === 'none') throw new UserError(`multi-layer features (${opts.layer}) need a pooling: avg, max, avg-l2 or max-l2`);
+    const blocks = cuts.map((c) => {
+      const v = values.get(c.name)!;
+      if (v.shape.length !== 3) throw new UserError(`multi-layer features: '${c.name}' is not a feature map (shape [${v.shape.join(', ')}])`);
+      return pooled(v);
+    });
+    const D = blocks.reduce((a, b) => a + b.shape[0]!, 0);
+    feat = { name: g.node('Concat', blocks.map((b) => b.name), 'blocks', [{ name: 'axis', kind: 'int', value: 1 }]), layout: 'last', shape: [D] };
+  } else if (cutValue.shape.length === 3) {
+    if (pooling !== 'none') {
+      feat = pooled(cutValue);
     } else {
       feat = { name: g.node('Flatten', [toLast(cutValue)], 'flat', [{ name: 'axis', kind: 'int', value: 1 }]), layout: 'last', shape: [cutValue.shape.reduce((a, b) => a * b, 1)] };
     }
@@ -317,14 +352,14 @@ export function convertKerasGraph(graph: KerasGraph, weights: WeightMap, opts: C
       opset: 13,
       metadata: opts.metadata,
       graph: {
-        name: `${graph.name}_to_${cut.name}`,
+        name: `${graph.name}_to_${cuts.map((c) => c.name).join('+')}`,
         nodes: g.nodes,
         initializers: g.inits,
         inputs: [{ name: inputName, dataType: graphInputType, shape: graphInputShape }],
         outputs: [{ name: 'features', dataType: DataType.FLOAT, shape: ['N', featureDim] }],
       },
     },
-    featureShape: cutValue.shape.length === 3 && pooling === 'none' ? cutValue.shape : feat.shape,
+    featureShape: cuts.length === 1 && cutValue.shape.length === 3 && pooling === 'none' ? cutValue.shape : feat.shape,
     featureDim,
   };
 

@@ -11,9 +11,9 @@ import { DEFAULT_MODEL } from '../backbone/registry.ts';
 
 export const command = defineCommand({
   name: 'bench',
-  summary: 'measure speed and memory: extract (default), heads, finetune, finetune-step (ms per training step, ORT vs TF.js), startup (convcache --help and a no-op extract), scale (memory at 5k/100k images, shards, 200k-row compare); prints JSON and writes data/bench/<name>.json (in a checkout; else <cache root>/bench/)',
-  usage: 'convcache bench [extract|heads|finetune|finetune-step|startup|scale] [options]',
-  positionals: { name: 'WHICH', description: 'extract | heads | finetune | finetune-step | startup | scale (default extract)' },
+  summary: 'measure speed and memory: extract (default), heads, features (which features help, by compare), finetune, finetune-step (ms per training step, ORT vs TF.js), startup (convcache --help and a no-op extract), scale (memory at 5k/100k images, shards, 200k-row compare); prints JSON and writes data/bench/<name>.json (in a checkout; else <cache root>/bench/)',
+  usage: 'convcache bench [extract|heads|features|finetune|finetune-step|startup|scale] [options]',
+  positionals: { name: 'WHICH', description: 'extract | heads | features | finetune | finetune-step | startup | scale (default extract)' },
   flags: {
     data: { type: 'string', metavar: 'DIR', description: 'dataset (default: the mirror\'s cats-vs-dogs)' },
     model: { type: 'string', metavar: 'MODEL', description: 'backbone', default: DEFAULT_MODEL },
@@ -27,6 +27,9 @@ export const command = defineCommand({
     'schedule-images': { type: 'number', metavar: 'N', description: 'extract bench: also time other threads/workers schedules on N images (0 = skip)', default: 0 },
     'tfjs-images': { type: 'number', metavar: 'N', description: 'images for the TF.js-wasm comparison pass (0 = skip)', default: 32 },
     heads: { type: 'list', metavar: 'LIST', description: 'heads to bench (heads bench)' },
+    caches: { type: 'list', metavar: 'DIRS', description: 'features bench: feature caches of the same images to compare (plain, --tta, --layer a,b …)' },
+    'per-class': { type: 'number', metavar: 'N', description: 'features bench: training images per class in the small-data run', default: 100 },
+    draws: { type: 'number', metavar: 'N', description: 'features bench: small-data subsets drawn (seeds 0..N-1)', default: 3 },
     engine: { type: 'string', metavar: 'NAME', description: 'finetune bench: where the trainable top trains (ort | tfjs); results go to finetune.json / finetune-tfjs.json', default: 'ort' },
     runs: { type: 'number', metavar: 'N', description: 'startup bench: timed runs per command (median reported)', default: 7 },
     parts: { type: 'list', metavar: 'LIST', description: 'scale bench: extract,shards,approx,compare', default: 'extract,shards,approx,compare' },
@@ -52,6 +55,9 @@ export const command = defineCommand({
   } else if (which === 'heads') {
     const { benchHeadsCli } = await import('../bench/heads.ts');
     result = await benchHeadsCli({ cache: flags.cache, heads: flags.heads, log });
+  } else if (which === 'features') {
+    const { benchFeatures } = await import('../bench/features.ts');
+    result = await benchFeatures({ caches: flags.caches ?? [], perClass: intInRange('per-class', flags['per-class'], 2, 1e6), draws: intInRange('draws', flags.draws, 1, 100), log });
   } else if (which === 'finetune') {
     const { benchFinetune } = await import('../bench/finetune.ts');
     const engine = parseEngine(flags.engine);
@@ -71,7 +77,7 @@ export const command = defineCommand({
     const { benchStartup } = await import('../bench/startup.ts');
     result = await benchStartup({ data: flags.data, runs: intInRange('runs', flags.runs, 1, 100), log });
   } else {
-    throw new UserError(`unknown benchmark '${which}' (extract, heads, finetune, finetune-step, startup, scale)`);
+    throw new UserError(`unknown benchmark '${which}' (extract, heads, features, finetune, finetune-step, startup, scale)`);
   }
   const json = JSON.stringify(result, null, 2);
   writeFileAtomic(join(benchResultsDir(flags['cache-root']), `${name}.json`), json + '\n');

@@ -11,6 +11,8 @@ import { DEFAULT_MAX_PIXELS } from '../images/limits.ts';
 import type { Preprocessing } from '../backbone/preprocess.ts';
 import { parseAugmentSpec, type AugmentSpec } from '../images/augment.ts';
 import { DEFAULT_PRECISION } from '../backbone/quantize.ts';
+import { parseTtaSpec } from '../images/tta.ts';
+import { POOLINGS } from '../backbone/convert.ts';
 
 const KERNEL = { bilinear: 'linear', bicubic: 'cubic', nearest: 'nearest', lanczos: 'lanczos3' } as const;
 
@@ -40,8 +42,8 @@ export const command = defineCommand({
   flags: {
     data: { type: 'string', metavar: 'DIR', description: 'data root with class folders (or train/val/test folders); default <cache root>/images/, else the mirror\'s cats-vs-dogs' },
     model: { type: 'string', metavar: 'MODEL', description: 'known name, model folder, model.json, or URL', default: DEFAULT_MODEL },
-    layer: { type: 'string', metavar: 'NAME', description: 'cut the base at this layer (see convcache layers); default: the last conv activation' },
-    pool: { type: 'string', metavar: 'MODE', description: 'pooling on the cut feature map: avg | max | none (flatten); default: the model\'s (avg for a feature map, none for a vector)' },
+    layer: { type: 'string', metavar: 'NAME', description: 'cut the base at this layer (see convcache layers), or at several (a,b: their pooled features concatenated); default: the last conv activation' },
+    pool: { type: 'string', metavar: 'MODE', description: 'pooling on the cut feature map: avg | max | none (flatten) | avg-l2 | max-l2 (pooled, then L2-normalised per layer); default: the model\'s (avg for a feature map, none for a vector)' },
     out: { type: 'string', metavar: 'DIR', description: 'cache folder (default <cache root>/cache/<dataset>-<model>-<layer>-<pool>-<hash>)' },
     'cache-root': cacheRootFlag,
     split: { type: 'string', metavar: 'F,F,F', description: 'train,val,test fractions when the data has no split folders', default: '0.8,0.1,0.1' },
@@ -64,6 +66,7 @@ export const command = defineCommand({
     decoder: { type: 'string', metavar: 'D', description: 'fast (JPEGs via libjpeg-turbo, the rest via sharp) | sharp (everything via sharp); each its own cache', default: 'fast' },
     shard: { type: 'string', metavar: 'K/N', description: 'run only shard K (0..N-1) of N into a shared --out; then `convcache merge --out DIR` (README "Scaling out")' },
     shards: { type: 'number', metavar: 'N', description: 'shard count when the index comes from JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID or AWS_BATCH_JOB_ARRAY_INDEX' },
+    tta: { type: 'string', metavar: 'VIEWS', description: 'store the mean feature of fixed views of every image (train, val, test): flip | crops | flip,crops (2, 5 or 10 views)' },
     quiet: { type: 'boolean', description: 'no progress output' },
   },
 }, async ({ flags }) => {
@@ -94,7 +97,7 @@ export const command = defineCommand({
     cacheRoot: flags['cache-root'],
     model: flags.model,
     layer: flags.layer,
-    pooling: flags.pool === undefined ? undefined : oneOf('pool', flags.pool, ['avg', 'max', 'none'] as const),
+    pooling: flags.pool === undefined ? undefined : oneOf('pool', flags.pool, POOLINGS),
     split: parseSplitFractions(flags.split),
     seed: seed(flags.seed),
     batch: batchSize(flags.batch),
@@ -107,6 +110,7 @@ export const command = defineCommand({
     preprocessing,
     onnxLayout: flags.layout === undefined ? undefined : oneOf('layout', flags.layout, ['nchw', 'nhwc'] as const),
     augment: augmentOption(flags.augment, flags.views),
+    tta: flags.tta === undefined ? undefined : parseTtaSpec(flags.tta),
     log,
   };
   if (shard) {

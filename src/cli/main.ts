@@ -2,7 +2,7 @@ import { cacheRootFlag, defineCommand } from './command.ts';
 import { intInRange } from './validate.ts';
 import { consoleLogger } from '../util/log.ts';
 import { extractFeatures } from '../pipeline/extract.ts';
-import { compareHeads } from '../pipeline/compare.ts';
+import { compareHeads, DEFAULT_SELECTION_CV } from '../pipeline/compare.ts';
 import { stageRows } from '../pipeline/stage-rows.ts';
 import { DEFAULT_MODEL } from '../backbone/registry.ts';
 import { cacheRoot } from '../util/paths.ts';
@@ -14,7 +14,7 @@ export const command = defineCommand({
   flags: {
     data: { type: 'string', metavar: 'DIR', description: 'dataset (default: <cache root>/images/, else the mirror\'s cats-vs-dogs)' },
     model: { type: 'string', metavar: 'MODEL', description: 'backbone', default: DEFAULT_MODEL },
-    cv: { type: 'number', metavar: 'K', description: 'also k-fold cross-validate every head (0 = off)', default: 0 },
+    cv: { type: 'number', metavar: 'K', description: 'k-fold cross-validate every head on train+val; CV chooses the head (0 = choose on the validation split alone)', default: DEFAULT_SELECTION_CV },
     'cache-root': cacheRootFlag,
     quiet: { type: 'boolean', description: 'less output' },
   },

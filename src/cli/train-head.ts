@@ -23,6 +23,7 @@ export const command = defineCommand({
     'val-fraction': { type: 'number', metavar: 'F', description: 'share of train held out as validation when the cache has no val split (0 = none)', default: DEFAULT_VAL_FRACTION },
     tune: { type: 'boolean', description: 'grid-search the main hyperparameters on the validation set first (never on test)' },
     'tune-cv': { type: 'number', metavar: 'K', description: 'tune by K-fold CV on train+val instead of on val (implies --tune)' },
+    refit: { type: 'boolean', description: 'refit the validated configuration on train+val before the test score (--no-refit: keep the train-only fit)', default: true },
     out: { type: 'string', metavar: 'PATH', description: 'where to save the head (default <cache>/heads/<kind>.json, or <cache>/heads/dense/); sidecar <PATH>.meta.json' },
     eval: { type: 'string', metavar: 'HEAD', description: 'instead of training: score a saved head on --cache\'s test split (refused if the cache has other features)' },
     verbose: { type: 'boolean', description: 'per-epoch lines from heads that train in epochs' },
@@ -57,15 +58,17 @@ export const command = defineCommand({
     ...(flags['max-rows'] !== undefined ? { maxRows: intInRange('max-rows', flags['max-rows'], 1, 2 ** 31 - 1) } : {}), seed: seed(flags.seed),
   });
   const r = await trainHead({
-    cache, kind, params, classWeight: cw, valFraction: vf, tune,
+    cache, kind, params, classWeight: cw, valFraction: vf, tune, refit: flags.refit !== false,
     seed: seed(flags.seed),
     log, fitLog: flags.verbose ? log : silentLogger,
   });
   const s = r.splits;
   const valDesc = s.valSource === 'cache' ? "the cache's val split" : s.valSource === 'carved' ? `${(s.valFraction * 100).toFixed(0)}% carved from train, seed ${r.seed}` : 'none';
   process.stdout.write(`head: ${kind} (${formatParams(r.params)})\n`);
-  process.stdout.write(`trained on ${s.train.y.length} rows in ${r.fitSeconds.toFixed(2)} s\n`);
   process.stdout.write(`val accuracy: ${pct(r.valAccuracy)} (${s.val?.y.length ?? 0} rows; ${valDesc})\n`);
+  process.stdout.write(r.refit
+    ? `selected on val (fitted on ${s.train.y.length} train rows), then refitted on train+val: ${r.refit.rows} rows${r.refit.epochs !== undefined ? `, ${r.refit.epochs} epochs (chosen on val)` : ''} in ${r.fitSeconds.toFixed(2)} s\n`
+    : `trained on ${s.train.y.length} rows in ${r.fitSeconds.toFixed(2)} s\n`);
   process.stdout.write(`test accuracy: ${pct(r.testAccuracy)} (${s.test?.y.length ?? 0} rows)\n`);
   const saved = await saveTrainedHead(r, flags.out);
   process.stdout.write(`saved: ${saved.path} (${saved.bytes} bytes; meta ${saved.metaPath})\n`);

@@ -1,5 +1,5 @@
 import type { Misclassified, Report, ReportRow } from './report.ts';
-import { formatBytes, formatCv, formatSecs, pct } from './report.ts';
+import { formatBytes, formatCv, formatSecs, intervalCell, pairedCell, pct } from './report.ts';
 
 /**
  * report.html: one self-contained page (inline CSS and SVG, images as data: URIs, no scripts,
@@ -26,7 +26,7 @@ function barColor(r: ReportRow, best: string | null): string {
 export function accuracyChart(rows: readonly ReportRow[], best: string | null): string {
   const shown = rows.filter((r) => r.testAccuracy !== null || r.cv);
   if (shown.length === 0) return '<p class="note">No test accuracies to chart.</p>';
-  const lows = shown.flatMap((r) => [r.testAccuracy ?? 1, r.cv ? r.cv.mean - r.cv.std : 1]);
+  const lows = shown.flatMap((r) => [r.testInterval?.low ?? r.testAccuracy ?? 1, r.cv ? r.cv.mean - r.cv.std : 1]);
   const lo = Math.max(0, Math.floor(Math.min(...lows) * 100 - 1) / 100);
   const hi = 1;
   const span = (hi - lo) * 100;
@@ -46,6 +46,10 @@ export function accuracyChart(rows: readonly ReportRow[], best: string | null): 
     if (r.testAccuracy !== null) {
       parts.push(`<rect x="${L}" y="${f1(cy - 9)}" width="${f1(Math.max(1, x(r.testAccuracy) - L))}" height="18" fill="${barColor(r, best)}"><title>${esc(r.name)}: test ${pct(r.testAccuracy)}</title></rect>`);
     }
+    if (r.testInterval) {
+      const a = x(r.testInterval.low), b = x(r.testInterval.high);
+      parts.push(`<line x1="${f1(a)}" y1="${f1(cy + 11)}" x2="${f1(b)}" y2="${f1(cy + 11)}" stroke="#888" stroke-width="2"><title>${esc(r.name)}: 95% CI ${esc(intervalCell(r))}</title></line>`);
+    }
     if (r.cv) {
       const a = x(r.cv.mean - r.cv.std), b = x(r.cv.mean + r.cv.std), m = x(r.cv.mean);
       parts.push(`<g stroke="${COLORS.err}" stroke-width="1.5"><line x1="${f1(a)}" y1="${f1(cy)}" x2="${f1(b)}" y2="${f1(cy)}"/><line x1="${f1(a)}" y1="${f1(cy - 5)}" x2="${f1(a)}" y2="${f1(cy + 5)}"/><line x1="${f1(b)}" y1="${f1(cy - 5)}" x2="${f1(b)}" y2="${f1(cy + 5)}"/></g>`);
@@ -55,7 +59,7 @@ export function accuracyChart(rows: readonly ReportRow[], best: string | null): 
     parts.push(`<text x="${L + W + 8}" y="${f1(cy + 4)}" font-size="12">${esc(label)}</text>`);
   });
   return `<svg width="${L + W + R}" height="${height}" viewBox="0 0 ${L + W + R} ${height}" role="img" aria-label="test accuracy per head">${parts.join('')}</svg>`
-    + `<p class="note">Bars: test accuracy (axis starts at ${(lo * 100).toFixed(0)}%, not 0).${shown.some((r) => r.cv) ? ' Whiskers: cross-validation mean ± std on train+val.' : ''}</p>`;
+    + `<p class="note">Bars: test accuracy (axis starts at ${(lo * 100).toFixed(0)}%, not 0); grey line under each bar: its 95% Wilson interval.${shown.some((r) => r.cv) ? ' Whiskers: cross-validation mean ± std on train+val.' : ''}</p>`;
 }
 
 /** Fit seconds per head on a log10 axis. */
@@ -114,10 +118,10 @@ export function confusionSvg(confusion: readonly (readonly number[])[], classes:
 }
 
 function summaryTable(r: Report): string {
-  const head = ['head', 'test acc', 'val acc', 'macro F1', 'log loss', ...(r.options.cv ? [`CV ${r.options.cv}-fold`] : []), 'fit', 'predict / 1000', 'model size', 'params'];
+  const head = ['head', 'test acc', '95% CI', 'vs chosen (McNemar p)', 'val acc', 'macro F1', 'log loss', ...(r.options.cv ? [`CV ${r.options.cv}-fold`] : []), 'fit', 'predict / 1000', 'model size', 'params'];
   const rows = r.heads.map((h) => [
-    `${h.name === r.best ? '<b>' : ''}${esc(h.name)}${h.name === r.best ? '</b>' : ''}${h.source === 'extra' ? ' <span class="note">(extra)</span>' : ''}`,
-    pct(h.testAccuracy), pct(h.valAccuracy), h.macroF1 === null ? 'n/a' : h.macroF1.toFixed(4), h.logLoss === null ? 'n/a' : h.logLoss.toFixed(4),
+    `${h.name === r.chosen ? '<b>' : ''}${esc(h.name)}${h.name === r.chosen ? '</b> <span class="note">(chosen)</span>' : ''}${h.name === r.recommended && h.name !== r.chosen ? ' <span class="note">(recommended)</span>' : ''}${h.source === 'extra' ? ' <span class="note">(extra)</span>' : ''}`,
+    pct(h.testAccuracy), esc(intervalCell(h)), esc(pairedCell(h, r.chosen)), pct(h.valAccuracy), h.macroF1 === null ? 'n/a' : h.macroF1.toFixed(4), h.logLoss === null ? 'n/a' : h.logLoss.toFixed(4),
     ...(r.options.cv ? [formatCv(h.cv)] : []),
     esc(formatSecs(h.fitSeconds)), h.predictMsPer1000 === null ? 'n/a' : `${h.predictMsPer1000.toFixed(1)} ms`, esc(formatBytes(h.modelBytes)),
     `<code>${esc(Object.entries(h.params).map(([k, v]) => `${k}=${v}`).join(' '))}</code>`,
@@ -178,9 +182,9 @@ export function renderHtml(r: Report, thumbs: readonly Thumbnail[]): string {
 <h1>Head comparison — ${esc(c.model)} / ${esc(c.layer)} / ${esc(c.pooling)} (D=${c.D})</h1>
 <p class="verdict"><b>Verdict:</b> ${esc(r.verdict)}</p>
 <p class="note">Cache <code>${esc(c.dir)}</code> · classes ${esc(c.classes.join(', '))} · ${esc(Object.entries(c.counts).map(([s, n]) => `${s} ${n}`).join(', '))} · ${c.skipped} skipped.
-Trained on ${r.split.train} rows; validation ${r.split.val} rows (${esc(valDesc)}); test ${r.split.test} rows, used only for the final score.${r.options.tune ? ` Tuned by ${r.options.tune.by === 'val' ? 'validation accuracy' : `${r.options.tune.folds}-fold CV`}.` : ''}</p>
+Selected on ${r.split.train} training rows scored on validation ${r.split.val} rows (${esc(valDesc)})${r.selection?.by === 'cv' ? ` — by ${r.options.cv}-fold CV on train+val` : ''}${r.heads.some((h) => h.refit) ? ', then refitted on train+val' : ''}; test ${r.split.test} rows, used once, for the final score. McNemar: exact paired test against the chosen head on the same test images (p &gt;= 0.05: tied; b/c = images only the chosen / only this head got right).${r.options.tune ? ` Tuned by ${r.options.tune.by === 'val' ? 'validation accuracy' : `${r.options.tune.folds}-fold CV`}.` : ''}</p>
 <h2>Test accuracy</h2>
-${accuracyChart(r.heads, r.best)}
+${accuracyChart(r.heads, r.chosen)}
 <h2>Fit time</h2>
 ${fitTimeChart(r.heads)}
 <h2>Summary</h2>
@@ -189,7 +193,7 @@ ${summaryTable(r)}
 <div class="grid">${confusions || '<p class="note">none</p>'}</div>
 <h2>Per class <span class="note">(test split)</span></h2>
 ${perClassTable(r)}
-<h2>Mistakes of the best head</h2>
+<h2>Mistakes of the chosen head</h2>
 ${thumbnailsSection(r, thumbs)}
 <p class="note">Generated by convcache ${esc(r.toolVersion)} at ${esc(r.createdAt)} in ${r.totalSeconds.toFixed(1)} s.</p>
 </body></html>

@@ -2,6 +2,9 @@ import type { HeadParams } from '../heads/types.ts';
 import { UserError } from '../util/errors.ts';
 import type { ClassMetrics } from './metrics.ts';
 import { pct } from '../util/format.ts';
+import type { Selection } from './select.ts';
+import type { Interval } from './stats.ts';
+import type { PairedTest } from './verdict.ts';
 
 /**
  * The compare report: its JSON shape (report.json), the one-line verdict and the Markdown
@@ -10,10 +13,8 @@ import { pct } from '../util/format.ts';
  */
 
 export const REPORT_FORMAT = 'convcache-report';
-export const REPORT_VERSION = 1;
-
-/** Heads within this many accuracy points of the winner count as "as good" for the cost comparison. */
-export const NEAR_POINTS = 0.5;
+/** 2: the head is chosen on validation (`chosen`), rows carry test intervals and paired tests. */
+export const REPORT_VERSION = 2;
 
 export interface CvSummary {
   k: number;
@@ -34,7 +35,15 @@ export interface ReportRow {
   /** 'compare' rows were trained by this run; 'extra' rows were supplied (see ExtraRow). */
   source: 'compare' | 'extra';
   testAccuracy: number | null;
+  /** 95 % Wilson interval of testAccuracy, over n test images. */
+  testInterval?: Interval & { n: number };
   valAccuracy: number | null;
+  /** Validation log loss (of the head fitted on train): the selection's tie-breaker. */
+  valLogLoss?: number | null;
+  /** McNemar exact test against the chosen head on the same test images (rows with per-image predictions). */
+  vsChosen?: PairedTest;
+  /** Set when the head was refitted on train + val after selection. */
+  refit?: { rows: number; epochs?: number };
   macroF1: number | null;
   logLoss: number | null;
   perClass: Record<string, ClassMetrics> | null;
@@ -88,9 +97,17 @@ export interface Report {
   cache: CacheSummary;
   split: { train: number; val: number; test: number; valSource: 'cache' | 'carved' | 'none'; valFraction: number; seed: number; cvOn?: string };
   options: { heads: string[]; cv: number | null; tune: false | { by: 'val' | 'cv'; folds?: number }; classWeight: string; seed: number };
-  /** One line: who wins on test accuracy, by how much, at what cost. */
+  /** The head chosen on validation, its test accuracy with an interval, ties by McNemar, the cheapest tied head. */
   verdict: string;
-  /** Name of the winning row (null when nothing was scored). */
+  /** Name of the head chosen WITHOUT the test split (validation, or CV with --cv); null when none could be. */
+  chosen: string | null;
+  /** How it was chosen (candidates best first). */
+  selection: Selection | null;
+  /** The chosen head and the heads not significantly different from it on test (McNemar exact, α = 0.05). */
+  tied: string[];
+  /** The cheapest tied head (fit time, predict time, model size). */
+  recommended: string | null;
+  /** Same as `chosen` (kept for readers of version 1, where it was the best head on test). */
   best: string | null;
   heads: ReportRow[];
   /** Test images the best trained head got wrong, most confident first (all of them; the HTML shows a capped number). */
@@ -118,58 +135,6 @@ export function formatSecs(s: number | null | undefined): string {
 
 export function formatCv(cv: CvSummary | undefined): string {
   return cv ? `${(cv.mean * 100).toFixed(2)} ± ${(cv.std * 100).toFixed(2)}%` : '–';
-}
-
-// --------------------------------------------------------------------------------- verdict
-
-/** Rows ranked best first: test accuracy (or val when no row has a test score), then val accuracy, then faster fit. */
-export function rankRows(rows: readonly ReportRow[]): { metric: 'test' | 'val'; ranked: ReportRow[] } {
-  const metric = rows.some((r) => r.testAccuracy !== null) ? 'test' : 'val';
-  const score = (r: ReportRow) => (metric === 'test' ? r.testAccuracy : r.valAccuracy);
-  const ranked = rows.filter((r) => score(r) !== null).sort((a, b) =>
-    score(b)! - score(a)!
-    || (b.valAccuracy ?? -1) - (a.valAccuracy ?? -1)
-    || (a.fitSeconds ?? Infinity) - (b.fitSeconds ?? Infinity));
-  return { metric, ranked };
-}
-
-/**
- * Among `rows`, the cheapest: the lowest sum of its ranks by fit seconds and by model bytes
- * (unknown costs rank last), ties broken by fit seconds. Two costs, because the fastest-fitting
- * head (k-NN) is often the biggest one.
- */
-export function cheapest(rows: readonly ReportRow[]): ReportRow {
-  const rank = (key: (r: ReportRow) => number | null) => {
-    const sorted = [...rows].sort((a, b) => (key(a) ?? Infinity) - (key(b) ?? Infinity));
-    return (r: ReportRow) => sorted.findIndex((s) => (key(s) ?? Infinity) === (key(r) ?? Infinity));
-  };
-  const rt = rank((r) => r.fitSeconds), rb = rank((r) => r.modelBytes);
-  return [...rows].sort((a, b) => rt(a) + rb(a) - (rt(b) + rb(b)) || (a.fitSeconds ?? Infinity) - (b.fitSeconds ?? Infinity))[0]!;
-}
-
-const cost = (r: ReportRow) => `${formatSecs(r.fitSeconds)} fit, ${formatBytes(r.modelBytes)}`;
-
-/** The one-line verdict (plain text). */
-export function makeVerdict(rows: readonly ReportRow[]): { text: string; best: ReportRow | null } {
-  const { metric, ranked } = rankRows(rows);
-  const best = ranked[0];
-  if (!best) return { text: 'No head could be scored (the cache has neither a test nor a validation split).', best: null };
-  const score = (r: ReportRow) => (metric === 'test' ? r.testAccuracy : r.valAccuracy)!;
-  const on = metric === 'test' ? 'test accuracy' : 'validation accuracy (the cache has no test split)';
-  if (ranked.length === 1) return { text: `${best.name} is the only head: ${pct(score(best))} ${on}, ${cost(best)}.`, best };
-  const runner = ranked[1]!;
-  const margin = (score(best) - score(runner)) * 100;
-  const lead = margin < 0.005
-    ? `${best.name} wins on ${on} at ${pct(score(best))}, tied with ${runner.name} (${best.valAccuracy !== runner.valAccuracy ? `higher validation accuracy: ${pct(best.valAccuracy)} vs ${pct(runner.valAccuracy)}` : 'same validation accuracy, faster fit'})`
-    : `${best.name} wins on ${on}: ${pct(score(best))}, +${margin.toFixed(2)} points over ${runner.name} (${pct(score(runner))})`;
-  const near = ranked.filter((r) => (score(best) - score(r)) * 100 <= NEAR_POINTS + 1e-9);
-  const cheap = cheapest(near);
-  const tail = cheap === best
-    ? near.length > 1
-      ? `it is also the cheapest head within ${NEAR_POINTS} points (${cost(best)})`
-      : `no other head is within ${NEAR_POINTS} points (${cost(best)})`
-    : `it costs ${cost(best)}, vs ${cost(cheap)} for ${cheap.name}, the cheapest head within ${NEAR_POINTS} points (${pct(score(cheap))})`;
-  return { text: `${lead}; ${tail}.`, best };
 }
 
 // ------------------------------------------------------------------------------ extra rows
@@ -237,6 +202,20 @@ function mdTable(header: string[], rows: string[][]): string {
   ].join('\n');
 }
 
+/** '97.3–98.9%' or 'n/a'. */
+export function intervalCell(h: ReportRow): string {
+  return h.testInterval ? `${(h.testInterval.low * 100).toFixed(1)}–${(h.testInterval.high * 100).toFixed(1)}%` : 'n/a';
+}
+
+/** 'p=0.62 (tied)', 'p=0.003 (worse)', '–' for the chosen head, 'n/a' without per-image predictions. */
+export function pairedCell(h: ReportRow, chosen: string | null): string {
+  if (h.name === chosen) return '–';
+  const t = h.vsChosen;
+  if (!t) return 'n/a';
+  const p = t.pValue >= 0.001 ? t.pValue.toFixed(t.pValue >= 0.1 ? 2 : 3) : '<0.001';
+  return `p=${p} (${t.significant ? (t.better === 'chosen' ? 'worse' : 'better') : 'tied'}; ${t.b}/${t.c})`;
+}
+
 /** report.md: the verdict on the first line, then summary, per-class and confusion tables. */
 export function renderMarkdown(r: Report): string {
   const c = r.cache;
@@ -248,11 +227,14 @@ export function renderMarkdown(r: Report): string {
   out.push(`Heads trained on ${r.split.train} rows; validation: ${r.split.val} rows (${valDesc}); test: ${r.split.test} rows, used only for the final score.`);
   if (r.options.cv) out.push(`Cross-validation: stratified ${r.options.cv}-fold on train+val (${r.split.train + r.split.val} rows).`);
   if (r.options.tune) out.push(`Hyperparameters tuned by ${r.options.tune.by === 'val' ? 'validation accuracy' : `${r.options.tune.folds}-fold CV on train+val`} (never on test).`);
+  out.push(`Selection: ${r.selection ? (r.selection.by === 'cv' ? `by ${r.options.cv}-fold CV accuracy on train+val` : 'by validation accuracy (ties: lower validation log loss)') : 'none possible (no validation set)'}; test is used once, to report.${r.heads.some((h) => h.refit) ? ` Heads trained here were then refitted on train+val (${r.heads.find((h) => h.refit)!.refit!.rows} rows; early-stopped heads for the epochs validation chose).` : ''}`);
+  out.push('Test accuracy with its 95% Wilson interval; McNemar p: exact paired test against the chosen head on the same test images (p >= 0.05: tied; b/c = images only the chosen head / only this head got right).');
   out.push('', '## Summary', '');
   out.push(mdTable(
-    ['head', 'test acc', 'val acc', 'macro F1', 'log loss', ...(r.options.cv ? [`CV ${r.options.cv}-fold`] : []), 'fit', 'predict / 1000', 'model size', 'params'],
+    ['head', 'test acc', '95% CI', 'vs chosen (McNemar p)', 'val acc', 'macro F1', 'log loss', ...(r.options.cv ? [`CV ${r.options.cv}-fold`] : []), 'fit', 'predict / 1000', 'model size', 'params'],
     r.heads.map((h) => [
-      h.name + (h.source === 'extra' ? ' (extra)' : ''), pct(h.testAccuracy), pct(h.valAccuracy), h.macroF1 === null ? 'n/a' : h.macroF1.toFixed(4),
+      h.name + (h.name === r.chosen ? ' (chosen)' : '') + (h.name === r.recommended && h.name !== r.chosen ? ' (recommended)' : '') + (h.source === 'extra' ? ' (extra)' : ''),
+      pct(h.testAccuracy), intervalCell(h), pairedCell(h, r.chosen), pct(h.valAccuracy), h.macroF1 === null ? 'n/a' : h.macroF1.toFixed(4),
       h.logLoss === null ? 'n/a' : h.logLoss.toFixed(4), ...(r.options.cv ? [formatCv(h.cv)] : []),
       formatSecs(h.fitSeconds), h.predictMsPer1000 === null ? 'n/a' : `${h.predictMsPer1000.toFixed(1)} ms`, formatBytes(h.modelBytes), paramText(h.params),
     ]),

@@ -7,11 +7,15 @@ import { ARROW_FILE, CACHE_FORMAT_VERSION, type Manifest, type SplitCounts } fro
 import type { RecordStore } from '../store/records.ts';
 import { ArrowFileStreamWriter, NpyStreamWriter } from '../store/stream.ts';
 import { UserError } from '../util/errors.ts';
+import { meanFeatures } from '../images/tta.ts';
 import type { Logger } from '../util/log.ts';
 import { toolVersion } from '../util/version.ts';
 
-/** What one image contributes: record keys for view 0 (the image) and each augmented view. */
-export interface ImagePlan { viewKeys: string[] }
+/**
+ * What one image contributes: record keys for view 0 (the image) and each augmented view, and with
+ * TTA the keys of the extra fixed views whose features are averaged into view 0.
+ */
+export interface ImagePlan { viewKeys: string[]; ttaKeys?: string[] }
 
 export interface AssembleInput {
   cacheDir: string;
@@ -26,6 +30,8 @@ export interface AssembleInput {
   split: SplitFractions;
   seed: number;
   augment: { spec: string; views: number; seed: number } | undefined;
+  /** TTA: every image's feature is the mean of these fixed views (images/tta.ts). */
+  tta?: { spec: string; views: string[] };
   log: Logger;
 }
 
@@ -57,8 +63,8 @@ export function assembleCache(a: AssembleInput): Manifest {
     if (!store.has(plan.viewKeys[0]!)) throw new Error(`internal: no record for ${images[i]!.path}`);
     const err = store.errorOf(plan.viewKeys[0]!);
     if (err !== undefined) { skipped.push({ path: images[i]!.path, reason: err }); continue; }
-    for (let v = 1; v < plan.viewKeys.length; v++) {
-      if (store.errorOf(plan.viewKeys[v]!) !== undefined || !store.has(plan.viewKeys[v]!)) throw new Error(`internal: no features for ${images[i]!.path} view ${v}`);
+    for (const key of [...plan.viewKeys.slice(1), ...(plan.ttaKeys ?? [])]) {
+      if (store.errorOf(key) !== undefined || !store.has(key)) throw new Error(`internal: no features for ${images[i]!.path} view ${key}`);
     }
     usable[i] = 1;
     const split = images[i]!.split!;
@@ -81,6 +87,7 @@ export function assembleCache(a: AssembleInput): Manifest {
     'convcache.pooling': a.backbone.pooling,
     'convcache.preprocessing': JSON.stringify(a.backbone.preprocessing),
     ...(a.augment ? { 'convcache.augment': JSON.stringify(a.augment) } : {}),
+    ...(a.tta ? { 'convcache.tta': JSON.stringify(a.tta) } : {}),
   };
   const schema = featureSchema(D, metadata);
   type Out = { features: NpyStreamWriter; labels: NpyStreamWriter; views?: NpyStreamWriter };
@@ -127,10 +134,16 @@ export function assembleCache(a: AssembleInput): Manifest {
       const img = images[i]!;
       const label = classIndex.get(img.className)!;
       const keys = plans[i]!.viewKeys;
+      const ttaKeys = plans[i]!.ttaKeys ?? [];
       for (let v = 0; v < keys.length; v++) {
         const k = paths.length;
         const row = features.subarray(k * D, (k + 1) * D);
         store.readInto(keys[v]!, row);
+        if (v === 0 && ttaKeys.length > 0) {
+          // TTA: the image's feature is the mean over its fixed views, computed as predict computes it.
+          const extra = ttaKeys.map((key) => { const f = new Float32Array(D); store.readInto(key, f); return f; });
+          row.set(meanFeatures([row.slice(), ...extra]));
+        }
         labels[k] = label;
         views[k] = v;
         paths.push(img.path);
@@ -159,6 +172,7 @@ export function assembleCache(a: AssembleInput): Manifest {
       classes: [...classes],
       counts,
       augment: a.augment ? { ...a.augment, rows: augRows } : null,
+      ...(a.tta ? { tta: a.tta } : {}),
       backbone: a.backbone,
       rowOrder: 'split (train, val, test), then path in code-point order, then view (0 = the image, 1..K augmented views); <split>_*.npy hold the view-0 rows of each split in that order, train_aug_*.npy the augmented rows',
       files: { arrow: ARROW_FILE, npy, ...(a.augment ? { augmentedNpy: { features: 'train_aug_features.npy', labels: 'train_aug_labels.npy', views: 'train_aug_views.npy', rows: augRows } } : {}), arrowSha256 },

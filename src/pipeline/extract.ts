@@ -11,6 +11,7 @@ import { DEFAULT_PRECISION, type Precision } from '../backbone/quantize.ts';
 import type { DecoderChoice } from '../images/jpeg-fast.ts';
 import { augmentSeed, formatAugmentSpec, isAugmenting, sampleAugmentParams, type AugmentParams, type AugmentSpec } from '../images/augment.ts';
 import { seededRandom } from '../linalg/random.ts';
+import { formatTtaSpec, isTta, ttaViews, type TtaSpec } from '../images/tta.ts';
 import { MANIFEST_FILE, type Manifest } from '../store/manifest.ts';
 import { RecordStore, type RecordValue } from '../store/records.ts';
 import { assembleCache } from './assemble.ts';
@@ -57,6 +58,8 @@ export interface ExtractOptions {
   precision?: Precision;
   /** Decode path (default: the fast JPEG path where libjpeg-turbo loads). */
   decoder?: DecoderChoice;
+  /** Store, for every image, the mean feature of these fixed views (src/images/tta.ts). */
+  tta?: TtaSpec;
   /** Progress lines, warnings about skipped images (default: silent). */
   log?: Logger;
   /**
@@ -84,32 +87,39 @@ export interface ExtractResult { cacheDir: string; manifest: Manifest }
 const DECODER_VERSION = 1;
 
 
-/** Cache folder for one (dataset, model+weights, layer, pooling, preprocessing). */
-export function cacheDirFor(dataRoot: string, backbone: BackboneConfig, augment?: { spec: string; views: number; seed: number }, root = cacheRoot()): string {
+/** Cache folder for one (dataset, model+weights, layer, pooling, preprocessing, decoder, precision, augmentation, TTA). */
+export function cacheDirFor(dataRoot: string, backbone: BackboneConfig, augment?: { spec: string; views: number; seed: number }, root = cacheRoot(), tta?: string): string {
   const key = createHash('sha256').update(JSON.stringify({
     root: dataRoot, w: backbone.weightsHash, layer: backbone.layer, pooling: backbone.pooling, pre: backbone.preprocessing, dec: DECODER_VERSION,
     // Other pixels or another precision give other features: another cache (sharp + fp32 keep their old key).
     ...(backbone.decoder && backbone.decoder !== 'sharp' ? { decoder: backbone.decoder } : {}),
     ...(backbone.precision && backbone.precision !== 'fp32' ? { precision: backbone.precision } : {}),
-    ...(augment ? { augment } : {}),
+    ...(augment ? { augment } : {}), ...(tta ? { tta } : {}),
   })).digest('hex').slice(0, 8);
   const dataset = basename(dataRoot).replace(/[^A-Za-z0-9._-]+/g, '_');
-  const suffix = (augment ? `-aug${augment.views}` : '') + (backbone.precision === 'int8' ? '-int8' : '');
-  return join(root, 'cache', `${dataset}-${backbone.modelId}-${backbone.layer}-${backbone.pooling}${suffix}-${key}`);
+  const suffix = (augment ? `-aug${augment.views}` : '') + (tta ? `-tta_${tta.replace(/,/g, '_')}` : '') + (backbone.precision === 'int8' ? '-int8' : '');
+  return join(root, 'cache', `${dataset}-${backbone.modelId}-${backbone.layer.replace(/,/g, '+')}-${backbone.pooling}${suffix}-${key}`);
 }
 
-/** What one image contributes: record keys for view 0 (the image) and each augmented view. */
-interface ImagePlan { viewKeys: string[]; viewParams: (AugmentParams | null)[] }
+/**
+ * What one image contributes: record keys for view 0 (the image) and each augmented view, and with
+ * TTA the keys of the extra fixed views whose features are averaged into view 0.
+ */
+interface ImagePlan { viewKeys: string[]; viewParams: (AugmentParams | null)[]; ttaKeys: string[]; ttaParams: (AugmentParams | null)[] }
 
 /**
  * Views of each image. Augmentation parameters depend only on (seed, view, image content), so a
  * resumed or incremental run draws exactly the same views.
  */
-function planViews(images: readonly ImageEntry[], keys: readonly string[], augment: ExtractOptions['augment'], seed: number): ImagePlan[] {
+function planViews(images: readonly ImageEntry[], keys: readonly string[], augment: ExtractOptions['augment'], seed: number, tta?: TtaSpec): ImagePlan[] {
   const augKey = augment ? createHash('sha256').update(`${formatAugmentSpec(augment.spec)}|${seed}`).digest('hex').slice(0, 12) : '';
+  const extraViews = isTta(tta) ? ttaViews(tta).slice(1) : [];
   return images.map((img, i) => {
     const key = keys[i]!;
-    const plan: ImagePlan = { viewKeys: [key], viewParams: [null] };
+    const plan: ImagePlan = {
+      viewKeys: [key], viewParams: [null],
+      ttaKeys: extraViews.map((v) => `${key}:tta:${v.name}`), ttaParams: extraViews.map((v) => v.params),
+    };
     if (augment && img.split === 'train') {
       const contentSeed = parseInt(key.slice(0, 8), 16);
       for (let v = 1; v <= augment.views; v++) {
@@ -173,6 +183,8 @@ export async function planExtraction(options: ExtractOptions, select?: (img: Ima
     throw new UserError('--augment needs at least one transform and --views K >= 1');
   }
   const augmentInfo = opts.augment ? { spec: formatAugmentSpec(opts.augment.spec), views: opts.augment.views, seed: opts.seed } : undefined;
+  const tta = isTta(opts.tta) ? formatTtaSpec(opts.tta) : undefined;
+  if (tta && augmentInfo) throw new UserError('--tta and --augment cannot be combined (the augmented rows would be single views of TTA-averaged images)');
   let cfg: BackboneConfig;
   let onnxPath: string | null = null;
   let backbone: Awaited<ReturnType<typeof prepareBackbone>> | undefined;
@@ -183,7 +195,7 @@ export async function planExtraction(options: ExtractOptions, select?: (img: Ima
     backbone = await prepareBackbone({ model: opts.model, layer: opts.layer, pooling: opts.pooling, preprocessing: opts.preprocessing, onnxLayout: opts.onnxLayout, log });
     cfg = runConfig(backbone, { precision, decoder: opts.decoder });
   }
-  const cacheDir = opts.out ?? cacheDirFor(scan.root, cfg, augmentInfo, cacheRoot(opts.cacheRoot));
+  const cacheDir = opts.out ?? cacheDirFor(scan.root, cfg, augmentInfo, cacheRoot(opts.cacheRoot), tta);
   const store = RecordStore.open(join(cacheDir, 'records'), cfg.featureDim, log, recordPrefix ? { prefix: recordPrefix } : {});
   if (backbone) {
     // int8 calibration draws from all training images (not one shard's), so every shard quantizes alike.
@@ -192,18 +204,19 @@ export async function planExtraction(options: ExtractOptions, select?: (img: Ima
 
   const selected = select ? images.filter(select) : images;
   const keys = await hashFiles(selected, 8);
-  const plans = planViews(selected, keys, opts.augment, opts.seed);
+  const plans = planViews(selected, keys, opts.augment, opts.seed, opts.tta);
   const tHash = performance.now();
   // A job = one image with the views it still needs (a resumed run may need only some of them).
   const jobs: Job[] = [];
   const queued = new Set<string>();
   plans.forEach((plan, i) => {
-    const need = plan.viewKeys.map((_, v) => v).filter((v) => !store.has(plan.viewKeys[v]!) && !queued.has(plan.viewKeys[v]!));
+    const allKeys = [...plan.viewKeys, ...plan.ttaKeys], allParams = [...plan.viewParams, ...plan.ttaParams];
+    const need = allKeys.map((_, v) => v).filter((v) => !store.has(allKeys[v]!) && !queued.has(allKeys[v]!));
     if (need.length === 0) return;
-    for (const v of need) queued.add(plan.viewKeys[v]!);
-    jobs.push({ image: selected[i]!, absPath: selected[i]!.absPath, keys: need.map((v) => plan.viewKeys[v]!), views: need.map((v) => plan.viewParams[v]!) });
+    for (const v of need) queued.add(allKeys[v]!);
+    jobs.push({ image: selected[i]!, absPath: selected[i]!.absPath, keys: need.map((v) => allKeys[v]!), views: need.map((v) => allParams[v]!) });
   });
-  const totalViews = plans.reduce((a, p) => a + p.viewKeys.length, 0);
+  const totalViews = plans.reduce((a, p) => a + p.viewKeys.length + p.ttaKeys.length, 0);
   return { scan, images, selected, plans, jobs, missing: queued.size, totalViews, cfg, onnxPath, cacheDir, store, augmentInfo, tScan, tHash, opts };
 }
 
@@ -227,8 +240,9 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
   const manifest = assembleCache({
     cacheDir, images, plans, classes: scan.classes, scanSkipped: scan.skipped, store, backbone: cfg, dataRoot: scan.root,
     presplit: scan.presplit, split: opts.split, seed: opts.seed, augment: augmentInfo, log,
+    ...(isTta(opts.tta) ? { tta: ttaManifest(opts.tta) } : {}),
   });
-  store.compact(new Set(plans.flatMap((pl) => pl.viewKeys)));
+  store.compact(new Set(plans.flatMap((pl) => [...pl.viewKeys, ...pl.ttaKeys])));
   const tEnd = performance.now();
   manifest.timings = {
     scanSeconds: round3((p.tScan - t0) / 1000), hashSeconds: round3((p.tHash - p.tScan) / 1000), extractSeconds: round3(computedSeconds),
@@ -265,6 +279,11 @@ export async function computeMissing(jobs: Job[], total: number, onnxPath: strin
   } finally {
     progress.finish();
   }
+}
+
+/** The manifest's record of TTA: the spec and the views averaged into every image's feature. */
+function ttaManifest(t: TtaSpec): { spec: string; views: string[] } {
+  return { spec: formatTtaSpec(t), views: ttaViews(t).map((v) => v.name) };
 }
 
 export type { SplitName };

@@ -1,5 +1,6 @@
 import type { Pooling } from '../backbone/convert.ts';
 import { parseAugmentSpec } from '../images/augment.ts';
+import { parseTtaSpec } from '../images/tta.ts';
 import type { Logger } from '../util/log.ts';
 import { extractFeatures, type ExtractResult } from './extract.ts';
 import { readShardRun } from './shard.ts';
@@ -20,6 +21,7 @@ export async function mergeShards(opts: MergeOptions): Promise<ExtractResult> {
     data: o.data, out: opts.out, model: o.model, ...(o.layer ? { layer: o.layer } : {}), ...(o.pooling ? { pooling: o.pooling as Pooling } : {}),
     ...(o.preprocessing ? { preprocessing: o.preprocessing } : {}), ...(o.onnxLayout ? { onnxLayout: o.onnxLayout } : {}),
     split: o.split, seed: o.seed, ...(o.augment ? { augment: { spec: parseAugmentSpec(o.augment.spec), views: o.augment.views } } : {}),
+    ...(o.tta ? { tta: parseTtaSpec(o.tta) } : {}),
     quiet: opts.quiet ?? false, log: opts.log, merge: { backbone: run.backbone, shards: run.shards },
   });
 }

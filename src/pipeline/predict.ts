@@ -12,8 +12,25 @@ import { silentLogger, type Logger } from '../util/log.ts';
 import { cpus } from 'node:os';
 import { DEFAULT_MAX_PIXELS } from '../images/limits.ts';
 import { readHeadMeta } from './train.ts';
-import { runBackbone, type BackboneRunOptions } from './run-backbone.ts';
+import { runBackbone, type BackboneRunOptions, type ImageResult } from './run-backbone.ts';
 import { pinnedInt8Graph } from './precision.ts';
+import { meanFeatures, parseTtaSpec, ttaViews } from '../images/tta.ts';
+
+/** One result per image: the mean of its views' features (a batch always holds whole images). */
+function averageViews<T>(results: readonly ImageResult<T>[]): ImageResult<T>[] {
+  const out: ImageResult<T>[] = [];
+  const byItem = new Map<T, ImageResult<T>[]>();
+  for (const r of results) {
+    const list = byItem.get(r.item);
+    if (list) list.push(r);
+    else byItem.set(r.item, [r]);
+  }
+  for (const [item, list] of byItem) {
+    const bad = list.find((r) => 'error' in r);
+    out.push(bad ?? { item, view: 0, features: meanFeatures(list.map((r) => (r as { features: Float32Array }).features)) });
+  }
+  return out;
+}
 
 export interface Prediction { path: string; label: string; probability: number; probabilities: Record<string, number> }
 export interface PredictFailure { path: string; reason: string }
@@ -79,11 +96,14 @@ export async function predictImages(options: PredictOptions): Promise<{ predicti
   const { files, missing } = expandInputs(opts.inputs);
   const failures: PredictFailure[] = [...missing];
   const predictions: Prediction[] = [];
-  const items = files.map((absPath, i) => ({ absPath, display: displayPath(opts.inputs, absPath, i) }));
+  // A TTA cache's features are the mean over fixed views: predict averages the same views.
+  const views = meta.tta ? ttaViews(parseTtaSpec(meta.tta.spec)).map((v) => v.params) : undefined;
+  const items = files.map((absPath, i) => ({ absPath, display: displayPath(opts.inputs, absPath, i), ...(views ? { views } : {}) }));
   // The head's features came from this decoder and precision: predict must use the same.
   const decoder = b.decoder && b.decoder !== 'sharp' ? 'fast' as const : 'sharp' as const;
   const graph = b.precision === 'int8' ? pinnedInt8Graph(meta.cacheDir, backbone.onnxPath) : backbone.onnxPath;
-  for await (const results of runBackbone(items, graph, backbone.config, { ...opts, decoder })) {
+  for await (const raw of runBackbone(items, graph, backbone.config, { ...opts, decoder })) {
+    const results = views ? averageViews(raw) : raw;
     const ok = results.filter((r): r is Extract<typeof r, { features: Float32Array }> => 'features' in r);
     for (const r of results) if ('error' in r) failures.push({ path: r.item.display, reason: r.error });
     if (ok.length === 0) continue;

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BackboneConfig } from '../backbone/backbone.ts';
+import { formatTtaSpec, isTta } from '../images/tta.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { UserError } from '../util/errors.ts';
 import { computeMissing, planExtraction, type ExtractOptions } from './extract.ts';
@@ -86,7 +87,7 @@ export interface ShardRun {
   shards: number;
   options: {
     data: string; model: string; layer?: string; pooling?: string; preprocessing?: Partial<Preprocessing>; onnxLayout?: 'nchw' | 'nhwc';
-    split: ExtractOptions['split']; seed: number; augment?: { spec: string; views: number };
+    split: ExtractOptions['split']; seed: number; augment?: { spec: string; views: number }; tta?: string;
   };
   backbone: BackboneConfig;
 }
@@ -129,6 +130,7 @@ export async function extractShard(options: ExtractOptions, shard: Shard): Promi
       data: p.scan.root, model: opts.model, ...(opts.layer ? { layer: opts.layer } : {}), ...(opts.pooling ? { pooling: opts.pooling } : {}),
       ...(opts.preprocessing ? { preprocessing: opts.preprocessing } : {}), ...(opts.onnxLayout ? { onnxLayout: opts.onnxLayout } : {}),
       split: opts.split, seed: opts.seed, ...(p.augmentInfo ? { augment: { spec: p.augmentInfo.spec, views: p.augmentInfo.views } } : {}),
+      ...(isTta(opts.tta) ? { tta: formatTtaSpec(opts.tta) } : {}),
     },
     backbone: p.cfg,
   };

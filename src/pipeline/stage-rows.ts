@@ -7,7 +7,7 @@ import { MANIFEST_FILE, type Manifest } from '../store/manifest.ts';
 import { cacheRoot } from '../util/paths.ts';
 import type { Logger } from '../util/log.ts';
 import { DEFAULT_VAL_FRACTION, fitOnSplits, headBytes, prepareSplits } from './train.ts';
-import { COMPARE_ROWS } from './compare.ts';
+import { COMPARE_ROWS, type LaterRowsContext } from './compare.ts';
 import { pct } from '../util/format.ts';
 import { HEAD_ROWS } from '../heads/registry.ts';
 
@@ -51,9 +51,9 @@ export function bestByValidation(rows: readonly ReportRow[]): ReportRow | undefi
     .sort((a, b) => (b.valAccuracy! - a.valAccuracy!) || (rank(a.name) - rank(b.name)))[0];
 }
 
-export async function augmentedCacheRows(ctx: { rows: readonly ReportRow[]; cache: FeatureCache; seed: number; log: Logger }, root?: string): Promise<ExtraRow[]> {
+export async function augmentedCacheRows(ctx: LaterRowsContext, root?: string): Promise<ExtraRow[]> {
   if (ctx.cache.augmented) return []; // compare is already running on augmented features
-  const best = bestByValidation(ctx.rows);
+  const best = ctx.rows.find((r) => r.name === ctx.chosen) ?? bestByValidation(ctx.rows);
   const dirs = findAugmentedCaches(ctx.cache, root);
   if (!best || dirs.length === 0) return [];
   const out: ExtraRow[] = [];
@@ -61,7 +61,7 @@ export async function augmentedCacheRows(ctx: { rows: readonly ReportRow[]; cach
     const aug = loadFeatureCache(dir);
     const splits = prepareSplits(aug, DEFAULT_VAL_FRACTION, ctx.seed);
     const def = COMPARE_ROWS[best.name]!;
-    const run = await fitOnSplits(def.kind, best.params, splits, aug.classes.length, { seed: ctx.seed });
+    const run = await fitOnSplits(def.kind, best.params, splits, aug.classes.length, { seed: ctx.seed, refit: true });
     const a = aug.manifest.augment!;
     const name = `${best.name} +aug x${a.views}`;
     ctx.log.info(`compare: ${name} (augmented cache ${dir}): fit ${run.fitSeconds.toFixed(2)} s, test ${pct(run.test?.accuracy)}`);
@@ -84,7 +84,7 @@ function uniqueNames(rows: ExtraRow[], origins: readonly string[]): ExtraRow[] {
 }
 
 /** Every later row compare adds by default: augmented-cache rows, then the slow path's. */
-export async function stageRows(ctx: { rows: readonly ReportRow[]; cache: FeatureCache; seed: number; log: Logger }, root = cacheRoot()): Promise<ExtraRow[]> {
+export async function stageRows(ctx: LaterRowsContext, root = cacheRoot()): Promise<ExtraRow[]> {
   return [...(await augmentedCacheRows(ctx, join(root, 'cache'))), ...finetuneRows(ctx.cache, ctx.log, join(root, 'finetune'))];
 }
 

@@ -7,6 +7,7 @@ import type { BackboneConfig } from '../backbone/backbone.ts';
 import { takeSet, stratifiedHoldout } from '../eval/cv.ts';
 import { evaluate, type Evaluation } from '../eval/metrics.ts';
 import { formatParams, tuneHead, type TuneMode, type TuneResult } from '../eval/tune.ts';
+import { refitOnTrainVal } from '../eval/select.ts';
 import { readHeadFile } from '../heads/common.ts';
 import { createHead, loadHead, savesDirectory } from '../heads/registry.ts';
 import type { FitOptions, Head, HeadParams } from '../heads/types.ts';
@@ -101,6 +102,11 @@ export interface HeadRun {
   /** Milliseconds to predict 1000 rows (timed on test, else val, else train). */
   predictMsPer1000: number;
   tuning?: TuneResult;
+  /**
+   * Set when the configuration chosen on validation was refitted on train + val (then `head`,
+   * `params`, `fitSeconds` and `test` are the refitted head's; `val` is the train-only fit's).
+   */
+  refit?: { rows: number; epochs?: number; selectionFitSeconds: number };
 }
 
 export interface FitOnSplitsOptions {
@@ -112,6 +118,12 @@ export interface FitOnSplitsOptions {
   fitLog?: Logger;
   /** Grid-search the head's main hyperparameters first (src/eval/tune.ts); never on test. */
   tune?: false | TuneMode;
+  /**
+   * After scoring on validation, refit the chosen configuration on train + val before the test
+   * score (src/eval/select.ts; early-stopped heads for their selected number of epochs).
+   * Default false here; compare and trainHead turn it on.
+   */
+  refit?: boolean;
 }
 
 /** Fit a head of `kind` on splits.train (tuning first if asked) and score it on val and test. */
@@ -146,6 +158,13 @@ export async function fitOnSplits(kind: string, params: HeadParams, splits: Trai
     return { pred, proba, ev: evaluate(s.y, pred, nClasses, proba), msPer1000: s.X.rows > 0 ? (ms / s.X.rows) * 1000 : 0 };
   };
   const val = splits.val ? await score(splits.val) : undefined;
+  let refit: HeadRun['refit'];
+  if (o.refit && splits.val) {
+    const r = await refitOnTrainVal(kind, head.params, head, splits.train, splits.val, { nClasses, classWeight: o.classWeight, seed: o.seed, log: o.fitLog });
+    refit = { rows: r.rows, ...(r.epochs !== undefined ? { epochs: r.epochs } : {}), selectionFitSeconds: fitSeconds };
+    head = r.head;
+    fitSeconds = r.fitSeconds;
+  }
   const test = splits.test ? await score(splits.test) : undefined;
   const timed = test ?? val ?? (await score(splits.train));
   return {
@@ -153,6 +172,7 @@ export async function fitOnSplits(kind: string, params: HeadParams, splits: Trai
     val: val?.ev, test: test?.ev, testPred: test?.pred, testProba: test?.proba,
     predictMsPer1000: timed.msPer1000,
     ...(tuning ? { tuning: withoutFitted(tuning) } : {}),
+    ...(refit ? { refit } : {}),
   };
 }
 
@@ -173,6 +193,8 @@ export interface TrainHeadOptions {
   /** Fraction of train carved out as validation when the cache has no val split (default 0.1; 0 = none). */
   valFraction?: number;
   tune?: false | TuneMode;
+  /** Refit the configuration chosen on validation on train + val before scoring test (default true). */
+  refit?: boolean;
   log?: Logger;
   /** Forwarded to Head.fit (per-epoch lines for dense). Default: silent. */
   fitLog?: Logger;
@@ -194,7 +216,7 @@ export async function trainHead(o: TrainHeadOptions): Promise<TrainHeadResult> {
   const seed = o.seed ?? 42;
   const splits = prepareSplits(cache, o.valFraction ?? DEFAULT_VAL_FRACTION, seed);
   const run = await fitOnSplits(o.kind, params, splits, cache.classes.length, {
-    classWeight: o.classWeight, seed, log: o.log, fitLog: o.fitLog ?? silentLogger, tune: o.tune,
+    classWeight: o.classWeight, seed, log: o.log, fitLog: o.fitLog ?? silentLogger, tune: o.tune, refit: o.refit ?? true,
   });
   return {
     ...run, cache, splits, seed, classWeight: o.classWeight ?? 'none',
@@ -227,6 +249,8 @@ export interface HeadMeta {
   /** The manifest's backbone config: model, weights hash, layer, pooling, preprocessing, D. */
   backbone: BackboneConfig;
   featureDim: number;
+  /** The cache's test-time augmentation (extract --tta): predict averages the same views. */
+  tta?: { spec: string; views: string[] };
   /** The head file or directory name, beside this sidecar. */
   head: string;
   classWeight: 'none' | 'balanced';
@@ -235,13 +259,15 @@ export interface HeadMeta {
   valAccuracy: number | null;
   testAccuracy: number | null;
   tuning?: { by: 'val' | 'cv'; folds?: number; best: HeadParams; trials: number };
+  /** Present when the head was refitted on train + val after selection (rows, and epochs for early-stopped heads). */
+  refit?: { rows: number; epochs?: number };
   toolVersion: string;
   createdAt: string;
 }
 
 
 /** What saveTrainedHead needs (a TrainHeadResult has it all; compare builds one per row). */
-export type SavableHead = Pick<TrainHeadResult, 'head' | 'kind' | 'params' | 'cache' | 'splits' | 'seed' | 'classWeight' | 'valAccuracy' | 'testAccuracy' | 'tuning'>;
+export type SavableHead = Pick<TrainHeadResult, 'head' | 'kind' | 'params' | 'cache' | 'splits' | 'seed' | 'classWeight' | 'valAccuracy' | 'testAccuracy' | 'tuning' | 'refit'>;
 
 /** Save the trained head and its sidecar meta. Returns where, and the head's size on disk. */
 export async function saveTrainedHead(r: SavableHead, path?: string): Promise<{ path: string; metaPath: string; bytes: number }> {
@@ -257,6 +283,7 @@ export async function saveTrainedHead(r: SavableHead, path?: string): Promise<{ 
     classes: r.cache.classes,
     backbone: r.cache.manifest.backbone,
     featureDim: r.cache.manifest.backbone.featureDim,
+    ...(r.cache.manifest.tta ? { tta: r.cache.manifest.tta } : {}),
     head: basename(out),
     classWeight: r.classWeight,
     seed: r.seed,
@@ -264,6 +291,7 @@ export async function saveTrainedHead(r: SavableHead, path?: string): Promise<{ 
     valAccuracy: r.valAccuracy,
     testAccuracy: r.testAccuracy,
     ...(r.tuning ? { tuning: { by: r.tuning.by, folds: r.tuning.folds, best: r.tuning.best, trials: r.tuning.trials.length } } : {}),
+    ...(r.refit ? { refit: { rows: r.refit.rows, ...(r.refit.epochs !== undefined ? { epochs: r.refit.epochs } : {}) } } : {}),
     toolVersion: toolVersion(),
     createdAt: new Date().toISOString(),
   };
@@ -320,6 +348,7 @@ export function checkHeadMatchesCache(meta: HeadMeta, manifest: Manifest, cacheD
   if (a.layer !== b.layer) diffs.push(`layer ${a.layer} vs ${b.layer}`);
   if (a.pooling !== b.pooling) diffs.push(`pooling ${a.pooling} vs ${b.pooling}`);
   if (JSON.stringify(a.preprocessing) !== JSON.stringify(b.preprocessing)) diffs.push('different preprocessing');
+  if ((meta.tta?.spec ?? 'none') !== (manifest.tta?.spec ?? 'none')) diffs.push(`TTA ${meta.tta?.spec ?? 'none'} vs ${manifest.tta?.spec ?? 'none'}`);
   if (JSON.stringify(meta.classes) !== JSON.stringify(manifest.classes)) diffs.push(`classes [${meta.classes.join(', ')}] vs [${manifest.classes.join(', ')}]`);
   if (diffs.length > 0) {
     throw new UserError(`head (${describeBackbone(a)}) does not match cache ${cacheDir} (${describeBackbone(b)}): ${diffs.join(', ')}; use a cache extracted with the head's backbone or train a new head`);

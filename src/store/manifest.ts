@@ -23,6 +23,8 @@ export interface Manifest {
   counts: Partial<Record<SplitName, SplitCounts>>;
   /** Augmented training views stored beside the originals (extract --augment SPEC --views K), or null. */
   augment: { spec: string; views: number; seed: number; rows: number } | null;
+  /** With extract --tta: every image's feature is the mean over these fixed views (src/images/tta.ts). */
+  tta?: { spec: string; views: string[] };
   backbone: BackboneConfig;
   rowOrder: string;
   files: {
