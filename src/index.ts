@@ -7,7 +7,16 @@
 
 // Feature extraction (the fast path) and the cache it writes.
 export { extractFeatures, type ExtractOptions, type ExtractResult } from './pipeline/extract.ts';
-export { openFeatureCache, loadFeatureCache, readFeatureCache, iterateSplit, type FeatureCache, type FeatureCacheReader, type LoadOptions, type SplitData } from './store/read.ts';
+export {
+  openFeatureCache,
+  loadFeatureCache,
+  readFeatureCache,
+  iterateSplit,
+  type FeatureCache,
+  type FeatureCacheReader,
+  type LoadOptions,
+  type SplitData,
+} from './store/read.ts';
 export { mergeShards, type MergeOptions } from './pipeline/merge.ts';
 export type { Manifest, SplitCounts } from './store/manifest.ts';
 export type { SplitName } from './dataset/scan.ts';
@@ -19,7 +28,14 @@ export { DEFAULT_MODEL } from './backbone/registry.ts';
 // Heads: one interface, created by kind or loaded from disk.
 export { createHead, loadHead, HEAD_KINDS, headParamSpecs } from './heads/registry.ts';
 export type { Head, HeadParams, FitOptions, Matrix, LabelledSet } from './heads/types.ts';
-export { trainHead, saveTrainedHead, evaluateSavedHead, type TrainHeadOptions, type TrainHeadResult, type HeadMeta } from './pipeline/train.ts';
+export {
+  trainHead,
+  saveTrainedHead,
+  evaluateSavedHead,
+  type TrainHeadOptions,
+  type TrainHeadResult,
+  type HeadMeta,
+} from './pipeline/train.ts';
 
 // Comparing heads, predicting, fine-tuning.
 export { compareHeads, type CompareOptions, type CompareResult } from './pipeline/compare.ts';

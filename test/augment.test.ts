@@ -3,7 +3,13 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  augmentImage, augmentSeed, formatAugmentSpec, IDENTITY_PARAMS, isAugmenting, parseAugmentSpec, sampleAugmentParams,
+  augmentImage,
+  augmentSeed,
+  formatAugmentSpec,
+  IDENTITY_PARAMS,
+  isAugmenting,
+  parseAugmentSpec,
+  sampleAugmentParams,
 } from '../src/images/augment.ts';
 import { seededRandom } from '../src/linalg/random.ts';
 import { decodeForModel } from '../src/images/decode.ts';
@@ -11,12 +17,15 @@ import { findBackbone } from '../src/backbone/registry.ts';
 import { UserError } from '../src/util/errors.ts';
 import { SHARED_DATA } from './helpers.ts';
 
-const W = 224, H = 224;
+const W = 224,
+  H = 224;
 
 async function photo(): Promise<Uint8Array> {
   const dir = join(SHARED_DATA(), 'train', 'cats');
   const f = readdirSync(dir).sort()[0]!;
-  return decodeForModel(readFileSync(join(dir, f)), findBackbone('mobilenet_v1_0.75_224')!.preprocessing, { maxPixels: 1e8 });
+  return decodeForModel(readFileSync(join(dir, f)), findBackbone('mobilenet_v1_0.75_224')!.preprocessing, {
+    maxPixels: 1e8,
+  });
 }
 
 function noise(w: number, h: number, seed: number): Uint8Array {
@@ -37,7 +46,10 @@ test('parseAugmentSpec: full spec, none, round trip and one-line errors', () => 
 });
 
 test('augmentImage: identity parameters give an exact copy; flip twice is the identity', async () => {
-  for (const [src, w, h] of [[await photo(), W, H], [noise(7, 5, 1), 7, 5]] as const) {
+  for (const [src, w, h] of [
+    [await photo(), W, H],
+    [noise(7, 5, 1), 7, 5],
+  ] as const) {
     const out = new Uint8Array(src.length);
     augmentImage(src, w, h, IDENTITY_PARAMS, out);
     assert.deepEqual(out, src);
@@ -53,14 +65,17 @@ test('augmentImage: identity parameters give an exact copy; flip twice is the id
 });
 
 test('augmentImage: shift moves content, nearest fill clamps, brightness/contrast map values', () => {
-  const w = 8, h = 4;
+  const w = 8,
+    h = 4;
   const src = noise(w, h, 3);
   const out = new Uint8Array(src.length);
   augmentImage(src, w, h, { ...IDENTITY_PARAMS, tx: 2 / w }, out); // content moves right by 2 px
-  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) for (let c = 0; c < 3; c++) {
-    const sx = Math.max(0, x - 2);
-    assert.equal(out[(y * w + x) * 3 + c], src[(y * w + sx) * 3 + c]);
-  }
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++)
+      for (let c = 0; c < 3; c++) {
+        const sx = Math.max(0, x - 2);
+        assert.equal(out[(y * w + x) * 3 + c], src[(y * w + sx) * 3 + c]);
+      }
   const flat = new Uint8Array(w * h * 3).fill(100);
   augmentImage(flat, w, h, { ...IDENTITY_PARAMS, brightness: 1.2 }, out);
   assert.ok(out.every((v) => v === 120));

@@ -8,10 +8,13 @@ import { UserError } from '../src/util/errors.ts';
 import { classWeight, seed, valFraction } from '../src/cli/validate.ts';
 
 const ROOT = join(import.meta.dirname, '..');
-const convcache = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/convcache.ts', ...args], { cwd: ROOT, encoding: 'utf8' });
+const convcache = (...args: string[]) =>
+  spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/convcache.ts', ...args], { cwd: ROOT, encoding: 'utf8' });
 
 const spec = {
-  name: 't', summary: 's', usage: 'u',
+  name: 't',
+  summary: 's',
+  usage: 'u',
   flags: {
     n: { type: 'number', description: '', default: 3 },
     s: { type: 'string', description: '' },
@@ -25,14 +28,24 @@ const spec = {
 test('parseArgs (node:util underneath): typed values, defaults, lists, repeats, negatives, --no-', () => {
   const d = parseArgs([], spec);
   assert.deepEqual(d.flags, { n: 3, s: undefined, l: ['a', 'b'], r: undefined, b: true, q: false });
-  const p = parseArgs(['--n', '-2.5', '--s=x', '--l', 'c', '--l', 'd,e', '--r', '1', '--r', '2', '--no-b', '--q'], spec);
+  const p = parseArgs(
+    ['--n', '-2.5', '--s=x', '--l', 'c', '--l', 'd,e', '--r', '1', '--r', '2', '--no-b', '--q'],
+    spec,
+  );
   assert.deepEqual(p.flags, { n: -2.5, s: 'x', l: ['c', 'd', 'e'], r: ['1', '2'], b: false, q: true });
   assert.equal(parseArgs(['-h'], spec).help, true);
   for (const [argv, msg] of [
-    [['--n', 'x'], /^--n must be a number, got 'x'$/], [['--s'], /^--s needs a value$/], [['--zz'], /^unknown option --zz/],
-    [['--q=1'], /^--q takes no value$/], [['pos'], /^unexpected argument 'pos'/],
+    [['--n', 'x'], /^--n must be a number, got 'x'$/],
+    [['--s'], /^--s needs a value$/],
+    [['--zz'], /^unknown option --zz/],
+    [['--q=1'], /^--q takes no value$/],
+    [['pos'], /^unexpected argument 'pos'/],
   ] as const) {
-    assert.throws(() => parseArgs(argv, spec), (e: unknown) => e instanceof UserError && msg.test(e.message), argv.join(' '));
+    assert.throws(
+      () => parseArgs(argv, spec),
+      (e: unknown) => e instanceof UserError && msg.test(e.message),
+      argv.join(' '),
+    );
   }
 });
 

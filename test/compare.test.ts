@@ -4,7 +4,14 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path';
 import { extractFeatures, type ExtractOptions } from '../src/pipeline/extract.ts';
 import { compareHeads, resolveHeadList, thumbnailDataUri } from '../src/pipeline/compare.ts';
-import { checkHeadMatchesCache, defaultHeadPath, headMetaPath, readHeadMeta, saveTrainedHead, trainHead } from '../src/pipeline/train.ts';
+import {
+  checkHeadMatchesCache,
+  defaultHeadPath,
+  headMetaPath,
+  readHeadMeta,
+  saveTrainedHead,
+  trainHead,
+} from '../src/pipeline/train.ts';
 import { renderHtml } from '../src/eval/report-html.ts';
 import { readManifest } from '../src/store/manifest.ts';
 import { loadFeatureCache, type FeatureCache } from '../src/store/read.ts';
@@ -13,11 +20,20 @@ import { UserError } from '../src/util/errors.ts';
 import { makeSubset, removeDir, runCliAsync, tempDir } from './helpers.ts';
 import { DEFAULT_SPLIT } from '../src/dataset/split.ts';
 
-
 function opts(data: string, out: string, extra: Partial<ExtractOptions> = {}): ExtractOptions {
   return {
-    data, out, model: 'mobilenet_v1_0.75_224', split: DEFAULT_SPLIT, seed: 42,
-    batch: 16, workers: 4, threads: 2, maxPixels: 100e6, quiet: true, log: silentLogger, ...extra,
+    data,
+    out,
+    model: 'mobilenet_v1_0.75_224',
+    split: DEFAULT_SPLIT,
+    seed: 42,
+    batch: 16,
+    workers: 4,
+    threads: 2,
+    maxPixels: 100e6,
+    quiet: true,
+    log: silentLogger,
+    ...extra,
   };
 }
 
@@ -39,14 +55,25 @@ after(() => removeDir(dir));
 test('compare: report.json / .md / .html on a real small cache', async () => {
   // The extension point: extra rows from <cache>/report/extra-rows.json.
   mkdirSync(join(cache, 'report'), { recursive: true });
-  writeFileSync(join(cache, 'report', 'extra-rows.json'), JSON.stringify([{ name: 'finetuned-stub', kind: 'finetune', testAccuracy: 0.5, fitSeconds: 60 }]));
+  writeFileSync(
+    join(cache, 'report', 'extra-rows.json'),
+    JSON.stringify([{ name: 'finetuned-stub', kind: 'finetune', testAccuracy: 0.5, fitSeconds: 60 }]),
+  );
   const out = join(dir, 'report');
   const lines: string[] = [];
   const { report } = await compareHeads({
-    cache, out, heads: resolveHeadList(['logreg,knn,rf']), cv: 3, seed: 42,
+    cache,
+    out,
+    heads: resolveHeadList(['logreg,knn,rf']),
+    cv: 3,
+    seed: 42,
     log: { info: (m) => lines.push(m), warn: (m) => lines.push(m) },
   });
-  for (const h of ['logreg', 'knn', 'rf']) assert.ok(lines.some((l) => l.includes(`] ${h}: fit`)), `progress line for ${h}`);
+  for (const h of ['logreg', 'knn', 'rf'])
+    assert.ok(
+      lines.some((l) => l.includes(`] ${h}: fit`)),
+      `progress line for ${h}`,
+    );
 
   const j = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8'));
   assert.deepEqual(j, JSON.parse(JSON.stringify(report)));
@@ -58,11 +85,30 @@ test('compare: report.json / .md / .html on a real small cache', async () => {
   assert.equal(j.cache.model, 'mobilenet_v1_0.75_224');
   assert.deepEqual(j.cache.counts, { train: 40, test: 16 });
   assert.equal(j.cache.skipped, 0);
-  assert.deepEqual({ train: j.split.train, val: j.split.val, test: j.split.test, src: j.split.valSource }, { train: 36, val: 4, test: 16, src: 'carved' });
+  assert.deepEqual(
+    { train: j.split.train, val: j.split.val, test: j.split.test, src: j.split.valSource },
+    { train: 36, val: 4, test: 16, src: 'carved' },
+  );
   assert.equal(typeof j.verdict, 'string');
-  assert.deepEqual(j.heads.map((h: any) => h.name), ['logreg', 'knn', 'rf', 'finetuned-stub']);
+  assert.deepEqual(
+    j.heads.map((h: any) => h.name),
+    ['logreg', 'knn', 'rf', 'finetuned-stub'],
+  );
   for (const h of j.heads.slice(0, 3)) {
-    for (const k of ['name', 'kind', 'params', 'testAccuracy', 'valAccuracy', 'macroF1', 'perClass', 'confusion', 'fitSeconds', 'predictMsPer1000', 'modelBytes', 'cv']) {
+    for (const k of [
+      'name',
+      'kind',
+      'params',
+      'testAccuracy',
+      'valAccuracy',
+      'macroF1',
+      'perClass',
+      'confusion',
+      'fitSeconds',
+      'predictMsPer1000',
+      'modelBytes',
+      'cv',
+    ]) {
       assert.ok(k in h, `${h.name}.${k}`);
     }
     assert.ok(h.testAccuracy >= 0 && h.testAccuracy <= 1);
@@ -88,13 +134,17 @@ test('compare: report.json / .md / .html on a real small cache', async () => {
   assert.equal(md.split('\n')[0], `**Verdict:** ${j.verdict}`);
   // --cv 3 was given: the choice is by CV on train+val.
   assert.equal(j.selection.by, 'cv');
-  assert.match(j.verdict, /^\w+ is chosen by cross-validation on train\+val \(\d+\.\d\d%\): test accuracy \d+\.\d\d% \(95% CI [\d.]+–[\d.]+%, n=16\)\./);
+  assert.match(
+    j.verdict,
+    /^\w+ is chosen by cross-validation on train\+val \(\d+\.\d\d%\): test accuracy \d+\.\d\d% \(95% CI [\d.]+–[\d.]+%, n=16\)\./,
+  );
   assert.ok(['logreg', 'knn', 'rf'].includes(j.chosen));
   assert.equal(j.best, j.chosen);
   assert.ok(j.tied.includes(j.chosen) && j.tied.includes(j.recommended));
   for (const h of j.heads) {
     assert.ok(h.testInterval.low <= h.testAccuracy && h.testAccuracy <= h.testInterval.high, `${h.name} interval`);
-    if (h.source === 'compare' && h.name !== j.chosen) assert.ok(h.vsChosen.pValue > 0 && h.vsChosen.pValue <= 1 && h.vsChosen.against === j.chosen);
+    if (h.source === 'compare' && h.name !== j.chosen)
+      assert.ok(h.vsChosen.pValue > 0 && h.vsChosen.pValue <= 1 && h.vsChosen.against === j.chosen);
     if (h.source === 'compare') assert.equal(h.refit.rows, 40, 'refitted on train+val');
   }
   assert.ok(md.includes('95% CI') && md.includes('McNemar'));
@@ -113,9 +163,14 @@ test('thumbnails: a missing or escaping image path gives a placeholder, not a cr
   const root = join(dir, 'data');
   assert.equal(await thumbnailDataUri(root, 'test/cats/does-not-exist.jpg'), null);
   assert.equal(await thumbnailDataUri(root, '../../etc/passwd'), null);
-  const ok = await thumbnailDataUri(readManifest(cache).dataRoot, 'test/cats/' + readdirFirst(join(root, 'test', 'cats')));
+  const ok = await thumbnailDataUri(
+    readManifest(cache).dataRoot,
+    'test/cats/' + readdirFirst(join(root, 'test', 'cats')),
+  );
   assert.match(ok ?? '', /^data:image\/jpeg;base64,/);
-  const html = renderHtml(fakeReportWithGallery(), [{ item: { path: 'x/missing.jpg', trueClass: 'cats', predictedClass: 'dogs', confidence: 0.9 }, dataUri: null }]);
+  const html = renderHtml(fakeReportWithGallery(), [
+    { item: { path: 'x/missing.jpg', trueClass: 'cats', predictedClass: 'dogs', confidence: 0.9 }, dataUri: null },
+  ]);
   assert.ok(html.includes('image not available'));
 });
 
@@ -125,18 +180,54 @@ function readdirFirst(d: string): string {
 
 function fakeReportWithGallery(): Parameters<typeof renderHtml>[0] {
   return {
-    format: 'convcache-report', version: 1, createdAt: 'now', toolVersion: '0', totalSeconds: 0,
-    cache: { dir: '/c', dataRoot: '/d', model: 'm', weightsHash: 'h', layer: 'l', pooling: 'avg', D: 2, classes: ['cats', 'dogs'], counts: {}, countsPerClass: {}, skipped: 0 },
+    format: 'convcache-report',
+    version: 1,
+    createdAt: 'now',
+    toolVersion: '0',
+    totalSeconds: 0,
+    cache: {
+      dir: '/c',
+      dataRoot: '/d',
+      model: 'm',
+      weightsHash: 'h',
+      layer: 'l',
+      pooling: 'avg',
+      D: 2,
+      classes: ['cats', 'dogs'],
+      counts: {},
+      countsPerClass: {},
+      skipped: 0,
+    },
     split: { train: 1, val: 0, test: 1, valSource: 'none', valFraction: 0, seed: 0 },
     options: { heads: [], cv: null, tune: false, classWeight: 'none', seed: 0 },
-    verdict: 'v', chosen: null, selection: null, tied: [], recommended: null, best: null, heads: [],
-    misclassified: { head: 'h', total: 1, items: [{ path: 'x/missing.jpg', trueClass: 'cats', predictedClass: 'dogs', confidence: 0.9 }] },
+    verdict: 'v',
+    chosen: null,
+    selection: null,
+    tied: [],
+    recommended: null,
+    best: null,
+    heads: [],
+    misclassified: {
+      head: 'h',
+      total: 1,
+      items: [{ path: 'x/missing.jpg', trueClass: 'cats', predictedClass: 'dogs', confidence: 0.9 }],
+    },
   };
 }
 
 test('train-head CLI: trains, prints val and test accuracy, saves head + meta; --eval scores it', async () => {
   const headPath = join(dir, 'heads', 'lr.json');
-  const r = await runCliAsync('train-head', ['--head', 'logreg', '--cache', cache, '--opt', 'C=0.5', '--out', headPath, '--quiet']);
+  const r = await runCliAsync('train-head', [
+    '--head',
+    'logreg',
+    '--cache',
+    cache,
+    '--opt',
+    'C=0.5',
+    '--out',
+    headPath,
+    '--quiet',
+  ]);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /^val accuracy: \d+\.\d\d% \(4 rows; 10% carved from train, seed 42\)$/m);
   assert.match(r.stdout, /^test accuracy: \d+\.\d\d% \(16 rows\)$/m);
@@ -169,8 +260,14 @@ test('train-head / compare CLIs: bad --opt / unknown head → exit 2 and one lin
   assert.match(a.stderr, /^train-head: error: svm: parameter C must be a number/);
   assert.match(b.stderr, /^train-head: error: head option 'C' must look like name=value/);
   assert.match(c.stderr, /^compare: error: unknown head 'xgboost' in --heads \(valid: all, logreg, svm-linear/);
-  await assert.rejects(trainHead({ cache, kind: 'svm', params: { nope: 1 } }), (e: unknown) => e instanceof UserError && /unknown parameter 'nope'/.test(e.message));
-  await assert.rejects(trainHead({ cache, kind: 'xgboost' }), (e: unknown) => e instanceof UserError && /unknown head 'xgboost'/.test(e.message));
+  await assert.rejects(
+    trainHead({ cache, kind: 'svm', params: { nope: 1 } }),
+    (e: unknown) => e instanceof UserError && /unknown parameter 'nope'/.test(e.message),
+  );
+  await assert.rejects(
+    trainHead({ cache, kind: 'xgboost' }),
+    (e: unknown) => e instanceof UserError && /unknown head 'xgboost'/.test(e.message),
+  );
 });
 
 test('a head trained on one cache is refused on a cache with different features', async () => {
@@ -189,8 +286,14 @@ test('a head trained on one cache is refused on a cache with different features'
   const meta = readHeadMeta(headPath);
   const m = readManifest(cache);
   checkHeadMatchesCache(meta, m, cache); // its own cache: fine
-  assert.throws(() => checkHeadMatchesCache(meta, { ...m, backbone: { ...m.backbone, weightsHash: '0000000000000000' } }, 'x'), (e: unknown) => e instanceof UserError && /weights/.test(e.message));
-  assert.throws(() => checkHeadMatchesCache(meta, { ...m, backbone: { ...m.backbone, pooling: 'max' } }, 'x'), /pooling avg vs max/);
+  assert.throws(
+    () => checkHeadMatchesCache(meta, { ...m, backbone: { ...m.backbone, weightsHash: '0000000000000000' } }, 'x'),
+    (e: unknown) => e instanceof UserError && /weights/.test(e.message),
+  );
+  assert.throws(
+    () => checkHeadMatchesCache(meta, { ...m, backbone: { ...m.backbone, pooling: 'max' } }, 'x'),
+    /pooling avg vs max/,
+  );
 });
 
 test('default head paths: <cache>/heads/<kind>.json, a directory for dense; sidecar beside it', () => {
@@ -204,11 +307,21 @@ test('selection never looks at test: scrambled test labels leave the chosen head
   const c = loadFeatureCache(cache);
   const te = c.splits.test!;
   // Every test label changed (two classes: flipped), so any use of test in the choice would show.
-  const scrambled: FeatureCache = { ...c, splits: { ...c.splits, test: { ...te, y: te.y.map((v) => 1 - v) as Int32Array } } };
-  const run = (fc: FeatureCache) => compareHeads({
-    cache: fc, out: join(dir, `report-scramble-${fc === c ? 'a' : 'b'}`), heads: resolveHeadList(['logreg,knn,dense']), tune: { by: 'val' },
-    seed: 7, saveHeads: 'none', extraRowsFile: null, log: silentLogger,
-  });
+  const scrambled: FeatureCache = {
+    ...c,
+    splits: { ...c.splits, test: { ...te, y: te.y.map((v) => 1 - v) as Int32Array } },
+  };
+  const run = (fc: FeatureCache) =>
+    compareHeads({
+      cache: fc,
+      out: join(dir, `report-scramble-${fc === c ? 'a' : 'b'}`),
+      heads: resolveHeadList(['logreg,knn,dense']),
+      tune: { by: 'val' },
+      seed: 7,
+      saveHeads: 'none',
+      extraRowsFile: null,
+      log: silentLogger,
+    });
   const a = (await run(c)).report;
   const b = (await run(scrambled)).report;
   assert.ok(a.chosen !== null);
@@ -220,7 +333,10 @@ test('selection never looks at test: scrambled test labels leave the chosen head
     assert.deepEqual(g.params, h.params, `${h.name} params`);
     assert.deepEqual(g.tuning?.chosen, h.tuning?.chosen, `${h.name} tuning`);
     assert.equal(g.valAccuracy, h.valAccuracy);
-    assert.ok(Math.abs(g.testAccuracy! - (1 - h.testAccuracy!)) < 1e-12, `${h.name}: the scrambled labels did reach the test score`);
+    assert.ok(
+      Math.abs(g.testAccuracy! - (1 - h.testAccuracy!)) < 1e-12,
+      `${h.name}: the scrambled labels did reach the test score`,
+    );
   }
   assert.ok(a.heads.find((h) => h.name === 'dense')!.params.epochs !== undefined);
 });

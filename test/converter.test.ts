@@ -20,7 +20,10 @@ const PRE = findBackbone('mobilenet_v1_0.75_224')!.preprocessing;
 
 function photos(): { path: string; kind: 'cat' | 'dog' }[] {
   const out: { path: string; kind: 'cat' | 'dog' }[] = [];
-  for (const [cls, kind] of [['cats', 'cat'], ['dogs', 'dog']] as const) {
+  for (const [cls, kind] of [
+    ['cats', 'cat'],
+    ['dogs', 'dog'],
+  ] as const) {
     const dir = join(SHARED_DATA(), 'test', cls);
     for (const f of readdirSync(dir).sort().slice(0, 4)) out.push({ path: join(dir, f), kind });
   }
@@ -30,12 +33,25 @@ function photos(): { path: string; kind: 'cat' | 'dog' }[] {
 async function decodeAll(paths: string[]): Promise<Uint8Array> {
   const per = 224 * 224 * 3;
   const buf = new Uint8Array(paths.length * per);
-  for (let i = 0; i < paths.length; i++) buf.set(await decodeForModel(readFileSync(paths[i]!), PRE, { maxPixels: 1e8 }), i * per);
+  for (let i = 0; i < paths.length; i++)
+    buf.set(await decodeForModel(readFileSync(paths[i]!), PRE, { maxPixels: 1e8 }), i * per);
   return buf;
 }
 
-async function ortFeatures(modelDir: string, layer: string, pooling: Pooling, pixels: Uint8Array, n: number, input: [number, number, number] = [224, 224, 3], pre = PRE) {
-  const conv = convertKerasGraph(await modelGraph(modelDir), await modelWeights(modelDir), { layer, pooling, preprocessing: pre });
+async function ortFeatures(
+  modelDir: string,
+  layer: string,
+  pooling: Pooling,
+  pixels: Uint8Array,
+  n: number,
+  input: [number, number, number] = [224, 224, 3],
+  pre = PRE,
+) {
+  const conv = convertKerasGraph(await modelGraph(modelDir), await modelWeights(modelDir), {
+    layer,
+    pooling,
+    preprocessing: pre,
+  });
   const runner = await OrtFeatureRunner.create(encodeModel(conv.model), input, conv.featureDim, { threads: 2 });
   try {
     return { feats: await runner.run(pixels, n), dim: conv.featureDim };
@@ -49,13 +65,22 @@ function relMaxDiff(a: Float32Array, b: Float32Array): number {
   assert.equal(a.length, b.length);
   let d = 0;
   let scale = 0;
-  for (let i = 0; i < a.length; i++) { d = Math.max(d, Math.abs(a[i]! - b[i]!)); scale = Math.max(scale, Math.abs(b[i]!)); }
+  for (let i = 0; i < a.length; i++) {
+    d = Math.max(d, Math.abs(a[i]! - b[i]!));
+    scale = Math.max(scale, Math.abs(b[i]!));
+  }
   return d / scale;
 }
 
 test('pretrained sanity through ONNX Runtime: cat/dog ImageNet classes in the top-5', async () => {
   const ps = photos();
-  const { feats } = await ortFeatures(SHARED_MODEL(), 'reshape_2', 'none', await decodeAll(ps.map((p) => p.path)), ps.length);
+  const { feats } = await ortFeatures(
+    SHARED_MODEL(),
+    'reshape_2',
+    'none',
+    await decodeAll(ps.map((p) => p.path)),
+    ps.length,
+  );
   const labels = await loadImagenetLabels(SHARED_MODEL());
   let hits = 0;
   ps.forEach((p, i) => {
@@ -75,11 +100,17 @@ test('converter parity: ORT features equal TF.js (wasm) features on real images'
   const model = await loadLayersModelFromDir(SHARED_MODEL());
   const x = tf.tidy(() => tf.tensor4d(Float32Array.from(pixels), [ps.length, 224, 224, 3]).div(127.5).sub(1));
   try {
-    for (const [layer, pooling] of [['conv_pw_13_relu', 'avg'], ['conv_pw_13_relu', 'max'], ['conv_pw_6_relu', 'none'], ['conv_dw_2_relu', 'avg']] as const) {
+    for (const [layer, pooling] of [
+      ['conv_pw_13_relu', 'avg'],
+      ['conv_pw_13_relu', 'max'],
+      ['conv_pw_6_relu', 'none'],
+      ['conv_dw_2_relu', 'avg'],
+    ] as const) {
       const sub = tf.model({ inputs: model.inputs, outputs: model.getLayer(layer).output as any });
       const ref = tf.tidy(() => {
         const y = sub.predict(x) as any;
-        const pooled = pooling === 'avg' ? y.mean([1, 2]) : pooling === 'max' ? y.max([1, 2]) : y.reshape([ps.length, -1]);
+        const pooled =
+          pooling === 'avg' ? y.mean([1, 2]) : pooling === 'max' ? y.max([1, 2]) : y.reshape([ps.length, -1]);
         return pooled.dataSync() as Float32Array;
       });
       const { feats } = await ortFeatures(SHARED_MODEL(), layer, pooling, pixels, ps.length);
@@ -98,11 +129,18 @@ test('converter covers the common Keras layer types (synthetic model, TF.js vs O
   try {
     const inp = tf.input({ shape: [20, 20, 3] });
     const L = tf.layers;
-    let a = L.zeroPadding2d({ padding: [[1, 0], [1, 0]] }).apply(inp) as any;
+    let a = L.zeroPadding2d({
+      padding: [
+        [1, 0],
+        [1, 0],
+      ],
+    }).apply(inp) as any;
     a = L.conv2d({ filters: 8, kernelSize: 3, strides: 2, padding: 'valid', useBias: false }).apply(a);
     a = L.batchNormalization({ epsilon: 1e-3 }).apply(a);
     a = L.reLU({ maxValue: 6 }).apply(a);
-    const b = L.depthwiseConv2d({ kernelSize: 3, padding: 'same', depthMultiplier: 2, activation: 'relu' }).apply(a) as any;
+    const b = L.depthwiseConv2d({ kernelSize: 3, padding: 'same', depthMultiplier: 2, activation: 'relu' }).apply(
+      a,
+    ) as any;
     const c = L.separableConv2d({ filters: 16, kernelSize: 3, padding: 'same', activation: 'tanh' }).apply(a) as any;
     let m = L.add().apply([b, c]) as any;
     m = L.concatenate().apply([m, L.conv2d({ filters: 4, kernelSize: 1, activation: 'sigmoid' }).apply(m) as any]);
@@ -117,14 +155,15 @@ test('converter covers the common Keras layer types (synthetic model, TF.js vs O
     // Non-trivial BN statistics so folding is actually exercised.
     for (const w of model.weights) {
       if (w.name.includes('moving_variance')) w.write(tf.randomUniform(w.shape as number[], 0.5, 2, 'float32', 1));
-      else if (w.name.includes('moving_mean') || w.name.includes('beta') || w.name.includes('bias')) w.write(tf.randomNormal(w.shape as number[], 0, 0.3, 'float32', 2));
+      else if (w.name.includes('moving_mean') || w.name.includes('beta') || w.name.includes('bias'))
+        w.write(tf.randomNormal(w.shape as number[], 0, 0.3, 'float32', 2));
     }
     await saveLayersModelToDir(model, dir);
     const pixels = new Uint8Array(3 * 20 * 20 * 3).map((_, i) => (i * 37 + 11) % 256);
     const pre = { ...PRE, size: [20, 20] as [number, number] };
     const graph = parseKerasGraph(JSON.parse(readFileSync(join(dir, 'model.json'), 'utf8')));
     const layers = graph.layers.filter((l) => l.className !== 'InputLayer');
-    assert.equal(layers.length, 16, "every layer of the synthetic model is checked");
+    assert.equal(layers.length, 16, 'every layer of the synthetic model is checked');
     for (const layer of layers) {
       const x = tf.tidy(() => tf.tensor4d(Float32Array.from(pixels), [3, 20, 20, 3]).div(127.5).sub(1));
       const sub = tf.model({ inputs: model.inputs, outputs: model.getLayer(layer.name).output as any });
@@ -142,16 +181,31 @@ test('converter covers the common Keras layer types (synthetic model, TF.js vs O
 
 test('converter refuses unsupported layers and unknown cut layers by name', () => {
   const json = {
-    modelTopology: { class_name: 'Sequential', config: [
-      { class_name: 'Conv2D', config: { name: 'c', filters: 2, kernel_size: [1, 1], batch_input_shape: [null, 4, 4, 3] } },
-      { class_name: 'LSTM', config: { name: 'weird' } },
-    ] },
+    modelTopology: {
+      class_name: 'Sequential',
+      config: [
+        {
+          class_name: 'Conv2D',
+          config: { name: 'c', filters: 2, kernel_size: [1, 1], batch_input_shape: [null, 4, 4, 3] },
+        },
+        { class_name: 'LSTM', config: { name: 'weird' } },
+      ],
+    },
     weightsManifest: [],
   };
-  assert.throws(() => parseKerasGraph(json), (e: unknown) => e instanceof UserError && /weird.*LSTM/.test(e.message));
-  const ok = { modelTopology: { class_name: 'Sequential', config: [json.modelTopology.config[0]] }, weightsManifest: [] };
+  assert.throws(
+    () => parseKerasGraph(json),
+    (e: unknown) => e instanceof UserError && /weird.*LSTM/.test(e.message),
+  );
+  const ok = {
+    modelTopology: { class_name: 'Sequential', config: [json.modelTopology.config[0]] },
+    weightsManifest: [],
+  };
   const g = parseKerasGraph(ok);
-  assert.throws(() => convertKerasGraph(g, new Map(), { layer: 'nope', pooling: 'avg', preprocessing: { ...PRE, size: [4, 4] } }), /no layer named 'nope'/);
+  assert.throws(
+    () => convertKerasGraph(g, new Map(), { layer: 'nope', pooling: 'avg', preprocessing: { ...PRE, size: [4, 4] } }),
+    /no layer named 'nope'/,
+  );
 });
 
 test('input size of a conv base can change (shapes re-inferred); flattening a feature map refuses it', () => {
@@ -164,30 +218,47 @@ test('input size of a conv base can change (shapes re-inferred); flattening a fe
   assertSpatialSizeFree(native, graph, 'conv_pw_13_relu');
   assertSpatialSizeFree(native, graph, 'reshape_2'); // GAP first: the ImageNet classifier works at any size
   const seq = {
-    modelTopology: { class_name: 'Sequential', config: [
-      { class_name: 'Conv2D', config: { name: 'c', filters: 2, kernel_size: [1, 1], batch_input_shape: [null, 4, 4, 3] } },
-      { class_name: 'Flatten', config: { name: 'flat' } },
-      { class_name: 'Dense', config: { name: 'd', units: 2 } },
-    ] },
+    modelTopology: {
+      class_name: 'Sequential',
+      config: [
+        {
+          class_name: 'Conv2D',
+          config: { name: 'c', filters: 2, kernel_size: [1, 1], batch_input_shape: [null, 4, 4, 3] },
+        },
+        { class_name: 'Flatten', config: { name: 'flat' } },
+        { class_name: 'Dense', config: { name: 'd', units: 2 } },
+      ],
+    },
     weightsManifest: [],
   };
   const small = parseKerasGraph(seq);
   const big = parseKerasGraph(withInputSize(seq, [8, 8]));
   assert.deepEqual(big.layers.find((l) => l.name === 'c')!.shape, [8, 8, 2]);
   assertSpatialSizeFree(small, big, 'c');
-  assert.throws(() => assertSpatialSizeFree(small, big, 'd'), (e: unknown) => e instanceof UserError && /flat/.test(e.message));
+  assert.throws(
+    () => assertSpatialSizeFree(small, big, 'd'),
+    (e: unknown) => e instanceof UserError && /flat/.test(e.message),
+  );
 });
 
 test('extract --input-size 256 on MobileNet: the converted base takes 256×256 images and pools an 8×8 map', async () => {
   const dir = tempDir('size256');
   try {
-    const b = await prepareBackbone({ model: SHARED_MODEL(), preprocessing: { size: [256, 256] }, modelCacheDir: dir, log: silentLogger });
+    const b = await prepareBackbone({
+      model: SHARED_MODEL(),
+      preprocessing: { size: [256, 256] },
+      modelCacheDir: dir,
+      log: silentLogger,
+    });
     assert.deepEqual(b.config.featureMapShape, [8, 8, 768]);
     assert.deepEqual(b.config.preprocessing.size, [256, 256]);
     const pre = b.config.preprocessing;
-    const files = photos().slice(0, 2).map((p) => p.path);
+    const files = photos()
+      .slice(0, 2)
+      .map((p) => p.path);
     const pixels = new Uint8Array(2 * 256 * 256 * 3);
-    for (let i = 0; i < 2; i++) pixels.set(await decodeForModel(readFileSync(files[i]!), pre, { maxPixels: 1e8 }), i * 256 * 256 * 3);
+    for (let i = 0; i < 2; i++)
+      pixels.set(await decodeForModel(readFileSync(files[i]!), pre, { maxPixels: 1e8 }), i * 256 * 256 * 3);
     const r = await OrtFeatureRunner.create(b.onnxPath, [256, 256, 3], b.config.featureDim, { threads: 2 });
     const f = await r.run(pixels, 2);
     await r.release();

@@ -8,7 +8,9 @@ import { resolveShard } from '../src/pipeline/shard.ts';
 
 /** No cluster here: parse the deploy files and check what an Indexed Job / a job array needs. */
 const DEPLOY = new URL('../deploy/', import.meta.url).pathname;
-const PKG = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: Record<string, string> };
+const PKG = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+  scripts: Record<string, string>;
+};
 
 function yamlDocs(file: string): any[] {
   const docs = parseAllDocuments(readFileSync(join(DEPLOY, 'kubernetes', file), 'utf8'));
@@ -34,7 +36,10 @@ test('kubernetes: Indexed Job (completions = --shards, 2-core requests, shared R
   assert.ok(Number.isInteger(N) && N >= 2);
   assert.ok(Number.isInteger(job.spec.parallelism) && job.spec.parallelism >= 1 && job.spec.parallelism <= N);
   const pod = job.spec.template.spec;
-  assert.ok(['Never', 'OnFailure'].includes(pod.restartPolicy), 'a Job pod template needs restartPolicy Never or OnFailure');
+  assert.ok(
+    ['Never', 'OnFailure'].includes(pod.restartPolicy),
+    'a Job pod template needs restartPolicy Never or OnFailure',
+  );
   assert.equal(pod.containers.length, 1);
   const c = pod.containers[0];
   const argv: string[] = [...c.command, ...c.args];
@@ -42,7 +47,8 @@ test('kubernetes: Indexed Job (completions = --shards, 2-core requests, shared R
   assert.ok('extract' in PKG.scripts && 'merge' in PKG.scripts, 'the commands the manifests run exist');
   assert.equal(Number(flag(argv, '--shards')), N, '--shards equals completions');
   assert.equal(flag(argv, '--shard'), undefined, 'the index comes from JOB_COMPLETION_INDEX');
-  for (const k of [0, N - 1]) assert.deepEqual(resolveShard({ shards: N }, { JOB_COMPLETION_INDEX: String(k) }), { index: k, count: N });
+  for (const k of [0, N - 1])
+    assert.deepEqual(resolveShard({ shards: N }, { JOB_COMPLETION_INDEX: String(k) }), { index: k, count: N });
   assert.equal(String(c.resources.requests.cpu), '2');
   assert.equal(flag(argv, '--threads'), '2');
   const out = flag(argv, '--out')!;
@@ -65,7 +71,8 @@ test('kubernetes: Indexed Job (completions = --shards, 2-core requests, shared R
 
 test('slurm: job array with 2 CPUs per task, shard count from the array, merge chained with afterok', () => {
   const text = readFileSync(join(DEPLOY, 'slurm', 'extract-array.sbatch'), 'utf8');
-  const sbatch = (t: string) => Object.fromEntries([...t.matchAll(/^#SBATCH --([\w-]+)(?:=(\S+))?/gm)].map((m) => [m[1]!, m[2] ?? true]));
+  const sbatch = (t: string) =>
+    Object.fromEntries([...t.matchAll(/^#SBATCH --([\w-]+)(?:=(\S+))?/gm)].map((m) => [m[1]!, m[2] ?? true]));
   const opts = sbatch(text);
   const m = /^(\d+)-(\d+)$/.exec(String(opts.array));
   assert.ok(m, `--array=A-B, got ${opts.array}`);
@@ -74,7 +81,13 @@ test('slurm: job array with 2 CPUs per task, shard count from the array, merge c
   assert.equal(opts['cpus-per-task'], '2');
   assert.match(text, /npm run extract -- /);
   assert.doesNotMatch(text, /--shards?\b/, 'the shard comes from SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT');
-  assert.deepEqual(resolveShard({}, { SLURM_ARRAY_TASK_ID: m![2]!, SLURM_ARRAY_TASK_COUNT: String(count), SLURM_ARRAY_TASK_MIN: m![1]! }), { index: count - 1, count });
+  assert.deepEqual(
+    resolveShard(
+      {},
+      { SLURM_ARRAY_TASK_ID: m![2]!, SLURM_ARRAY_TASK_COUNT: String(count), SLURM_ARRAY_TASK_MIN: m![1]! },
+    ),
+    { index: count - 1, count },
+  );
   const merge = readFileSync(join(DEPLOY, 'slurm', 'merge.sbatch'), 'utf8');
   assert.match(merge, /npm run merge -- --out "\$OUT"/);
   assert.match(text, /--out "\$OUT"/);

@@ -22,8 +22,18 @@ const CRASH_AFTER = 3;
 
 function opts(data: string, out: string, extra: Partial<ExtractOptions> = {}): ExtractOptions {
   return {
-    data, out, model: 'mobilenet_v1_0.75_224', split: DEFAULT_SPLIT, seed: 42,
-    batch: 8, workers: 4, threads: 2, maxPixels: 100e6, quiet: true, log: silentLogger, ...extra,
+    data,
+    out,
+    model: 'mobilenet_v1_0.75_224',
+    split: DEFAULT_SPLIT,
+    seed: 42,
+    batch: 8,
+    workers: 4,
+    threads: 2,
+    maxPixels: 100e6,
+    quiet: true,
+    log: silentLogger,
+    ...extra,
   };
 }
 
@@ -38,16 +48,24 @@ function python(args: string[]): any {
 
 test('stratified split is deterministic, seeded and per class', () => {
   const images: ImageEntry[] = [];
-  for (const c of ['a', 'b']) for (let i = 0; i < 50; i++) images.push({ path: `${c}/${i}.jpg`, absPath: '', className: c });
+  for (const c of ['a', 'b'])
+    for (let i = 0; i < 50; i++) images.push({ path: `${c}/${i}.jpg`, absPath: '', className: c });
   const f = { train: 0.8, val: 0.1, test: 0.1 };
   const s1 = assignSplits(images, f, 7).map((e) => e.split);
   const s2 = assignSplits([...images].reverse(), f, 7).map((e) => e.split);
   assert.deepEqual(s1, s2, 'input order must not matter');
-  assert.notDeepEqual(s1, assignSplits(images, f, 8).map((e) => e.split), 'seed must matter');
+  assert.notDeepEqual(
+    s1,
+    assignSplits(images, f, 8).map((e) => e.split),
+    'seed must matter',
+  );
   const out = assignSplits(images, f, 7);
   for (const c of ['a', 'b']) {
     const cls = out.filter((e) => e.className === c);
-    assert.deepEqual(['train', 'val', 'test'].map((s) => cls.filter((e) => e.split === s).length), [40, 5, 5]);
+    assert.deepEqual(
+      ['train', 'val', 'test'].map((s) => cls.filter((e) => e.split === s).length),
+      [40, 5, 5],
+    );
   }
 });
 
@@ -100,11 +118,15 @@ test('extract: cache files, manifest, and independent readers agree; re-run reus
     assert.equal(py.numRows, 18);
     assert.deepEqual(py.columns.path, rows.paths);
     assert.deepEqual(py.columns.label, Array.from(rows.labels));
-    assert.deepEqual(py.schema.fields.map((f: any) => f.name), ['path', 'label', 'split', 'view', 'features']);
+    assert.deepEqual(
+      py.schema.fields.map((f: any) => f.name),
+      ['path', 'label', 'split', 'view', 'features'],
+    );
     assert.equal(py.schema.fields[4].listSize, 768);
     assert.ok(py.columns.view.every((v: number) => v === 0));
     assert.equal(py.schema.metadata['convcache.layer'], 'conv_pw_13_relu');
-    for (let r = 0; r < 18; r++) assert.deepEqual(py.columns.features[r], Array.from(rows.features.subarray(r * 768, (r + 1) * 768)));
+    for (let r = 0; r < 18; r++)
+      assert.deepEqual(py.columns.features[r], Array.from(rows.features.subarray(r * 768, (r + 1) * 768)));
     // ReLU6 features, pooled: in [0, 6] and not all zero.
     assert.ok(rows.features.every((v) => v >= 0 && v <= 6) && rows.features.some((v) => v > 0.5));
 
@@ -143,14 +165,23 @@ test('extract --augment --views K: augmented training views beside the originals
     const aug = { spec: parseAugmentSpec('flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2'), views: 2 };
     const { manifest } = await extractFeatures(opts(data, out, { augment: aug }));
     assert.equal(manifest.counts.train?.total, 8);
-    assert.deepEqual(manifest.augment, { spec: 'flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2', views: 2, seed: 42, rows: 16 });
+    assert.deepEqual(manifest.augment, {
+      spec: 'flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2',
+      views: 2,
+      seed: 42,
+      rows: 16,
+    });
     assert.equal(manifest.timings.computed, 8 * 3 + 4);
     const { rows } = decodeFeatureArrow(readFileSync(join(out, 'features.arrow')));
     assert.equal(rows.paths.length, 8 * 3 + 4);
     assert.deepEqual(Array.from(rows.views.subarray(0, 6)), [0, 1, 2, 0, 1, 2]);
-    assert.ok(rows.splits.every((s, i) => s === 'train' || rows.views[i] === 0), 'test images are never augmented');
+    assert.ok(
+      rows.splits.every((s, i) => s === 'train' || rows.views[i] === 0),
+      'test images are never augmented',
+    );
     const D = 768;
-    const differs = (a: number, b: number) => rows.features.subarray(a * D, (a + 1) * D).some((v, j) => v !== rows.features[b * D + j]);
+    const differs = (a: number, b: number) =>
+      rows.features.subarray(a * D, (a + 1) * D).some((v, j) => v !== rows.features[b * D + j]);
     assert.ok(differs(0, 1) && differs(1, 2), 'views differ from the original and from each other');
     const augF = decodeNpy(readFileSync(join(out, 'train_aug_features.npy')));
     const augV = decodeNpy(readFileSync(join(out, 'train_aug_views.npy')));
@@ -178,9 +209,14 @@ test('extract without split folders uses the seeded stratified split', async () 
     makeSubset(join(dir, 'tmp'), { train: 10 });
     mkdirSync(data);
     execFileSync('cp', ['-r', join(dir, 'tmp', 'train', 'cats'), join(dir, 'tmp', 'train', 'dogs'), data]);
-    const { manifest } = await extractFeatures(opts(data, join(dir, 'c'), { split: { train: 0.6, val: 0.2, test: 0.2 }, seed: 3 }));
+    const { manifest } = await extractFeatures(
+      opts(data, join(dir, 'c'), { split: { train: 0.6, val: 0.2, test: 0.2 }, seed: 3 }),
+    );
     assert.deepEqual(manifest.split, { mode: 'stratified', fractions: [0.6, 0.2, 0.2], seed: 3 });
-    assert.deepEqual([manifest.counts.train?.total, manifest.counts.val?.total, manifest.counts.test?.total], [12, 4, 4]);
+    assert.deepEqual(
+      [manifest.counts.train?.total, manifest.counts.val?.total, manifest.counts.test?.total],
+      [12, 4, 4],
+    );
     assert.ok(existsSync(join(dir, 'c', 'val_features.npy')));
   } finally {
     removeDir(dir);
@@ -193,11 +229,14 @@ test('hostile inputs are skipped with reasons and counted; the run goes on', asy
     const root = join(dir, 'data');
     const fx = await makeHostileDataset(root, defaultSourceJpegs(3));
     const log = collectingLogger();
-    const { manifest } = await extractFeatures(opts(root, join(dir, 'cache'), { log, split: { train: 1, val: 0, test: 0 } }));
+    const { manifest } = await extractFeatures(
+      opts(root, join(dir, 'cache'), { log, split: { train: 1, val: 0, test: 0 } }),
+    );
     const { rows } = decodeFeatureArrow(readFileSync(join(dir, 'cache', 'features.arrow')));
     assert.deepEqual([...rows.paths].sort(), [...fx.valid].sort(), 'exactly the valid images are cached');
     const skipped = new Map(manifest.skipped.map((s) => [s.path, s.reason]));
-    for (const bad of fx.bad) assert.ok(skipped.has(bad.path), `${bad.path} (${bad.why}) should be recorded as skipped`);
+    for (const bad of fx.bad)
+      assert.ok(skipped.has(bad.path), `${bad.path} (${bad.why}) should be recorded as skipped`);
     assert.match(skipped.get(fx.bad.find((b) => b.why === 'pixel-limit')!.path)!, /pixel limit/);
     for (const ign of fx.ignored) {
       assert.ok(!rows.paths.includes(ign), `${ign} must not be cached`);
@@ -206,8 +245,12 @@ test('hostile inputs are skipped with reasons and counted; the run goes on', asy
       else assert.ok(!skipped.has(ign), `${ign} must be ignored silently`);
     }
     assert.ok(log.warnings.length >= fx.bad.length, 'one warning per bad file');
-    assert.ok(rows.paths.some((p) => p.includes('été')), 'unicode names survive');
-    for (let r = 0; r < rows.paths.length; r++) assert.equal(rows.labels[r], rows.paths[r]!.startsWith('cats/') ? 0 : 1);
+    assert.ok(
+      rows.paths.some((p) => p.includes('été')),
+      'unicode names survive',
+    );
+    for (let r = 0; r < rows.paths.length; r++)
+      assert.equal(rows.labels[r], rows.paths[r]!.startsWith('cats/') ? 0 : 1);
   } finally {
     removeDir(dir);
     removeDir(`${join(dir, 'data')}-outside`);
@@ -217,13 +260,19 @@ test('hostile inputs are skipped with reasons and counted; the run goes on', asy
 test('scan errors: missing root, no images, class only in test', () => {
   const dir = tempDir('scan');
   try {
-    assert.throws(() => scanDataset(join(dir, 'missing'), silentLogger), (e: unknown) => e instanceof UserError && /does not exist/.test(e.message));
+    assert.throws(
+      () => scanDataset(join(dir, 'missing'), silentLogger),
+      (e: unknown) => e instanceof UserError && /does not exist/.test(e.message),
+    );
     mkdirSync(join(dir, 'empty', 'cats'), { recursive: true });
     writeFileSync(join(dir, 'empty', 'cats', 'notes.txt'), 'x');
     assert.throws(() => scanDataset(join(dir, 'empty'), silentLogger), /no images found/);
     makeSubset(join(dir, 'split'), { train: 1, test: 1 });
     mkdirSync(join(dir, 'split', 'test', 'birds'));
-    execFileSync('cp', [join(dir, 'split', 'test', 'cats', readdirSync(join(dir, 'split', 'test', 'cats'))[0]!), join(dir, 'split', 'test', 'birds', 'b.jpg')]);
+    execFileSync('cp', [
+      join(dir, 'split', 'test', 'cats', readdirSync(join(dir, 'split', 'test', 'cats'))[0]!),
+      join(dir, 'split', 'test', 'birds', 'b.jpg'),
+    ]);
     assert.throws(() => scanDataset(join(dir, 'split'), silentLogger), /'birds' appears in test\/ but not in train\//);
     const one = join(dir, 'one', 'cats');
     mkdirSync(one, { recursive: true });
@@ -232,7 +281,10 @@ test('scan errors: missing root, no images, class only in test', () => {
     const log = collectingLogger();
     scanDataset(join(dir, 'one'), log);
     assert.ok(log.warnings.some((w) => /only one class/.test(w)));
-    assert.ok(log.warnings.some((w) => /folder dogs\/ has no images/.test(w)), log.warnings.join('; '));
+    assert.ok(
+      log.warnings.some((w) => /folder dogs\/ has no images/.test(w)),
+      log.warnings.join('; '),
+    );
   } finally {
     removeDir(dir);
   }
@@ -240,7 +292,13 @@ test('scan errors: missing root, no images, class only in test', () => {
 
 test('CLI: bad arguments give one line and a non-zero exit, no stack trace', () => {
   const run = (args: string[]) => runCli('extract', args);
-  for (const args of [['--data', '/nonexistent/dir'], ['--pool', 'median'], ['--batch', 'x'], ['--bogus'], ['--split', '0.5,0.5']]) {
+  for (const args of [
+    ['--data', '/nonexistent/dir'],
+    ['--pool', 'median'],
+    ['--batch', 'x'],
+    ['--bogus'],
+    ['--split', '0.5,0.5'],
+  ]) {
     const r = run(args);
     assert.equal(r.status, 2, `${args.join(' ')} should exit 2`);
     const lines = r.stderr.split('\n').filter((l) => l.trim() && !l.startsWith('npm warn'));
@@ -269,7 +327,13 @@ test('kill -9 mid-run, then resume: finishes without recomputing and matches an 
     const { manifest } = await extractFeatures(opts(data, killed));
     assert.equal(manifest.timings.reused, CRASH_AFTER * 4, `resume reused ${manifest.timings.reused} finished images`);
     assert.equal(manifest.timings.computed + manifest.timings.reused, 64);
-    for (const f of ['features.arrow', 'train_features.npy', 'train_labels.npy', 'test_features.npy', 'test_labels.npy']) {
+    for (const f of [
+      'features.arrow',
+      'train_features.npy',
+      'train_labels.npy',
+      'test_features.npy',
+      'test_labels.npy',
+    ]) {
       assert.ok(readFileSync(join(killed, f)).equals(readFileSync(join(straight, f))), `${f} differs after resume`);
     }
   } finally {

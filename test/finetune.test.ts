@@ -14,20 +14,40 @@ import { Rng } from '../src/linalg/random.ts';
 import { initTf } from '../src/util/tf.ts';
 import { silentLogger } from '../src/util/log.ts';
 import { UserError } from '../src/util/errors.ts';
-import { blockEnds, initialTopParams, planTop, resolveBoundary, type TopPlan, type ParamTensor } from '../src/finetune/plan.ts';
+import {
+  blockEnds,
+  initialTopParams,
+  planTop,
+  resolveBoundary,
+  type TopPlan,
+  type ParamTensor,
+} from '../src/finetune/plan.ts';
 import { TopModel } from '../src/finetune/top.ts';
 import { createTopEngine } from '../src/finetune/engine.ts';
 import { predictImages } from '../src/pipeline/predict.ts';
 import { FrozenBase } from '../src/finetune/frozen.ts';
 import { fromHalf, toHalf } from '../src/linalg/f16.ts';
 import { runFinetune, finetuneInputSize, FINETUNE_DEFAULTS, type FinetuneOptions } from '../src/finetune/recipe.ts';
-import { SHARED_DATA, SHARED_MODEL, makeSubset, modelGraph, modelWeights, removeDir, runCli, sharedGraph, sharedWeights, tempDir } from './helpers.ts';
+import {
+  SHARED_DATA,
+  SHARED_MODEL,
+  makeSubset,
+  modelGraph,
+  modelWeights,
+  removeDir,
+  runCli,
+  sharedGraph,
+  sharedWeights,
+  tempDir,
+} from './helpers.ts';
 import { decodeNpy } from '../src/store/npy.ts';
 
 const PRE = findBackbone('mobilenet_v1_0.75_224')!.preprocessing;
 const CUT = 'conv_pw_13_relu';
 const temps: string[] = [];
-after(() => { for (const d of temps) removeDir(d); });
+after(() => {
+  for (const d of temps) removeDir(d);
+});
 
 function tmp(prefix: string): string {
   const d = tempDir(prefix);
@@ -38,15 +58,24 @@ function tmp(prefix: string): string {
 async function photos(n: number): Promise<Uint8Array> {
   const per = 224 * 224 * 3;
   const out = new Uint8Array(n * per);
-  const files = ['cats', 'dogs'].flatMap((c) => readdirSync(join(SHARED_DATA(), 'test', c)).sort().slice(0, Math.ceil(n / 2)).map((f) => join(SHARED_DATA(), 'test', c, f)));
+  const files = ['cats', 'dogs'].flatMap((c) =>
+    readdirSync(join(SHARED_DATA(), 'test', c))
+      .sort()
+      .slice(0, Math.ceil(n / 2))
+      .map((f) => join(SHARED_DATA(), 'test', c, f)),
+  );
   for (let i = 0; i < n; i++) out.set(await decodeForModel(readFileSync(files[i]!), PRE, { maxPixels: 1e8 }), i * per);
   return out;
 }
 
 function relMaxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   assert.equal(a.length, b.length);
-  let d = 0, s = 0;
-  for (let i = 0; i < a.length; i++) { d = Math.max(d, Math.abs(a[i]! - b[i]!)); s = Math.max(s, Math.abs(b[i]!)); }
+  let d = 0,
+    s = 0;
+  for (let i = 0; i < a.length; i++) {
+    d = Math.max(d, Math.abs(a[i]! - b[i]!));
+    s = Math.max(s, Math.abs(b[i]!));
+  }
   return d / s;
 }
 
@@ -65,9 +94,15 @@ test('blocks and boundaries of MobileNet v1: --unfreeze N, --unfreeze-from, refu
   assert.throws(() => resolveBoundary(graph, CUT, { unfreezeFrom: 'conv_preds' }), UserError);
   const plan = planTop(graph, 'conv_pw_11_relu', CUT);
   assert.equal(plan.blocks, 2);
-  assert.deepEqual(plan.ops.map((o) => `${o.kind}:${o.layer}>${o.output}`), [
-    'conv:conv_dw_12>conv_dw_12_relu', 'conv:conv_pw_12>conv_pw_12_relu', 'conv:conv_dw_13>conv_dw_13_relu', 'conv:conv_pw_13>conv_pw_13_relu',
-  ]);
+  assert.deepEqual(
+    plan.ops.map((o) => `${o.kind}:${o.layer}>${o.output}`),
+    [
+      'conv:conv_dw_12>conv_dw_12_relu',
+      'conv:conv_pw_12>conv_pw_12_relu',
+      'conv:conv_dw_13>conv_dw_13_relu',
+      'conv:conv_pw_13>conv_pw_13_relu',
+    ],
+  );
   assert.deepEqual(plan.inShape, [14, 14, 384]);
   assert.deepEqual(plan.outShape, [7, 7, 768]);
 });
@@ -77,7 +112,8 @@ test('float16 round trip: exact for halves, ≤ 2^-11 relative otherwise', () =>
   const back = fromHalf(toHalf(xs), new Float32Array(xs.length));
   assert.equal(back[5], 65504);
   assert.equal(back[10], Infinity);
-  for (const i of [0, 1, 2, 3, 4, 7, 8, 9]) assert.ok(Math.abs(back[i]! - xs[i]!) <= Math.abs(xs[i]!) * 2 ** -11, `${xs[i]} → ${back[i]}`);
+  for (const i of [0, 1, 2, 3, 4, 7, 8, 9])
+    assert.ok(Math.abs(back[i]! - xs[i]!) <= Math.abs(xs[i]!) * 2 ** -11, `${xs[i]} → ${back[i]}`);
 });
 
 /**
@@ -87,12 +123,61 @@ test('float16 round trip: exact for halves, ≤ 2^-11 relative otherwise', () =>
 function syntheticPlan(): TopPlan {
   const rng = new Rng(5);
   return {
-    boundary: 'in', cut: 'out', layers: [], blocks: 2, inShape: [8, 8, 4], outShape: [3, 3, 6],
+    boundary: 'in',
+    cut: 'out',
+    layers: [],
+    blocks: 2,
+    inShape: [8, 8, 4],
+    outShape: [3, 3, 6],
     ops: [
-      { kind: 'conv', layer: 'pw', type: 'Conv2D', output: 'pw', pads: [0, 0, 0, 0], strides: [1, 1], kernel: [1, 1], inShape: [8, 8, 4], outShape: [8, 8, 5], act: { fn: 'relu' }, param: 0 },
-      { kind: 'conv', layer: 'dw', type: 'DepthwiseConv2D', output: 'dw', pads: [0, 0, 0, 0], strides: [2, 2], kernel: [3, 3], inShape: [8, 8, 5], outShape: [3, 3, 5], act: { fn: 'relu', max: 6 }, param: 2 },
-      { kind: 'affine', layer: 'bn', output: 'bn', scale: Float32Array.from({ length: 5 }, () => 0.5 + rng.next()), shift: Float32Array.from({ length: 5 }, () => rng.next() - 0.3), act: { fn: 'relu' }, shape: [3, 3, 5] },
-      { kind: 'conv', layer: 'c3', type: 'Conv2D', output: 'c3', pads: [1, 1, 1, 1], strides: [1, 1], kernel: [3, 3], inShape: [3, 3, 5], outShape: [3, 3, 6], act: { fn: 'relu', max: 6 }, param: 4 },
+      {
+        kind: 'conv',
+        layer: 'pw',
+        type: 'Conv2D',
+        output: 'pw',
+        pads: [0, 0, 0, 0],
+        strides: [1, 1],
+        kernel: [1, 1],
+        inShape: [8, 8, 4],
+        outShape: [8, 8, 5],
+        act: { fn: 'relu' },
+        param: 0,
+      },
+      {
+        kind: 'conv',
+        layer: 'dw',
+        type: 'DepthwiseConv2D',
+        output: 'dw',
+        pads: [0, 0, 0, 0],
+        strides: [2, 2],
+        kernel: [3, 3],
+        inShape: [8, 8, 5],
+        outShape: [3, 3, 5],
+        act: { fn: 'relu', max: 6 },
+        param: 2,
+      },
+      {
+        kind: 'affine',
+        layer: 'bn',
+        output: 'bn',
+        scale: Float32Array.from({ length: 5 }, () => 0.5 + rng.next()),
+        shift: Float32Array.from({ length: 5 }, () => rng.next() - 0.3),
+        act: { fn: 'relu' },
+        shape: [3, 3, 5],
+      },
+      {
+        kind: 'conv',
+        layer: 'c3',
+        type: 'Conv2D',
+        output: 'c3',
+        pads: [1, 1, 1, 1],
+        strides: [1, 1],
+        kernel: [3, 3],
+        inShape: [3, 3, 5],
+        outShape: [3, 3, 6],
+        act: { fn: 'relu', max: 6 },
+        param: 4,
+      },
     ],
   };
 }
@@ -100,10 +185,26 @@ function syntheticPlan(): TopPlan {
 test('hand-written backward pass matches finite differences (directional derivatives per parameter)', async () => {
   const tf = await initTf();
   const rng = new Rng(11);
-  const rand = (shape: number[], scale: number, offset = 0): ParamTensor => ({ name: '', shape, data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => (rng.next() * 2 - 1) * scale + offset) });
-  const params = [rand([1, 1, 4, 5], 0.6, 0.1), rand([5], 0.3, 0.2), rand([3, 3, 5, 1], 0.6, 0.1), rand([5], 0.3), rand([3, 3, 5, 6], 0.3), rand([6], 0.3, 0.3), rand([6, 3], 0.8), rand([3], 0.1)];
+  const rand = (shape: number[], scale: number, offset = 0): ParamTensor => ({
+    name: '',
+    shape,
+    data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => (rng.next() * 2 - 1) * scale + offset),
+  });
+  const params = [
+    rand([1, 1, 4, 5], 0.6, 0.1),
+    rand([5], 0.3, 0.2),
+    rand([3, 3, 5, 1], 0.6, 0.1),
+    rand([5], 0.3),
+    rand([3, 3, 5, 6], 0.3),
+    rand([6], 0.3, 0.3),
+    rand([6, 3], 0.8),
+    rand([3], 0.1),
+  ];
   const top = new TopModel(tf, syntheticPlan(), params, 3);
-  const x = tf.tensor4d(Float32Array.from({ length: 2 * 8 * 8 * 4 }, () => rng.next() * 3), [2, 8, 8, 4]);
+  const x = tf.tensor4d(
+    Float32Array.from({ length: 2 * 8 * 8 * 4 }, () => rng.next() * 3),
+    [2, 8, 8, 4],
+  );
   const labels = Int32Array.from([0, 2]);
   const mask = Float32Array.from({ length: 2 * 6 }, () => (rng.next() < 0.8 ? 1.25 : 0));
   try {
@@ -114,16 +215,24 @@ test('hand-written backward pass matches finite differences (directional derivat
       assert.ok(g, `gradient ${p}`);
       const dir = Float32Array.from(g, () => (rng.next() < 0.5 ? -1 : 1));
       const at = (sign: number): number => {
-        top.setValues(params.map((q, i) => (i === p ? { ...q, data: q.data.map((v, j) => v + sign * eps * dir[j]!) } : q)));
+        top.setValues(
+          params.map((q, i) => (i === p ? { ...q, data: q.data.map((v, j) => v + sign * eps * dir[j]!) } : q)),
+        );
         return top.gradients(x, labels, mask, true).loss;
       };
       const numeric = (at(1) - at(-1)) / (2 * eps);
       const analytic = g.reduce((s, v, j) => s + v * dir[j]!, 0);
-      assert.ok(Math.abs(numeric - analytic) <= 2e-2 * Math.max(Math.abs(numeric), Math.abs(analytic)) + 2e-4, `param ${p}: numeric ${numeric} vs analytic ${analytic}`);
+      assert.ok(
+        Math.abs(numeric - analytic) <= 2e-2 * Math.max(Math.abs(numeric), Math.abs(analytic)) + 2e-4,
+        `param ${p}: numeric ${numeric} vs analytic ${analytic}`,
+      );
     }
     // head-only gradients leave the top's undefined
     top.setValues(params);
-    const pooled = tf.tensor2d(Float32Array.from({ length: 12 }, () => rng.next()), [2, 6]);
+    const pooled = tf.tensor2d(
+      Float32Array.from({ length: 12 }, () => rng.next()),
+      [2, 6],
+    );
     const h = top.gradients(pooled, labels, undefined, false);
     assert.equal(h.grads[0], undefined);
     assert.ok(h.grads[6] && h.grads[7]);
@@ -137,40 +246,59 @@ test('hand-written backward pass matches finite differences (directional derivat
 test('ORT training engine = TF.js engine: same loss, same updated parameters (Adam, RMSprop; top and head-only), same predictions', async () => {
   await initTf();
   const rng = new Rng(3);
-  const rand = (shape: number[], scale: number, offset = 0): ParamTensor => ({ name: '', shape, data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => (rng.next() * 2 - 1) * scale + offset) });
-  const params = [rand([1, 1, 4, 5], 0.6, 0.1), rand([5], 0.3, 0.2), rand([3, 3, 5, 1], 0.6, 0.1), rand([5], 0.3), rand([3, 3, 5, 6], 0.3), rand([6], 0.3, 0.3), rand([6, 3], 0.8), rand([3], 0.1)];
+  const rand = (shape: number[], scale: number, offset = 0): ParamTensor => ({
+    name: '',
+    shape,
+    data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => (rng.next() * 2 - 1) * scale + offset),
+  });
+  const params = [
+    rand([1, 1, 4, 5], 0.6, 0.1),
+    rand([5], 0.3, 0.2),
+    rand([3, 3, 5, 1], 0.6, 0.1),
+    rand([5], 0.3),
+    rand([3, 3, 5, 6], 0.3),
+    rand([6], 0.3, 0.3),
+    rand([6, 3], 0.8),
+    rand([3], 0.1),
+  ];
   const names = params.map((_, i) => `p${i}`);
   const plan = syntheticPlan();
-  for (const kind of ['adam', 'rmsprop'] as const) for (const trainTop of [true, false]) {
-    const a = await createTopEngine('tfjs', plan, params, 3, { threads: 1 });
-    const b = await createTopEngine('ort', plan, params, 3, { threads: 1 });
-    try {
-      for (let step = 0; step < 3; step++) {
-        const n = 3;
-        const x = Float32Array.from({ length: n * (trainTop ? 8 * 8 * 4 : 6) }, () => rng.next() * 3);
-        const labels = Int32Array.from([0, 2, 1]);
-        const mask = Float32Array.from({ length: n * 6 }, () => (rng.next() < 0.8 ? 1.25 : 0));
-        const ra = await a.trainStep(x, n, labels, mask, { kind, lr: 0.01 }, trainTop);
-        const rb = await b.trainStep(x, n, labels, mask, { kind, lr: 0.01 }, trainTop);
-        assert.ok(Math.abs(ra.loss - rb.loss) < 1e-5, `${kind} step ${step}: loss ${ra.loss} vs ${rb.loss}`);
-        assert.equal(ra.correct, rb.correct);
-        const va = a.values(names), vb = b.values(names);
-        for (let i = 0; i < va.length; i++) {
-          assert.ok(relMaxDiff(vb[i]!.data, va[i]!.data) < 1e-5, `${kind} trainTop=${trainTop} step ${step} param ${i}`);
-          if (!trainTop && i < 6) assert.deepEqual(vb[i]!.data, params[i]!.data, 'head-only steps leave the top alone');
+  for (const kind of ['adam', 'rmsprop'] as const)
+    for (const trainTop of [true, false]) {
+      const a = await createTopEngine('tfjs', plan, params, 3, { threads: 1 });
+      const b = await createTopEngine('ort', plan, params, 3, { threads: 1 });
+      try {
+        for (let step = 0; step < 3; step++) {
+          const n = 3;
+          const x = Float32Array.from({ length: n * (trainTop ? 8 * 8 * 4 : 6) }, () => rng.next() * 3);
+          const labels = Int32Array.from([0, 2, 1]);
+          const mask = Float32Array.from({ length: n * 6 }, () => (rng.next() < 0.8 ? 1.25 : 0));
+          const ra = await a.trainStep(x, n, labels, mask, { kind, lr: 0.01 }, trainTop);
+          const rb = await b.trainStep(x, n, labels, mask, { kind, lr: 0.01 }, trainTop);
+          assert.ok(Math.abs(ra.loss - rb.loss) < 1e-5, `${kind} step ${step}: loss ${ra.loss} vs ${rb.loss}`);
+          assert.equal(ra.correct, rb.correct);
+          const va = a.values(names),
+            vb = b.values(names);
+          for (let i = 0; i < va.length; i++) {
+            assert.ok(
+              relMaxDiff(vb[i]!.data, va[i]!.data) < 1e-5,
+              `${kind} trainTop=${trainTop} step ${step} param ${i}`,
+            );
+            if (!trainTop && i < 6)
+              assert.deepEqual(vb[i]!.data, params[i]!.data, 'head-only steps leave the top alone');
+          }
         }
+        const x = Float32Array.from({ length: 2 * 8 * 8 * 4 }, () => rng.next() * 3);
+        assert.ok(relMaxDiff(await b.predict(x, 2, false), await a.predict(x, 2, false)) < 1e-5);
+        const pooled = Float32Array.from({ length: 2 * 6 }, () => rng.next());
+        assert.ok(relMaxDiff(await b.predict(pooled, 2, true), await a.predict(pooled, 2, true)) < 1e-5);
+        assert.equal(a.getOptimizerState().step, 3);
+        assert.equal(b.getOptimizerState().step, 3);
+      } finally {
+        await a.dispose();
+        await b.dispose();
       }
-      const x = Float32Array.from({ length: 2 * 8 * 8 * 4 }, () => rng.next() * 3);
-      assert.ok(relMaxDiff(await b.predict(x, 2, false), await a.predict(x, 2, false)) < 1e-5);
-      const pooled = Float32Array.from({ length: 2 * 6 }, () => rng.next());
-      assert.ok(relMaxDiff(await b.predict(pooled, 2, true), await a.predict(pooled, 2, true)) < 1e-5);
-      assert.equal(a.getOptimizerState().step, 3);
-      assert.equal(b.getOptimizerState().step, 3);
-    } finally {
-      await a.dispose();
-      await b.dispose();
     }
-  }
 });
 
 test('ORT frozen bottom + trainable top (TF.js and ORT engines) reproduce the full TF.js model before training', async () => {
@@ -193,7 +321,9 @@ test('ORT frozen bottom + trainable top (TF.js and ORT engines) reproduce the fu
   const bias = Float32Array.of(0.1, -0.1);
   const refProbs = new Float32Array(n * 2);
   for (let i = 0; i < n; i++) {
-    const z = [0, 1].map((c) => bias[c]! + refPooled.subarray(i * 768, (i + 1) * 768).reduce((s, v, j) => s + v * K[j * 2 + c]!, 0));
+    const z = [0, 1].map(
+      (c) => bias[c]! + refPooled.subarray(i * 768, (i + 1) * 768).reduce((s, v, j) => s + v * K[j * 2 + c]!, 0),
+    );
     const m = Math.max(...z);
     const e = z.map((v) => Math.exp(v - m));
     refProbs[i * 2] = e[0]! / (e[0]! + e[1]!);
@@ -214,14 +344,24 @@ test('ORT frozen bottom + trainable top (TF.js and ORT engines) reproduce the fu
       const ours = Float32Array.from(f.dataSync() as Float32Array);
       const oursPooled = tf.tidy(() => Float32Array.from(tf.mean(f, [1, 2]).dataSync() as Float32Array));
       tf.dispose([bt, f]);
-      assert.ok(relMaxDiff(ours, refMap) <= 1e-4, `unfreeze ${unfreeze}: feature map rel diff ${relMaxDiff(ours, refMap)}`);
-      assert.ok(relMaxDiff(oursPooled, refPooled) <= 1e-4, `unfreeze ${unfreeze}: pooled rel diff ${relMaxDiff(oursPooled, refPooled)}`);
+      assert.ok(
+        relMaxDiff(ours, refMap) <= 1e-4,
+        `unfreeze ${unfreeze}: feature map rel diff ${relMaxDiff(ours, refMap)}`,
+      );
+      assert.ok(
+        relMaxDiff(oursPooled, refPooled) <= 1e-4,
+        `unfreeze ${unfreeze}: pooled rel diff ${relMaxDiff(oursPooled, refPooled)}`,
+      );
       // the ORT top (pretrained weights) used while the head trains agrees too
       assert.ok(relMaxDiff(await base.pooled(b, n), refPooled) <= 1e-4);
       // top + head in each engine: max |Δ probability| ≤ 1e-4
       for (const engine of [ortTop, await createTopEngine('tfjs', plan, params, 2, { threads: 2 })]) {
         const p = await engine.predict(b, n, false);
-        for (let i = 0; i < p.length; i++) assert.ok(Math.abs(p[i]! - refProbs[i]!) <= 1e-4, `${engine.name}, unfreeze ${unfreeze}: prob ${p[i]} vs ${refProbs[i]}`);
+        for (let i = 0; i < p.length; i++)
+          assert.ok(
+            Math.abs(p[i]! - refProbs[i]!) <= 1e-4,
+            `${engine.name}, unfreeze ${unfreeze}: prob ${p[i]} vs ${refProbs[i]}`,
+          );
         if (engine !== ortTop) await engine.dispose();
       }
     } finally {
@@ -243,18 +383,49 @@ function data(): string {
 
 function options(out: string, over: Partial<FinetuneOptions> = {}): FinetuneOptions {
   return {
-    data: data(), model: SHARED_MODEL(), augment: parseAugmentSpec(FINETUNE_DEFAULTS.augment), unfreeze: 2,
-    epochsHead: 1, epochsFinetune: 2, lr: 1e-4, lrHead: 1e-3, optimizer: 'adam', batch: 8, seed: 7, patience: 3, dropout: 0.2,
-    out, resume: false, threads: 2, workers: 4, maxPixels: 1e8, quiet: true, log: silentLogger, engine: 'ort', warmupEpochs: 2, inputSize: 224, valFraction: 0.1, averageEpochs: true, ...over,
+    data: data(),
+    model: SHARED_MODEL(),
+    augment: parseAugmentSpec(FINETUNE_DEFAULTS.augment),
+    unfreeze: 2,
+    epochsHead: 1,
+    epochsFinetune: 2,
+    lr: 1e-4,
+    lrHead: 1e-3,
+    optimizer: 'adam',
+    batch: 8,
+    seed: 7,
+    patience: 3,
+    dropout: 0.2,
+    out,
+    resume: false,
+    threads: 2,
+    workers: 4,
+    maxPixels: 1e8,
+    quiet: true,
+    log: silentLogger,
+    engine: 'ort',
+    warmupEpochs: 2,
+    inputSize: 224,
+    valFraction: 0.1,
+    averageEpochs: true,
+    ...over,
   };
 }
 
 let straight: string | undefined;
 
 async function ortRun(modelDir: string, layer: string, pixels: Uint8Array, n: number): Promise<Float32Array> {
-  const conv = convertKerasGraph(await modelGraph(modelDir), await modelWeights(modelDir), { layer, pooling: 'none', preprocessing: PRE });
+  const conv = convertKerasGraph(await modelGraph(modelDir), await modelWeights(modelDir), {
+    layer,
+    pooling: 'none',
+    preprocessing: PRE,
+  });
   const r = await OrtFeatureRunner.create(encodeModel(conv.model), [224, 224, 3], conv.featureDim, { threads: 2 });
-  try { return await r.run(pixels, n); } finally { await r.release(); }
+  try {
+    return await r.run(pixels, n);
+  } finally {
+    await r.release();
+  }
 }
 
 test('finetune recipe: report, frozen weights untouched, top trained, BN statistics kept, export converts and agrees, no leaked tensors', async () => {
@@ -272,14 +443,28 @@ test('finetune recipe: report, frozen weights untouched, top trained, BN statist
   assert.ok(report.phases.head.baseSeconds > 0, 'augmented head epochs run the base in ORT');
   assert.equal(report.topEngine, 'ort');
   const avg = report.phases.finetune.averaged;
-  assert.ok(avg && avg.epochs === 2 && avg.valLoss > 0 && typeof avg.chosen === 'boolean', 'phase 2 weighs the average of its epochs against the best epoch');
+  assert.ok(
+    avg && avg.epochs === 2 && avg.valLoss > 0 && typeof avg.chosen === 'boolean',
+    'phase 2 weighs the average of its epochs against the best epoch',
+  );
   const warm = report.phases.head.warmStart;
-  assert.ok(warm && warm.bestEpoch >= 1 && warm.bestEpoch <= 2 && warm.valLoss > 0, 'phase 1 starts from a head warmed up on clean features');
+  assert.ok(
+    warm && warm.bestEpoch >= 1 && warm.bestEpoch <= 2 && warm.valLoss > 0,
+    'phase 1 starts from a head warmed up on clean features',
+  );
   assert.equal(report.tfjsSeconds, 0, 'the ORT engine trains without TF.js');
   assert.equal(typeof report.testAccuracy, 'number');
   assert.equal(typeof report.valAccuracy, 'number');
   assert.deepEqual(report.data.counts, { train: 18, val: 2, test: 6 });
-  assert.deepEqual({ size: report.preprocessing.size, mean: report.preprocessing.mean, std: report.preprocessing.std, resize: report.preprocessing.resize }, { size: PRE.size, mean: PRE.mean, std: PRE.std, resize: PRE.resize });
+  assert.deepEqual(
+    {
+      size: report.preprocessing.size,
+      mean: report.preprocessing.mean,
+      std: report.preprocessing.std,
+      resize: report.preprocessing.resize,
+    },
+    { size: PRE.size, mean: PRE.mean, std: PRE.std, resize: PRE.resize },
+  );
   assert.ok(report.export.checkMaxAbsDiff <= 1e-4, `export check ${report.export.checkMaxAbsDiff}`);
   const saved = JSON.parse(readFileSync(join(out, 'finetune.json'), 'utf8'));
   assert.equal(saved.testAccuracy, report.testAccuracy);
@@ -301,7 +486,13 @@ test('finetune recipe: report, frozen weights untouched, top trained, BN statist
     }
   }
   assert.ok(compared > 100);
-  for (const name of ['conv_dw_12/depthwise_kernel', 'conv_pw_12/kernel', 'conv_dw_13/depthwise_kernel', 'conv_pw_13/kernel', 'conv_pw_13_bn/beta']) {
+  for (const name of [
+    'conv_dw_12/depthwise_kernel',
+    'conv_pw_12/kernel',
+    'conv_dw_13/depthwise_kernel',
+    'conv_pw_13/kernel',
+    'conv_pw_13_bn/beta',
+  ]) {
     assert.notDeepEqual(exp.get(name)!.data, orig.get(name)!.data, `${name} should have been trained`);
   }
   assert.ok(!exp.has('conv_preds/kernel'), 'the ImageNet classifier is replaced by the new head');
@@ -309,14 +500,19 @@ test('finetune recipe: report, frozen weights untouched, top trained, BN statist
   // The bottom ONNX features of fixed images are identical before/after; the exported model's
   // ONNX conversion predicts what the TF.js export predicts.
   const pixels = await photos(2);
-  assert.deepEqual(await ortRun(join(out, 'model'), 'conv_pw_11_relu', pixels, 2), await ortRun(SHARED_MODEL(), 'conv_pw_11_relu', pixels, 2));
+  assert.deepEqual(
+    await ortRun(join(out, 'model'), 'conv_pw_11_relu', pixels, 2),
+    await ortRun(SHARED_MODEL(), 'conv_pw_11_relu', pixels, 2),
+  );
   const onnxPath = join(out, 'model.onnx');
   assert.ok(existsSync(onnxPath));
   const r = await OrtFeatureRunner.create(onnxPath, [224, 224, 3], 2, { threads: 2 });
   const pOnnx = await r.run(pixels, 2);
   await r.release();
   const m = await loadLayersModelFromDir(join(out, 'model'));
-  const p = tf.tidy(() => m.predict(tf.sub(tf.div(tf.tensor4d(pixels, [2, 224, 224, 3], 'int32').toFloat(), 127.5), 1)) as TF.Tensor);
+  const p = tf.tidy(
+    () => m.predict(tf.sub(tf.div(tf.tensor4d(pixels, [2, 224, 224, 3], 'int32').toFloat(), 127.5), 1)) as TF.Tensor,
+  );
   const pTf = p.dataSync() as Float32Array;
   for (let i = 0; i < 4; i++) assert.ok(Math.abs(pTf[i]! - pOnnx[i]!) <= 1e-4, `prob ${i}: ${pTf[i]} vs ${pOnnx[i]}`);
   tf.dispose(p);
@@ -327,29 +523,55 @@ test('finetune recipe: report, frozen weights untouched, top trained, BN statist
 test('checkpoint/resume: interrupted after finetune epoch 1 then --resume gives the same weights as a straight run', async () => {
   assert.ok(straight, 'needs the straight run');
   const out = tmp('ft-resume');
-  await assert.rejects(runFinetune(options(out, {
-    onEpoch: (phase, epoch) => { if (phase === 'finetune' && epoch === 1) throw new Error('simulated crash'); },
-  })), /simulated crash/);
+  await assert.rejects(
+    runFinetune(
+      options(out, {
+        onEpoch: (phase, epoch) => {
+          if (phase === 'finetune' && epoch === 1) throw new Error('simulated crash');
+        },
+      }),
+    ),
+    /simulated crash/,
+  );
   const st = JSON.parse(readFileSync(join(out, 'checkpoint', 'state.json'), 'utf8'));
   assert.equal(st.phase, 'finetune');
   assert.equal(st.phases.finetune.epoch, 1);
-  await assert.rejects(runFinetune(options(out, { resume: true, lr: 2e-4 })), UserError, 'different options are refused');
+  await assert.rejects(
+    runFinetune(options(out, { resume: true, lr: 2e-4 })),
+    UserError,
+    'different options are refused',
+  );
   const { report } = await runFinetune(options(out, { resume: true }));
   assert.equal(report.resumed, true);
   assert.equal(report.phases.finetune.epochsRun, 2);
-  assert.deepEqual(readFileSync(join(out, 'model', 'weights.bin')), readFileSync(join(straight, 'model', 'weights.bin')));
+  assert.deepEqual(
+    readFileSync(join(out, 'model', 'weights.bin')),
+    readFileSync(join(straight, 'model', 'weights.bin')),
+  );
   const a = JSON.parse(readFileSync(join(straight, 'finetune.json'), 'utf8'));
-  assert.deepEqual(report.history.map((h) => [h.loss, h.valLoss]), a.history.map((h: any) => [h.loss, h.valLoss]));
+  assert.deepEqual(
+    report.history.map((h) => [h.loss, h.valLoss]),
+    a.history.map((h: any) => [h.loss, h.valLoss]),
+  );
   assert.equal(report.testAccuracy, a.testAccuracy);
 });
 
 test('without augmentation the base runs once: boundary activations cached (float16) and reused on resume', async () => {
   const out = tmp('ft-noaug');
   // Also a non-native input size: the same weights on a 256×256 grid, exported at that size.
-  const o = options(out, { augment: parseAugmentSpec('none'), unfreeze: 1, epochsFinetune: 1, tta: true, engine: 'tfjs', inputSize: 256 });
+  const o = options(out, {
+    augment: parseAugmentSpec('none'),
+    unfreeze: 1,
+    epochsFinetune: 1,
+    tta: true,
+    engine: 'tfjs',
+    inputSize: 256,
+  });
   const { report } = await runFinetune(o);
   assert.equal(report.topEngine, 'tfjs');
-  assert.ok(report.phases.finetune.tfjsSeconds > 0 && report.phases.finetune.tfjsSeconds === report.phases.finetune.topSeconds);
+  assert.ok(
+    report.phases.finetune.tfjsSeconds > 0 && report.phases.finetune.tfjsSeconds === report.phases.finetune.topSeconds,
+  );
   assert.equal(typeof report.testAccuracyFlipTTA, 'number');
   assert.equal(report.phases.finetune.bestEpoch === 0 || report.phases.finetune.bestEpoch === 1, true);
   assert.equal(report.phases.head.baseSeconds, 0);
@@ -360,13 +582,26 @@ test('without augmentation the base runs once: boundary activations cached (floa
   const cached = decodeNpy(readFileSync(join(out, 'cache', 'train_boundary.npy')));
   assert.equal(cached.dtype, '<f2');
   assert.deepEqual(cached.shape, [report.data.counts.train, 8 * 8 * 768]);
-  assert.deepEqual(decodeNpy(readFileSync(join(out, 'cache', 'train_pooled.npy'))).shape, [report.data.counts.train, 768]);
+  assert.deepEqual(decodeNpy(readFileSync(join(out, 'cache', 'train_pooled.npy'))).shape, [
+    report.data.counts.train,
+    768,
+  ]);
   assert.deepEqual(report.preprocessing.size, [256, 256]);
   assert.ok(report.export.checkMaxAbsDiff <= 1e-4, `export at 256: ${report.export.checkMaxAbsDiff}`);
   assert.equal(finetuneInputSize(224), 288, 'default: 1.3× the native size, rounded to 32');
   // predict --head DIR runs the exported 256-px model (its own preprocessing from finetune.json).
-  const testImgs = ['cats', 'dogs'].map((c) => join(data(), 'test', c, readdirSync(join(data(), 'test', c)).sort()[0]!));
-  const { predictions, failures } = await predictImages({ head: out, inputs: testImgs, log: silentLogger, batch: 4, workers: 2, threads: 2, maxPixels: 1e8 });
+  const testImgs = ['cats', 'dogs'].map((c) =>
+    join(data(), 'test', c, readdirSync(join(data(), 'test', c)).sort()[0]!),
+  );
+  const { predictions, failures } = await predictImages({
+    head: out,
+    inputs: testImgs,
+    log: silentLogger,
+    batch: 4,
+    workers: 2,
+    threads: 2,
+    maxPixels: 1e8,
+  });
   assert.equal(failures.length, 0);
   assert.equal(predictions.length, 2);
   for (const p of predictions) {
@@ -381,7 +616,14 @@ test('without augmentation the base runs once: boundary activations cached (floa
 
 test('CLI: bad finetune arguments give one line and exit 2, no stack trace', () => {
   const run = (args: string[]) => runCli('finetune', args);
-  for (const args of [['--engine', 'gpu'], ['--val-fraction', '1.5'], ['--input-size', '5'], ['--warmup-epochs', '-1'], ['--optimizer', 'sgd'], ['--lr', '0']]) {
+  for (const args of [
+    ['--engine', 'gpu'],
+    ['--val-fraction', '1.5'],
+    ['--input-size', '5'],
+    ['--warmup-epochs', '-1'],
+    ['--optimizer', 'sgd'],
+    ['--lr', '0'],
+  ]) {
     const r = run(args);
     assert.equal(r.status, 2, `${args.join(' ')} should exit 2`);
     const lines = r.stderr.split('\n').filter((l) => l.trim());

@@ -24,7 +24,8 @@ const SOURCES = defaultSourceJpegs(3);
 let tmp = '';
 let m: HostileManifest;
 const abs = (rel: string): string => join(m.root, ...rel.split('/'));
-const decode = (input: string | Buffer, pre: Preprocessing = DEFAULT_PREPROCESSING) => decodeForModel(input, pre, { maxPixels: DEFAULT_MAX_PIXELS });
+const decode = (input: string | Buffer, pre: Preprocessing = DEFAULT_PREPROCESSING) =>
+  decodeForModel(input, pre, { maxPixels: DEFAULT_MAX_PIXELS });
 
 /** The DecodeError message our decoder gives for each kind of bad file (what the manifest's skip reasons show). */
 const EXPECTED_ERROR: Record<BadReason, RegExp> = {
@@ -37,11 +38,17 @@ const EXPECTED_ERROR: Record<BadReason, RegExp> = {
 before(async () => {
   const missing = [...SOURCES.cats, ...SOURCES.dogs].filter((p) => !existsSync(p));
   // Fail, never skip: without the shared photos these checks would silently not run.
-  assert.equal(missing.length, 0, `hostile fixtures need the shared cats-vs-dogs photos (missing: ${missing.join(', ')}); put ../shared beside the repo or set CONVCACHE_MIRROR`);
+  assert.equal(
+    missing.length,
+    0,
+    `hostile fixtures need the shared cats-vs-dogs photos (missing: ${missing.join(', ')}); put ../shared beside the repo or set CONVCACHE_MIRROR`,
+  );
   tmp = mkdtempSync(join(tmpdir(), 'hostile-'));
   m = await makeHostileDataset(join(tmp, 'data'), SOURCES);
 });
-after(() => { if (tmp) rmSync(tmp, { recursive: true, force: true }); });
+after(() => {
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+});
 
 test('the fixture lists every entry under its root exactly once (the other checks rely on it)', () => {
   const seen: string[] = [];
@@ -61,16 +68,28 @@ test('the fixture lists every entry under its root exactly once (the other check
 test('scan offers every image-named file once, sorted, labelled by class folder; ignores hidden files, non-images and symlinks out of the root', () => {
   const scan = scanDataset(m.root, silentLogger);
   const paths = scan.images.map((i) => i.path);
-  assert.deepEqual([...paths].sort(), [...m.valid, ...m.bad.map((b) => b.path)].sort(), 'exactly the valid and bad files (decode decides on the bad ones)');
-  assert.deepEqual(paths, [...paths].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)), 'code-point order');
+  assert.deepEqual(
+    [...paths].sort(),
+    [...m.valid, ...m.bad.map((b) => b.path)].sort(),
+    'exactly the valid and bad files (decode decides on the bad ones)',
+  );
+  assert.deepEqual(
+    paths,
+    [...paths].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)),
+    'code-point order',
+  );
   assert.deepEqual(scan.classes, ['cats', 'dogs']);
   assert.equal(scan.presplit, false);
   for (const img of scan.images) assert.equal(img.className, m.labels[img.path], img.path);
   assert.ok(paths.includes('cats/sub/nested.jpg'), 'nested folders belong to their class');
-  assert.ok(paths.includes('cats/chat_été_猫.jpg') && paths.includes('dogs/DOG-UPPER.JPEG'), 'unicode names and upper-case extensions');
+  assert.ok(
+    paths.includes('cats/chat_été_猫.jpg') && paths.includes('dogs/DOG-UPPER.JPEG'),
+    'unicode names and upper-case extensions',
+  );
   for (const rel of m.ignored) assert.ok(!paths.includes(rel), `${rel} must not be offered`);
   const skipped = new Map(scan.skipped.map((s) => [s.path, s.reason]));
-  for (const rel of ['dogs/outside.jpg', 'dogs/passwd.jpg']) assert.match(skipped.get(rel) ?? '', /outside the data root/, `${rel} is reported as skipped`);
+  for (const rel of ['dogs/outside.jpg', 'dogs/passwd.jpg'])
+    assert.match(skipped.get(rel) ?? '', /outside the data root/, `${rel} is reported as skipped`);
 });
 
 test('decodeForModel: every valid file (CMYK, grey, 16-bit, alpha, GIF, WebP, 1×1, mislabelled PNG) gives H·W·3 bytes at the asked size', async () => {
@@ -84,8 +103,14 @@ test('decodeForModel: every valid file (CMYK, grey, 16-bit, alpha, GIF, WebP, 1�
 test('decodeForModel: every bad file is a DecodeError with the reason for its kind; nothing else escapes', async () => {
   assert.ok(m.bad.length >= 5, 'the fixture has bad files of several kinds');
   for (const b of m.bad) {
-    const err = await decode(abs(b.path)).then(() => null, (e: unknown) => e);
-    assert.ok(err instanceof DecodeError, `${b.path} (${b.why}) must be rejected with a DecodeError, got ${String(err)}`);
+    const err = await decode(abs(b.path)).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    assert.ok(
+      err instanceof DecodeError,
+      `${b.path} (${b.why}) must be rejected with a DecodeError, got ${String(err)}`,
+    );
     assert.match(err.message, EXPECTED_ERROR[b.why], `${b.path} (${b.why})`);
   }
   await assert.rejects(decode(Buffer.alloc(0)), DecodeError, 'an empty buffer');
@@ -108,5 +133,8 @@ test('decodeForModel applies EXIF orientation before resizing (as if the pixels 
   const toUpright = meanAbsDiff(ours, await decode(upright));
   const toSideways = meanAbsDiff(ours, await decode(sideways));
   assert.ok(toUpright < 2, `close to the rotated image (mean |diff| ${toUpright.toFixed(2)})`);
-  assert.ok(toSideways > 5 * toUpright + 5, `far from the unrotated image (mean |diff| ${toSideways.toFixed(2)} vs ${toUpright.toFixed(2)})`);
+  assert.ok(
+    toSideways > 5 * toUpright + 5,
+    `far from the unrotated image (mean |diff| ${toSideways.toFixed(2)} vs ${toUpright.toFixed(2)})`,
+  );
 });

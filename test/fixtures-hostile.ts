@@ -73,7 +73,10 @@ export interface HostileManifest {
   outsideDir: string;
 }
 
-export interface HostileSources { cats: string[]; dogs: string[] }
+export interface HostileSources {
+  cats: string[];
+  dogs: string[];
+}
 
 export const DEFAULT_DATASET = join(SHARED_DATA(), 'train');
 
@@ -119,7 +122,9 @@ export function craftPng1Bit(width: number, height: number, idat: Buffer): Buffe
   ihdr.writeUInt32BE(height, 4);
   ihdr[8] = 1; // bit depth
   ihdr[9] = 0; // colour type: greyscale
-  ihdr[10] = 0; ihdr[11] = 0; ihdr[12] = 0; // compression, filter, interlace
+  ihdr[10] = 0;
+  ihdr[11] = 0;
+  ihdr[12] = 0; // compression, filter, interlace
   return Buffer.concat([
     Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
     pngChunk('IHDR', ihdr),
@@ -168,8 +173,16 @@ export async function makeHostileDataset(root: string, sourceJpegs: HostileSourc
   await mkdir(abs('dogs'), { recursive: true });
 
   // --- good JPEGs copied verbatim
-  for (const src of cats) { const rel = `cats/${basename(src)}`; await cp(rel, src); valid.push(rel); }
-  for (const src of dogs) { const rel = `dogs/${basename(src)}`; await cp(rel, src); valid.push(rel); }
+  for (const src of cats) {
+    const rel = `cats/${basename(src)}`;
+    await cp(rel, src);
+    valid.push(rel);
+  }
+  for (const src of dogs) {
+    const rel = `dogs/${basename(src)}`;
+    await cp(rel, src);
+    valid.push(rel);
+  }
 
   const cat0 = cats[0]!;
   const dog0 = dogs[0]!;
@@ -177,20 +190,37 @@ export async function makeHostileDataset(root: string, sourceJpegs: HostileSourc
   const dogBytes = await readFile(dog0);
 
   // --- awkward but valid
-  await cp('cats/chat_été_猫.jpg', cats[1] ?? cat0); valid.push('cats/chat_été_猫.jpg');
-  await cp('cats/sub/nested.jpg', cats[2] ?? cat0); valid.push('cats/sub/nested.jpg');
-  await putSharp('cats/cmyk.jpg', sharp(catBytes).toColourspace('cmyk').jpeg()); valid.push('cats/cmyk.jpg');
-  await putSharp('cats/grey.jpg', sharp(catBytes).toColourspace('b-w').jpeg()); valid.push('cats/grey.jpg'); // 1 channel
-  await putSharp('cats/rgb16.png', sharp(catBytes).toColourspace('rgb16').png()); valid.push('cats/rgb16.png');
-  await putSharp('cats/rgba-transparent.png', sharp(catBytes).ensureAlpha(0.5).png()); valid.push('cats/rgba-transparent.png');
-  await putSharp('cats/cat.gif', sharp(catBytes).gif()); valid.push('cats/cat.gif');
-  await putSharp('cats/exif-orientation-6.jpg', sharp(catBytes).jpeg().withMetadata({ orientation: 6 })); valid.push('cats/exif-orientation-6.jpg');
-  await putSharp('dogs/dog.webp', sharp(dogBytes).webp()); valid.push('dogs/dog.webp');
-  await putSharp('dogs/png-named.jpg', sharp(dogBytes).png()); valid.push('dogs/png-named.jpg');
-  await cp('dogs/DOG-UPPER.JPEG', dog0); valid.push('dogs/DOG-UPPER.JPEG');
-  await cp('dogs/dog "quoted" & spaced, comma.jpg', dog0); valid.push('dogs/dog "quoted" & spaced, comma.jpg');
-  await putSharp('dogs/grey-alpha.png', sharp(dogBytes).toColourspace('b-w').ensureAlpha(0.5).png()); valid.push('dogs/grey-alpha.png'); // 2 channels
-  await putSharp('dogs/tiny-1x1.png', sharp({ create: { width: 1, height: 1, channels: 3, background: '#c08040' } }).png()); valid.push('dogs/tiny-1x1.png');
+  await cp('cats/chat_été_猫.jpg', cats[1] ?? cat0);
+  valid.push('cats/chat_été_猫.jpg');
+  await cp('cats/sub/nested.jpg', cats[2] ?? cat0);
+  valid.push('cats/sub/nested.jpg');
+  await putSharp('cats/cmyk.jpg', sharp(catBytes).toColourspace('cmyk').jpeg());
+  valid.push('cats/cmyk.jpg');
+  await putSharp('cats/grey.jpg', sharp(catBytes).toColourspace('b-w').jpeg());
+  valid.push('cats/grey.jpg'); // 1 channel
+  await putSharp('cats/rgb16.png', sharp(catBytes).toColourspace('rgb16').png());
+  valid.push('cats/rgb16.png');
+  await putSharp('cats/rgba-transparent.png', sharp(catBytes).ensureAlpha(0.5).png());
+  valid.push('cats/rgba-transparent.png');
+  await putSharp('cats/cat.gif', sharp(catBytes).gif());
+  valid.push('cats/cat.gif');
+  await putSharp('cats/exif-orientation-6.jpg', sharp(catBytes).jpeg().withMetadata({ orientation: 6 }));
+  valid.push('cats/exif-orientation-6.jpg');
+  await putSharp('dogs/dog.webp', sharp(dogBytes).webp());
+  valid.push('dogs/dog.webp');
+  await putSharp('dogs/png-named.jpg', sharp(dogBytes).png());
+  valid.push('dogs/png-named.jpg');
+  await cp('dogs/DOG-UPPER.JPEG', dog0);
+  valid.push('dogs/DOG-UPPER.JPEG');
+  await cp('dogs/dog "quoted" & spaced, comma.jpg', dog0);
+  valid.push('dogs/dog "quoted" & spaced, comma.jpg');
+  await putSharp('dogs/grey-alpha.png', sharp(dogBytes).toColourspace('b-w').ensureAlpha(0.5).png());
+  valid.push('dogs/grey-alpha.png'); // 2 channels
+  await putSharp(
+    'dogs/tiny-1x1.png',
+    sharp({ create: { width: 1, height: 1, channels: 3, background: '#c08040' } }).png(),
+  );
+  valid.push('dogs/tiny-1x1.png');
   // 200 bytes flipped mid-scan: libjpeg warns "Corrupt JPEG data", renders garbage; only failOn 'warning' rejects.
   {
     const b = Buffer.from(dogBytes);
@@ -198,7 +228,12 @@ export async function makeHostileDataset(root: string, sourceJpegs: HostileSourc
     for (let i = mid; i < mid + 200 && i < b.length - 2; i++) b[i] = b[i]! ^ 0xff;
     await put('dogs/corrupt-midstream.jpg', b);
     valid.push('dogs/corrupt-midstream.jpg');
-    warnings.push({ path: 'dogs/corrupt-midstream.jpg', why: 'corrupt JPEG data mid-stream (libjpeg warning)', failOn: 'warning', error: 'Corrupt JPEG data' });
+    warnings.push({
+      path: 'dogs/corrupt-midstream.jpg',
+      why: 'corrupt JPEG data mid-stream (libjpeg warning)',
+      failOn: 'warning',
+      error: 'Corrupt JPEG data',
+    });
   }
 
   // --- bad
@@ -216,15 +251,22 @@ export async function makeHostileDataset(root: string, sourceJpegs: HostileSourc
   bad.push({ path: 'dogs/bomb-60000x60000.png', why: 'pixel-limit', failOn: 'none', error: 'exceeds pixel limit' });
 
   // --- ignored silently
-  await cp('cats/.hidden.jpg', cat0); ignored.push('cats/.hidden.jpg');
-  await cp('cats/.thumbs/thumb.jpg', cat0); ignored.push('cats/.thumbs/thumb.jpg');
-  await put('README.txt', 'hostile fixture\n'); ignored.push('README.txt');
-  await put('dogs/README.txt', 'not an image\n'); ignored.push('dogs/README.txt');
-  await link('cats/loop', '..'); ignored.push('cats/loop'); // cats/loop/cats/loop/... forever
+  await cp('cats/.hidden.jpg', cat0);
+  ignored.push('cats/.hidden.jpg');
+  await cp('cats/.thumbs/thumb.jpg', cat0);
+  ignored.push('cats/.thumbs/thumb.jpg');
+  await put('README.txt', 'hostile fixture\n');
+  ignored.push('README.txt');
+  await put('dogs/README.txt', 'not an image\n');
+  ignored.push('dogs/README.txt');
+  await link('cats/loop', '..');
+  ignored.push('cats/loop'); // cats/loop/cats/loop/... forever
   const outsideImg = join(outsideDir, 'secret.jpg');
   await copyFile(dog0, outsideImg); // a REAL image, so following the link would visibly "work"
-  await link('dogs/outside.jpg', outsideImg); ignored.push('dogs/outside.jpg');
-  await link('dogs/passwd.jpg', '/etc/passwd'); ignored.push('dogs/passwd.jpg');
+  await link('dogs/outside.jpg', outsideImg);
+  ignored.push('dogs/outside.jpg');
+  await link('dogs/passwd.jpg', '/etc/passwd');
+  ignored.push('dogs/passwd.jpg');
 
   valid.sort();
   bad.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));

@@ -17,9 +17,19 @@ const test_ = sliceRows(all, 2000, 3000);
 const accuracy = (p: Int32Array): number => p.reduce((a, v, i) => a + (v === test_.y[i] ? 1 : 0), 0) / p.length;
 
 for (const [kind, exact, approx, pattern] of [
-  ['svm', { kernel: 'rbf', approx: 'exact' }, { kernel: 'rbf', approx: 'nystroem', components: 400 }, /Nyström, 400 landmarks/],
+  [
+    'svm',
+    { kernel: 'rbf', approx: 'exact' },
+    { kernel: 'rbf', approx: 'nystroem', components: 400 },
+    /Nyström, 400 landmarks/,
+  ],
   ['knn', { approx: 'exact' }, { approx: 'ivf' }, /IVF index, 45 cells, 8 scanned/],
-  ['svm', { kernel: 'linear', solver: 'dual' }, { kernel: 'linear', solver: 'primal' }, /primal \(L-BFGS, squared hinge\)/],
+  [
+    'svm',
+    { kernel: 'linear', solver: 'dual' },
+    { kernel: 'linear', solver: 'primal' },
+    /primal \(L-BFGS, squared hinge\)/,
+  ],
 ] as [string, HeadParams, HeadParams, RegExp][]) {
   test(`${kind}: approximate variant within 2 points of exact on held-out rows; reports itself; save → load identical`, async () => {
     const e = createHead(kind, exact);

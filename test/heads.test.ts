@@ -3,7 +3,17 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createHead, HEAD_KINDS, HEAD_ROWS, headParamSpecs, loadHead, parseOpts, quickParams, savesDirectory, tuneGridOf } from '../src/heads/registry.ts';
+import {
+  createHead,
+  HEAD_KINDS,
+  HEAD_ROWS,
+  headParamSpecs,
+  loadHead,
+  parseOpts,
+  quickParams,
+  savesDirectory,
+  tuneGridOf,
+} from '../src/heads/registry.ts';
 import type { HeadParams } from '../src/heads/types.ts';
 import type { Matrix } from '../src/linalg/types.ts';
 import { Rng } from '../src/linalg/random.ts';
@@ -18,7 +28,9 @@ function blobs(counts: number[], d: number, spread: number, seed: number): { X: 
   const y = new Int32Array(n);
   // Interleave classes so any prefix/suffix split keeps all of them.
   const order: number[] = [];
-  counts.forEach((c, k) => { for (let i = 0; i < c; i++) order.push(k); });
+  counts.forEach((c, k) => {
+    for (let i = 0; i < c; i++) order.push(k);
+  });
   rng.shuffle(order);
   order.forEach((c, i) => {
     y[i] = c;
@@ -29,7 +41,10 @@ function blobs(counts: number[], d: number, spread: number, seed: number): { X: 
 
 function split(s: { X: Matrix; y: Int32Array }, nTrain: number) {
   const d = s.X.cols;
-  const part = (a: number, b: number) => ({ X: { data: s.X.data.slice(a * d, b * d), rows: b - a, cols: d }, y: s.y.slice(a, b) });
+  const part = (a: number, b: number) => ({
+    X: { data: s.X.data.slice(a * d, b * d), rows: b - a, cols: d },
+    y: s.y.slice(a, b),
+  });
   return { train: part(0, nTrain), test: part(nTrain, s.X.rows) };
 }
 
@@ -41,7 +56,9 @@ const params = (kind: string, extra: HeadParams = {}): HeadParams => ({ ...quick
 const D = 12;
 const multi = split(blobs([110, 110, 110], D, 1.2, 11), 240); // 3 classes, separable-ish
 let dir: string;
-before(() => { dir = mkdtempSync(join(tmpdir(), 'convcache-heads-')); });
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'convcache-heads-'));
+});
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 for (const kind of HEAD_KINDS) {
@@ -104,9 +121,15 @@ for (const kind of HEAD_KINDS) {
       await assert.rejects(h.predict(multi.test.X), UserError, 'predict before fit');
       await h.fit(multi.train.X, multi.train.y, { nClasses: 3, seed: 1 });
       const wide: Matrix = { data: new Float32Array(4 * (D + 1)), rows: 4, cols: D + 1 };
-      await assert.rejects(h.predict(wide), (e: unknown) => e instanceof UserError && /features/.test(e.message) && !e.message.includes('\n'));
+      await assert.rejects(
+        h.predict(wide),
+        (e: unknown) => e instanceof UserError && /features/.test(e.message) && !e.message.includes('\n'),
+      );
       await assert.rejects(h.predictProba(wide), UserError);
-      assert.throws(() => createHead(kind, { noSuchParam: 1 }), (e: unknown) => e instanceof UserError && /valid:/.test(e.message));
+      assert.throws(
+        () => createHead(kind, { noSuchParam: 1 }),
+        (e: unknown) => e instanceof UserError && /valid:/.test(e.message),
+      );
     });
 
     test("classWeight 'balanced' raises minority recall on an imbalanced set", async () => {
@@ -123,8 +146,13 @@ for (const kind of HEAD_KINDS) {
         const h = createHead(kind, params(kind, extra));
         await h.fit(tr.X, tr.y, { nClasses: 2, seed: 3, classWeight: cw });
         const p = await h.predict(te.X);
-        let tp = 0, pos = 0;
-        for (let i = 0; i < p.length; i++) if (te.y[i] === 1) { pos++; if (p[i] === 1) tp++; }
+        let tp = 0,
+          pos = 0;
+        for (let i = 0; i < p.length; i++)
+          if (te.y[i] === 1) {
+            pos++;
+            if (p[i] === 1) tp++;
+          }
         return tp / pos;
       };
       const none = await recall('none');
@@ -141,26 +169,38 @@ describe('registry', () => {
     for (const kind of HEAD_KINDS) {
       assert.ok(rowKinds.has(kind), `${kind} has at least one compare row`);
       const specs = headParamSpecs(kind);
-      for (const name of Object.keys(tuneGridOf(kind))) assert.ok(name in specs, `${kind}: tune grid parameter ${name} is declared`);
+      for (const name of Object.keys(tuneGridOf(kind)))
+        assert.ok(name in specs, `${kind}: tune grid parameter ${name} is declared`);
       assert.doesNotThrow(() => createHead(kind, quickParams(kind)), `${kind}: quick params validate`);
       assert.equal(typeof savesDirectory(kind), 'boolean');
     }
-    for (const [name, row] of Object.entries(HEAD_ROWS)) assert.doesNotThrow(() => createHead(row.kind, row.params), `row ${name} validates`);
+    for (const [name, row] of Object.entries(HEAD_ROWS))
+      assert.doesNotThrow(() => createHead(row.kind, row.params), `row ${name} validates`);
     const ranks = Object.values(HEAD_ROWS).map((r) => r.tieRank);
     assert.equal(new Set(ranks).size, ranks.length, 'tie ranks are distinct, so validation ties have one winner');
   });
 
   test('parseOpts parses numbers, booleans and strings', () => {
     assert.deepEqual(parseOpts(['C=1', 'kernel=rbf', 'bootstrap=false', 'gamma=0.5', 'lr=1e-3']), {
-      C: 1, kernel: 'rbf', bootstrap: false, gamma: 0.5, lr: 0.001,
+      C: 1,
+      kernel: 'rbf',
+      bootstrap: false,
+      gamma: 0.5,
+      lr: 0.001,
     });
     assert.throws(() => parseOpts(['C']), UserError);
     assert.throws(() => parseOpts(['C=']), UserError);
   });
 
   test('createHead validates kind and values with one-line messages', () => {
-    assert.throws(() => createHead('nope', {}), (e: unknown) => e instanceof UserError && /valid: logreg, svm/.test(e.message));
-    assert.throws(() => createHead('svm', { kernel: 'poly' }), (e: unknown) => e instanceof UserError && /'rbf' \| 'linear'/.test(e.message));
+    assert.throws(
+      () => createHead('nope', {}),
+      (e: unknown) => e instanceof UserError && /valid: logreg, svm/.test(e.message),
+    );
+    assert.throws(
+      () => createHead('svm', { kernel: 'poly' }),
+      (e: unknown) => e instanceof UserError && /'rbf' \| 'linear'/.test(e.message),
+    );
     assert.throws(() => createHead('logreg', { C: -1 }), UserError);
     assert.throws(() => createHead('rf', { nTrees: 2.5 }), UserError);
     assert.throws(() => createHead('knn', { k: '5' }), UserError);
@@ -183,13 +223,18 @@ describe('registry', () => {
   });
 
   test('svm linear kernel and one-vs-rest rbf also handle 3 classes', async () => {
-    for (const p of [{ kernel: 'linear' }, { kernel: 'linear', loss: 'hinge' }, { multiClass: 'ovr' }] as HeadParams[]) {
+    for (const p of [
+      { kernel: 'linear' },
+      { kernel: 'linear', loss: 'hinge' },
+      { multiClass: 'ovr' },
+    ] as HeadParams[]) {
       const h = createHead('svm', p);
       await h.fit(multi.train.X, multi.train.y, { nClasses: 3, seed: 1, val: multi.test });
       const acc = accuracy(await h.predict(multi.test.X), multi.test.y);
       assert.ok(acc >= 0.95, `svm ${JSON.stringify(p)} accuracy ${acc}`);
       const P = await h.predictProba(multi.test.X);
-      for (let i = 0; i < P.rows; i++) assert.ok(Math.abs(P.data[i * 3]! + P.data[i * 3 + 1]! + P.data[i * 3 + 2]! - 1) < 1e-5);
+      for (let i = 0; i < P.rows; i++)
+        assert.ok(Math.abs(P.data[i * 3]! + P.data[i * 3 + 1]! + P.data[i * 3 + 2]! - 1) < 1e-5);
     }
   });
 
@@ -197,7 +242,10 @@ describe('registry', () => {
     const k = createHead('knn', { metric: 'cosine', weights: 'distance' });
     await k.fit(multi.train.X, multi.train.y, { nClasses: 3 });
     assert.ok(accuracy(await k.predict(multi.test.X), multi.test.y) >= 0.95);
-    const h = createHead('dense', { ...quickParams('dense'), epochs: 200, patience: 2 }) as unknown as { epochsRun_: number; bestEpoch_: number } & ReturnType<typeof createHead>;
+    const h = createHead('dense', { ...quickParams('dense'), epochs: 200, patience: 2 }) as unknown as {
+      epochsRun_: number;
+      bestEpoch_: number;
+    } & ReturnType<typeof createHead>;
     await h.fit(multi.train.X, multi.train.y, { nClasses: 3, seed: 1, val: multi.test });
     assert.ok(h.epochsRun_ < 200, `early stopping should trigger, ran ${h.epochsRun_}`);
     assert.ok(h.bestEpoch_ <= h.epochsRun_ - 2);

@@ -45,7 +45,12 @@ export function makeSubset(root: string, perClass: { train: number; test?: numbe
 /** The repository root (tests run the CLIs from here). */
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
-export interface CliResult { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
+export interface CliResult {
+  status: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
 
 /** node + tsx + the command's CLI file (no npm in between, so no npm noise on stderr). */
 function cliArgv(command: string, args: readonly string[]): string[] {
@@ -53,18 +58,36 @@ function cliArgv(command: string, args: readonly string[]): string[] {
 }
 
 /** Run `convcache <command> args` to completion (synchronously). */
-export function runCli(command: string, args: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): CliResult {
-  const r = spawnSync(process.execPath, cliArgv(command, args), { cwd: opts.cwd ?? ROOT, env: opts.env ?? process.env, encoding: 'utf8', maxBuffer: 1 << 26 });
+export function runCli(
+  command: string,
+  args: readonly string[],
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): CliResult {
+  const r = spawnSync(process.execPath, cliArgv(command, args), {
+    cwd: opts.cwd ?? ROOT,
+    env: opts.env ?? process.env,
+    encoding: 'utf8',
+    maxBuffer: 1 << 26,
+  });
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** Run a command without blocking the test process (for long runs, or several at once). */
-export function runCliAsync(command: string, args: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
+export function runCliAsync(
+  command: string,
+  args: readonly string[],
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<CliResult> {
   return new Promise((res, rej) => {
     const p = spawn(process.execPath, cliArgv(command, args), { cwd: opts.cwd ?? ROOT, env: opts.env ?? process.env });
-    let stdout = '', stderr = '';
-    p.stdout.on('data', (b) => { stdout += b; });
-    p.stderr.on('data', (b) => { stderr += b; });
+    let stdout = '',
+      stderr = '';
+    p.stdout.on('data', (b) => {
+      stdout += b;
+    });
+    p.stderr.on('data', (b) => {
+      stderr += b;
+    });
     p.on('error', rej);
     p.on('close', (status, signal) => res({ status, signal, stdout, stderr }));
   });
@@ -77,7 +100,10 @@ export function runCliAsync(command: string, args: readonly string[], opts: { cw
 const loaded = new Map<string, Promise<unknown>>();
 function once<T>(key: string, load: () => T | Promise<T>): Promise<T> {
   let p = loaded.get(key) as Promise<T> | undefined;
-  if (!p) { p = Promise.resolve().then(load); loaded.set(key, p); }
+  if (!p) {
+    p = Promise.resolve().then(load);
+    loaded.set(key, p);
+  }
   return p;
 }
 export const sharedGraph = (): Promise<KerasGraph> => once('graph', () => loadKerasGraph(SHARED_MODEL()).graph);

@@ -18,7 +18,10 @@ const OPTS = { maxPixels: 1e8 };
 
 function photos(n: number): Buffer[] {
   const dir = join(SHARED_DATA(), 'train', 'dogs');
-  return readdirSync(dir).sort().slice(0, n).map((f) => readFileSync(join(dir, f)));
+  return readdirSync(dir)
+    .sort()
+    .slice(0, n)
+    .map((f) => readFileSync(join(dir, f)));
 }
 
 function meanAbsDiff(a: Uint8Array, b: Uint8Array): number {
@@ -54,7 +57,11 @@ test('fast path on real photos: within ~1 grey level of sharp on average, and de
 test('EXIF orientation 1..8 matches sharp (rotate()), and differs from ignoring it', async () => {
   // An asymmetric picture: a real photo with a bright block in one corner. Larger than the target
   // both ways: when upscaling, sharp's sampling grid sits half a pixel off ours (and ORT's Resize).
-  const base = await sharp(photos(1)[0]!).resize(400, 300, { fit: 'fill' }).composite([{ input: { create: { width: 80, height: 40, channels: 3, background: '#ff2000' } }, left: 0, top: 0 }]).raw().toBuffer();
+  const base = await sharp(photos(1)[0]!)
+    .resize(400, 300, { fit: 'fill' })
+    .composite([{ input: { create: { width: 80, height: 40, channels: 3, background: '#ff2000' } }, left: 0, top: 0 }])
+    .raw()
+    .toBuffer();
   const raw = { raw: { width: 400, height: 300, channels: 3 as const } };
   const plain = fast(await sharp(base, raw).jpeg({ quality: 95 }).toBuffer());
   for (let o = 1; o <= 8; o++) {
@@ -76,7 +83,8 @@ test('progressive and grayscale JPEGs go through the fast path', async () => {
   const gray = await sharp(src, raw).toColourspace('b-w').jpeg({ quality: 90 }).toBuffer();
   assert.equal((await sharp(gray).metadata()).channels, 1);
   const g = fast(gray);
-  for (let i = 0; i < g.length; i += 3) assert.ok(g[i] === g[i + 1] && g[i] === g[i + 2], 'grayscale decodes to equal R, G, B');
+  for (let i = 0; i < g.length; i += 3)
+    assert.ok(g[i] === g[i + 1] && g[i] === g[i + 2], 'grayscale decodes to equal R, G, B');
   assert.ok(meanAbsDiff(g, await decodeWithSharp(gray, PRE, OPTS)) < 2.5);
 });
 
@@ -119,9 +127,28 @@ test('center-crop preprocessing (foreign ONNX models) matches sharp', async () =
 test('exif parser: big- and little-endian TIFF, no EXIF, garbage', () => {
   const app1 = (le: boolean, o: number): Buffer => {
     const tiff = Buffer.alloc(26);
-    if (le) { tiff.write('II', 0); tiff.writeUInt16LE(42, 2); tiff.writeUInt32LE(8, 4); tiff.writeUInt16LE(1, 8); tiff.writeUInt16LE(0x112, 10); tiff.writeUInt16LE(3, 12); tiff.writeUInt32LE(1, 14); tiff.writeUInt16LE(o, 18); } else { tiff.write('MM', 0); tiff.writeUInt16BE(42, 2); tiff.writeUInt32BE(8, 4); tiff.writeUInt16BE(1, 8); tiff.writeUInt16BE(0x112, 10); tiff.writeUInt16BE(3, 12); tiff.writeUInt32BE(1, 14); tiff.writeUInt16BE(o, 18); }
+    if (le) {
+      tiff.write('II', 0);
+      tiff.writeUInt16LE(42, 2);
+      tiff.writeUInt32LE(8, 4);
+      tiff.writeUInt16LE(1, 8);
+      tiff.writeUInt16LE(0x112, 10);
+      tiff.writeUInt16LE(3, 12);
+      tiff.writeUInt32LE(1, 14);
+      tiff.writeUInt16LE(o, 18);
+    } else {
+      tiff.write('MM', 0);
+      tiff.writeUInt16BE(42, 2);
+      tiff.writeUInt32BE(8, 4);
+      tiff.writeUInt16BE(1, 8);
+      tiff.writeUInt16BE(0x112, 10);
+      tiff.writeUInt16BE(3, 12);
+      tiff.writeUInt32BE(1, 14);
+      tiff.writeUInt16BE(o, 18);
+    }
     const body = Buffer.concat([Buffer.from('Exif\0\0', 'latin1'), tiff]);
-    const len = Buffer.alloc(2); len.writeUInt16BE(body.length + 2);
+    const len = Buffer.alloc(2);
+    len.writeUInt16BE(body.length + 2);
     return Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe1]), len, body, Buffer.from([0xff, 0xda, 0, 2])]);
   };
   assert.equal(jpegOrientation(app1(true, 6)), 6);
@@ -141,7 +168,12 @@ test('wasm SIMD resize equals the scalar reference (to rounding) for every kerne
   const rand = seededRandom(7);
   const rz = new Resizer();
   assert.equal(rz.simd, true);
-  for (const [sw, sh, dw, dh] of [[500, 375, 224, 224], [150, 149, 224, 224], [37, 300, 224, 56], [224, 224, 223, 225]] as const) {
+  for (const [sw, sh, dw, dh] of [
+    [500, 375, 224, 224],
+    [150, 149, 224, 224],
+    [37, 300, 224, 56],
+    [224, 224, 223, 225],
+  ] as const) {
     const src = Uint8Array.from({ length: sw * sh * 3 }, () => Math.floor(rand() * 256));
     for (const k of ['nearest', 'linear', 'cubic', 'mitchell', 'lanczos2', 'lanczos3'] as const) {
       const a = resizeRgb(src, sw, sh, dw, dh, k);
@@ -164,7 +196,10 @@ test('DecodePool: worker threads give the same pixels, fall back to sharp, and r
     const pool = new DecodePool(2, PRE, 1e8);
     try {
       assert.deepEqual(await pool.decode(join(dir, 'a.jpg')), fast(a!));
-      assert.deepEqual(await pool.decode(join(dir, 'b.png')), await decodeWithSharp(readFileSync(join(dir, 'b.png')), PRE, OPTS));
+      assert.deepEqual(
+        await pool.decode(join(dir, 'b.png')),
+        await decodeWithSharp(readFileSync(join(dir, 'b.png')), PRE, OPTS),
+      );
       await assert.rejects(pool.decode(join(dir, 'c.jpg')), DecodeError);
       await assert.rejects(pool.decode(join(dir, 'missing.jpg')), /unreadable file \(ENOENT\)/);
     } finally {

@@ -20,7 +20,12 @@ const PRE = findBackbone('mobilenet_v1_0.75_224')!.preprocessing;
 /** A "foreign" export: the whole MobileNet classifier as ONNX with a float NCHW input, as torchvision-style exports have. */
 async function writeForeignOnnx(path: string): Promise<void> {
   const graph = parseKerasGraph(JSON.parse(readFileSync(join(SHARED_MODEL(), 'model.json'), 'utf8')));
-  const conv = convertKerasGraph(graph, await readWeights(SHARED_MODEL()), { layer: 'reshape_2', pooling: 'none', preprocessing: PRE, input: 'float-nchw' });
+  const conv = convertKerasGraph(graph, await readWeights(SHARED_MODEL()), {
+    layer: 'reshape_2',
+    pooling: 'none',
+    preprocessing: PRE,
+    input: 'float-nchw',
+  });
   writeFileSync(path, encodeModel(conv.model));
 }
 
@@ -30,20 +35,42 @@ test('.onnx models: listed by layers, wrapped with in-graph preprocessing, featu
     const onnx = join(dir, 'mobilenet.onnx');
     await writeForeignOnnx(onnx);
     const info = describeOnnx(new Uint8Array(readFileSync(onnx)));
-    assert.deepEqual(info.inputs.map((i) => i.shape), [['N', 3, 224, 224]]);
+    assert.deepEqual(
+      info.inputs.map((i) => i.shape),
+      [['N', 3, 224, 224]],
+    );
     assert.ok(info.nodes.some((n) => n.opType === 'GlobalAveragePool'));
     const listing = await describeLayers(onnx, silentLogger);
     assert.ok(listing.layers.length > 20 && listing.defaultLayer.length > 0);
 
     const data = makeSubset(join(dir, 'data'), { train: 3, test: 1 });
     const base: ExtractOptions = {
-      data, out: join(dir, 'ref'), model: 'mobilenet_v1_0.75_224', split: DEFAULT_SPLIT, seed: 1,
-      batch: 4, workers: 2, threads: 2, maxPixels: 1e8, quiet: true, log: silentLogger,
+      data,
+      out: join(dir, 'ref'),
+      model: 'mobilenet_v1_0.75_224',
+      split: DEFAULT_SPLIT,
+      seed: 1,
+      batch: 4,
+      workers: 2,
+      threads: 2,
+      maxPixels: 1e8,
+      quiet: true,
+      log: silentLogger,
     };
     await extractFeatures(base);
     // Same preprocessing as the registry entry, given explicitly as a user would for a foreign model.
-    const { manifest } = await extractFeatures({ ...base, out: join(dir, 'onnx-cache'), model: onnx,
-      preprocessing: { size: [224, 224], mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], resize: 'squash', kernel: 'linear' } });
+    const { manifest } = await extractFeatures({
+      ...base,
+      out: join(dir, 'onnx-cache'),
+      model: onnx,
+      preprocessing: {
+        size: [224, 224],
+        mean: [0.5, 0.5, 0.5],
+        std: [0.5, 0.5, 0.5],
+        resize: 'squash',
+        kernel: 'linear',
+      },
+    });
     assert.equal(manifest.backbone.modelFormat, 'onnx');
     assert.equal(manifest.backbone.featureDim, 768);
     const a = new Float32Array(readFileSync(join(dir, 'ref', 'train_features.npy')).buffer.slice(128));
@@ -53,10 +80,15 @@ test('.onnx models: listed by layers, wrapped with in-graph preprocessing, featu
     for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i]! - b[i]!));
     assert.ok(d < 1e-4, `max |delta| ${d}`);
 
-    await assert.rejects(extractFeatures({ ...base, out: join(dir, 'bad'), model: onnx, layer: 'no_such_tensor' }),
-      (e: unknown) => e instanceof UserError && /no tensor named 'no_such_tensor'/.test(e.message));
+    await assert.rejects(
+      extractFeatures({ ...base, out: join(dir, 'bad'), model: onnx, layer: 'no_such_tensor' }),
+      (e: unknown) => e instanceof UserError && /no tensor named 'no_such_tensor'/.test(e.message),
+    );
     writeFileSync(join(dir, 'junk.onnx'), 'not a protobuf at all');
-    await assert.rejects(extractFeatures({ ...base, out: join(dir, 'bad2'), model: join(dir, 'junk.onnx') }), (e: unknown) => e instanceof UserError);
+    await assert.rejects(
+      extractFeatures({ ...base, out: join(dir, 'bad2'), model: join(dir, 'junk.onnx') }),
+      (e: unknown) => e instanceof UserError,
+    );
   } finally {
     removeDir(dir);
   }

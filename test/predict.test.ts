@@ -16,8 +16,17 @@ test('predict reproduces the cache: same label and probability as the head on th
     const data = makeSubset(join(dir, 'data'), { train: 12, test: 4 });
     const cacheDir = join(dir, 'cache');
     await extractFeatures({
-      data, out: cacheDir, model: 'mobilenet_v1_0.75_224', split: DEFAULT_SPLIT, seed: 42,
-      batch: 8, workers: 4, threads: 2, maxPixels: 1e8, quiet: true, log: silentLogger,
+      data,
+      out: cacheDir,
+      model: 'mobilenet_v1_0.75_224',
+      split: DEFAULT_SPLIT,
+      seed: 42,
+      batch: 8,
+      workers: 4,
+      threads: 2,
+      maxPixels: 1e8,
+      quiet: true,
+      log: silentLogger,
     });
     const trained = await trainHead({ cache: cacheDir, kind: 'logreg', valFraction: 0 });
     const { path: headPath } = await saveTrainedHead(trained);
@@ -27,8 +36,13 @@ test('predict reproduces the cache: same label and probability as the head on th
     const files = test.paths.map((p) => join(data, p));
     writeFileSync(join(dir, 'notes.txt.jpg'), 'not an image');
     const { predictions, failures } = await predictImages({
-      head: headPath, inputs: [...files, join(dir, 'notes.txt.jpg'), join(dir, 'missing.jpg')],
-      batch: 4, workers: 2, threads: 2, maxPixels: 1e8, log: silentLogger,
+      head: headPath,
+      inputs: [...files, join(dir, 'notes.txt.jpg'), join(dir, 'missing.jpg')],
+      batch: 4,
+      workers: 2,
+      threads: 2,
+      maxPixels: 1e8,
+      log: silentLogger,
     });
     assert.equal(predictions.length, files.length);
     assert.deepEqual(failures.map((f) => f.path).sort(), [join(dir, 'missing.jpg'), join(dir, 'notes.txt.jpg')].sort());

@@ -6,7 +6,13 @@ import { prepareBackbone } from '../src/backbone/backbone.ts';
 import { encodeModel } from '../src/onnx/write.ts';
 import { OrtFeatureRunner } from '../src/backbone/ort-runner.ts';
 import {
-  activationQuant, calibrate, convertedModel, cosine, quantizedActivations, quantizeQdq, RangeObserver,
+  activationQuant,
+  calibrate,
+  convertedModel,
+  cosine,
+  quantizedActivations,
+  quantizeQdq,
+  RangeObserver,
 } from '../src/backbone/quantize.ts';
 import { calibrationSample } from '../src/pipeline/precision.ts';
 import { decodeForModel } from '../src/images/decode.ts';
@@ -18,7 +24,10 @@ async function pixels(split: 'train' | 'test', perClass: number, skip = 0): Prom
   const pre = (await prepareBackbone({ model: 'mobilenet_v1_0.75_224', log: silentLogger })).config.preprocessing;
   for (const cls of ['cats', 'dogs']) {
     const dir = join(SHARED_DATA(), split, cls);
-    for (const f of readdirSync(dir).sort().slice(skip, skip + perClass)) out.push(await decodeForModel(readFileSync(join(dir, f)), pre, { maxPixels: 1e8 }));
+    for (const f of readdirSync(dir)
+      .sort()
+      .slice(skip, skip + perClass))
+      out.push(await decodeForModel(readFileSync(join(dir, f)), pre, { maxPixels: 1e8 }));
   }
   return out;
 }
@@ -30,8 +39,14 @@ test('activation quantization: zero point 0 for ReLU outputs, asymmetric otherwi
   assert.equal(q.zeroPoint, 128);
   // Ranges: lo = min (never above 0), hi within (0, max]; signed tensors keep min/max.
   const obs = new RangeObserver(4096);
-  obs.observe('relu', Float32Array.from({ length: 20_000 }, (_, i) => ((i * 37) % 1000) / 250));
-  obs.observe('signed', Float32Array.from({ length: 20_000 }, (_, i) => ((i * 37) % 1000) / 500 - 1));
+  obs.observe(
+    'relu',
+    Float32Array.from({ length: 20_000 }, (_, i) => ((i * 37) % 1000) / 250),
+  );
+  obs.observe(
+    'signed',
+    Float32Array.from({ length: 20_000 }, (_, i) => ((i * 37) % 1000) / 500 - 1),
+  );
   const r = obs.ranges();
   const [lo, hi] = r.get('relu')!;
   assert.equal(lo, 0);
@@ -51,10 +66,16 @@ test('int8 QDQ conv base: per-channel int8 weights, int32 biases, ORT runs it; f
   for (const n of q.graph.nodes) types.set(n.opType, (types.get(n.opType) ?? 0) + 1);
   assert.equal(types.get('QuantizeLinear'), acts.length);
   const convs = types.get('Conv')!;
-  assert.ok((types.get('DequantizeLinear') ?? 0) >= acts.length + convs, 'weights and biases are dequantized from int8/int32');
+  assert.ok(
+    (types.get('DequantizeLinear') ?? 0) >= acts.length + convs,
+    'weights and biases are dequantized from int8/int32',
+  );
   const int8Weights = q.graph.initializers.filter((t) => t.name.endsWith('__q8'));
   assert.equal(int8Weights.length, convs);
-  assert.ok(int8Weights.every((t) => (t.dataType as number) === 3), 'weights stored as int8');
+  assert.ok(
+    int8Weights.every((t) => (t.dataType as number) === 3),
+    'weights stored as int8',
+  );
   // Smaller file: int8 weights replace the float ones.
   assert.ok(encodeModel(q).length < encodeModel(model).length / 2.5);
 
@@ -82,12 +103,20 @@ test('int8 QDQ conv base: per-channel int8 weights, int32 biases, ORT runs it; f
 });
 
 test('calibration sample: seeded, training images only, stable when images are added', () => {
-  const imgs = Array.from({ length: 50 }, (_, i) => ({ path: `c/${i}.jpg`, absPath: `/x/c/${i}.jpg`, className: 'c', split: (i % 5 === 0 ? 'test' : 'train') as 'train' | 'test' }));
+  const imgs = Array.from({ length: 50 }, (_, i) => ({
+    path: `c/${i}.jpg`,
+    absPath: `/x/c/${i}.jpg`,
+    className: 'c',
+    split: (i % 5 === 0 ? 'test' : 'train') as 'train' | 'test',
+  }));
   const a = calibrationSample(imgs as any, 42, 10);
   assert.equal(a.length, 10);
   assert.ok(a.every((i) => i.split === 'train'));
   assert.deepEqual(calibrationSample(imgs as any, 42, 10), a);
-  assert.notDeepEqual(calibrationSample(imgs as any, 7, 10).map((i) => i.path), a.map((i) => i.path));
+  assert.notDeepEqual(
+    calibrationSample(imgs as any, 7, 10).map((i) => i.path),
+    a.map((i) => i.path),
+  );
   const more = [...imgs, { path: 'c/zz.jpg', absPath: '/x/c/zz.jpg', className: 'c', split: 'train' as const }];
   const overlap = calibrationSample(more as any, 42, 10).filter((i) => a.some((j) => j.path === i.path)).length;
   assert.ok(overlap >= 9);
@@ -104,13 +133,29 @@ test('extract --precision int8: own cache, pinned calibration, re-run reuses all
   try {
     const data = makeSubset(join(dir, 'data'), { train: 8, test: 3 });
     const out = join(dir, 'cache');
-    const o = { data, out, model: 'mobilenet_v1_0.75_224', split: { train: 0.8, val: 0.1, test: 0.1 }, seed: 42, batch: 8, workers: 1, threads: 2, maxPixels: 1e8, quiet: true, log: silentLogger, precision: 'int8' as const };
+    const o = {
+      data,
+      out,
+      model: 'mobilenet_v1_0.75_224',
+      split: { train: 0.8, val: 0.1, test: 0.1 },
+      seed: 42,
+      batch: 8,
+      workers: 1,
+      threads: 2,
+      maxPixels: 1e8,
+      quiet: true,
+      log: silentLogger,
+      precision: 'int8' as const,
+    };
     const { manifest } = await extractFeatures(o);
     assert.equal(manifest.backbone.precision, 'int8');
     assert.match(manifest.backbone.decoder!, /libjpeg-turbo/);
     const pin = JSON.parse(read(join(out, 'int8-calibration.json'), 'utf8'));
     assert.equal(pin.paths.length, 16); // every training image (fewer than 200)
-    assert.notEqual(cacheDirFor(data, manifest.backbone), cacheDirFor(data, { ...manifest.backbone, precision: 'fp32' }));
+    assert.notEqual(
+      cacheDirFor(data, manifest.backbone),
+      cacheDirFor(data, { ...manifest.backbone, precision: 'fp32' }),
+    );
     assert.match(cacheDirFor(data, manifest.backbone), /-int8-/);
     const again = await extractFeatures(o);
     assert.equal(again.manifest.timings.computed, 0);
@@ -120,7 +165,15 @@ test('extract --precision int8: own cache, pinned calibration, re-run reuses all
     const cache = loadFeatureCache(out);
     const test = cache.splits.test!;
     const P = await trained.head.predictProba(test.X);
-    const { predictions } = await predictImages({ head: headPath, inputs: test.paths.map((p) => join(data, p)), batch: 4, workers: 1, threads: 2, maxPixels: 1e8, log: silentLogger });
+    const { predictions } = await predictImages({
+      head: headPath,
+      inputs: test.paths.map((p) => join(data, p)),
+      batch: 4,
+      workers: 1,
+      threads: 2,
+      maxPixels: 1e8,
+      log: silentLogger,
+    });
     predictions.forEach((p, i) => {
       const best = P.data[i * 2 + 1]! > P.data[i * 2]! ? 1 : 0;
       assert.ok(Math.abs(p.probability - P.data[i * 2 + best]!) < 1e-5, `${p.path}: ${p.probability}`);

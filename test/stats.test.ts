@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { binomialCdfHalf, mcnemarExact, mcnemarPaired, wilsonInterval } from '../src/eval/stats.ts';
 
-const close = (a: number, b: number, tol: number, what: string) => assert.ok(Math.abs(a - b) <= tol, `${what}: ${a} vs ${b}`);
+const close = (a: number, b: number, tol: number, what: string) =>
+  assert.ok(Math.abs(a - b) <= tol, `${what}: ${a} vs ${b}`);
 
 // Reference values: scipy 1.10 `binomtest(k, n).proportion_ci(method='wilson')` (equal to
 // statsmodels' proportion_confint(k, n, method='wilson')); the 0/10 and 5/10 intervals are also
@@ -37,7 +38,7 @@ test('McNemar exact p-values match scipy / statsmodels and hand computation', ()
     [0, 0, 1, 0],
     [3, 7, 0.34375, 1e-15],
     [12, 4, 0.076812744140625, 1e-14],
-    [121, 59, 4.4344492637551645e-06, 1e-15],
+    [121, 59, 4.4344492637551645e-6, 1e-15],
     [400, 430, 0.3141242092169888, 1e-10],
   ];
   for (const [b, c, p, tol] of cases) {

@@ -33,7 +33,9 @@ test('streamed cache (many record chunks, several Arrow batches) reads back iden
     const splits: SplitName[] = ['train', 'val', 'test'];
     // Paths deliberately not in row order; image 5 and every 1000th are unreadable.
     const images: ImageEntry[] = Array.from({ length: n }, (_, i) => ({
-      path: `c${i % 3}/img-${String((i * 7919) % n).padStart(6, '0')}.jpg`, absPath: '/nonexistent', className: `c${i % 3}`,
+      path: `c${i % 3}/img-${String((i * 7919) % n).padStart(6, '0')}.jpg`,
+      absPath: '/nonexistent',
+      className: `c${i % 3}`,
       split: splits[(i * 13) % 10 < 8 ? 0 : (i * 13) % 10 < 9 ? 1 : 2],
     }));
     const bad = (i: number) => i === 5 || i % 1000 === 999;
@@ -41,32 +43,63 @@ test('streamed cache (many record chunks, several Arrow batches) reads back iden
     // Records arrive in many chunks in an order unrelated to the row order.
     for (let start = 0; start < n; start += 500) {
       const entries = [];
-      for (let i = Math.min(n, start + 500) - 1; i >= start; i--) entries.push({ key: `k${i}`, value: bad(i) ? { error: 'corrupt JPEG' } : featuresOf(i, 0) });
+      for (let i = Math.min(n, start + 500) - 1; i >= start; i--)
+        entries.push({ key: `k${i}`, value: bad(i) ? { error: 'corrupt JPEG' } : featuresOf(i, 0) });
       store.add(entries);
     }
-    const backbone = { modelId: 'synthetic', weightsHash: 'abc', layer: 'l', pooling: 'avg', featureDim: D, preprocessing: { size: [8, 8] } } as unknown as BackboneConfig;
+    const backbone = {
+      modelId: 'synthetic',
+      weightsHash: 'abc',
+      layer: 'l',
+      pooling: 'avg',
+      featureDim: D,
+      preprocessing: { size: [8, 8] },
+    } as unknown as BackboneConfig;
     const manifest = assembleCache({
-      cacheDir: join(dir, 'out'), images, plans: images.map((_, i) => ({ viewKeys: [`k${i}`] })), classes: ['c0', 'c1', 'c2'], scanSkipped: [],
-      store: RecordStore.open(join(dir, 'out', 'records'), D, silentLogger), backbone, dataRoot: '/data', presplit: true,
-      split: { train: 0.8, val: 0.1, test: 0.1 }, seed: 1, augment: undefined, log: silentLogger,
+      cacheDir: join(dir, 'out'),
+      images,
+      plans: images.map((_, i) => ({ viewKeys: [`k${i}`] })),
+      classes: ['c0', 'c1', 'c2'],
+      scanSkipped: [],
+      store: RecordStore.open(join(dir, 'out', 'records'), D, silentLogger),
+      backbone,
+      dataRoot: '/data',
+      presplit: true,
+      split: { train: 0.8, val: 0.1, test: 0.1 },
+      seed: 1,
+      augment: undefined,
+      log: silentLogger,
     });
 
     // The expected rows, built in memory the simple way.
-    const order = images.map((_, i) => i).filter((i) => !bad(i))
-      .sort((a, b) => splits.indexOf(images[a]!.split!) - splits.indexOf(images[b]!.split!) || (images[a]!.path < images[b]!.path ? -1 : 1));
+    const order = images
+      .map((_, i) => i)
+      .filter((i) => !bad(i))
+      .sort(
+        (a, b) =>
+          splits.indexOf(images[a]!.split!) - splits.indexOf(images[b]!.split!) ||
+          (images[a]!.path < images[b]!.path ? -1 : 1),
+      );
     const rows = order.length;
     assert.equal(manifest.skipped.length, n - rows);
     const features = new Float32Array(rows * D);
     order.forEach((i, r) => features.set(featuresOf(i, 0), r * D));
     const expected = {
-      paths: order.map((i) => images[i]!.path), splits: order.map((i) => images[i]!.split!), labels: Int32Array.from(order, (i) => i % 3),
-      views: new Int32Array(rows), features, dim: D,
+      paths: order.map((i) => images[i]!.path),
+      splits: order.map((i) => images[i]!.split!),
+      labels: Int32Array.from(order, (i) => i % 3),
+      views: new Int32Array(rows),
+      features,
+      dim: D,
     };
     const bytes = readFileSync(join(dir, 'out', 'features.arrow'));
     // Same bytes as the in-memory encoder: batching did not change the file, so format_version stays.
     const metadata = Object.fromEntries(tableFromIPC(bytes).schema.metadata);
     assert.equal(metadata['convcache.format_version'], String(CACHE_FORMAT_VERSION));
-    assert.ok(Buffer.from(encodeFeatureArrow(expected, metadata)).equals(bytes), 'streamed Arrow file equals the in-memory encoding');
+    assert.ok(
+      Buffer.from(encodeFeatureArrow(expected, metadata)).equals(bytes),
+      'streamed Arrow file equals the in-memory encoding',
+    );
 
     const table = tableFromIPC(bytes);
     assert.equal(table.numRows, rows);
@@ -81,11 +114,21 @@ test('streamed cache (many record chunks, several Arrow batches) reads back iden
       r += b.numRows;
     }
 
-    const py = spawnSync('python3', [join(TOOLS, 'read_arrow.py'), '--summary', join(dir, 'out', 'features.arrow')], { encoding: 'utf8', maxBuffer: 1 << 26 });
+    const py = spawnSync('python3', [join(TOOLS, 'read_arrow.py'), '--summary', join(dir, 'out', 'features.arrow')], {
+      encoding: 'utf8',
+      maxBuffer: 1 << 26,
+    });
     assert.equal(py.status, 0, py.stderr);
-    const s = JSON.parse(py.stdout) as { numRows: number; batchRows: number[]; columns: Record<string, { sum?: number; first3?: unknown[] }> };
+    const s = JSON.parse(py.stdout) as {
+      numRows: number;
+      batchRows: number[];
+      columns: Record<string, { sum?: number; first3?: unknown[] }>;
+    };
     assert.equal(s.numRows, rows);
-    assert.deepEqual(s.batchRows, table.batches.map((b) => b.numRows));
+    assert.deepEqual(
+      s.batchRows,
+      table.batches.map((b) => b.numRows),
+    );
     const total = Array.from(features).reduce((a, b) => a + b, 0);
     assert.ok(Math.abs(s.columns.features!.sum! - total) < 1e-6 * rows);
     assert.deepEqual(s.columns.path!.first3, expected.paths.slice(0, 3));
@@ -98,7 +141,9 @@ test('streamed cache (many record chunks, several Arrow batches) reads back iden
       assert.deepEqual(f.shape, [count, D]);
       assert.deepEqual(f.data, features.subarray(off * D, (off + count) * D));
       assert.deepEqual(l.data, expected.labels.subarray(off, off + count));
-      const np = spawnSync('python3', [join(TOOLS, 'read_npy.py'), join(dir, 'out', `${split}_features.npy`)], { encoding: 'utf8' });
+      const np = spawnSync('python3', [join(TOOLS, 'read_npy.py'), join(dir, 'out', `${split}_features.npy`)], {
+        encoding: 'utf8',
+      });
       assert.equal(np.status, 0, np.stderr);
       const npOut = JSON.parse(np.stdout) as { shape: number[]; first: number[] };
       assert.deepEqual(npOut.shape, [count, D]);
@@ -122,7 +167,13 @@ test('streamed cache (many record chunks, several Arrow batches) reads back iden
       seen += b.X.rows;
     }
     assert.equal(seen, manifest.counts.val!.total);
-    assert.throws(() => loadFeatureCache(cacheDir, { maxMemoryBytes: 100_000 }), (e: Error) => e instanceof UserError && /memory budget is .*--max-rows N.*--max-memory/.test(e.message) && !e.message.includes('\n'));
+    assert.throws(
+      () => loadFeatureCache(cacheDir, { maxMemoryBytes: 100_000 }),
+      (e: Error) =>
+        e instanceof UserError &&
+        /memory budget is .*--max-rows N.*--max-memory/.test(e.message) &&
+        !e.message.includes('\n'),
+    );
     const sub = loadFeatureCache(cacheDir, { maxRows: 1000, seed: 3 });
     assert.equal(sub.splits.train!.y.length, 1000);
     assert.equal(sub.splits.test!.y.length, manifest.counts.test!.total);
@@ -140,7 +191,10 @@ test('record store keeps features on disk: rows read back exactly, compaction st
     const recs = join(dir, 'records');
     const a = RecordStore.open(recs, D, silentLogger, { prefix: 'chunk-s0of2-' });
     const b = RecordStore.open(recs, D, silentLogger, { prefix: 'chunk-s1of2-' });
-    a.add([{ key: 'x', value: featuresOf(1, 0) }, { key: 'bad', value: { error: 'nope' } }]);
+    a.add([
+      { key: 'x', value: featuresOf(1, 0) },
+      { key: 'bad', value: { error: 'nope' } },
+    ]);
     b.add([{ key: 'y', value: featuresOf(2, 0) }]);
     a.add([{ key: 'z', value: featuresOf(3, 0) }]);
     const all = RecordStore.open(recs, D, silentLogger);

@@ -14,14 +14,7 @@ import {
   saveLayersModelToDir,
   type ManifestGroup,
 } from '../src/backbone/tfjs-model.ts';
-import {
-  catOrDog,
-  isCatOrDogClass,
-  isDogClass,
-  isDomesticCatClass,
-  loadImagenetLabels,
-  topK,
-} from './imagenet.ts';
+import { catOrDog, isCatOrDogClass, isDogClass, isDomesticCatClass, loadImagenetLabels, topK } from './imagenet.ts';
 
 const MODEL_DIR = SHARED_MODEL();
 const PHOTOS = join(SHARED_DATA(), 'test');
@@ -45,7 +38,10 @@ test('initTf picks a fast backend once and leaves no emscripten process listener
   assert.ok(name === 'wasm' || name === 'tensorflow', `backend ${name}`);
   assert.equal(tf1.getBackend(), name);
   if (name === 'wasm') assert.equal(tfBackendInfo()?.wasm?.simd, true, 'wasm SIMD build expected on Node 20');
-  assert.deepEqual([process.listeners('uncaughtException').length, process.listeners('unhandledRejection').length], before);
+  assert.deepEqual(
+    [process.listeners('uncaughtException').length, process.listeners('unhandledRejection').length],
+    before,
+  );
 });
 
 test('readWeights returns every manifest weight with its shape, equal to what TF.js loads', async () => {
@@ -58,7 +54,11 @@ test('readWeights returns every manifest weight with its shape, equal to what TF
     const w = weights.get(e.name);
     assert.ok(w, `missing ${e.name}`);
     assert.deepEqual(w.shape, e.shape, e.name);
-    assert.equal(w.data.length, e.shape.reduce((a, b) => a * b, 1), e.name);
+    assert.equal(
+      w.data.length,
+      e.shape.reduce((a, b) => a * b, 1),
+      e.name,
+    );
     assert.equal(w.dtype, 'float32');
   }
   assert.deepEqual(weights.get('conv1/kernel')!.shape, [3, 3, 3, 24]);
@@ -69,7 +69,12 @@ test('readWeights returns every manifest weight with its shape, equal to what TF
   const model = await loadLayersModelFromDir(MODEL_DIR);
   try {
     const byName = new Map(model.weights.map((v) => [v.originalName, v]));
-    for (const name of ['conv1/kernel', 'conv_dw_7/depthwise_kernel', 'conv_pw_13_bn/moving_variance', 'conv_preds/bias']) {
+    for (const name of [
+      'conv1/kernel',
+      'conv_dw_7/depthwise_kernel',
+      'conv_pw_13_bn/moving_variance',
+      'conv_preds/bias',
+    ]) {
       const v = byName.get(name);
       assert.ok(v, `TF.js has no weight ${name} (has ${[...byName.keys()].slice(0, 4).join(', ')}…)`);
       const t = v.read();
@@ -136,7 +141,11 @@ test('readWeights decodes int32, uint8/uint16 (scale, min) and float16 like tf.i
       for (const [name, t] of Object.entries(decoded)) {
         assert.deepEqual(t.shape, w.get(name)!.shape, name);
         const expect = Array.from(await t.data());
-        assert.deepEqual(Array.from(w.get(name)!.data), expect.map((x) => Math.fround(x)), name);
+        assert.deepEqual(
+          Array.from(w.get(name)!.data),
+          expect.map((x) => Math.fround(x)),
+          name,
+        );
         t.dispose();
       }
     }
@@ -157,7 +166,10 @@ test('ImageNet labels: dog breeds are 151–268, domestic cats 281–285', async
   assert.equal(labels[268], 'Mexican hairless');
   assert.match(labels[269]!, /^timber wolf/);
   assert.match(labels[280]!, /^grey fox/);
-  assert.deepEqual(labels.slice(281, 286).map((l) => l.split(',')[0]), ['tabby', 'tiger cat', 'Persian cat', 'Siamese cat', 'Egyptian cat']);
+  assert.deepEqual(
+    labels.slice(281, 286).map((l) => l.split(',')[0]),
+    ['tabby', 'tiger cat', 'Persian cat', 'Siamese cat', 'Egyptian cat'],
+  );
   assert.match(labels[286]!, /^cougar/);
   assert.ok(isDogClass(151) && isDogClass(268) && !isDogClass(150) && !isDogClass(269));
   assert.ok(isDomesticCatClass(281) && isDomesticCatClass(285) && !isDomesticCatClass(286) && !isDomesticCatClass(280));
@@ -167,8 +179,18 @@ test('ImageNet labels: dog breeds are 151–268, domestic cats 281–285', async
   assert.equal(catOrDog(500), null);
 
   const probs = new Float32Array([0.1, 0.4, 0.05, 0.4, 0.05]);
-  assert.deepEqual(topK(probs, 3, ['a', 'b', 'c', 'd', 'e']).map((e) => [e.index, e.label]), [[1, 'b'], [3, 'd'], [0, 'a']]);
-  assert.deepEqual(topK(probs, 10).map((e) => e.index), [1, 3, 0, 2, 4]);
+  assert.deepEqual(
+    topK(probs, 3, ['a', 'b', 'c', 'd', 'e']).map((e) => [e.index, e.label]),
+    [
+      [1, 'b'],
+      [3, 'd'],
+      [0, 'a'],
+    ],
+  );
+  assert.deepEqual(
+    topK(probs, 10).map((e) => e.index),
+    [1, 3, 0, 2, 4],
+  );
   assert.equal(topK(probs, 0).length, 0);
   assert.equal(topK(probs, 1)[0]!.label, '1');
 });
@@ -250,7 +272,10 @@ test('saveLayersModelToDir → loadLayersModelFromDir round trip gives identical
     assert.ok((res.modelArtifactsInfo.weightDataBytes ?? 0) > 0);
     assert.deepEqual(readdirSync(out).sort(), ['model.json', 'weights.bin']); // no temp files left
     const json = JSON.parse(readFileSync(join(out, 'model.json'), 'utf8'));
-    assert.deepEqual(json.weightsManifest.map((g: ManifestGroup) => g.paths), [['weights.bin']]);
+    assert.deepEqual(
+      json.weightsManifest.map((g: ManifestGroup) => g.paths),
+      [['weights.bin']],
+    );
     assert.equal(json.format, 'layers-model');
 
     loaded = await loadLayersModelFromDir(out);

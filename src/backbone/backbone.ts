@@ -60,10 +60,18 @@ export interface PrepareOptions {
 }
 
 export const DEFAULT_PREPROCESSING: Preprocessing = {
-  size: [224, 224], resize: 'squash', kernel: 'linear', channelOrder: 'rgb', mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5],
+  size: [224, 224],
+  resize: 'squash',
+  kernel: 'linear',
+  channelOrder: 'rgb',
+  mean: [0.5, 0.5, 0.5],
+  std: [0.5, 0.5, 0.5],
 };
 
-export interface LoadedKerasModel { graph: KerasGraph; modelJson: any }
+export interface LoadedKerasModel {
+  graph: KerasGraph;
+  modelJson: any;
+}
 
 export function loadKerasGraph(dir: string): LoadedKerasModel {
   const modelJson = JSON.parse(readFileSync(join(dir, 'model.json'), 'utf8'));
@@ -85,7 +93,9 @@ export function atInputSize(model: LoadedKerasModel, size: readonly [number, num
 
 /** Last activation before the classifier: the layer feeding the first global pooling / flatten. */
 export function defaultCutLayer(graph: KerasGraph): string {
-  const pool = graph.layers.find((l) => ['GlobalAveragePooling2D', 'GlobalMaxPooling2D', 'Flatten'].includes(l.className));
+  const pool = graph.layers.find((l) =>
+    ['GlobalAveragePooling2D', 'GlobalMaxPooling2D', 'Flatten'].includes(l.className),
+  );
   if (pool) return pool.inbound[0]!;
   return graph.outputNames[0] ?? graph.layers[graph.layers.length - 1]!.name;
 }
@@ -98,7 +108,13 @@ export interface LayerListing {
   /** Why the default cut is that layer (ONNX models). */
   defaultWhy?: string;
   /** shape: per image, channels-last. features: width with --pool avg/max (pooled) and with --pool none (flat), where measured. */
-  layers: { name: string; type: string; shape: number[]; inputs: string[]; features?: { pooled?: number; flat: number } }[];
+  layers: {
+    name: string;
+    type: string;
+    shape: number[];
+    inputs: string[];
+    features?: { pooled?: number; flat: number };
+  }[];
 }
 
 /**
@@ -120,17 +136,29 @@ export interface ModelSource {
 export async function prepareBackbone(opts: PrepareOptions): Promise<PreparedBackbone> {
   const modelCacheDir = opts.modelCacheDir ?? defaultModelCacheDir();
   const resolved = await resolveModel(opts.model, { ...opts.resolve, cacheDir: modelCacheDir, log: opts.log });
-  if (resolved.format === 'onnx' && ((opts.layer && cutLayers(opts.layer).length > 1) || opts.pooling?.endsWith('-l2'))) {
-    throw new UserError('multi-layer features (--layer a,b) and --pool avg-l2/max-l2 need a TF.js layers model (our converter); not available for .onnx models');
+  if (
+    resolved.format === 'onnx' &&
+    ((opts.layer && cutLayers(opts.layer).length > 1) || opts.pooling?.endsWith('-l2'))
+  ) {
+    throw new UserError(
+      'multi-layer features (--layer a,b) and --pool avg-l2/max-l2 need a TF.js layers model (our converter); not available for .onnx models',
+    );
   }
   return modelSource(resolved).prepare(resolved, opts, modelCacheDir);
 }
 
 /** TF.js layers → ONNX with our converter. */
-async function prepareTfjsBackbone(resolved: ResolvedModel, opts: PrepareOptions, modelCacheDir: string): Promise<PreparedBackbone> {
+async function prepareTfjsBackbone(
+  resolved: ResolvedModel,
+  opts: PrepareOptions,
+  modelCacheDir: string,
+): Promise<PreparedBackbone> {
   const loaded = loadKerasGraph(resolved.location);
   const native = loaded.graph;
-  const base = resolved.entry?.preprocessing ?? { ...DEFAULT_PREPROCESSING, size: [native.inputShape[0]!, native.inputShape[1]!] as [number, number] };
+  const base = resolved.entry?.preprocessing ?? {
+    ...DEFAULT_PREPROCESSING,
+    size: [native.inputShape[0]!, native.inputShape[1]!] as [number, number],
+  };
   const preprocessing: Preprocessing = { ...base, ...opts.preprocessing };
   const layer = opts.layer ?? resolved.entry?.defaultLayer ?? defaultCutLayer(native);
   const cutNames = cutLayers(layer);
@@ -138,8 +166,12 @@ async function prepareTfjsBackbone(resolved: ResolvedModel, opts: PrepareOptions
   let graph = native;
   for (const name of cutNames) ({ graph } = atInputSize(loaded, preprocessing.size, name));
   const cut = findLayer(graph, cutNames[cutNames.length - 1]!);
-  const pooling: Pooling = cut.shape.length === 3 || cutNames.length > 1 ? (opts.pooling ?? resolved.entry?.defaultPooling ?? 'avg') : 'none';
-  const key = createHash('sha256').update(JSON.stringify({ v: CONVERTER_VERSION, w: resolved.weightsHash, layer, pooling, preprocessing })).digest('hex').slice(0, 12);
+  const pooling: Pooling =
+    cut.shape.length === 3 || cutNames.length > 1 ? (opts.pooling ?? resolved.entry?.defaultPooling ?? 'avg') : 'none';
+  const key = createHash('sha256')
+    .update(JSON.stringify({ v: CONVERTER_VERSION, w: resolved.weightsHash, layer, pooling, preprocessing }))
+    .digest('hex')
+    .slice(0, 12);
   const onnxPath = join(modelCacheDir, 'onnx', `${resolved.id}-${layer.replace(/,/g, '+')}-${pooling}-${key}.onnx`);
   const sidecar = `${onnxPath}.json`;
   let featureDim: number;
@@ -148,8 +180,15 @@ async function prepareTfjsBackbone(resolved: ResolvedModel, opts: PrepareOptions
   } else {
     const weights = await readWeights(resolved.location);
     const result = convertKerasGraph(graph, weights, {
-      layer, pooling, preprocessing,
-      metadata: { 'convcache.model': resolved.id, 'convcache.weightsHash': resolved.weightsHash, 'convcache.layer': layer, 'convcache.pooling': pooling },
+      layer,
+      pooling,
+      preprocessing,
+      metadata: {
+        'convcache.model': resolved.id,
+        'convcache.weightsHash': resolved.weightsHash,
+        'convcache.layer': layer,
+        'convcache.pooling': pooling,
+      },
     });
     featureDim = result.featureDim;
     writeFileAtomic(onnxPath, encodeModel(result.model));
@@ -159,18 +198,36 @@ async function prepareTfjsBackbone(resolved: ResolvedModel, opts: PrepareOptions
     resolved,
     onnxPath,
     config: {
-      modelId: resolved.id, modelFormat: resolved.format, modelSource: resolved.source, weightsHash: resolved.weightsHash,
-      layer, pooling, preprocessing, featureDim, featureMapShape: cutNames.length > 1 ? [featureDim] : cut.shape,
+      modelId: resolved.id,
+      modelFormat: resolved.format,
+      modelSource: resolved.source,
+      weightsHash: resolved.weightsHash,
+      layer,
+      pooling,
+      preprocessing,
+      featureDim,
+      featureMapShape: cutNames.length > 1 ? [featureDim] : cut.shape,
     },
   };
 }
 
-async function prepareOnnxBackbone(resolved: ResolvedModel, opts: PrepareOptions, modelCacheDir: string): Promise<PreparedBackbone> {
+async function prepareOnnxBackbone(
+  resolved: ResolvedModel,
+  opts: PrepareOptions,
+  modelCacheDir: string,
+): Promise<PreparedBackbone> {
   const bytes = new Uint8Array(readFileSync(resolved.location));
   // Precedence: flags > what travels with the model (sidecar / metadata_props / timm or HF config) > registry > defaults.
   const { preprocessing, layout, layer, pooling } = resolveOnnxSetup(bytes, resolved, opts);
-  const key = createHash('sha256').update(JSON.stringify({ v: CONVERTER_VERSION, w: resolved.weightsHash, layer, pooling, preprocessing, layout })).digest('hex').slice(0, 12);
-  const onnxPath = join(modelCacheDir, 'onnx', `${resolved.id}-${layer.replace(/[^A-Za-z0-9._-]+/g, '_')}-${pooling}-${key}.onnx`);
+  const key = createHash('sha256')
+    .update(JSON.stringify({ v: CONVERTER_VERSION, w: resolved.weightsHash, layer, pooling, preprocessing, layout }))
+    .digest('hex')
+    .slice(0, 12);
+  const onnxPath = join(
+    modelCacheDir,
+    'onnx',
+    `${resolved.id}-${layer.replace(/[^A-Za-z0-9._-]+/g, '_')}-${pooling}-${key}.onnx`,
+  );
   const sidecar = `${onnxPath}.json`;
   let featureDim: number;
   if (existsSync(onnxPath) && existsSync(sidecar)) {
@@ -184,19 +241,32 @@ async function prepareOnnxBackbone(resolved: ResolvedModel, opts: PrepareOptions
     try {
       session = await ort.InferenceSession.create(wrapped);
     } catch (e) {
-      throw new UserError(`ONNX Runtime cannot load ${resolved.location} wrapped for feature extraction: ${String(e instanceof Error ? e.message : e).split('\n')[0]}`);
+      throw new UserError(
+        `ONNX Runtime cannot load ${resolved.location} wrapped for feature extraction: ${String(e instanceof Error ? e.message : e).split('\n')[0]}`,
+      );
     }
-    const out = await session.run({ [session.inputNames[0]!]: new ort.Tensor('uint8', new Uint8Array(h * w * 3), [1, h, w, 3]) });
+    const out = await session.run({
+      [session.inputNames[0]!]: new ort.Tensor('uint8', new Uint8Array(h * w * 3), [1, h, w, 3]),
+    });
     featureDim = out.features!.data.length;
     await session.release();
     writeFileAtomic(onnxPath, wrapped);
     writeFileAtomic(sidecar, JSON.stringify({ featureDim }) + '\n');
   }
   return {
-    resolved, onnxPath,
+    resolved,
+    onnxPath,
     config: {
-      modelId: resolved.id, modelFormat: 'onnx', modelSource: resolved.source, weightsHash: resolved.weightsHash,
-      layer, pooling, preprocessing, featureDim, featureMapShape: [featureDim], layout,
+      modelId: resolved.id,
+      modelFormat: 'onnx',
+      modelSource: resolved.source,
+      weightsHash: resolved.weightsHash,
+      layer,
+      pooling,
+      preprocessing,
+      featureDim,
+      featureMapShape: [featureDim],
+      layout,
     },
   };
 }
@@ -228,7 +298,13 @@ async function describeOnnxLayers(resolved: ResolvedModel): Promise<LayerListing
       const name = n.outputs[0] ?? n.name;
       const dims = shapes.get(name);
       const d = dims ? describeTensor(dims, setup.layout) : undefined;
-      return { name, type: n.opType, shape: d?.shape ?? [], inputs: n.inputs, ...(d ? { features: { pooled: d.pooled, flat: d.flat } } : {}) };
+      return {
+        name,
+        type: n.opType,
+        shape: d?.shape ?? [],
+        inputs: n.inputs,
+        ...(d ? { features: { pooled: d.pooled, flat: d.flat } } : {}),
+      };
     }),
   };
 }
@@ -239,7 +315,8 @@ const MODEL_SOURCES: Readonly<Record<ResolvedModel['format'], ModelSource>> = {
   onnx: {
     prepare: prepareOnnxBackbone,
     describeLayers: describeOnnxLayers,
-    notFinetunable: 'fine-tuning needs a TF.js layers model (its layers and weights are what is trained and exported); .onnx models can only be used frozen',
+    notFinetunable:
+      'fine-tuning needs a TF.js layers model (its layers and weights are what is trained and exported); .onnx models can only be used frozen',
   },
 };
 

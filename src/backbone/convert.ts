@@ -1,5 +1,14 @@
 import { UserError } from '../util/errors.ts';
-import { findLayer, zeroPads, kernelSize, spatialPads, strides, dilation, type KerasGraph, type KerasLayer } from './keras-graph.ts';
+import {
+  findLayer,
+  zeroPads,
+  kernelSize,
+  spatialPads,
+  strides,
+  dilation,
+  type KerasGraph,
+  type KerasLayer,
+} from './keras-graph.ts';
 import { GraphBuilder, type OnnxAttr, type OnnxModel } from '../onnx/write.ts';
 import { DataType } from '../onnx/schema.ts';
 import { affineFromPreprocessing, type Preprocessing } from './preprocess.ts';
@@ -14,10 +23,16 @@ export const POOLINGS: readonly Pooling[] = ['avg', 'max', 'none', 'avg-l2', 'ma
 
 /** The layer names of a cut: 'a' or several, 'a,b' (multi-layer features, concatenated). */
 export function cutLayers(layer: string): string[] {
-  return layer.split(',').map((s) => s.trim()).filter(Boolean);
+  return layer
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
 }
 
-export interface WeightTensor { shape: number[]; data: Float32Array }
+export interface WeightTensor {
+  shape: number[];
+  data: Float32Array;
+}
 export type WeightMap = Map<string, WeightTensor>;
 
 export interface ConvertOptions {
@@ -43,7 +58,11 @@ export interface ConvertResult {
 }
 
 /** A tensor in the ONNX graph: rank-3 logical tensors live as NCHW; everything else channels-last. */
-interface Value { name: string; layout: 'nchw' | 'last'; shape: number[] }
+interface Value {
+  name: string;
+  layout: 'nchw' | 'last';
+  shape: number[];
+}
 
 function weight(weights: WeightMap, layer: string, param: string, required = true): WeightTensor | undefined {
   const exact = weights.get(`${layer}/${param}`) ?? weights.get(`${layer}/${param}:0`);
@@ -59,9 +78,12 @@ function weight(weights: WeightMap, layer: string, param: string, required = tru
 export function kerasConvKernelToOnnx(k: WeightTensor): Float32Array {
   const [kh, kw, cin, cout] = k.shape as [number, number, number, number];
   const out = new Float32Array(k.data.length);
-  for (let y = 0; y < kh; y++) for (let x = 0; x < kw; x++) for (let i = 0; i < cin; i++) for (let o = 0; o < cout; o++) {
-    out[((o * cin + i) * kh + y) * kw + x] = k.data[((y * kw + x) * cin + i) * cout + o]!;
-  }
+  for (let y = 0; y < kh; y++)
+    for (let x = 0; x < kw; x++)
+      for (let i = 0; i < cin; i++)
+        for (let o = 0; o < cout; o++) {
+          out[((o * cin + i) * kh + y) * kw + x] = k.data[((y * kw + x) * cin + i) * cout + o]!;
+        }
   return out;
 }
 
@@ -69,9 +91,12 @@ export function kerasConvKernelToOnnx(k: WeightTensor): Float32Array {
 export function kerasDepthwiseKernelToOnnx(k: WeightTensor): Float32Array {
   const [kh, kw, cin, mult] = k.shape as [number, number, number, number];
   const out = new Float32Array(k.data.length);
-  for (let y = 0; y < kh; y++) for (let x = 0; x < kw; x++) for (let i = 0; i < cin; i++) for (let m = 0; m < mult; m++) {
-    out[((i * mult + m) * kh + y) * kw + x] = k.data[((y * kw + x) * cin + i) * mult + m]!;
-  }
+  for (let y = 0; y < kh; y++)
+    for (let x = 0; x < kw; x++)
+      for (let i = 0; i < cin; i++)
+        for (let m = 0; m < mult; m++) {
+          out[((i * mult + m) * kh + y) * kw + x] = k.data[((y * kw + x) * cin + i) * mult + m]!;
+        }
   return out;
 }
 
@@ -94,12 +119,26 @@ export function bnScaleShift(weights: WeightMap, layer: KerasLayer): { scale: Fl
   return { scale, shift };
 }
 
-const ACTIVATIONS = new Set(['linear', 'relu', 'relu6', 'sigmoid', 'tanh', 'softmax', 'elu', 'selu', 'swish', 'silu', 'hard_sigmoid', 'softplus']);
+const ACTIVATIONS = new Set([
+  'linear',
+  'relu',
+  'relu6',
+  'sigmoid',
+  'tanh',
+  'softmax',
+  'elu',
+  'selu',
+  'swish',
+  'silu',
+  'hard_sigmoid',
+  'softplus',
+]);
 
 export function convertKerasGraph(graph: KerasGraph, weights: WeightMap, opts: ConvertOptions): ConvertResult {
   const cuts = cutLayers(opts.layer).map((n) => findLayer(graph, n));
   if (cuts.length === 0) throw new UserError('no layer to cut at');
-  if (new Set(cuts.map((c) => c.name)).size !== cuts.length) throw new UserError(`layer given twice in '${opts.layer}'`);
+  if (new Set(cuts.map((c) => c.name)).size !== cuts.length)
+    throw new UserError(`layer given twice in '${opts.layer}'`);
   const cut = cuts[cuts.length - 1]!;
   const cutNames = new Set(cuts.map((c) => c.name));
   const g = new GraphBuilder();
@@ -154,10 +193,18 @@ export function convertKerasGraph(graph: KerasGraph, weights: WeightMap, opts: C
     values.set(start.name, { name: inputName, layout: 'nchw', shape: start.shape });
   }
 
-  const toLast = (v: Value): string => (v.layout === 'nchw' ? g.node('Transpose', [v.name], 'to_nhwc', [{ name: 'perm', kind: 'ints', value: [0, 2, 3, 1] }]) : v.name);
-  const fromLast = (name: string, shape: number[]): Value => (shape.length === 3
-    ? { name: g.node('Transpose', [name], 'to_nchw', [{ name: 'perm', kind: 'ints', value: [0, 3, 1, 2] }]), layout: 'nchw', shape }
-    : { name, layout: 'last', shape });
+  const toLast = (v: Value): string =>
+    v.layout === 'nchw'
+      ? g.node('Transpose', [v.name], 'to_nhwc', [{ name: 'perm', kind: 'ints', value: [0, 2, 3, 1] }])
+      : v.name;
+  const fromLast = (name: string, shape: number[]): Value =>
+    shape.length === 3
+      ? {
+          name: g.node('Transpose', [name], 'to_nchw', [{ name: 'perm', kind: 'ints', value: [0, 3, 1, 2] }]),
+          layout: 'nchw',
+          shape,
+        }
+      : { name, layout: 'last', shape };
   const channelAxis = (v: Value): number => (v.layout === 'nchw' ? 1 : v.shape.length);
   const perChannelDims = (v: Value, c: number): number[] => (v.layout === 'nchw' ? [1, c, 1, 1] : [c]);
 
@@ -167,21 +214,39 @@ export function convertKerasGraph(graph: KerasGraph, weights: WeightMap, opts: C
     const n = v.name;
     let out: string;
     switch (a) {
-      case 'linear': return v;
+      case 'linear':
+        return v;
       case 'relu':
         if (maxValue !== undefined && maxValue !== null) {
           out = g.node('Clip', [n, g.constFloat('min', [], [0]), g.constFloat('max', [], [maxValue])], 'relu_clip');
         } else out = g.node('Relu', [n], 'relu');
         break;
-      case 'relu6': out = g.node('Clip', [n, g.constFloat('min', [], [0]), g.constFloat('max', [], [6])], 'relu6'); break;
-      case 'sigmoid': out = g.node('Sigmoid', [n], 'sigmoid'); break;
-      case 'tanh': out = g.node('Tanh', [n], 'tanh'); break;
-      case 'softmax': out = g.node('Softmax', [n], 'softmax', [{ name: 'axis', kind: 'int', value: channelAxis(v) }]); break;
-      case 'elu': out = g.node('Elu', [n], 'elu'); break;
-      case 'selu': out = g.node('Selu', [n], 'selu'); break;
-      case 'softplus': out = g.node('Softplus', [n], 'softplus'); break;
-      case 'hard_sigmoid': out = g.node('HardSigmoid', [n], 'hard_sigmoid', [{ name: 'alpha', kind: 'float', value: 0.2 }]); break;
-      default: out = g.node('Mul', [n, g.node('Sigmoid', [n], 'sig')], 'swish');
+      case 'relu6':
+        out = g.node('Clip', [n, g.constFloat('min', [], [0]), g.constFloat('max', [], [6])], 'relu6');
+        break;
+      case 'sigmoid':
+        out = g.node('Sigmoid', [n], 'sigmoid');
+        break;
+      case 'tanh':
+        out = g.node('Tanh', [n], 'tanh');
+        break;
+      case 'softmax':
+        out = g.node('Softmax', [n], 'softmax', [{ name: 'axis', kind: 'int', value: channelAxis(v) }]);
+        break;
+      case 'elu':
+        out = g.node('Elu', [n], 'elu');
+        break;
+      case 'selu':
+        out = g.node('Selu', [n], 'selu');
+        break;
+      case 'softplus':
+        out = g.node('Softplus', [n], 'softplus');
+        break;
+      case 'hard_sigmoid':
+        out = g.node('HardSigmoid', [n], 'hard_sigmoid', [{ name: 'alpha', kind: 'float', value: 0.2 }]);
+        break;
+      default:
+        out = g.node('Mul', [n, g.node('Sigmoid', [n], 'sig')], 'swish');
     }
     return { ...v, name: out };
   };
@@ -205,12 +270,20 @@ export function convertKerasGraph(graph: KerasGraph, weights: WeightMap, opts: C
       return c.length === 1 && needed.has(c[0]!) && !cutNames.has(layer.name) ? byName.get(c[0]!) : undefined;
     };
     switch (layer.className) {
-      case 'InputLayer': out = x; break;
-      case 'Dropout': out = x; break;
+      case 'InputLayer':
+        out = x;
+        break;
+      case 'Dropout':
+        out = x;
+        break;
       case 'ZeroPadding2D': {
         const next = only(layer.name);
         const pads = zeroPads(cfg);
-        if (next && ['Conv2D', 'DepthwiseConv2D', 'SeparableConv2D'].includes(next.className) && (next.config.padding ?? 'valid') === 'valid') {
+        if (
+          next &&
+          ['Conv2D', 'DepthwiseConv2D', 'SeparableConv2D'].includes(next.className) &&
+          (next.config.padding ?? 'valid') === 'valid'
+        ) {
           // Fold explicit padding into the conv's pads: a separate Pad op costs ORT 15-20 %.
           pendingPads.set(next.name, pads);
           out = { ...x, shape: layer.shape };
@@ -222,7 +295,9 @@ export function convertKerasGraph(graph: KerasGraph, weights: WeightMap, opts: C
         out = { name: padName, layout: 'nchw', shape: layer.shape };
         break;
       }
-      case 'Conv2D': case 'DepthwiseConv2D': case 'SeparableConv2D': {
+      case 'Conv2D':
+      case 'DepthwiseConv2D':
+      case 'SeparableConv2D': {
         out = convLayer(g, weights, layer, x, pendingPads.get(layer.name) ?? inputPads(layer, x));
         // Fold a following BatchNormalization into the conv's weights and bias.
         const next = only(layer.name);
@@ -245,16 +320,25 @@ export function convertKerasGraph(graph: KerasGraph, weights: WeightMap, opts: C
         out = { ...x, name: g.node('Add', [m, g.constFloat('bn_shift', perChannelDims(x, c), shift)], 'bn_add') };
         break;
       }
-      case 'Activation': out = activation(x, cfg.activation); break;
-      case 'Softmax': out = activation(x, 'softmax'); break;
+      case 'Activation':
+        out = activation(x, cfg.activation);
+        break;
+      case 'Softmax':
+        out = activation(x, 'softmax');
+        break;
       case 'ReLU': {
         if (cfg.negative_slope) {
-          out = { ...x, name: g.node('LeakyRelu', [x.name], 'leaky', [{ name: 'alpha', kind: 'float', value: cfg.negative_slope }]) };
-          if (cfg.max_value != null) out = { ...out, name: g.node('Min', [out.name, g.constFloat('max', [], [cfg.max_value])], 'relu_max') };
+          out = {
+            ...x,
+            name: g.node('LeakyRelu', [x.name], 'leaky', [{ name: 'alpha', kind: 'float', value: cfg.negative_slope }]),
+          };
+          if (cfg.max_value != null)
+            out = { ...out, name: g.node('Min', [out.name, g.constFloat('max', [], [cfg.max_value])], 'relu_max') };
         } else out = activation(x, 'relu', cfg.max_value);
         break;
       }
-      case 'Add': case 'Multiply': {
+      case 'Add':
+      case 'Multiply': {
         const op = layer.className === 'Add' ? 'Add' : 'Mul';
         let acc = ins[0]!.name;
         for (const v of ins.slice(1)) acc = g.node(op, [acc, v.name], op.toLowerCase());
@@ -265,10 +349,20 @@ export function convertKerasGraph(graph: KerasGraph, weights: WeightMap, opts: C
         const axis = cfg.axis ?? -1;
         const logical = axis < 0 ? x.shape.length + axis : axis - 1;
         const onnxAxis = x.layout === 'nchw' ? [2, 3, 1][logical]! : logical + 1;
-        out = { ...x, name: g.node('Concat', ins.map((v) => v.name), 'concat', [{ name: 'axis', kind: 'int', value: onnxAxis }]), shape: layer.shape };
+        out = {
+          ...x,
+          name: g.node(
+            'Concat',
+            ins.map((v) => v.name),
+            'concat',
+            [{ name: 'axis', kind: 'int', value: onnxAxis }],
+          ),
+          shape: layer.shape,
+        };
         break;
       }
-      case 'MaxPooling2D': case 'AveragePooling2D': {
+      case 'MaxPooling2D':
+      case 'AveragePooling2D': {
         const [t, l, b, r] = spatialPads(cfg, x.shape[0]!, x.shape[1]!);
         const attrs: OnnxAttr[] = [
           { name: 'kernel_shape', kind: 'ints', value: kernelSize(cfg) },
@@ -277,17 +371,35 @@ export function convertKerasGraph(graph: KerasGraph, weights: WeightMap, opts: C
         ];
         // TF's 'same' average pooling divides by the number of real (unpadded) pixels.
         if (layer.className === 'AveragePooling2D') attrs.push({ name: 'count_include_pad', kind: 'int', value: 0 });
-        out = { name: g.node(layer.className === 'MaxPooling2D' ? 'MaxPool' : 'AveragePool', [x.name], 'pool', attrs), layout: 'nchw', shape: layer.shape };
+        out = {
+          name: g.node(layer.className === 'MaxPooling2D' ? 'MaxPool' : 'AveragePool', [x.name], 'pool', attrs),
+          layout: 'nchw',
+          shape: layer.shape,
+        };
         break;
       }
-      case 'GlobalAveragePooling2D': case 'GlobalMaxPooling2D': {
-        const p = g.node(layer.className === 'GlobalAveragePooling2D' ? 'GlobalAveragePool' : 'GlobalMaxPool', [x.name], 'gpool');
-        out = cfg.keepdims ? { name: p, layout: 'nchw', shape: layer.shape }
-          : { name: g.node('Flatten', [p], 'gpool_flat', [{ name: 'axis', kind: 'int', value: 1 }]), layout: 'last', shape: layer.shape };
+      case 'GlobalAveragePooling2D':
+      case 'GlobalMaxPooling2D': {
+        const p = g.node(
+          layer.className === 'GlobalAveragePooling2D' ? 'GlobalAveragePool' : 'GlobalMaxPool',
+          [x.name],
+          'gpool',
+        );
+        out = cfg.keepdims
+          ? { name: p, layout: 'nchw', shape: layer.shape }
+          : {
+              name: g.node('Flatten', [p], 'gpool_flat', [{ name: 'axis', kind: 'int', value: 1 }]),
+              layout: 'last',
+              shape: layer.shape,
+            };
         break;
       }
       case 'Flatten':
-        out = { name: g.node('Flatten', [toLast(x)], 'flatten', [{ name: 'axis', kind: 'int', value: 1 }]), layout: 'last', shape: layer.shape };
+        out = {
+          name: g.node('Flatten', [toLast(x)], 'flatten', [{ name: 'axis', kind: 'int', value: 1 }]),
+          layout: 'last',
+          shape: layer.shape,
+        };
         break;
       case 'Reshape': {
         const r = g.node('Reshape', [toLast(x), g.constInt64('shape', [0, ...layer.shape])], 'reshape');
@@ -320,27 +432,51 @@ export function convertKerasGraph(graph: KerasGraph, weights: WeightMap, opts: C
   const pooled = (v: Value): Value => {
     const p = g.node(poolOp, [v.name], 'pool');
     let name = g.node('Flatten', [p], 'pool_flat', [{ name: 'axis', kind: 'int', value: 1 }]);
-    if (l2) name = g.node('LpNormalization', [name], 'pool_l2', [{ name: 'axis', kind: 'int', value: 1 }, { name: 'p', kind: 'int', value: 2 }]);
+    if (l2)
+      name = g.node('LpNormalization', [name], 'pool_l2', [
+        { name: 'axis', kind: 'int', value: 1 },
+        { name: 'p', kind: 'int', value: 2 },
+      ]);
     return { name, layout: 'last', shape: [v.shape[2]!] };
   };
   if (cuts.length > 1) {
-    if (pooling === 'none') throw new UserError(`multi-layer features (${opts.layer}) need a pooling: avg, max, avg-l2 or max-l2`);
+    if (pooling === 'none')
+      throw new UserError(`multi-layer features (${opts.layer}) need a pooling: avg, max, avg-l2 or max-l2`);
     const blocks = cuts.map((c) => {
       const v = values.get(c.name)!;
-      if (v.shape.length !== 3) throw new UserError(`multi-layer features: '${c.name}' is not a feature map (shape [${v.shape.join(', ')}])`);
+      if (v.shape.length !== 3)
+        throw new UserError(`multi-layer features: '${c.name}' is not a feature map (shape [${v.shape.join(', ')}])`);
       return pooled(v);
     });
     const D = blocks.reduce((a, b) => a + b.shape[0]!, 0);
-    feat = { name: g.node('Concat', blocks.map((b) => b.name), 'blocks', [{ name: 'axis', kind: 'int', value: 1 }]), layout: 'last', shape: [D] };
+    feat = {
+      name: g.node(
+        'Concat',
+        blocks.map((b) => b.name),
+        'blocks',
+        [{ name: 'axis', kind: 'int', value: 1 }],
+      ),
+      layout: 'last',
+      shape: [D],
+    };
   } else if (cutValue.shape.length === 3) {
     if (pooling !== 'none') {
       feat = pooled(cutValue);
     } else {
-      feat = { name: g.node('Flatten', [toLast(cutValue)], 'flat', [{ name: 'axis', kind: 'int', value: 1 }]), layout: 'last', shape: [cutValue.shape.reduce((a, b) => a * b, 1)] };
+      feat = {
+        name: g.node('Flatten', [toLast(cutValue)], 'flat', [{ name: 'axis', kind: 'int', value: 1 }]),
+        layout: 'last',
+        shape: [cutValue.shape.reduce((a, b) => a * b, 1)],
+      };
     }
   } else {
     pooling = 'none';
-    if (cutValue.shape.length !== 1) feat = { name: g.node('Flatten', [cutValue.name], 'flat', [{ name: 'axis', kind: 'int', value: 1 }]), layout: 'last', shape: [cutValue.shape.reduce((a, b) => a * b, 1)] };
+    if (cutValue.shape.length !== 1)
+      feat = {
+        name: g.node('Flatten', [cutValue.name], 'flat', [{ name: 'axis', kind: 'int', value: 1 }]),
+        layout: 'last',
+        shape: [cutValue.shape.reduce((a, b) => a * b, 1)],
+      };
   }
   const featureDim = feat.shape[0]!;
   // Name the graph output 'features' via Identity so callers need not know internal names.
@@ -369,7 +505,13 @@ export function convertKerasGraph(graph: KerasGraph, weights: WeightMap, opts: C
 }
 
 /** Emits Conv node(s); the last emitted Conv has weight + bias initialisers that BN folding may rewrite. */
-function convLayer(g: GraphBuilder, weights: WeightMap, layer: KerasLayer, x: Value, pads: [number, number, number, number]): Value {
+function convLayer(
+  g: GraphBuilder,
+  weights: WeightMap,
+  layer: KerasLayer,
+  x: Value,
+  pads: [number, number, number, number],
+): Value {
   const cfg = layer.config;
   const [t, l, b, r] = pads;
   const base: OnnxAttr[] = [
@@ -387,7 +529,11 @@ function convLayer(g: GraphBuilder, weights: WeightMap, layer: KerasLayer, x: Va
     const bias = useBias ? weight(weights, layer.name, 'bias')!.data : new Float32Array(cout);
     const w = g.constFloat(`${layer.name}_W`, [cout, cin, kh, kw], kerasConvKernelToOnnx(k));
     const bn = g.constFloat(`${layer.name}_B`, [cout], new Float32Array(bias));
-    return { name: g.node('Conv', [x.name, w, bn], layer.name, [...base, { name: 'group', kind: 'int', value: 1 }]), layout: 'nchw', shape: layer.shape };
+    return {
+      name: g.node('Conv', [x.name, w, bn], layer.name, [...base, { name: 'group', kind: 'int', value: 1 }]),
+      layout: 'nchw',
+      shape: layer.shape,
+    };
   }
   const dk = weight(weights, layer.name, 'depthwise_kernel')!;
   const mult = dk.shape[3]!;
@@ -395,7 +541,11 @@ function convLayer(g: GraphBuilder, weights: WeightMap, layer: KerasLayer, x: Va
     const bias = useBias ? weight(weights, layer.name, 'bias')!.data : new Float32Array(cin * mult);
     const w = g.constFloat(`${layer.name}_W`, [cin * mult, 1, kh, kw], kerasDepthwiseKernelToOnnx(dk));
     const bn = g.constFloat(`${layer.name}_B`, [cin * mult], new Float32Array(bias));
-    return { name: g.node('Conv', [x.name, w, bn], layer.name, [...base, { name: 'group', kind: 'int', value: cin }]), layout: 'nchw', shape: layer.shape };
+    return {
+      name: g.node('Conv', [x.name, w, bn], layer.name, [...base, { name: 'group', kind: 'int', value: cin }]),
+      layout: 'nchw',
+      shape: layer.shape,
+    };
   }
   // SeparableConv2D = depthwise (no bias) then pointwise 1x1 with bias.
   const dw = g.constFloat(`${layer.name}_dW`, [cin * mult, 1, kh, kw], kerasDepthwiseKernelToOnnx(dk));
@@ -405,7 +555,11 @@ function convLayer(g: GraphBuilder, weights: WeightMap, layer: KerasLayer, x: Va
   const bias = useBias ? weight(weights, layer.name, 'bias')!.data : new Float32Array(cout);
   const pw = g.constFloat(`${layer.name}_pW`, [cout, cin * mult, 1, 1], kerasConvKernelToOnnx(pk));
   const pb = g.constFloat(`${layer.name}_pB`, [cout], new Float32Array(bias));
-  return { name: g.node('Conv', [mid, pw, pb], `${layer.name}_pw`, [{ name: 'kernel_shape', kind: 'ints', value: [1, 1] }]), layout: 'nchw', shape: layer.shape };
+  return {
+    name: g.node('Conv', [mid, pw, pb], `${layer.name}_pw`, [{ name: 'kernel_shape', kind: 'ints', value: [1, 1] }]),
+    layout: 'nchw',
+    shape: layer.shape,
+  };
 }
 
 /** Scale the last Conv's output channels by `scale` and add `shift` (BatchNorm folding). */

@@ -28,14 +28,21 @@ export interface DownloadOptions {
   progressEveryMs?: number;
 }
 
-export interface DownloadResult { sha256: string; bytes: number; resumedFrom: number }
+export interface DownloadResult {
+  sha256: string;
+  bytes: number;
+  resumedFrom: number;
+}
 
-function mb(n: number): string { return (n / 1e6).toFixed(1); }
+function mb(n: number): string {
+  return (n / 1e6).toFixed(1);
+}
 
 /** Why a fetch failed, as the user would want it: the network cause rather than "fetch failed". */
 function networkCause(e: unknown): string {
   const cause = (e as { cause?: { code?: string; message?: string } })?.cause;
-  if (cause?.code) return cause.code === 'ENOTFOUND' || cause.code === 'EAI_AGAIN' ? `${cause.code} (no network or DNS?)` : cause.code;
+  if (cause?.code)
+    return cause.code === 'ENOTFOUND' || cause.code === 'EAI_AGAIN' ? `${cause.code} (no network or DNS?)` : cause.code;
   return e instanceof Error ? e.message.split('\n')[0]! : String(e);
 }
 
@@ -57,7 +64,9 @@ export async function downloadFile(opts: DownloadOptions): Promise<DownloadResul
   try {
     res = await fetchImpl(opts.url, { headers, redirect: 'follow' });
   } catch (e) {
-    throw new UserError(`cannot download ${label} from ${opts.url}: ${networkCause(e)}; you are probably offline (put the file at ${opts.dest} to use it without downloading)`);
+    throw new UserError(
+      `cannot download ${label} from ${opts.url}: ${networkCause(e)}; you are probably offline (put the file at ${opts.dest} to use it without downloading)`,
+    );
   }
   let resumedFrom = 0;
   if (res.status === 416 && have > 0) {
@@ -92,11 +101,15 @@ export async function downloadFile(opts: DownloadOptions): Promise<DownloadResul
         const now = Date.now();
         if (now - last >= every) {
           last = now;
-          opts.log.info(`  ${label}: ${mb(got)}${total ? ` / ${mb(total)} MB (${Math.floor((100 * got) / total)} %)` : ' MB'}`);
+          opts.log.info(
+            `  ${label}: ${mb(got)}${total ? ` / ${mb(total)} MB (${Math.floor((100 * got) / total)} %)` : ' MB'}`,
+          );
         }
       }
     } catch (e) {
-      throw new UserError(`download of ${label} was interrupted at ${mb(got)} MB (${networkCause(e)}); run the same command again to resume`);
+      throw new UserError(
+        `download of ${label} was interrupted at ${mb(got)} MB (${networkCause(e)}); run the same command again to resume`,
+      );
     } finally {
       await fh.close();
     }
@@ -104,14 +117,19 @@ export async function downloadFile(opts: DownloadOptions): Promise<DownloadResul
   const size = statSync(part).size;
   if (opts.bytes !== undefined && size !== opts.bytes) {
     if (size > opts.bytes) rmSync(part, { force: true });
-    throw new UserError(`download of ${label} has ${size} bytes, expected ${opts.bytes}${size > opts.bytes ? '; the file was removed' : '; run the same command again to resume'}`);
+    throw new UserError(
+      `download of ${label} has ${size} bytes, expected ${opts.bytes}${size > opts.bytes ? '; the file was removed' : '; run the same command again to resume'}`,
+    );
   }
   const digest = await sha256File(part);
   if (opts.sha256 && digest !== opts.sha256.toLowerCase()) {
     rmSync(part, { force: true });
-    throw new UserError(`checksum mismatch for ${label} from ${opts.url}: expected sha256 ${opts.sha256}, got ${digest}; the download was removed`);
+    throw new UserError(
+      `checksum mismatch for ${label} from ${opts.url}: expected sha256 ${opts.sha256}, got ${digest}; the download was removed`,
+    );
   }
-  if (!opts.sha256) opts.log.warn(`${label}: no published sha256 to verify against; downloaded file has sha256 ${digest}`);
+  if (!opts.sha256)
+    opts.log.warn(`${label}: no published sha256 to verify against; downloaded file has sha256 ${digest}`);
   renameSync(part, opts.dest);
   opts.log.info(`${label}: ${mb(size)} MB${opts.sha256 ? ', sha256 verified' : ''} → ${opts.dest}`);
   return { sha256: digest, bytes: size, resumedFrom };

@@ -24,9 +24,26 @@ export interface KerasGraph {
 
 /** Layer types the converter knows; anything else is refused by name. */
 export const SUPPORTED_LAYERS = new Set([
-  'InputLayer', 'Conv2D', 'DepthwiseConv2D', 'SeparableConv2D', 'BatchNormalization', 'Activation', 'ReLU',
-  'ZeroPadding2D', 'Add', 'Concatenate', 'Multiply', 'MaxPooling2D', 'AveragePooling2D', 'GlobalAveragePooling2D',
-  'GlobalMaxPooling2D', 'Flatten', 'Reshape', 'Dropout', 'Dense', 'Softmax',
+  'InputLayer',
+  'Conv2D',
+  'DepthwiseConv2D',
+  'SeparableConv2D',
+  'BatchNormalization',
+  'Activation',
+  'ReLU',
+  'ZeroPadding2D',
+  'Add',
+  'Concatenate',
+  'Multiply',
+  'MaxPooling2D',
+  'AveragePooling2D',
+  'GlobalAveragePooling2D',
+  'GlobalMaxPooling2D',
+  'Flatten',
+  'Reshape',
+  'Dropout',
+  'Dense',
+  'Softmax',
 ]);
 
 function inboundNames(raw: any): string[] {
@@ -76,7 +93,13 @@ export function parseKerasGraph(modelJson: any): KerasGraph {
       // Sequential models may omit the InputLayer and carry batch_input_shape on the first layer.
       const shape = raw.config.batch_input_shape ?? raw.config.batch_shape;
       if (!shape) throw new UserError('model.json: Sequential model without an input shape');
-      layers.push({ name: 'input', className: 'InputLayer', config: { batch_input_shape: shape }, inbound: [], shape: [] });
+      layers.push({
+        name: 'input',
+        className: 'InputLayer',
+        config: { batch_input_shape: shape },
+        inbound: [],
+        shape: [],
+      });
       inbound = ['input'];
     }
     layers.push({ name, className: raw.class_name, config: raw.config ?? {}, inbound, shape: [] });
@@ -84,8 +107,16 @@ export function parseKerasGraph(modelJson: any): KerasGraph {
   }
   const inputLayer = layers.find((l) => l.className === 'InputLayer');
   if (!inputLayer) throw new UserError('model.json: no InputLayer found');
-  const outputNames = sequential ? [layers[layers.length - 1]!.name] : (config.output_layers ?? []).map((o: any) => String(o[0]));
-  const graph: KerasGraph = { name: config.name ?? 'model', layers, inputName: inputLayer.name, inputShape: [], outputNames };
+  const outputNames = sequential
+    ? [layers[layers.length - 1]!.name]
+    : (config.output_layers ?? []).map((o: any) => String(o[0]));
+  const graph: KerasGraph = {
+    name: config.name ?? 'model',
+    layers,
+    inputName: inputLayer.name,
+    inputShape: [],
+    outputNames,
+  };
   inferShapes(graph);
   graph.inputShape = inputLayer.shape;
   return graph;
@@ -101,12 +132,16 @@ export function withInputSize(modelJson: any, size: readonly [number, number]): 
   const copy = JSON.parse(JSON.stringify(modelJson));
   const topo = copy.modelTopology ?? copy;
   const config = topo.model_config?.config ?? topo.config ?? topo;
-  const layers: any[] = Array.isArray(config) ? config : config.layers ?? [];
+  const layers: any[] = Array.isArray(config) ? config : (config.layers ?? []);
   let changed = false;
   for (const l of layers) {
     for (const key of ['batch_input_shape', 'batch_shape']) {
       const shape = l.config?.[key];
-      if (Array.isArray(shape) && shape.length === 4) { shape[1] = size[0]; shape[2] = size[1]; changed = true; }
+      if (Array.isArray(shape) && shape.length === 4) {
+        shape[1] = size[0];
+        shape[2] = size[1];
+        changed = true;
+      }
     }
     if (changed) break;
   }
@@ -130,7 +165,9 @@ export function assertSpatialSizeFree(native: KerasGraph, resized: KerasGraph, c
     const l = byName.get(n);
     if (!l) continue;
     if ((l.className === 'Flatten' || l.className === 'Reshape') && nativeShape.get(l.name) !== l.shape.join('x')) {
-      throw new UserError(`cannot change the input size: layer '${l.name}' (${l.className}) below the cut flattens a feature map; cut lower or keep the model's ${native.inputShape.slice(0, 2).join('x')}`);
+      throw new UserError(
+        `cannot change the input size: layer '${l.name}' (${l.className}) below the cut flattens a feature map; cut lower or keep the model's ${native.inputShape.slice(0, 2).join('x')}`,
+      );
     }
     stack.push(...l.inbound);
   }
@@ -142,9 +179,15 @@ function pair(v: any, fallback: number): [number, number] {
   return [Number(v[0]), Number(v[1])];
 }
 
-export function kernelSize(cfg: any): [number, number] { return pair(cfg.kernel_size ?? cfg.pool_size, 1); }
-export function strides(cfg: any): [number, number] { return pair(cfg.strides ?? cfg.pool_size, 1); }
-export function dilation(cfg: any): [number, number] { return pair(cfg.dilation_rate, 1); }
+export function kernelSize(cfg: any): [number, number] {
+  return pair(cfg.kernel_size ?? cfg.pool_size, 1);
+}
+export function strides(cfg: any): [number, number] {
+  return pair(cfg.strides ?? cfg.pool_size, 1);
+}
+export function dilation(cfg: any): [number, number] {
+  return pair(cfg.dilation_rate, 1);
+}
 
 /** Explicit [top, left, bottom, right] padding; for 'same', TensorFlow puts the extra pixel at the end. */
 export function spatialPads(cfg: any, inH: number, inW: number): [number, number, number, number] {
@@ -175,7 +218,9 @@ function inferShapes(graph: KerasGraph): void {
   const byName = new Map<string, KerasLayer>();
   for (const layer of graph.layers) {
     if (!SUPPORTED_LAYERS.has(layer.className)) {
-      throw new UserError(`layer '${layer.name}' has type ${layer.className}, which the converter does not support (supported: ${[...SUPPORTED_LAYERS].join(', ')})`);
+      throw new UserError(
+        `layer '${layer.name}' has type ${layer.className}, which the converter does not support (supported: ${[...SUPPORTED_LAYERS].join(', ')})`,
+      );
     }
     const ins = layer.inbound.map((n) => {
       const l = byName.get(n);
@@ -194,10 +239,15 @@ function outputShape(layer: KerasLayer, ins: number[][]): number[] {
     case 'InputLayer': {
       const s: (number | null)[] = cfg.batch_input_shape ?? cfg.batch_shape;
       const dims = s.slice(1);
-      if (dims.some((d) => d === null)) throw new UserError(`input layer '${layer.name}' has an unknown size; give the model a fixed input size`);
+      if (dims.some((d) => d === null))
+        throw new UserError(`input layer '${layer.name}' has an unknown size; give the model a fixed input size`);
       return dims as number[];
     }
-    case 'Conv2D': case 'DepthwiseConv2D': case 'SeparableConv2D': case 'MaxPooling2D': case 'AveragePooling2D': {
+    case 'Conv2D':
+    case 'DepthwiseConv2D':
+    case 'SeparableConv2D':
+    case 'MaxPooling2D':
+    case 'AveragePooling2D': {
       const [h, w, c] = x as [number, number, number];
       const [kh, kw] = kernelSize(cfg);
       const [sh, sw] = strides(cfg);
@@ -205,24 +255,31 @@ function outputShape(layer: KerasLayer, ins: number[][]): number[] {
       const [pt, pl, pb, pr] = spatialPads(cfg, h, w);
       const oh = convOut(h, kh, sh, dh, pt, pb);
       const ow = convOut(w, kw, sw, dw, pl, pr);
-      const oc = layer.className === 'DepthwiseConv2D' ? c * (cfg.depth_multiplier ?? 1)
-        : layer.className.endsWith('Pooling2D') ? c : Number(cfg.filters);
+      const oc =
+        layer.className === 'DepthwiseConv2D'
+          ? c * (cfg.depth_multiplier ?? 1)
+          : layer.className.endsWith('Pooling2D')
+            ? c
+            : Number(cfg.filters);
       return [oh, ow, oc];
     }
     case 'ZeroPadding2D': {
       const [t, l, b, r] = zeroPads(cfg);
       return [x[0]! + t + b, x[1]! + l + r, x[2]!];
     }
-    case 'GlobalAveragePooling2D': case 'GlobalMaxPooling2D':
+    case 'GlobalAveragePooling2D':
+    case 'GlobalMaxPooling2D':
       return cfg.keepdims ? [1, 1, x[2]!] : [x[2]!];
-    case 'Flatten': return [x.reduce((a, b) => a * b, 1)];
+    case 'Flatten':
+      return [x.reduce((a, b) => a * b, 1)];
     case 'Reshape': {
       const target: number[] = cfg.target_shape;
       const total = x.reduce((a, b) => a * b, 1);
       const known = target.filter((d) => d !== -1).reduce((a, b) => a * b, 1);
       return target.map((d) => (d === -1 ? total / known : d));
     }
-    case 'Dense': return [...x.slice(0, -1), Number(cfg.units)];
+    case 'Dense':
+      return [...x.slice(0, -1), Number(cfg.units)];
     case 'Concatenate': {
       const axis = cfg.axis ?? -1;
       const ax = axis < 0 ? x.length + axis : axis - 1;
@@ -230,7 +287,8 @@ function outputShape(layer: KerasLayer, ins: number[][]): number[] {
       out[ax] = ins.reduce((a, s) => a + s[ax]!, 0);
       return out;
     }
-    default: return [...x]; // elementwise: BN, activations, Add, Multiply, Dropout, Softmax
+    default:
+      return [...x]; // elementwise: BN, activations, Add, Multiply, Dropout, Softmax
   }
 }
 
@@ -238,8 +296,13 @@ function outputShape(layer: KerasLayer, ins: number[][]): number[] {
 export function findLayer(graph: KerasGraph, name: string): KerasLayer {
   const layer = graph.layers.find((l) => l.name === name);
   if (!layer) {
-    const near = graph.layers.filter((l) => l.name.includes(name) || name.includes(l.name)).map((l) => l.name).slice(0, 5);
-    throw new UserError(`no layer named '${name}' in the model${near.length ? ` (did you mean: ${near.join(', ')}?)` : ''}; list layers with 'convcache layers'`);
+    const near = graph.layers
+      .filter((l) => l.name.includes(name) || name.includes(l.name))
+      .map((l) => l.name)
+      .slice(0, 5);
+    throw new UserError(
+      `no layer named '${name}' in the model${near.length ? ` (did you mean: ${near.join(', ')}?)` : ''}; list layers with 'convcache layers'`,
+    );
   }
   return layer;
 }

@@ -42,13 +42,22 @@ export interface OnnxCut {
 const intOf = (f: Field): number => Number(BigInt.asIntN(64, f.varint ?? 0n));
 
 function readPackedOrSingle(f: Field, into: number[]): void {
-  if (f.wire === 0) { into.push(intOf(f)); return; }
+  if (f.wire === 0) {
+    into.push(intOf(f));
+    return;
+  }
   // packed varints
   const buf = payload(f);
   let pos = 0;
   while (pos < buf.length) {
-    let v = 0n, shift = 0n;
-    for (;;) { const b = buf[pos++]!; v |= BigInt(b & 0x7f) << shift; if ((b & 0x80) === 0) break; shift += 7n; }
+    let v = 0n,
+      shift = 0n;
+    for (;;) {
+      const b = buf[pos++]!;
+      v |= BigInt(b & 0x7f) << shift;
+      if ((b & 0x80) === 0) break;
+      shift += 7n;
+    }
     into.push(Number(BigInt.asIntN(64, v)));
   }
 }
@@ -60,8 +69,11 @@ function tensorInts(buf: Uint8Array): { name: string; values?: number[] } {
   const ints: number[] = [];
   let n = 1;
   for (const f of readFields(buf)) {
-    if (f.no === 1) { const d: number[] = []; readPackedOrSingle(f, d); n *= d.reduce((a, b) => a * b, 1); }
-    else if (f.no === 2) dataType = intOf(f);
+    if (f.no === 1) {
+      const d: number[] = [];
+      readPackedOrSingle(f, d);
+      n *= d.reduce((a, b) => a * b, 1);
+    } else if (f.no === 2) dataType = intOf(f);
     else if (f.no === 7) readPackedOrSingle(f, ints);
     else if (f.no === 8) name = str(f);
     else if (f.no === 9) raw = payload(f);
@@ -106,11 +118,16 @@ export function readCutGraph(model: Uint8Array): CutGraph {
   const nodes: CutNode[] = [];
   const inputs: string[] = [];
   const outputs: string[] = [];
-  const valueName = (buf: Uint8Array) => { const f = readFields(buf).find((x) => x.no === 1); return f ? str(f) : ''; };
+  const valueName = (buf: Uint8Array) => {
+    const f = readFields(buf).find((x) => x.no === 1);
+    return f ? str(f) : '';
+  };
   for (const f of readFields(payload(graph))) {
     if (f.no === 1) nodes.push(parseCutNode(payload(f), initializers));
-    else if (f.no === 5) { const t = tensorInts(payload(f)); initializers.set(t.name, t.values); }
-    else if (f.no === 11) inputs.push(valueName(payload(f)));
+    else if (f.no === 5) {
+      const t = tensorInts(payload(f));
+      initializers.set(t.name, t.values);
+    } else if (f.no === 11) inputs.push(valueName(payload(f)));
     else if (f.no === 12) outputs.push(valueName(payload(f)));
   }
   return { nodes, initializers, inputs: inputs.filter((i) => !initializers.has(i)), outputs };
@@ -166,7 +183,12 @@ export function defaultOnnxCut(model: Uint8Array | CutGraph): OnnxCut | undefine
   const consumers = new Map<string, CutNode[]>();
   g.nodes.forEach((n, i) => {
     for (const o of n.outputs) producer.set(o, i);
-    for (const t of n.inputs) if (t) { const l = consumers.get(t) ?? []; l.push(n); consumers.set(t, l); }
+    for (const t of n.inputs)
+      if (t) {
+        const l = consumers.get(t) ?? [];
+        l.push(n);
+        consumers.set(t, l);
+      }
   });
   // Ancestors of the graph outputs: what the classifier (or the exported feature output) depends on.
   const ancestorsOf = (tensors: readonly string[]): Set<number> => {
@@ -184,7 +206,11 @@ export function defaultOnnxCut(model: Uint8Array | CutGraph): OnnxCut | undefine
     const seen = new Set<CutNode>();
     const stack = [...tensors];
     while (stack.length) {
-      for (const c of consumers.get(stack.pop()!) ?? []) if (!seen.has(c)) { seen.add(c); stack.push(...c.outputs); }
+      for (const c of consumers.get(stack.pop()!) ?? [])
+        if (!seen.has(c)) {
+          seen.add(c);
+          stack.push(...c.outputs);
+        }
     }
     return seen;
   };
@@ -193,7 +219,11 @@ export function defaultOnnxCut(model: Uint8Array | CutGraph): OnnxCut | undefine
   const pools: { i: number; kind: NonNullable<PoolKind> }[] = [];
   g.nodes.forEach((n, i) => {
     if (!live.has(i)) return;
-    const k = poolKind(n, g) ?? (n.opType === 'AveragePool' && averagePoolFeedsClassifier(n, consumers) ? { kind: 'spatial', pooling: 'avg', layout: 'nchw' } as const : undefined);
+    const k =
+      poolKind(n, g) ??
+      (n.opType === 'AveragePool' && averagePoolFeedsClassifier(n, consumers)
+        ? ({ kind: 'spatial', pooling: 'avg', layout: 'nchw' } as const)
+        : undefined);
     if (k) pools.push({ i, kind: k });
   });
   const poolNodes = new Set(pools.map((p) => g.nodes[p.i]!));
@@ -203,7 +233,10 @@ export function defaultOnnxCut(model: Uint8Array | CutGraph): OnnxCut | undefine
     // Another pool further on: this one is inside a block (SE), or an early pooling stage.
     for (const d of down) if (poolNodes.has(d)) return false;
     // Gating: something downstream combines the pooled value with the trunk it summarised (SE's Mul).
-    const trunk = new Set([n.inputs[0]!, ...[...ancestorsOf(n.inputs.slice(0, 1))].flatMap((a) => g.nodes[a]!.outputs)]);
+    const trunk = new Set([
+      n.inputs[0]!,
+      ...[...ancestorsOf(n.inputs.slice(0, 1))].flatMap((a) => g.nodes[a]!.outputs),
+    ]);
     for (const d of down) if (COMBINE.has(d.opType) && d.inputs.some((t) => trunk.has(t))) return false;
     return true;
   });
@@ -214,19 +247,35 @@ export function defaultOnnxCut(model: Uint8Array | CutGraph): OnnxCut | undefine
     const k = last.kind as Extract<PoolKind, { kind: 'spatial' }>;
     if (k.layout === 'nhwc') {
       // Channels-last map: our appended pooling is NCHW, so cut after the model's own pooling instead.
-      return { tensor: n.outputs[0]!, pooling: 'none', why: `output of ${n.opType} '${n.name}' (channels-last spatial pooling before the classifier)` };
+      return {
+        tensor: n.outputs[0]!,
+        pooling: 'none',
+        why: `output of ${n.opType} '${n.name}' (channels-last spatial pooling before the classifier)`,
+      };
     }
-    return { tensor: n.inputs[0]!, pooling: k.pooling, why: `input of ${n.opType} '${n.name}', the last spatial pooling before the classifier` };
+    return {
+      tensor: n.inputs[0]!,
+      pooling: k.pooling,
+      why: `input of ${n.opType} '${n.name}', the last spatial pooling before the classifier`,
+    };
   }
   // No spatial map: a transformer. The classifier's input is the pooled / class-token vector.
   const classifier = findClassifier(g, producer);
   if (classifier) {
-    return { tensor: classifier.input, pooling: 'none', why: `input of the classifier ${classifier.node.opType} '${classifier.node.name}' (pooled / class token)` };
+    return {
+      tensor: classifier.input,
+      pooling: 'none',
+      why: `input of the classifier ${classifier.node.opType} '${classifier.node.name}' (pooled / class token)`,
+    };
   }
   const tokenPool = [...finals].reverse().find((p) => p.kind.kind === 'tokens') ?? lastClassTokenGather(g, live);
   if (tokenPool) {
     const n = g.nodes[tokenPool.i]!;
-    return { tensor: n.outputs[0]!, pooling: 'none', why: `output of ${n.opType} '${n.name}' (token pooling; the model has no classifier)` };
+    return {
+      tensor: n.outputs[0]!,
+      pooling: 'none',
+      why: `output of ${n.opType} '${n.name}' (token pooling; the model has no classifier)`,
+    };
   }
   return undefined;
 }
@@ -245,7 +294,18 @@ function lastClassTokenGather(g: CutGraph, live: Set<number>): { i: number } | u
  * walking back through bias adds, softmax and reshapes. Its data input is the feature vector.
  */
 function findClassifier(g: CutGraph, producer: Map<string, number>): { node: CutNode; input: string } | undefined {
-  const TAIL = new Set(['Add', 'Softmax', 'LogSoftmax', 'Sigmoid', 'Identity', 'Reshape', 'Flatten', 'Squeeze', 'Dropout', 'Cast']);
+  const TAIL = new Set([
+    'Add',
+    'Softmax',
+    'LogSoftmax',
+    'Sigmoid',
+    'Identity',
+    'Reshape',
+    'Flatten',
+    'Squeeze',
+    'Dropout',
+    'Cast',
+  ]);
   let t: string | undefined = g.outputs[0];
   for (let steps = 0; t !== undefined && steps < 8; steps++) {
     const i = producer.get(t);
@@ -253,7 +313,9 @@ function findClassifier(g: CutGraph, producer: Map<string, number>): { node: Cut
     const n = g.nodes[i]!;
     if (n.opType === 'Gemm' || n.opType === 'MatMul') {
       const data = n.inputs.find((x) => !g.initializers.has(x));
-      const hasWeight = n.inputs.some((x) => g.initializers.has(x) || g.nodes[producer.get(x) ?? -1]?.opType === 'Transpose');
+      const hasWeight = n.inputs.some(
+        (x) => g.initializers.has(x) || g.nodes[producer.get(x) ?? -1]?.opType === 'Transpose',
+      );
       if (data && hasWeight) return { node: n, input: data };
       return undefined;
     }

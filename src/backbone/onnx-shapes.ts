@@ -9,8 +9,28 @@ import { readCutGraph, type CutGraph } from './onnx-cut.ts';
  */
 
 /** Ops whose (first) output is never a float image-derived tensor. */
-const NOT_FLOAT = new Set(['Shape', 'Size', 'NonZero', 'ArgMax', 'ArgMin', 'Equal', 'Less', 'Greater', 'LessOrEqual',
-  'GreaterOrEqual', 'Not', 'And', 'Or', 'Xor', 'IsNaN', 'IsInf', 'Constant', 'ConstantOfShape', 'Range', 'EyeLike']);
+const NOT_FLOAT = new Set([
+  'Shape',
+  'Size',
+  'NonZero',
+  'ArgMax',
+  'ArgMin',
+  'Equal',
+  'Less',
+  'Greater',
+  'LessOrEqual',
+  'GreaterOrEqual',
+  'Not',
+  'And',
+  'Or',
+  'Xor',
+  'IsNaN',
+  'IsInf',
+  'Constant',
+  'ConstantOfShape',
+  'Range',
+  'EyeLike',
+]);
 
 /** First outputs of nodes that compute float data from the image input (so declaring them FLOAT is right). */
 export function floatTensors(g: CutGraph): string[] {
@@ -30,7 +50,10 @@ export function floatTensors(g: CutGraph): string[] {
 
 function varint(v: number): number[] {
   const b: number[] = [];
-  while (v >= 0x80) { b.push((v & 0x7f) | 0x80); v = Math.floor(v / 128); }
+  while (v >= 0x80) {
+    b.push((v & 0x7f) | 0x80);
+    v = Math.floor(v / 128);
+  }
   b.push(v);
   return b;
 }
@@ -52,29 +75,45 @@ export function withExtraOutputs(model: Uint8Array, names: readonly string[]): U
   const newGraph = new Uint8Array(gp.length + extraLen);
   newGraph.set(gp);
   let off = gp.length;
-  for (const e of extra) { newGraph.set(e, off); off += e.length; }
+  for (const e of extra) {
+    newGraph.set(e, off);
+    off += e.length;
+  }
   const parts: Uint8Array[] = fields.map((f) => (f === graph ? Uint8Array.from(ld(7, newGraph)) : f.bytes));
   const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
   off = 0;
-  for (const p of parts) { out.set(p, off); off += p.length; }
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
   return out;
 }
 
 /** Run one zero input of `inputShape` and return the dims (batch 1 included) of every float tensor. */
-export async function onnxTensorShapes(model: Uint8Array, inputShape: readonly number[]): Promise<Map<string, number[]>> {
+export async function onnxTensorShapes(
+  model: Uint8Array,
+  inputShape: readonly number[],
+): Promise<Map<string, number[]>> {
   const g = readCutGraph(model);
   const declared = new Set(g.outputs);
   const wanted = floatTensors(g).filter((t) => !declared.has(t));
   const ort = await import('onnxruntime-node');
   let session;
   try {
-    session = await ort.InferenceSession.create(withExtraOutputs(model, wanted), { graphOptimizationLevel: 'disabled', intraOpNumThreads: 1 });
+    session = await ort.InferenceSession.create(withExtraOutputs(model, wanted), {
+      graphOptimizationLevel: 'disabled',
+      intraOpNumThreads: 1,
+    });
   } catch (e) {
-    throw new UserError(`ONNX Runtime cannot load the model to measure its shapes: ${String(e instanceof Error ? e.message : e).split('\n')[0]}`);
+    throw new UserError(
+      `ONNX Runtime cannot load the model to measure its shapes: ${String(e instanceof Error ? e.message : e).split('\n')[0]}`,
+    );
   }
   try {
     const n = inputShape.reduce((a, b) => a * b, 1);
-    const res = await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', new Float32Array(n), [...inputShape]) });
+    const res = await session.run({
+      [session.inputNames[0]!]: new ort.Tensor('float32', new Float32Array(n), [...inputShape]),
+    });
     const shapes = new Map<string, number[]>();
     for (const [name, t] of Object.entries(res)) shapes.set(name, t.dims.map(Number));
     return shapes;
@@ -84,7 +123,10 @@ export async function onnxTensorShapes(model: Uint8Array, inputShape: readonly n
 }
 
 /** How a tensor reads in a listing: channels-last per image, and the feature width with and without pooling. */
-export function describeTensor(dims: readonly number[], layout: 'nchw' | 'nhwc'): { shape: number[]; pooled?: number; flat: number } {
+export function describeTensor(
+  dims: readonly number[],
+  layout: 'nchw' | 'nhwc',
+): { shape: number[]; pooled?: number; flat: number } {
   const per = dims.slice(1);
   const flat = per.reduce((a, b) => a * b, 1);
   if (per.length === 3) {

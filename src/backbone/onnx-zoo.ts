@@ -49,7 +49,13 @@ export interface OnnxZooEntry {
 const IMAGENET_MEAN: [number, number, number] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [number, number, number] = [0.229, 0.224, 0.225];
 const crop = (kernel: Preprocessing['kernel'], cropPct = 224 / 256): Preprocessing => ({
-  size: [224, 224], resize: 'center-crop', cropPct, kernel, channelOrder: 'rgb', mean: IMAGENET_MEAN, std: IMAGENET_STD,
+  size: [224, 224],
+  resize: 'center-crop',
+  cropPct,
+  kernel,
+  channelOrder: 'rgb',
+  mean: IMAGENET_MEAN,
+  std: IMAGENET_STD,
 });
 
 export const ONNX_ZOO: readonly OnnxZooEntry[] = [
@@ -68,7 +74,10 @@ export const ONNX_ZOO: readonly OnnxZooEntry[] = [
     url: 'https://huggingface.co/Kalray/efficientnet-b0/resolve/c7cdbbfc4eda1e43e3577a583135c1af05a80081/efficientNet-b0.onnx',
     sha256: '0fb1e040635c36fb710abd6c07ff5448654a16eeeaf5a75134f83021e1c33a7c',
     bytes: 21144194,
-    sources: ['huggingface.co/Kalray/efficientnet-b0 commit c7cdbbf (LFS pointer)', 'torchvision EfficientNet_B0_Weights.IMAGENET1K_V1'],
+    sources: [
+      'huggingface.co/Kalray/efficientnet-b0 commit c7cdbbf (LFS pointer)',
+      'torchvision EfficientNet_B0_Weights.IMAGENET1K_V1',
+    ],
     preprocessing: crop('cubic'),
   },
   {
@@ -77,7 +86,10 @@ export const ONNX_ZOO: readonly OnnxZooEntry[] = [
     url: 'https://huggingface.co/Kalray/mobilenet-v3-large/resolve/fffac31287745ffaa3fcc38a2742e8cb7f3ba151/mobilenetv3-large.onnx',
     sha256: '6d54d05c76e656abb0c4cb6fe3180d9be199f90919bb82d542e0cf985dbfc5f4',
     bytes: 21927468,
-    sources: ['huggingface.co/Kalray/mobilenet-v3-large commit fffac31 (LFS pointer)', 'torchvision MobileNet_V3_Large_Weights.IMAGENET1K_V1'],
+    sources: [
+      'huggingface.co/Kalray/mobilenet-v3-large commit fffac31 (LFS pointer)',
+      'torchvision MobileNet_V3_Large_Weights.IMAGENET1K_V1',
+    ],
     preprocessing: crop('linear'),
   },
   {
@@ -90,10 +102,14 @@ export const ONNX_ZOO: readonly OnnxZooEntry[] = [
   },
   {
     name: 'dinov2_small',
-    description: 'DINOv2 ViT-S/14 (self-supervised, facebook/dinov2-small), Transformers.js ONNX export; 384-d class token',
+    description:
+      'DINOv2 ViT-S/14 (self-supervised, facebook/dinov2-small), Transformers.js ONNX export; 384-d class token',
     url: 'https://huggingface.co/Xenova/dinov2-small/resolve/560a572cedd01ab59cf1a614c2d9673397b65ef2/onnx/model.onnx',
     sha256: '83141175ec78b4ff9a2bb58a4c7c264ba0054d1c2e122e5a8114b79a8d4179ea',
-    sources: ['huggingface.co/Xenova/dinov2-small commit 560a572 (LFS details)', 'Xenova/dinov2-* preprocessor_config.json (BitImageProcessor)'],
+    sources: [
+      'huggingface.co/Xenova/dinov2-small commit 560a572 (LFS details)',
+      'Xenova/dinov2-* preprocessor_config.json (BitImageProcessor)',
+    ],
     preprocessing: crop('cubic'),
     featureNode: 'pooler_output',
     pooling: 'none',

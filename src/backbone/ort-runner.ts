@@ -18,7 +18,13 @@ export class OrtFeatureRunner {
     readonly inputType: 'uint8' | 'float32',
   ) {}
 
-  static async create(model: Uint8Array | string, inputShape: readonly number[], featureDim: number, opts: RunnerOptions, inputType: 'uint8' | 'float32' = 'uint8'): Promise<OrtFeatureRunner> {
+  static async create(
+    model: Uint8Array | string,
+    inputShape: readonly number[],
+    featureDim: number,
+    opts: RunnerOptions,
+    inputType: 'uint8' | 'float32' = 'uint8',
+  ): Promise<OrtFeatureRunner> {
     const session = await ort.InferenceSession.create(model as Uint8Array, {
       intraOpNumThreads: opts.threads,
       interOpNumThreads: 1,
@@ -34,13 +40,15 @@ export class OrtFeatureRunner {
   async run(batch: Uint8Array | Float32Array, n: number): Promise<Float32Array> {
     const per = this.inputShape.reduce((a, b) => a * b, 1);
     const data = batch.subarray(0, n * per);
-    const tensor = this.inputType === 'uint8'
-      ? new ort.Tensor('uint8', data as Uint8Array, [n, ...this.inputShape])
-      : new ort.Tensor('float32', data as Float32Array, [n, ...this.inputShape]);
+    const tensor =
+      this.inputType === 'uint8'
+        ? new ort.Tensor('uint8', data as Uint8Array, [n, ...this.inputShape])
+        : new ort.Tensor('float32', data as Float32Array, [n, ...this.inputShape]);
     // Our converter names the input 'image'; wrapped foreign models use another name: take the only input.
     const out = await this.session.run({ [this.session.inputNames[0]!]: tensor });
     const f = out.features!.data as Float32Array;
-    if (f.length !== n * this.featureDim) throw new Error(`runner: expected ${n * this.featureDim} features, got ${f.length}`);
+    if (f.length !== n * this.featureDim)
+      throw new Error(`runner: expected ${n * this.featureDim} features, got ${f.length}`);
     return new Float32Array(f);
   }
 

@@ -46,7 +46,11 @@ export function quantizedActivations(model: OnnxModel): string[] {
   const inits = new Set(model.graph.initializers.map((t) => t.name));
   const out = new Set<string>();
   for (const n of model.graph.nodes) {
-    if (['Conv', 'GlobalAveragePool', 'GlobalMaxPool', 'MaxPool', 'AveragePool'].includes(n.opType) && !inits.has(n.inputs[0]!)) out.add(n.inputs[0]!);
+    if (
+      ['Conv', 'GlobalAveragePool', 'GlobalMaxPool', 'MaxPool', 'AveragePool'].includes(n.opType) &&
+      !inits.has(n.inputs[0]!)
+    )
+      out.add(n.inputs[0]!);
   }
   return [...out];
 }
@@ -57,7 +61,10 @@ export function withExtraOutputs(model: OnnxModel, names: readonly string[]): On
     ...model,
     graph: {
       ...model.graph,
-      outputs: [...model.graph.outputs, ...names.map((name) => ({ name, dataType: DataType.FLOAT, shape: ['n', 'c', 'h', 'w'] }))],
+      outputs: [
+        ...model.graph.outputs,
+        ...names.map((name) => ({ name, dataType: DataType.FLOAT, shape: ['n', 'c', 'h', 'w'] })),
+      ],
     },
   };
 }
@@ -75,8 +82,13 @@ export class RangeObserver {
   constructor(private readonly perBatch = 4096) {}
 
   observe(name: string, data: Float32Array): void {
-    let lo = Infinity, hi = -Infinity;
-    for (let i = 0; i < data.length; i++) { const v = data[i]!; if (v < lo) lo = v; if (v > hi) hi = v; }
+    let lo = Infinity,
+      hi = -Infinity;
+    for (let i = 0; i < data.length; i++) {
+      const v = data[i]!;
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
     const r = this.minMax.get(name);
     this.minMax.set(name, r ? [Math.min(r[0], lo), Math.max(r[1], hi)] : [lo, hi]);
     const s = this.samples.get(name) ?? [];
@@ -86,16 +98,23 @@ export class RangeObserver {
     this.samples.set(name, s);
   }
 
-  get size(): number { return this.minMax.size; }
+  get size(): number {
+    return this.minMax.size;
+  }
 
   /** [lo, hi] per tensor: lo = min (<= 0), hi = the MSE-optimal clip among 64 candidates up to max. */
   ranges(): Map<string, [number, number]> {
     const out = new Map<string, [number, number]>();
     for (const [name, [lo0, hi0]] of this.minMax) {
-      const lo = Math.min(0, lo0), hi = Math.max(0, hi0);
+      const lo = Math.min(0, lo0),
+        hi = Math.max(0, hi0);
       const xs = Float64Array.from(this.samples.get(name) ?? []);
-      if (lo < 0 || xs.length === 0 || hi === 0) { out.set(name, [lo, hi]); continue; } // signed tensors: min/max
-      let best = hi, bestErr = Infinity;
+      if (lo < 0 || xs.length === 0 || hi === 0) {
+        out.set(name, [lo, hi]);
+        continue;
+      } // signed tensors: min/max
+      let best = hi,
+        bestErr = Infinity;
       for (let c = 64; c >= 1; c--) {
         const h = (hi * c) / 64;
         const step = h / 255;
@@ -105,7 +124,10 @@ export class RangeObserver {
           const q = v >= h ? h : Math.round(v / step) * step;
           err += (q - v) * (q - v);
         }
-        if (err < bestErr) { bestErr = err; best = h; }
+        if (err < bestErr) {
+          bestErr = err;
+          best = h;
+        }
       }
       out.set(name, [lo, best]);
     }
@@ -113,7 +135,12 @@ export class RangeObserver {
   }
 }
 
-function tensor(name: string, dataType: DataType, dims: readonly number[], data: Float32Array | Int32Array | Int8Array | Uint8Array): OnnxTensor {
+function tensor(
+  name: string,
+  dataType: DataType,
+  dims: readonly number[],
+  data: Float32Array | Int32Array | Int8Array | Uint8Array,
+): OnnxTensor {
   return { name, dataType, dims, raw: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
 }
 
@@ -127,7 +154,11 @@ export function activationQuant(lo: number, hi: number): { scale: number; zeroPo
 }
 
 /** Insert QDQ pairs for activations (with the given ranges) and quantize Conv weights and biases. */
-export function quantizeQdq(model: OnnxModel, ranges: ReadonlyMap<string, [number, number]>, settings: QuantizeSettings = DEFAULT_QUANTIZE): OnnxModel {
+export function quantizeQdq(
+  model: OnnxModel,
+  ranges: ReadonlyMap<string, [number, number]>,
+  settings: QuantizeSettings = DEFAULT_QUANTIZE,
+): OnnxModel {
   const inits = new Map(model.graph.initializers.map((t) => [t.name, t]));
   const newInits: OnnxTensor[] = [];
   const nodes: OnnxNode[] = [];
@@ -140,10 +171,18 @@ export function quantizeQdq(model: OnnxModel, ranges: ReadonlyMap<string, [numbe
     // Relu/Clip outputs have min 0, hence zero point 0: ORT then drops the Relu/Clip before the Q.
     const { scale, zeroPoint } = activationQuant(r[0], r[1]);
     actScale.set(t, scale);
-    newInits.push(tensor(`${t}__s`, DataType.FLOAT, [], new Float32Array([scale])), tensor(`${t}__z`, DataType.UINT8, [], new Uint8Array([zeroPoint])));
+    newInits.push(
+      tensor(`${t}__s`, DataType.FLOAT, [], new Float32Array([scale])),
+      tensor(`${t}__z`, DataType.UINT8, [], new Uint8Array([zeroPoint])),
+    );
     return [
       { opType: 'QuantizeLinear', inputs: [t, `${t}__s`, `${t}__z`], outputs: [`${t}__q`], name: `${t}__quant` },
-      { opType: 'DequantizeLinear', inputs: [`${t}__q`, `${t}__s`, `${t}__z`], outputs: [dqName(t)], name: `${t}__dequant` },
+      {
+        opType: 'DequantizeLinear',
+        inputs: [`${t}__q`, `${t}__s`, `${t}__z`],
+        outputs: [dqName(t)],
+        name: `${t}__dequant`,
+      },
     ];
   };
   const graphInputs = new Set(model.graph.inputs.map((v) => v.name));
@@ -152,7 +191,11 @@ export function quantizeQdq(model: OnnxModel, ranges: ReadonlyMap<string, [numbe
   for (const n of model.graph.nodes) {
     let node = n;
     const x = n.inputs[0];
-    if (x !== undefined && ranges.has(x) && ['Conv', 'GlobalAveragePool', 'GlobalMaxPool', 'MaxPool', 'AveragePool'].includes(n.opType)) {
+    if (
+      x !== undefined &&
+      ranges.has(x) &&
+      ['Conv', 'GlobalAveragePool', 'GlobalMaxPool', 'MaxPool', 'AveragePool'].includes(n.opType)
+    ) {
       const inputs = [dqName(x), ...n.inputs.slice(1)];
       if (n.opType === 'Conv' && inits.has(n.inputs[1]!)) {
         const w = inits.get(n.inputs[1]!)!;
@@ -171,19 +214,43 @@ export function quantizeQdq(model: OnnxModel, ranges: ReadonlyMap<string, [numbe
           // low that the bias overflows int32: floor the weight scale so the bias fits in 2^30.
           const s = Math.max(m / qmax, bf ? Math.abs(bf[o]!) / (xs * 2 ** 30) : 0, 1e-30) || 1;
           ws[o] = s;
-          for (let i = 0; i < per; i++) wq[o * per + i] = Math.max(-qmax, Math.min(qmax, Math.round(wf[o * per + i]! / s)));
+          for (let i = 0; i < per; i++)
+            wq[o * per + i] = Math.max(-qmax, Math.min(qmax, Math.round(wf[o * per + i]! / s)));
         }
         const wn = `${w.name}__q8`;
-        newInits.push(tensor(wn, INT8, w.dims, wq), tensor(`${wn}_s`, DataType.FLOAT, [cout], ws), tensor(`${wn}_z`, INT8, [cout], new Int8Array(cout)));
-        nodes.push({ opType: 'DequantizeLinear', inputs: [wn, `${wn}_s`, `${wn}_z`], outputs: [`${wn}_dq`], name: `${wn}_dequant`, attrs: [{ name: 'axis', kind: 'int', value: 0 }] });
+        newInits.push(
+          tensor(wn, INT8, w.dims, wq),
+          tensor(`${wn}_s`, DataType.FLOAT, [cout], ws),
+          tensor(`${wn}_z`, INT8, [cout], new Int8Array(cout)),
+        );
+        nodes.push({
+          opType: 'DequantizeLinear',
+          inputs: [wn, `${wn}_s`, `${wn}_z`],
+          outputs: [`${wn}_dq`],
+          name: `${wn}_dequant`,
+          attrs: [{ name: 'axis', kind: 'int', value: 0 }],
+        });
         inputs[1] = `${wn}_dq`;
         if (bName && bf) {
           const bs = new Float32Array(cout);
           const bq = new Int32Array(cout);
-          for (let o = 0; o < cout; o++) { bs[o] = xs * ws[o]!; bq[o] = Math.round(bf[o]! / bs[o]!); }
+          for (let o = 0; o < cout; o++) {
+            bs[o] = xs * ws[o]!;
+            bq[o] = Math.round(bf[o]! / bs[o]!);
+          }
           const bn = `${bName}__q32`;
-          newInits.push(tensor(bn, DataType.INT32, [cout], bq), tensor(`${bn}_s`, DataType.FLOAT, [cout], bs), tensor(`${bn}_z`, DataType.INT32, [cout], new Int32Array(cout)));
-          nodes.push({ opType: 'DequantizeLinear', inputs: [bn, `${bn}_s`, `${bn}_z`], outputs: [`${bn}_dq`], name: `${bn}_dequant`, attrs: [{ name: 'axis', kind: 'int', value: 0 }] });
+          newInits.push(
+            tensor(bn, DataType.INT32, [cout], bq),
+            tensor(`${bn}_s`, DataType.FLOAT, [cout], bs),
+            tensor(`${bn}_z`, DataType.INT32, [cout], new Int32Array(cout)),
+          );
+          nodes.push({
+            opType: 'DequantizeLinear',
+            inputs: [bn, `${bn}_s`, `${bn}_z`],
+            outputs: [`${bn}_dq`],
+            name: `${bn}_dequant`,
+            attrs: [{ name: 'axis', kind: 'int', value: 0 }],
+          });
           inputs[2] = `${bn}_dq`;
         }
       }
@@ -200,13 +267,23 @@ export function quantizeQdq(model: OnnxModel, ranges: ReadonlyMap<string, [numbe
 
 /** The fp32 graph of a prepared TF.js backbone as an OnnxModel (re-converted: deterministic and cheap). */
 export async function convertedModel(b: PreparedBackbone): Promise<OnnxModel> {
-  if (b.config.modelFormat !== 'tfjs-layers') throw new UserError('--precision int8 is available for TF.js layers models (converted by convcache); run foreign .onnx models with --precision fp32');
+  if (b.config.modelFormat !== 'tfjs-layers')
+    throw new UserError(
+      '--precision int8 is available for TF.js layers models (converted by convcache); run foreign .onnx models with --precision fp32',
+    );
   const { layer, pooling, preprocessing } = b.config;
   const { graph } = atInputSize(loadKerasGraph(b.resolved.location), preprocessing.size, layer);
   const weights = await readWeights(b.resolved.location);
   return convertKerasGraph(graph, weights, {
-    layer, pooling, preprocessing,
-    metadata: { 'convcache.model': b.config.modelId, 'convcache.weightsHash': b.config.weightsHash, 'convcache.layer': layer, 'convcache.pooling': pooling },
+    layer,
+    pooling,
+    preprocessing,
+    metadata: {
+      'convcache.model': b.config.modelId,
+      'convcache.weightsHash': b.config.weightsHash,
+      'convcache.layer': layer,
+      'convcache.pooling': pooling,
+    },
   }).model;
 }
 
@@ -219,8 +296,15 @@ export interface Int8Options {
 }
 
 /** Path of the int8 graph beside the fp32 one, for these calibration images and settings. */
-export function int8PathFor(onnxPath: string, calibrationKeys: readonly string[], settings: QuantizeSettings = DEFAULT_QUANTIZE): string {
-  const key = createHash('sha256').update(JSON.stringify({ v: QUANTIZE_VERSION, settings, calib: [...calibrationKeys].sort() })).digest('hex').slice(0, 12);
+export function int8PathFor(
+  onnxPath: string,
+  calibrationKeys: readonly string[],
+  settings: QuantizeSettings = DEFAULT_QUANTIZE,
+): string {
+  const key = createHash('sha256')
+    .update(JSON.stringify({ v: QUANTIZE_VERSION, settings, calib: [...calibrationKeys].sort() }))
+    .digest('hex')
+    .slice(0, 12);
   return onnxPath.replace(/\.onnx$/, '') + `-int8-${key}.onnx`;
 }
 
@@ -231,7 +315,9 @@ export async function prepareInt8(b: PreparedBackbone, opts: Int8Options): Promi
   if (existsSync(path)) return path;
   const model = await convertedModel(b);
   const acts = quantizedActivations(model);
-  opts.log.info(`int8: calibrating ${acts.length} activation ranges on ${opts.calibration.keys.length} training images ...`);
+  opts.log.info(
+    `int8: calibrating ${acts.length} activation ranges on ${opts.calibration.keys.length} training images ...`,
+  );
   const images: Uint8Array[] = [];
   for await (const px of opts.calibration.pixels()) images.push(px);
   const size = b.config.preprocessing.size;
@@ -241,11 +327,20 @@ export async function prepareInt8(b: PreparedBackbone, opts: Int8Options): Promi
 }
 
 /** Run `model` over the images in batches of 16, handing each batch's named outputs to `each`. */
-async function runBatches(model: OnnxModel, outputs: readonly string[], size: readonly [number, number], images: readonly Uint8Array[], threads: number,
-  each: (out: Record<string, Float32Array>, shapes: Record<string, readonly number[]>) => void): Promise<void> {
+async function runBatches(
+  model: OnnxModel,
+  outputs: readonly string[],
+  size: readonly [number, number],
+  images: readonly Uint8Array[],
+  threads: number,
+  each: (out: Record<string, Float32Array>, shapes: Record<string, readonly number[]>) => void,
+): Promise<void> {
   const ort = await import('onnxruntime-node');
   // 'basic': no QDQ fusion, so a quantized graph runs as its exact float simulation.
-  const session = await ort.InferenceSession.create(encodeModel(withExtraOutputs(model, outputs)), { intraOpNumThreads: threads, graphOptimizationLevel: 'basic' });
+  const session = await ort.InferenceSession.create(encodeModel(withExtraOutputs(model, outputs)), {
+    intraOpNumThreads: threads,
+    graphOptimizationLevel: 'basic',
+  });
   const [h, w] = size;
   const per = h * w * 3;
   const B = 16;
@@ -254,8 +349,14 @@ async function runBatches(model: OnnxModel, outputs: readonly string[], size: re
     for (let s = 0; s < images.length; s += B) {
       const n = Math.min(B, images.length - s);
       for (let i = 0; i < n; i++) batch.set(images[s + i]!, i * per);
-      const out = await session.run({ [session.inputNames[0]!]: new ort.Tensor('uint8', batch.subarray(0, n * per), [n, h, w, 3]) }, outputs as string[]);
-      each(Object.fromEntries(outputs.map((o) => [o, out[o]!.data as Float32Array])), Object.fromEntries(outputs.map((o) => [o, out[o]!.dims])));
+      const out = await session.run(
+        { [session.inputNames[0]!]: new ort.Tensor('uint8', batch.subarray(0, n * per), [n, h, w, 3]) },
+        outputs as string[],
+      );
+      each(
+        Object.fromEntries(outputs.map((o) => [o, out[o]!.data as Float32Array])),
+        Object.fromEntries(outputs.map((o) => [o, out[o]!.dims])),
+      );
     }
   } finally {
     await session.release();
@@ -263,16 +364,30 @@ async function runBatches(model: OnnxModel, outputs: readonly string[], size: re
 }
 
 /** Min/max (and an MSE-optimal clip) of each activation over the calibration images, on the fp32 graph. */
-export async function calibrate(model: OnnxModel, acts: readonly string[], size: readonly [number, number], images: readonly Uint8Array[], threads: number): Promise<Map<string, [number, number]>> {
+export async function calibrate(
+  model: OnnxModel,
+  acts: readonly string[],
+  size: readonly [number, number],
+  images: readonly Uint8Array[],
+  threads: number,
+): Promise<Map<string, [number, number]>> {
   const obs = new RangeObserver();
-  await runBatches(model, acts, size, images, threads, (out) => { for (const a of acts) obs.observe(a, out[a]!); });
+  await runBatches(model, acts, size, images, threads, (out) => {
+    for (const a of acts) obs.observe(a, out[a]!);
+  });
   if (obs.size === 0) throw new UserError('int8 calibration needs at least one decodable training image');
   return obs.ranges();
 }
 
 /** Cosine similarity of two feature rows (the int8 fidelity measure). */
 export function cosine(a: Float32Array, b: Float32Array): number {
-  let ab = 0, aa = 0, bb = 0;
-  for (let i = 0; i < a.length; i++) { ab += a[i]! * b[i]!; aa += a[i]! * a[i]!; bb += b[i]! * b[i]!; }
+  let ab = 0,
+    aa = 0,
+    bb = 0;
+  for (let i = 0; i < a.length; i++) {
+    ab += a[i]! * b[i]!;
+    aa += a[i]! * a[i]!;
+    bb += b[i]! * b[i]!;
+  }
   return aa === 0 || bb === 0 ? (aa === bb ? 1 : 0) : ab / Math.sqrt(aa * bb);
 }

@@ -25,8 +25,12 @@ function mobilenetV1(alpha: string, size: number): BackboneEntry {
     description: `MobileNet v1 (width ${alpha}, ${size}x${size}), ImageNet-pretrained, TF.js layers model`,
     url: `${TFJS_MODELS}/mobilenet_v1_${alpha}_${size}/model.json`,
     preprocessing: {
-      size: [size, size], resize: 'squash', kernel: 'linear', channelOrder: 'rgb',
-      mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5],
+      size: [size, size],
+      resize: 'squash',
+      kernel: 'linear',
+      channelOrder: 'rgb',
+      mean: [0.5, 0.5, 0.5],
+      std: [0.5, 0.5, 0.5],
     },
     defaultLayer: 'conv_pw_13_relu',
     defaultPooling: 'avg',
@@ -36,7 +40,8 @@ function mobilenetV1(alpha: string, size: number): BackboneEntry {
 export const DEFAULT_MODEL = 'mobilenet_v1_0.75_224';
 
 export const BACKBONES: readonly BackboneEntry[] = ['1.0', '0.75', '0.50', '0.25'].flatMap((a) =>
-  [224, 192, 160, 128].map((s) => mobilenetV1(a, s)));
+  [224, 192, 160, 128].map((s) => mobilenetV1(a, s)),
+);
 
 export function findBackbone(name: string): BackboneEntry | undefined {
   return BACKBONES.find((b) => b.name === name);

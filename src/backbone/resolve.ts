@@ -55,7 +55,8 @@ function localModel(path: string, id: string, source: string, entry?: BackboneEn
     return { id, format: 'onnx', location: path, weightsHash: hashFile(path), entry, source };
   }
   const dir = statSync(path).isDirectory() ? path : dirname(path);
-  if (!existsSync(join(dir, 'model.json'))) throw new UserError(`'${path}' has no model.json (expected a TF.js layers model folder or a .onnx file)`);
+  if (!existsSync(join(dir, 'model.json')))
+    throw new UserError(`'${path}' has no model.json (expected a TF.js layers model folder or a .onnx file)`);
   return { id, format: 'tfjs-layers', location: dir, weightsHash: hashTfjsModel(dir), entry, source };
 }
 
@@ -84,7 +85,9 @@ export async function resolveModel(spec: string, opts: ResolveOptions): Promise<
   if (!entry) {
     const p = resolve(spec);
     if (existsSync(p)) return localModel(p, localId(p), p);
-    throw new UserError(`--model '${spec}' is neither a known model name, an existing path, nor a URL (known: mobilenet_v1_<1.0|0.75|0.50|0.25>_<224|192|160|128>, ${ONNX_ZOO.map((e) => e.name).join(', ')})`);
+    throw new UserError(
+      `--model '${spec}' is neither a known model name, an existing path, nor a URL (known: mobilenet_v1_<1.0|0.75|0.50|0.25>_<224|192|160|128>, ${ONNX_ZOO.map((e) => e.name).join(', ')})`,
+    );
   }
   const looked: string[] = [];
   for (const base of [cacheDir, ...mirrors.map((m) => join(m, 'models'))]) {
@@ -96,7 +99,9 @@ export async function resolveModel(spec: string, opts: ResolveOptions): Promise<
   try {
     await downloadTfjsModel(entry.url, dir, opts);
   } catch (e) {
-    throw new UserError(`model '${spec}' not found locally (looked in ${looked.join(', ')}) and the download from ${entry.url} failed: ${e instanceof Error ? e.message : String(e)}. Set CONVCACHE_MIRROR to a folder with models/${entry.name}/`);
+    throw new UserError(
+      `model '${spec}' not found locally (looked in ${looked.join(', ')}) and the download from ${entry.url} failed: ${e instanceof Error ? e.message : String(e)}. Set CONVCACHE_MIRROR to a folder with models/${entry.name}/`,
+    );
   }
   return localModel(dir, entry.name, entry.url, entry);
 }
@@ -105,10 +110,17 @@ export async function resolveModel(spec: string, opts: ResolveOptions): Promise<
  * A known ONNX name: the cache or a mirror (<dir>/<name>/model.onnx), else a verified download into the
  * cache. A cached file whose hash is not the registry's is refused rather than silently used.
  */
-async function resolveOnnxEntry(entry: OnnxZooEntry, cacheDir: string, mirrors: string[], opts: ResolveOptions): Promise<ResolvedModel> {
+async function resolveOnnxEntry(
+  entry: OnnxZooEntry,
+  cacheDir: string,
+  mirrors: string[],
+  opts: ResolveOptions,
+): Promise<ResolvedModel> {
   const check = (m: ResolvedModel): ResolvedModel => {
     if (entry.sha256 && !entry.sha256.startsWith(m.weightsHash)) {
-      throw new UserError(`${m.location} is not the published ${entry.name} (sha256 starts ${m.weightsHash}, expected ${entry.sha256.slice(0, 16)}); delete it to download again`);
+      throw new UserError(
+        `${m.location} is not the published ${entry.name} (sha256 starts ${m.weightsHash}, expected ${entry.sha256.slice(0, 16)}); delete it to download again`,
+      );
     }
     return m;
   };
@@ -117,7 +129,15 @@ async function resolveOnnxEntry(entry: OnnxZooEntry, cacheDir: string, mirrors: 
     if (existsSync(file)) return check({ ...localModel(file, entry.name, entry.url), onnxEntry: entry });
   }
   const dest = join(cacheDir, entry.name, 'model.onnx');
-  await downloadFile({ url: entry.url, dest, sha256: entry.sha256, bytes: entry.bytes, log: opts.log, label: entry.name, fetchImpl: opts.fetchImpl });
+  await downloadFile({
+    url: entry.url,
+    dest,
+    sha256: entry.sha256,
+    bytes: entry.bytes,
+    log: opts.log,
+    label: entry.name,
+    fetchImpl: opts.fetchImpl,
+  });
   return check({ ...localModel(dest, entry.name, entry.url), onnxEntry: entry });
 }
 

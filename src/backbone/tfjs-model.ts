@@ -76,7 +76,8 @@ async function readModelJson(dir: string): Promise<ModelJsonFile> {
   }
   if (!Array.isArray(json.weightsManifest)) throw new UserError(`${path}: no weightsManifest`);
   for (const g of json.weightsManifest) {
-    if (!Array.isArray(g?.paths) || !Array.isArray(g?.weights)) throw new UserError(`${path}: malformed weightsManifest group`);
+    if (!Array.isArray(g?.paths) || !Array.isArray(g?.weights))
+      throw new UserError(`${path}: malformed weightsManifest group`);
   }
   return json;
 }
@@ -85,7 +86,8 @@ async function readModelJson(dir: string): Promise<ModelJsonFile> {
 async function readGroupBytes(dir: string, group: ManifestGroup): Promise<Buffer> {
   const parts = await Promise.all(
     group.paths.map(async (p) => {
-      if (isAbsolute(p) || /^[a-z]+:\/\//i.test(p)) throw new UserError(`weight shard path must be relative to model.json: ${p}`);
+      if (isAbsolute(p) || /^[a-z]+:\/\//i.test(p))
+        throw new UserError(`weight shard path must be relative to model.json: ${p}`);
       try {
         return await readFile(join(dir, p));
       } catch (e) {
@@ -123,7 +125,8 @@ export function dirLoadHandler(dir: string): tfTypes.io.IOHandler {
       if (json.generatedBy != null) artifacts.generatedBy = json.generatedBy;
       if (json.convertedBy != null) artifacts.convertedBy = json.convertedBy;
       if (json.trainingConfig != null) artifacts.trainingConfig = json.trainingConfig as tfTypes.io.TrainingConfig;
-      if (json.userDefinedMetadata != null) artifacts.userDefinedMetadata = json.userDefinedMetadata as { [k: string]: {} };
+      if (json.userDefinedMetadata != null)
+        artifacts.userDefinedMetadata = json.userDefinedMetadata as { [k: string]: {} };
       return artifacts;
     },
   };
@@ -162,7 +165,10 @@ export function dirSaveHandler(dir: string): tfTypes.io.IOHandler {
 }
 
 /** Load a TF.js layers model from a directory (initialises the TF.js backend if needed). */
-export async function loadLayersModelFromDir(dir: string, opts: { strict?: boolean } = {}): Promise<tfTypes.LayersModel> {
+export async function loadLayersModelFromDir(
+  dir: string,
+  opts: { strict?: boolean } = {},
+): Promise<tfTypes.LayersModel> {
   const tf = await initTf();
   return tf.loadLayersModel(dirLoadHandler(dir), { strict: opts.strict ?? true });
 }
@@ -203,7 +209,9 @@ export async function readWeights(dir: string): Promise<Map<string, ReadWeight>>
       const n = w.shape.reduce((a, b) => a * b, 1);
       const len = manifestWeightByteLength(w);
       if (off + len > buf.byteLength) {
-        throw new UserError(`weight ${w.name} needs bytes [${off}, ${off + len}) but its shard group has ${buf.byteLength}`);
+        throw new UserError(
+          `weight ${w.name} needs bytes [${off}, ${off + len}) but its shard group has ${buf.byteLength}`,
+        );
       }
       // Copy into a fresh, aligned ArrayBuffer (shard Buffers may be pooled / unaligned views).
       const raw = new Uint8Array(len);
@@ -212,14 +220,20 @@ export async function readWeights(dir: string): Promise<Map<string, ReadWeight>>
       out.set(w.name, { shape: [...w.shape], ...decodeWeight(w, raw.buffer, n) });
     }
     if (off !== buf.byteLength) {
-      throw new UserError(`shard group [${group.paths.join(', ')}] has ${buf.byteLength} bytes but its weights use ${off}`);
+      throw new UserError(
+        `shard group [${group.paths.join(', ')}] has ${buf.byteLength} bytes but its weights use ${off}`,
+      );
     }
   }
   return out;
 }
 
 /** Values are little-endian (TF.js format, and every platform Node runs on). */
-function decodeWeight(w: ManifestWeight, bytes: ArrayBuffer, n: number): { data: Float32Array; dtype: 'float32' | 'int32' } {
+function decodeWeight(
+  w: ManifestWeight,
+  bytes: ArrayBuffer,
+  n: number,
+): { data: Float32Array; dtype: 'float32' | 'int32' } {
   const q = w.quantization;
   const dtype = (q?.original_dtype ?? w.dtype) as string;
   if (dtype !== 'float32' && dtype !== 'int32') throw new UserError(`weight ${w.name}: unsupported dtype ${dtype}`);

@@ -11,7 +11,10 @@ const opts = JSON.parse(process.argv[2]!) as Omit<ExtractOptions, 'log'>;
 const t = performance.now();
 const { manifest } = await extractFeatures({ ...opts, log: silentLogger });
 const seconds = (performance.now() - t) / 1000;
-process.stdout.write(JSON.stringify({ seconds, peakRssMiB: peakRssMiB(), timings: manifest.timings, skipped: manifest.skipped.length }) + '\n');
+process.stdout.write(
+  JSON.stringify({ seconds, peakRssMiB: peakRssMiB(), timings: manifest.timings, skipped: manifest.skipped.length }) +
+    '\n',
+);
 
 /**
  * This process's own high-water mark. Not getrusage's maxRSS: on Linux a child starts with its
@@ -21,6 +24,8 @@ function peakRssMiB(): number {
   try {
     const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
     if (m) return Math.round(Number(m[1]) / 1024);
-  } catch { /* not Linux */ }
+  } catch {
+    /* not Linux */
+  }
   return Math.round(process.resourceUsage().maxRSS / 1024);
 }

@@ -5,7 +5,12 @@ import { decodeForModel, DEFAULT_MAX_PIXELS } from '../images/decode.ts';
 import { initTf, tfBackendName } from '../util/tf.ts';
 
 /** The same conv base in TF.js (wasm backend) on `k` images: img/s and ORT's speed-up over it. */
-export async function loadTfjsComparison(bb: PreparedBackbone, files: readonly string[], k: number, ortImagesPerSecond: number): Promise<Record<string, unknown>> {
+export async function loadTfjsComparison(
+  bb: PreparedBackbone,
+  files: readonly string[],
+  k: number,
+  ortImagesPerSecond: number,
+): Promise<Record<string, unknown>> {
   const pre = bb.config.preprocessing;
   const [h, w] = pre.size;
   const tf = await initTf();
@@ -17,13 +22,24 @@ export async function loadTfjsComparison(bb: PreparedBackbone, files: readonly s
     const px = await decodeForModel(readFileSync(files[i]!), pre, { maxPixels: DEFAULT_MAX_PIXELS });
     for (let j = 0; j < px.length; j++) pix[i * px.length + j] = px[j]! / 127.5 - 1;
   }
-  tf.tidy(() => { (sub.predict(tf.tensor4d(pix.subarray(0, h * w * 3), [1, h, w, 3])) as any).dataSync(); });
+  tf.tidy(() => {
+    (sub.predict(tf.tensor4d(pix.subarray(0, h * w * 3), [1, h, w, 3])) as any).dataSync();
+  });
   const t = performance.now();
   for (let s = 0; s < k; s += 16) {
     const m = Math.min(16, k - s);
-    tf.tidy(() => { (sub.predict(tf.tensor4d(pix.subarray(s * h * w * 3, (s + m) * h * w * 3), [m, h, w, 3])) as any).mean([1, 2]).dataSync(); });
+    tf.tidy(() => {
+      (sub.predict(tf.tensor4d(pix.subarray(s * h * w * 3, (s + m) * h * w * 3), [m, h, w, 3])) as any)
+        .mean([1, 2])
+        .dataSync();
+    });
   }
   const tfRate = Math.round((k / ((performance.now() - t) / 1000)) * 10) / 10;
   model.dispose();
-  return { backend: tfBackendName(), images: k, imagesPerSecond: tfRate, ortFp32Speedup: Math.round((ortImagesPerSecond / tfRate) * 10) / 10 };
+  return {
+    backend: tfBackendName(),
+    images: k,
+    imagesPerSecond: tfRate,
+    ortFp32Speedup: Math.round((ortImagesPerSecond / tfRate) * 10) / 10,
+  };
 }

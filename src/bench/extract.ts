@@ -53,7 +53,13 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 /** The pre-issue-10 measurement of `npm run extract`'s peak RSS on this project's machine (README). */
 const BASELINE_PEAK_RSS_MIB = 693;
 
-interface E2E { seconds: number; rerunSeconds: number; peakRssMiB: number; imagesPerSecond: number; runs: number[] }
+interface E2E {
+  seconds: number;
+  rerunSeconds: number;
+  peakRssMiB: number;
+  imagesPerSecond: number;
+  runs: number[];
+}
 
 function python(): string | null {
   for (const py of ['/usr/bin/python3', 'python3']) {
@@ -65,13 +71,29 @@ function python(): string | null {
 
 /** One extraction in a child process (fresh cache unless `out` exists): wall seconds and peak RSS. */
 function runChild(opts: Record<string, unknown>): { seconds: number; peakRssMiB: number } {
-  const out = execFileSync(process.execPath, [...process.execArgv, new URL(import.meta.url.endsWith('.ts') ? './extract-child.ts' : './extract-child.js', import.meta.url).pathname, JSON.stringify(opts)], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const out = execFileSync(
+    process.execPath,
+    [
+      ...process.execArgv,
+      new URL(import.meta.url.endsWith('.ts') ? './extract-child.ts' : './extract-child.js', import.meta.url).pathname,
+      JSON.stringify(opts),
+    ],
+    { encoding: 'utf8', maxBuffer: 1 << 24 },
+  );
   return JSON.parse(out.trim().split('\n').pop()!);
 }
 
-function endToEnd(data: string, n: number, base: Record<string, unknown>, repeats: number, log: Logger, label: string): E2E {
+function endToEnd(
+  data: string,
+  n: number,
+  base: Record<string, unknown>,
+  repeats: number,
+  log: Logger,
+  label: string,
+): E2E {
   const runs: number[] = [];
-  let rerun = 0, rss = 0;
+  let rerun = 0,
+    rss = 0;
   for (let k = 0; k < repeats; k++) {
     const out = mkdtempSync(join(tmpdir(), 'convcache-bench-'));
     try {
@@ -110,7 +132,10 @@ async function largePhotos(images: readonly ImageEntry[], count: number): Promis
     const cls = classes[i % classes.length]!;
     const src = images.filter((x) => x.className === cls)[Math.floor(i / classes.length)]!;
     mkdirSync(join(dir, cls), { recursive: true });
-    await sharp(src.absPath).resize(4032, 3024, { fit: 'fill' }).jpeg({ quality: 90 }).toFile(join(dir, cls, `${i}.jpg`));
+    await sharp(src.absPath)
+      .resize(4032, 3024, { fit: 'fill' })
+      .jpeg({ quality: 90 })
+      .toFile(join(dir, cls, `${i}.jpg`));
   }
   return dir;
 }
@@ -129,7 +154,8 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
   const scan0 = scanDataset(root0, silentLogger);
   const temps: string[] = [];
   try {
-    const data = opts.images > 0 && opts.images < scan0.images.length ? subset(scan0.root, scan0.images, opts.images) : root0;
+    const data =
+      opts.images > 0 && opts.images < scan0.images.length ? subset(scan0.root, scan0.images, opts.images) : root0;
     if (data !== root0) temps.push(data);
     const scan = scanDataset(data, silentLogger);
     const images = scan.presplit ? scan.images : assignSplits(scan.images, DEFAULT_SPLIT, 42);
@@ -141,15 +167,23 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
     const { threads, workers } = opts.schedule;
 
     // ---------------------------------------------------------------- decode only
-    log.info(`decode-only: ${n} images (sharp, ${threads} in flight; fast path, ${workers} and ${threads} threads) ...`);
+    log.info(
+      `decode-only: ${n} images (sharp, ${threads} in flight; fast path, ${workers} and ${threads} threads) ...`,
+    );
     let t = performance.now();
     let next = 0;
-    await Promise.all(Array.from({ length: threads }, async () => {
-      while (next < files.length) {
-        const f = files[next++]!;
-        try { await decodeWithSharp(readFileSync(f), pre, { maxPixels: DEFAULT_MAX_PIXELS }); } catch { /* counted by extract */ }
-      }
-    }));
+    await Promise.all(
+      Array.from({ length: threads }, async () => {
+        while (next < files.length) {
+          const f = files[next++]!;
+          try {
+            await decodeWithSharp(readFileSync(f), pre, { maxPixels: DEFAULT_MAX_PIXELS });
+          } catch {
+            /* counted by extract */
+          }
+        }
+      }),
+    );
     const sharpS = (performance.now() - t) / 1000;
     const fastDecode = async (k: number): Promise<number> => {
       const pool = new DecodePool(k, pre, DEFAULT_MAX_PIXELS);
@@ -164,16 +198,22 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
 
     // Augmentation speed (was a timed unit test): ms per image with fine-tuning's default spec, and its
     // ratio to a fast-path decode measured in the same run.
-    log.info('augment-only: fine-tuning\'s default augmentation ...');
-    const augImages = await Promise.all(files.slice(0, Math.min(20, n)).map((f) => decodeForModel(readFileSync(f), pre, { maxPixels: DEFAULT_MAX_PIXELS }).catch(() => null)));
+    log.info("augment-only: fine-tuning's default augmentation ...");
+    const augImages = await Promise.all(
+      files
+        .slice(0, Math.min(20, n))
+        .map((f) => decodeForModel(readFileSync(f), pre, { maxPixels: DEFAULT_MAX_PIXELS }).catch(() => null)),
+    );
     const srcs = augImages.filter((p): p is Uint8Array => p !== null);
     const spec = parseAugmentSpec(FINETUNE_DEFAULTS.augment);
     const augOut = new Uint8Array(h * w * 3);
     const augRounds = 10;
-    for (let i = 0; i < srcs.length; i++) augmentImage(srcs[i]!, w, h, sampleAugmentParams(spec, seededRandom(augmentSeed(1, 0, i))), augOut); // warm-up
+    for (let i = 0; i < srcs.length; i++)
+      augmentImage(srcs[i]!, w, h, sampleAugmentParams(spec, seededRandom(augmentSeed(1, 0, i))), augOut); // warm-up
     t = performance.now();
     for (let r = 0; r < augRounds; r++) {
-      for (let i = 0; i < srcs.length; i++) augmentImage(srcs[i]!, w, h, sampleAugmentParams(spec, seededRandom(augmentSeed(1, r + 1, i))), augOut);
+      for (let i = 0; i < srcs.length; i++)
+        augmentImage(srcs[i]!, w, h, sampleAugmentParams(spec, seededRandom(augmentSeed(1, r + 1, i))), augOut);
     }
     const augMsPerImage = (performance.now() - t) / Math.max(1, augRounds * srcs.length);
 
@@ -182,10 +222,21 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
     temps.push(cal);
     const graphs: Record<Precision, string> = {
       fp32: bb.onnxPath,
-      int8: await graphForCache(bb, cal, { precision: 'int8', images, seed: 42, threads, maxPixels: DEFAULT_MAX_PIXELS, log }),
+      int8: await graphForCache(bb, cal, {
+        precision: 'int8',
+        images,
+        seed: 42,
+        threads,
+        maxPixels: DEFAULT_MAX_PIXELS,
+        log,
+      }),
     };
     const batch = new Uint8Array(opts.batch * h * w * 3);
-    for (let i = 0; i < opts.batch; i++) batch.set(await decodeForModel(readFileSync(files[i % n]!), pre, { maxPixels: DEFAULT_MAX_PIXELS }), i * h * w * 3);
+    for (let i = 0; i < opts.batch; i++)
+      batch.set(
+        await decodeForModel(readFileSync(files[i % n]!), pre, { maxPixels: DEFAULT_MAX_PIXELS }),
+        i * h * w * 3,
+      );
     const inference: Record<string, { images: number; imagesPerSecond: number }> = {};
     for (const p of ['fp32', 'int8'] as const) {
       log.info(`inference-only: ${p}, batch ${opts.batch}, ${threads} threads ...`);
@@ -194,22 +245,42 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
       const iters = Math.max(2, Math.round(480 / opts.batch));
       t = performance.now();
       for (let i = 0; i < iters; i++) await runner.run(batch, opts.batch);
-      inference[p] = { images: iters * opts.batch, imagesPerSecond: rate(iters * opts.batch, (performance.now() - t) / 1000) };
+      inference[p] = {
+        images: iters * opts.batch,
+        imagesPerSecond: rate(iters * opts.batch, (performance.now() - t) / 1000),
+      };
       await runner.release();
     }
 
     // ---------------------------------------------------------------- end to end
-    const base = { model: opts.model, split: DEFAULT_SPLIT, seed: 42, batch: opts.batch, threads, workers, maxPixels: DEFAULT_MAX_PIXELS, quiet: true };
+    const base = {
+      model: opts.model,
+      split: DEFAULT_SPLIT,
+      seed: 42,
+      batch: opts.batch,
+      threads,
+      workers,
+      maxPixels: DEFAULT_MAX_PIXELS,
+      quiet: true,
+    };
     const configs: { name: string; decoder: DecoderChoice; precision: Precision }[] = [
       { name: 'sharp-fp32', decoder: 'sharp', precision: 'fp32' },
       { name: 'fast-fp32', decoder: 'fast', precision: 'fp32' },
       { name: 'fast-int8', decoder: 'fast', precision: 'int8' },
     ];
     const e2e: Record<string, E2E> = {};
-    for (const c of configs) e2e[c.name] = endToEnd(data, n, { ...base, decoder: c.decoder, precision: c.precision }, opts.repeats, log, c.name);
+    for (const c of configs)
+      e2e[c.name] = endToEnd(
+        data,
+        n,
+        { ...base, decoder: c.decoder, precision: c.precision },
+        opts.repeats,
+        log,
+        c.name,
+      );
 
     // ------------------------------------------ fidelity: int8 vs fp32, fast vs sharp decode
-    log.info('fidelity: features and every head\'s test accuracy per configuration ...');
+    log.info("fidelity: features and every head's test accuracy per configuration ...");
     const caches: Record<string, string> = {};
     for (const c of configs) {
       const out = mkdtempSync(join(tmpdir(), 'convcache-bench-fid-'));
@@ -219,11 +290,22 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
     }
     const accuracy: Record<string, Record<string, number | null>> = {};
     for (const c of configs) {
-      const { report } = await compareHeads({ cache: caches[c.name]!, out: join(caches[c.name]!, 'report'), log: silentLogger });
-      accuracy[c.name] = Object.fromEntries(report.heads.filter((r) => r.source === 'compare').map((r) => [r.name, r.testAccuracy]));
+      const { report } = await compareHeads({
+        cache: caches[c.name]!,
+        out: join(caches[c.name]!, 'report'),
+        log: silentLogger,
+      });
+      accuracy[c.name] = Object.fromEntries(
+        report.heads.filter((r) => r.source === 'compare').map((r) => [r.name, r.testAccuracy]),
+      );
     }
     const delta = (a: string, b: string): { maxAbsPoints: number; perHead: Record<string, number> } => {
-      const perHead = Object.fromEntries(Object.keys(accuracy[a]!).map((k) => [k, Math.round(((accuracy[b]![k] ?? 0) - (accuracy[a]![k] ?? 0)) * 1000) / 10]));
+      const perHead = Object.fromEntries(
+        Object.keys(accuracy[a]!).map((k) => [
+          k,
+          Math.round(((accuracy[b]![k] ?? 0) - (accuracy[a]![k] ?? 0)) * 1000) / 10,
+        ]),
+      );
       return { maxAbsPoints: Math.max(...Object.values(perHead).map(Math.abs)), perHead };
     };
     const cos: number[] = [];
@@ -231,8 +313,10 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
     for (const split of ['train', 'val', 'test']) {
       const f = join(caches['fast-fp32']!, `${split}_features.npy`);
       if (!existsSync(f)) continue;
-      const a = readNpy(f), b = readNpy(join(caches['fast-int8']!, `${split}_features.npy`));
-      for (let i = 0; i < a.length / D; i++) cos.push(cosine(a.subarray(i * D, (i + 1) * D), b.subarray(i * D, (i + 1) * D)));
+      const a = readNpy(f),
+        b = readNpy(join(caches['fast-int8']!, `${split}_features.npy`));
+      for (let i = 0; i < a.length / D; i++)
+        cos.push(cosine(a.subarray(i * D, (i + 1) * D), b.subarray(i * D, (i + 1) * D)));
     }
     cos.sort((x, y) => x - y);
 
@@ -241,14 +325,27 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
     const script = new URL('../../scripts/torch_peer.py', import.meta.url).pathname;
     const roots = (dir: string): string => {
       const s = scanDataset(dir, silentLogger);
-      return s.presplit ? readdirSync(s.root).filter((d) => ['train', 'val', 'validation', 'test'].includes(d)).map((d) => join(s.root, d)).join(',') : s.root;
+      return s.presplit
+        ? readdirSync(s.root)
+            .filter((d) => ['train', 'val', 'validation', 'test'].includes(d))
+            .map((d) => join(s.root, d))
+            .join(',')
+        : s.root;
     };
     const peerRun = (dir: string): Record<string, any> | null => {
       if (!py) return null;
       log.info(`PyTorch + Pillow peer on ${dir} (DataLoader workers 0, 1, 2) ...`);
       const out = join(mkdtempSync(join(tmpdir(), 'convcache-bench-peer-')), 'features.npy');
       temps.push(join(out, '..'));
-      return JSON.parse(execFileSync(py, [script, roots(dir), out, '--workers', '0,1,2', '--threads', String(cpus().length)], { encoding: 'utf8', maxBuffer: 1 << 24 }).trim().split('\n').pop()!);
+      return JSON.parse(
+        execFileSync(py, [script, roots(dir), out, '--workers', '0,1,2', '--threads', String(cpus().length)], {
+          encoding: 'utf8',
+          maxBuffer: 1 << 24,
+        })
+          .trim()
+          .split('\n')
+          .pop()!,
+      );
     };
     const peer = peerRun(data);
     const chosen = `fast-${DEFAULT_PRECISION}`;
@@ -259,10 +356,31 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
       log.info(`large photos: generating ${opts.largePhotos} 4032x3024 JPEGs ...`);
       const dir = await largePhotos(images, opts.largePhotos);
       temps.push(dir);
-      const ours = endToEnd(dir, opts.largePhotos, { ...base, split: { train: 0.5, val: 0, test: 0.5 }, decoder: 'fast', precision: DEFAULT_PRECISION }, 1, log, '12 MP');
-      const old = endToEnd(dir, opts.largePhotos, { ...base, split: { train: 0.5, val: 0, test: 0.5 }, decoder: 'sharp', precision: 'fp32' }, 1, log, '12 MP sharp');
+      const ours = endToEnd(
+        dir,
+        opts.largePhotos,
+        { ...base, split: { train: 0.5, val: 0, test: 0.5 }, decoder: 'fast', precision: DEFAULT_PRECISION },
+        1,
+        log,
+        '12 MP',
+      );
+      const old = endToEnd(
+        dir,
+        opts.largePhotos,
+        { ...base, split: { train: 0.5, val: 0, test: 0.5 }, decoder: 'sharp', precision: 'fp32' },
+        1,
+        log,
+        '12 MP sharp',
+      );
       const p = peerRun(dir);
-      large = { images: opts.largePhotos, size: '4032x3024', ours, sharpFp32: old, peer: p, peerRatio: p ? r3(p.best.seconds / ours.seconds) : null };
+      large = {
+        images: opts.largePhotos,
+        size: '4032x3024',
+        ours,
+        sharpFp32: old,
+        peer: p,
+        peerRatio: p ? r3(p.best.seconds / ours.seconds) : null,
+      };
     }
 
     // ---------------------------------------------------------------- schedules (for --threads auto)
@@ -272,14 +390,29 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
       temps.push(sub);
       const c = cpus().length;
       schedules = [];
-      for (const s of [{ threads: c, workers: 1 }, { threads: c, workers: c }, { threads: Math.max(1, c - 1), workers: 1 }, autoSchedule(c)]) {
+      for (const s of [
+        { threads: c, workers: 1 },
+        { threads: c, workers: c },
+        { threads: Math.max(1, c - 1), workers: 1 },
+        autoSchedule(c),
+      ]) {
         if (schedules.some((x) => x.threads === s.threads && x.workers === s.workers)) continue;
-        const r = endToEnd(sub, Math.min(opts.scheduleImages, n), { ...base, ...s, decoder: 'fast', precision: DEFAULT_PRECISION }, 1, log, `threads ${s.threads} workers ${s.workers}`);
+        const r = endToEnd(
+          sub,
+          Math.min(opts.scheduleImages, n),
+          { ...base, ...s, decoder: 'fast', precision: DEFAULT_PRECISION },
+          1,
+          log,
+          `threads ${s.threads} workers ${s.workers}`,
+        );
         schedules.push({ ...s, imagesPerSecond: r.imagesPerSecond, seconds: r.seconds });
       }
     }
 
-    const tfjs = opts.tfjsImages > 0 ? await loadTfjsComparison(bb, files, opts.tfjsImages, inference.fp32!.imagesPerSecond) : null;
+    const tfjs =
+      opts.tfjsImages > 0
+        ? await loadTfjsComparison(bb, files, opts.tfjsImages, inference.fp32!.imagesPerSecond)
+        : null;
     const ours = e2e[chosen]!;
     const peerRatio = peer ? r3(peer.best.seconds / ours.seconds) : null;
     const hidden = r3(ours.imagesPerSecond / inference[DEFAULT_PRECISION]!.imagesPerSecond);
@@ -287,9 +420,25 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
     return {
       benchmark: 'extract',
       date: new Date().toISOString(),
-      machine: { cpus: cpus().length, model: cpus()[0]?.model, loadAverageAtStart: load0.map((x) => Math.round(x * 100) / 100), loadAverageAtEnd: loadavg().map((x) => Math.round(x * 100) / 100) },
-      model: bb.config.modelId, layer: bb.config.layer, pooling: bb.config.pooling, dataset: root0, images: n,
-      settings: { batch: opts.batch, threads, workers, defaultPrecision: DEFAULT_PRECISION, kernel: pre.kernel, repeats: opts.repeats },
+      machine: {
+        cpus: cpus().length,
+        model: cpus()[0]?.model,
+        loadAverageAtStart: load0.map((x) => Math.round(x * 100) / 100),
+        loadAverageAtEnd: loadavg().map((x) => Math.round(x * 100) / 100),
+      },
+      model: bb.config.modelId,
+      layer: bb.config.layer,
+      pooling: bb.config.pooling,
+      dataset: root0,
+      images: n,
+      settings: {
+        batch: opts.batch,
+        threads,
+        workers,
+        defaultPrecision: DEFAULT_PRECISION,
+        kernel: pre.kernel,
+        repeats: opts.repeats,
+      },
       decodeOnly: {
         sharp: { imagesPerSecond: rate(n, sharpS) },
         fast: { threads: workers, imagesPerSecond: rate(n, fastS) },
@@ -297,19 +446,31 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
         fastVsSharp: r3(sharpS / fastAllS),
       },
       augmentOnly: {
-        spec: FINETUNE_DEFAULTS.augment, images: augRounds * srcs.length, msPerImage: Math.round(augMsPerImage * 100) / 100,
+        spec: FINETUNE_DEFAULTS.augment,
+        images: augRounds * srcs.length,
+        msPerImage: Math.round(augMsPerImage * 100) / 100,
         // One augmentation over one image's share of the fast decode-only wall time (same run): < 1 means augmenting is cheaper.
         perDecodedImage: Math.round((augMsPerImage / ((fastAllS * 1000) / n)) * 100) / 100,
       },
-      inferenceOnly: { ...inference, int8VsFp32: r3(inference.int8!.imagesPerSecond / inference.fp32!.imagesPerSecond) },
+      inferenceOnly: {
+        ...inference,
+        int8VsFp32: r3(inference.int8!.imagesPerSecond / inference.fp32!.imagesPerSecond),
+      },
       endToEnd: e2e,
       fidelity: {
-        int8VsFp32Cosine: { mean: r3(cos.reduce((a, b) => a + b, 0) / Math.max(1, cos.length)), min: r3(cos[0] ?? 0), p01: r3(cos[Math.floor(cos.length * 0.01)] ?? 0), rows: cos.length },
+        int8VsFp32Cosine: {
+          mean: r3(cos.reduce((a, b) => a + b, 0) / Math.max(1, cos.length)),
+          min: r3(cos[0] ?? 0),
+          p01: r3(cos[Math.floor(cos.length * 0.01)] ?? 0),
+          rows: cos.length,
+        },
         testAccuracy: accuracy,
         fastDecoderVsSharp: delta('sharp-fp32', 'fast-fp32'),
         int8VsFp32: delta('fast-fp32', 'fast-int8'),
       },
-      peer: peer ?? 'skipped: python3-torch / python3-torchvision not installed (apt-get install python3-torch python3-torchvision)',
+      peer:
+        peer ??
+        'skipped: python3-torch / python3-torchvision not installed (apt-get install python3-torch python3-torchvision)',
       largePhotos: large,
       schedules,
       tfjs,
@@ -317,12 +478,34 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
         chosenConfiguration: chosen,
         peerRatio: { value: peerRatio, target: '>= 2.5', met: met(peerRatio, (v) => v >= 2.5) },
         endToEndVsInferenceOnly: { value: hidden, target: '>= 0.85', met: hidden >= 0.85 },
-        largePhotoPeerRatio: { value: large?.peerRatio ?? null, target: '>= 4', met: met((large?.peerRatio as number | null) ?? null, (v) => v >= 4) },
+        largePhotoPeerRatio: {
+          value: large?.peerRatio ?? null,
+          target: '>= 4',
+          met: met((large?.peerRatio as number | null) ?? null, (v) => v >= 4),
+        },
         rerunSeconds: { value: ours.rerunSeconds, target: '< 1', met: ours.rerunSeconds < 1 },
-        peakRssMiB: { value: ours.peakRssMiB, sameRunSharpFp32: e2e['sharp-fp32']!.peakRssMiB, before: BASELINE_PEAK_RSS_MIB, target: `<= ${BASELINE_PEAK_RSS_MIB} (and <= the sharp fp32 pipeline in this run)`, met: ours.peakRssMiB <= Math.max(BASELINE_PEAK_RSS_MIB, e2e['sharp-fp32']!.peakRssMiB) },
-        int8Cosine: { value: r3(cos.reduce((a, b) => a + b, 0) / Math.max(1, cos.length)), target: '>= 0.99 (mean over all rows)', met: cos.reduce((a, b) => a + b, 0) / Math.max(1, cos.length) >= 0.99 },
-        int8Accuracy: { valuePoints: delta('fast-fp32', 'fast-int8').maxAbsPoints, target: 'every head within 0.2 pt of fp32', met: delta('fast-fp32', 'fast-int8').maxAbsPoints <= 0.2 },
-        fastDecoderAccuracy: { valuePoints: delta('sharp-fp32', 'fast-fp32').maxAbsPoints, target: 'every head within 0.2 pt of the sharp decoder', met: delta('sharp-fp32', 'fast-fp32').maxAbsPoints <= 0.2 },
+        peakRssMiB: {
+          value: ours.peakRssMiB,
+          sameRunSharpFp32: e2e['sharp-fp32']!.peakRssMiB,
+          before: BASELINE_PEAK_RSS_MIB,
+          target: `<= ${BASELINE_PEAK_RSS_MIB} (and <= the sharp fp32 pipeline in this run)`,
+          met: ours.peakRssMiB <= Math.max(BASELINE_PEAK_RSS_MIB, e2e['sharp-fp32']!.peakRssMiB),
+        },
+        int8Cosine: {
+          value: r3(cos.reduce((a, b) => a + b, 0) / Math.max(1, cos.length)),
+          target: '>= 0.99 (mean over all rows)',
+          met: cos.reduce((a, b) => a + b, 0) / Math.max(1, cos.length) >= 0.99,
+        },
+        int8Accuracy: {
+          valuePoints: delta('fast-fp32', 'fast-int8').maxAbsPoints,
+          target: 'every head within 0.2 pt of fp32',
+          met: delta('fast-fp32', 'fast-int8').maxAbsPoints <= 0.2,
+        },
+        fastDecoderAccuracy: {
+          valuePoints: delta('sharp-fp32', 'fast-fp32').maxAbsPoints,
+          target: 'every head within 0.2 pt of the sharp decoder',
+          met: delta('sharp-fp32', 'fast-fp32').maxAbsPoints <= 0.2,
+        },
         endToEndVsOldPipeline: r3(e2e['sharp-fp32']!.seconds / ours.seconds),
       },
     };

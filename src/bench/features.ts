@@ -26,15 +26,23 @@ export function smallTrainSubset(c: FeatureCache, perClass: number, seed = 0): F
   const tr = c.splits.train!;
   const rng = new Rng(seed);
   const byClass = new Map<number, number[]>();
-  tr.y.forEach((y, i) => { if (!byClass.has(y)) byClass.set(y, []); byClass.get(y)!.push(i); });
+  tr.y.forEach((y, i) => {
+    if (!byClass.has(y)) byClass.set(y, []);
+    byClass.get(y)!.push(i);
+  });
   const keep: number[] = [];
   for (const [cls, idx] of [...byClass.entries()].sort((a, b) => a[0] - b[0])) {
-    if (idx.length < perClass) throw new UserError(`class ${c.classes[cls]} has ${idx.length} training images, fewer than ${perClass}`);
+    if (idx.length < perClass)
+      throw new UserError(`class ${c.classes[cls]} has ${idx.length} training images, fewer than ${perClass}`);
     rng.shuffle(idx);
     keep.push(...idx.slice(0, perClass));
   }
   keep.sort((a, b) => a - b);
-  const train = { X: takeRows(tr.X, keep), y: Int32Array.from(keep, (i) => tr.y[i]!), paths: keep.map((i) => tr.paths[i]!) };
+  const train = {
+    X: takeRows(tr.X, keep),
+    y: Int32Array.from(keep, (i) => tr.y[i]!),
+    paths: keep.map((i) => tr.paths[i]!),
+  };
   return { ...c, splits: { ...c.splits, train }, augmented: undefined };
 }
 
@@ -44,14 +52,31 @@ async function score(c: FeatureCache, seed: number) {
     const t0 = performance.now();
     // As the CLIs do by default: the head chosen by 5-fold CV on train+val; the choice the
     // validation split alone would make is recorded beside it.
-    const { report } = await compareHeads({ cache: c, out, seed, cv: DEFAULT_SELECTION_CV, saveHeads: 'none', extraRowsFile: null, log: silentLogger });
+    const { report } = await compareHeads({
+      cache: c,
+      out,
+      seed,
+      cv: DEFAULT_SELECTION_CV,
+      saveHeads: 'none',
+      extraRowsFile: null,
+      log: silentLogger,
+    });
     const chosen = report.heads.find((h) => h.name === report.chosen);
-    const byVal = chooseHead(report.heads.map((h) => ({ name: h.name, score: h.valAccuracy, tieBreak: h.valLogLoss ?? null })), 'val').chosen;
+    const byVal = chooseHead(
+      report.heads.map((h) => ({ name: h.name, score: h.valAccuracy, tieBreak: h.valLogLoss ?? null })),
+      'val',
+    ).chosen;
     return {
-      trainRows: report.split.train, valRows: report.split.val, testRows: report.split.test,
-      chosen: report.chosen, chosenTestAccuracy: chosen?.testAccuracy ?? null, chosenInterval: chosen?.testInterval ?? null,
-      chosenByValidation: byVal, chosenByValidationTestAccuracy: report.heads.find((h) => h.name === byVal)?.testAccuracy ?? null,
-      recommended: report.recommended, tied: report.tied,
+      trainRows: report.split.train,
+      valRows: report.split.val,
+      testRows: report.split.test,
+      chosen: report.chosen,
+      chosenTestAccuracy: chosen?.testAccuracy ?? null,
+      chosenInterval: chosen?.testInterval ?? null,
+      chosenByValidation: byVal,
+      chosenByValidationTestAccuracy: report.heads.find((h) => h.name === byVal)?.testAccuracy ?? null,
+      recommended: report.recommended,
+      tied: report.tied,
       heads: Object.fromEntries(report.heads.map((h) => [h.name, h.testAccuracy])),
       compareSeconds: Math.round((performance.now() - t0) / 10) / 100,
     };
@@ -64,9 +89,16 @@ async function score(c: FeatureCache, seed: number) {
 export const SMALL_DRAWS = 3;
 
 const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
-const headMean = (heads: Record<string, number | null>) => mean(Object.values(heads).filter((v): v is number => v !== null));
+const headMean = (heads: Record<string, number | null>) =>
+  mean(Object.values(heads).filter((v): v is number => v !== null));
 
-export async function benchFeatures(o: { caches: string[]; perClass?: number; draws?: number; seed?: number; log: Logger }): Promise<object> {
+export async function benchFeatures(o: {
+  caches: string[];
+  perClass?: number;
+  draws?: number;
+  seed?: number;
+  log: Logger;
+}): Promise<object> {
   if (o.caches.length === 0) throw new UserError('bench features: give --caches DIR1,DIR2,…');
   const perClass = o.perClass ?? SMALL_PER_CLASS;
   const seed = o.seed ?? 42;
@@ -75,12 +107,17 @@ export async function benchFeatures(o: { caches: string[]; perClass?: number; dr
   for (const dir of o.caches) {
     const c = loadFeatureCache(dir);
     const paths = JSON.stringify(c.splits.test?.paths ?? []);
-    if (testPaths !== undefined && paths !== testPaths) throw new UserError(`bench features: ${dir} has other test images than ${o.caches[0]}`);
+    if (testPaths !== undefined && paths !== testPaths)
+      throw new UserError(`bench features: ${dir} has other test images than ${o.caches[0]}`);
     testPaths = paths;
     const m = c.manifest;
-    o.log.info(`features: ${dir} (layer ${m.backbone.layer}, pool ${m.backbone.pooling}, TTA ${m.tta?.spec ?? 'none'}, D=${m.backbone.featureDim})`);
+    o.log.info(
+      `features: ${dir} (layer ${m.backbone.layer}, pool ${m.backbone.pooling}, TTA ${m.tta?.spec ?? 'none'}, D=${m.backbone.featureDim})`,
+    );
     const full = await score(c, seed);
-    o.log.info(`  all ${full.trainRows + full.valRows} training images: ${full.chosen} ${pctOf(full.chosenTestAccuracy)}`);
+    o.log.info(
+      `  all ${full.trainRows + full.valRows} training images: ${full.chosen} ${pctOf(full.chosenTestAccuracy)}`,
+    );
     const small = [];
     for (let d = 0; d < (o.draws ?? SMALL_DRAWS); d++) {
       const r = await score(smallTrainSubset(c, perClass, d), seed);
@@ -88,15 +125,25 @@ export async function benchFeatures(o: { caches: string[]; perClass?: number; dr
       small.push(r);
     }
     rows.push({
-      cache: dir, layer: m.backbone.layer, pooling: m.backbone.pooling, tta: m.tta?.spec ?? 'none', D: m.backbone.featureDim,
-      extractSeconds: m.timings.extractSeconds, extractedViews: m.timings.computed + m.timings.reused,
+      cache: dir,
+      layer: m.backbone.layer,
+      pooling: m.backbone.pooling,
+      tta: m.tta?.spec ?? 'none',
+      D: m.backbone.featureDim,
+      extractSeconds: m.timings.extractSeconds,
+      extractedViews: m.timings.computed + m.timings.reused,
       full: { ...full, headsMean: headMean(full.heads) },
       small,
-      smallMean: { chosenTestAccuracy: mean(small.map((r) => r.chosenTestAccuracy ?? 0)), headsMean: mean(small.map((r) => headMean(r.heads))) },
+      smallMean: {
+        chosenTestAccuracy: mean(small.map((r) => r.chosenTestAccuracy ?? 0)),
+        headsMean: mean(small.map((r) => headMean(r.heads))),
+      },
     });
   }
   return {
-    benchmark: 'features', generatedAt: new Date().toISOString(), loadAverage1m: Math.round(loadavg()[0]! * 100) / 100,
+    benchmark: 'features',
+    generatedAt: new Date().toISOString(),
+    loadAverage1m: Math.round(loadavg()[0]! * 100) / 100,
     note: `each cache: compare (head chosen by 5-fold CV on train+val, refitted on train+val, scored once on the same test images) on all training images and on ${perClass} per class (${o.draws ?? SMALL_DRAWS} draws, seeds 0.., the same images in every cache)`,
     rows,
   };

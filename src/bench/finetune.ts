@@ -35,15 +35,28 @@ export const TARGET_SECONDS = 15 * 60;
  * cached — then every head compared, 10 % of train held out for validation): the best head's test
  * accuracy is what fine-tuning has to beat (fine-tuning holds out 25 %, so it trains on less).
  */
-async function fastPathBest(data: string, log: Logger): Promise<{ head: string; testAccuracy: number; inputSize: number }> {
+async function fastPathBest(
+  data: string,
+  log: Logger,
+): Promise<{ head: string; testAccuracy: number; inputSize: number }> {
   const { cacheDir, manifest } = await extractFeatures({
-    data, model: DEFAULT_MODEL, split: DEFAULT_SPLIT, seed: 42, batch: 32, workers: cpus().length,
-    threads: cpus().length, maxPixels: DEFAULT_MAX_PIXELS, quiet: true, log,
+    data,
+    model: DEFAULT_MODEL,
+    split: DEFAULT_SPLIT,
+    seed: 42,
+    batch: 32,
+    workers: cpus().length,
+    threads: cpus().length,
+    maxPixels: DEFAULT_MAX_PIXELS,
+    quiet: true,
+    log,
   });
   const out = mkdtempSync(join(tmpdir(), 'convcache-bench-fastpath-'));
   try {
     const { report } = await compareHeads({ cache: cacheDir, out, saveHeads: 'none', log: silentLogger });
-    const best = report.heads.filter((r) => r.source === 'compare' && r.testAccuracy !== null).sort((a, b) => b.testAccuracy! - a.testAccuracy!)[0];
+    const best = report.heads
+      .filter((r) => r.source === 'compare' && r.testAccuracy !== null)
+      .sort((a, b) => b.testAccuracy! - a.testAccuracy!)[0];
     if (!best) throw new UserError('fast path: no head produced a test accuracy');
     return { head: best.name, testAccuracy: best.testAccuracy!, inputSize: manifest.backbone.preprocessing.size[0] };
   } finally {
@@ -70,8 +83,14 @@ export async function benchTrainStep(opts: { steps: number; log?: Logger }): Pro
   for (const unfreeze of [1, 2, 4]) {
     const plan = planTop(graph, resolveBoundary(graph, cut, { unfreeze }), cut);
     const C = plan.outShape[2];
-    const params = [...initialTopParams(plan, graph, weights), { name: 'head/kernel', shape: [C, 2], data: Float32Array.from({ length: C * 2 }, () => rng.next() * 0.1 - 0.05) }, { name: 'head/bias', shape: [2], data: new Float32Array(2) }];
-    const x = Float32Array.from({ length: B * plan.inShape.reduce((a, b) => a * b, 1) }, () => Math.max(0, rng.next() * 4 - 2));
+    const params = [
+      ...initialTopParams(plan, graph, weights),
+      { name: 'head/kernel', shape: [C, 2], data: Float32Array.from({ length: C * 2 }, () => rng.next() * 0.1 - 0.05) },
+      { name: 'head/bias', shape: [2], data: new Float32Array(2) },
+    ];
+    const x = Float32Array.from({ length: B * plan.inShape.reduce((a, b) => a * b, 1) }, () =>
+      Math.max(0, rng.next() * 4 - 2),
+    );
     const labels = Int32Array.from({ length: B }, (_, i) => i % 2);
     const mask = Float32Array.from({ length: B * C }, () => (rng.next() < 0.8 ? 1.25 : 0));
     const row: Record<string, unknown> = { unfreeze, inputSize, boundary: plan.boundary, batch: B };
@@ -80,7 +99,8 @@ export async function benchTrainStep(opts: { steps: number; log?: Logger }): Pro
       try {
         await engine.trainStep(x, B, labels, mask, { kind: 'adam', lr: 1e-5 }, true); // warm-up: graph build / kernel selection
         const t = performance.now();
-        for (let i = 0; i < opts.steps; i++) await engine.trainStep(x, B, labels, mask, { kind: 'adam', lr: 1e-5 }, true);
+        for (let i = 0; i < opts.steps; i++)
+          await engine.trainStep(x, B, labels, mask, { kind: 'adam', lr: 1e-5 }, true);
         row[`${name}MsPerStep`] = Math.round((performance.now() - t) / opts.steps);
       } finally {
         await engine.dispose();
@@ -110,16 +130,39 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
   let report: FinetuneReport;
   try {
     ({ report } = await runFinetune({
-      data, model: DEFAULT_MODEL, augment: parseAugmentSpec(FINETUNE_DEFAULTS.augment), unfreeze: FINETUNE_DEFAULTS.unfreeze,
-      epochsHead: FINETUNE_DEFAULTS.epochsHead, epochsFinetune: FINETUNE_DEFAULTS.epochsFinetune, lr: FINETUNE_DEFAULTS.lr,
-      lrHead: FINETUNE_DEFAULTS.lrHead, optimizer: FINETUNE_DEFAULTS.optimizer, batch: FINETUNE_DEFAULTS.batch, seed: FINETUNE_DEFAULTS.seed,
-      patience: FINETUNE_DEFAULTS.patience, dropout: FINETUNE_DEFAULTS.dropout, engine: opts.engine, warmupEpochs: FINETUNE_DEFAULTS.warmupEpochs, averageEpochs: FINETUNE_DEFAULTS.averageEpochs, valFraction: FINETUNE_DEFAULTS.valFraction, out, resume: false,
-      threads: cpus().length, workers: 4, maxPixels: DEFAULT_MAX_PIXELS, quiet: false, tta: true, log: opts.log,
+      data,
+      model: DEFAULT_MODEL,
+      augment: parseAugmentSpec(FINETUNE_DEFAULTS.augment),
+      unfreeze: FINETUNE_DEFAULTS.unfreeze,
+      epochsHead: FINETUNE_DEFAULTS.epochsHead,
+      epochsFinetune: FINETUNE_DEFAULTS.epochsFinetune,
+      lr: FINETUNE_DEFAULTS.lr,
+      lrHead: FINETUNE_DEFAULTS.lrHead,
+      optimizer: FINETUNE_DEFAULTS.optimizer,
+      batch: FINETUNE_DEFAULTS.batch,
+      seed: FINETUNE_DEFAULTS.seed,
+      patience: FINETUNE_DEFAULTS.patience,
+      dropout: FINETUNE_DEFAULTS.dropout,
+      engine: opts.engine,
+      warmupEpochs: FINETUNE_DEFAULTS.warmupEpochs,
+      averageEpochs: FINETUNE_DEFAULTS.averageEpochs,
+      valFraction: FINETUNE_DEFAULTS.valFraction,
+      out,
+      resume: false,
+      threads: cpus().length,
+      workers: 4,
+      maxPixels: DEFAULT_MAX_PIXELS,
+      quiet: false,
+      tta: true,
+      log: opts.log,
     }));
     // Keep the benchmarked model where `convcache compare` finds fine-tuning results (its report rows).
     const keep = join(cacheRoot(), 'finetune', `bench-${opts.engine}`);
     rmSync(keep, { recursive: true, force: true });
-    cpSync(out, keep, { recursive: true, filter: (src) => !src.includes(`${join(out, 'checkpoint')}`) && !src.includes(`${join(out, 'cache')}`) });
+    cpSync(out, keep, {
+      recursive: true,
+      filter: (src) => !src.includes(`${join(out, 'checkpoint')}`) && !src.includes(`${join(out, 'cache')}`),
+    });
     opts.log.info(`bench: fine-tuned model kept in ${keep}`);
   } finally {
     rmSync(out, { recursive: true, force: true });
@@ -129,9 +172,16 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
     const r = report.phases[p];
     const trainEpochs = r.epochsRun || 1;
     return {
-      epochsRun: r.epochsRun, bestEpoch: r.bestEpoch, bestValAccuracy: r.bestValAccuracy, testAccuracy: r.testAccuracy,
-      seconds: r.seconds, ortSeconds: r.ortSeconds, tfjsSeconds: r.tfjsSeconds, augmentSeconds: r.augmentSeconds,
-      frozenBaseSeconds: r.baseSeconds, trainableTopSeconds: r.topSeconds,
+      epochsRun: r.epochsRun,
+      bestEpoch: r.bestEpoch,
+      bestValAccuracy: r.bestValAccuracy,
+      testAccuracy: r.testAccuracy,
+      seconds: r.seconds,
+      ortSeconds: r.ortSeconds,
+      tfjsSeconds: r.tfjsSeconds,
+      augmentSeconds: r.augmentSeconds,
+      frozenBaseSeconds: r.baseSeconds,
+      trainableTopSeconds: r.topSeconds,
       topSecondsPerEpoch: Math.round((r.topSeconds / trainEpochs) * 10) / 10,
       ...(p === 'head' ? { warmStart: r.warmStart ?? null } : { averaged: r.averaged ?? null }),
       secondsPerEpoch: Math.round((r.seconds / trainEpochs) * 10) / 10,
@@ -142,11 +192,21 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
   return {
     benchmark: 'finetune',
     date: new Date().toISOString(),
-    machine: { cpus: cpus().length, node: process.version, loadAverage1mAtStart: Math.round(load0 * 100) / 100, loadAverage1mAtEnd: Math.round(loadavg()[0] * 100) / 100 },
+    machine: {
+      cpus: cpus().length,
+      node: process.version,
+      loadAverage1mAtStart: Math.round(load0 * 100) / 100,
+      loadAverage1mAtEnd: Math.round(loadavg()[0] * 100) / 100,
+    },
     tfjsBackend: tfBackendInfo(),
     dataset: data,
     counts: report.data.counts,
-    recipe: { ...report.options, boundary: report.network.boundary, cut: report.network.cut, trainableLayers: report.network.trainableLayers.length },
+    recipe: {
+      ...report.options,
+      boundary: report.network.boundary,
+      cut: report.network.cut,
+      trainableLayers: report.network.trainableLayers.length,
+    },
     wallSeconds: Math.round(wall * 10) / 10,
     totalSeconds: report.totalSeconds,
     prepare: report.prepare,
@@ -161,7 +221,8 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
     frozenBaseTestAccuracy: report.phases.head.testAccuracy,
     fastPath,
     target: {
-      accuracy: TARGET_ACCURACY, seconds: TARGET_SECONDS,
+      accuracy: TARGET_ACCURACY,
+      seconds: TARGET_SECONDS,
       beatsFastPath: (report.testAccuracy ?? 0) > fastPath.testAccuracy,
       meetsAccuracyGoal: (report.testAccuracy ?? 0) >= TARGET_ACCURACY,
       meetsTime: wall < TARGET_SECONDS,

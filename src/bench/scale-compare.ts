@@ -36,12 +36,34 @@ export function syntheticCache(rows: number, dim: number, log: Logger): string {
     store.add(entries);
   }
   const split = (i: number): SplitName => (i % 10 < 8 ? 'train' : i % 10 === 8 ? 'val' : 'test');
-  const images: ImageEntry[] = Array.from({ length: rows }, (_, i) => ({ path: `c${y[i]}/row-${String(i).padStart(8, '0')}.jpg`, absPath: '', className: `c${y[i]}`, split: split(i) }));
-  const backbone = { modelId: 'synthetic', weightsHash: 'synthetic', layer: 'synthetic', pooling: 'avg', featureDim: dim, preprocessing: { size: [64, 64] } } as unknown as BackboneConfig;
+  const images: ImageEntry[] = Array.from({ length: rows }, (_, i) => ({
+    path: `c${y[i]}/row-${String(i).padStart(8, '0')}.jpg`,
+    absPath: '',
+    className: `c${y[i]}`,
+    split: split(i),
+  }));
+  const backbone = {
+    modelId: 'synthetic',
+    weightsHash: 'synthetic',
+    layer: 'synthetic',
+    pooling: 'avg',
+    featureDim: dim,
+    preprocessing: { size: [64, 64] },
+  } as unknown as BackboneConfig;
   const manifest = assembleCache({
-    cacheDir: dir, images, plans: images.map((_, i) => ({ viewKeys: [`r${i}`] })), classes: Array.from({ length: CLASSES }, (_, c) => `c${c}`),
-    scanSkipped: [], store: RecordStore.open(join(dir, 'records'), dim, silentLogger), backbone, dataRoot: dir, presplit: true,
-    split: { train: 0.8, val: 0.1, test: 0.1 }, seed: 0, augment: undefined, log: silentLogger,
+    cacheDir: dir,
+    images,
+    plans: images.map((_, i) => ({ viewKeys: [`r${i}`] })),
+    classes: Array.from({ length: CLASSES }, (_, c) => `c${c}`),
+    scanSkipped: [],
+    store: RecordStore.open(join(dir, 'records'), dim, silentLogger),
+    backbone,
+    dataRoot: dir,
+    presplit: true,
+    split: { train: 0.8, val: 0.1, test: 0.1 },
+    seed: 0,
+    augment: undefined,
+    log: silentLogger,
   });
   rmSync(join(dir, 'records'), { recursive: true, force: true });
   writeFileSync(join(dir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
@@ -49,36 +71,88 @@ export function syntheticCache(rows: number, dim: number, log: Logger): string {
 }
 
 /** Every compare head on the big cache, one process each (peak RSS per head). */
-export async function benchCompareRows(o: { rows: number; dim: number; heads: readonly string[]; log: Logger; runTimed: RunTimed; previous?: { rows: number; dim: number; heads: Record<string, unknown>[] } }): Promise<Record<string, unknown>> {
+export async function benchCompareRows(o: {
+  rows: number;
+  dim: number;
+  heads: readonly string[];
+  log: Logger;
+  runTimed: RunTimed;
+  previous?: { rows: number; dim: number; heads: Record<string, unknown>[] };
+}): Promise<Record<string, unknown>> {
   const cache = syntheticCache(o.rows, o.dim, o.log);
   const names = resolveHeadList(o.heads);
   const heads: Record<string, unknown>[] = [];
   for (const name of names) {
     o.log.info(`scale: compare --heads ${name} on ${o.rows} rows, load ${loadavg()[0]!.toFixed(1)} ...`);
     const out = join(cache, `report-${name}`);
-    const m = await o.runTimed('compare', ['--cache', cache, '--heads', name, '--out', out, '--save-heads', 'none', '--quiet']);
+    const m = await o.runTimed('compare', [
+      '--cache',
+      cache,
+      '--heads',
+      name,
+      '--out',
+      out,
+      '--save-heads',
+      'none',
+      '--quiet',
+    ]);
     if (m.code !== 0) {
-      heads.push({ name, error: m.stderr.split('\n').filter((l) => l.trim() && !/^\s+\S.*:\s/.test(l)).slice(-3).join(' | '), wallSeconds: m.seconds, peakRssMB: m.peakRssMB });
+      heads.push({
+        name,
+        error: m.stderr
+          .split('\n')
+          .filter((l) => l.trim() && !/^\s+\S.*:\s/.test(l))
+          .slice(-3)
+          .join(' | '),
+        wallSeconds: m.seconds,
+        peakRssMB: m.peakRssMB,
+      });
       o.log.warn(`scale: ${name} failed: ${String(heads.at(-1)!.error)}`);
       continue;
     }
     const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8'));
     const row = report.heads.find((h: { name: string }) => h.name === name);
-    heads.push({ name, fitSeconds: row.fitSeconds, testAccuracy: row.testAccuracy, variant: row.note ?? 'exact', wallSeconds: m.seconds, peakRssMB: m.peakRssMB, load1: loadavg()[0] });
-    o.log.info(`scale: ${name}: fit ${row.fitSeconds.toFixed(1)} s, wall ${m.seconds} s, peak RSS ${m.peakRssMB} MB, test ${(row.testAccuracy * 100).toFixed(2)}%${row.note ? ` — ${row.note}` : ''}`);
+    heads.push({
+      name,
+      fitSeconds: row.fitSeconds,
+      testAccuracy: row.testAccuracy,
+      variant: row.note ?? 'exact',
+      wallSeconds: m.seconds,
+      peakRssMB: m.peakRssMB,
+      load1: loadavg()[0],
+    });
+    o.log.info(
+      `scale: ${name}: fit ${row.fitSeconds.toFixed(1)} s, wall ${m.seconds} s, peak RSS ${m.peakRssMB} MB, test ${(row.testAccuracy * 100).toFixed(2)}%${row.note ? ` — ${row.note}` : ''}`,
+    );
   }
   // Heads measured in an earlier run with the same rows/dim stay unless re-measured now.
-  const prev = o.previous && o.previous.rows === o.rows && o.previous.dim === o.dim ? o.previous.heads.filter((h) => !names.includes(String(h.name))) : [];
-  const merged = [...prev, ...heads].sort((a, b) => Object.keys(COMPARE_ROWS).indexOf(String(a.name)) - Object.keys(COMPARE_ROWS).indexOf(String(b.name)));
+  const prev =
+    o.previous && o.previous.rows === o.rows && o.previous.dim === o.dim
+      ? o.previous.heads.filter((h) => !names.includes(String(h.name)))
+      : [];
+  const merged = [...prev, ...heads].sort(
+    (a, b) => Object.keys(COMPARE_ROWS).indexOf(String(a.name)) - Object.keys(COMPARE_ROWS).indexOf(String(b.name)),
+  );
   const wall = merged.reduce((a, h) => a + Number(h.wallSeconds ?? 0), 0);
-  return { rows: o.rows, dim: o.dim, trainRows: Math.round(o.rows * 0.8), heads: merged, totalWallSeconds: Math.round(wall * 10) / 10, maxPeakRssMB: Math.max(...merged.map((h) => Number(h.peakRssMB ?? 0))) };
+  return {
+    rows: o.rows,
+    dim: o.dim,
+    trainRows: Math.round(o.rows * 0.8),
+    heads: merged,
+    totalWallSeconds: Math.round(wall * 10) / 10,
+    maxPeakRssMB: Math.max(...merged.map((h) => Number(h.peakRssMB ?? 0))),
+  };
 }
 
 /**
  * Accuracy of each approximation against the exact head where both run (default 10 000 training
  * rows): RBF SVM exact SMO vs Nyström + linear solver, kNN brute force vs IVF.
  */
-export async function benchApproximations(o: { rows: number; dim: number; log: Logger }): Promise<Record<string, unknown>[]> {
+export async function benchApproximations(o: {
+  rows: number;
+  dim: number;
+  log: Logger;
+}): Promise<Record<string, unknown>[]> {
   const test = 5000;
   const all = syntheticFeatures(o.rows + test, o.dim, CLASSES, 23);
   const tr = sliceRows(all, 0, o.rows);
@@ -90,7 +164,10 @@ export async function benchApproximations(o: { rows: number; dim: number; log: L
   const out: Record<string, unknown>[] = [];
   for (const [kind, exact, approx] of pairs) {
     const r: Record<string, unknown> = { head: kind, trainRows: o.rows, testRows: test, dim: o.dim };
-    for (const [label, params] of [['exact', exact], ['approx', approx]] as const) {
+    for (const [label, params] of [
+      ['exact', exact],
+      ['approx', approx],
+    ] as const) {
       const h = createHead(kind, params);
       const t0 = performance.now();
       await h.fit(tr.X, tr.y, { nClasses: CLASSES, seed: 1 });
@@ -99,12 +176,20 @@ export async function benchApproximations(o: { rows: number; dim: number; log: L
       const t2 = performance.now();
       let ok = 0;
       for (let i = 0; i < test; i++) if (p[i] === te.y[i]) ok++;
-      r[label] = { params, accuracy: ok / test, fitSeconds: Math.round(t1 - t0) / 1000, predictSeconds: Math.round(t2 - t1) / 1000, variant: (h as { variant_?: string }).variant_ ?? 'exact' };
+      r[label] = {
+        params,
+        accuracy: ok / test,
+        fitSeconds: Math.round(t1 - t0) / 1000,
+        predictSeconds: Math.round(t2 - t1) / 1000,
+        variant: (h as { variant_?: string }).variant_ ?? 'exact',
+      };
     }
     const a = r.approx as { accuracy: number };
     const e = r.exact as { accuracy: number };
     r.deltaPoints = Math.round((a.accuracy - e.accuracy) * 10000) / 100;
-    o.log.info(`scale: ${kind} at ${o.rows} rows: exact ${(e.accuracy * 100).toFixed(2)}%, approximate ${(a.accuracy * 100).toFixed(2)}% (${r.deltaPoints} pt)`);
+    o.log.info(
+      `scale: ${kind} at ${o.rows} rows: exact ${(e.accuracy * 100).toFixed(2)}%, approximate ${(a.accuracy * 100).toFixed(2)}% (${r.deltaPoints} pt)`,
+    );
     out.push(r);
   }
   return out;

@@ -33,7 +33,9 @@ export interface ScaleBenchOptions {
 
 const INPUT_SIZE = '64';
 
-function benchRoot(): string { return join(cacheRoot(), 'bench-data', 'scale'); }
+function benchRoot(): string {
+  return join(cacheRoot(), 'bench-data', 'scale');
+}
 
 /** Two classes × a few noise templates; every file gets a unique JPEG comment so content hashes differ. */
 export async function syntheticImageFolder(n: number, log: Logger): Promise<string> {
@@ -45,8 +47,19 @@ export async function syntheticImageFolder(n: number, log: Logger): Promise<stri
   for (let c = 0; c < 2; c++) {
     const list: Buffer[] = [];
     for (let t = 0; t < 16; t++) {
-      list.push(await sharp({ create: { width: 48, height: 48, channels: 3, background: c === 0 ? { r: 200, g: 60 + t * 8, b: 40 } : { r: 40, g: 60 + t * 8, b: 200 }, noise: { type: 'gaussian', mean: 0, sigma: 40 } } })
-        .jpeg({ quality: 80 }).toBuffer());
+      list.push(
+        await sharp({
+          create: {
+            width: 48,
+            height: 48,
+            channels: 3,
+            background: c === 0 ? { r: 200, g: 60 + t * 8, b: 40 } : { r: 40, g: 60 + t * 8, b: 200 },
+            noise: { type: 'gaussian', mean: 0, sigma: 40 },
+          },
+        })
+          .jpeg({ quality: 80 })
+          .toBuffer(),
+      );
     }
     templates.push(list);
   }
@@ -56,37 +69,75 @@ export async function syntheticImageFolder(n: number, log: Logger): Promise<stri
     const tpl = templates[c]![(i >> 1) % 16]!;
     const text = Buffer.from(`convcache synthetic ${i}`, 'latin1');
     const com = Buffer.alloc(4);
-    com[0] = 0xff; com[1] = 0xfe; com.writeUInt16BE(text.length + 2, 2);
-    writeFileSync(join(dir, `class${c}`, `img-${String(i).padStart(7, '0')}.jpg`), Buffer.concat([tpl.subarray(0, 2), com, text, tpl.subarray(2)]));
+    com[0] = 0xff;
+    com[1] = 0xfe;
+    com.writeUInt16BE(text.length + 2, 2);
+    writeFileSync(
+      join(dir, `class${c}`, `img-${String(i).padStart(7, '0')}.jpg`),
+      Buffer.concat([tpl.subarray(0, 2), com, text, tpl.subarray(2)]),
+    );
   }
   writeFileSync(join(dir, '.complete'), '');
   return dir;
 }
 
-interface Measured { code: number | null; seconds: number; peakRssMB: number | null; stdout: string; stderr: string }
+interface Measured {
+  code: number | null;
+  seconds: number;
+  peakRssMB: number | null;
+  stdout: string;
+  stderr: string;
+}
 
 /** Run a convcache command under /usr/bin/time -v: wall seconds and peak RSS of the process. */
 function runTimed(command: string, args: readonly string[], env: Record<string, string> = {}): Promise<Measured> {
   const t0 = performance.now();
   const useTime = existsSync('/usr/bin/time');
   const cmd = useTime ? '/usr/bin/time' : process.execPath;
-  const argv = [...(useTime ? ['-v', process.execPath] : []), '--import', 'tsx', join('src', 'cli', 'convcache.ts'), command, ...args];
+  const argv = [
+    ...(useTime ? ['-v', process.execPath] : []),
+    '--import',
+    'tsx',
+    join('src', 'cli', 'convcache.ts'),
+    command,
+    ...args,
+  ];
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, argv, { cwd: packageRoot(), env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, argv, {
+      cwd: packageRoot(),
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d) => { stdout += String(d); });
-    child.stderr.on('data', (d) => { stderr += String(d); });
+    child.stdout.on('data', (d) => {
+      stdout += String(d);
+    });
+    child.stderr.on('data', (d) => {
+      stderr += String(d);
+    });
     child.on('error', reject);
     child.on('exit', (code) => {
       const kb = /Maximum resident set size \(kbytes\): (\d+)/.exec(stderr)?.[1];
-      resolve({ code, seconds: Math.round(performance.now() - t0) / 1000, peakRssMB: kb ? Math.round(Number(kb) / 1024) : null, stdout, stderr });
+      resolve({
+        code,
+        seconds: Math.round(performance.now() - t0) / 1000,
+        peakRssMB: kb ? Math.round(Number(kb) / 1024) : null,
+        stdout,
+        stderr,
+      });
     });
   });
 }
 
 function failed(what: string, m: Measured): Error {
-  return new Error(`${what} failed (exit ${m.code}):\n${m.stderr.split('\n').filter((l) => !/^\s+\S.*:\s/.test(l)).slice(-15).join('\n')}`);
+  return new Error(
+    `${what} failed (exit ${m.code}):\n${m.stderr
+      .split('\n')
+      .filter((l) => !/^\s+\S.*:\s/.test(l))
+      .slice(-15)
+      .join('\n')}`,
+  );
 }
 
 async function benchExtractSizes(o: ScaleBenchOptions): Promise<Record<string, unknown>[]> {
@@ -100,10 +151,17 @@ async function benchExtractSizes(o: ScaleBenchOptions): Promise<Record<string, u
     if (m.code !== 0) throw failed(`extract of ${n} images`, m);
     const manifest = JSON.parse(readFileSync(join(cache, 'manifest.json'), 'utf8'));
     const row = {
-      images: n, peakRssMB: m.peakRssMB, wallSeconds: m.seconds, extractImagesPerSecond: manifest.timings.extractImagesPerSecond,
-      endToEndImagesPerSecond: Math.round((n / m.seconds) * 10) / 10, timings: manifest.timings, load1: loadavg()[0],
+      images: n,
+      peakRssMB: m.peakRssMB,
+      wallSeconds: m.seconds,
+      extractImagesPerSecond: manifest.timings.extractImagesPerSecond,
+      endToEndImagesPerSecond: Math.round((n / m.seconds) * 10) / 10,
+      timings: manifest.timings,
+      load1: loadavg()[0],
     };
-    o.log.info(`scale: ${n} images: peak RSS ${m.peakRssMB} MB, ${row.endToEndImagesPerSecond} img/s end to end (${row.extractImagesPerSecond} img/s extraction)`);
+    o.log.info(
+      `scale: ${n} images: peak RSS ${m.peakRssMB} MB, ${row.endToEndImagesPerSecond} img/s end to end (${row.extractImagesPerSecond} img/s extraction)`,
+    );
     out.push(row);
     rmSync(cache, { recursive: true, force: true });
   }
@@ -119,18 +177,49 @@ async function benchShards(o: ScaleBenchOptions): Promise<Record<string, unknown
   const threads = String(Math.max(1, Math.floor(cpus().length / shards)));
   o.log.info(`scale: ${shards} concurrent shards over ${n} images on one --out ...`);
   const t0 = performance.now();
-  const runs = await Promise.all(Array.from({ length: shards }, (_, k) => runTimed('extract',
-    ['--data', data, '--out', out, '--input-size', INPUT_SIZE, '--shards', String(shards), '--threads', threads, '--workers', threads, '--quiet'],
-    { JOB_COMPLETION_INDEX: String(k) })));
+  const runs = await Promise.all(
+    Array.from({ length: shards }, (_, k) =>
+      runTimed(
+        'extract',
+        [
+          '--data',
+          data,
+          '--out',
+          out,
+          '--input-size',
+          INPUT_SIZE,
+          '--shards',
+          String(shards),
+          '--threads',
+          threads,
+          '--workers',
+          threads,
+          '--quiet',
+        ],
+        { JOB_COMPLETION_INDEX: String(k) },
+      ),
+    ),
+  );
   const shardSeconds = Math.round(performance.now() - t0) / 1000;
-  runs.forEach((m, k) => { if (m.code !== 0) throw failed(`shard ${k}`, m); });
+  runs.forEach((m, k) => {
+    if (m.code !== 0) throw failed(`shard ${k}`, m);
+  });
   const merge = await runTimed('merge', ['--out', out, '--quiet']);
   if (merge.code !== 0) throw failed('merge', merge);
   const row = {
-    images: n, shards, threadsPerShard: Number(threads), shardsWallSeconds: shardSeconds, imagesPerSecond: Math.round((n / shardSeconds) * 10) / 10,
-    shardPeakRssMB: runs.map((m) => m.peakRssMB), mergeSeconds: merge.seconds, mergePeakRssMB: merge.peakRssMB, load1: loadavg()[0],
+    images: n,
+    shards,
+    threadsPerShard: Number(threads),
+    shardsWallSeconds: shardSeconds,
+    imagesPerSecond: Math.round((n / shardSeconds) * 10) / 10,
+    shardPeakRssMB: runs.map((m) => m.peakRssMB),
+    mergeSeconds: merge.seconds,
+    mergePeakRssMB: merge.peakRssMB,
+    load1: loadavg()[0],
   };
-  o.log.info(`scale: shards ${row.imagesPerSecond} img/s over ${shards} processes on ${cpus().length} cores; merge ${merge.seconds} s`);
+  o.log.info(
+    `scale: shards ${row.imagesPerSecond} img/s over ${shards} processes on ${cpus().length} cores; merge ${merge.seconds} s`,
+  );
   rmSync(out, { recursive: true, force: true });
   return row;
 }
@@ -150,7 +239,12 @@ export async function benchScale(o: ScaleBenchOptions): Promise<Record<string, u
   if (o.parts.includes('extract')) {
     const rows = await benchExtractSizes(o);
     const prev = (read().extract as Record<string, unknown>[] | undefined) ?? [];
-    save('extract', [...prev.filter((r) => !rows.some((x) => x.images === r.images)), ...rows].sort((a, b) => Number(a.images) - Number(b.images)));
+    save(
+      'extract',
+      [...prev.filter((r) => !rows.some((x) => x.images === r.images)), ...rows].sort(
+        (a, b) => Number(a.images) - Number(b.images),
+      ),
+    );
   }
   if (o.parts.includes('shards')) save('shards', await benchShards(o));
   if (o.parts.includes('approx')) {
@@ -159,7 +253,17 @@ export async function benchScale(o: ScaleBenchOptions): Promise<Record<string, u
   }
   if (o.parts.includes('compare')) {
     const { benchCompareRows } = await import('./scale-compare.ts');
-    save('compare', await benchCompareRows({ rows: o.rows, dim: o.dim, heads: o.heads, log: o.log, runTimed, previous: read().compare as never }));
+    save(
+      'compare',
+      await benchCompareRows({
+        rows: o.rows,
+        dim: o.dim,
+        heads: o.heads,
+        log: o.log,
+        runTimed,
+        previous: read().compare as never,
+      }),
+    );
   }
   return read();
 }

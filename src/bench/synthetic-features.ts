@@ -7,7 +7,13 @@ import type { Matrix } from '../heads/types.ts';
  * non-negative dimensions (like pooled ReLU features), so classes are not linearly separable and
  * an RBF kernel or kNN has something to find. Deterministic per seed.
  */
-export function syntheticFeatures(n: number, D: number, classes: number, seed: number, opts: { blobs?: number; spread?: number } = {}): { X: Matrix; y: Int32Array } {
+export function syntheticFeatures(
+  n: number,
+  D: number,
+  classes: number,
+  seed: number,
+  opts: { blobs?: number; spread?: number } = {},
+): { X: Matrix; y: Int32Array } {
   const rng = new Rng(seed);
   const blobs = opts.blobs ?? 4;
   const spread = opts.spread ?? 1.8;

@@ -12,7 +12,10 @@ export interface Command {
  * types), so handlers need no casts. --help prints the spec; UserErrors become one line on
  * stderr with exit code 2; anything else is a bug and keeps its stack trace.
  */
-export function defineCommand<const F extends FlagSpecs>(spec: CommandSpec<F>, main: (args: ParsedArgs<F>) => Promise<void>): Command {
+export function defineCommand<const F extends FlagSpecs>(
+  spec: CommandSpec<F>,
+  main: (args: ParsedArgs<F>) => Promise<void>,
+): Command {
   return {
     spec,
     async run(argv) {
@@ -37,5 +40,8 @@ export function defineCommand<const F extends FlagSpecs>(spec: CommandSpec<F>, m
 
 /** --cache-root, shared by the commands that read or write caches. */
 export const cacheRootFlag = {
-  type: 'string', metavar: 'DIR', description: 'folder for feature caches, heads and fine-tuning runs (default: $CONVCACHE_HOME, else ./convcache-data)',
+  type: 'string',
+  metavar: 'DIR',
+  description:
+    'folder for feature caches, heads and fine-tuning runs (default: $CONVCACHE_HOME, else ./convcache-data)',
 } as const;

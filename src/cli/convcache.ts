@@ -9,7 +9,8 @@ function editDistance(a: string, b: string): number {
   let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
     const cur = [i];
-    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    for (let j = 1; j <= b.length; j++)
+      cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
     prev = cur;
   }
   return prev[b.length]!;
@@ -25,7 +26,7 @@ function usage(): string {
     'Commands:',
     ...COMMANDS.map((c) => `  ${c.name.padEnd(w)}${c.summary}`),
     '',
-    'convcache <command> --help shows a command\'s options. Caches go to ./convcache-data (--cache-root DIR or CONVCACHE_HOME);',
+    "convcache <command> --help shows a command's options. Caches go to ./convcache-data (--cache-root DIR or CONVCACHE_HOME);",
     'downloaded models to ~/.cache/convcache/models ($XDG_CACHE_HOME); CONVCACHE_MIRROR=DIR[:DIR] is an offline models/datasets mirror.',
   ].join('\n');
 }
@@ -42,7 +43,9 @@ if (name === undefined || name === '--help' || name === '-h' || name === 'help')
   const entry = COMMANDS.find((c) => c.name === name);
   if (!entry) {
     const closest = [...COMMANDS].sort((a, b) => editDistance(name, a.name) - editDistance(name, b.name))[0]!;
-    process.stderr.write(`convcache: unknown command '${name}'; did you mean '${closest.name}'? (convcache --help lists them)\n`);
+    process.stderr.write(
+      `convcache: unknown command '${name}'; did you mean '${closest.name}'? (convcache --help lists them)\n`,
+    );
     process.exitCode = 2;
   } else {
     const { command } = await entry.load();

@@ -1,7 +1,19 @@
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { cacheRootFlag, defineCommand } from './command.ts';
-import { batchSize, intInRange, maxPixels, oneOf, optionalInt, positive, rate, seed, threads, valFraction, workers } from './validate.ts';
+import {
+  batchSize,
+  intInRange,
+  maxPixels,
+  oneOf,
+  optionalInt,
+  positive,
+  rate,
+  seed,
+  threads,
+  valFraction,
+  workers,
+} from './validate.ts';
 import { consoleLogger } from '../util/log.ts';
 import { cacheRoot } from '../util/paths.ts';
 import { DEFAULT_MODEL } from '../backbone/registry.ts';
@@ -12,78 +24,169 @@ import { parseEngine } from '../finetune/engine.ts';
 
 const D = FINETUNE_DEFAULTS;
 
-export const command = defineCommand({
-  name: 'finetune',
-  summary: 'train a dense head on the frozen conv base (with augmentation), then fine-tune the top conv blocks at a low learning rate',
-  usage: 'convcache finetune [--data DIR] [--augment SPEC] [--unfreeze N | --unfreeze-from LAYER] [--epochs-head N --epochs-finetune N --lr F] [--out DIR] [--resume]',
-  flags: {
-    data: { type: 'string', metavar: 'DIR', description: 'data root with class folders (or train/val/test folders); default <cache root>/images/, else the mirror\'s cats-vs-dogs' },
-    model: { type: 'string', metavar: 'MODEL', description: 'known name, model folder, model.json, or URL (TF.js layers)', default: DEFAULT_MODEL },
-    augment: { type: 'string', metavar: 'SPEC', description: 'training-image augmentation, e.g. flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2,contrast=0.2 (\'none\' to cache the base once)', default: D.augment },
-    unfreeze: { type: 'number', metavar: 'N', description: 'top conv blocks to train in phase 2 (0 = head only)', default: D.unfreeze },
-    'unfreeze-from': { type: 'string', metavar: 'LAYER', description: 'first trainable layer (instead of --unfreeze)' },
-    'epochs-head': { type: 'number', metavar: 'N', description: 'phase 1 epochs (head only, base frozen)', default: D.epochsHead },
-    'epochs-finetune': { type: 'number', metavar: 'N', description: 'phase 2 epochs (top blocks + head)', default: D.epochsFinetune },
-    lr: { type: 'number', metavar: 'F', description: 'phase 2 learning rate', default: D.lr },
-    'lr-head': { type: 'number', metavar: 'F', description: 'phase 1 learning rate', default: D.lrHead },
-    optimizer: { type: 'string', metavar: 'NAME', description: 'adam | rmsprop', default: D.optimizer },
-    batch: { type: 'number', metavar: 'N', description: 'minibatch size', default: D.batch },
-    patience: { type: 'number', metavar: 'N', description: 'early stopping: epochs without val-loss improvement', default: D.patience },
-    dropout: { type: 'number', metavar: 'F', description: 'dropout rate before the dense layer', default: D.dropout },
-    'warmup-epochs': { type: 'number', metavar: 'N', description: 'with --augment: head epochs on clean cached features before the augmented ones (0 = off)', default: D.warmupEpochs },
-    'val-fraction': { type: 'number', metavar: 'F', description: 'share of train held out for validation (early stopping, phase choice) when the data has no val/ folder', default: D.valFraction },
-    'average-epochs': { type: 'boolean', description: 'phase 2: also try the average of the epochs\' weights, kept when its val loss is lower (--no-average-epochs: off)', default: D.averageEpochs },
-    'input-size': { type: 'number', metavar: 'N', description: 'square input size in pixels (default 1.3× the model\'s own, rounded to 32: 288 for a 224 model); conv bases accept any size' },
-    engine: { type: 'string', metavar: 'NAME', description: 'where the trainable top trains: ort (ONNX Runtime, fast) | tfjs (TF.js wasm, the reference)', default: D.engine },
-    seed: { type: 'number', metavar: 'N', description: 'seed for the val split, shuffling, dropout, augmentation and initialisation', default: D.seed },
-    out: { type: 'string', metavar: 'DIR', description: 'output folder (default <cache root>/finetune/<model>)' },
-    'cache-root': cacheRootFlag,
-    resume: { type: 'boolean', description: 'continue from the last checkpoint in --out' },
-    workers: { type: 'number', metavar: 'N', description: 'images decoded in parallel (threads)', default: cpus().length },
-    threads: { type: 'number', metavar: 'N', description: 'ONNX Runtime threads', default: cpus().length },
-    'max-pixels': { type: 'number', metavar: 'N', description: 'skip images with more pixels (decompression bombs)', default: DEFAULT_MAX_PIXELS },
-    tta: { type: 'boolean', description: 'also report test accuracy with horizontal-flip test-time augmentation' },
-    quiet: { type: 'boolean', description: 'no progress output' },
+export const command = defineCommand(
+  {
+    name: 'finetune',
+    summary:
+      'train a dense head on the frozen conv base (with augmentation), then fine-tune the top conv blocks at a low learning rate',
+    usage:
+      'convcache finetune [--data DIR] [--augment SPEC] [--unfreeze N | --unfreeze-from LAYER] [--epochs-head N --epochs-finetune N --lr F] [--out DIR] [--resume]',
+    flags: {
+      data: {
+        type: 'string',
+        metavar: 'DIR',
+        description:
+          "data root with class folders (or train/val/test folders); default <cache root>/images/, else the mirror's cats-vs-dogs",
+      },
+      model: {
+        type: 'string',
+        metavar: 'MODEL',
+        description: 'known name, model folder, model.json, or URL (TF.js layers)',
+        default: DEFAULT_MODEL,
+      },
+      augment: {
+        type: 'string',
+        metavar: 'SPEC',
+        description:
+          "training-image augmentation, e.g. flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2,contrast=0.2 ('none' to cache the base once)",
+        default: D.augment,
+      },
+      unfreeze: {
+        type: 'number',
+        metavar: 'N',
+        description: 'top conv blocks to train in phase 2 (0 = head only)',
+        default: D.unfreeze,
+      },
+      'unfreeze-from': {
+        type: 'string',
+        metavar: 'LAYER',
+        description: 'first trainable layer (instead of --unfreeze)',
+      },
+      'epochs-head': {
+        type: 'number',
+        metavar: 'N',
+        description: 'phase 1 epochs (head only, base frozen)',
+        default: D.epochsHead,
+      },
+      'epochs-finetune': {
+        type: 'number',
+        metavar: 'N',
+        description: 'phase 2 epochs (top blocks + head)',
+        default: D.epochsFinetune,
+      },
+      lr: { type: 'number', metavar: 'F', description: 'phase 2 learning rate', default: D.lr },
+      'lr-head': { type: 'number', metavar: 'F', description: 'phase 1 learning rate', default: D.lrHead },
+      optimizer: { type: 'string', metavar: 'NAME', description: 'adam | rmsprop', default: D.optimizer },
+      batch: { type: 'number', metavar: 'N', description: 'minibatch size', default: D.batch },
+      patience: {
+        type: 'number',
+        metavar: 'N',
+        description: 'early stopping: epochs without val-loss improvement',
+        default: D.patience,
+      },
+      dropout: { type: 'number', metavar: 'F', description: 'dropout rate before the dense layer', default: D.dropout },
+      'warmup-epochs': {
+        type: 'number',
+        metavar: 'N',
+        description: 'with --augment: head epochs on clean cached features before the augmented ones (0 = off)',
+        default: D.warmupEpochs,
+      },
+      'val-fraction': {
+        type: 'number',
+        metavar: 'F',
+        description:
+          'share of train held out for validation (early stopping, phase choice) when the data has no val/ folder',
+        default: D.valFraction,
+      },
+      'average-epochs': {
+        type: 'boolean',
+        description:
+          "phase 2: also try the average of the epochs' weights, kept when its val loss is lower (--no-average-epochs: off)",
+        default: D.averageEpochs,
+      },
+      'input-size': {
+        type: 'number',
+        metavar: 'N',
+        description:
+          "square input size in pixels (default 1.3× the model's own, rounded to 32: 288 for a 224 model); conv bases accept any size",
+      },
+      engine: {
+        type: 'string',
+        metavar: 'NAME',
+        description: 'where the trainable top trains: ort (ONNX Runtime, fast) | tfjs (TF.js wasm, the reference)',
+        default: D.engine,
+      },
+      seed: {
+        type: 'number',
+        metavar: 'N',
+        description: 'seed for the val split, shuffling, dropout, augmentation and initialisation',
+        default: D.seed,
+      },
+      out: { type: 'string', metavar: 'DIR', description: 'output folder (default <cache root>/finetune/<model>)' },
+      'cache-root': cacheRootFlag,
+      resume: { type: 'boolean', description: 'continue from the last checkpoint in --out' },
+      workers: {
+        type: 'number',
+        metavar: 'N',
+        description: 'images decoded in parallel (threads)',
+        default: cpus().length,
+      },
+      threads: { type: 'number', metavar: 'N', description: 'ONNX Runtime threads', default: cpus().length },
+      'max-pixels': {
+        type: 'number',
+        metavar: 'N',
+        description: 'skip images with more pixels (decompression bombs)',
+        default: DEFAULT_MAX_PIXELS,
+      },
+      tta: { type: 'boolean', description: 'also report test accuracy with horizontal-flip test-time augmentation' },
+      quiet: { type: 'boolean', description: 'no progress output' },
+    },
   },
-}, async ({ flags }) => {
-  const model = flags.model;
-  const engine = parseEngine(flags.engine);
-  const { report, outDir } = await runFinetune({
-    data: flags.data,
-    model,
-    augment: parseAugmentSpec(flags.augment),
-    unfreeze: intInRange('unfreeze', flags.unfreeze, 0, 1000),
-    unfreezeFrom: flags['unfreeze-from'],
-    epochsHead: intInRange('epochs-head', flags['epochs-head'], 0, 10000),
-    epochsFinetune: intInRange('epochs-finetune', flags['epochs-finetune'], 0, 10000),
-    lr: positive('lr', flags.lr),
-    lrHead: positive('lr-head', flags['lr-head']),
-    optimizer: oneOf('optimizer', flags.optimizer, ['adam', 'rmsprop'] as const),
-    batch: batchSize(flags.batch, 4096),
-    patience: intInRange('patience', flags.patience, 1, 10000),
-    dropout: rate('dropout', flags.dropout),
-    engine,
-    valFraction: valFraction(flags['val-fraction'], false),
-    averageEpochs: flags['average-epochs'],
-    warmupEpochs: intInRange('warmup-epochs', flags['warmup-epochs'], 0, 10000),
-    inputSize: optionalInt('input-size', flags['input-size'], 32, 1024),
-    seed: seed(flags.seed),
-    out: flags.out ?? join(cacheRoot(flags['cache-root']), 'finetune', model.replace(/[^A-Za-z0-9._-]+/g, '_')),
-    resume: flags.resume,
-    workers: workers(flags.workers),
-    threads: threads(flags.threads),
-    maxPixels: maxPixels(flags['max-pixels']),
-    quiet: flags.quiet,
-    tta: flags.tta,
-    log: consoleLogger(flags.quiet),
-  });
-  const f = (x: number | null): string => (x === null ? 'n/a' : `${(x * 100).toFixed(2)}%`);
-  const p = report.phases;
-  const engineLabel = report.topEngine === 'ort' ? 'ORT' : 'TF.js';
-  process.stdout.write([
-    `test accuracy ${f(report.testAccuracy)}${report.testAccuracyFlipTTA !== null ? ` (flip TTA ${f(report.testAccuracyFlipTTA)})` : ''} · val accuracy ${f(report.valAccuracy)} · frozen base + head: test ${f(report.phases.head.testAccuracy)} · ${report.totalSeconds.toFixed(0)} s (ORT ${report.ortSeconds.toFixed(0)} s, TF.js ${report.tfjsSeconds.toFixed(0)} s)`,
-    ...(['head', 'finetune'] as const).map((k) => `  ${(k + ':').padEnd(9)} ${p[k].epochsRun} epochs, best val ${f(p[k].bestValAccuracy)}, frozen base ${p[k].baseSeconds.toFixed(1)} s (ORT), trainable ${k === 'head' ? 'head' : 'top'} ${p[k].topSeconds.toFixed(1)} s (${engineLabel}), augment ${p[k].augmentSeconds.toFixed(1)} s`),
-    `  prepare (decode + ORT once): ${report.prepare.seconds.toFixed(1)} s (ORT ${report.prepare.ortSeconds.toFixed(1)} s)`,
-    `model: ${join(outDir, 'model')} (TF.js layers), ${join(outDir, 'model.onnx')}; report: ${join(outDir, 'finetune.json')}`,
-  ].join('\n') + '\n');
-});
+  async ({ flags }) => {
+    const model = flags.model;
+    const engine = parseEngine(flags.engine);
+    const { report, outDir } = await runFinetune({
+      data: flags.data,
+      model,
+      augment: parseAugmentSpec(flags.augment),
+      unfreeze: intInRange('unfreeze', flags.unfreeze, 0, 1000),
+      unfreezeFrom: flags['unfreeze-from'],
+      epochsHead: intInRange('epochs-head', flags['epochs-head'], 0, 10000),
+      epochsFinetune: intInRange('epochs-finetune', flags['epochs-finetune'], 0, 10000),
+      lr: positive('lr', flags.lr),
+      lrHead: positive('lr-head', flags['lr-head']),
+      optimizer: oneOf('optimizer', flags.optimizer, ['adam', 'rmsprop'] as const),
+      batch: batchSize(flags.batch, 4096),
+      patience: intInRange('patience', flags.patience, 1, 10000),
+      dropout: rate('dropout', flags.dropout),
+      engine,
+      valFraction: valFraction(flags['val-fraction'], false),
+      averageEpochs: flags['average-epochs'],
+      warmupEpochs: intInRange('warmup-epochs', flags['warmup-epochs'], 0, 10000),
+      inputSize: optionalInt('input-size', flags['input-size'], 32, 1024),
+      seed: seed(flags.seed),
+      out: flags.out ?? join(cacheRoot(flags['cache-root']), 'finetune', model.replace(/[^A-Za-z0-9._-]+/g, '_')),
+      resume: flags.resume,
+      workers: workers(flags.workers),
+      threads: threads(flags.threads),
+      maxPixels: maxPixels(flags['max-pixels']),
+      quiet: flags.quiet,
+      tta: flags.tta,
+      log: consoleLogger(flags.quiet),
+    });
+    const f = (x: number | null): string => (x === null ? 'n/a' : `${(x * 100).toFixed(2)}%`);
+    const p = report.phases;
+    const engineLabel = report.topEngine === 'ort' ? 'ORT' : 'TF.js';
+    process.stdout.write(
+      [
+        `test accuracy ${f(report.testAccuracy)}${report.testAccuracyFlipTTA !== null ? ` (flip TTA ${f(report.testAccuracyFlipTTA)})` : ''} · val accuracy ${f(report.valAccuracy)} · frozen base + head: test ${f(report.phases.head.testAccuracy)} · ${report.totalSeconds.toFixed(0)} s (ORT ${report.ortSeconds.toFixed(0)} s, TF.js ${report.tfjsSeconds.toFixed(0)} s)`,
+        ...(['head', 'finetune'] as const).map(
+          (k) =>
+            `  ${(k + ':').padEnd(9)} ${p[k].epochsRun} epochs, best val ${f(p[k].bestValAccuracy)}, frozen base ${p[k].baseSeconds.toFixed(1)} s (ORT), trainable ${k === 'head' ? 'head' : 'top'} ${p[k].topSeconds.toFixed(1)} s (${engineLabel}), augment ${p[k].augmentSeconds.toFixed(1)} s`,
+        ),
+        `  prepare (decode + ORT once): ${report.prepare.seconds.toFixed(1)} s (ORT ${report.prepare.ortSeconds.toFixed(1)} s)`,
+        `model: ${join(outDir, 'model')} (TF.js layers), ${join(outDir, 'model.onnx')}; report: ${join(outDir, 'finetune.json')}`,
+      ].join('\n') + '\n',
+    );
+  },
+);

@@ -27,7 +27,8 @@ export function seed(v: unknown, name = 'seed'): number {
 
 /** One of a fixed set of words. */
 export function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[]): T {
-  if (!allowed.includes(v as T)) throw new UserError(`--${name} must be one of ${allowed.join(', ')}, got '${String(v)}'`);
+  if (!allowed.includes(v as T))
+    throw new UserError(`--${name} must be one of ${allowed.join(', ')}, got '${String(v)}'`);
   return v as T;
 }
 
@@ -47,13 +48,15 @@ export function valFraction(v: unknown, allowZero = true): number {
 
 /** A finite number > 0 (learning rates). */
 export function positive(name: string, v: unknown): number {
-  if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) throw new UserError(`--${name} must be a positive number, got '${String(v)}'`);
+  if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v))
+    throw new UserError(`--${name} must be a positive number, got '${String(v)}'`);
   return v;
 }
 
 /** A rate in [0, 1) (dropout). */
 export function rate(name: string, v: unknown): number {
-  if (typeof v !== 'number' || !(v >= 0 && v < 1)) throw new UserError(`--${name} must be in [0, 1), got '${String(v)}'`);
+  if (typeof v !== 'number' || !(v >= 0 && v < 1))
+    throw new UserError(`--${name} must be in [0, 1), got '${String(v)}'`);
   return v;
 }
 

@@ -5,7 +5,23 @@ import { UserError } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
 
 /** Kept equal to images/formats.ts's DECODABLE_FORMATS (a test checks it, and the README's list). */
-export const IMAGE_EXTENSIONS = ['jpg', 'jpeg', 'jpe', 'jfif', 'png', 'webp', 'gif', 'bmp', 'dib', 'tif', 'tiff', 'avif', 'heic', 'heif', 'hif'];
+export const IMAGE_EXTENSIONS = [
+  'jpg',
+  'jpeg',
+  'jpe',
+  'jfif',
+  'png',
+  'webp',
+  'gif',
+  'bmp',
+  'dib',
+  'tif',
+  'tiff',
+  'avif',
+  'heic',
+  'heif',
+  'hif',
+];
 /** fast-glob pattern for candidate images below a folder (match it case-insensitively). */
 export const IMAGE_GLOB = `**/*.{${IMAGE_EXTENSIONS.join(',')}}`;
 export type SplitName = 'train' | 'val' | 'test';
@@ -20,7 +36,10 @@ export interface ImageEntry {
   split?: SplitName;
 }
 
-export interface ScanSkip { path: string; reason: string }
+export interface ScanSkip {
+  path: string;
+  reason: string;
+}
 
 export interface ScanResult {
   root: string;
@@ -50,8 +69,13 @@ export function scanDataset(rootArg: string, log: Logger): ScanResult {
   if (!statSync(root).isDirectory()) throw new UserError(`data root '${rootArg}' is not a directory`);
   const realRoot = realpathSync(root);
   const found = fg.sync(IMAGE_GLOB, {
-    cwd: root, caseSensitiveMatch: false, dot: false, onlyFiles: false, followSymbolicLinks: false,
-    suppressErrors: true, unique: true,
+    cwd: root,
+    caseSensitiveMatch: false,
+    dot: false,
+    onlyFiles: false,
+    followSymbolicLinks: false,
+    suppressErrors: true,
+    unique: true,
   });
   found.sort(compareCodePoints);
   const topDirs = new Set(found.map((p) => p.split('/')[0]!.toLowerCase()).filter((d, _i, _a) => d in SPLIT_DIRS));
@@ -65,18 +89,32 @@ export function scanDataset(rootArg: string, log: Logger): ScanResult {
     if (lst.isDirectory()) continue; // a folder named like an image
     if (lst.isSymbolicLink()) {
       let target: string;
-      try { target = realpathSync(abs); } catch { skipped.push({ path: rel, reason: 'broken symlink' }); continue; }
-      if (!(target + sep).startsWith(realRoot + sep)) { skipped.push({ path: rel, reason: 'symlink points outside the data root' }); continue; }
+      try {
+        target = realpathSync(abs);
+      } catch {
+        skipped.push({ path: rel, reason: 'broken symlink' });
+        continue;
+      }
+      if (!(target + sep).startsWith(realRoot + sep)) {
+        skipped.push({ path: rel, reason: 'symlink points outside the data root' });
+        continue;
+      }
       if (!statSync(target).isFile()) continue;
     } else if (!lst.isFile()) continue;
     const parts = rel.split('/');
     let split: SplitName | undefined;
     if (presplit) {
       split = SPLIT_DIRS[parts[0]!.toLowerCase()];
-      if (!split) { skipped.push({ path: rel, reason: 'outside the train/val/test folders' }); continue; }
+      if (!split) {
+        skipped.push({ path: rel, reason: 'outside the train/val/test folders' });
+        continue;
+      }
       parts.shift();
     }
-    if (parts.length < 2) { skipped.push({ path: rel, reason: 'not inside a class folder' }); continue; }
+    if (parts.length < 2) {
+      skipped.push({ path: rel, reason: 'not inside a class folder' });
+      continue;
+    }
     images.push({ path: rel, absPath: abs, className: parts[0]!, split });
   }
   for (const s of skipped) log.warn(`skipping ${s.path}: ${s.reason}`);
@@ -92,13 +130,20 @@ export function scanDataset(rootArg: string, log: Logger): ScanResult {
     }
   }
   if (images.length === 0) {
-    throw new UserError(`no images found under '${rootArg}' (expected class folders like ${rootArg}/cats/*.jpg${presplit ? ' inside train/ and test/' : ''})`);
+    throw new UserError(
+      `no images found under '${rootArg}' (expected class folders like ${rootArg}/cats/*.jpg${presplit ? ' inside train/ and test/' : ''})`,
+    );
   }
   const trainClasses = new Set(images.filter((i) => !presplit || i.split === 'train').map((i) => i.className));
   if (presplit) {
     for (const s of ['val', 'test'] as const) {
-      const extra = [...new Set(images.filter((i) => i.split === s).map((i) => i.className))].filter((c) => !trainClasses.has(c));
-      if (extra.length) throw new UserError(`class${extra.length > 1 ? 'es' : ''} ${extra.map((c) => `'${c}'`).join(', ')} appear${extra.length > 1 ? '' : 's'} in ${s}/ but not in train/; every class needs training images`);
+      const extra = [...new Set(images.filter((i) => i.split === s).map((i) => i.className))].filter(
+        (c) => !trainClasses.has(c),
+      );
+      if (extra.length)
+        throw new UserError(
+          `class${extra.length > 1 ? 'es' : ''} ${extra.map((c) => `'${c}'`).join(', ')} appear${extra.length > 1 ? '' : 's'} in ${s}/ but not in train/; every class needs training images`,
+        );
     }
     if (trainClasses.size === 0) throw new UserError(`'${rootArg}/train' has no images`);
   }

@@ -12,7 +12,11 @@ export function shuffleInPlace<T>(items: T[], rand: () => number): T[] {
   return items;
 }
 
-export interface SplitFractions { train: number; val: number; test: number }
+export interface SplitFractions {
+  train: number;
+  val: number;
+  test: number;
+}
 
 /** The default train/val/test fractions for data without split folders (extract, finetune, benchmarks). */
 export const DEFAULT_SPLIT: Readonly<SplitFractions> = Object.freeze({ train: 0.8, val: 0.1, test: 0.1 });

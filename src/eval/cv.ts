@@ -47,7 +47,8 @@ export function stratifiedKFold(y: ArrayLike<number>, k: number, seed: number): 
   }
   const folds: Fold[] = [];
   for (let f = 0; f < k; f++) {
-    const train: number[] = [], test: number[] = [];
+    const train: number[] = [],
+      test: number[] = [];
     for (let i = 0; i < y.length; i++) (foldOf[i] === f ? test : train).push(i);
     folds.push({ train: Int32Array.from(train), test: Int32Array.from(test) });
   }
@@ -59,7 +60,11 @@ export function stratifiedKFold(y: ArrayLike<number>, k: number, seed: number): 
  * (round(fraction · n_c), at least 1 and at most n_c − 1 when the class has 2+ rows; a class
  * with a single row stays in `rest`).
  */
-export function stratifiedHoldout(y: ArrayLike<number>, fraction: number, seed: number): { rest: Int32Array; holdout: Int32Array } {
+export function stratifiedHoldout(
+  y: ArrayLike<number>,
+  fraction: number,
+  seed: number,
+): { rest: Int32Array; holdout: Int32Array } {
   if (!(fraction > 0 && fraction < 1)) throw new UserError(`holdout fraction must be in (0, 1), got ${fraction}`);
   const rng = new Rng(seed);
   const inHoldout = new Uint8Array(y.length);
@@ -69,7 +74,8 @@ export function stratifiedHoldout(y: ArrayLike<number>, fraction: number, seed: 
     const m = Math.min(idx.length - 1, Math.max(1, Math.round(fraction * idx.length)));
     for (let j = 0; j < m; j++) inHoldout[idx[j]!] = 1;
   }
-  const rest: number[] = [], holdout: number[] = [];
+  const rest: number[] = [],
+    holdout: number[] = [];
   for (let i = 0; i < y.length; i++) (inHoldout[i] ? holdout : rest).push(i);
   return { rest: Int32Array.from(rest), holdout: Int32Array.from(holdout) };
 }
@@ -141,7 +147,14 @@ export interface CvResult {
  * fitted on the other folds and scored on this one. Deterministic for a given seed.
  */
 export async function crossValidate(
-  kind: string, params: HeadParams, X: Matrix, y: Int32Array, k: number, seed: number, nClasses: number, opts: CvOptions = {},
+  kind: string,
+  params: HeadParams,
+  X: Matrix,
+  y: Int32Array,
+  k: number,
+  seed: number,
+  nClasses: number,
+  opts: CvOptions = {},
 ): Promise<CvResult> {
   if (X.rows !== y.length) throw new UserError(`crossValidate: ${y.length} labels for ${X.rows} rows`);
   createHead(kind, params); // validate params before any work
@@ -166,7 +179,9 @@ export async function crossValidate(
     opts.onFold?.(f + 1, k, acc);
   }
   return {
-    k, seed, folds,
+    k,
+    seed,
+    folds,
     accuracy: meanStd(folds.map((r) => r.accuracy)),
     macroF1: meanStd(folds.map((r) => r.macroF1)),
   };

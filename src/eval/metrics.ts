@@ -19,7 +19,8 @@ export interface ClassMetrics {
 }
 
 function checkSameLength(yTrue: Labels, yPred: Labels): void {
-  if (yTrue.length !== yPred.length) throw new UserError(`metrics: ${yTrue.length} true labels but ${yPred.length} predictions`);
+  if (yTrue.length !== yPred.length)
+    throw new UserError(`metrics: ${yTrue.length} true labels but ${yPred.length} predictions`);
 }
 
 /** Fraction of rows predicted correctly (0 for empty input). */
@@ -36,8 +37,10 @@ export function confusionMatrix(yTrue: Labels, yPred: Labels, nClasses: number):
   checkSameLength(yTrue, yPred);
   const m = Array.from({ length: nClasses }, () => new Array<number>(nClasses).fill(0));
   for (let i = 0; i < yTrue.length; i++) {
-    const t = yTrue[i]!, p = yPred[i]!;
-    if (!(t >= 0 && t < nClasses && p >= 0 && p < nClasses)) throw new UserError(`metrics: label ${t}/${p} at row ${i} is outside 0..${nClasses - 1}`);
+    const t = yTrue[i]!,
+      p = yPred[i]!;
+    if (!(t >= 0 && t < nClasses && p >= 0 && p < nClasses))
+      throw new UserError(`metrics: label ${t}/${p} at row ${i} is outside 0..${nClasses - 1}`);
     m[t]![p]!++;
   }
   return m;
@@ -51,7 +54,8 @@ export function perClassMetrics(confusion: readonly (readonly number[])[]): Clas
   const out: ClassMetrics[] = [];
   for (let c = 0; c < k; c++) {
     const tp = confusion[c]![c]!;
-    let support = 0, predicted = 0;
+    let support = 0,
+      predicted = 0;
     for (let j = 0; j < k; j++) {
       support += confusion[c]![j]!;
       predicted += confusion[j]![c]!;
@@ -74,7 +78,8 @@ export function macroF1(confusion: readonly (readonly number[])[]): number {
  * (scikit-learn's log_loss with the rows already normalised).
  */
 export function logLoss(yTrue: Labels, proba: Matrix, eps = 1e-15): number {
-  if (proba.rows !== yTrue.length) throw new UserError(`metrics: ${yTrue.length} true labels but ${proba.rows} probability rows`);
+  if (proba.rows !== yTrue.length)
+    throw new UserError(`metrics: ${yTrue.length} true labels but ${proba.rows} probability rows`);
   const k = proba.cols;
   for (let i = 0; i < yTrue.length; i++) {
     const t = yTrue[i]!;
@@ -88,7 +93,13 @@ export function logLoss(yTrue: Labels, proba: Matrix, eps = 1e-15): number {
  * p clipped to [lo, hi] (0 for no rows). Training loops (dense head, fine-tuning) use lo = 1e-12
  * and no upper clip; the report uses scikit-learn's [eps, 1 - eps].
  */
-export function meanLogLoss(probs: ArrayLike<number>, y: ArrayLike<number>, k: number, lo = 1e-12, hi = Infinity): number {
+export function meanLogLoss(
+  probs: ArrayLike<number>,
+  y: ArrayLike<number>,
+  k: number,
+  lo = 1e-12,
+  hi = Infinity,
+): number {
   let s = 0;
   for (let i = 0; i < y.length; i++) s -= Math.log(Math.min(Math.max(probs[i * k + y[i]!]!, lo), hi));
   return s / Math.max(1, y.length);

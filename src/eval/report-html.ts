@@ -12,7 +12,8 @@ export interface Thumbnail {
   dataUri: string | null;
 }
 
-const esc = (s: string): string => s.replace(/[&<>"']/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[ch]!);
+const esc = (s: string): string =>
+  s.replace(/[&<>"']/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[ch]!);
 const f1 = (v: number) => v.toFixed(1);
 const trunc = (s: string, n: number) => (s.length > n ? s.slice(0, n - 1) + '…' : s);
 
@@ -31,35 +32,59 @@ export function accuracyChart(rows: readonly ReportRow[], best: string | null): 
   const hi = 1;
   const span = (hi - lo) * 100;
   const step = span <= 3 ? 0.5 : span <= 10 ? 1 : span <= 30 ? 5 : 10;
-  const L = 130, W = 480, R = 170, rowH = 28, top = 10, axisH = 30;
+  const L = 130,
+    W = 480,
+    R = 170,
+    rowH = 28,
+    top = 10,
+    axisH = 30;
   const height = top + shown.length * rowH + axisH;
   const x = (v: number) => L + ((Math.min(Math.max(v, lo), hi) - lo) / (hi - lo)) * W;
   const parts: string[] = [];
-  for (let t = Math.ceil(lo * 100 / step) * step; t <= hi * 100 + 1e-9; t += step) {
+  for (let t = Math.ceil((lo * 100) / step) * step; t <= hi * 100 + 1e-9; t += step) {
     const xx = x(t / 100);
-    parts.push(`<line x1="${f1(xx)}" y1="${top}" x2="${f1(xx)}" y2="${top + shown.length * rowH}" stroke="${COLORS.grid}"/>`);
-    parts.push(`<text x="${f1(xx)}" y="${top + shown.length * rowH + 16}" text-anchor="middle" font-size="11">${t.toFixed(step < 1 ? 1 : 0)}%</text>`);
+    parts.push(
+      `<line x1="${f1(xx)}" y1="${top}" x2="${f1(xx)}" y2="${top + shown.length * rowH}" stroke="${COLORS.grid}"/>`,
+    );
+    parts.push(
+      `<text x="${f1(xx)}" y="${top + shown.length * rowH + 16}" text-anchor="middle" font-size="11">${t.toFixed(step < 1 ? 1 : 0)}%</text>`,
+    );
   }
   shown.forEach((r, i) => {
     const cy = top + i * rowH + rowH / 2;
-    parts.push(`<text x="${L - 8}" y="${f1(cy + 4)}" text-anchor="end" font-size="12">${esc(trunc(r.name, 18))}</text>`);
+    parts.push(
+      `<text x="${L - 8}" y="${f1(cy + 4)}" text-anchor="end" font-size="12">${esc(trunc(r.name, 18))}</text>`,
+    );
     if (r.testAccuracy !== null) {
-      parts.push(`<rect x="${L}" y="${f1(cy - 9)}" width="${f1(Math.max(1, x(r.testAccuracy) - L))}" height="18" fill="${barColor(r, best)}"><title>${esc(r.name)}: test ${pct(r.testAccuracy)}</title></rect>`);
+      parts.push(
+        `<rect x="${L}" y="${f1(cy - 9)}" width="${f1(Math.max(1, x(r.testAccuracy) - L))}" height="18" fill="${barColor(r, best)}"><title>${esc(r.name)}: test ${pct(r.testAccuracy)}</title></rect>`,
+      );
     }
     if (r.testInterval) {
-      const a = x(r.testInterval.low), b = x(r.testInterval.high);
-      parts.push(`<line x1="${f1(a)}" y1="${f1(cy + 11)}" x2="${f1(b)}" y2="${f1(cy + 11)}" stroke="#888" stroke-width="2"><title>${esc(r.name)}: 95% CI ${esc(intervalCell(r))}</title></line>`);
+      const a = x(r.testInterval.low),
+        b = x(r.testInterval.high);
+      parts.push(
+        `<line x1="${f1(a)}" y1="${f1(cy + 11)}" x2="${f1(b)}" y2="${f1(cy + 11)}" stroke="#888" stroke-width="2"><title>${esc(r.name)}: 95% CI ${esc(intervalCell(r))}</title></line>`,
+      );
     }
     if (r.cv) {
-      const a = x(r.cv.mean - r.cv.std), b = x(r.cv.mean + r.cv.std), m = x(r.cv.mean);
-      parts.push(`<g stroke="${COLORS.err}" stroke-width="1.5"><line x1="${f1(a)}" y1="${f1(cy)}" x2="${f1(b)}" y2="${f1(cy)}"/><line x1="${f1(a)}" y1="${f1(cy - 5)}" x2="${f1(a)}" y2="${f1(cy + 5)}"/><line x1="${f1(b)}" y1="${f1(cy - 5)}" x2="${f1(b)}" y2="${f1(cy + 5)}"/></g>`);
-      parts.push(`<circle cx="${f1(m)}" cy="${f1(cy)}" r="3" fill="#fff" stroke="${COLORS.err}"><title>${esc(r.name)}: CV ${formatCv(r.cv)}</title></circle>`);
+      const a = x(r.cv.mean - r.cv.std),
+        b = x(r.cv.mean + r.cv.std),
+        m = x(r.cv.mean);
+      parts.push(
+        `<g stroke="${COLORS.err}" stroke-width="1.5"><line x1="${f1(a)}" y1="${f1(cy)}" x2="${f1(b)}" y2="${f1(cy)}"/><line x1="${f1(a)}" y1="${f1(cy - 5)}" x2="${f1(a)}" y2="${f1(cy + 5)}"/><line x1="${f1(b)}" y1="${f1(cy - 5)}" x2="${f1(b)}" y2="${f1(cy + 5)}"/></g>`,
+      );
+      parts.push(
+        `<circle cx="${f1(m)}" cy="${f1(cy)}" r="3" fill="#fff" stroke="${COLORS.err}"><title>${esc(r.name)}: CV ${formatCv(r.cv)}</title></circle>`,
+      );
     }
     const label = `${pct(r.testAccuracy)}${r.cv ? ` · CV ${formatCv(r.cv)}` : ''}`;
     parts.push(`<text x="${L + W + 8}" y="${f1(cy + 4)}" font-size="12">${esc(label)}</text>`);
   });
-  return `<svg width="${L + W + R}" height="${height}" viewBox="0 0 ${L + W + R} ${height}" role="img" aria-label="test accuracy per head">${parts.join('')}</svg>`
-    + `<p class="note">Bars: test accuracy (axis starts at ${(lo * 100).toFixed(0)}%, not 0); grey line under each bar: its 95% Wilson interval.${shown.some((r) => r.cv) ? ' Whiskers: cross-validation mean ± std on train+val.' : ''}</p>`;
+  return (
+    `<svg width="${L + W + R}" height="${height}" viewBox="0 0 ${L + W + R} ${height}" role="img" aria-label="test accuracy per head">${parts.join('')}</svg>` +
+    `<p class="note">Bars: test accuracy (axis starts at ${(lo * 100).toFixed(0)}%, not 0); grey line under each bar: its 95% Wilson interval.${shown.some((r) => r.cv) ? ' Whiskers: cross-validation mean ± std on train+val.' : ''}</p>`
+  );
 }
 
 /** Fit seconds per head on a log10 axis. */
@@ -71,37 +96,58 @@ export function fitTimeChart(rows: readonly ReportRow[]): string {
   let hi = Math.ceil(Math.log10(Math.max(...vals)));
   if (hi <= lo) hi = lo + 1;
   if (hi - lo < 2) lo = hi - 2;
-  const L = 130, W = 480, R = 110, rowH = 24, top = 10, axisH = 30;
+  const L = 130,
+    W = 480,
+    R = 110,
+    rowH = 24,
+    top = 10,
+    axisH = 30;
   const height = top + shown.length * rowH + axisH;
   const x = (v: number) => L + ((Math.log10(Math.max(v, 1e-4)) - lo) / (hi - lo)) * W;
   const parts: string[] = [];
   for (let e = lo; e <= hi; e++) {
     const xx = x(10 ** e);
-    parts.push(`<line x1="${f1(xx)}" y1="${top}" x2="${f1(xx)}" y2="${top + shown.length * rowH}" stroke="${COLORS.grid}"/>`);
-    parts.push(`<text x="${f1(xx)}" y="${top + shown.length * rowH + 16}" text-anchor="middle" font-size="11">${e < -2 ? `${10 ** (e + 3)} ms` : `${Number((10 ** e).toPrecision(1))} s`}</text>`);
+    parts.push(
+      `<line x1="${f1(xx)}" y1="${top}" x2="${f1(xx)}" y2="${top + shown.length * rowH}" stroke="${COLORS.grid}"/>`,
+    );
+    parts.push(
+      `<text x="${f1(xx)}" y="${top + shown.length * rowH + 16}" text-anchor="middle" font-size="11">${e < -2 ? `${10 ** (e + 3)} ms` : `${Number((10 ** e).toPrecision(1))} s`}</text>`,
+    );
   }
   shown.forEach((r, i) => {
     const cy = top + i * rowH + rowH / 2;
     const v = Math.max(r.fitSeconds!, 1e-4);
-    parts.push(`<text x="${L - 8}" y="${f1(cy + 4)}" text-anchor="end" font-size="12">${esc(trunc(r.name, 18))}</text>`);
-    parts.push(`<rect x="${L}" y="${f1(cy - 8)}" width="${f1(Math.max(1, x(v) - L))}" height="16" fill="${r.source === 'extra' ? COLORS.extra : COLORS.bar}"><title>${esc(r.name)}: ${esc(formatSecs(r.fitSeconds))}</title></rect>`);
+    parts.push(
+      `<text x="${L - 8}" y="${f1(cy + 4)}" text-anchor="end" font-size="12">${esc(trunc(r.name, 18))}</text>`,
+    );
+    parts.push(
+      `<rect x="${L}" y="${f1(cy - 8)}" width="${f1(Math.max(1, x(v) - L))}" height="16" fill="${r.source === 'extra' ? COLORS.extra : COLORS.bar}"><title>${esc(r.name)}: ${esc(formatSecs(r.fitSeconds))}</title></rect>`,
+    );
     parts.push(`<text x="${L + W + 8}" y="${f1(cy + 4)}" font-size="12">${esc(formatSecs(r.fitSeconds))}</text>`);
   });
-  return `<svg width="${L + W + R}" height="${height}" viewBox="0 0 ${L + W + R} ${height}" role="img" aria-label="fit time per head, log scale">${parts.join('')}</svg>`
-    + '<p class="note">Fit time (seconds, log scale). Tuning time is not included.</p>';
+  return (
+    `<svg width="${L + W + R}" height="${height}" viewBox="0 0 ${L + W + R} ${height}" role="img" aria-label="fit time per head, log scale">${parts.join('')}</svg>` +
+    '<p class="note">Fit time (seconds, log scale). Tuning time is not included.</p>'
+  );
 }
 
 /** One confusion matrix as an SVG grid, cells shaded by the row (true class) share. */
 export function confusionSvg(confusion: readonly (readonly number[])[], classes: readonly string[]): string {
   const k = classes.length;
   const cell = k <= 4 ? 48 : k <= 10 ? 36 : 24;
-  const L = 90, T = 80;
-  const w = L + k * cell + 4, h = T + k * cell + 4;
+  const L = 90,
+    T = 80;
+  const w = L + k * cell + 4,
+    h = T + k * cell + 4;
   const parts: string[] = [];
   classes.forEach((c, j) => {
     const cx = L + j * cell + cell / 2;
-    parts.push(`<text transform="translate(${f1(cx + 4)},${T - 6}) rotate(-50)" font-size="11">${esc(trunc(c, 12))}<title>predicted ${esc(c)}</title></text>`);
-    parts.push(`<text x="${L - 6}" y="${f1(T + j * cell + cell / 2 + 4)}" text-anchor="end" font-size="11">${esc(trunc(c, 12))}<title>true ${esc(c)}</title></text>`);
+    parts.push(
+      `<text transform="translate(${f1(cx + 4)},${T - 6}) rotate(-50)" font-size="11">${esc(trunc(c, 12))}<title>predicted ${esc(c)}</title></text>`,
+    );
+    parts.push(
+      `<text x="${L - 6}" y="${f1(T + j * cell + cell / 2 + 4)}" text-anchor="end" font-size="11">${esc(trunc(c, 12))}<title>true ${esc(c)}</title></text>`,
+    );
   });
   confusion.forEach((row, i) => {
     const total = row.reduce((a, b) => a + b, 0);
@@ -110,21 +156,50 @@ export function confusionSvg(confusion: readonly (readonly number[])[], classes:
       const base = i === j ? [47, 111, 62] : [181, 64, 48];
       const fill = `rgba(${base.join(',')},${(0.08 + 0.85 * share).toFixed(3)})`;
       const ink = share > 0.55 ? '#fff' : COLORS.text;
-      parts.push(`<rect x="${L + j * cell}" y="${T + i * cell}" width="${cell - 2}" height="${cell - 2}" fill="${fill}"><title>true ${esc(classes[i]!)} → predicted ${esc(classes[j]!)}: ${n}</title></rect>`);
-      if (cell >= 30) parts.push(`<text x="${f1(L + j * cell + cell / 2 - 1)}" y="${f1(T + i * cell + cell / 2 + 3)}" text-anchor="middle" font-size="11" fill="${ink}">${n}</text>`);
+      parts.push(
+        `<rect x="${L + j * cell}" y="${T + i * cell}" width="${cell - 2}" height="${cell - 2}" fill="${fill}"><title>true ${esc(classes[i]!)} → predicted ${esc(classes[j]!)}: ${n}</title></rect>`,
+      );
+      if (cell >= 30)
+        parts.push(
+          `<text x="${f1(L + j * cell + cell / 2 - 1)}" y="${f1(T + i * cell + cell / 2 + 3)}" text-anchor="middle" font-size="11" fill="${ink}">${n}</text>`,
+        );
     });
   });
   return `<svg width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" role="img" aria-label="confusion matrix">${parts.join('')}</svg>`;
 }
 
 function summaryTable(r: Report): string {
-  const head = ['head', 'test acc', '95% CI', 'vs chosen (McNemar p)', 'val acc', 'macro F1', 'log loss', ...(r.options.cv ? [`CV ${r.options.cv}-fold`] : []), 'fit', 'predict / 1000', 'model size', 'params'];
+  const head = [
+    'head',
+    'test acc',
+    '95% CI',
+    'vs chosen (McNemar p)',
+    'val acc',
+    'macro F1',
+    'log loss',
+    ...(r.options.cv ? [`CV ${r.options.cv}-fold`] : []),
+    'fit',
+    'predict / 1000',
+    'model size',
+    'params',
+  ];
   const rows = r.heads.map((h) => [
     `${h.name === r.chosen ? '<b>' : ''}${esc(h.name)}${h.name === r.chosen ? '</b> <span class="note">(chosen)</span>' : ''}${h.name === r.recommended && h.name !== r.chosen ? ' <span class="note">(recommended)</span>' : ''}${h.source === 'extra' ? ' <span class="note">(extra)</span>' : ''}`,
-    pct(h.testAccuracy), esc(intervalCell(h)), esc(pairedCell(h, r.chosen)), pct(h.valAccuracy), h.macroF1 === null ? 'n/a' : h.macroF1.toFixed(4), h.logLoss === null ? 'n/a' : h.logLoss.toFixed(4),
+    pct(h.testAccuracy),
+    esc(intervalCell(h)),
+    esc(pairedCell(h, r.chosen)),
+    pct(h.valAccuracy),
+    h.macroF1 === null ? 'n/a' : h.macroF1.toFixed(4),
+    h.logLoss === null ? 'n/a' : h.logLoss.toFixed(4),
     ...(r.options.cv ? [formatCv(h.cv)] : []),
-    esc(formatSecs(h.fitSeconds)), h.predictMsPer1000 === null ? 'n/a' : `${h.predictMsPer1000.toFixed(1)} ms`, esc(formatBytes(h.modelBytes)),
-    `<code>${esc(Object.entries(h.params).map(([k, v]) => `${k}=${v}`).join(' '))}</code>`,
+    esc(formatSecs(h.fitSeconds)),
+    h.predictMsPer1000 === null ? 'n/a' : `${h.predictMsPer1000.toFixed(1)} ms`,
+    esc(formatBytes(h.modelBytes)),
+    `<code>${esc(
+      Object.entries(h.params)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(' '),
+    )}</code>`,
   ]);
   return `<table><thead><tr>${head.map((x) => `<th>${esc(x)}</th>`).join('')}</tr></thead><tbody>${rows.map((cells) => `<tr>${cells.map((c, i) => `<td${i > 0 && i < cells.length - 1 ? ' class="num"' : ''}>${c}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
 }
@@ -136,7 +211,9 @@ function perClassTable(r: Report): string {
     r.cache.classes.forEach((c, i) => {
       const m = h.perClass![c];
       if (!m) return;
-      rows.push(`<tr>${i === 0 ? `<td rowspan="${r.cache.classes.length}">${esc(h.name)}</td>` : ''}<td>${esc(c)}</td><td class="num">${m.precision.toFixed(4)}</td><td class="num">${m.recall.toFixed(4)}</td><td class="num">${m.f1.toFixed(4)}</td><td class="num">${m.support}</td></tr>`);
+      rows.push(
+        `<tr>${i === 0 ? `<td rowspan="${r.cache.classes.length}">${esc(h.name)}</td>` : ''}<td>${esc(c)}</td><td class="num">${m.precision.toFixed(4)}</td><td class="num">${m.recall.toFixed(4)}</td><td class="num">${m.f1.toFixed(4)}</td><td class="num">${m.support}</td></tr>`,
+      );
     });
   }
   if (rows.length === 0) return '<p class="note">No per-class scores.</p>';
@@ -172,16 +249,30 @@ svg text{fill:#333;font-family:inherit}`;
 /** The whole page. */
 export function renderHtml(r: Report, thumbs: readonly Thumbnail[]): string {
   const c = r.cache;
-  const confusions = r.heads.filter((h) => h.confusion).map((h) =>
-    `<div><h3>${esc(h.name)} <span class="note">${pct(h.testAccuracy)}</span></h3>${confusionSvg(h.confusion!, c.classes)}</div>`).join('');
-  const valDesc = r.split.valSource === 'cache' ? "the cache's val split" : r.split.valSource === 'carved' ? `${(r.split.valFraction * 100).toFixed(0)}% of train, stratified, seed ${r.split.seed}` : 'none';
+  const confusions = r.heads
+    .filter((h) => h.confusion)
+    .map(
+      (h) =>
+        `<div><h3>${esc(h.name)} <span class="note">${pct(h.testAccuracy)}</span></h3>${confusionSvg(h.confusion!, c.classes)}</div>`,
+    )
+    .join('');
+  const valDesc =
+    r.split.valSource === 'cache'
+      ? "the cache's val split"
+      : r.split.valSource === 'carved'
+        ? `${(r.split.valFraction * 100).toFixed(0)}% of train, stratified, seed ${r.split.seed}`
+        : 'none';
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>convcache head comparison — ${esc(c.model)} / ${esc(c.layer)}</title><style>${CSS}</style></head>
 <body>
 <h1>Head comparison — ${esc(c.model)} / ${esc(c.layer)} / ${esc(c.pooling)} (D=${c.D})</h1>
 <p class="verdict"><b>Verdict:</b> ${esc(r.verdict)}</p>
-<p class="note">Cache <code>${esc(c.dir)}</code> · classes ${esc(c.classes.join(', '))} · ${esc(Object.entries(c.counts).map(([s, n]) => `${s} ${n}`).join(', '))} · ${c.skipped} skipped.
+<p class="note">Cache <code>${esc(c.dir)}</code> · classes ${esc(c.classes.join(', '))} · ${esc(
+    Object.entries(c.counts)
+      .map(([s, n]) => `${s} ${n}`)
+      .join(', '),
+  )} · ${c.skipped} skipped.
 Selected on ${r.split.train} training rows scored on validation ${r.split.val} rows (${esc(valDesc)})${r.selection?.by === 'cv' ? ` — by ${r.options.cv}-fold CV on train+val` : ''}${r.heads.some((h) => h.refit) ? ', then refitted on train+val' : ''}; test ${r.split.test} rows, used once, for the final score. McNemar: exact paired test against the chosen head on the same test images (p &gt;= 0.05: tied; b/c = images only the chosen / only this head got right).${r.options.tune ? ` Tuned by ${r.options.tune.by === 'val' ? 'validation accuracy' : `${r.options.tune.folds}-fold CV`}.` : ''}</p>
 <h2>Test accuracy</h2>
 ${accuracyChart(r.heads, r.chosen)}

@@ -56,7 +56,13 @@ export interface ReportRow {
   cv?: CvSummary;
   /** Where compare saved this head (with its .meta.json sidecar), when it did. */
   headPath?: string;
-  tuning?: { by: 'val' | 'cv'; folds?: number; chosen: HeadParams; seconds: number; trials: { params: HeadParams; score: number }[] };
+  tuning?: {
+    by: 'val' | 'cv';
+    folds?: number;
+    chosen: HeadParams;
+    seconds: number;
+    trials: { params: HeadParams; score: number }[];
+  };
   note?: string;
 }
 
@@ -95,8 +101,22 @@ export interface Report {
   createdAt: string;
   toolVersion: string;
   cache: CacheSummary;
-  split: { train: number; val: number; test: number; valSource: 'cache' | 'carved' | 'none'; valFraction: number; seed: number; cvOn?: string };
-  options: { heads: string[]; cv: number | null; tune: false | { by: 'val' | 'cv'; folds?: number }; classWeight: string; seed: number };
+  split: {
+    train: number;
+    val: number;
+    test: number;
+    valSource: 'cache' | 'carved' | 'none';
+    valFraction: number;
+    seed: number;
+    cvOn?: string;
+  };
+  options: {
+    heads: string[];
+    cv: number | null;
+    tune: false | { by: 'val' | 'cv'; folds?: number };
+    classWeight: string;
+    seed: number;
+  };
   /** The head chosen on validation, its test accuracy with an interval, ties by McNemar, the cheapest tied head. */
   verdict: string;
   /** Name of the head chosen WITHOUT the test split (validation, or CV with --cv); null when none could be. */
@@ -156,17 +176,26 @@ export function normalizeExtraRows(input: unknown, classes: readonly string[], s
     const frac = (k: 'testAccuracy' | 'valAccuracy' | 'macroF1') => {
       const v = r[k];
       if (v === undefined || v === null) return null;
-      if (!isNum(v) || v < 0 || v > 1) throw new UserError(`${where} (${r.name}): ${k} must be a fraction in [0, 1], got ${JSON.stringify(v)}`);
+      if (!isNum(v) || v < 0 || v > 1)
+        throw new UserError(`${where} (${r.name}): ${k} must be a fraction in [0, 1], got ${JSON.stringify(v)}`);
       return v;
     };
     const num = (k: 'fitSeconds' | 'predictMsPer1000' | 'modelBytes' | 'logLoss') => {
       const v = r[k];
       if (v === undefined || v === null) return null;
-      if (!isNum(v) || v < 0) throw new UserError(`${where} (${r.name}): ${k} must be a number >= 0, got ${JSON.stringify(v)}`);
+      if (!isNum(v) || v < 0)
+        throw new UserError(`${where} (${r.name}): ${k} must be a number >= 0, got ${JSON.stringify(v)}`);
       return v;
     };
     const k = classes.length;
-    if (r.confusion != null && !(Array.isArray(r.confusion) && r.confusion.length === k && r.confusion.every((row) => Array.isArray(row) && row.length === k && row.every(isNum)))) {
+    if (
+      r.confusion != null &&
+      !(
+        Array.isArray(r.confusion) &&
+        r.confusion.length === k &&
+        r.confusion.every((row) => Array.isArray(row) && row.length === k && row.every(isNum))
+      )
+    ) {
       throw new UserError(`${where} (${r.name}): confusion must be a ${k}×${k} matrix of counts`);
     }
     return {
@@ -192,7 +221,10 @@ export function normalizeExtraRows(input: unknown, classes: readonly string[], s
 // -------------------------------------------------------------------------------- markdown
 
 const mdCell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
-const paramText = (p: HeadParams) => Object.entries(p).map(([k, v]) => `${k}=${v}`).join(' ');
+const paramText = (p: HeadParams) =>
+  Object.entries(p)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
 
 function mdTable(header: string[], rows: string[][]): string {
   return [
@@ -222,23 +254,68 @@ export function renderMarkdown(r: Report): string {
   const out: string[] = [];
   out.push(`**Verdict:** ${r.verdict}`, '');
   out.push(`# Head comparison — ${c.model} / ${c.layer} / ${c.pooling} (D=${c.D})`, '');
-  out.push(`Cache \`${c.dir}\` · classes ${c.classes.join(', ')} · ${Object.entries(c.counts).map(([s, n]) => `${s} ${n}`).join(', ')} · ${c.skipped} skipped image(s).`);
-  const valDesc = r.split.valSource === 'cache' ? "the cache's val split" : r.split.valSource === 'carved' ? `${(r.split.valFraction * 100).toFixed(0)}% of train carved out (stratified, seed ${r.split.seed})` : 'none';
-  out.push(`Heads trained on ${r.split.train} rows; validation: ${r.split.val} rows (${valDesc}); test: ${r.split.test} rows, used only for the final score.`);
-  if (r.options.cv) out.push(`Cross-validation: stratified ${r.options.cv}-fold on train+val (${r.split.train + r.split.val} rows).`);
-  if (r.options.tune) out.push(`Hyperparameters tuned by ${r.options.tune.by === 'val' ? 'validation accuracy' : `${r.options.tune.folds}-fold CV on train+val`} (never on test).`);
-  out.push(`Selection: ${r.selection ? (r.selection.by === 'cv' ? `by ${r.options.cv}-fold CV accuracy on train+val` : 'by validation accuracy (ties: lower validation log loss)') : 'none possible (no validation set)'}; test is used once, to report.${r.heads.some((h) => h.refit) ? ` Heads trained here were then refitted on train+val (${r.heads.find((h) => h.refit)!.refit!.rows} rows; early-stopped heads for the epochs validation chose).` : ''}`);
-  out.push('Test accuracy with its 95% Wilson interval; McNemar p: exact paired test against the chosen head on the same test images (p >= 0.05: tied; b/c = images only the chosen head / only this head got right).');
+  out.push(
+    `Cache \`${c.dir}\` · classes ${c.classes.join(', ')} · ${Object.entries(c.counts)
+      .map(([s, n]) => `${s} ${n}`)
+      .join(', ')} · ${c.skipped} skipped image(s).`,
+  );
+  const valDesc =
+    r.split.valSource === 'cache'
+      ? "the cache's val split"
+      : r.split.valSource === 'carved'
+        ? `${(r.split.valFraction * 100).toFixed(0)}% of train carved out (stratified, seed ${r.split.seed})`
+        : 'none';
+  out.push(
+    `Heads trained on ${r.split.train} rows; validation: ${r.split.val} rows (${valDesc}); test: ${r.split.test} rows, used only for the final score.`,
+  );
+  if (r.options.cv)
+    out.push(`Cross-validation: stratified ${r.options.cv}-fold on train+val (${r.split.train + r.split.val} rows).`);
+  if (r.options.tune)
+    out.push(
+      `Hyperparameters tuned by ${r.options.tune.by === 'val' ? 'validation accuracy' : `${r.options.tune.folds}-fold CV on train+val`} (never on test).`,
+    );
+  out.push(
+    `Selection: ${r.selection ? (r.selection.by === 'cv' ? `by ${r.options.cv}-fold CV accuracy on train+val` : 'by validation accuracy (ties: lower validation log loss)') : 'none possible (no validation set)'}; test is used once, to report.${r.heads.some((h) => h.refit) ? ` Heads trained here were then refitted on train+val (${r.heads.find((h) => h.refit)!.refit!.rows} rows; early-stopped heads for the epochs validation chose).` : ''}`,
+  );
+  out.push(
+    'Test accuracy with its 95% Wilson interval; McNemar p: exact paired test against the chosen head on the same test images (p >= 0.05: tied; b/c = images only the chosen head / only this head got right).',
+  );
   out.push('', '## Summary', '');
-  out.push(mdTable(
-    ['head', 'test acc', '95% CI', 'vs chosen (McNemar p)', 'val acc', 'macro F1', 'log loss', ...(r.options.cv ? [`CV ${r.options.cv}-fold`] : []), 'fit', 'predict / 1000', 'model size', 'params'],
-    r.heads.map((h) => [
-      h.name + (h.name === r.chosen ? ' (chosen)' : '') + (h.name === r.recommended && h.name !== r.chosen ? ' (recommended)' : '') + (h.source === 'extra' ? ' (extra)' : ''),
-      pct(h.testAccuracy), intervalCell(h), pairedCell(h, r.chosen), pct(h.valAccuracy), h.macroF1 === null ? 'n/a' : h.macroF1.toFixed(4),
-      h.logLoss === null ? 'n/a' : h.logLoss.toFixed(4), ...(r.options.cv ? [formatCv(h.cv)] : []),
-      formatSecs(h.fitSeconds), h.predictMsPer1000 === null ? 'n/a' : `${h.predictMsPer1000.toFixed(1)} ms`, formatBytes(h.modelBytes), paramText(h.params),
-    ]),
-  ));
+  out.push(
+    mdTable(
+      [
+        'head',
+        'test acc',
+        '95% CI',
+        'vs chosen (McNemar p)',
+        'val acc',
+        'macro F1',
+        'log loss',
+        ...(r.options.cv ? [`CV ${r.options.cv}-fold`] : []),
+        'fit',
+        'predict / 1000',
+        'model size',
+        'params',
+      ],
+      r.heads.map((h) => [
+        h.name +
+          (h.name === r.chosen ? ' (chosen)' : '') +
+          (h.name === r.recommended && h.name !== r.chosen ? ' (recommended)' : '') +
+          (h.source === 'extra' ? ' (extra)' : ''),
+        pct(h.testAccuracy),
+        intervalCell(h),
+        pairedCell(h, r.chosen),
+        pct(h.valAccuracy),
+        h.macroF1 === null ? 'n/a' : h.macroF1.toFixed(4),
+        h.logLoss === null ? 'n/a' : h.logLoss.toFixed(4),
+        ...(r.options.cv ? [formatCv(h.cv)] : []),
+        formatSecs(h.fitSeconds),
+        h.predictMsPer1000 === null ? 'n/a' : `${h.predictMsPer1000.toFixed(1)} ms`,
+        formatBytes(h.modelBytes),
+        paramText(h.params),
+      ]),
+    ),
+  );
   // Which solver variant ran and why (e.g. an approximate RBF SVM or kNN search on a large cache).
   for (const h of r.heads) if (h.source === 'compare' && h.note) out.push('', `- **${h.name}**: ${h.note}`);
   out.push('', '## Per class (test)', '');
@@ -247,17 +324,31 @@ export function renderMarkdown(r: Report): string {
     if (!h.perClass) continue;
     for (const cls of c.classes) {
       const m = h.perClass[cls];
-      if (m) pcRows.push([h.name, cls, m.precision.toFixed(4), m.recall.toFixed(4), m.f1.toFixed(4), String(m.support)]);
+      if (m)
+        pcRows.push([h.name, cls, m.precision.toFixed(4), m.recall.toFixed(4), m.f1.toFixed(4), String(m.support)]);
     }
   }
-  out.push(pcRows.length ? mdTable(['head', 'class', 'precision', 'recall', 'F1', 'support'], pcRows) : '_no per-class scores_');
+  out.push(
+    pcRows.length
+      ? mdTable(['head', 'class', 'precision', 'recall', 'F1', 'support'], pcRows)
+      : '_no per-class scores_',
+  );
   out.push('', '## Confusion matrices (test; rows = true, columns = predicted)');
   for (const h of r.heads) {
     if (!h.confusion) continue;
     out.push('', `### ${h.name}`, '');
-    out.push(mdTable(['true \\ predicted', ...c.classes], h.confusion.map((row, i) => [c.classes[i]!, ...row.map(String)])));
+    out.push(
+      mdTable(
+        ['true \\ predicted', ...c.classes],
+        h.confusion.map((row, i) => [c.classes[i]!, ...row.map(String)]),
+      ),
+    );
   }
-  if (r.misclassified) out.push('', `${r.misclassified.total} test image(s) misclassified by ${r.misclassified.head}; thumbnails in report.html.`);
+  if (r.misclassified)
+    out.push(
+      '',
+      `${r.misclassified.total} test image(s) misclassified by ${r.misclassified.head}; thumbnails in report.html.`,
+    );
   out.push('', `_Generated by convcache ${r.toolVersion} at ${r.createdAt} in ${r.totalSeconds.toFixed(1)} s._`, '');
   return out.join('\n');
 }

@@ -40,7 +40,11 @@ export interface RefitResult {
 
 /** Refit the configuration of `fitted` (chosen on `val`) on train + val. */
 export async function refitOnTrainVal(
-  kind: string, params: HeadParams, fitted: Head, train: LabelledSet, val: LabelledSet,
+  kind: string,
+  params: HeadParams,
+  fitted: Head,
+  train: LabelledSet,
+  val: LabelledSet,
   o: { nClasses: number; classWeight?: FitOptions['classWeight']; seed: number; log?: FitOptions['log'] },
 ): Promise<RefitResult> {
   const p = refitParams(kind, params, fitted);
@@ -49,7 +53,13 @@ export async function refitOnTrainVal(
   const t = performance.now();
   await head.fit(all.X, all.y, { nClasses: o.nClasses, classWeight: o.classWeight, seed: o.seed, log: o.log });
   const epochs = selectedEpochs(kind, fitted);
-  return { head, params: head.params, fitSeconds: (performance.now() - t) / 1000, rows: all.y.length, ...(epochs !== undefined ? { epochs } : {}) };
+  return {
+    head,
+    params: head.params,
+    fitSeconds: (performance.now() - t) / 1000,
+    rows: all.y.length,
+    ...(epochs !== undefined ? { epochs } : {}),
+  };
 }
 
 /** What selection among heads looks at: nothing measured on test. */
@@ -73,12 +83,19 @@ export interface Selection {
  * list's order), so the choice is deterministic and never depends on timings or on test.
  */
 export function chooseHead(candidates: readonly SelectionCandidate[], by: 'val' | 'cv'): Selection {
-  const scored = candidates.map((c, i) => ({ ...c, i })).filter((c): c is typeof c & { score: number } => c.score !== null && Number.isFinite(c.score));
+  const scored = candidates
+    .map((c, i) => ({ ...c, i }))
+    .filter((c): c is typeof c & { score: number } => c.score !== null && Number.isFinite(c.score));
   scored.sort((a, b) => {
     if (Math.abs(b.score - a.score) > 1e-12) return b.score - a.score;
-    const ta = a.tieBreak ?? Infinity, tb = b.tieBreak ?? Infinity;
+    const ta = a.tieBreak ?? Infinity,
+      tb = b.tieBreak ?? Infinity;
     if (ta !== tb) return ta - tb;
     return a.i - b.i;
   });
-  return { by, chosen: scored[0]?.name ?? null, ranking: scored.map((c) => ({ name: c.name, score: c.score, tieBreak: c.tieBreak })) };
+  return {
+    by,
+    chosen: scored[0]?.name ?? null,
+    ranking: scored.map((c) => ({ name: c.name, score: c.score, tieBreak: c.tieBreak })),
+  };
 }

@@ -32,7 +32,12 @@ export function wilsonInterval(successes: number, n: number, z = Z95): Interval 
   const centre = (p + z2 / (2 * n)) / denom;
   const half = (z / denom) * Math.sqrt((p * (1 - p)) / n + z2 / (4 * n * n));
   // Exact 0 and 1 at the edges (the formula gives them up to rounding).
-  return { low: successes === 0 ? 0 : Math.max(0, centre - half), high: successes === n ? 1 : Math.min(1, centre + half), level, method: 'wilson' };
+  return {
+    low: successes === 0 ? 0 : Math.max(0, centre - half),
+    high: successes === n ? 1 : Math.min(1, centre + half),
+    level,
+    method: 'wilson',
+  };
 }
 
 /** Two-sided coverage of ±z under the standard normal. */
@@ -42,8 +47,12 @@ function levelOf(z: number): number {
 
 function normalCdf(x: number): number {
   // Abramowitz–Stegun 7.1.26 on erf; only used to label non-default levels.
-  const t = 1 / (1 + 0.3275911 * Math.abs(x) / Math.SQRT2);
-  const erf = 1 - t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))) * Math.exp(-(x * x) / 2);
+  const t = 1 / (1 + (0.3275911 * Math.abs(x)) / Math.SQRT2);
+  const erf =
+    1 -
+    t *
+      (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))) *
+      Math.exp(-(x * x) / 2);
   return 0.5 * (1 + Math.sign(x) * erf);
 }
 
@@ -55,7 +64,9 @@ function logFactorial(n: number): number {
     return s;
   }
   const x = n + 1;
-  return (x - 0.5) * Math.log(x) - x + 0.5 * Math.log(2 * Math.PI) + 1 / (12 * x) - 1 / (360 * x ** 3) + 1 / (1260 * x ** 5);
+  return (
+    (x - 0.5) * Math.log(x) - x + 0.5 * Math.log(2 * Math.PI) + 1 / (12 * x) - 1 / (360 * x ** 3) + 1 / (1260 * x ** 5)
+  );
 }
 
 /** P(X <= k) for X ~ Binomial(n, 1/2). */
@@ -87,7 +98,8 @@ export interface McNemarResult {
  * needs b + c ≳ 25), and costs O(min(b, c)) terms.
  */
 export function mcnemarExact(b: number, c: number): McNemarResult {
-  if (!(Number.isInteger(b) && Number.isInteger(c) && b >= 0 && c >= 0)) throw new RangeError(`mcnemarExact: need counts >= 0, got ${b}, ${c}`);
+  if (!(Number.isInteger(b) && Number.isInteger(c) && b >= 0 && c >= 0))
+    throw new RangeError(`mcnemarExact: need counts >= 0, got ${b}, ${c}`);
   const n = b + c;
   const pValue = n === 0 ? 1 : Math.min(1, 2 * binomialCdfHalf(Math.min(b, c), n));
   return { b, c, pValue, method: 'exact-binomial' };
@@ -95,10 +107,13 @@ export function mcnemarExact(b: number, c: number): McNemarResult {
 
 /** McNemar on per-image predictions of two classifiers against the same labels. */
 export function mcnemarPaired(y: ArrayLike<number>, predA: ArrayLike<number>, predB: ArrayLike<number>): McNemarResult {
-  if (y.length !== predA.length || y.length !== predB.length) throw new RangeError(`mcnemarPaired: lengths differ (${y.length}, ${predA.length}, ${predB.length})`);
-  let b = 0, c = 0;
+  if (y.length !== predA.length || y.length !== predB.length)
+    throw new RangeError(`mcnemarPaired: lengths differ (${y.length}, ${predA.length}, ${predB.length})`);
+  let b = 0,
+    c = 0;
   for (let i = 0; i < y.length; i++) {
-    const a = predA[i] === y[i], bb = predB[i] === y[i];
+    const a = predA[i] === y[i],
+      bb = predB[i] === y[i];
     if (a && !bb) b++;
     else if (!a && bb) c++;
   }

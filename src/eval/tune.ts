@@ -13,7 +13,6 @@ import { pct } from '../util/format.ts';
  * survive changes to the heads.
  */
 
-
 /** The candidate parameter sets for a kind: `fixed` merged with every grid point (at least one: `fixed`). */
 export function tuneGrid(kind: string, fixed: HeadParams = {}): HeadParams[] {
   const specs = headParamSpecs(kind);
@@ -71,27 +70,48 @@ export async function tuneHead(o: TuneOptions): Promise<TuneResult> {
   const trials: TuneTrial[] = [];
   let bestIdx = -1;
   let fitted: TuneResult['fitted'];
-  const better = (t: TuneTrial, b: TuneTrial | undefined) => !b || t.score > b.score + 1e-12 || (Math.abs(t.score - b.score) <= 1e-12 && t.tieBreak < b.tieBreak - 1e-12);
+  const better = (t: TuneTrial, b: TuneTrial | undefined) =>
+    !b || t.score > b.score + 1e-12 || (Math.abs(t.score - b.score) <= 1e-12 && t.tieBreak < b.tieBreak - 1e-12);
   for (const [i, params] of grid.entries()) {
     const ts = performance.now();
     let trial: TuneTrial;
     if (o.mode.by === 'val') {
-      if (!o.val) throw new UserError('tuning on validation needs a validation set (use --val-fraction > 0, or tune by CV)');
+      if (!o.val)
+        throw new UserError('tuning on validation needs a validation set (use --val-fraction > 0, or tune by CV)');
       const head = createHead(o.kind, params);
-      await head.fit(o.train.X, o.train.y, { nClasses: o.nClasses, val: o.val, classWeight: o.classWeight, seed: o.seed, log: o.fitLog });
+      await head.fit(o.train.X, o.train.y, {
+        nClasses: o.nClasses,
+        val: o.val,
+        classWeight: o.classWeight,
+        seed: o.seed,
+        log: o.fitLog,
+      });
       const fitSeconds = (performance.now() - ts) / 1000;
       const P = await head.predictProba(o.val.X);
       const pred = await head.predict(o.val.X);
-      trial = { params, score: accuracy(o.val.y, pred), tieBreak: logLoss(o.val.y, P), seconds: (performance.now() - ts) / 1000 };
-      if (better(trial, trials[bestIdx])) { bestIdx = i; fitted = { head, fitSeconds }; }
+      trial = {
+        params,
+        score: accuracy(o.val.y, pred),
+        tieBreak: logLoss(o.val.y, P),
+        seconds: (performance.now() - ts) / 1000,
+      };
+      if (better(trial, trials[bestIdx])) {
+        bestIdx = i;
+        fitted = { head, fitSeconds };
+      }
     } else {
       const all = o.val ? concatSets(o.train, o.val) : o.train;
-      const cv = await crossValidate(o.kind, params, all.X, all.y, o.mode.folds, o.seed, o.nClasses, { classWeight: o.classWeight, log: o.fitLog });
+      const cv = await crossValidate(o.kind, params, all.X, all.y, o.mode.folds, o.seed, o.nClasses, {
+        classWeight: o.classWeight,
+        log: o.fitLog,
+      });
       trial = { params, score: cv.accuracy.mean, tieBreak: cv.accuracy.std, seconds: (performance.now() - ts) / 1000 };
       if (better(trial, trials[bestIdx])) bestIdx = i;
     }
     trials.push(trial);
-    o.log?.info(`tune ${o.kind} [${i + 1}/${grid.length}] ${formatParams(params, o.fixed)}: ${o.mode.by === 'val' ? 'val' : `${o.mode.folds}-fold CV`} accuracy ${pct(trial.score)} (${trial.seconds.toFixed(2)} s)`);
+    o.log?.info(
+      `tune ${o.kind} [${i + 1}/${grid.length}] ${formatParams(params, o.fixed)}: ${o.mode.by === 'val' ? 'val' : `${o.mode.folds}-fold CV`} accuracy ${pct(trial.score)} (${trial.seconds.toFixed(2)} s)`,
+    );
   }
   return {
     by: o.mode.by,

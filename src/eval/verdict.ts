@@ -40,7 +40,12 @@ export function addIntervals(rows: ReportRow[], testRows: number): void {
 }
 
 /** McNemar between the chosen head and every other row with per-image test predictions. */
-export function addPairedTests(rows: ReportRow[], chosen: string | null, y: Int32Array | undefined, preds: ReadonlyMap<string, Int32Array>): void {
+export function addPairedTests(
+  rows: ReportRow[],
+  chosen: string | null,
+  y: Int32Array | undefined,
+  preds: ReadonlyMap<string, Int32Array>,
+): void {
   if (!chosen || !y || !preds.has(chosen)) return;
   const pc = preds.get(chosen)!;
   for (const r of rows) {
@@ -61,14 +66,21 @@ export function addPairedTests(rows: ReportRow[], chosen: string | null, y: Int3
  * 1000× the lowest. Ties: smaller model.
  */
 export function cheapest(rows: readonly ReportRow[]): ReportRow {
-  const keys: ((r: ReportRow) => number | null)[] = [(r) => r.fitSeconds, (r) => r.predictMsPer1000, (r) => r.modelBytes];
+  const keys: ((r: ReportRow) => number | null)[] = [
+    (r) => r.fitSeconds,
+    (r) => r.predictMsPer1000,
+    (r) => r.modelBytes,
+  ];
   const negligible = [NEGLIGIBLE_COST.fitSeconds, NEGLIGIBLE_COST.predictMsPer1000, NEGLIGIBLE_COST.modelBytes];
-  const floors = keys.map((k, i) => Math.max(negligible[i]!, Math.min(...rows.map((r) => k(r) ?? Infinity).filter(Number.isFinite), Infinity)));
-  const score = (r: ReportRow) => keys.reduce((s, k, i) => {
-    const v = k(r);
-    const f = floors[i]!;
-    return s + (Number.isFinite(f) ? (v === null ? Math.log(1000) : Math.log(Math.max(v, f) / f)) : 0);
-  }, 0);
+  const floors = keys.map((k, i) =>
+    Math.max(negligible[i]!, Math.min(...rows.map((r) => k(r) ?? Infinity).filter(Number.isFinite), Infinity)),
+  );
+  const score = (r: ReportRow) =>
+    keys.reduce((s, k, i) => {
+      const v = k(r);
+      const f = floors[i]!;
+      return s + (Number.isFinite(f) ? (v === null ? Math.log(1000) : Math.log(Math.max(v, f) / f)) : 0);
+    }, 0);
   return [...rows].sort((a, b) => score(a) - score(b) || (a.modelBytes ?? Infinity) - (b.modelBytes ?? Infinity))[0]!;
 }
 
@@ -82,7 +94,9 @@ export const costText = (r: ReportRow): string =>
   `${formatSecs(r.fitSeconds)} fit, ${r.predictMsPer1000 === null ? 'n/a' : `${r.predictMsPer1000.toFixed(1)} ms`} per 1000 predictions, ${formatBytes(r.modelBytes)}`;
 
 export const intervalText = (r: ReportRow): string =>
-  (r.testInterval ? `95% CI ${(r.testInterval.low * 100).toFixed(1)}–${(r.testInterval.high * 100).toFixed(1)}%` : 'no interval');
+  r.testInterval
+    ? `95% CI ${(r.testInterval.low * 100).toFixed(1)}–${(r.testInterval.high * 100).toFixed(1)}%`
+    : 'no interval';
 
 const pText = (p: number) => (p >= 0.001 ? `p=${p.toFixed(p >= 0.1 ? 2 : 3)}` : 'p<0.001');
 
@@ -104,32 +118,48 @@ export function makeVerdict(rows: readonly ReportRow[], selection: Selection): V
   if (!chosen) {
     return {
       text: 'No head could be chosen: there is no validation set or CV score (use --val-fraction > 0 or --cv K); test accuracies are shown but not used to pick a head.',
-      chosen: null, tied: [], recommended: null,
+      chosen: null,
+      tied: [],
+      recommended: null,
     };
   }
-  const how = selection.by === 'cv'
-    ? `cross-validation on train+val (${pct(chosen.cv?.mean ?? null)})`
-    : `validation accuracy (${pct(chosen.valAccuracy)})`;
+  const how =
+    selection.by === 'cv'
+      ? `cross-validation on train+val (${pct(chosen.cv?.mean ?? null)})`
+      : `validation accuracy (${pct(chosen.valAccuracy)})`;
   const parts: string[] = [];
-  parts.push(chosen.testAccuracy === null
-    ? `${chosen.name} is chosen by ${how}; there is no test split to report on.`
-    : `${chosen.name} is chosen by ${how}: test accuracy ${pct(chosen.testAccuracy)} (${intervalText(chosen)}, n=${chosen.testInterval?.n ?? '?'}).`);
+  parts.push(
+    chosen.testAccuracy === null
+      ? `${chosen.name} is chosen by ${how}; there is no test split to report on.`
+      : `${chosen.name} is chosen by ${how}: test accuracy ${pct(chosen.testAccuracy)} (${intervalText(chosen)}, n=${chosen.testInterval?.n ?? '?'}).`,
+  );
   const tested = rows.filter((r) => r.vsChosen);
   const tiedRows = tested.filter((r) => !r.vsChosen!.significant);
   const worse = tested.filter((r) => r.vsChosen!.better === 'chosen');
   const better = tested.filter((r) => r.vsChosen!.better === 'this');
-  if (tested.length === 0 && chosen.testAccuracy !== null) parts.push('No other head to compare with on the same test images.');
+  if (tested.length === 0 && chosen.testAccuracy !== null)
+    parts.push('No other head to compare with on the same test images.');
   if (tiedRows.length > 0) {
-    parts.push(`Tied with ${tiedRows.map((r) => `${r.name} (${pct(r.testAccuracy)}, ${pText(r.vsChosen!.pValue)})`).join(', ')}: not significantly different on the same test images (McNemar exact, α=${ALPHA}).`);
+    parts.push(
+      `Tied with ${tiedRows.map((r) => `${r.name} (${pct(r.testAccuracy)}, ${pText(r.vsChosen!.pValue)})`).join(', ')}: not significantly different on the same test images (McNemar exact, α=${ALPHA}).`,
+    );
   }
-  if (worse.length > 0) parts.push(`Significantly better than ${worse.map((r) => `${r.name} (${pct(r.testAccuracy)}, ${pText(r.vsChosen!.pValue)})`).join(', ')}.`);
-  if (better.length > 0) parts.push(`Note: ${better.map((r) => `${r.name} (${pct(r.testAccuracy)}, ${pText(r.vsChosen!.pValue)})`).join(', ')} did significantly better on test, although validation chose ${chosen.name}.`);
+  if (worse.length > 0)
+    parts.push(
+      `Significantly better than ${worse.map((r) => `${r.name} (${pct(r.testAccuracy)}, ${pText(r.vsChosen!.pValue)})`).join(', ')}.`,
+    );
+  if (better.length > 0)
+    parts.push(
+      `Note: ${better.map((r) => `${r.name} (${pct(r.testAccuracy)}, ${pText(r.vsChosen!.pValue)})`).join(', ')} did significantly better on test, although validation chose ${chosen.name}.`,
+    );
   const tied = [chosen, ...tiedRows];
   const cheap = cheapest(tied);
   if (tiedRows.length > 0) {
-    parts.push(cheap === chosen
-      ? `${chosen.name} is also the cheapest of the tied heads (${costText(chosen)}).`
-      : `Recommended: ${cheap.name}, the cheapest of the tied heads (${costText(cheap)}; ${chosen.name}: ${costText(chosen)}).`);
+    parts.push(
+      cheap === chosen
+        ? `${chosen.name} is also the cheapest of the tied heads (${costText(chosen)}).`
+        : `Recommended: ${cheap.name}, the cheapest of the tied heads (${costText(cheap)}; ${chosen.name}: ${costText(chosen)}).`,
+    );
   }
   return { text: parts.join(' '), chosen: chosen.name, tied: tied.map((r) => r.name), recommended: cheap.name };
 }

@@ -20,9 +20,22 @@ export interface EpochRecord {
  * `topSeconds` the trainable top (in the engine that trains it); `ortSeconds`/`tfjsSeconds` are the
  * same time split by runtime.
  */
-export interface PhaseTimings { seconds: number; ortSeconds: number; tfjsSeconds: number; augmentSeconds: number; baseSeconds: number; topSeconds: number }
+export interface PhaseTimings {
+  seconds: number;
+  ortSeconds: number;
+  tfjsSeconds: number;
+  augmentSeconds: number;
+  baseSeconds: number;
+  topSeconds: number;
+}
 
-export interface WarmStart { epochs: number; bestEpoch: number; valLoss: number; valAccuracy: number; seconds: number }
+export interface WarmStart {
+  epochs: number;
+  bestEpoch: number;
+  valLoss: number;
+  valAccuracy: number;
+  seconds: number;
+}
 
 export interface PhaseState {
   /** Epochs completed. */
@@ -63,7 +76,13 @@ export interface Checkpoint {
 const STATE = 'state.json';
 
 export function emptyPhase(): PhaseState {
-  return { epoch: 0, done: false, best: null, since: 0, timings: { seconds: 0, ortSeconds: 0, tfjsSeconds: 0, augmentSeconds: 0, baseSeconds: 0, topSeconds: 0 } };
+  return {
+    epoch: 0,
+    done: false,
+    best: null,
+    since: 0,
+    timings: { seconds: 0, ortSeconds: 0, tfjsSeconds: 0, augmentSeconds: 0, baseSeconds: 0, topSeconds: 0 },
+  };
 }
 
 /**
@@ -73,14 +92,24 @@ export function emptyPhase(): PhaseState {
  */
 export function saveCheckpoint(dir: string, ck: Checkpoint): void {
   const arrays = [...ck.params, ...(ck.best ?? []), ...ck.m, ...ck.v, ...(ck.avgSum ?? [])];
-  const counts = { params: ck.params.length, best: ck.best?.length ?? 0, m: ck.m.length, v: ck.v.length, avgSum: ck.avgSum?.length ?? 0 };
+  const counts = {
+    params: ck.params.length,
+    best: ck.best?.length ?? 0,
+    m: ck.m.length,
+    v: ck.v.length,
+    avgSum: ck.avgSum?.length ?? 0,
+  };
   const tag = `${ck.phase}-${String(ck.phases[ck.phase].epoch).padStart(3, '0')}-${ck.phases[ck.phase].done ? 'done' : 'run'}`;
   const blob = `weights-${tag}.bin`;
-  writeFileAtomic(join(dir, blob), arrays.map((a) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength)));
+  writeFileAtomic(
+    join(dir, blob),
+    arrays.map((a) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength)),
+  );
   const { params: _p, best: _b, m: _m, v: _v, avgSum: _a, ...rest } = ck;
   const state = { ...rest, blob, counts, lengths: arrays.map((a) => a.length) };
   writeFileAtomic(join(dir, STATE), JSON.stringify(state, null, 1) + '\n');
-  for (const f of readdirSync(dir)) if (f.startsWith('weights-') && f.endsWith('.bin') && f !== blob) rmSync(join(dir, f), { force: true });
+  for (const f of readdirSync(dir))
+    if (f.startsWith('weights-') && f.endsWith('.bin') && f !== blob) rmSync(join(dir, f), { force: true });
 }
 
 export function loadCheckpoint(dir: string): Checkpoint | undefined {
@@ -91,7 +120,10 @@ export function loadCheckpoint(dir: string): Checkpoint | undefined {
   const buf = readFileSync(join(dir, s.blob));
   const lengths: number[] = s.lengths;
   const total = lengths.reduce((a, b) => a + b, 0);
-  if (buf.byteLength !== total * 4) throw new UserError(`${join(dir, s.blob)}: expected ${total * 4} bytes, found ${buf.byteLength} (corrupt checkpoint)`);
+  if (buf.byteLength !== total * 4)
+    throw new UserError(
+      `${join(dir, s.blob)}: expected ${total * 4} bytes, found ${buf.byteLength} (corrupt checkpoint)`,
+    );
   const arrays: Float32Array[] = [];
   let off = 0;
   for (const n of lengths) {
@@ -102,7 +134,11 @@ export function loadCheckpoint(dir: string): Checkpoint | undefined {
   }
   const c = s.counts;
   let i = 0;
-  const take = (k: number): Float32Array[] => { const r = arrays.slice(i, i + k); i += k; return r; };
+  const take = (k: number): Float32Array[] => {
+    const r = arrays.slice(i, i + k);
+    i += k;
+    return r;
+  };
   const params = take(c.params);
   const best = c.best > 0 ? take(c.best) : null;
   const m = take(c.m);

@@ -36,13 +36,18 @@ interface ExportContext {
  * class probabilities out), then check on a few val images that the ONNX model predicts what the
  * trained split network predicts.
  */
-export async function exportAndCheck(outDir: string, e: ExportContext): Promise<{ outputLayer: string; checkImages: number; maxAbsDiff: number; ortSeconds: number }> {
+export async function exportAndCheck(
+  outDir: string,
+  e: ExportContext,
+): Promise<{ outputLayer: string; checkImages: number; maxAbsDiff: number; ortSeconds: number }> {
   const modelDir = join(outDir, 'model');
   const outputLayer = exportFinetunedModel(modelDir, e);
   const exportedGraph = parseKerasGraph(JSON.parse(readFileSync(join(modelDir, 'model.json'), 'utf8')));
   findLayer(exportedGraph, outputLayer);
   const conv = convertKerasGraph(exportedGraph, await readWeights(modelDir), {
-    layer: outputLayer, pooling: 'none', preprocessing: e.preprocessing,
+    layer: outputLayer,
+    pooling: 'none',
+    preprocessing: e.preprocessing,
     metadata: { 'convcache.finetuned': 'true', 'convcache.outputLayer': outputLayer },
   });
   const onnx = encodeModel(conv.model);
@@ -53,7 +58,8 @@ export async function exportAndCheck(outDir: string, e: ExportContext): Promise<
   const per = h * w * 3;
   const pix = new Uint8Array(imgs.length * per);
   let n = 0;
-  for await (const d of decodeInOrder(imgs, e.preprocessing, { workers: e.opts.workers, maxPixels: e.opts.maxPixels })) if ('pixels' in d) pix.set(d.pixels, n++ * per);
+  for await (const d of decodeInOrder(imgs, e.preprocessing, { workers: e.opts.workers, maxPixels: e.opts.maxPixels }))
+    if ('pixels' in d) pix.set(d.pixels, n++ * per);
   if (n === 0) return { outputLayer, checkImages: 0, maxAbsDiff: 0, ortSeconds: 0 };
   const t = performance.now();
   const runner = await OrtFeatureRunner.create(onnx, [h, w, 3], conv.featureDim, { threads: e.opts.threads });
@@ -64,6 +70,9 @@ export async function exportAndCheck(outDir: string, e: ExportContext): Promise<
   const pTop = await e.top.predict(b, n, !e.base.hasTop);
   let maxAbsDiff = 0;
   for (let i = 0; i < pOnnx.length; i++) maxAbsDiff = Math.max(maxAbsDiff, Math.abs(pOnnx[i]! - pTop[i]!));
-  if (maxAbsDiff > 1e-3) e.opts.log.warn(`exported model differs from the trained network by ${maxAbsDiff.toExponential(2)} in probability on ${n} val images`);
+  if (maxAbsDiff > 1e-3)
+    e.opts.log.warn(
+      `exported model differs from the trained network by ${maxAbsDiff.toExponential(2)} in probability on ${n} val images`,
+    );
   return { outputLayer, checkImages: n, maxAbsDiff: Number(maxAbsDiff.toExponential(3)), ortSeconds };
 }

@@ -52,8 +52,11 @@ export function exportFinetunedModel(dir: string, o: ExportOptions): string {
   const trainable = new Set(plan.layers);
   const topo = structuredClone(o.modelJson.modelTopology);
   const mc = topo.model_config ?? topo;
-  if (mc.class_name !== 'Model' && mc.class_name !== 'Functional') throw new Error(`export: unsupported model class ${mc.class_name}`);
-  const keras2 = (mc.config.layers as any[]).every((l) => Array.isArray(l.inbound_nodes) && (l.inbound_nodes.length === 0 || Array.isArray(l.inbound_nodes[0])));
+  if (mc.class_name !== 'Model' && mc.class_name !== 'Functional')
+    throw new Error(`export: unsupported model class ${mc.class_name}`);
+  const keras2 = (mc.config.layers as any[]).every(
+    (l) => Array.isArray(l.inbound_nodes) && (l.inbound_nodes.length === 0 || Array.isArray(l.inbound_nodes[0])),
+  );
   if (!keras2) throw new Error('export: only Keras 2 style inbound_nodes are supported');
   const layers = (mc.config.layers as any[]).filter((l) => keep.has(l.config?.name ?? l.name));
   for (const l of layers) {
@@ -64,15 +67,38 @@ export function exportFinetunedModel(dir: string, o: ExportOptions): string {
   const [C, K] = head.shape as [number, number];
   const inbound = (n: string): any[] => [[[n, 0, 0, {}]]];
   layers.push(
-    { class_name: 'GlobalAveragePooling2D', name: EXPORT_POOL, inbound_nodes: inbound(plan.cut), config: { name: EXPORT_POOL, trainable: true, data_format: 'channels_last' } },
-    { class_name: 'Dropout', name: EXPORT_DROPOUT, inbound_nodes: inbound(EXPORT_POOL), config: { name: EXPORT_DROPOUT, trainable: true, rate: o.dropout, noise_shape: null, seed: null } },
     {
-      class_name: 'Dense', name: EXPORT_DENSE, inbound_nodes: inbound(EXPORT_DROPOUT),
+      class_name: 'GlobalAveragePooling2D',
+      name: EXPORT_POOL,
+      inbound_nodes: inbound(plan.cut),
+      config: { name: EXPORT_POOL, trainable: true, data_format: 'channels_last' },
+    },
+    {
+      class_name: 'Dropout',
+      name: EXPORT_DROPOUT,
+      inbound_nodes: inbound(EXPORT_POOL),
+      config: { name: EXPORT_DROPOUT, trainable: true, rate: o.dropout, noise_shape: null, seed: null },
+    },
+    {
+      class_name: 'Dense',
+      name: EXPORT_DENSE,
+      inbound_nodes: inbound(EXPORT_DROPOUT),
       config: {
-        name: EXPORT_DENSE, trainable: true, units: K, activation: 'softmax', use_bias: true,
-        kernel_initializer: { class_name: 'VarianceScaling', config: { scale: 1, mode: 'fan_avg', distribution: 'uniform', seed: null } },
+        name: EXPORT_DENSE,
+        trainable: true,
+        units: K,
+        activation: 'softmax',
+        use_bias: true,
+        kernel_initializer: {
+          class_name: 'VarianceScaling',
+          config: { scale: 1, mode: 'fan_avg', distribution: 'uniform', seed: null },
+        },
         bias_initializer: { class_name: 'Zeros', config: {} },
-        kernel_regularizer: null, bias_regularizer: null, activity_regularizer: null, kernel_constraint: null, bias_constraint: null,
+        kernel_regularizer: null,
+        bias_regularizer: null,
+        activity_regularizer: null,
+        kernel_constraint: null,
+        bias_constraint: null,
       },
     },
   );
@@ -94,7 +120,9 @@ export function exportFinetunedModel(dir: string, o: ExportOptions): string {
     const r = replaced.get(clean);
     add(clean, r?.shape ?? w.shape, r?.data ?? w.data);
   }
-  for (const key of replaced.keys()) if (!specs.some((s) => s.name === key)) throw new Error(`export: trained weight ${key} has no pretrained counterpart`);
+  for (const key of replaced.keys())
+    if (!specs.some((s) => s.name === key))
+      throw new Error(`export: trained weight ${key} has no pretrained counterpart`);
   add(`${EXPORT_DENSE}/kernel`, [C, K], head.data);
   add(`${EXPORT_DENSE}/bias`, [K], o.params[o.params.length - 1]!.data);
   writeFileAtomic(join(dir, 'weights.bin'), parts);

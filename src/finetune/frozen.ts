@@ -25,17 +25,42 @@ export class FrozenBase {
     readonly pooledDim: number,
   ) {}
 
-  get hasTop(): boolean { return this.top !== undefined; }
+  get hasTop(): boolean {
+    return this.top !== undefined;
+  }
 
-  static async create(graph: KerasGraph, weights: WeightMap, plan: TopPlan, preprocessing: Preprocessing, threads: number): Promise<FrozenBase> {
+  static async create(
+    graph: KerasGraph,
+    weights: WeightMap,
+    plan: TopPlan,
+    preprocessing: Preprocessing,
+    threads: number,
+  ): Promise<FrozenBase> {
     const [h, w] = preprocessing.size;
     const hasTop = plan.boundary !== plan.cut;
-    const bottom = convertKerasGraph(graph, weights, { layer: plan.boundary, pooling: hasTop ? 'none' : 'avg', preprocessing });
-    const bottomRunner = await OrtFeatureRunner.create(encodeModel(bottom.model), [h, w, 3], bottom.featureDim, { threads });
+    const bottom = convertKerasGraph(graph, weights, {
+      layer: plan.boundary,
+      pooling: hasTop ? 'none' : 'avg',
+      preprocessing,
+    });
+    const bottomRunner = await OrtFeatureRunner.create(encodeModel(bottom.model), [h, w, 3], bottom.featureDim, {
+      threads,
+    });
     if (!hasTop) return new FrozenBase(plan, bottomRunner, undefined, 0, bottom.featureDim);
-    const top = convertKerasGraph(graph, weights, { layer: plan.cut, pooling: 'avg', preprocessing, from: plan.boundary });
+    const top = convertKerasGraph(graph, weights, {
+      layer: plan.cut,
+      pooling: 'avg',
+      preprocessing,
+      from: plan.boundary,
+    });
     const [bh, bw, bc] = plan.inShape;
-    const topRunner = await OrtFeatureRunner.create(encodeModel(top.model), [bc, bh, bw], top.featureDim, { threads }, 'float32');
+    const topRunner = await OrtFeatureRunner.create(
+      encodeModel(top.model),
+      [bc, bh, bw],
+      top.featureDim,
+      { threads },
+      'float32',
+    );
     return new FrozenBase(plan, bottomRunner, topRunner, bottom.featureDim, top.featureDim);
   }
 
@@ -58,7 +83,8 @@ export class FrozenBase {
     const dst = this.nchw;
     for (let i = 0; i < n; i++) {
       const o = i * per;
-      for (let p = 0; p < h * w; p++) for (let ch = 0; ch < c; ch++) dst[o + ch * h * w + p] = boundary[o + p * c + ch]!;
+      for (let p = 0; p < h * w; p++)
+        for (let ch = 0; ch < c; ch++) dst[o + ch * h * w + p] = boundary[o + p * c + ch]!;
     }
     const t = performance.now();
     try {

@@ -68,8 +68,21 @@ export interface FinetuneOptions {
  */
 export const FINETUNE_DEFAULTS = {
   augment: 'flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2,contrast=0.2',
-  unfreeze: 4, epochsHead: 5, epochsFinetune: 6, lr: 3e-5, lrHead: 1e-3, optimizer: 'adam' as const,
-  batch: 32, seed: 42, patience: 3, dropout: 0.2, engine: 'ort' as EngineName, inputScale: 1.3, warmupEpochs: 30, valFraction: 0.25, averageEpochs: true,
+  unfreeze: 4,
+  epochsHead: 5,
+  epochsFinetune: 6,
+  lr: 3e-5,
+  lrHead: 1e-3,
+  optimizer: 'adam' as const,
+  batch: 32,
+  seed: 42,
+  patience: 3,
+  dropout: 0.2,
+  engine: 'ort' as EngineName,
+  inputScale: 1.3,
+  warmupEpochs: 30,
+  valFraction: 0.25,
+  averageEpochs: true,
 };
 
 /**
@@ -113,8 +126,20 @@ export interface FinetuneReport {
   classes: string[];
   /** The preprocessing contract: identical to `extract` for this model. */
   preprocessing: Preprocessing & { input: string; decode: string };
-  data: { root: string; valSource: string; counts: { train: number; val: number; test: number }; skipped: { path: string; reason: string }[] };
-  network: { cut: string; boundary: string; unfreeze: number; trainableLayers: string[]; batchNorm: string; head: string };
+  data: {
+    root: string;
+    valSource: string;
+    counts: { train: number; val: number; test: number };
+    skipped: { path: string; reason: string }[];
+  };
+  network: {
+    cut: string;
+    boundary: string;
+    unfreeze: number;
+    trainableLayers: string[];
+    batchNorm: string;
+    head: string;
+  };
   options: Record<string, unknown>;
   valAccuracy: number;
   valLoss: number;

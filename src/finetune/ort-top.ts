@@ -22,7 +22,11 @@ type Feeds = Record<string, Tensor>;
 
 const int = (name: string, value: number): OnnxAttr => ({ name, kind: 'int', value });
 const ints = (name: string, value: readonly number[]): OnnxAttr => ({ name, kind: 'ints', value });
-const fl = (name: string, dims: (number | string)[]): OnnxValueInfo => ({ name, dataType: DataType.FLOAT, shape: dims });
+const fl = (name: string, dims: (number | string)[]): OnnxValueInfo => ({
+  name,
+  dataType: DataType.FLOAT,
+  shape: dims,
+});
 
 /** ONNX kernel layout from the Keras one: Conv2D [kh,kw,cin,cout] → [cout,cin,kh,kw]; depthwise [kh,kw,c,1] → [c,1,kh,kw]. */
 function onnxKernel(g: GraphBuilder, op: ConvOp, W: string): string {
@@ -44,15 +48,28 @@ function activationGate(g: GraphBuilder, y: string, act: Act): string | undefine
 }
 
 function isPointwise(op: ConvOp): boolean {
-  return op.type === 'Conv2D' && op.kernel[0] === 1 && op.kernel[1] === 1 && op.strides[0] === 1 && op.strides[1] === 1 && op.pads.every((p) => p === 0);
+  return (
+    op.type === 'Conv2D' &&
+    op.kernel[0] === 1 &&
+    op.kernel[1] === 1 &&
+    op.strides[0] === 1 &&
+    op.strides[1] === 1 &&
+    op.pads.every((p) => p === 0)
+  );
 }
 
 /** [N, C, H, W] → [C, N·H·W] */
 function channelsByRows(g: GraphBuilder, x: string, c: number): string {
-  return g.op('Reshape', [g.op('Transpose', [x], [ints('perm', [1, 0, 2, 3])]), g.sharedInt64(`shape_${c}_m1`, [c, -1])]);
+  return g.op('Reshape', [
+    g.op('Transpose', [x], [ints('perm', [1, 0, 2, 3])]),
+    g.sharedInt64(`shape_${c}_m1`, [c, -1]),
+  ]);
 }
 
-interface Saved { input: string; y: string }
+interface Saved {
+  input: string;
+  y: string;
+}
 
 /** Forward through the plan's ops on NCHW `x`; records each op's input and output. */
 function topForward(g: GraphBuilder, plan: TopPlan, x: string, params: string[], saved: Saved[]): string {
@@ -62,13 +79,18 @@ function topForward(g: GraphBuilder, plan: TopPlan, x: string, params: string[],
     if (op.kind === 'conv') {
       const [t, l, b, r] = op.pads;
       const group = op.type === 'DepthwiseConv2D' ? op.inShape[2] : 1;
-      const z = g.op('Conv', [cur, onnxKernel(g, op, params[op.param]!), params[op.param + 1]!], [
-        ints('kernel_shape', op.kernel), ints('strides', op.strides), ints('pads', [t, l, b, r]), int('group', group),
-      ]);
+      const z = g.op(
+        'Conv',
+        [cur, onnxKernel(g, op, params[op.param]!), params[op.param + 1]!],
+        [ints('kernel_shape', op.kernel), ints('strides', op.strides), ints('pads', [t, l, b, r]), int('group', group)],
+      );
       cur = activate(g, z, op.act);
     } else if (op.kind === 'affine') {
       const c = op.shape[2];
-      const z = g.op('Add', [g.op('Mul', [cur, g.sharedFloat(`${op.layer}_scale`, [1, c, 1, 1], op.scale)]), g.sharedFloat(`${op.layer}_shift`, [1, c, 1, 1], op.shift)]);
+      const z = g.op('Add', [
+        g.op('Mul', [cur, g.sharedFloat(`${op.layer}_scale`, [1, c, 1, 1], op.scale)]),
+        g.sharedFloat(`${op.layer}_shift`, [1, c, 1, 1], op.shift),
+      ]);
       cur = activate(g, z, op.act);
     } else cur = activate(g, cur, op.act);
     saved.push({ input, y: cur });
@@ -77,7 +99,14 @@ function topForward(g: GraphBuilder, plan: TopPlan, x: string, params: string[],
 }
 
 /** Gradients of one conv op given dz (gradient at its pre-activation output). */
-function convBackward(g: GraphBuilder, op: ConvOp, s: Saved, dz: string, W: string, needInput: boolean): { dW: string; db: string; dx?: string } {
+function convBackward(
+  g: GraphBuilder,
+  op: ConvOp,
+  s: Saved,
+  dz: string,
+  W: string,
+  needInput: boolean,
+): { dW: string; db: string; dx?: string } {
   const [h, w, cin] = op.inShape;
   const [ho, wo, cout] = op.outShape;
   const [kh, kw] = op.kernel;
@@ -87,24 +116,53 @@ function convBackward(g: GraphBuilder, op: ConvOp, s: Saved, dz: string, W: stri
   let dW: string;
   if (isPointwise(op)) {
     // [cin, N·H·W] · [cout, N·H·W]ᵀ = [cin, cout] = the Keras kernel layout.
-    dW = g.op('Reshape', [g.op('Gemm', [channelsByRows(g, s.input, cin), channelsByRows(g, dz, cout)], [int('transB', 1)]), g.sharedInt64(`shape_1_1_${cin}_${cout}`, [1, 1, cin, cout])]);
+    dW = g.op('Reshape', [
+      g.op('Gemm', [channelsByRows(g, s.input, cin), channelsByRows(g, dz, cout)], [int('transB', 1)]),
+      g.sharedInt64(`shape_1_1_${cin}_${cout}`, [1, 1, cin, cout]),
+    ]);
   } else {
-    const xp = t || l || b || r ? g.op('Pad', [s.input, g.sharedInt64(`pads_${t}_${l}_${b}_${r}`, [0, 0, t, l, 0, 0, b, r])]) : s.input;
+    const xp =
+      t || l || b || r
+        ? g.op('Pad', [s.input, g.sharedInt64(`pads_${t}_${l}_${b}_${r}`, [0, 0, t, l, 0, 0, b, r])])
+        : s.input;
     const dzRows = op.type === 'DepthwiseConv2D' ? undefined : channelsByRows(g, dz, cout);
     const taps: string[] = [];
-    for (let ky = 0; ky < kh; ky++) for (let kx = 0; kx < kw; kx++) {
-      const tap = g.op('Slice', [xp, g.sharedInt64(`st_${ky}_${kx}`, [ky, kx]), g.sharedInt64(`en_${ky + sh * (ho - 1) + 1}_${kx + sw * (wo - 1) + 1}`, [ky + sh * (ho - 1) + 1, kx + sw * (wo - 1) + 1]),
-        g.sharedInt64('axes_23', [2, 3]), g.sharedInt64(`steps_${sh}_${sw}`, [sh, sw])]);
-      if (op.type === 'DepthwiseConv2D') {
-        // Σ_{n,i,j} x[n, c, ky+s·i, kx+s·j]·dz[n, c, i, j] → [1, c]
-        taps.push(g.op('ReduceSum', [g.op('Mul', [tap, dz]), g.sharedInt64('axes_023', [0, 2, 3])], [int('keepdims', 0)]));
-      } else {
-        taps.push(g.op('Gemm', [channelsByRows(g, tap, cin), dzRows!], [int('transB', 1)]));
+    for (let ky = 0; ky < kh; ky++)
+      for (let kx = 0; kx < kw; kx++) {
+        const tap = g.op('Slice', [
+          xp,
+          g.sharedInt64(`st_${ky}_${kx}`, [ky, kx]),
+          g.sharedInt64(`en_${ky + sh * (ho - 1) + 1}_${kx + sw * (wo - 1) + 1}`, [
+            ky + sh * (ho - 1) + 1,
+            kx + sw * (wo - 1) + 1,
+          ]),
+          g.sharedInt64('axes_23', [2, 3]),
+          g.sharedInt64(`steps_${sh}_${sw}`, [sh, sw]),
+        ]);
+        if (op.type === 'DepthwiseConv2D') {
+          // Σ_{n,i,j} x[n, c, ky+s·i, kx+s·j]·dz[n, c, i, j] → [1, c]
+          taps.push(
+            g.op('ReduceSum', [g.op('Mul', [tap, dz]), g.sharedInt64('axes_023', [0, 2, 3])], [int('keepdims', 0)]),
+          );
+        } else {
+          taps.push(g.op('Gemm', [channelsByRows(g, tap, cin), dzRows!], [int('transB', 1)]));
+        }
       }
-    }
     // Taps in (ky, kx) order stack into the Keras layout [kh, kw, cin, cout] (depthwise: cout = 1).
-    const stacked = g.op('Concat', taps.map((x) => g.op('Unsqueeze', [x, g.sharedInt64('axes_0', [0])])), [int('axis', 0)]);
-    dW = g.op('Reshape', [stacked, g.sharedInt64(`shape_${kh}_${kw}_${cin}_${op.type === 'DepthwiseConv2D' ? 1 : cout}`, [kh, kw, cin, op.type === 'DepthwiseConv2D' ? 1 : cout])]);
+    const stacked = g.op(
+      'Concat',
+      taps.map((x) => g.op('Unsqueeze', [x, g.sharedInt64('axes_0', [0])])),
+      [int('axis', 0)],
+    );
+    dW = g.op('Reshape', [
+      stacked,
+      g.sharedInt64(`shape_${kh}_${kw}_${cin}_${op.type === 'DepthwiseConv2D' ? 1 : cout}`, [
+        kh,
+        kw,
+        cin,
+        op.type === 'DepthwiseConv2D' ? 1 : cout,
+      ]),
+    ]);
   }
   let dx: string | undefined;
   if (needInput) {
@@ -113,9 +171,17 @@ function convBackward(g: GraphBuilder, op: ConvOp, s: Saved, dz: string, W: stri
     } else {
       const group = op.type === 'DepthwiseConv2D' ? cin : 1;
       const outPad = [h - (sh * (ho - 1) + kh - t - b), w - (sw * (wo - 1) + kw - l - r)];
-      dx = g.op('ConvTranspose', [dz, onnxKernel(g, op, W)], [
-        ints('kernel_shape', op.kernel), ints('strides', op.strides), ints('pads', [t, l, b, r]), int('group', group), ints('output_padding', outPad),
-      ]);
+      dx = g.op(
+        'ConvTranspose',
+        [dz, onnxKernel(g, op, W)],
+        [
+          ints('kernel_shape', op.kernel),
+          ints('strides', op.strides),
+          ints('pads', [t, l, b, r]),
+          int('group', group),
+          ints('output_padding', outPad),
+        ],
+      );
     }
   }
   return { dW, db, dx };
@@ -125,7 +191,10 @@ export interface TopGraphOptions {
   /** true: input = boundary activations, the conv top trains; false: input = pooled features, the head alone trains. */
   trainTop: boolean;
   optimizer: OptimizerConfig['kind'];
-  beta1: number; beta2: number; rho: number; epsilon: number;
+  beta1: number;
+  beta2: number;
+  rho: number;
+  epsilon: number;
 }
 
 /**
@@ -134,7 +203,12 @@ export interface TopGraphOptions {
  * learning rate: Adam's bias-corrected lr_t), every parameter and its optimiser moments. Outputs:
  * logits and the updated parameters/moments (`<name>_out`).
  */
-export function buildTrainStepModel(plan: TopPlan, shapes: readonly number[][], K: number, o: TopGraphOptions): Uint8Array {
+export function buildTrainStepModel(
+  plan: TopPlan,
+  shapes: readonly number[][],
+  K: number,
+  o: TopGraphOptions,
+): Uint8Array {
   const g = new GraphBuilder();
   const nTop = shapes.length - 2;
   const params = shapes.map((_, i) => `p${i}`);
@@ -144,11 +218,16 @@ export function buildTrainStepModel(plan: TopPlan, shapes: readonly number[][], 
   const saved: Saved[] = [];
   let pooled: string;
   if (o.trainTop) {
-    const x4 = g.op('Transpose', [g.op('Reshape', ['x', g.sharedInt64('shape_in', [-1, bh, bw, bc])])], [ints('perm', [0, 3, 1, 2])]);
+    const x4 = g.op(
+      'Transpose',
+      [g.op('Reshape', ['x', g.sharedInt64('shape_in', [-1, bh, bw, bc])])],
+      [ints('perm', [0, 3, 1, 2])],
+    );
     pooled = g.op('ReduceMean', [topForward(g, plan, x4, params, saved)], [ints('axes', [2, 3]), int('keepdims', 0)]);
   } else pooled = 'x';
   const hdn = g.op('Mul', [pooled, 'mask']);
-  const Wh = params[nTop]!, bhd = params[nTop + 1]!;
+  const Wh = params[nTop]!,
+    bhd = params[nTop + 1]!;
   g.op('Gemm', [hdn, Wh, bhd], [], 'logits');
   // Backward: dlogits = (softmax − onehot)/N.
   const dlogits = g.op('Mul', [g.op('Sub', [g.op('Softmax', ['logits'], [int('axis', 1)]), 'onehot']), 'invN']);
@@ -158,7 +237,10 @@ export function buildTrainStepModel(plan: TopPlan, shapes: readonly number[][], 
   if (o.trainTop) {
     const dpooled = g.op('Mul', [g.op('Gemm', [dlogits, Wh], [int('transB', 1)]), 'mask']);
     // Spread over H×W: [N, C, 1, 1] · (1/HW everywhere) [1, 1, H, W].
-    let d = g.op('Mul', [g.op('Unsqueeze', [dpooled, g.sharedInt64('axes_23', [2, 3])]), g.sharedFloat('spread', [1, 1, fh, fw], new Float32Array(fh * fw).fill(1 / (fh * fw)))]);
+    let d = g.op('Mul', [
+      g.op('Unsqueeze', [dpooled, g.sharedInt64('axes_23', [2, 3])]),
+      g.sharedFloat('spread', [1, 1, fh, fw], new Float32Array(fh * fw).fill(1 / (fh * fw))),
+    ]);
     if (plan.ops.length && plan.ops[plan.ops.length - 1]!.act.fn === 'linear') {
       d = g.op('Expand', [d, g.op('Shape', [saved[saved.length - 1]!.y])]);
     }
@@ -174,7 +256,8 @@ export function buildTrainStepModel(plan: TopPlan, shapes: readonly number[][], 
         grads.set(op.param, r.dW);
         grads.set(op.param + 1, r.db);
         if (r.dx) d = r.dx;
-      } else if (op.kind === 'affine') d = g.op('Mul', [dz, g.sharedFloat(`${op.layer}_scale`, [1, op.shape[2], 1, 1], op.scale)]);
+      } else if (op.kind === 'affine')
+        d = g.op('Mul', [dz, g.sharedFloat(`${op.layer}_scale`, [1, op.shape[2], 1, 1], op.scale)]);
       else d = dz;
     }
   }
@@ -188,31 +271,64 @@ export function buildTrainStepModel(plan: TopPlan, shapes: readonly number[][], 
     if (!gr) throw new Error(`internal: no gradient for parameter ${i}`);
     const g2 = g.op('Mul', [gr, gr]);
     if (o.optimizer === 'adam') {
-      const m = g.op('Add', [g.op('Mul', [`m${i}`, one(o.beta1, 'b1')]), g.op('Mul', [gr, one(1 - o.beta1, 'ob1')])], [], `m${i}_out`);
-      const v = g.op('Add', [g.op('Mul', [`v${i}`, one(o.beta2, 'b2')]), g.op('Mul', [g2, one(1 - o.beta2, 'ob2')])], [], `v${i}_out`);
+      const m = g.op(
+        'Add',
+        [g.op('Mul', [`m${i}`, one(o.beta1, 'b1')]), g.op('Mul', [gr, one(1 - o.beta1, 'ob1')])],
+        [],
+        `m${i}_out`,
+      );
+      const v = g.op(
+        'Add',
+        [g.op('Mul', [`v${i}`, one(o.beta2, 'b2')]), g.op('Mul', [g2, one(1 - o.beta2, 'ob2')])],
+        [],
+        `v${i}_out`,
+      );
       g.op('Sub', [p, g.op('Mul', [g.op('Div', [m, g.op('Add', [g.op('Sqrt', [v]), eps])]), 'lr'])], [], `p${i}_out`);
       outputs.push(fl(`p${i}_out`, shapes[i]!), fl(`m${i}_out`, shapes[i]!), fl(`v${i}_out`, shapes[i]!));
     } else {
-      const v = g.op('Add', [g.op('Mul', [`v${i}`, one(o.rho, 'rho')]), g.op('Mul', [g2, one(1 - o.rho, 'orho')])], [], `v${i}_out`);
+      const v = g.op(
+        'Add',
+        [g.op('Mul', [`v${i}`, one(o.rho, 'rho')]), g.op('Mul', [g2, one(1 - o.rho, 'orho')])],
+        [],
+        `v${i}_out`,
+      );
       g.op('Sub', [p, g.op('Mul', [g.op('Div', [gr, g.op('Add', [g.op('Sqrt', [v]), eps])]), 'lr'])], [], `p${i}_out`);
       outputs.push(fl(`p${i}_out`, shapes[i]!), fl(`v${i}_out`, shapes[i]!));
     }
   }
   const inputs: OnnxValueInfo[] = [
-    fl('x', ['N', o.trainTop ? bh * bw * bc : fc]), fl('mask', ['N', fc]), fl('onehot', ['N', K]), fl('invN', []), fl('lr', []),
+    fl('x', ['N', o.trainTop ? bh * bw * bc : fc]),
+    fl('mask', ['N', fc]),
+    fl('onehot', ['N', K]),
+    fl('invN', []),
+    fl('lr', []),
     ...params.map((p, i) => fl(p, shapes[i]!)),
-    ...trainable.flatMap((i) => (o.optimizer === 'adam' ? [fl(`m${i}`, shapes[i]!), fl(`v${i}`, shapes[i]!)] : [fl(`v${i}`, shapes[i]!)])),
+    ...trainable.flatMap((i) =>
+      o.optimizer === 'adam' ? [fl(`m${i}`, shapes[i]!), fl(`v${i}`, shapes[i]!)] : [fl(`v${i}`, shapes[i]!)],
+    ),
   ];
   // Parameters that do not train are still inputs (the head graph ignores the conv ones: drop them).
   const used = new Set(g.nodes.flatMap((n) => n.inputs));
   return encodeModel({
-    producer: 'convcache', opset: 13,
-    graph: { name: 'top_train_step', nodes: g.nodes, initializers: g.inits, inputs: inputs.filter((v) => used.has(v.name)), outputs },
+    producer: 'convcache',
+    opset: 13,
+    graph: {
+      name: 'top_train_step',
+      nodes: g.nodes,
+      initializers: g.inits,
+      inputs: inputs.filter((v) => used.has(v.name)),
+      outputs,
+    },
   });
 }
 
 /** Inference graph: x (boundary activations NHWC [N, H·W·C], or pooled [N, C]) → class probabilities. */
-export function buildPredictModel(plan: TopPlan, shapes: readonly number[][], K: number, fromPooled: boolean): Uint8Array {
+export function buildPredictModel(
+  plan: TopPlan,
+  shapes: readonly number[][],
+  K: number,
+  fromPooled: boolean,
+): Uint8Array {
   const g = new GraphBuilder();
   const nTop = shapes.length - 2;
   const params = shapes.map((_, i) => `p${i}`);
@@ -220,13 +336,23 @@ export function buildPredictModel(plan: TopPlan, shapes: readonly number[][], K:
   const fc = plan.outShape[2];
   let pooled = 'x';
   if (!fromPooled) {
-    const x4 = g.op('Transpose', [g.op('Reshape', ['x', g.sharedInt64('shape_in', [-1, bh, bw, bc])])], [ints('perm', [0, 3, 1, 2])]);
+    const x4 = g.op(
+      'Transpose',
+      [g.op('Reshape', ['x', g.sharedInt64('shape_in', [-1, bh, bw, bc])])],
+      [ints('perm', [0, 3, 1, 2])],
+    );
     pooled = g.op('ReduceMean', [topForward(g, plan, x4, params, [])], [ints('axes', [2, 3]), int('keepdims', 0)]);
   }
   g.op('Softmax', [g.op('Gemm', [pooled, params[nTop]!, params[nTop + 1]!])], [int('axis', 1)], 'probs');
   const used = new Set(g.nodes.flatMap((n) => n.inputs));
-  const inputs = [fl('x', ['N', fromPooled ? fc : bh * bw * bc]), ...params.map((p, i) => fl(p, shapes[i]!))].filter((v) => used.has(v.name));
-  return encodeModel({ producer: 'convcache', opset: 13, graph: { name: 'top_predict', nodes: g.nodes, initializers: g.inits, inputs, outputs: [fl('probs', ['N', K])] } });
+  const inputs = [fl('x', ['N', fromPooled ? fc : bh * bw * bc]), ...params.map((p, i) => fl(p, shapes[i]!))].filter(
+    (v) => used.has(v.name),
+  );
+  return encodeModel({
+    producer: 'convcache',
+    opset: 13,
+    graph: { name: 'top_predict', nodes: g.nodes, initializers: g.inits, inputs, outputs: [fl('probs', ['N', K])] },
+  });
 }
 
 let ortModule: typeof import('onnxruntime-node') | undefined;
@@ -244,12 +370,19 @@ export class OrtTop implements TopEngine {
   step = 0;
   private sessions = new Map<string, Promise<InferenceSession>>();
 
-  constructor(readonly plan: TopPlan, values: readonly ParamTensor[], readonly nClasses: number, private readonly threads: number) {
+  constructor(
+    readonly plan: TopPlan,
+    values: readonly ParamTensor[],
+    readonly nClasses: number,
+    private readonly threads: number,
+  ) {
     this.params = values.map((p) => Float32Array.from(p.data));
     this.shapes = values.map((p) => [...p.shape]);
   }
 
-  get headIndex(): number { return this.params.length - 2; }
+  get headIndex(): number {
+    return this.params.length - 2;
+  }
 
   values(names: readonly string[]): ParamTensor[] {
     return this.params.map((d, i) => ({ name: names[i]!, shape: [...this.shapes[i]!], data: Float32Array.from(d) }));
@@ -259,7 +392,11 @@ export class OrtTop implements TopEngine {
     this.params = values.map((p) => Float32Array.from(p.data));
   }
 
-  resetOptimizer(): void { this.m = []; this.v = []; this.step = 0; }
+  resetOptimizer(): void {
+    this.m = [];
+    this.v = [];
+    this.step = 0;
+  }
 
   getOptimizerState(): AdamState {
     return { step: this.step, m: this.m.map((a) => Float32Array.from(a)), v: this.v.map((a) => Float32Array.from(a)) };
@@ -277,7 +414,9 @@ export class OrtTop implements TopEngine {
       s = (async () => {
         const ort = (ortModule ??= await import('onnxruntime-node'));
         return ort.InferenceSession.create(build(), {
-          intraOpNumThreads: this.threads, interOpNumThreads: 1, graphOptimizationLevel: 'all',
+          intraOpNumThreads: this.threads,
+          interOpNumThreads: 1,
+          graphOptimizationLevel: 'all',
           extra: { session: { intra_op: { allow_spinning: '0' } } },
         });
       })();
@@ -296,17 +435,35 @@ export class OrtTop implements TopEngine {
    * One optimisation step on a batch: x = boundary activations NHWC [bs·H·W·C] (trainTop) or pooled
    * features [bs·C]; `mask` the dropout scales [bs·C] or undefined. Returns mean loss and number correct.
    */
-  async trainStep(x: Float32Array, bs: number, labels: Int32Array, mask: Float32Array | undefined, opt: OptimizerConfig, trainTop: boolean): Promise<{ loss: number; correct: number }> {
+  async trainStep(
+    x: Float32Array,
+    bs: number,
+    labels: Int32Array,
+    mask: Float32Array | undefined,
+    opt: OptimizerConfig,
+    trainTop: boolean,
+  ): Promise<{ loss: number; correct: number }> {
     const ort = (ortModule ??= await import('onnxruntime-node'));
-    const o: TopGraphOptions = { trainTop, optimizer: opt.kind, beta1: opt.beta1 ?? 0.9, beta2: opt.beta2 ?? 0.999, rho: opt.rho ?? 0.9, epsilon: opt.epsilon ?? 1e-7 };
-    const s = await this.session(`train:${JSON.stringify(o)}`, () => buildTrainStepModel(this.plan, this.shapes, this.nClasses, o));
+    const o: TopGraphOptions = {
+      trainTop,
+      optimizer: opt.kind,
+      beta1: opt.beta1 ?? 0.9,
+      beta2: opt.beta2 ?? 0.999,
+      rho: opt.rho ?? 0.9,
+      epsilon: opt.epsilon ?? 1e-7,
+    };
+    const s = await this.session(`train:${JSON.stringify(o)}`, () =>
+      buildTrainStepModel(this.plan, this.shapes, this.nClasses, o),
+    );
     const K = this.nClasses;
     const C = this.plan.outShape[2];
     const inDim = trainTop ? this.plan.inShape.reduce((a, b) => a * b, 1) : C;
     const from = trainTop ? 0 : this.headIndex;
     const trainable = this.params.length - from;
-    if (this.m.length !== trainable && opt.kind === 'adam') this.m = this.shapes.slice(from).map((sh) => new Float32Array(sh.reduce((a, b) => a * b, 1)));
-    if (this.v.length !== trainable) this.v = this.shapes.slice(from).map((sh) => new Float32Array(sh.reduce((a, b) => a * b, 1)));
+    if (this.m.length !== trainable && opt.kind === 'adam')
+      this.m = this.shapes.slice(from).map((sh) => new Float32Array(sh.reduce((a, b) => a * b, 1)));
+    if (this.v.length !== trainable)
+      this.v = this.shapes.slice(from).map((sh) => new Float32Array(sh.reduce((a, b) => a * b, 1)));
     const t = this.step + 1;
     const lr = opt.kind === 'adam' ? (opt.lr * Math.sqrt(1 - o.beta2 ** t)) / (1 - o.beta1 ** t) : opt.lr;
     const onehot = new Float32Array(bs * K);
@@ -333,11 +490,17 @@ export class OrtTop implements TopEngine {
     }
     this.step++;
     const logits = out.logits!.data as Float32Array;
-    let loss = 0, correct = 0;
+    let loss = 0,
+      correct = 0;
     for (let r = 0; r < bs; r++) {
       const row = logits.subarray(r * K, (r + 1) * K);
-      let mx = -Infinity, arg = 0;
-      for (let c = 0; c < K; c++) if (row[c]! > mx) { mx = row[c]!; arg = c; }
+      let mx = -Infinity,
+        arg = 0;
+      for (let c = 0; c < K; c++)
+        if (row[c]! > mx) {
+          mx = row[c]!;
+          arg = c;
+        }
       let se = 0;
       for (let c = 0; c < K; c++) se += Math.exp(row[c]! - mx);
       loss += Math.log(se) + mx - row[labels[r]!]!;
@@ -349,7 +512,9 @@ export class OrtTop implements TopEngine {
   /** Class probabilities [n·K]: from boundary activations (NHWC, flattened) or, with `pooled`, from pooled features. */
   async predict(x: Float32Array, n: number, pooled: boolean): Promise<Float32Array> {
     const ort = (ortModule ??= await import('onnxruntime-node'));
-    const s = await this.session(`predict:${pooled}`, () => buildPredictModel(this.plan, this.shapes, this.nClasses, pooled));
+    const s = await this.session(`predict:${pooled}`, () =>
+      buildPredictModel(this.plan, this.shapes, this.nClasses, pooled),
+    );
     const inDim = pooled ? this.plan.outShape[2] : this.plan.inShape.reduce((a, b) => a * b, 1);
     const feeds: Feeds = { x: new ort.Tensor('float32', x.subarray(0, n * inDim), [n, inDim]) };
     this.paramFeeds(ort, s.inputNames, feeds);

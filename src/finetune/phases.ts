@@ -3,7 +3,14 @@ import { augmentImage, augmentSeed, IDENTITY_PARAMS, sampleAugmentParams } from 
 import { Rng, seededRandom } from '../linalg/random.ts';
 import { meanLogLoss } from '../eval/metrics.ts';
 import { Progress } from '../util/progress.ts';
-import { saveCheckpoint, type EpochRecord, type PhaseName, type PhaseState, type PhaseTimings, type WarmStart } from './checkpoint.ts';
+import {
+  saveCheckpoint,
+  type EpochRecord,
+  type PhaseName,
+  type PhaseState,
+  type PhaseTimings,
+  type WarmStart,
+} from './checkpoint.ts';
 import { decodeInOrder } from './data.ts';
 import { fromHalf } from '../linalg/f16.ts';
 import { FrozenBase } from './frozen.ts';
@@ -35,15 +42,28 @@ export interface PhaseContext {
   avgSum?: Float32Array[] | null;
 }
 
-export function toParams(values: readonly Float32Array[], shapes: readonly number[][], names: readonly string[]): ParamTensor[] {
+export function toParams(
+  values: readonly Float32Array[],
+  shapes: readonly number[][],
+  names: readonly string[],
+): ParamTensor[] {
   return values.map((d, i) => ({ name: names[i]!, shape: [...shapes[i]!], data: d }));
 }
 
 export function saveCk(ctx: PhaseContext, phase: PhaseName, best: Float32Array[] | null): void {
   const st = ctx.top.getOptimizerState();
   saveCheckpoint(ctx.ckDir, {
-    version: 1, fingerprint: ctx.fingerprint, phase, phases: ctx.phases, history: ctx.history, optimizerStep: st.step,
-    params: ctx.top.values(ctx.names).map((p) => p.data), best, m: st.m, v: st.v, avgSum: ctx.avgSum ?? null,
+    version: 1,
+    fingerprint: ctx.fingerprint,
+    phase,
+    phases: ctx.phases,
+    history: ctx.history,
+    optimizerStep: st.step,
+    params: ctx.top.values(ctx.names).map((p) => p.data),
+    best,
+    m: st.m,
+    v: st.v,
+    avgSum: ctx.avgSum ?? null,
   });
 }
 
@@ -100,17 +120,30 @@ export async function warmStartHead(ctx: PhaseContext): Promise<WarmStart> {
       await top.trainStep(x, bs, labels, mask, optCfg, false);
     }
     const v = await evaluate(ctx, val, false);
-    if (!best || v.loss < best.loss - 1e-6) best = { loss: v.loss, accuracy: v.accuracy, epoch, params: top.values(ctx.names).map((p) => p.data) };
+    if (!best || v.loss < best.loss - 1e-6)
+      best = { loss: v.loss, accuracy: v.accuracy, epoch, params: top.values(ctx.names).map((p) => p.data) };
     else if (epoch - best.epoch >= patience) break;
   }
   top.setValues(toParams(best!.params, ctx.shapes, ctx.names));
   const seconds = (performance.now() - t0) / 1000;
-  opts.log.info(`head warm start on clean features: best epoch ${best!.epoch}/${opts.warmupEpochs}, val loss ${best!.loss.toFixed(4)} acc ${pct(best!.accuracy, 1)} · ${seconds.toFixed(1)}s`);
-  return { epochs: opts.warmupEpochs, bestEpoch: best!.epoch, valLoss: round(best!.loss, 5), valAccuracy: round(best!.accuracy, 4), seconds: round(seconds) };
+  opts.log.info(
+    `head warm start on clean features: best epoch ${best!.epoch}/${opts.warmupEpochs}, val loss ${best!.loss.toFixed(4)} acc ${pct(best!.accuracy, 1)} · ${seconds.toFixed(1)}s`,
+  );
+  return {
+    epochs: opts.warmupEpochs,
+    bestEpoch: best!.epoch,
+    valLoss: round(best!.loss, 5),
+    valAccuracy: round(best!.accuracy, 4),
+    seconds: round(seconds),
+  };
 }
 
 /** Epoch average vs best epoch on val loss; leaves the winner in `top` and returns it. */
-async function chooseAverage(ctx: PhaseContext, st: PhaseState, best: Float32Array[] | null): Promise<Float32Array[] | null> {
+async function chooseAverage(
+  ctx: PhaseContext,
+  st: PhaseState,
+  best: Float32Array[] | null,
+): Promise<Float32Array[] | null> {
   const { top } = ctx;
   const n = st.avgCount!;
   const avg = ctx.avgSum!.map((a) => Float32Array.from(a, (x) => x / n));
@@ -119,7 +152,9 @@ async function chooseAverage(ctx: PhaseContext, st: PhaseState, best: Float32Arr
   const v = await evaluate(ctx, ctx.val, true);
   const chosen = !st.best || v.loss < st.best.valLoss - 1e-6;
   st.averaged = { epochs: n, valLoss: round(v.loss, 5), valAccuracy: round(v.accuracy, 4), chosen };
-  ctx.opts.log.info(`finetune: average of ${n} epochs' weights: val loss ${v.loss.toFixed(4)} acc ${pct(v.accuracy, 1)} — ${chosen ? 'kept' : `best epoch ${st.best!.epoch} kept (val loss ${st.best!.valLoss.toFixed(4)})`}`);
+  ctx.opts.log.info(
+    `finetune: average of ${n} epochs' weights: val loss ${v.loss.toFixed(4)} acc ${pct(v.accuracy, 1)} — ${chosen ? 'kept' : `best epoch ${st.best!.epoch} kept (val loss ${st.best!.valLoss.toFixed(4)})`}`,
+  );
   if (chosen) {
     st.best = { valLoss: v.loss, valAccuracy: v.accuracy, epoch: st.best?.epoch ?? 0 };
     return avg;
@@ -129,7 +164,11 @@ async function chooseAverage(ctx: PhaseContext, st: PhaseState, best: Float32Arr
 }
 
 /** Train one phase from its current epoch to the end (or early stop); leaves the best weights in `top`. */
-export async function runPhase(ctx: PhaseContext, phase: PhaseName, bestIn: Float32Array[] | null): Promise<Float32Array[] | null> {
+export async function runPhase(
+  ctx: PhaseContext,
+  phase: PhaseName,
+  bestIn: Float32Array[] | null,
+): Promise<Float32Array[] | null> {
   const { top, base, opts, train, plan } = ctx;
   const st = ctx.phases[phase];
   const trainTop = phase === 'finetune';
@@ -156,11 +195,19 @@ export async function runPhase(ctx: PhaseContext, phase: PhaseName, bestIn: Floa
   while (!st.done) {
     const epoch = st.epoch + 1;
     const tEpoch = performance.now();
-    let ortSec = 0, topSec = 0, augSec = 0;
+    let ortSec = 0,
+      topSec = 0,
+      augSec = 0;
     const rng = new Rng(augmentSeed(opts.seed, PHASE_INDEX[phase], epoch));
     const order = shuffledOrder(n, rng);
-    const progress = new Progress({ label: `${phase} ${epoch}/${maxEpochs}`, total: n, quiet: opts.quiet, log: opts.log });
-    let lossSum = 0, correct = 0;
+    const progress = new Progress({
+      label: `${phase} ${epoch}/${maxEpochs}`,
+      total: n,
+      quiet: opts.quiet,
+      log: opts.log,
+    });
+    let lossSum = 0,
+      correct = 0;
     for (let s = 0; s < n; s += B) {
       const bs = Math.min(B, n - s);
       for (let r = 0; r < bs; r++) labels[r] = train.labels[order[s + r]!]!;
@@ -182,7 +229,8 @@ export async function runPhase(ctx: PhaseContext, phase: PhaseName, bestIn: Floa
         for (let r = 0; r < bs; r++) fromHalf(train.boundary![order[s + r]!]!, xBatch, r * bDim);
         x = xBatch;
       } else {
-        for (let r = 0; r < bs; r++) xBatch.set(train.pooled!.subarray(order[s + r]! * pDim, (order[s + r]! + 1) * pDim), r * pDim);
+        for (let r = 0; r < bs; r++)
+          xBatch.set(train.pooled!.subarray(order[s + r]! * pDim, (order[s + r]! + 1) * pDim), r * pDim);
         x = xBatch;
       }
       if (mask) fillDropoutMask(mask, bs * plan.outShape[2], keep, rng);
@@ -197,9 +245,19 @@ export async function runPhase(ctx: PhaseContext, phase: PhaseName, bestIn: Floa
     const v = await evaluate(ctx, ctx.val, trainTop);
     topSec += (performance.now() - tv) / 1000;
     const seconds = (performance.now() - tEpoch) / 1000;
-    const rec: EpochRecord = { phase, epoch, loss: round(lossSum / n, 5), accuracy: round(correct / n, 4), valLoss: round(v.loss, 5), valAccuracy: round(v.accuracy, 4), seconds: round(seconds) };
+    const rec: EpochRecord = {
+      phase,
+      epoch,
+      loss: round(lossSum / n, 5),
+      accuracy: round(correct / n, 4),
+      valLoss: round(v.loss, 5),
+      valAccuracy: round(v.accuracy, 4),
+      seconds: round(seconds),
+    };
     ctx.history.push(rec);
-    progress.finish(`${phase} epoch ${epoch}/${maxEpochs}: loss ${rec.loss.toFixed(4)} acc ${pct(rec.accuracy, 1)} · val loss ${v.loss.toFixed(4)} acc ${pct(v.accuracy, 1)} · ${seconds.toFixed(1)}s (frozen base ${ortSec.toFixed(1)}s in ORT, top ${topSec.toFixed(1)}s in ${top.name === 'ort' ? 'ORT' : 'TF.js'}, augment ${augSec.toFixed(1)}s)`);
+    progress.finish(
+      `${phase} epoch ${epoch}/${maxEpochs}: loss ${rec.loss.toFixed(4)} acc ${pct(rec.accuracy, 1)} · val loss ${v.loss.toFixed(4)} acc ${pct(v.accuracy, 1)} · ${seconds.toFixed(1)}s (frozen base ${ortSec.toFixed(1)}s in ORT, top ${topSec.toFixed(1)}s in ${top.name === 'ort' ? 'ORT' : 'TF.js'}, augment ${augSec.toFixed(1)}s)`,
+    );
     st.epoch = epoch;
     st.timings.seconds += seconds;
     st.timings.ortSeconds += ortSec;
@@ -214,13 +272,17 @@ export async function runPhase(ctx: PhaseContext, phase: PhaseName, bestIn: Floa
     if (averaging) {
       const cur = top.values(ctx.names);
       ctx.avgSum ??= cur.map((p) => new Float32Array(p.data.length));
-      cur.forEach((p, i) => { const acc = ctx.avgSum![i]!; for (let j = 0; j < acc.length; j++) acc[j]! += p.data[j]!; });
+      cur.forEach((p, i) => {
+        const acc = ctx.avgSum![i]!;
+        for (let j = 0; j < acc.length; j++) acc[j]! += p.data[j]!;
+      });
       st.avgCount = (st.avgCount ?? 0) + 1;
     }
     if (st.since >= opts.patience || epoch >= maxEpochs) {
       st.done = true;
       if (best) top.setValues(toParams(best, ctx.shapes, ctx.names));
-      if (st.since >= opts.patience && epoch < maxEpochs) opts.log.info(`${phase}: early stop after epoch ${epoch} (best epoch ${st.best.epoch})`);
+      if (st.since >= opts.patience && epoch < maxEpochs)
+        opts.log.info(`${phase}: early stop after epoch ${epoch} (best epoch ${st.best.epoch})`);
       if (averaging && (st.avgCount ?? 0) >= 2) best = await chooseAverage(ctx, st, best);
     }
     saveCk(ctx, phase, st.done ? null : best);
@@ -230,31 +292,47 @@ export async function runPhase(ctx: PhaseContext, phase: PhaseName, bestIn: Floa
 }
 
 /** Accuracy when each image's probabilities are averaged with those of its mirror image (decoded again, flipped, through ORT). */
-export async function flipTtaAccuracy(ctx: PhaseContext, split: SplitData, probs: Float32Array, useTop: boolean): Promise<number> {
+export async function flipTtaAccuracy(
+  ctx: PhaseContext,
+  split: SplitData,
+  probs: Float32Array,
+  useTop: boolean,
+): Promise<number> {
   const { top, base, opts } = ctx;
   const [h, w] = ctx.preprocessing.size;
   const per = h * w * 3;
   const K = top.nClasses;
   const B = opts.batch;
   const pix = new Uint8Array(B * per);
-  let inBatch = 0, done = 0, correct = 0;
+  let inBatch = 0,
+    done = 0,
+    correct = 0;
   const flush = async (): Promise<void> => {
     if (inBatch === 0) return;
     const b = await base.boundary(pix, inBatch);
-    const p = useTop ? await top.predict(b, inBatch, false) : await top.predict(await base.pooled(b, inBatch), inBatch, true);
+    const p = useTop
+      ? await top.predict(b, inBatch, false)
+      : await top.predict(await base.pooled(b, inBatch), inBatch, true);
     for (let i = 0; i < inBatch; i++) {
       const row = done + i;
-      let arg = 0, bestP = -1;
+      let arg = 0,
+        bestP = -1;
       for (let c = 0; c < K; c++) {
         const v = probs[row * K + c]! + p[i * K + c]!;
-        if (v > bestP) { bestP = v; arg = c; }
+        if (v > bestP) {
+          bestP = v;
+          arg = c;
+        }
       }
       if (arg === split.labels[row]) correct++;
     }
     done += inBatch;
     inBatch = 0;
   };
-  for await (const d of decodeInOrder(split.images, ctx.preprocessing, { workers: opts.workers, maxPixels: opts.maxPixels })) {
+  for await (const d of decodeInOrder(split.images, ctx.preprocessing, {
+    workers: opts.workers,
+    maxPixels: opts.maxPixels,
+  })) {
     if (!('pixels' in d)) throw new Error(`TTA: ${split.images[d.index]!.path} no longer decodes`);
     augmentImage(d.pixels, w, h, { ...IDENTITY_PARAMS, flip: true }, pix.subarray(inBatch * per, (inBatch + 1) * per));
     if (++inBatch === B) await flush();
@@ -264,7 +342,11 @@ export async function flipTtaAccuracy(ctx: PhaseContext, split: SplitData, probs
 }
 
 /** Mean cross-entropy and accuracy on a split: the head on pooled features, or top + head on boundary activations. */
-export async function evaluate(ctx: PhaseContext, split: SplitData, useTop: boolean): Promise<{ loss: number; accuracy: number; probs: Float32Array }> {
+export async function evaluate(
+  ctx: PhaseContext,
+  split: SplitData,
+  useTop: boolean,
+): Promise<{ loss: number; accuracy: number; probs: Float32Array }> {
   const { top, plan } = ctx;
   const n = split.images.length;
   const K = top.nClasses;

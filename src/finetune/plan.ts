@@ -1,5 +1,13 @@
 import { bnScaleShift, type WeightMap } from '../backbone/convert.ts';
-import { findLayer, kernelSize, spatialPads, strides, dilation, type KerasGraph, type KerasLayer } from '../backbone/keras-graph.ts';
+import {
+  findLayer,
+  kernelSize,
+  spatialPads,
+  strides,
+  dilation,
+  type KerasGraph,
+  type KerasLayer,
+} from '../backbone/keras-graph.ts';
 import { UserError } from '../util/errors.ts';
 
 /**
@@ -46,7 +54,13 @@ export interface AffineOp {
   shape: [number, number, number];
 }
 
-export interface ActOp { kind: 'act'; layer: string; output: string; act: Act; shape: [number, number, number] }
+export interface ActOp {
+  kind: 'act';
+  layer: string;
+  output: string;
+  act: Act;
+  shape: [number, number, number];
+}
 
 export type TopOp = ConvOp | AffineOp | ActOp;
 
@@ -62,7 +76,11 @@ export interface TopPlan {
   blocks: number;
 }
 
-export interface ParamTensor { name: string; shape: number[]; data: Float32Array }
+export interface ParamTensor {
+  name: string;
+  shape: number[];
+  data: Float32Array;
+}
 
 function activationOf(layer: KerasLayer): Act | undefined {
   const cfg = layer.config;
@@ -102,7 +120,10 @@ export function blockEnds(graph: KerasGraph, cut: string): string[] {
   return out;
 }
 
-export interface BoundaryChoice { unfreeze?: number; unfreezeFrom?: string }
+export interface BoundaryChoice {
+  unfreeze?: number;
+  unfreezeFrom?: string;
+}
 
 /**
  * The frozen/trainable boundary (the last frozen layer). `unfreeze` = number of top blocks to train
@@ -114,15 +135,21 @@ export function resolveBoundary(graph: KerasGraph, cut: string, choice: Boundary
   if (choice.unfreezeFrom !== undefined) {
     const first = findLayer(graph, choice.unfreezeFrom);
     const idx = graph.layers.indexOf(first);
-    if (idx > graph.layers.findIndex((l) => l.name === cut)) throw new UserError(`--unfreeze-from ${first.name} is above the conv base's last layer '${cut}'`);
-    if (first.inbound.length !== 1) throw new UserError(`--unfreeze-from ${first.name}: the first trainable layer must have exactly one input`);
+    if (idx > graph.layers.findIndex((l) => l.name === cut))
+      throw new UserError(`--unfreeze-from ${first.name} is above the conv base's last layer '${cut}'`);
+    if (first.inbound.length !== 1)
+      throw new UserError(`--unfreeze-from ${first.name}: the first trainable layer must have exactly one input`);
     return first.inbound[0]!;
   }
   const n = choice.unfreeze ?? 0;
   if (n === 0) return cut;
   const ends = blockEnds(graph, cut);
-  if (ends[ends.length - 1] !== cut) throw new UserError(`cannot count blocks: the cut layer '${cut}' does not end a conv block; use --unfreeze-from LAYER`);
-  if (n >= ends.length) throw new UserError(`--unfreeze ${n}: the model has only ${ends.length - 1} blocks above its first conv`);
+  if (ends[ends.length - 1] !== cut)
+    throw new UserError(
+      `cannot count blocks: the cut layer '${cut}' does not end a conv block; use --unfreeze-from LAYER`,
+    );
+  if (n >= ends.length)
+    throw new UserError(`--unfreeze ${n}: the model has only ${ends.length - 1} blocks above its first conv`);
   return ends[ends.length - 1 - n]!;
 }
 
@@ -131,13 +158,19 @@ export function planTop(graph: KerasGraph, boundary: string, cut: string): TopPl
   const byName = new Map(graph.layers.map((l) => [l.name, l]));
   const b = findLayer(graph, boundary);
   const c = findLayer(graph, cut);
-  if (b.shape.length !== 3) throw new UserError(`boundary layer '${boundary}' must output a feature map [H, W, C], got [${b.shape.join(', ')}]`);
+  if (b.shape.length !== 3)
+    throw new UserError(
+      `boundary layer '${boundary}' must output a feature map [H, W, C], got [${b.shape.join(', ')}]`,
+    );
   // Walk back from the cut to the boundary through single inputs.
   const chain: KerasLayer[] = [];
   let cur: KerasLayer | undefined = c;
   while (cur && cur.name !== boundary) {
     chain.push(cur);
-    if (cur.inbound.length !== 1) throw new UserError(`layer '${cur.name}' has ${cur.inbound.length} inputs; the trainable top must be a simple chain (choose a boundary above '${cur.name}')`);
+    if (cur.inbound.length !== 1)
+      throw new UserError(
+        `layer '${cur.name}' has ${cur.inbound.length} inputs; the trainable top must be a simple chain (choose a boundary above '${cur.name}')`,
+      );
     cur = byName.get(cur.inbound[0]!);
   }
   if (!cur) throw new UserError(`'${boundary}' is not below '${cut}' in the model`);
@@ -145,7 +178,10 @@ export function planTop(graph: KerasGraph, boundary: string, cut: string): TopPl
   const consumers = new Map<string, number>();
   for (const l of graph.layers) for (const i of l.inbound) consumers.set(i, (consumers.get(i) ?? 0) + 1);
   for (const l of chain.slice(0, -1)) {
-    if ((consumers.get(l.name) ?? 0) !== 1) throw new UserError(`layer '${l.name}' feeds ${consumers.get(l.name)} layers; the trainable top must be a simple chain`);
+    if ((consumers.get(l.name) ?? 0) !== 1)
+      throw new UserError(
+        `layer '${l.name}' feeds ${consumers.get(l.name)} layers; the trainable top must be a simple chain`,
+      );
   }
   const ops: TopOp[] = [];
   let pendingPads: [number, number, number, number] | undefined;
@@ -158,28 +194,49 @@ export function planTop(graph: KerasGraph, boundary: string, cut: string): TopPl
     switch (l.className) {
       case 'ZeroPadding2D': {
         const p = cfg.padding;
-        pendingPads = typeof p === 'number' ? [p, p, p, p]
-          : Array.isArray(p) && typeof p[0] === 'number' ? [p[0], p[1], p[0], p[1]] : [p[0][0], p[1][0], p[0][1], p[1][1]];
+        pendingPads =
+          typeof p === 'number'
+            ? [p, p, p, p]
+            : Array.isArray(p) && typeof p[0] === 'number'
+              ? [p[0], p[1], p[0], p[1]]
+              : [p[0][0], p[1][0], p[0][1], p[1][1]];
         shape = l.shape as [number, number, number];
         continue;
       }
-      case 'Conv2D': case 'DepthwiseConv2D': {
+      case 'Conv2D':
+      case 'DepthwiseConv2D': {
         const [dh, dw] = dilation(cfg);
-        if (dh !== 1 || dw !== 1) throw new UserError(`layer '${l.name}': dilated convolutions are not supported in the trainable top`);
-        if (l.className === 'DepthwiseConv2D' && (cfg.depth_multiplier ?? 1) !== 1) throw new UserError(`layer '${l.name}': depth_multiplier ≠ 1 is not supported in the trainable top`);
+        if (dh !== 1 || dw !== 1)
+          throw new UserError(`layer '${l.name}': dilated convolutions are not supported in the trainable top`);
+        if (l.className === 'DepthwiseConv2D' && (cfg.depth_multiplier ?? 1) !== 1)
+          throw new UserError(`layer '${l.name}': depth_multiplier ≠ 1 is not supported in the trainable top`);
         const act = convActivation(l);
-        if (!act) throw new UserError(`layer '${l.name}': activation '${cfg.activation}' is not supported in the trainable top`);
+        if (!act)
+          throw new UserError(
+            `layer '${l.name}': activation '${cfg.activation}' is not supported in the trainable top`,
+          );
         let pads = spatialPads(cfg, shape[0], shape[1]);
         const inShape: [number, number, number] = pendingPads
-          ? [shape[0] - pendingPads[0] - pendingPads[2], shape[1] - pendingPads[1] - pendingPads[3], shape[2]] : shape;
+          ? [shape[0] - pendingPads[0] - pendingPads[2], shape[1] - pendingPads[1] - pendingPads[3], shape[2]]
+          : shape;
         if (pendingPads) {
-          if ((cfg.padding ?? 'valid') !== 'valid') throw new UserError(`layer '${l.name}': ZeroPadding2D before a 'same' conv is not supported`);
+          if ((cfg.padding ?? 'valid') !== 'valid')
+            throw new UserError(`layer '${l.name}': ZeroPadding2D before a 'same' conv is not supported`);
           pads = pendingPads;
           pendingPads = undefined;
         }
         ops.push({
-          kind: 'conv', layer: l.name, type: l.className, output: l.name, pads, strides: strides(cfg), kernel: kernelSize(cfg),
-          inShape, outShape: l.shape as [number, number, number], act, param,
+          kind: 'conv',
+          layer: l.name,
+          type: l.className,
+          output: l.name,
+          pads,
+          strides: strides(cfg),
+          kernel: kernelSize(cfg),
+          inShape,
+          outShape: l.shape as [number, number, number],
+          act,
+          param,
         });
         param += 2;
         break;
@@ -189,23 +246,38 @@ export function planTop(graph: KerasGraph, boundary: string, cut: string): TopPl
           last.bn = l.name;
           last.output = l.name;
         } else {
-          ops.push({ kind: 'affine', layer: l.name, output: l.name, scale: new Float32Array(0), shift: new Float32Array(0), act: { fn: 'linear' }, shape: l.shape as [number, number, number] });
+          ops.push({
+            kind: 'affine',
+            layer: l.name,
+            output: l.name,
+            scale: new Float32Array(0),
+            shift: new Float32Array(0),
+            act: { fn: 'linear' },
+            shape: l.shape as [number, number, number],
+          });
         }
         break;
       }
-      case 'Activation': case 'ReLU': {
+      case 'Activation':
+      case 'ReLU': {
         const act = activationOf(l);
-        if (!act) throw new UserError(`layer '${l.name}' (${l.className} ${cfg.activation ?? ''}) is not supported in the trainable top (linear, relu, relu6)`);
+        if (!act)
+          throw new UserError(
+            `layer '${l.name}' (${l.className} ${cfg.activation ?? ''}) is not supported in the trainable top (linear, relu, relu6)`,
+          );
         if (last && last.kind !== 'act' && last.act.fn === 'linear' && last.output === l.inbound[0]) {
           last.act = act;
           last.output = l.name;
-        } else ops.push({ kind: 'act', layer: l.name, output: l.name, act, shape: l.shape as [number, number, number] });
+        } else
+          ops.push({ kind: 'act', layer: l.name, output: l.name, act, shape: l.shape as [number, number, number] });
         break;
       }
       case 'Dropout':
         continue; // identity at inference; the head has its own dropout
       default:
-        throw new UserError(`layer '${l.name}' (${l.className}) is not supported in the trainable top (Conv2D, DepthwiseConv2D, BatchNormalization, ReLU/relu6, ZeroPadding2D, Dropout); choose a higher boundary`);
+        throw new UserError(
+          `layer '${l.name}' (${l.className}) is not supported in the trainable top (Conv2D, DepthwiseConv2D, BatchNormalization, ReLU/relu6, ZeroPadding2D, Dropout); choose a higher boundary`,
+        );
     }
     if (pendingPads) throw new UserError(`ZeroPadding2D must be followed directly by a conv`);
     shape = l.shape as [number, number, number];
@@ -214,7 +286,15 @@ export function planTop(graph: KerasGraph, boundary: string, cut: string): TopPl
   const ends = new Set(blockEnds(graph, cut));
   for (const l of chain) if (ends.has(l.name)) blocks++;
   if (c.shape.length !== 3) throw new UserError(`the cut layer '${cut}' must output a feature map [H, W, C]`);
-  return { boundary, cut, layers: chain.map((l) => l.name), ops, inShape: b.shape as [number, number, number], outShape: c.shape as [number, number, number], blocks };
+  return {
+    boundary,
+    cut,
+    layers: chain.map((l) => l.name),
+    ops,
+    inShape: b.shape as [number, number, number],
+    outShape: c.shape as [number, number, number],
+    blocks,
+  };
 }
 
 function getWeight(weights: WeightMap, name: string): { shape: number[]; data: Float32Array } | undefined {
@@ -247,7 +327,10 @@ export function initialTopParams(plan: TopPlan, graph: KerasGraph, weights: Weig
     const kName = op.type === 'Conv2D' ? 'kernel' : 'depthwise_kernel';
     const k = requireWeight(weights, `${op.layer}/${kName}`);
     const cout = k.shape[k.shape.length - 1]! * (op.type === 'DepthwiseConv2D' ? k.shape[2]! : 1);
-    const bias = layer.config.use_bias === false ? new Float32Array(cout) : Float32Array.from(requireWeight(weights, `${op.layer}/bias`).data);
+    const bias =
+      layer.config.use_bias === false
+        ? new Float32Array(cout)
+        : Float32Array.from(requireWeight(weights, `${op.layer}/bias`).data);
     const kernel = Float32Array.from(k.data);
     if (op.bn) {
       const { scale, shift } = bnScaleShift(weights, findLayer(graph, op.bn));
@@ -265,7 +348,12 @@ export function initialTopParams(plan: TopPlan, graph: KerasGraph, weights: Weig
  * Inverse of initialTopParams: the original Keras weights (conv kernel [+ bias], BN β) that make the
  * unfolded network compute what the folded top computes. BN moving statistics and γ are unchanged.
  */
-export function unfoldTopParams(plan: TopPlan, graph: KerasGraph, weights: WeightMap, params: readonly ParamTensor[]): Map<string, { shape: number[]; data: Float32Array }> {
+export function unfoldTopParams(
+  plan: TopPlan,
+  graph: KerasGraph,
+  weights: WeightMap,
+  params: readonly ParamTensor[],
+): Map<string, { shape: number[]; data: Float32Array }> {
   const out = new Map<string, { shape: number[]; data: Float32Array }>();
   for (const op of plan.ops) {
     if (op.kind !== 'conv') continue;
@@ -278,7 +366,8 @@ export function unfoldTopParams(plan: TopPlan, graph: KerasGraph, weights: Weigh
     if (!op.bn) {
       out.set(`${op.layer}/${kName}`, { shape: [...kf.shape], data: Float32Array.from(kf.data) });
       if (useBias) out.set(`${op.layer}/bias`, { shape: [cout], data: Float32Array.from(bf.data) });
-      else if (bf.data.some((v) => v !== 0)) throw new Error(`unfold: '${op.layer}' has no bias but its trained bias is non-zero`);
+      else if (bf.data.some((v) => v !== 0))
+        throw new Error(`unfold: '${op.layer}' has no bias but its trained bias is non-zero`);
       continue;
     }
     const bnLayer = findLayer(graph, op.bn);

@@ -23,13 +23,23 @@ export interface SplitData {
   pixels?: Uint8Array[];
 }
 
-export function round(x: number, d = 3): number { const f = 10 ** d; return Math.round(x * f) / f; }
+export function round(x: number, d = 3): number {
+  const f = 10 ** d;
+  return Math.round(x * f) / f;
+}
 
-export function hashJson(v: unknown): string { return createHash('sha256').update(JSON.stringify(v)).digest('hex').slice(0, 16); }
+export function hashJson(v: unknown): string {
+  return createHash('sha256').update(JSON.stringify(v)).digest('hex').slice(0, 16);
+}
 
 /** Identity of the image list: paths, sizes and mtimes. */
 export function imagesKey(images: readonly FtImage[]): string {
-  return hashJson(images.map((i) => { const s = statSync(i.absPath); return [i.path, i.label, s.size, Math.round(s.mtimeMs)]; }));
+  return hashJson(
+    images.map((i) => {
+      const s = statSync(i.absPath);
+      return [i.path, i.label, s.size, Math.round(s.mtimeMs)];
+    }),
+  );
 }
 
 interface PrepareContext {
@@ -46,7 +56,12 @@ interface PrepareContext {
  * boundary activations, cached on disk under OUT/cache/ as .npy (the feature store's format) keyed by model, cut, boundary,
  * preprocessing and the image list. Pixels are kept in memory only when asked (augmentation).
  */
-export async function prepareSplit(name: string, images: FtImage[], want: { pooled: boolean; boundary: boolean; pixels: boolean }, c: PrepareContext): Promise<SplitData> {
+export async function prepareSplit(
+  name: string,
+  images: FtImage[],
+  want: { pooled: boolean; boundary: boolean; pixels: boolean },
+  c: PrepareContext,
+): Promise<SplitData> {
   const { base, opts } = c;
   const metaPath = join(c.cacheDir, `${name}.json`);
   const needOrt = want.pooled || want.boundary;
@@ -64,13 +79,19 @@ export async function prepareSplit(name: string, images: FtImage[], want: { pool
       const imgs = images.filter((i) => kept.has(i.path));
       const p = decodeNpy(readFileSync(pooledPath));
       const b = want.boundary ? decodeNpy(readFileSync(boundaryPath)) : undefined;
-      const fits = (a: NpyArray, dtype: NpyArray['dtype'], dim: number) => a.dtype === dtype && a.shape[0] === imgs.length && a.shape[1] === dim;
+      const fits = (a: NpyArray, dtype: NpyArray['dtype'], dim: number) =>
+        a.dtype === dtype && a.shape[0] === imgs.length && a.shape[1] === dim;
       if (fits(p, '<f4', pDim) && (!b || fits(b, '<f2', bDim))) {
         for (const s of meta.skipped) c.skipped.push(s);
         const all = b?.data as Uint16Array | undefined;
         const boundary = all ? imgs.map((_, i) => all.subarray(i * bDim, (i + 1) * bDim)) : undefined;
         opts.log.info(`finetune: ${name}: ${imgs.length} images from the cache`);
-        return { images: imgs, labels: Int32Array.from(imgs.map((i) => i.label)), pooled: p.data as Float32Array, boundary };
+        return {
+          images: imgs,
+          labels: Int32Array.from(imgs.map((i) => i.label)),
+          pooled: p.data as Float32Array,
+          boundary,
+        };
       }
     }
   }
@@ -101,7 +122,10 @@ export async function prepareSplit(name: string, images: FtImage[], want: { pool
     }
     keptImgs.push(img);
     if (want.pixels) pixels.push(d.pixels);
-    if (!needOrt) { progress.tick(); continue; }
+    if (!needOrt) {
+      progress.tick();
+      continue;
+    }
     batchPix.set(d.pixels, inBatch * per);
     if (++inBatch === B) await flush();
   }
@@ -109,17 +133,34 @@ export async function prepareSplit(name: string, images: FtImage[], want: { pool
   progress.finish();
   const pooled = new Float32Array(keptImgs.length * pDim);
   let off = 0;
-  for (const p of pooledParts) { pooled.set(p, off); off += p.length; }
+  for (const p of pooledParts) {
+    pooled.set(p, off);
+    off += p.length;
+  }
   if (needOrt) {
     // Data first, the meta (with the key) last: it marks a complete cache.
     writeFileAtomic(pooledPath, encodeNpy(pooled, [keptImgs.length, pDim]));
     if (want.boundary) {
-      writeFileAtomic(boundaryPath, [npyHeader('<f2', [keptImgs.length, bDim]), ...boundary.map((a) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength))]);
+      writeFileAtomic(boundaryPath, [
+        npyHeader('<f2', [keptImgs.length, bDim]),
+        ...boundary.map((a) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength)),
+      ]);
     }
-    writeFileAtomic(metaPath, JSON.stringify({ key: c.key, boundary: want.boundary, kept: keptImgs.map((i) => i.path), skipped: c.skipped.filter((s) => images.some((i) => i.path === s.path)) }) + '\n');
+    writeFileAtomic(
+      metaPath,
+      JSON.stringify({
+        key: c.key,
+        boundary: want.boundary,
+        kept: keptImgs.map((i) => i.path),
+        skipped: c.skipped.filter((s) => images.some((i) => i.path === s.path)),
+      }) + '\n',
+    );
   }
   return {
-    images: keptImgs, labels: Int32Array.from(keptImgs.map((i) => i.label)),
-    pooled: want.pooled ? pooled : undefined, boundary: want.boundary ? boundary : undefined, pixels: want.pixels ? pixels : undefined,
+    images: keptImgs,
+    labels: Int32Array.from(keptImgs.map((i) => i.label)),
+    pooled: want.pooled ? pooled : undefined,
+    boundary: want.boundary ? boundary : undefined,
+    pixels: want.pixels ? pixels : undefined,
   };
 }

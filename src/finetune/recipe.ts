@@ -1,6 +1,12 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { atInputSize, defaultCutLayer, loadKerasGraph, modelSource, DEFAULT_PREPROCESSING } from '../backbone/backbone.ts';
+import {
+  atInputSize,
+  defaultCutLayer,
+  loadKerasGraph,
+  modelSource,
+  DEFAULT_PREPROCESSING,
+} from '../backbone/backbone.ts';
 import type { WeightMap } from '../backbone/convert.ts';
 import type { Preprocessing } from '../backbone/preprocess.ts';
 import { resolveModel } from '../backbone/resolve.ts';
@@ -10,15 +16,37 @@ import { Rng } from '../linalg/random.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { UserError } from '../util/errors.ts';
 import { defaultDatasetDir, modelCacheDir } from '../util/paths.ts';
-import { emptyPhase, loadCheckpoint, type Checkpoint, type EpochRecord, type PhaseName, type PhaseState } from './checkpoint.ts';
+import {
+  emptyPhase,
+  loadCheckpoint,
+  type Checkpoint,
+  type EpochRecord,
+  type PhaseName,
+  type PhaseState,
+} from './checkpoint.ts';
 import { finetuneSplits, type FtImage } from './data.ts';
 import { FrozenBase } from './frozen.ts';
 import { initialTopParams, planTop, resolveBoundary, type ParamTensor } from './plan.ts';
 import { createTopEngine } from './engine.ts';
 import { pct } from '../util/format.ts';
-import { FINETUNE_DEFAULTS, finetuneInputSize, type FinetuneOptions, type FinetuneReport, type PhaseReport } from './options.ts';
+import {
+  FINETUNE_DEFAULTS,
+  finetuneInputSize,
+  type FinetuneOptions,
+  type FinetuneReport,
+  type PhaseReport,
+} from './options.ts';
 import { hashJson, imagesKey, prepareSplit, round, type SplitData } from './prepare.ts';
-import { type PhaseContext, addTopSeconds, evaluate, flipTtaAccuracy, runPhase, saveCk, toParams, warmStartHead } from './phases.ts';
+import {
+  type PhaseContext,
+  addTopSeconds,
+  evaluate,
+  flipTtaAccuracy,
+  runPhase,
+  saveCk,
+  toParams,
+  warmStartHead,
+} from './phases.ts';
 import { exportAndCheck } from './export-check.ts';
 
 /**
@@ -38,7 +66,13 @@ import { exportAndCheck } from './export-check.ts';
  * This file orchestrates; options.ts holds the options, defaults and report types, prepare.ts the
  * cached splits, phases.ts the training loop and evaluation, export-check.ts the export and its check.
  */
-export { FINETUNE_DEFAULTS, finetuneInputSize, type FinetuneOptions, type FinetuneReport, type PhaseReport } from './options.ts';
+export {
+  FINETUNE_DEFAULTS,
+  finetuneInputSize,
+  type FinetuneOptions,
+  type FinetuneReport,
+  type PhaseReport,
+} from './options.ts';
 
 export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: string; report: FinetuneReport }> {
   const t0 = performance.now();
@@ -46,7 +80,10 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
   const outDir = resolve(opts.out);
   mkdirSync(outDir, { recursive: true });
   const dataArg = opts.data ?? defaultDatasetDir();
-  if (!dataArg) throw new UserError('no --data given, no images/ folder in the cache root, and no offline mirror with datasets/cats-vs-dogs');
+  if (!dataArg)
+    throw new UserError(
+      'no --data given, no images/ folder in the cache root, and no offline mirror with datasets/cats-vs-dogs',
+    );
   if (opts.batch < 1) throw new UserError('--batch must be at least 1');
 
   // ---- model, split, plan
@@ -55,28 +92,53 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
   if (notFinetunable) throw new UserError(notFinetunable);
   const loaded = loadKerasGraph(resolved.location);
   const native = loaded.graph;
-  const nativePre: Preprocessing = resolved.entry?.preprocessing ?? { ...DEFAULT_PREPROCESSING, size: [native.inputShape[0]!, native.inputShape[1]!] };
+  const nativePre: Preprocessing = resolved.entry?.preprocessing ?? {
+    ...DEFAULT_PREPROCESSING,
+    size: [native.inputShape[0]!, native.inputShape[1]!],
+  };
   const size = opts.inputSize ?? finetuneInputSize(nativePre.size[0]);
   const preprocessing: Preprocessing = { ...nativePre, size: [size, size] };
   const cut = resolved.entry?.defaultLayer ?? defaultCutLayer(native);
   // A larger input (e.g. 288 for a 224 model) is the same network on a larger grid; the exported model takes that size.
   const { graph, modelJson } = atInputSize(loaded, preprocessing.size, cut);
   const weights: WeightMap = await readWeights(resolved.location);
-  const boundary = resolveBoundary(graph, cut, { unfreeze: opts.unfreezeFrom ? undefined : opts.unfreeze, unfreezeFrom: opts.unfreezeFrom });
+  const boundary = resolveBoundary(graph, cut, {
+    unfreeze: opts.unfreezeFrom ? undefined : opts.unfreeze,
+    unfreezeFrom: opts.unfreezeFrom,
+  });
   const plan = planTop(graph, boundary, cut);
   const valFraction = opts.valFraction ?? FINETUNE_DEFAULTS.valFraction;
   const splits = finetuneSplits(dataArg, opts.seed, log, valFraction);
   const K = splits.classes.length;
   const augmenting = isAugmenting(opts.augment);
   const finetuning = plan.ops.some((o) => o.kind === 'conv') && opts.epochsFinetune > 0;
-  if (opts.epochsHead === 0 && finetuning) log.warn('--epochs-head 0: fine-tuning starts from a random head, whose large gradients can wreck the pretrained features');
-  log.info(`finetune: ${resolved.id}, cut ${cut}, boundary ${boundary} (${plan.ops.filter((o) => o.kind === 'conv').length} trainable convs in ${plan.blocks} block(s)); ` +
-    `${splits.train.length} train / ${splits.val.length} val (${splits.valSource}) / ${splits.test.length} test; augment ${formatAugmentSpec(opts.augment)}`);
+  if (opts.epochsHead === 0 && finetuning)
+    log.warn(
+      '--epochs-head 0: fine-tuning starts from a random head, whose large gradients can wreck the pretrained features',
+    );
+  log.info(
+    `finetune: ${resolved.id}, cut ${cut}, boundary ${boundary} (${plan.ops.filter((o) => o.kind === 'conv').length} trainable convs in ${plan.blocks} block(s)); ` +
+      `${splits.train.length} train / ${splits.val.length} val (${splits.valSource}) / ${splits.test.length} test; augment ${formatAugmentSpec(opts.augment)}`,
+  );
 
   const fingerprint = {
-    model: resolved.weightsHash, data: imagesKey([...splits.train, ...splits.val, ...splits.test]), cut, boundary,
-    augment: formatAugmentSpec(opts.augment), lr: opts.lr, lrHead: opts.lrHead, optimizer: opts.optimizer, batch: opts.batch,
-    seed: opts.seed, patience: opts.patience, dropout: opts.dropout, engine: opts.engine, inputSize: preprocessing.size, warmupEpochs: opts.warmupEpochs, averageEpochs: Boolean(opts.averageEpochs), valFraction,
+    model: resolved.weightsHash,
+    data: imagesKey([...splits.train, ...splits.val, ...splits.test]),
+    cut,
+    boundary,
+    augment: formatAugmentSpec(opts.augment),
+    lr: opts.lr,
+    lrHead: opts.lrHead,
+    optimizer: opts.optimizer,
+    batch: opts.batch,
+    seed: opts.seed,
+    patience: opts.patience,
+    dropout: opts.dropout,
+    engine: opts.engine,
+    inputSize: preprocessing.size,
+    warmupEpochs: opts.warmupEpochs,
+    averageEpochs: Boolean(opts.averageEpochs),
+    valFraction,
   };
   const ckDir = join(outDir, 'checkpoint');
   let ck: Checkpoint | undefined;
@@ -84,8 +146,13 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
     ck = loadCheckpoint(ckDir);
     if (!ck) log.info(`finetune: no checkpoint in ${ckDir}; starting from the beginning`);
     else {
-      const diff = Object.keys(fingerprint).filter((k) => JSON.stringify((fingerprint as any)[k]) !== JSON.stringify(ck!.fingerprint[k]));
-      if (diff.length) throw new UserError(`--resume: the checkpoint in ${ckDir} was made with different ${diff.join(', ')}; use the same options or another --out`);
+      const diff = Object.keys(fingerprint).filter(
+        (k) => JSON.stringify((fingerprint as any)[k]) !== JSON.stringify(ck!.fingerprint[k]),
+      );
+      if (diff.length)
+        throw new UserError(
+          `--resume: the checkpoint in ${ckDir} was made with different ${diff.join(', ')}; use the same options or another --out`,
+        );
       log.info(`finetune: resuming from ${ck.phase} epoch ${ck.phases[ck.phase].epoch}`);
     }
   } else if (existsSync(join(ckDir, 'state.json'))) {
@@ -97,10 +164,25 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
   const tPrep = performance.now();
   const cacheDir = join(outDir, 'cache');
   const skipped: { path: string; reason: string }[] = [];
-  const load = async (name: 'train' | 'val' | 'test', images: FtImage[], want: { pooled: boolean; boundary: boolean; pixels: boolean }): Promise<SplitData> =>
-    prepareSplit(name, images, want, { base, preprocessing, opts, cacheDir, skipped, key: hashJson({ fingerprint: fingerprint.model, cut, boundary, preprocessing, images: imagesKey(images), v: 1 }) });
+  const load = async (
+    name: 'train' | 'val' | 'test',
+    images: FtImage[],
+    want: { pooled: boolean; boundary: boolean; pixels: boolean },
+  ): Promise<SplitData> =>
+    prepareSplit(name, images, want, {
+      base,
+      preprocessing,
+      opts,
+      cacheDir,
+      skipped,
+      key: hashJson({ fingerprint: fingerprint.model, cut, boundary, preprocessing, images: imagesKey(images), v: 1 }),
+    });
   const warmStart = augmenting && opts.epochsHead > 0 && opts.warmupEpochs > 0;
-  const train = await load('train', splits.train, { pooled: !augmenting || warmStart, boundary: !augmenting && finetuning, pixels: augmenting });
+  const train = await load('train', splits.train, {
+    pooled: !augmenting || warmStart,
+    boundary: !augmenting && finetuning,
+    pixels: augmenting,
+  });
   const val = await load('val', splits.val, { pooled: true, boundary: finetuning, pixels: false });
   const test = await load('test', splits.test, { pooled: true, boundary: finetuning, pixels: false });
   const prepSeconds = (performance.now() - tPrep) / 1000;
@@ -114,7 +196,11 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
   const initRng = new Rng(opts.seed);
   const lim = Math.sqrt(6 / (C + K));
   const headKernel = Float32Array.from({ length: C * K }, () => (initRng.next() * 2 - 1) * lim);
-  const initial: ParamTensor[] = [...topParams, { name: 'head/kernel', shape: [C, K], data: headKernel }, { name: 'head/bias', shape: [K], data: new Float32Array(K) }];
+  const initial: ParamTensor[] = [
+    ...topParams,
+    { name: 'head/kernel', shape: [C, K], data: headKernel },
+    { name: 'head/bias', shape: [K], data: new Float32Array(K) },
+  ];
   const shapes = initial.map((p) => [...p.shape]);
   const top = await createTopEngine(opts.engine, plan, initial, K, { threads: opts.threads });
   const phases: Record<PhaseName, PhaseState> = ck?.phases ?? { head: emptyPhase(), finetune: emptyPhase() };
@@ -127,14 +213,34 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
     top.setOptimizerState({ step: ck.optimizerStep, m: ck.m, v: ck.v }, from);
   }
   let phase: PhaseName = ck?.phase ?? 'head';
-  const ctx: PhaseContext = { top, shapes, base, plan, opts, train, val, names, augmenting, preprocessing, fingerprint, ckDir, phases, history, avgSum: ck?.avgSum ?? null };
+  const ctx: PhaseContext = {
+    top,
+    shapes,
+    base,
+    plan,
+    opts,
+    train,
+    val,
+    names,
+    augmenting,
+    preprocessing,
+    fingerprint,
+    ckDir,
+    phases,
+    history,
+    avgSum: ck?.avgSum ?? null,
+  };
 
   try {
     if (phase === 'head') {
       if (warmStart && !ck) {
         // Epoch 0 of phase 1: the head fitted on clean features; augmented epochs must beat it on val loss.
         phases.head.warmStart = await warmStartHead(ctx);
-        phases.head.best = { valLoss: phases.head.warmStart.valLoss, valAccuracy: phases.head.warmStart.valAccuracy, epoch: 0 };
+        phases.head.best = {
+          valLoss: phases.head.warmStart.valLoss,
+          valAccuracy: phases.head.warmStart.valAccuracy,
+          epoch: 0,
+        };
         phases.head.timings.seconds += phases.head.warmStart.seconds;
         addTopSeconds(phases.head.timings, phases.head.warmStart.seconds, top.name);
         bestParams = top.values(names).map((p) => p.data);
@@ -143,7 +249,8 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
       if (!phases.head.done) bestParams = await runPhase(ctx, 'head', bestParams);
       else if (bestParams) top.setValues(toParams(bestParams, shapes, names));
       // The frozen-base model's test accuracy, for the report's comparison rows only.
-      if (test.images.length > 0 && phases.head.epoch > 0) phases.head.testAccuracy = round((await evaluate(ctx, test, false)).accuracy, 4);
+      if (test.images.length > 0 && phases.head.epoch > 0)
+        phases.head.testAccuracy = round((await evaluate(ctx, test, false)).accuracy, 4);
       phase = 'finetune';
       top.resetOptimizer();
       bestParams = null;
@@ -179,17 +286,38 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
       evalTop += (performance.now() - t1) / 1000 - (base.seconds - o0);
       log.info(`finetune: test accuracy with flip TTA ${pct(tta)}`);
     }
-    log.info(`finetune: val accuracy ${pct(v.accuracy)}${te ? `, test accuracy ${pct(te.accuracy)} (${test.images.length} images)` : ''}`);
+    log.info(
+      `finetune: val accuracy ${pct(v.accuracy)}${te ? `, test accuracy ${pct(te.accuracy)} (${test.images.length} images)` : ''}`,
+    );
     const params = top.values(names);
-    const exported = await exportAndCheck(outDir, { modelJson, graph, weights, plan, params, dropout: opts.dropout, preprocessing, base, top, val, opts });
+    const exported = await exportAndCheck(outDir, {
+      modelJson,
+      graph,
+      weights,
+      plan,
+      params,
+      dropout: opts.dropout,
+      preprocessing,
+      base,
+      top,
+      val,
+      opts,
+    });
     const evalSeconds = (performance.now() - tEval) / 1000;
     const phaseReport = (p: PhaseName): PhaseReport => {
       const s = phases[p];
       return {
-        epochsRun: s.epoch, bestEpoch: s.best?.epoch ?? null, bestValAccuracy: s.best ? round(s.best.valAccuracy, 4) : null,
-        bestValLoss: s.best ? round(s.best.valLoss, 5) : null, stoppedEarly: s.done && s.epoch < (p === 'head' ? opts.epochsHead : opts.epochsFinetune),
-        seconds: round(s.timings.seconds), ortSeconds: round(s.timings.ortSeconds), tfjsSeconds: round(s.timings.tfjsSeconds), augmentSeconds: round(s.timings.augmentSeconds),
-        baseSeconds: round(s.timings.baseSeconds ?? 0), topSeconds: round(s.timings.topSeconds ?? 0),
+        epochsRun: s.epoch,
+        bestEpoch: s.best?.epoch ?? null,
+        bestValAccuracy: s.best ? round(s.best.valAccuracy, 4) : null,
+        bestValLoss: s.best ? round(s.best.valLoss, 5) : null,
+        stoppedEarly: s.done && s.epoch < (p === 'head' ? opts.epochsHead : opts.epochsFinetune),
+        seconds: round(s.timings.seconds),
+        ortSeconds: round(s.timings.ortSeconds),
+        tfjsSeconds: round(s.timings.tfjsSeconds),
+        augmentSeconds: round(s.timings.augmentSeconds),
+        baseSeconds: round(s.timings.baseSeconds ?? 0),
+        topSeconds: round(s.timings.topSeconds ?? 0),
         learningRate: p === 'head' ? opts.lrHead : opts.lr,
         trainable: p === 'head' ? 'head' : `${plan.layers[0]} … ${plan.cut} + head`,
         testAccuracy: p === 'head' ? (s.testAccuracy ?? null) : useTop && te ? round(te.accuracy, 4) : null,
@@ -201,34 +329,76 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
       model: { id: resolved.id, source: resolved.source, weightsHash: resolved.weightsHash },
       classes: splits.classes,
       preprocessing: {
-        ...preprocessing, input: 'uint8 RGB pixels NHWC, scaled in-graph: (x/255 - mean)/std',
-        decode: 'any format by content, EXIF orientation applied, sRGB, alpha dropped, resized per `resize`/`kernel` (same as extract)',
+        ...preprocessing,
+        input: 'uint8 RGB pixels NHWC, scaled in-graph: (x/255 - mean)/std',
+        decode:
+          'any format by content, EXIF orientation applied, sRGB, alpha dropped, resized per `resize`/`kernel` (same as extract)',
       },
-      data: { root: splits.root, valSource: splits.valSource, counts: { train: train.images.length, val: val.images.length, test: test.images.length }, skipped },
+      data: {
+        root: splits.root,
+        valSource: splits.valSource,
+        counts: { train: train.images.length, val: val.images.length, test: test.images.length },
+        skipped,
+      },
       network: {
-        cut, boundary, unfreeze: plan.blocks, trainableLayers: plan.layers,
-        batchNorm: 'inference mode with the pretrained moving statistics: each BN is folded into the preceding conv while training (trainable: folded kernel + bias ≡ kernel + beta), unfolded on export (moving mean/variance and gamma unchanged)',
+        cut,
+        boundary,
+        unfreeze: plan.blocks,
+        trainableLayers: plan.layers,
+        batchNorm:
+          'inference mode with the pretrained moving statistics: each BN is folded into the preceding conv while training (trainable: folded kernel + bias ≡ kernel + beta), unfolded on export (moving mean/variance and gamma unchanged)',
         head: `GlobalAveragePooling2D → Dropout(${opts.dropout}) → Dense(${K}, softmax)`,
       },
       options: {
-        augment: formatAugmentSpec(opts.augment), epochsHead: opts.epochsHead, epochsFinetune: opts.epochsFinetune, lr: opts.lr, lrHead: opts.lrHead,
-        optimizer: opts.optimizer, batch: opts.batch, seed: opts.seed, patience: opts.patience, dropout: opts.dropout, engine: opts.engine, inputSize: preprocessing.size[0], warmupEpochs: warmStart ? opts.warmupEpochs : 0, averageEpochs: Boolean(opts.averageEpochs),
+        augment: formatAugmentSpec(opts.augment),
+        epochsHead: opts.epochsHead,
+        epochsFinetune: opts.epochsFinetune,
+        lr: opts.lr,
+        lrHead: opts.lrHead,
+        optimizer: opts.optimizer,
+        batch: opts.batch,
+        seed: opts.seed,
+        patience: opts.patience,
+        dropout: opts.dropout,
+        engine: opts.engine,
+        inputSize: preprocessing.size[0],
+        warmupEpochs: warmStart ? opts.warmupEpochs : 0,
+        averageEpochs: Boolean(opts.averageEpochs),
       },
-      valAccuracy: round(v.accuracy, 4), valLoss: round(v.loss, 5),
-      testAccuracy: te ? round(te.accuracy, 4) : null, testLoss: te ? round(te.loss, 5) : null,
+      valAccuracy: round(v.accuracy, 4),
+      valLoss: round(v.loss, 5),
+      testAccuracy: te ? round(te.accuracy, 4) : null,
+      testLoss: te ? round(te.loss, 5) : null,
       testAccuracyFlipTTA: tta === null ? null : round(tta, 4),
       phases: { head: phaseReport('head'), finetune: phaseReport('finetune') },
       prepare: { seconds: round(prepSeconds), ortSeconds: round(prepOrt) },
       totalSeconds: 0,
-      ortSeconds: round(prepOrt + phases.head.timings.ortSeconds + phases.finetune.timings.ortSeconds + (base.seconds - baseSecondsBeforeEval) + exported.ortSeconds + (top.name === 'ort' ? evalTop : 0)),
+      ortSeconds: round(
+        prepOrt +
+          phases.head.timings.ortSeconds +
+          phases.finetune.timings.ortSeconds +
+          (base.seconds - baseSecondsBeforeEval) +
+          exported.ortSeconds +
+          (top.name === 'ort' ? evalTop : 0),
+      ),
       topEngine: top.name,
-      tfjsSeconds: round(phases.head.timings.tfjsSeconds + phases.finetune.timings.tfjsSeconds + (top.name === 'tfjs' ? evalTop : 0)),
+      tfjsSeconds: round(
+        phases.head.timings.tfjsSeconds + phases.finetune.timings.tfjsSeconds + (top.name === 'tfjs' ? evalTop : 0),
+      ),
       history,
-      export: { tfjs: 'model/', onnx: 'model.onnx', outputLayer: exported.outputLayer, checkImages: exported.checkImages, checkMaxAbsDiff: exported.maxAbsDiff },
+      export: {
+        tfjs: 'model/',
+        onnx: 'model.onnx',
+        outputLayer: exported.outputLayer,
+        checkImages: exported.checkImages,
+        checkMaxAbsDiff: exported.maxAbsDiff,
+      },
       resumed: ck !== undefined,
     };
     const setupSeconds = (tPrep - t0) / 1000;
-    report.totalSeconds = round(setupSeconds + prepSeconds + phases.head.timings.seconds + phases.finetune.timings.seconds + evalSeconds);
+    report.totalSeconds = round(
+      setupSeconds + prepSeconds + phases.head.timings.seconds + phases.finetune.timings.seconds + evalSeconds,
+    );
     writeFileAtomic(join(outDir, 'finetune.json'), JSON.stringify(report, null, 2) + '\n');
     return { outDir, report };
   } finally {

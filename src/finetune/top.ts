@@ -39,11 +39,17 @@ export class TopModel {
     this.params = values.map((p) => tf.tensor(p.data, p.shape));
   }
 
-  get headIndex(): number { return this.params.length - 2; }
+  get headIndex(): number {
+    return this.params.length - 2;
+  }
 
   /** Current parameter values (fresh copies). */
   values(names: readonly string[]): ParamTensor[] {
-    return this.params.map((t, i) => ({ name: names[i]!, shape: [...t.shape], data: Float32Array.from(t.dataSync() as Float32Array) }));
+    return this.params.map((t, i) => ({
+      name: names[i]!,
+      shape: [...t.shape],
+      data: Float32Array.from(t.dataSync() as Float32Array),
+    }));
   }
 
   setValues(values: readonly ParamTensor[]): void {
@@ -61,7 +67,11 @@ export class TopModel {
   }
 
   getOptimizerState(): AdamState {
-    return { step: this.step, m: this.m.map((t) => Float32Array.from(t.dataSync() as Float32Array)), v: this.v.map((t) => Float32Array.from(t.dataSync() as Float32Array)) };
+    return {
+      step: this.step,
+      m: this.m.map((t) => Float32Array.from(t.dataSync() as Float32Array)),
+      v: this.v.map((t) => Float32Array.from(t.dataSync() as Float32Array)),
+    };
   }
 
   setOptimizerState(s: AdamState, from: number): void {
@@ -90,11 +100,25 @@ export class TopModel {
 
   private padded(x: TF.Tensor4D, pads: [number, number, number, number]): TF.Tensor4D {
     const [t, l, b, r] = pads;
-    return t || l || b || r ? this.tf.pad(x, [[0, 0], [t, b], [l, r], [0, 0]]) : x;
+    return t || l || b || r
+      ? this.tf.pad(x, [
+          [0, 0],
+          [t, b],
+          [l, r],
+          [0, 0],
+        ])
+      : x;
   }
 
   private isPointwise(op: ConvOp): boolean {
-    return op.type === 'Conv2D' && op.kernel[0] === 1 && op.kernel[1] === 1 && op.strides[0] === 1 && op.strides[1] === 1 && op.pads.every((p) => p === 0);
+    return (
+      op.type === 'Conv2D' &&
+      op.kernel[0] === 1 &&
+      op.kernel[1] === 1 &&
+      op.strides[0] === 1 &&
+      op.strides[1] === 1 &&
+      op.pads.every((p) => p === 0)
+    );
   }
 
   private convForward(op: ConvOp, xp: TF.Tensor4D): TF.Tensor4D {
@@ -105,7 +129,12 @@ export class TopModel {
     let z: TF.Tensor4D;
     if (this.isPointwise(op)) {
       const cout = W.shape[3]!;
-      z = tf.reshape(tf.add(tf.matMul(tf.reshape(xp, [n * h * w, cin]), tf.reshape(W, [cin, cout])), b), [n, h, w, cout]);
+      z = tf.reshape(tf.add(tf.matMul(tf.reshape(xp, [n * h * w, cin]), tf.reshape(W, [cin, cout])), b), [
+        n,
+        h,
+        w,
+        cout,
+      ]);
     } else if (op.type === 'DepthwiseConv2D') {
       z = tf.add(tf.depthwiseConv2d(xp, W as TF.Tensor4D, op.strides, 'valid'), b);
     } else {
@@ -164,7 +193,7 @@ export class TopModel {
     const { tf } = this;
     if (act.fn === 'linear') return undefined;
     const pos = tf.step(y);
-    return act.max !== undefined ? tf.mul(pos, tf.step(tf.sub(act.max, y))) as TF.Tensor4D : pos;
+    return act.max !== undefined ? (tf.mul(pos, tf.step(tf.sub(act.max, y))) as TF.Tensor4D) : pos;
   }
 
   /** Sum over all axes but the last (a ones-row matMul: reductions over leading axes are slow on wasm). */
@@ -197,11 +226,21 @@ export class TopModel {
   private tap(xp: TF.Tensor4D, ky: number, kx: number, op: ConvOp, ho: number, wo: number): TF.Tensor4D {
     const [n, , , c] = xp.shape;
     const [sh, sw] = op.strides;
-    return this.tf.stridedSlice(xp, [0, ky, kx, 0], [n, ky + sh * (ho - 1) + 1, kx + sw * (wo - 1) + 1, c], [1, sh, sw, 1]) as TF.Tensor4D;
+    return this.tf.stridedSlice(
+      xp,
+      [0, ky, kx, 0],
+      [n, ky + sh * (ho - 1) + 1, kx + sw * (wo - 1) + 1, c],
+      [1, sh, sw, 1],
+    ) as TF.Tensor4D;
   }
 
   /** Gradients of one conv op: returns [dW, db] and, if wanted, d(op input). */
-  private convBackward(op: ConvOp, s: Saved, dz: TF.Tensor4D, needInput: boolean): { dW: TF.Tensor; db: TF.Tensor; dx?: TF.Tensor4D } {
+  private convBackward(
+    op: ConvOp,
+    s: Saved,
+    dz: TF.Tensor4D,
+    needInput: boolean,
+  ): { dW: TF.Tensor; db: TF.Tensor; dx?: TF.Tensor4D } {
     const { tf } = this;
     const xp = s.xp!;
     const W = this.params[op.param]!;
@@ -229,7 +268,12 @@ export class TopModel {
         const dd = this.dilate(dz, op.strides);
         const extraH = hp - (dd.shape[1] + kh - 1);
         const extraW = wp - (dd.shape[2] + kw - 1);
-        const padded = tf.pad(dd, [[0, 0], [kh - 1, kh - 1 + extraH], [kw - 1, kw - 1 + extraW], [0, 0]]);
+        const padded = tf.pad(dd, [
+          [0, 0],
+          [kh - 1, kh - 1 + extraH],
+          [kw - 1, kw - 1 + extraW],
+          [0, 0],
+        ]);
         dxp = tf.depthwiseConv2d(padded, tf.reverse(W, [0, 1]) as TF.Tensor4D, 1, 'valid');
       }
     } else {
@@ -254,7 +298,12 @@ export class TopModel {
    * dropout mask [B, C] (already scaled by 1/keep), or undefined. Gradients of parameters that do
    * not train are left undefined.
    */
-  private lossAndGrads(x: TF.Tensor, labels: Int32Array, mask: Float32Array | undefined, trainTop: boolean): { loss: TF.Scalar; correct: TF.Scalar; grads: TF.Tensor[] } {
+  private lossAndGrads(
+    x: TF.Tensor,
+    labels: Int32Array,
+    mask: Float32Array | undefined,
+    trainTop: boolean,
+  ): { loss: TF.Scalar; correct: TF.Scalar; grads: TF.Tensor[] } {
     const { tf } = this;
     const B = x.shape[0]!;
     const saved: Saved[] = [];
@@ -298,16 +347,30 @@ export class TopModel {
   }
 
   /** Loss and gradients as plain arrays (for gradient checks); undefined for frozen parameters. */
-  gradients(x: TF.Tensor, labels: Int32Array, mask: Float32Array | undefined, trainTop: boolean): { loss: number; grads: (Float32Array | undefined)[] } {
+  gradients(
+    x: TF.Tensor,
+    labels: Int32Array,
+    mask: Float32Array | undefined,
+    trainTop: boolean,
+  ): { loss: number; grads: (Float32Array | undefined)[] } {
     const { tf } = this;
     return tf.tidy(() => {
       const r = this.lossAndGrads(x, labels, mask, trainTop);
-      return { loss: (r.loss.dataSync() as Float32Array)[0]!, grads: Array.from(r.grads, (g) => (g ? Float32Array.from(g.dataSync() as Float32Array) : undefined)) };
+      return {
+        loss: (r.loss.dataSync() as Float32Array)[0]!,
+        grads: Array.from(r.grads, (g) => (g ? Float32Array.from(g.dataSync() as Float32Array) : undefined)),
+      };
     });
   }
 
   /** One optimisation step on a batch (see lossAndGrads); returns the batch's mean loss and number correct. */
-  trainStep(x: TF.Tensor, labels: Int32Array, mask: Float32Array | undefined, opt: OptimizerConfig, trainTop: boolean): { loss: number; correct: number } {
+  trainStep(
+    x: TF.Tensor,
+    labels: Int32Array,
+    mask: Float32Array | undefined,
+    opt: OptimizerConfig,
+    trainTop: boolean,
+  ): { loss: number; correct: number } {
     const { tf } = this;
     const from = trainTop ? 0 : this.headIndex;
     const result = tf.tidy(() => {
@@ -330,7 +393,11 @@ export class TopModel {
     return { loss, correct };
   }
 
-  private applyOptimizer(grads: TF.Tensor[], from: number, opt: OptimizerConfig): { params: TF.Tensor[]; m: TF.Tensor[]; v: TF.Tensor[] } {
+  private applyOptimizer(
+    grads: TF.Tensor[],
+    from: number,
+    opt: OptimizerConfig,
+  ): { params: TF.Tensor[]; m: TF.Tensor[]; v: TF.Tensor[] } {
     const { tf } = this;
     const t = this.step + 1;
     const params: TF.Tensor[] = [];
@@ -341,7 +408,9 @@ export class TopModel {
       const p = this.params[i]!;
       const j = i - from;
       if (opt.kind === 'adam') {
-        const b1 = opt.beta1 ?? 0.9, b2 = opt.beta2 ?? 0.999, eps = opt.epsilon ?? 1e-7;
+        const b1 = opt.beta1 ?? 0.9,
+          b2 = opt.beta2 ?? 0.999,
+          eps = opt.epsilon ?? 1e-7;
         const m0 = this.m[j] ?? tf.zerosLike(p);
         const v0 = this.v[j] ?? tf.zerosLike(p);
         const m = tf.add(tf.mul(m0, b1), tf.mul(g, 1 - b1));
@@ -352,7 +421,8 @@ export class TopModel {
         ms.push(m);
         vs.push(v);
       } else {
-        const rho = opt.rho ?? 0.9, eps = opt.epsilon ?? 1e-7;
+        const rho = opt.rho ?? 0.9,
+          eps = opt.epsilon ?? 1e-7;
         const v0 = this.v[j] ?? tf.zerosLike(p);
         const v = tf.add(tf.mul(v0, rho), tf.mul(tf.square(g), 1 - rho));
         params.push(tf.sub(p, tf.mul(tf.div(g, tf.add(tf.sqrt(v), eps)), opt.lr)));

@@ -1,6 +1,17 @@
 import type { FitOptions, Head, HeadParams, LabelledSet, Matrix } from './types.ts';
 import { Standardizer } from './standardize.ts';
-import { argmaxRows, checkFitInputs, checkPredictInput, HEAD_FORMAT, HEAD_FORMAT_VERSION, resolveParams, writeHeadFile, type HeadDef, type HeadFile, type ParamSpecs } from './common.ts';
+import {
+  argmaxRows,
+  checkFitInputs,
+  checkPredictInput,
+  HEAD_FORMAT,
+  HEAD_FORMAT_VERSION,
+  resolveParams,
+  writeHeadFile,
+  type HeadDef,
+  type HeadFile,
+  type ParamSpecs,
+} from './common.ts';
 
 /**
  * Common skeleton: validation, standardisation (fitted on train only) and the JSON envelope.
@@ -96,8 +107,16 @@ export function softmaxRows(Z: Float64Array, rows: number, k: number): Matrix {
  * the saved (re-validated) params and restores the saved state.
  */
 export function defineHead(
-  kind: string, paramSpecs: ParamSpecs, make: (params: HeadParams) => BaseHead,
+  kind: string,
+  paramSpecs: ParamSpecs,
+  make: (params: HeadParams) => BaseHead,
   meta: Pick<HeadDef, 'rows' | 'tuneGrid' | 'quickParams' | 'savesDirectory'>,
 ): HeadDef {
-  return { kind, paramSpecs, create: make, load: (file, path) => make(resolveParams(kind, paramSpecs, file.params)).restore(file, path), ...meta };
+  return {
+    kind,
+    paramSpecs,
+    create: make,
+    load: (file, path) => make(resolveParams(kind, paramSpecs, file.params)).restore(file, path),
+    ...meta,
+  };
 }

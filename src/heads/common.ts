@@ -86,15 +86,18 @@ export function checkFitInputs(kind: string, X: Matrix, y: Int32Array, opts: Fit
   }
   if (opts.val) {
     checkMatrix(opts.val.X, 'val.X');
-    if (opts.val.X.cols !== X.cols) throw new UserError(`${kind}: validation width ${opts.val.X.cols} differs from train width ${X.cols}`);
-    for (const c of opts.val.y) if (!(c >= 0 && c < k)) throw new UserError(`${kind}: validation label ${c} is outside 0..${k - 1}`);
+    if (opts.val.X.cols !== X.cols)
+      throw new UserError(`${kind}: validation width ${opts.val.X.cols} differs from train width ${X.cols}`);
+    for (const c of opts.val.y)
+      if (!(c >= 0 && c < k)) throw new UserError(`${kind}: validation label ${c} is outside 0..${k - 1}`);
   }
 }
 
 export function checkPredictInput(kind: string, X: Matrix, nFeatures: number | undefined): void {
   if (nFeatures === undefined) throw new UserError(`${kind}: head is not fitted (call fit or load first)`);
   checkMatrix(X);
-  if (X.cols !== nFeatures) throw new UserError(`${kind}: X has ${X.cols} features but the head was fitted on ${nFeatures}`);
+  if (X.cols !== nFeatures)
+    throw new UserError(`${kind}: X has ${X.cols} features but the head was fitted on ${nFeatures}`);
 }
 
 /** Per-class weights: all 1, or n / (nClasses · count_c) ('balanced', as scikit-learn). */
@@ -115,7 +118,10 @@ export function argmaxRows(P: Matrix): Int32Array {
     let bv = -Infinity;
     for (let c = 0; c < k; c++) {
       const v = P.data[i * k + c]!;
-      if (v > bv) { bv = v; best = c; }
+      if (v > bv) {
+        bv = v;
+        best = c;
+      }
     }
     out[i] = best;
   }
@@ -156,7 +162,9 @@ export function readHeadFile(path: string): HeadFile {
   }
   if (j?.format !== HEAD_FORMAT) throw new UserError(`${file} is not a convcache head (format '${String(j?.format)}')`);
   if (j.version !== HEAD_FORMAT_VERSION) {
-    throw new UserError(`${file}: head format version ${j.version} is not supported (this build reads ${HEAD_FORMAT_VERSION})`);
+    throw new UserError(
+      `${file}: head format version ${j.version} is not supported (this build reads ${HEAD_FORMAT_VERSION})`,
+    );
   }
   return j;
 }

@@ -42,12 +42,22 @@ export const paramSpecs: ParamSpecs = {
   lr: { type: 'number', default: 1e-3, min: 1e-12, description: 'Adam learning rate' },
   epochs: { type: 'int', default: 30, min: 1, description: 'maximum epochs' },
   batchSize: { type: 'int', default: 200, min: 1, description: 'minibatch size' },
-  patience: { type: 'int', default: 5, min: 1, description: 'early stopping patience (epochs without val-loss improvement)' },
+  patience: {
+    type: 'int',
+    default: 5,
+    min: 1,
+    description: 'early stopping patience (epochs without val-loss improvement)',
+  },
   l2: { type: 'number', default: 0, min: 0, description: 'L2 penalty on weights' },
   standardize: { type: 'boolean', default: true, description: 'standardise features (fitted on train)' },
 };
 
-interface State { hidden: number; epochsRun: number; bestEpoch: number; model: 'model.json' }
+interface State {
+  hidden: number;
+  epochsRun: number;
+  bestEpoch: number;
+  model: 'model.json';
+}
 
 function glorot(rng: Rng, fanIn: number, fanOut: number): Float32Array {
   const lim = Math.sqrt(6 / (fanIn + fanOut));
@@ -67,7 +77,14 @@ function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
 }
 
 /** Softmax probabilities (rows × K, float64) of the network on X (no dropout); W1t hidden×d, W2t K×hidden. */
-async function forwardProba(X: Matrix, W1t: Float32Array, b1: Float32Array, W2t: Float32Array, b2: Float32Array, K: number): Promise<Float64Array> {
+async function forwardProba(
+  X: Matrix,
+  W1t: Float32Array,
+  b1: Float32Array,
+  W2t: Float32Array,
+  b2: Float32Array,
+  K: number,
+): Promise<Float64Array> {
   const { rows: n, cols: d } = X;
   const H = b1.length;
   const P = new Float64Array(n * K);
@@ -75,14 +92,23 @@ async function forwardProba(X: Matrix, W1t: Float32Array, b1: Float32Array, W2t:
   const z1 = await matmulABtOrt(X.data, n, W1t, H, d);
   for (let i = 0; i < n; i++) {
     const ao = i * H;
-    for (let j = 0; j < H; j++) { const z = z1[ao + j]! + b1[j]!; z1[ao + j] = z > 0 ? z : 0; }
+    for (let j = 0; j < H; j++) {
+      const z = z1[ao + j]! + b1[j]!;
+      z1[ao + j] = z > 0 ? z : 0;
+    }
     let mx = -Infinity;
     for (let c = 0; c < K; c++) {
       const wo = c * H;
-      let a0 = 0, a1 = 0, a2 = 0, a3 = 0, j = 0;
+      let a0 = 0,
+        a1 = 0,
+        a2 = 0,
+        a3 = 0,
+        j = 0;
       for (; j + 3 < H; j += 4) {
-        a0 += z1[ao + j]! * W2t[wo + j]!; a1 += z1[ao + j + 1]! * W2t[wo + j + 1]!;
-        a2 += z1[ao + j + 2]! * W2t[wo + j + 2]!; a3 += z1[ao + j + 3]! * W2t[wo + j + 3]!;
+        a0 += z1[ao + j]! * W2t[wo + j]!;
+        a1 += z1[ao + j + 1]! * W2t[wo + j + 1]!;
+        a2 += z1[ao + j + 2]! * W2t[wo + j + 2]!;
+        a3 += z1[ao + j + 3]! * W2t[wo + j + 3]!;
       }
       for (; j < H; j++) a0 += z1[ao + j]! * W2t[wo + j]!;
       const v = Math.fround(a0 + a1 + a2 + a3 + b2[c]!);
@@ -90,7 +116,11 @@ async function forwardProba(X: Matrix, W1t: Float32Array, b1: Float32Array, W2t:
       if (v > mx) mx = v;
     }
     let sum = 0;
-    for (let c = 0; c < K; c++) { const e = Math.exp(P[i * K + c]! - mx); P[i * K + c] = e; sum += e; }
+    for (let c = 0; c < K; c++) {
+      const e = Math.exp(P[i * K + c]! - mx);
+      P[i * K + c] = e;
+      sum += e;
+    }
     for (let c = 0; c < K; c++) P[i * K + c] = P[i * K + c]! / sum;
   }
   return P;
@@ -102,7 +132,8 @@ async function forwardProba(X: Matrix, W1t: Float32Array, b1: Float32Array, W2t:
  * resolved to 2⁻¹⁶): generating the masks with a method call per unit was ~0.2 s of a fit here.
  */
 function dropoutMask(rng: Rng, mask: Float32Array, len: number, keep: number): void {
-  const scale = 1 / keep, thr = Math.round(keep * 65536);
+  const scale = 1 / keep,
+    thr = Math.round(keep * 65536);
   let state = rng.nextU32();
   for (let q = 0; q < len; q += 2) {
     let t = (state = (state + 0x6d2b79f5) >>> 0);
@@ -131,7 +162,13 @@ function fileSaver(dir: string): TF.io.IOHandler {
         weightsManifest: [{ paths: ['weights.bin'], weights: art.weightSpecs }],
       };
       writeFileAtomic(join(dir, 'model.json'), JSON.stringify(modelJson));
-      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' as const, weightDataBytes: bytes.reduce((a, b) => a + b.byteLength, 0) } };
+      return {
+        modelArtifactsInfo: {
+          dateSaved: new Date(),
+          modelTopologyType: 'JSON' as const,
+          weightDataBytes: bytes.reduce((a, b) => a + b.byteLength, 0),
+        },
+      };
     },
   };
 }
@@ -142,7 +179,13 @@ function fileLoader(dir: string): TF.io.IOHandler {
       const mj = JSON.parse(readFileSync(join(dir, 'model.json'), 'utf8'));
       const buf = readFileSync(join(dir, 'weights.bin'));
       const weightData = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
-      return { modelTopology: mj.modelTopology, format: mj.format, generatedBy: mj.generatedBy, weightSpecs: mj.weightsManifest[0].weights, weightData };
+      return {
+        modelTopology: mj.modelTopology,
+        format: mj.format,
+        generatedBy: mj.generatedBy,
+        weightSpecs: mj.weightsManifest[0].weights,
+        weightData,
+      };
     },
   };
 }
@@ -161,7 +204,9 @@ export class DenseHead extends BaseHead {
     const { rows: n, cols: d } = X;
     const K = opts.nClasses;
     const p = this.params;
-    const H = p.hidden as number, rate = p.dropout as number, B = Math.min(p.batchSize as number, n);
+    const H = p.hidden as number,
+      rate = p.dropout as number,
+      B = Math.min(p.batchSize as number, n);
     const l2 = p.l2 as number;
     const rng = new Rng(opts.seed ?? 0);
     const cw = classWeights(y, K, opts.classWeight);
@@ -170,11 +215,17 @@ export class DenseHead extends BaseHead {
     const b1 = new Float32Array(H);
     const W2 = transpose(glorot(rng, H, K), H, K);
     const b2 = new Float32Array(K);
-    const zeros = (): MlpParams => ({ W1: new Float32Array(H * d), b1: new Float32Array(H), W2: new Float32Array(K * H), b2: new Float32Array(K) });
+    const zeros = (): MlpParams => ({
+      W1: new Float32Array(H * d),
+      b1: new Float32Array(H),
+      W2: new Float32Array(K * H),
+      b2: new Float32Array(K),
+    });
     let st: MlpAdamState = { params: { W1, b1, W2, b2 }, m: zeros(), v: zeros() };
     const hyper = { beta1: 0.9, beta2: 0.999, eps: 1e-8, l2 };
     const lr = p.lr as number;
-    let b1t = 1, b2t = 1;
+    let b1t = 1,
+      b2t = 1;
     const perm = new Int32Array(n);
     for (let i = 0; i < n; i++) perm[i] = i;
     const idx = new Int32Array(B);
@@ -182,7 +233,10 @@ export class DenseHead extends BaseHead {
     const rowW = new Float32Array(B);
     const target = new Float32Array(B * K);
     const keep = 1 - rate;
-    let best = Infinity, bestEpoch = 0, since = 0, epoch = 0;
+    let best = Infinity,
+      bestEpoch = 0,
+      since = 0,
+      epoch = 0;
     let bestWeights: MlpParams | undefined;
     for (epoch = 1; epoch <= (p.epochs as number); epoch++) {
       rng.shuffle(perm);
@@ -192,7 +246,8 @@ export class DenseHead extends BaseHead {
         // Class weight w_i: the gradient of Σ w_i CE_i / bs with respect to z2 is w_i (p_i − onehot_i) / bs.
         target.fill(0);
         for (let r = 0; r < bs; r++) {
-          const i = perm[s + r]!, w = cw[y[i]!]! / bs;
+          const i = perm[s + r]!,
+            w = cw[y[i]!]! / bs;
           idx[r] = i;
           rowW[r] = w;
           target[r * K + y[i]!] = w;
@@ -200,17 +255,34 @@ export class DenseHead extends BaseHead {
         // Adam as tf.train.adam / Keras: bias-corrected moments, ε added to √v̂.
         b1t *= hyper.beta1;
         b2t *= hyper.beta2;
-        st = await mlpAdamStep(st, {
-          X: X.data, n, d, hidden: H, K, idx: bs === B ? idx : idx.slice(0, bs), mask, rowW, target,
-          lrc: lr / (1 - b1t), c2: 1 / (1 - b2t),
-        }, hyper);
+        st = await mlpAdamStep(
+          st,
+          {
+            X: X.data,
+            n,
+            d,
+            hidden: H,
+            K,
+            idx: bs === B ? idx : idx.slice(0, bs),
+            mask,
+            rowW,
+            target,
+            lrc: lr / (1 - b1t),
+            c2: 1 / (1 - b2t),
+          },
+          hyper,
+        );
       }
       if (opts.val) {
         const q = st.params;
         const loss = meanLogLoss(await forwardProba(opts.val.X, q.W1, q.b1, q.W2, q.b2, K), opts.val.y, K);
         // Each step returns fresh arrays, so keeping the reference is a snapshot.
-        if (loss < best - 1e-7) { best = loss; bestEpoch = epoch; since = 0; bestWeights = q; }
-        else if (++since >= (p.patience as number)) break;
+        if (loss < best - 1e-7) {
+          best = loss;
+          bestEpoch = epoch;
+          since = 0;
+          bestWeights = q;
+        } else if (++since >= (p.patience as number)) break;
         opts.log?.info(`dense: epoch ${epoch} val loss ${loss.toFixed(4)}`);
       }
     }
@@ -225,7 +297,8 @@ export class DenseHead extends BaseHead {
   protected async probaImpl(X: Matrix): Promise<Matrix> {
     const K = this.nClasses_!;
     const w = this.weights_!;
-    const d = X.cols, H = w[1]!.length;
+    const d = X.cols,
+      H = w[1]!.length;
     this.w1t_ ??= transpose(w[0]!, d, H);
     const P = await forwardProba(X, this.w1t_, w[1]!, transpose(w[2]!, H, K), w[3]!, K);
     return { data: Float32Array.from(P), rows: X.rows, cols: K };
@@ -235,7 +308,9 @@ export class DenseHead extends BaseHead {
   async toLayersModel(): Promise<TF.LayersModel> {
     const tf = await initTf();
     const w = this.weights_!;
-    const d = this.nFeatures_!, H = w[1]!.length, K = this.nClasses_!;
+    const d = this.nFeatures_!,
+      H = w[1]!.length,
+      K = this.nClasses_!;
     const model = tf.sequential({
       layers: [
         tf.layers.dense({ units: H, activation: 'relu', inputShape: [d] }),
@@ -262,7 +337,12 @@ export class DenseHead extends BaseHead {
   }
 
   protected getState(): State {
-    return { hidden: this.weights_![1]!.length, epochsRun: this.epochsRun_, bestEpoch: this.bestEpoch_, model: 'model.json' };
+    return {
+      hidden: this.weights_![1]!.length,
+      epochsRun: this.epochsRun_,
+      bestEpoch: this.bestEpoch_,
+      model: 'model.json',
+    };
   }
 
   protected async setState(s: unknown, path: string): Promise<void> {

@@ -10,10 +10,22 @@ import { Rng } from '../linalg/random.ts';
  * Rows are stored grouped by cell (`order` maps back to the caller's row numbers); each cell is
  * scanned with one GEMM against all the queries that probe it.
  */
-export interface IvfParts { nlist: number; centroids: Float32Array; offsets: Int32Array; order: Int32Array }
+export interface IvfParts {
+  nlist: number;
+  centroids: Float32Array;
+  offsets: Int32Array;
+  order: Int32Array;
+}
 
 /** Seeded k-means (Lloyd) on a sample; empty cells are re-seeded with a random row. */
-export async function kmeans(X: Float32Array, n: number, d: number, k: number, iters: number, rng: Rng): Promise<Float32Array> {
+export async function kmeans(
+  X: Float32Array,
+  n: number,
+  d: number,
+  k: number,
+  iters: number,
+  rng: Rng,
+): Promise<Float32Array> {
   const C = new Float32Array(k * d);
   const init = new Set<number>();
   while (init.size < Math.min(k, n)) init.add(rng.int(n));
@@ -31,7 +43,11 @@ export async function kmeans(X: Float32Array, n: number, d: number, k: number, i
       for (let j = 0; j < d; j++) sums[c * d + j]! += X[i * d + j]!;
     }
     for (let c = 0; c < k; c++) {
-      if (counts[c] === 0) { const i = rng.int(n); C.set(X.subarray(i * d, (i + 1) * d), c * d); continue; }
+      if (counts[c] === 0) {
+        const i = rng.int(n);
+        C.set(X.subarray(i * d, (i + 1) * d), c * d);
+        continue;
+      }
       for (let j = 0; j < d; j++) C[c * d + j] = sums[c * d + j]! / counts[c]!;
     }
   }
@@ -39,7 +55,14 @@ export async function kmeans(X: Float32Array, n: number, d: number, k: number, i
 }
 
 /** Nearest centroid of every row (blocked GEMM). */
-export async function assignNearest(X: Float32Array, n: number, d: number, C: Float32Array, k: number, out: Int32Array): Promise<void> {
+export async function assignNearest(
+  X: Float32Array,
+  n: number,
+  d: number,
+  C: Float32Array,
+  k: number,
+  out: Int32Array,
+): Promise<void> {
   const cSq = rowSqNorms(C, k, d);
   const block = 4096;
   for (let r0 = 0; r0 < n; r0 += block) {
@@ -50,7 +73,10 @@ export async function assignNearest(X: Float32Array, n: number, d: number, C: Fl
       let bestV = Infinity;
       for (let c = 0; c < k; c++) {
         const v = cSq[c]! - 2 * S[r * k + c]!;
-        if (v < bestV) { bestV = v; best = c; }
+        if (v < bestV) {
+          bestV = v;
+          best = c;
+        }
       }
       out[r0 + r] = best;
     }
@@ -85,7 +111,14 @@ export async function buildIvf(X: Float32Array, n: number, d: number, nlist: num
  * `Xs` holds the stored rows in cell order (row t = caller's row order[t]); results are positions in Xs.
  */
 export async function searchIvf(
-  ivf: IvfParts, Xs: Float32Array, xsSq: Float64Array, d: number, Q: Float32Array, nq: number, k: number, nprobe: number,
+  ivf: IvfParts,
+  Xs: Float32Array,
+  xsSq: Float64Array,
+  d: number,
+  Q: Float32Array,
+  nq: number,
+  k: number,
+  nprobe: number,
 ): Promise<{ dist: Float64Array; idx: Int32Array }> {
   const dist = new Float64Array(nq * k).fill(Infinity);
   const idx = new Int32Array(nq * k).fill(-1);

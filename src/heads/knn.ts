@@ -5,7 +5,16 @@ import { rowSqNorms } from '../linalg/matmul.ts';
 import { matmulABtOrt } from '../linalg/ort-gemm.ts';
 import { BaseHead, defineHead } from './base.ts';
 import { buildIvf, searchIvf, type IvfParts } from './ivf.ts';
-import { classWeights, decodeF32, decodeI32, encodeF32, encodeI32, writeHeadFile, type HeadDef, type ParamSpecs } from './common.ts';
+import {
+  classWeights,
+  decodeF32,
+  decodeI32,
+  encodeF32,
+  encodeI32,
+  writeHeadFile,
+  type HeadDef,
+  type ParamSpecs,
+} from './common.ts';
 import type { FitOptions, Matrix } from './types.ts';
 
 /**
@@ -23,13 +32,35 @@ export const paramSpecs: ParamSpecs = {
   standardize: { type: 'boolean', default: false, description: 'standardise features (fitted on train)' },
   // Brute force costs queries × n × d: past approxAbove training rows an inverted-file index
   // (src/heads/ivf.ts) scans only the nprobe nearest of nlist k-means cells per query.
-  approx: { type: 'string', default: 'auto', choices: ['auto', 'exact', 'ivf'], description: "search: 'auto' = brute force up to approxAbove rows, IVF index beyond" },
-  approxAbove: { type: 'int', default: 50000, min: 0, description: 'training rows above which approx=auto builds an IVF index' },
+  approx: {
+    type: 'string',
+    default: 'auto',
+    choices: ['auto', 'exact', 'ivf'],
+    description: "search: 'auto' = brute force up to approxAbove rows, IVF index beyond",
+  },
+  approxAbove: {
+    type: 'int',
+    default: 50000,
+    min: 0,
+    description: 'training rows above which approx=auto builds an IVF index',
+  },
   nlist: { type: 'int', default: 0, min: 0, description: 'IVF cells (0 = auto: √n, at least 16)' },
-  nprobe: { type: 'int', default: 0, min: 0, description: 'IVF cells scanned per query (0 = auto: nlist/8, at least 8)' },
+  nprobe: {
+    type: 'int',
+    default: 0,
+    min: 0,
+    description: 'IVF cells scanned per query (0 = auto: nlist/8, at least 8)',
+  },
 };
 
-interface State { n: number; X: string; y: string; classWeight: string; ivf?: { nlist: number; nprobe: number; centroids: string; offsets: string }; variant?: string }
+interface State {
+  n: number;
+  X: string;
+  y: string;
+  classWeight: string;
+  ivf?: { nlist: number; nprobe: number; centroids: string; offsets: string };
+  variant?: string;
+}
 
 /** Rows scaled to unit length (zero rows stay zero). */
 function normalizeRows(X: Float32Array, n: number, d: number): Float32Array {
@@ -76,7 +107,10 @@ export class KnnHead extends BaseHead {
       const d = X.cols;
       const Xs = new Float32Array(X.rows * d);
       const ys = new Int32Array(X.rows);
-      parts.order.forEach((i, t) => { Xs.set(this.X_!.subarray(i * d, (i + 1) * d), t * d); ys[t] = this.y_![i]!; });
+      parts.order.forEach((i, t) => {
+        Xs.set(this.X_!.subarray(i * d, (i + 1) * d), t * d);
+        ys[t] = this.y_![i]!;
+      });
       this.X_ = Xs;
       this.y_ = ys;
       this.ivf_ = { ...parts, nprobe };
@@ -102,7 +136,10 @@ export class KnnHead extends BaseHead {
       const { dist, idx } = await searchIvf(this.ivf_, this.X_!, sq, d, Q, Xq.rows, k, this.ivf_.nprobe);
       // IVF distances are squared euclidean; on unit rows (cosine) that is 2·(1 − cos).
       for (let q = 0; q < Xq.rows; q++) {
-        for (let t = 0; t < k; t++) { bestD[t] = cosine ? dist[q * k + t]! / 2 : dist[q * k + t]!; bestI[t] = idx[q * k + t]!; }
+        for (let t = 0; t < k; t++) {
+          bestD[t] = cosine ? dist[q * k + t]! / 2 : dist[q * k + t]!;
+          bestI[t] = idx[q * k + t]!;
+        }
         this.vote(bestD, bestI, k, votes, out, q * K);
       }
       return { data: out, rows: Xq.rows, cols: K };
@@ -136,7 +173,14 @@ export class KnnHead extends BaseHead {
   }
 
   /** Class votes of one query's k neighbours (sorted distances), normalised into out[o..o+K). */
-  private vote(bestD: Float64Array, bestI: Int32Array, k: number, votes: Float64Array, out: Float32Array, o: number): void {
+  private vote(
+    bestD: Float64Array,
+    bestI: Int32Array,
+    k: number,
+    votes: Float64Array,
+    out: Float32Array,
+    o: number,
+  ): void {
     const K = votes.length;
     const cosine = this.params.metric === 'cosine';
     const byDistance = this.params.weights === 'distance';
@@ -170,8 +214,24 @@ export class KnnHead extends BaseHead {
   }
 
   protected getState(_path = '', inlineX = true): State {
-    const ivf = this.ivf_ ? { ivf: { nlist: this.ivf_.nlist, nprobe: this.ivf_.nprobe, centroids: encodeF32(this.ivf_.centroids), offsets: encodeI32(this.ivf_.offsets) }, variant: this.variant_! } : {};
-    return { n: this.n_, X: inlineX ? encodeF32(this.X_!) : `@${X_FILE}`, y: encodeI32(this.y_!), classWeight: encodeF32(this.classWeight_!), ...ivf };
+    const ivf = this.ivf_
+      ? {
+          ivf: {
+            nlist: this.ivf_.nlist,
+            nprobe: this.ivf_.nprobe,
+            centroids: encodeF32(this.ivf_.centroids),
+            offsets: encodeI32(this.ivf_.offsets),
+          },
+          variant: this.variant_!,
+        }
+      : {};
+    return {
+      n: this.n_,
+      X: inlineX ? encodeF32(this.X_!) : `@${X_FILE}`,
+      y: encodeI32(this.y_!),
+      classWeight: encodeF32(this.classWeight_!),
+      ...ivf,
+    };
   }
 
   protected setState(s: unknown, path: string): void {
@@ -187,7 +247,15 @@ export class KnnHead extends BaseHead {
     this.y_ = decodeI32(st.y);
     this.classWeight_ = decodeF32(st.classWeight);
     this.variant_ = st.variant;
-    this.ivf_ = st.ivf ? { nlist: st.ivf.nlist, nprobe: st.ivf.nprobe, centroids: decodeF32(st.ivf.centroids), offsets: decodeI32(st.ivf.offsets), order: new Int32Array(0) } : undefined;
+    this.ivf_ = st.ivf
+      ? {
+          nlist: st.ivf.nlist,
+          nprobe: st.ivf.nprobe,
+          centroids: decodeF32(st.ivf.centroids),
+          offsets: decodeI32(st.ivf.offsets),
+          order: new Int32Array(0),
+        }
+      : undefined;
   }
 }
 

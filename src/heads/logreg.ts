@@ -19,7 +19,12 @@ export const paramSpecs: ParamSpecs = {
   simd: { type: 'boolean', default: true, description: 'use the WebAssembly SIMD matrix-vector kernels' },
 };
 
-interface State { nRows: number; W: string; b: string; iterations: number }
+interface State {
+  nRows: number;
+  W: string;
+  b: string;
+  iterations: number;
+}
 
 export class LogRegHead extends BaseHead {
   readonly kind = 'logreg';
@@ -93,7 +98,8 @@ export class LogRegHead extends BaseHead {
       maxIter: this.params.maxIter as number,
       gtol: this.params.tol as number,
     });
-    if (!opt.converged) opts.log?.warn(`logreg: L-BFGS stopped after ${opt.iterations} iterations without converging (raise maxIter)`);
+    if (!opt.converged)
+      opts.log?.warn(`logreg: L-BFGS stopped after ${opt.iterations} iterations without converging (raise maxIter)`);
     this.W_ = Float32Array.from(opt.x.subarray(0, R * d));
     this.b_ = Float32Array.from(opt.x.subarray(R * d));
     this.iterations_ = opt.iterations;

@@ -12,7 +12,13 @@ import type { Matrix } from './types.ts';
  * (scikit-learn whitens with K_LL^-1/2 from an SVD; the Cholesky factor differs from it by a
  * rotation, which an L2-regularised linear model does not see.)
  */
-export interface NystroemJSON { gamma: number; m: number; d: number; landmarks: string; proj: string }
+export interface NystroemJSON {
+  gamma: number;
+  m: number;
+  d: number;
+  landmarks: string;
+  proj: string;
+}
 
 /** Ridge added to K_LL's diagonal (its diagonal is 1): keeps the factor stable for near-duplicate landmarks. */
 const RIDGE = 1e-5;
@@ -20,7 +26,13 @@ const RIDGE = 1e-5;
 export class NystroemMap {
   private readonly lSq: Float64Array;
 
-  private constructor(readonly gamma: number, readonly landmarks: Float32Array, readonly m: number, readonly d: number, readonly proj: Float32Array) {
+  private constructor(
+    readonly gamma: number,
+    readonly landmarks: Float32Array,
+    readonly m: number,
+    readonly d: number,
+    readonly proj: Float32Array,
+  ) {
     this.lSq = rowSqNorms(landmarks, m, d);
   }
 
@@ -29,7 +41,12 @@ export class NystroemMap {
     const { rows: n, cols: d, data } = X;
     const rng = new Rng(seed);
     const perm = Int32Array.from({ length: n }, (_, i) => i);
-    for (let i = n - 1; i > 0; i--) { const j = Math.floor(rng.next() * (i + 1)); const t = perm[i]!; perm[i] = perm[j]!; perm[j] = t; }
+    for (let i = n - 1; i > 0; i--) {
+      const j = Math.floor(rng.next() * (i + 1));
+      const t = perm[i]!;
+      perm[i] = perm[j]!;
+      perm[j] = t;
+    }
     // Distinct rows only: a repeated landmark adds nothing and makes K_LL singular.
     const seen = new Set<string>();
     const pick: number[] = [];
@@ -78,7 +95,13 @@ export class NystroemMap {
   }
 
   toJSON(): NystroemJSON {
-    return { gamma: this.gamma, m: this.m, d: this.d, landmarks: encodeF32(this.landmarks), proj: encodeF32(this.proj) };
+    return {
+      gamma: this.gamma,
+      m: this.m,
+      d: this.d,
+      landmarks: encodeF32(this.landmarks),
+      proj: encodeF32(this.proj),
+    };
   }
 
   static fromJSON(j: NystroemJSON): NystroemMap {

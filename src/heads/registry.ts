@@ -25,12 +25,22 @@ function def(kind: string): HeadDef {
 }
 
 /** A named head configuration: a row of compare and of the heads benchmark. */
-export interface HeadRowDef { kind: string; params: HeadParams; tieRank: number }
+export interface HeadRowDef {
+  kind: string;
+  params: HeadParams;
+  tieRank: number;
+}
 
 /** Every head's rows, in registry order (row names are unique across kinds). */
-export const HEAD_ROWS: Readonly<Record<string, HeadRowDef>> = Object.freeze(Object.fromEntries(
-  Object.values(DEFS).flatMap((d) => Object.entries(d.rows).map(([name, r]) => [name, { kind: d.kind, params: r.params, tieRank: r.tieRank }] as const)),
-));
+export const HEAD_ROWS: Readonly<Record<string, HeadRowDef>> = Object.freeze(
+  Object.fromEntries(
+    Object.values(DEFS).flatMap((d) =>
+      Object.entries(d.rows).map(
+        ([name, r]) => [name, { kind: d.kind, params: r.params, tieRank: r.tieRank }] as const,
+      ),
+    ),
+  ),
+);
 
 /** The grid --tune searches for a kind. */
 export function tuneGridOf(kind: string): TuneGrid {

@@ -17,13 +17,28 @@ export const paramSpecs: ParamSpecs = {
   maxDepth: { type: 'int', default: 0, min: 0, description: 'maximum depth (0 = unlimited)' },
   minSamplesLeaf: { type: 'int', default: 1, min: 1, description: 'minimum rows in a leaf' },
   minSamplesSplit: { type: 'int', default: 2, min: 2, description: 'minimum rows to split a node' },
-  maxFeatures: { type: 'number', default: 'sqrt', min: 1e-9, choices: ['sqrt', 'log2', 'all'], description: 'features per split: sqrt | log2 | all | count (>=1) | fraction (<1)' },
+  maxFeatures: {
+    type: 'number',
+    default: 'sqrt',
+    min: 1e-9,
+    choices: ['sqrt', 'log2', 'all'],
+    description: 'features per split: sqrt | log2 | all | count (>=1) | fraction (<1)',
+  },
   maxBins: { type: 'int', default: 256, min: 2, max: 256, description: 'quantile bins per feature' },
   bootstrap: { type: 'boolean', default: true, description: 'bootstrap rows per tree' },
   // scikit-learn's max_samples: tree cost and size grow with the rows each tree sees; past this many
   // training rows each tree gets a bootstrap sample of this size (README "Heads past 100k rows").
-  maxSamples: { type: 'int', default: 50000, min: 0, description: 'bootstrap sample size per tree when there are more rows (0 = all rows)' },
-  standardize: { type: 'boolean', default: false, description: 'standardise features (no effect on trees; kept for uniformity)' },
+  maxSamples: {
+    type: 'int',
+    default: 50000,
+    min: 0,
+    description: 'bootstrap sample size per tree when there are more rows (0 = all rows)',
+  },
+  standardize: {
+    type: 'boolean',
+    default: false,
+    description: 'standardise features (no effect on trees; kept for uniformity)',
+  },
 };
 
 interface State {
@@ -52,7 +67,8 @@ function computeEdges(X: Matrix, maxBins: number): Float32Array[] {
     for (let b = 1; b < maxBins; b++) {
       const pos = Math.floor((b * n) / maxBins);
       if (pos <= 0 || pos >= n) continue;
-      const lo = col[pos - 1]!, hi = col[pos]!;
+      const lo = col[pos - 1]!,
+        hi = col[pos]!;
       if (hi <= lo) continue;
       const mid = Math.fround((lo + hi) / 2);
       // Edge = midpoint between adjacent distinct values; strictly increasing.
@@ -76,7 +92,8 @@ function binMatrix(X: Matrix, edges: Float32Array[]): Uint8Array {
     const ne = e.length;
     for (let i = 0; i < n; i++) {
       const v = data[i * d + f]!;
-      let lo = 0, hi = ne;
+      let lo = 0,
+        hi = ne;
       while (lo < hi) {
         const mid = (lo + hi) >> 1;
         if (e[mid]! < v) lo = mid + 1;
@@ -95,7 +112,10 @@ class NodeStore {
   right: Int32Array;
   value: Float32Array;
   size = 0;
-  constructor(private readonly K: number, cap = 1024) {
+  constructor(
+    private readonly K: number,
+    cap = 1024,
+  ) {
     this.feature = new Int32Array(cap);
     this.threshold = new Int32Array(cap);
     this.left = new Int32Array(cap);
@@ -170,7 +190,10 @@ export class RandomForestHead extends BaseHead {
     const stack: number[] = [];
     const cap = p.maxSamples as number;
     const draws = p.bootstrap && cap > 0 && n > cap ? cap : n;
-    this.variant_ = draws < n ? `each tree on a bootstrap sample of ${draws} of ${n} rows (maxSamples=${cap}, as scikit-learn's max_samples; tree cost grows with the rows per tree)` : undefined;
+    this.variant_ =
+      draws < n
+        ? `each tree on a bootstrap sample of ${draws} of ${n} rows (maxSamples=${cap}, as scikit-learn's max_samples; tree cost grows with the rows per tree)`
+        : undefined;
 
     for (let t = 0; t < roots.length; t++) {
       const trng = rng.fork();
@@ -178,15 +201,25 @@ export class RandomForestHead extends BaseHead {
       let m = 0;
       if (p.bootstrap) {
         for (let s = 0; s < draws; s++) w[trng.int(n)]!++;
-        for (let i = 0; i < n; i++) if (w[i]! > 0) { idx[m++] = i; w[i]! *= cw[y[i]!]!; }
+        for (let i = 0; i < n; i++)
+          if (w[i]! > 0) {
+            idx[m++] = i;
+            w[i]! *= cw[y[i]!]!;
+          }
       } else {
-        for (let i = 0; i < n; i++) { idx[m++] = i; w[i] = cw[y[i]!]!; }
+        for (let i = 0; i < n; i++) {
+          idx[m++] = i;
+          w[i] = cw[y[i]!]!;
+        }
       }
       const root = store.add();
       roots[t] = root;
       stack.push(root, 0, m, 0);
       while (stack.length > 0) {
-        const depth = stack.pop()!, end = stack.pop()!, start = stack.pop()!, node = stack.pop()!;
+        const depth = stack.pop()!,
+          end = stack.pop()!,
+          start = stack.pop()!,
+          node = stack.pop()!;
         tot.fill(0);
         let W = 0;
         for (let s = start; s < end; s++) {
@@ -194,7 +227,10 @@ export class RandomForestHead extends BaseHead {
           tot[y[i]!]! += w[i]!;
         }
         let nonzero = 0;
-        for (let c = 0; c < K; c++) { W += tot[c]!; if (tot[c]! > 0) nonzero++; }
+        for (let c = 0; c < K; c++) {
+          W += tot[c]!;
+          if (tot[c]! > 0) nonzero++;
+        }
         const vo = node * K;
         for (let c = 0; c < K; c++) store.value[vo + c] = W > 0 ? tot[c]! / W : 1 / K;
         const count = end - start;
@@ -204,7 +240,8 @@ export class RandomForestHead extends BaseHead {
         for (let c = 0; c < K; c++) parentSq += tot[c]! * tot[c]!;
         const parentScore = parentSq / W;
         let bestScore = parentScore + 1e-12 * W;
-        let bestF = -1, bestB = -1;
+        let bestF = -1,
+          bestB = -1;
         // Draw features without replacement per split (partial Fisher-Yates); keep drawing past
         // features constant in the node as scikit-learn does, until mtry usable ones were examined.
         let examined = 0;
@@ -218,7 +255,8 @@ export class RandomForestHead extends BaseHead {
           hist.fill(0, 0, nb * K);
           hcnt.fill(0, 0, nb);
           const bo = f * n;
-          let bMin = nb, bMax = -1;
+          let bMin = nb,
+            bMax = -1;
           for (let s = start; s < end; s++) {
             const i = idx[s]!;
             const b = bins[bo + i]!;
@@ -232,33 +270,50 @@ export class RandomForestHead extends BaseHead {
           if (bMin === bMax) continue;
           examined++;
           leftW.fill(0);
-          let WL = 0, nL = 0;
+          let WL = 0,
+            nL = 0;
           for (let b = 0; b < nb - 1; b++) {
             const hc = hcnt[b]!;
             if (hc === 0) continue;
             nL += hc;
-            for (let c = 0; c < K; c++) { const h = hist[b * K + c]!; leftW[c]! += h; WL += h; }
+            for (let c = 0; c < K; c++) {
+              const h = hist[b * K + c]!;
+              leftW[c]! += h;
+              WL += h;
+            }
             if (nL < minLeaf) continue;
             if (count - nL < minLeaf) break;
             const WR = W - WL;
             if (WL <= 0 || WR <= 0) continue;
-            let sl = 0, sr = 0;
+            let sl = 0,
+              sr = 0;
             for (let c = 0; c < K; c++) {
-              const l = leftW[c]!, r2 = tot[c]! - l;
+              const l = leftW[c]!,
+                r2 = tot[c]! - l;
               sl += l * l;
               sr += r2 * r2;
             }
             const score = sl / WL + sr / WR;
-            if (score > bestScore) { bestScore = score; bestF = f; bestB = b; }
+            if (score > bestScore) {
+              bestScore = score;
+              bestF = f;
+              bestB = b;
+            }
           }
         }
         if (bestF < 0) continue;
         // Partition idx[start,end) so rows with bin ≤ bestB come first.
         const bo = bestF * n;
-        let lo = start, hi = end - 1;
+        let lo = start,
+          hi = end - 1;
         while (lo <= hi) {
           if (bins[bo + idx[lo]!]! <= bestB) lo++;
-          else { const tmp = idx[lo]!; idx[lo] = idx[hi]!; idx[hi] = tmp; hi--; }
+          else {
+            const tmp = idx[lo]!;
+            idx[lo] = idx[hi]!;
+            idx[hi] = tmp;
+            hi--;
+          }
         }
         const l = store.add();
         const r = store.add();
@@ -285,7 +340,14 @@ export class RandomForestHead extends BaseHead {
     const K = this.nClasses_!;
     const bins = binMatrix(X, this.edges_!);
     const out = new Float64Array(n * K);
-    const { feature_: feat, threshold_: thr, left_: L, right_: R, value_: V, roots_: roots } = this as Required<RandomForestHead>;
+    const {
+      feature_: feat,
+      threshold_: thr,
+      left_: L,
+      right_: R,
+      value_: V,
+      roots_: roots,
+    } = this as Required<RandomForestHead>;
     for (let t = 0; t < roots.length; t++) {
       const root = roots[t]!;
       for (let i = 0; i < n; i++) {
@@ -295,7 +357,8 @@ export class RandomForestHead extends BaseHead {
           node = bins[f * n + i]! <= thr[node]! ? L[node]! : R[node]!;
           f = feat[node]!;
         }
-        const vo = node * K, o = i * K;
+        const vo = node * K,
+          o = i * K;
         for (let c = 0; c < K; c++) out[o + c]! += V[vo + c]!;
       }
     }
@@ -312,7 +375,10 @@ export class RandomForestHead extends BaseHead {
     const counts = Int32Array.from(this.edges_!, (e) => e.length);
     const all = new Float32Array(counts.reduce((a, b) => a + b, 0));
     let o = 0;
-    for (const e of this.edges_!) { all.set(e, o); o += e.length; }
+    for (const e of this.edges_!) {
+      all.set(e, o);
+      o += e.length;
+    }
     return {
       nTrees: this.roots_!.length,
       edgeCount: encodeI32(counts),
@@ -332,7 +398,10 @@ export class RandomForestHead extends BaseHead {
     const all = decodeF32(st.edges);
     const edges: Float32Array[] = [];
     let o = 0;
-    for (const c of counts) { edges.push(all.slice(o, o + c)); o += c; }
+    for (const c of counts) {
+      edges.push(all.slice(o, o + c));
+      o += c;
+    }
     this.edges_ = edges;
     this.feature_ = decodeI32(st.feature);
     this.threshold_ = decodeI32(st.threshold);

@@ -2,7 +2,11 @@ import type { Matrix } from './types.ts';
 import { decodeF32, encodeF32 } from './codec.ts';
 
 /** How a Standardizer is saved inside a head's JSON. */
-export interface StandardizerJson { enabled: boolean; mean: string; scale: string }
+export interface StandardizerJson {
+  enabled: boolean;
+  mean: string;
+  scale: string;
+}
 
 /**
  * Per-feature standardisation (x - mean) / std, fitted on the training split only and saved with
@@ -10,7 +14,11 @@ export interface StandardizerJson { enabled: boolean; mean: string; scale: strin
  * when a head is created with standardize=false so the code path stays the same.
  */
 export class Standardizer {
-  constructor(readonly mean: Float32Array, readonly scale: Float32Array, readonly enabled: boolean) {}
+  constructor(
+    readonly mean: Float32Array,
+    readonly scale: Float32Array,
+    readonly enabled: boolean,
+  ) {}
 
   static fit(X: Matrix, enabled = true): Standardizer {
     const { rows: n, cols: d, data } = X;
@@ -59,7 +67,14 @@ export class Standardizer {
   }
 }
 
-function transformRows(src: Float32Array, dst: Float32Array, n: number, d: number, mean: Float64Array, inv: Float64Array): void {
+function transformRows(
+  src: Float32Array,
+  dst: Float32Array,
+  n: number,
+  d: number,
+  mean: Float64Array,
+  inv: Float64Array,
+): void {
   for (let i = 0; i < n; i++) {
     const o = i * d;
     for (let j = 0; j < d; j++) dst[o + j] = (src[o + j]! - mean[j]!) * inv[j]!;

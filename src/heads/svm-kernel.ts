@@ -48,7 +48,8 @@ export async function rbfKernelMatrix(X: Float32Array, n: number, d: number, gam
   for (let i = 0; i < n; i++) sq[i] = K[i * n + i]!;
   // exp on the lower triangle only, then mirror.
   for (let i = 0; i < n; i++) {
-    const o = i * n, si = sq[i]!;
+    const o = i * n,
+      si = sq[i]!;
     for (let j = 0; j <= i; j++) K[o + j] = Math.exp(-gamma * Math.max(0, si + sq[j]! - 2 * K[o + j]!));
   }
   mirrorLower(K, n);
@@ -56,7 +57,10 @@ export async function rbfKernelMatrix(X: Float32Array, n: number, d: number, gam
 }
 
 export class PrecomputedRows implements KernelRows {
-  constructor(private readonly K: Float32Array, private readonly n: number) {}
+  constructor(
+    private readonly K: Float32Array,
+    private readonly n: number,
+  ) {}
   row(i: number): Float32Array {
     return this.K.subarray(i * this.n, (i + 1) * this.n);
   }
@@ -67,7 +71,13 @@ export class CachedRows implements KernelRows {
   private readonly cache = new Map<number, Float32Array>();
   private readonly capacity: number;
   private readonly sq: Float64Array;
-  constructor(private readonly X: Float32Array, private readonly n: number, private readonly d: number, private readonly gamma: number, cacheMB: number) {
+  constructor(
+    private readonly X: Float32Array,
+    private readonly n: number,
+    private readonly d: number,
+    private readonly gamma: number,
+    cacheMB: number,
+  ) {
     this.capacity = Math.max(2, Math.floor((cacheMB * 1024 * 1024) / (4 * n)));
     this.sq = rowSqNorms(X, n, d);
   }

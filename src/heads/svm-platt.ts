@@ -6,10 +6,12 @@ export function plattFit(dec: Float64Array, positive: Uint8Array): [number, numb
   let prior1 = 0;
   for (let i = 0; i < l; i++) prior1 += positive[i]!;
   const prior0 = l - prior1;
-  const hi = (prior1 + 1) / (prior1 + 2), lo = 1 / (prior0 + 2);
+  const hi = (prior1 + 1) / (prior1 + 2),
+    lo = 1 / (prior0 + 2);
   const t = new Float64Array(l);
   for (let i = 0; i < l; i++) t[i] = positive[i] ? hi : lo;
-  let A = 0, B = Math.log((prior0 + 1) / (prior1 + 1));
+  let A = 0,
+    B = Math.log((prior0 + 1) / (prior1 + 1));
   const objective = (a: number, b: number) => {
     let f = 0;
     for (let i = 0; i < l; i++) {
@@ -20,12 +22,23 @@ export function plattFit(dec: Float64Array, positive: Uint8Array): [number, numb
   };
   let fval = objective(A, B);
   for (let iter = 0; iter < 100; iter++) {
-    let h11 = 1e-12, h22 = 1e-12, h21 = 0, g1 = 0, g2 = 0;
+    let h11 = 1e-12,
+      h22 = 1e-12,
+      h21 = 0,
+      g1 = 0,
+      g2 = 0;
     for (let i = 0; i < l; i++) {
       const z = dec[i]! * A + B;
       let p, q;
-      if (z >= 0) { const e = Math.exp(-z); p = e / (1 + e); q = 1 / (1 + e); }
-      else { const e = Math.exp(z); p = 1 / (1 + e); q = e / (1 + e); }
+      if (z >= 0) {
+        const e = Math.exp(-z);
+        p = e / (1 + e);
+        q = 1 / (1 + e);
+      } else {
+        const e = Math.exp(z);
+        p = 1 / (1 + e);
+        q = e / (1 + e);
+      }
       const d2 = p * q;
       h11 += dec[i]! * dec[i]! * d2;
       h22 += d2;
@@ -41,9 +54,15 @@ export function plattFit(dec: Float64Array, positive: Uint8Array): [number, numb
     const gd = g1 * dA + g2 * dB;
     let step = 1;
     while (step >= 1e-10) {
-      const nA = A + step * dA, nB = B + step * dB;
+      const nA = A + step * dA,
+        nB = B + step * dB;
       const nf = objective(nA, nB);
-      if (nf < fval + 1e-4 * step * gd) { A = nA; B = nB; fval = nf; break; }
+      if (nf < fval + 1e-4 * step * gd) {
+        A = nA;
+        B = nB;
+        fval = nf;
+        break;
+      }
       step /= 2;
     }
     if (step < 1e-10) break;

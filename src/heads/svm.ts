@@ -28,28 +28,103 @@ import { linearPrimalSquaredHinge } from './svm-primal.ts';
 export const paramSpecs: ParamSpecs = {
   C: { type: 'number', default: 1, min: 1e-12, description: 'penalty of the error term' },
   kernel: { type: 'string', default: 'rbf', choices: ['rbf', 'linear'], description: 'kernel' },
-  gamma: { type: 'number', default: 'scale', min: 1e-12, choices: ['scale', 'auto'], description: "RBF width: 'scale' = 1/(d·var(X)), 'auto' = 1/d, or a number" },
-  loss: { type: 'string', default: 'squared_hinge', choices: ['squared_hinge', 'hinge'], description: 'linear kernel loss' },
-  multiClass: { type: 'string', default: 'ovo', choices: ['ovo', 'ovr'], description: 'RBF multi-class scheme (linear is always ovr)' },
-  tol: { type: 'number', default: 'auto', min: 1e-12, choices: ['auto'], description: "stopping tolerance ('auto': 1e-3 rbf, 1e-4 linear)" },
-  maxIter: { type: 'int', default: 0, min: 0, description: 'iteration cap (0 = default: 1000 epochs linear, 10⁷ SMO steps rbf)' },
+  gamma: {
+    type: 'number',
+    default: 'scale',
+    min: 1e-12,
+    choices: ['scale', 'auto'],
+    description: "RBF width: 'scale' = 1/(d·var(X)), 'auto' = 1/d, or a number",
+  },
+  loss: {
+    type: 'string',
+    default: 'squared_hinge',
+    choices: ['squared_hinge', 'hinge'],
+    description: 'linear kernel loss',
+  },
+  multiClass: {
+    type: 'string',
+    default: 'ovo',
+    choices: ['ovo', 'ovr'],
+    description: 'RBF multi-class scheme (linear is always ovr)',
+  },
+  tol: {
+    type: 'number',
+    default: 'auto',
+    min: 1e-12,
+    choices: ['auto'],
+    description: "stopping tolerance ('auto': 1e-3 rbf, 1e-4 linear)",
+  },
+  maxIter: {
+    type: 'int',
+    default: 0,
+    min: 0,
+    description: 'iteration cap (0 = default: 1000 epochs linear, 10⁷ SMO steps rbf)',
+  },
   // 12000 rows = a 576 MB float32 Gram matrix, computed in seconds by ORT's GEMM; beyond it an LRU row cache.
-  maxPrecompute: { type: 'int', default: 12000, min: 0, description: 'precompute the full kernel matrix up to this many rows' },
+  maxPrecompute: {
+    type: 'int',
+    default: 12000,
+    min: 0,
+    description: 'precompute the full kernel matrix up to this many rows',
+  },
   cacheMB: { type: 'number', default: 500, min: 1, description: 'kernel row cache size when not precomputed' },
   // Exact SMO is O(n²) in kernel evaluations: past approxAbove rows the RBF kernel is approximated
   // (src/heads/nystroem.ts) and the linear solver runs on the mapped features (README "Heads past 100k rows").
-  approx: { type: 'string', default: 'auto', choices: ['auto', 'exact', 'nystroem'], description: "RBF solver: 'auto' = exact up to approxAbove rows, Nyström + linear solver beyond" },
-  approxAbove: { type: 'int', default: 20000, min: 0, description: 'training rows above which approx=auto uses Nyström' },
-  components: { type: 'int', default: 1000, min: 1, description: 'Nyström landmarks (rank of the kernel approximation)' },
-  solver: { type: 'string', default: 'auto', choices: ['auto', 'dual', 'primal'], description: "linear solver: 'auto' = dual coordinate descent up to primalAbove rows, primal L-BFGS (squared hinge) beyond" },
-  primalAbove: { type: 'int', default: 20000, min: 0, description: 'rows above which solver=auto trains the linear SVM in the primal (when rows > features)' },
+  approx: {
+    type: 'string',
+    default: 'auto',
+    choices: ['auto', 'exact', 'nystroem'],
+    description: "RBF solver: 'auto' = exact up to approxAbove rows, Nyström + linear solver beyond",
+  },
+  approxAbove: {
+    type: 'int',
+    default: 20000,
+    min: 0,
+    description: 'training rows above which approx=auto uses Nyström',
+  },
+  components: {
+    type: 'int',
+    default: 1000,
+    min: 1,
+    description: 'Nyström landmarks (rank of the kernel approximation)',
+  },
+  solver: {
+    type: 'string',
+    default: 'auto',
+    choices: ['auto', 'dual', 'primal'],
+    description:
+      "linear solver: 'auto' = dual coordinate descent up to primalAbove rows, primal L-BFGS (squared hinge) beyond",
+  },
+  primalAbove: {
+    type: 'int',
+    default: 20000,
+    min: 0,
+    description: 'rows above which solver=auto trains the linear SVM in the primal (when rows > features)',
+  },
   // Off by default, as in scikit-learn: pooled conv features share one scale, and standardising
   // amplifies near-constant dimensions (measured: -0.3 to -0.7 points on cats-vs-dogs).
   standardize: { type: 'boolean', default: false, description: 'standardise features (fitted on train)' },
 };
 
-interface LinearState { type: 'linear'; W: string; nModels: number; platt: string; nystroem?: NystroemJSON; variant?: string }
-interface RbfState { type: 'rbf'; gamma: number; nSV: number; SV: string; coef: string; rho: string; pairs: number[]; platt: string; scheme: 'ovo' | 'ovr' }
+interface LinearState {
+  type: 'linear';
+  W: string;
+  nModels: number;
+  platt: string;
+  nystroem?: NystroemJSON;
+  variant?: string;
+}
+interface RbfState {
+  type: 'rbf';
+  gamma: number;
+  nSV: number;
+  SV: string;
+  coef: string;
+  rho: string;
+  pairs: number[];
+  platt: string;
+  scheme: 'ovo' | 'ovr';
+}
 
 export class SvmHead extends BaseHead {
   readonly kind = 'svm';
@@ -85,8 +160,12 @@ export class SvmHead extends BaseHead {
     const gp = this.params.gamma;
     let gamma: number;
     if (gp === 'scale') {
-      let s = 0, s2 = 0;
-      for (let i = 0; i < data.length; i++) { s += data[i]!; s2 += data[i]! * data[i]!; }
+      let s = 0,
+        s2 = 0;
+      for (let i = 0; i < data.length; i++) {
+        s += data[i]!;
+        s2 += data[i]! * data[i]!;
+      }
       const mean = s / data.length;
       const v = s2 / data.length - mean * mean;
       gamma = v > 0 ? 1 / (d * v) : 1;
@@ -104,9 +183,10 @@ export class SvmHead extends BaseHead {
     }
     const eps = tolP === 'auto' ? 1e-3 : (tolP as number);
     const maxIter = maxIterP > 0 ? maxIterP : 10_000_000;
-    const kern: KernelRows = n <= (this.params.maxPrecompute as number)
-      ? new PrecomputedRows(await rbfKernelMatrix(data, n, d, gamma), n)
-      : new CachedRows(data, n, d, gamma, this.params.cacheMB as number);
+    const kern: KernelRows =
+      n <= (this.params.maxPrecompute as number)
+        ? new PrecomputedRows(await rbfKernelMatrix(data, n, d, gamma), n)
+        : new CachedRows(data, n, d, gamma, this.params.cacheMB as number);
     const scheme = K === 2 ? 'ovo' : (this.params.multiClass as 'ovo' | 'ovr');
     const pairs: number[] = [];
     if (scheme === 'ovo') for (let a = 0; a < K; a++) for (let b = a + 1; b < K; b++) pairs.push(a, b);
@@ -114,13 +194,17 @@ export class SvmHead extends BaseHead {
     const nModels = pairs.length / 2;
     const models: { sub: Int32Array; coef: Float64Array; rho: number; dec: Float64Array; ys: Int8Array }[] = [];
     for (let m = 0; m < nModels; m++) {
-      const a = pairs[2 * m]!, b = pairs[2 * m + 1]!;
+      const a = pairs[2 * m]!,
+        b = pairs[2 * m + 1]!;
       const rows: number[] = [];
       for (let i = 0; i < n; i++) if (b < 0 || y[i] === a || y[i] === b) rows.push(i);
       const sub = Int32Array.from(rows);
       const ys = new Int8Array(sub.length);
       const cs = new Float64Array(sub.length);
-      for (let t = 0; t < sub.length; t++) { ys[t] = y[sub[t]!] === a ? 1 : -1; cs[t] = Cs[sub[t]!]!; }
+      for (let t = 0; t < sub.length; t++) {
+        ys[t] = y[sub[t]!] === a ? 1 : -1;
+        cs[t] = Cs[sub[t]!]!;
+      }
       const r = smo(subKernel(kern, sub, n), ys, cs, eps, maxIter);
       if (r.iterations >= maxIter) opts.log?.warn(`svm: SMO hit maxIter=${maxIter} for model ${m}`);
       const coef = new Float64Array(sub.length);
@@ -130,13 +214,16 @@ export class SvmHead extends BaseHead {
     // Support vectors = union of rows with non-zero coefficient in any model.
     const svIndex = new Int32Array(n).fill(-1);
     let nSV = 0;
-    for (const mdl of models) for (let t = 0; t < mdl.sub.length; t++) if (mdl.coef[t] !== 0 && svIndex[mdl.sub[t]!] === -1) svIndex[mdl.sub[t]!] = nSV++;
+    for (const mdl of models)
+      for (let t = 0; t < mdl.sub.length; t++)
+        if (mdl.coef[t] !== 0 && svIndex[mdl.sub[t]!] === -1) svIndex[mdl.sub[t]!] = nSV++;
     const SV = new Float32Array(nSV * d);
     for (let i = 0; i < n; i++) if (svIndex[i]! >= 0) SV.set(data.subarray(i * d, (i + 1) * d), svIndex[i]! * d);
     const coefAll = new Float32Array(nModels * nSV);
     const rho = new Float32Array(nModels);
     models.forEach((mdl, m) => {
-      for (let t = 0; t < mdl.sub.length; t++) if (mdl.coef[t] !== 0) coefAll[m * nSV + svIndex[mdl.sub[t]!]!] = mdl.coef[t]!;
+      for (let t = 0; t < mdl.sub.length; t++)
+        if (mdl.coef[t] !== 0) coefAll[m * nSV + svIndex[mdl.sub[t]!]!] = mdl.coef[t]!;
       rho[m] = mdl.rho;
     });
     this.SV_ = SV;
@@ -151,7 +238,10 @@ export class SvmHead extends BaseHead {
     } else {
       // Training rows: SMO already has each model's decision values on its own rows.
       models.forEach((mdl, m) => {
-        const [A, B] = plattFit(mdl.dec, Uint8Array.from(mdl.ys, (v) => (v === 1 ? 1 : 0)));
+        const [A, B] = plattFit(
+          mdl.dec,
+          Uint8Array.from(mdl.ys, (v) => (v === 1 ? 1 : 0)),
+        );
         this.platt_![2 * m] = A;
         this.platt_![2 * m + 1] = B;
       });
@@ -172,13 +262,21 @@ export class SvmHead extends BaseHead {
     const ys = new Int8Array(X.rows);
     const squared = this.params.loss === 'squared_hinge';
     const solver = this.params.solver as string;
-    const primal = squared && (solver === 'primal' || (solver === 'auto' && X.rows > (this.params.primalAbove as number) && X.rows > d));
+    const primal =
+      squared &&
+      (solver === 'primal' || (solver === 'auto' && X.rows > (this.params.primalAbove as number) && X.rows > d));
     for (let m = 0; m < nModels; m++) {
       const pos = K === 2 ? 1 : m;
       for (let i = 0; i < X.rows; i++) ys[i] = y[i] === pos ? 1 : -1;
-      W.set(primal ? linearPrimalSquaredHinge(X, ys, Cs, { maxIter: maxIterP > 0 ? maxIterP : 300, tol: eps }).w : linearDcd(X, ys, Cs, squared, eps, maxIter, rng), m * (d + 1));
+      W.set(
+        primal
+          ? linearPrimalSquaredHinge(X, ys, Cs, { maxIter: maxIterP > 0 ? maxIterP : 300, tol: eps }).w
+          : linearDcd(X, ys, Cs, squared, eps, maxIter, rng),
+        m * (d + 1),
+      );
     }
-    if (primal) this.variant_ = `linear solver in the primal (L-BFGS, squared hinge): ${solver === 'auto' ? `${X.rows} rows > primalAbove=${this.params.primalAbove as number} and > ${d} features; dual coordinate descent needs many passes over all rows` : 'solver=primal'}`;
+    if (primal)
+      this.variant_ = `linear solver in the primal (L-BFGS, squared hinge): ${solver === 'auto' ? `${X.rows} rows > primalAbove=${this.params.primalAbove as number} and > ${d} features; dual coordinate descent needs many passes over all rows` : 'solver=primal'}`;
     this.W_ = W;
     this.state_ = { type: 'linear', W: '', nModels, platt: '', ...(this.variant_ ? { variant: this.variant_ } : {}) };
     this.platt_ = new Float32Array(2 * nModels);
@@ -219,7 +317,8 @@ export class SvmHead extends BaseHead {
       const nm = this.state_!.nModels;
       const W = this.W_!;
       const out = new Float64Array(n * nm);
-      for (let i = 0; i < n; i++) for (let m = 0; m < nm; m++) out[i * nm + m] = dot(data, i * d, W, m * (d + 1), d) + W[m * (d + 1) + d]!;
+      for (let i = 0; i < n; i++)
+        for (let m = 0; m < nm; m++) out[i * nm + m] = dot(data, i * d, W, m * (d + 1), d) + W[m * (d + 1) + d]!;
       return out;
     }
     const st = this.state_ as RbfState;
@@ -265,7 +364,7 @@ export class SvmHead extends BaseHead {
     if (K === 2) {
       // Binary: linear's model has class 1 positive; rbf's pair (0,1) has class 0 positive.
       const posIs0 = this.state_!.type === 'rbf';
-      for (let i = 0; i < X.rows; i++) out[i] = (dec[i]! > 0) === posIs0 ? 0 : 1;
+      for (let i = 0; i < X.rows; i++) out[i] = dec[i]! > 0 === posIs0 ? 0 : 1;
       return out;
     }
     if (this.isOvo) {
@@ -308,10 +407,13 @@ export class SvmHead extends BaseHead {
     if (this.isOvo) {
       const pairs = (this.state_ as RbfState).pairs;
       const r = new Float64Array(K * K);
-      const p = new Float64Array(K), Q = new Float64Array(K * K), Qp = new Float64Array(K);
+      const p = new Float64Array(K),
+        Q = new Float64Array(K * K),
+        Qp = new Float64Array(K);
       for (let i = 0; i < n; i++) {
         for (let m = 0; m < nm; m++) {
-          const a = pairs[2 * m]!, b = pairs[2 * m + 1]!;
+          const a = pairs[2 * m]!,
+            b = pairs[2 * m + 1]!;
           const v = Math.min(Math.max(plattPredict(dec[i * nm + m]!, pl[2 * m]!, pl[2 * m + 1]!), 1e-7), 1 - 1e-7);
           r[a * K + b] = v;
           r[b * K + a] = 1 - v;
@@ -337,8 +439,20 @@ export class SvmHead extends BaseHead {
 
   protected getState(): LinearState | RbfState {
     const st = this.state_!;
-    if (st.type === 'linear') return { ...st, W: encodeF32(this.W_!), platt: encodeF32(this.platt_!), ...(this.map_ ? { nystroem: this.map_.toJSON() } : {}) };
-    return { ...st, SV: encodeF32(this.SV_!), coef: encodeF32(this.coef_!), rho: encodeF32(this.rho_!), platt: encodeF32(this.platt_!) };
+    if (st.type === 'linear')
+      return {
+        ...st,
+        W: encodeF32(this.W_!),
+        platt: encodeF32(this.platt_!),
+        ...(this.map_ ? { nystroem: this.map_.toJSON() } : {}),
+      };
+    return {
+      ...st,
+      SV: encodeF32(this.SV_!),
+      coef: encodeF32(this.coef_!),
+      rho: encodeF32(this.rho_!),
+      platt: encodeF32(this.platt_!),
+    };
   }
 
   protected setState(s: unknown): void {

@@ -36,10 +36,23 @@ export interface AugmentParams {
 }
 
 export const NO_AUGMENT: AugmentSpec = { flip: false, rotate: 0, zoom: 0, shift: 0, brightness: 0, contrast: 0 };
-export const IDENTITY_PARAMS: AugmentParams = { flip: false, angle: 0, zx: 1, zy: 1, tx: 0, ty: 0, brightness: 1, contrast: 1 };
+export const IDENTITY_PARAMS: AugmentParams = {
+  flip: false,
+  angle: 0,
+  zx: 1,
+  zy: 1,
+  tx: 0,
+  ty: 0,
+  brightness: 1,
+  contrast: 1,
+};
 
 const RANGES: Record<Exclude<keyof AugmentSpec, 'flip'>, [number, number]> = {
-  rotate: [0, 180], zoom: [0, 0.9], shift: [0, 0.9], brightness: [0, 0.9], contrast: [0, 0.9],
+  rotate: [0, 180],
+  zoom: [0, 0.9],
+  shift: [0, 0.9],
+  brightness: [0, 0.9],
+  contrast: [0, 0.9],
 };
 
 /** 'flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2,contrast=0.2'; '' or 'none' = no augmentation. */
@@ -57,18 +70,23 @@ export function parseAugmentSpec(text: string): AugmentSpec {
     if (seen.has(key)) throw new UserError(`--augment: '${key}' given twice`);
     seen.add(key);
     if (key === 'flip') {
-      if (value !== undefined && !/^(true|false|1|0)$/.test(value)) throw new UserError(`--augment: 'flip' takes no value (or true/false), got '${value}'`);
+      if (value !== undefined && !/^(true|false|1|0)$/.test(value))
+        throw new UserError(`--augment: 'flip' takes no value (or true/false), got '${value}'`);
       spec.flip = value === undefined || value === 'true' || value === '1';
       continue;
     }
     if (!(key in RANGES)) {
-      throw new UserError(`--augment: unknown transform '${key}' (known: flip, rotate=DEG, zoom=F, shift=F, brightness=F, contrast=F)`);
+      throw new UserError(
+        `--augment: unknown transform '${key}' (known: flip, rotate=DEG, zoom=F, shift=F, brightness=F, contrast=F)`,
+      );
     }
     const k = key as keyof typeof RANGES;
-    if (value === undefined || value === '') throw new UserError(`--augment: '${key}' needs a value, like ${key}=${k === 'rotate' ? 15 : 0.1}`);
+    if (value === undefined || value === '')
+      throw new UserError(`--augment: '${key}' needs a value, like ${key}=${k === 'rotate' ? 15 : 0.1}`);
     const n = Number(value);
     const [lo, hi] = RANGES[k];
-    if (!Number.isFinite(n) || n < lo || n > hi) throw new UserError(`--augment: ${key} must be a number from ${lo} to ${hi}, got '${value}'`);
+    if (!Number.isFinite(n) || n < lo || n > hi)
+      throw new UserError(`--augment: ${key} must be a number from ${lo} to ${hi}, got '${value}'`);
     spec[k] = n;
   }
   return spec;
@@ -77,7 +95,8 @@ export function parseAugmentSpec(text: string): AugmentSpec {
 export function formatAugmentSpec(spec: AugmentSpec): string {
   const parts: string[] = [];
   if (spec.flip) parts.push('flip');
-  for (const k of ['rotate', 'zoom', 'shift', 'brightness', 'contrast'] as const) if (spec[k] > 0) parts.push(`${k}=${spec[k]}`);
+  for (const k of ['rotate', 'zoom', 'shift', 'brightness', 'contrast'] as const)
+    if (spec[k] > 0) parts.push(`${k}=${spec[k]}`);
   return parts.length ? parts.join(',') : 'none';
 }
 
@@ -89,7 +108,7 @@ export function isAugmenting(spec: AugmentSpec): boolean {
 export function sampleAugmentParams(spec: AugmentSpec, rand: () => number): AugmentParams {
   const u = (r: number): number => (rand() * 2 - 1) * r;
   const flip = rand() < 0.5;
-  const angle = u(spec.rotate) * Math.PI / 180;
+  const angle = (u(spec.rotate) * Math.PI) / 180;
   const zx = 1 + u(spec.zoom);
   const zy = 1 + u(spec.zoom);
   const tx = u(spec.shift);
@@ -122,25 +141,43 @@ export function augmentSeed(seed: number, epoch: number, index: number): number 
 export function augmentImage(src: Uint8Array, w: number, h: number, p: AugmentParams, out: Uint8Array): void {
   if (src.length < w * h * 3 || out.length < w * h * 3) throw new Error('augmentImage: buffer smaller than w*h*3');
   if (out === src) throw new Error('augmentImage: out must not alias src');
-  const cos = Math.cos(p.angle), sin = Math.sin(p.angle);
-  const a = cos * p.zx, b = -sin * p.zy, c = sin * p.zx, d = cos * p.zy;
-  const cx = (w - 1) / 2, cy = (h - 1) / 2;
-  const sx = p.tx * w, sy = p.ty * h;
+  const cos = Math.cos(p.angle),
+    sin = Math.sin(p.angle);
+  const a = cos * p.zx,
+    b = -sin * p.zy,
+    c = sin * p.zx,
+    d = cos * p.zy;
+  const cx = (w - 1) / 2,
+    cy = (h - 1) / 2;
+  const sx = p.tx * w,
+    sy = p.ty * h;
   // Per-channel linear colour map.
   const alpha = p.brightness * p.contrast;
-  let b0 = 0, b1 = 0, b2 = 0;
+  let b0 = 0,
+    b1 = 0,
+    b2 = 0;
   if (p.contrast !== 1) {
-    let s0 = 0, s1 = 0, s2 = 0;
+    let s0 = 0,
+      s1 = 0,
+      s2 = 0;
     const n = w * h * 3;
-    for (let i = 0; i < n; i += 3) { s0 += src[i]!; s1 += src[i + 1]!; s2 += src[i + 2]!; }
-    const k = p.brightness * (1 - p.contrast) / (w * h);
-    b0 = s0 * k; b1 = s1 * k; b2 = s2 * k;
+    for (let i = 0; i < n; i += 3) {
+      s0 += src[i]!;
+      s1 += src[i + 1]!;
+      s2 += src[i + 2]!;
+    }
+    const k = (p.brightness * (1 - p.contrast)) / (w * h);
+    b0 = s0 * k;
+    b1 = s1 * k;
+    b2 = s2 * k;
   }
   const colour = alpha !== 1 || b0 !== 0 || b1 !== 0 || b2 !== 0;
   const xStart = p.flip ? w - 1 : 0;
   const xStep = p.flip ? -1 : 1;
-  const du = a * xStep, dv = c * xStep;
-  const wMax = w - 1, hMax = h - 1;
+  const du = a * xStep,
+    dv = c * xStep;
+  const wMax = w - 1,
+    hMax = h - 1;
   const stride = w * 3;
   let o = 0;
   for (let y = 0; y < h; y++) {
@@ -150,17 +187,28 @@ export function augmentImage(src: Uint8Array, w: number, h: number, p: AugmentPa
     for (let x = 0; x < w; x++, u += du, v += dv, o += 3) {
       const uc = u < 0 ? 0 : u > wMax ? wMax : u;
       const vc = v < 0 ? 0 : v > hMax ? hMax : v;
-      const x0 = uc | 0, y0 = vc | 0;
-      const fx = uc - x0, fy = vc - y0;
+      const x0 = uc | 0,
+        y0 = vc | 0;
+      const fx = uc - x0,
+        fy = vc - y0;
       const x1 = x0 < wMax ? x0 + 1 : x0;
       const y1 = y0 < hMax ? y0 + 1 : y0;
-      const i00 = y0 * stride + x0 * 3, i01 = y0 * stride + x1 * 3;
-      const i10 = y1 * stride + x0 * 3, i11 = y1 * stride + x1 * 3;
-      const w00 = (1 - fx) * (1 - fy), w01 = fx * (1 - fy), w10 = (1 - fx) * fy, w11 = fx * fy;
+      const i00 = y0 * stride + x0 * 3,
+        i01 = y0 * stride + x1 * 3;
+      const i10 = y1 * stride + x0 * 3,
+        i11 = y1 * stride + x1 * 3;
+      const w00 = (1 - fx) * (1 - fy),
+        w01 = fx * (1 - fy),
+        w10 = (1 - fx) * fy,
+        w11 = fx * fy;
       let r = src[i00]! * w00 + src[i01]! * w01 + src[i10]! * w10 + src[i11]! * w11;
       let g = src[i00 + 1]! * w00 + src[i01 + 1]! * w01 + src[i10 + 1]! * w10 + src[i11 + 1]! * w11;
       let bl = src[i00 + 2]! * w00 + src[i01 + 2]! * w01 + src[i10 + 2]! * w10 + src[i11 + 2]! * w11;
-      if (colour) { r = r * alpha + b0; g = g * alpha + b1; bl = bl * alpha + b2; }
+      if (colour) {
+        r = r * alpha + b0;
+        g = g * alpha + b1;
+        bl = bl * alpha + b2;
+      }
       // Uint8Array assignment truncates: +0.5 rounds; clamp first.
       out[o] = r <= 0 ? 0 : r >= 255 ? 255 : r + 0.5;
       out[o + 1] = g <= 0 ? 0 : g >= 255 ? 255 : g + 0.5;

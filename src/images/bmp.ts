@@ -18,13 +18,22 @@ export type BmpDecoded =
   | { kind: 'rgb'; width: number; height: number; data: Uint8Array }
   | { kind: 'embedded'; format: 'jpeg' | 'png'; data: Uint8Array };
 
-const BI_RGB = 0, BI_RLE8 = 1, BI_RLE4 = 2, BI_BITFIELDS = 3, BI_JPEG = 4, BI_PNG = 5, BI_ALPHABITFIELDS = 6;
+const BI_RGB = 0,
+  BI_RLE8 = 1,
+  BI_RLE4 = 2,
+  BI_BITFIELDS = 3,
+  BI_JPEG = 4,
+  BI_PNG = 5,
+  BI_ALPHABITFIELDS = 6;
 
 export function isBmp(buf: Uint8Array): boolean {
   return buf.length >= 2 && buf[0] === 0x42 && buf[1] === 0x4d; // 'BM'
 }
 
-interface Channel { shift: number; bits: number }
+interface Channel {
+  shift: number;
+  bits: number;
+}
 
 /** A colour mask as (shift, width). */
 function channel(mask: number): Channel {
@@ -49,7 +58,11 @@ export function decodeBmp(buf: Uint8Array, maxPixels = Number.POSITIVE_INFINITY)
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const dataOffset = dv.getUint32(10, true);
   const headerSize = dv.getUint32(14, true);
-  let width: number, height: number, bpp: number, compression = BI_RGB, colorsUsed = 0;
+  let width: number,
+    height: number,
+    bpp: number,
+    compression = BI_RGB,
+    colorsUsed = 0;
   let paletteEntrySize = 4;
   let masks: [number, number, number, number] | undefined;
   if (headerSize === 12) {
@@ -69,10 +82,17 @@ export function decodeBmp(buf: Uint8Array, maxPixels = Number.POSITIVE_INFINITY)
       const at = 14 + 40;
       const n = compression === BI_ALPHABITFIELDS || headerSize >= 56 ? 4 : 3;
       if (buf.length < at + 4 * n) throw new BmpError('truncated BMP colour masks');
-      masks = [dv.getUint32(at, true), dv.getUint32(at + 4, true), dv.getUint32(at + 8, true), n === 4 ? dv.getUint32(at + 12, true) : 0];
+      masks = [
+        dv.getUint32(at, true),
+        dv.getUint32(at + 4, true),
+        dv.getUint32(at + 8, true),
+        n === 4 ? dv.getUint32(at + 12, true) : 0,
+      ];
     }
-    if (headerSize === 64 && compression === 3) throw new BmpError('OS/2 Huffman-1D compressed BMP is not supported (convert it to PNG)');
-    if (headerSize === 64 && compression === 4) throw new BmpError('OS/2 RLE24 compressed BMP is not supported (convert it to PNG)');
+    if (headerSize === 64 && compression === 3)
+      throw new BmpError('OS/2 Huffman-1D compressed BMP is not supported (convert it to PNG)');
+    if (headerSize === 64 && compression === 4)
+      throw new BmpError('OS/2 RLE24 compressed BMP is not supported (convert it to PNG)');
   } else {
     throw new BmpError(`unknown BMP header size ${headerSize}`);
   }
@@ -88,7 +108,8 @@ export function decodeBmp(buf: Uint8Array, maxPixels = Number.POSITIVE_INFINITY)
   if (![1, 2, 4, 8, 16, 24, 32].includes(bpp)) throw new BmpError(`unsupported BMP bit depth ${bpp}`);
   if (compression === BI_RLE8 && bpp !== 8) throw new BmpError(`RLE8 BMP with bit depth ${bpp}`);
   if (compression === BI_RLE4 && bpp !== 4) throw new BmpError(`RLE4 BMP with bit depth ${bpp}`);
-  if (compression > BI_ALPHABITFIELDS) throw new BmpError(`unsupported BMP compression ${compression} (CMYK or unknown)`);
+  if (compression > BI_ALPHABITFIELDS)
+    throw new BmpError(`unsupported BMP compression ${compression} (CMYK or unknown)`);
   if ((compression === BI_RLE4 || compression === BI_RLE8) && topDown) throw new BmpError('RLE BMP cannot be top-down');
 
   // Palette (indexed formats only).
@@ -155,7 +176,7 @@ export function decodeBmp(buf: Uint8Array, maxPixels = Number.POSITIVE_INFINITY)
       let o = y * width * 3;
       for (let x = 0; x < width; x++) {
         const v = bytes === 2 ? pdv.getUint16(r0 + x * 2, true) : pdv.getUint32(r0 + x * 4, true);
-        for (const c of ch) out[o++] = c.bits === 0 ? 0 : scaleTo8((v >>> c.shift) & ((2 ** c.bits) - 1), c.bits);
+        for (const c of ch) out[o++] = c.bits === 0 ? 0 : scaleTo8((v >>> c.shift) & (2 ** c.bits - 1), c.bits);
       }
     }
   }
@@ -163,7 +184,14 @@ export function decodeBmp(buf: Uint8Array, maxPixels = Number.POSITIVE_INFINITY)
 }
 
 /** RLE8/RLE4 (always bottom-up). Pixels the stream skips (delta, early end) stay black. */
-function decodeRle(src: Uint8Array, out: Uint8Array, width: number, height: number, bpp: number, palette: Uint8Array): void {
+function decodeRle(
+  src: Uint8Array,
+  out: Uint8Array,
+  width: number,
+  height: number,
+  bpp: number,
+  palette: Uint8Array,
+): void {
   let x = 0;
   let y = 0; // counted from the bottom row
   let p = 0;
@@ -183,17 +211,24 @@ function decodeRle(src: Uint8Array, out: Uint8Array, width: number, height: numb
     p += 2;
     if (count > 0) {
       for (let i = 0; i < count; i++) put(bpp === 8 ? value : i % 2 === 0 ? value >> 4 : value & 0x0f);
-    } else if (value === 0) { x = 0; y++; } // end of line
-    else if (value === 1) return; // end of bitmap
-    else if (value === 2) { // delta
+    } else if (value === 0) {
+      x = 0;
+      y++;
+    } // end of line
+    else if (value === 1)
+      return; // end of bitmap
+    else if (value === 2) {
+      // delta
       if (p + 1 >= src.length) throw new BmpError('truncated RLE BMP data');
       x += src[p]!;
       y += src[p + 1]!;
       p += 2;
-    } else { // absolute run of `value` pixels, padded to a 16-bit boundary
+    } else {
+      // absolute run of `value` pixels, padded to a 16-bit boundary
       const nbytes = bpp === 8 ? value : Math.ceil(value / 2);
       if (p + nbytes > src.length) throw new BmpError('truncated RLE BMP data');
-      for (let i = 0; i < value; i++) put(bpp === 8 ? src[p + i]! : i % 2 === 0 ? src[p + (i >> 1)]! >> 4 : src[p + (i >> 1)]! & 0x0f);
+      for (let i = 0; i < value; i++)
+        put(bpp === 8 ? src[p + i]! : i % 2 === 0 ? src[p + (i >> 1)]! >> 4 : src[p + (i >> 1)]! & 0x0f);
       p += nbytes + (nbytes & 1);
     }
   }

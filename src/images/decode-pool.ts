@@ -15,7 +15,11 @@ export class DecodePool {
   private nextId = 0;
   private failure: Error | undefined;
 
-  constructor(size: number, private readonly pre: Preprocessing, private readonly maxPixels: number) {
+  constructor(
+    size: number,
+    private readonly pre: Preprocessing,
+    private readonly maxPixels: number,
+  ) {
     this.workers = Array.from({ length: Math.max(1, size) }, () => {
       const w = startWorker();
       w.on('message', (r: DecodeReply) => this.onReply(r));
@@ -30,7 +34,10 @@ export class DecodePool {
     this.pending.delete(r.id);
     if ('pixels' in r) p.resolve(r.pixels);
     else if ('error' in r) p.reject(new DecodeError(r.error));
-    else decodeWithSharp(Buffer.from(r.bytes.buffer, r.bytes.byteOffset, r.bytes.length), this.pre, { maxPixels: this.maxPixels }).then(p.resolve, p.reject);
+    else
+      decodeWithSharp(Buffer.from(r.bytes.buffer, r.bytes.byteOffset, r.bytes.length), this.pre, {
+        maxPixels: this.maxPixels,
+      }).then(p.resolve, p.reject);
   }
 
   private fail(e: Error): void {
@@ -45,7 +52,12 @@ export class DecodePool {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.workers[id % this.workers.length]!.postMessage({ id, path, pre: this.pre, maxPixels: this.maxPixels } satisfies DecodeRequest);
+      this.workers[id % this.workers.length]!.postMessage({
+        id,
+        path,
+        pre: this.pre,
+        maxPixels: this.maxPixels,
+      } satisfies DecodeRequest);
     });
   }
 
@@ -62,5 +74,8 @@ function startWorker(): Worker {
   if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./decode-worker.js', import.meta.url));
   const api = import.meta.resolve('tsx/esm/api');
   const file = new URL('./decode-worker.ts', import.meta.url).href;
-  return new Worker(`import(${JSON.stringify(api)}).then((t) => { t.register(); return import(${JSON.stringify(file)}); });`, { eval: true });
+  return new Worker(
+    `import(${JSON.stringify(api)}).then((t) => { t.register(); return import(${JSON.stringify(file)}); });`,
+    { eval: true },
+  );
 }

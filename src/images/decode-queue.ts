@@ -16,14 +16,20 @@ export interface DecodeAheadOptions {
   pool?: DecodePool;
 }
 
-async function decodeItem<T>(item: T, absPath: string, pre: Preprocessing, opts: DecodeAheadOptions): Promise<DecodedImage<T>> {
+async function decodeItem<T>(
+  item: T,
+  absPath: string,
+  pre: Preprocessing,
+  opts: DecodeAheadOptions,
+): Promise<DecodedImage<T>> {
   try {
     if (opts.pool) return { item, pixels: await opts.pool.decode(absPath) };
     const buf = await readFile(absPath);
     return { item, pixels: await decodeForModel(buf, pre, { maxPixels: opts.maxPixels, decoder: opts.decoder }) };
   } catch (e) {
     if (e instanceof DecodeError) return { item, error: e.message };
-    if (e && typeof e === 'object' && 'code' in e) return { item, error: `unreadable file (${String((e as { code: unknown }).code)})` };
+    if (e && typeof e === 'object' && 'code' in e)
+      return { item, error: `unreadable file (${String((e as { code: unknown }).code)})` };
     throw e;
   }
 }
@@ -34,7 +40,10 @@ async function decodeItem<T>(item: T, absPath: string, pre: Preprocessing, opts:
  * pulls overlaps the two while memory stays flat however many images there are.
  */
 export async function* decodeAhead<T>(
-  items: readonly T[], absPath: (item: T) => string, pre: Preprocessing, opts: DecodeAheadOptions,
+  items: readonly T[],
+  absPath: (item: T) => string,
+  pre: Preprocessing,
+  opts: DecodeAheadOptions,
 ): AsyncGenerator<DecodedImage<T>> {
   const queue: Promise<DecodedImage<T>>[] = [];
   let next = 0;

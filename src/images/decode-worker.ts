@@ -9,11 +9,14 @@ import { decodeJpegFast, FastDecodeRefusal } from './jpeg-fast.ts';
  * back as bytes for sharp. It imports only the fast path (not sharp): each thread is a V8 isolate of
  * its own, and peak RSS is a target.
  */
-export interface DecodeRequest { id: number; path: string; pre: Preprocessing; maxPixels: number }
+export interface DecodeRequest {
+  id: number;
+  path: string;
+  pre: Preprocessing;
+  maxPixels: number;
+}
 export type DecodeReply =
-  | { id: number; pixels: Uint8Array }
-  | { id: number; bytes: Uint8Array }
-  | { id: number; error: string };
+  { id: number; pixels: Uint8Array } | { id: number; bytes: Uint8Array } | { id: number; error: string };
 
 parentPort!.on('message', (m: DecodeRequest) => {
   let buf: Buffer;

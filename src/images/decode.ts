@@ -32,7 +32,11 @@ sharp.cache(false);
  * EXIF orientation applied, alpha dropped (as PIL's convert('RGB') does), resized per the
  * preprocessing policy. Returns H*W*3 bytes, row-major HWC.
  */
-export async function decodeForModel(input: Buffer | string, pre: Preprocessing, opts: DecodeOptions): Promise<Uint8Array> {
+export async function decodeForModel(
+  input: Buffer | string,
+  pre: Preprocessing,
+  opts: DecodeOptions,
+): Promise<Uint8Array> {
   if (typeof input !== 'string' && input.length === 0) throw new DecodeError('empty file');
   if (typeof input !== 'string' && (opts.decoder ?? resolveDecoder()) === 'fast') {
     const px = decodeFastOrNull(input, pre, opts.maxPixels);
@@ -52,19 +56,30 @@ export function decodeFastOrNull(buf: Uint8Array, pre: Preprocessing, maxPixels:
 }
 
 /** The sharp (libvips) path: every format, CMYK with colour management, and the fast path's fallbacks. */
-export async function decodeWithSharp(input: Buffer | Uint8Array | string, pre: Preprocessing, opts: DecodeOptions): Promise<Uint8Array> {
+export async function decodeWithSharp(
+  input: Buffer | Uint8Array | string,
+  pre: Preprocessing,
+  opts: DecodeOptions,
+): Promise<Uint8Array> {
   const [h, w] = pre.size;
   try {
     // BMP and HEIC decode outside libvips (its prebuilt build has no loader for them).
     const src = await toSharpInput(input, opts.maxPixels);
-    let img = sharp(src.input, { ...src.options, failOn: 'truncated', limitInputPixels: opts.maxPixels, sequentialRead: true, animated: false })
+    let img = sharp(src.input, {
+      ...src.options,
+      failOn: 'truncated',
+      limitInputPixels: opts.maxPixels,
+      sequentialRead: true,
+      animated: false,
+    })
       .rotate()
       .toColourspace('srgb');
     if (pre.resize === 'squash') {
       img = img.resize(w, h, { fit: 'fill', kernel: pre.kernel });
     } else {
       const s = Math.round(Math.max(h, w) / (pre.cropPct ?? 0.875));
-      img = img.resize(s, s, { fit: 'cover', kernel: pre.kernel })
+      img = img
+        .resize(s, s, { fit: 'cover', kernel: pre.kernel })
         .extract({ left: Math.floor((s - w) / 2), top: Math.floor((s - h) / 2), width: w, height: h });
     }
     const { data, info } = await img.removeAlpha().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
@@ -82,7 +97,8 @@ function describeSharpError(e: unknown): string {
   const msg = e instanceof Error ? e.message : String(e);
   if (/pixel limit/i.test(msg)) return 'image exceeds the pixel limit (possible decompression bomb)';
   if (/unsupported image format/i.test(msg)) return 'not an image (unsupported format)';
-  if (/premature end|truncated|Corrupt|VipsJpeg|read error|pngload|gifload|webpload|tiffload/i.test(msg)) return `corrupt or truncated image (${firstLine(msg)})`;
+  if (/premature end|truncated|Corrupt|VipsJpeg|read error|pngload|gifload|webpload|tiffload/i.test(msg))
+    return `corrupt or truncated image (${firstLine(msg)})`;
   return firstLine(msg);
 }
 

@@ -16,14 +16,24 @@ export async function toSharpInput(input: Buffer | Uint8Array | string, maxPixel
   const format = sniffFormat(input);
   if (format === 'bmp') {
     const bmp = decodeBmp(input, maxPixels);
-    if (bmp.kind === 'embedded') return { input: Buffer.from(bmp.data.buffer, bmp.data.byteOffset, bmp.data.byteLength), options: {} };
-    return { input: Buffer.from(bmp.data.buffer, bmp.data.byteOffset, bmp.data.byteLength), options: { raw: { width: bmp.width, height: bmp.height, channels: 3 } } };
+    if (bmp.kind === 'embedded')
+      return { input: Buffer.from(bmp.data.buffer, bmp.data.byteOffset, bmp.data.byteLength), options: {} };
+    return {
+      input: Buffer.from(bmp.data.buffer, bmp.data.byteOffset, bmp.data.byteLength),
+      options: { raw: { width: bmp.width, height: bmp.height, channels: 3 } },
+    };
   }
   if (format === 'heic') {
     const img = await decodeHeic(input, maxPixels);
-    return { input: Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength), options: { raw: { width: img.width, height: img.height, channels: 4 } } };
+    return {
+      input: Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength),
+      options: { raw: { width: img.width, height: img.height, channels: 4 } },
+    };
   }
-  return { input: Buffer.isBuffer(input) ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength), options: {} };
+  return {
+    input: Buffer.isBuffer(input) ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength),
+    options: {},
+  };
 }
 
 /** A reason that names the format and the cause, or undefined to fall back to sharp's message. */

@@ -5,13 +5,24 @@
  */
 
 export type ImageFormat =
-  | 'jpeg' | 'png' | 'gif' | 'webp' | 'tiff' | 'bmp' | 'avif' | 'heic'
-  | 'jxl' | 'jp2' | 'ico' | 'psd' | 'svg' | 'pdf';
+  'jpeg' | 'png' | 'gif' | 'webp' | 'tiff' | 'bmp' | 'avif' | 'heic' | 'jxl' | 'jp2' | 'ico' | 'psd' | 'svg' | 'pdf';
 
 /** Human names used in messages. */
 export const FORMAT_NAMES: Record<ImageFormat, string> = {
-  jpeg: 'JPEG', png: 'PNG', gif: 'GIF', webp: 'WebP', tiff: 'TIFF', bmp: 'BMP', avif: 'AVIF', heic: 'HEIC/HEIF',
-  jxl: 'JPEG XL', jp2: 'JPEG 2000', ico: 'ICO', psd: 'Photoshop PSD', svg: 'SVG', pdf: 'PDF',
+  jpeg: 'JPEG',
+  png: 'PNG',
+  gif: 'GIF',
+  webp: 'WebP',
+  tiff: 'TIFF',
+  bmp: 'BMP',
+  avif: 'AVIF',
+  heic: 'HEIC/HEIF',
+  jxl: 'JPEG XL',
+  jp2: 'JPEG 2000',
+  ico: 'ICO',
+  psd: 'Photoshop PSD',
+  svg: 'SVG',
+  pdf: 'PDF',
 };
 
 /**
@@ -54,7 +65,11 @@ export function sniffFormat(buf: Uint8Array): ImageFormat | undefined {
   if (b[0] === 0x89 && ascii(b, 1, 3) === 'PNG') return 'png';
   if (ascii(b, 0, 4) === 'GIF8') return 'gif';
   if (b.length >= 12 && ascii(b, 0, 4) === 'RIFF' && ascii(b, 8, 4) === 'WEBP') return 'webp';
-  if ((b[0] === 0x49 && b[1] === 0x49 && b[2] === 0x2a && b[3] === 0) || (b[0] === 0x4d && b[1] === 0x4d && b[2] === 0 && b[3] === 0x2a)) return 'tiff';
+  if (
+    (b[0] === 0x49 && b[1] === 0x49 && b[2] === 0x2a && b[3] === 0) ||
+    (b[0] === 0x4d && b[1] === 0x4d && b[2] === 0 && b[3] === 0x2a)
+  )
+    return 'tiff';
   if (b[0] === 0x49 && b[1] === 0x49 && b[2] === 0x2b && b[3] === 0) return 'tiff'; // BigTIFF
   if (b[0] === 0x42 && b[1] === 0x4d) return 'bmp';
   const brands = ftypBrands(b);

@@ -22,13 +22,32 @@ export const FAST_DECODER_ID = 'libjpeg-turbo-dct-scaled+separable-resize/1';
 
 // TurboJPEG constants (turbojpeg.h, stable since libjpeg-turbo 1.4).
 const TJPF_RGB = 0;
-const TJCS_CMYK = 3, TJCS_YCCK = 4;
+const TJCS_CMYK = 3,
+  TJCS_YCCK = 4;
 const TJFLAG_STOPONWARNING = 8192;
 
 interface TurboLib {
   init: () => unknown;
-  header: (h: unknown, buf: Uint8Array, size: number, w: number[], hgt: number[], subsamp: number[], cs: number[]) => number;
-  decompress: (h: unknown, buf: Uint8Array, size: number, dst: Uint8Array, w: number, pitch: number, hgt: number, pf: number, flags: number) => number;
+  header: (
+    h: unknown,
+    buf: Uint8Array,
+    size: number,
+    w: number[],
+    hgt: number[],
+    subsamp: number[],
+    cs: number[],
+  ) => number;
+  decompress: (
+    h: unknown,
+    buf: Uint8Array,
+    size: number,
+    dst: Uint8Array,
+    w: number,
+    pitch: number,
+    hgt: number,
+    pf: number,
+    flags: number,
+  ) => number;
   destroy: (h: unknown) => number;
   libraryPath: string;
 }
@@ -48,7 +67,9 @@ function findTurboJpeg(): string[] {
     for (const f of ['libturbojpeg.so.0', 'libturbojpeg.dylib', 'turbojpeg.dll', 'node-napi-v7.node']) {
       if (existsSync(join(dir, f))) out.push(join(dir, f));
     }
-  } catch { /* package not installed: try the system library */ }
+  } catch {
+    /* package not installed: try the system library */
+  }
   out.push('libturbojpeg.so.0');
   return out;
 }
@@ -67,13 +88,19 @@ function loadTurbo(): TurboLib | null {
       const l = koffi.load(path);
       lib = {
         init: l.func('void *tjInitDecompress()'),
-        header: l.func('int tjDecompressHeader3(void *h, const uint8_t *buf, unsigned long size, _Out_ int *w, _Out_ int *h2, _Out_ int *subsamp, _Out_ int *cs)'),
-        decompress: l.func('int tjDecompress2(void *h, const uint8_t *buf, unsigned long size, uint8_t *dst, int w, int pitch, int h2, int pf, int flags)'),
+        header: l.func(
+          'int tjDecompressHeader3(void *h, const uint8_t *buf, unsigned long size, _Out_ int *w, _Out_ int *h2, _Out_ int *subsamp, _Out_ int *cs)',
+        ),
+        decompress: l.func(
+          'int tjDecompress2(void *h, const uint8_t *buf, unsigned long size, uint8_t *dst, int w, int pitch, int h2, int pf, int flags)',
+        ),
         destroy: l.func('int tjDestroy(void *h)'),
         libraryPath: path,
       };
       return lib;
-    } catch { /* not loadable here, try the next */ }
+    } catch {
+      /* not loadable here, try the next */
+    }
   }
   return (lib = null);
 }
@@ -101,7 +128,11 @@ export function isJpeg(buf: Uint8Array): boolean {
   return buf.length > 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff;
 }
 
-export interface FastDecodeStats { scaleDenom: number; decodedWidth: number; decodedHeight: number }
+export interface FastDecodeStats {
+  scaleDenom: number;
+  decodedWidth: number;
+  decodedHeight: number;
+}
 
 /** Thrown for images the fast path refuses for a reason the user must see (pixel limit). */
 export class FastDecodeRefusal extends Error {}
@@ -120,13 +151,26 @@ export function dctScale(w: number, h: number, needW: number, needH: number): nu
  * Decode a JPEG to the model's input (H*W*3 RGB, same contract as decodeForModel), or null when
  * this image should go to sharp instead.
  */
-export function decodeJpegFast(buf: Uint8Array, pre: Preprocessing, maxPixels: number, stats?: FastDecodeStats): Uint8Array | null {
+export function decodeJpegFast(
+  buf: Uint8Array,
+  pre: Preprocessing,
+  maxPixels: number,
+  stats?: FastDecodeStats,
+): Uint8Array | null {
   const t = loadTurbo();
   if (!t || !isJpeg(buf)) return null;
   handle ??= t.init();
-  const W = [0], H = [0], sub = [0], cs = [0];
-  if (t.header(handle, buf, buf.length, W, H, sub, cs) !== 0) { t.destroy(handle); handle = t.init(); return null; }
-  const w0 = W[0]!, h0 = H[0]!;
+  const W = [0],
+    H = [0],
+    sub = [0],
+    cs = [0];
+  if (t.header(handle, buf, buf.length, W, H, sub, cs) !== 0) {
+    t.destroy(handle);
+    handle = t.init();
+    return null;
+  }
+  const w0 = W[0]!,
+    h0 = H[0]!;
   if (w0 * h0 > maxPixels) throw new FastDecodeRefusal('image exceeds the pixel limit (possible decompression bomb)');
   if (cs[0] === TJCS_CMYK || cs[0] === TJCS_YCCK) return null; // colour management: leave it to sharp
   const orientation = jpegOrientation(buf);
@@ -135,36 +179,58 @@ export function decodeJpegFast(buf: Uint8Array, pre: Preprocessing, maxPixels: n
   // Size wanted in the displayed frame, before any crop: squash → exactly the target;
   // center-crop → short side s (sharp's fit 'cover').
   let dispW: number, dispH: number;
-  const dispW0 = transposed ? h0 : w0, dispH0 = transposed ? w0 : h0;
-  if (pre.resize === 'squash') { dispW = tw; dispH = th; } else {
+  const dispW0 = transposed ? h0 : w0,
+    dispH0 = transposed ? w0 : h0;
+  if (pre.resize === 'squash') {
+    dispW = tw;
+    dispH = th;
+  } else {
     const s = Math.round(Math.max(th, tw) / (pre.cropPct ?? 0.875));
     const k = Math.max(s / dispW0, s / dispH0);
-    dispW = Math.max(s, Math.round(dispW0 * k)); dispH = Math.max(s, Math.round(dispH0 * k));
+    dispW = Math.max(s, Math.round(dispW0 * k));
+    dispH = Math.max(s, Math.round(dispH0 * k));
   }
-  const needW = transposed ? dispH : dispW, needH = transposed ? dispW : dispH;
+  const needW = transposed ? dispH : dispW,
+    needH = transposed ? dispW : dispH;
   const d = dctScale(w0, h0, needW, needH);
-  const sw = Math.ceil(w0 / d), sh = Math.ceil(h0 / d);
+  const sw = Math.ceil(w0 / d),
+    sh = Math.ceil(h0 / d);
   resizer ??= new Resizer();
   // Decoded straight into the resize kernel's memory (no copy).
-  if (t.decompress(handle, buf, buf.length, resizer.input(sw, sh), sw, sw * 3, sh, TJPF_RGB, TJFLAG_STOPONWARNING) !== 0) {
+  if (
+    t.decompress(handle, buf, buf.length, resizer.input(sw, sh), sw, sw * 3, sh, TJPF_RGB, TJFLAG_STOPONWARNING) !== 0
+  ) {
     // A failed decompression can leave the handle unusable for the next image: start afresh.
     t.destroy(handle);
     handle = t.init();
     return null;
   }
-  if (stats) { stats.scaleDenom = d; stats.decodedWidth = sw; stats.decodedHeight = sh; }
+  if (stats) {
+    stats.scaleDenom = d;
+    stats.decodedWidth = sw;
+    stats.decodedHeight = sh;
+  }
   const resized = resizer.resize(sw, sh, needW, needH, pre.kernel);
   let img = applyOrientation(resized, needW, needH, orientation);
-  if (pre.resize !== 'squash') img = centerCrop(img.data, img.width, img.height, tw, th, Math.round(Math.max(th, tw) / (pre.cropPct ?? 0.875)));
+  if (pre.resize !== 'squash')
+    img = centerCrop(img.data, img.width, img.height, tw, th, Math.round(Math.max(th, tw) / (pre.cropPct ?? 0.875)));
   return img.data; // channel order is applied inside the graph
 }
 
 /** sharp's cover crop to s x s, then extract(w x h) at the centre of that square. */
-function centerCrop(src: Uint8Array, w: number, h: number, tw: number, th: number, s: number): { data: Uint8Array; width: number; height: number } {
+function centerCrop(
+  src: Uint8Array,
+  w: number,
+  h: number,
+  tw: number,
+  th: number,
+  s: number,
+): { data: Uint8Array; width: number; height: number } {
   const left = Math.ceil((w - s) / 2) + Math.floor((s - tw) / 2); // libvips centres odd excess to the right
   const top = Math.ceil((h - s) / 2) + Math.floor((s - th) / 2);
   const out = new Uint8Array(tw * th * 3);
-  for (let y = 0; y < th; y++) out.set(src.subarray(((top + y) * w + left) * 3, ((top + y) * w + left + tw) * 3), y * tw * 3);
+  for (let y = 0; y < th; y++)
+    out.set(src.subarray(((top + y) * w + left) * 3, ((top + y) * w + left + tw) * 3), y * tw * 3);
   return { data: out, width: tw, height: th };
 }
 

@@ -9,7 +9,10 @@ import { wasmResizer } from './resize-wasm.ts';
  */
 export type ResizeKernel = Preprocessing['kernel'];
 
-interface Filter { support: number; f: (x: number) => number }
+interface Filter {
+  support: number;
+  f: (x: number) => number;
+}
 
 function sinc(x: number): number {
   if (x === 0) return 1;
@@ -21,7 +24,8 @@ function bicubic(b: number, c: number): (x: number) => number {
   return (x) => {
     x = Math.abs(x);
     if (x < 1) return ((12 - 9 * b - 6 * c) * x ** 3 + (-18 + 12 * b + 6 * c) * x ** 2 + (6 - 2 * b)) / 6;
-    if (x < 2) return ((-b - 6 * c) * x ** 3 + (6 * b + 30 * c) * x ** 2 + (-12 * b - 48 * c) * x + (8 * b + 24 * c)) / 6;
+    if (x < 2)
+      return ((-b - 6 * c) * x ** 3 + (6 * b + 30 * c) * x ** 2 + (-12 * b - 48 * c) * x + (8 * b + 24 * c)) / 6;
     return 0;
   };
 }
@@ -37,7 +41,11 @@ const FILTERS: Record<ResizeKernel, Filter> = {
 };
 
 /** Per output index: first source index and normalised weights (fixed tap count, zero padded). */
-interface Taps { start: Int32Array; weights: Float32Array; taps: number }
+interface Taps {
+  start: Int32Array;
+  weights: Float32Array;
+  taps: number;
+}
 
 const tapCache = new Map<string, Taps>();
 
@@ -60,8 +68,12 @@ function computeTaps(inSize: number, outSize: number, kernel: ResizeKernel): Tap
     const lo = Math.max(0, Math.floor(center - support + 0.5));
     const hi = Math.max(lo + 1, Math.min(inSize, Math.floor(center + support + 0.5)));
     let sum = 0;
-    for (let j = lo; j < hi; j++) sum += (w[j - lo] = filter.f((j - center + 0.5) / fscale));
-    if (sum === 0) { w.fill(0); w[0] = 1; sum = 1; }
+    for (let j = lo; j < hi; j++) sum += w[j - lo] = filter.f((j - center + 0.5) / fscale);
+    if (sum === 0) {
+      w.fill(0);
+      w[0] = 1;
+      sum = 1;
+    }
     const st = Math.max(0, Math.min(lo, inSize - taps));
     start[x] = st;
     for (let j = lo; j < hi; j++) weights[x * taps + (j - st)] = w[j - lo]! / sum;
@@ -73,7 +85,14 @@ function computeTaps(inSize: number, outSize: number, kernel: ResizeKernel): Tap
 }
 
 /** Resize packed RGB (sw x sh) to (dw x dh). Returns dw*dh*3 bytes. */
-export function resizeRgb(src: Uint8Array, sw: number, sh: number, dw: number, dh: number, kernel: ResizeKernel): Uint8Array {
+export function resizeRgb(
+  src: Uint8Array,
+  sw: number,
+  sh: number,
+  dw: number,
+  dh: number,
+  kernel: ResizeKernel,
+): Uint8Array {
   if (sw === dw && sh === dh) return src;
   const tx = computeTaps(sw, dw, kernel);
   const ty = computeTaps(sh, dh, kernel);
@@ -85,26 +104,49 @@ export function resizeRgb(src: Uint8Array, sw: number, sh: number, dw: number, d
   return out;
 }
 
-function horizontal(src: Uint8Array, mid: Float32Array, rows: number, srcStride: number, dw: number, start: Int32Array, weights: Float32Array, taps: number): void {
+function horizontal(
+  src: Uint8Array,
+  mid: Float32Array,
+  rows: number,
+  srcStride: number,
+  dw: number,
+  start: Int32Array,
+  weights: Float32Array,
+  taps: number,
+): void {
   for (let y = 0; y < rows; y++) {
     const row = y * srcStride;
     let o = y * dw * 3;
     for (let x = 0; x < dw; x++) {
-      let r = 0, g = 0, b = 0;
+      let r = 0,
+        g = 0,
+        b = 0;
       let s = row + start[x]! * 3;
       let wi = x * taps;
       const wend = wi + taps;
       while (wi < wend) {
         const wt = weights[wi++]!;
-        r += src[s]! * wt; g += src[s + 1]! * wt; b += src[s + 2]! * wt;
+        r += src[s]! * wt;
+        g += src[s + 1]! * wt;
+        b += src[s + 2]! * wt;
         s += 3;
       }
-      mid[o++] = r; mid[o++] = g; mid[o++] = b;
+      mid[o++] = r;
+      mid[o++] = g;
+      mid[o++] = b;
     }
   }
 }
 
-function vertical(mid: Float32Array, out: Uint8Array, dh: number, stride: number, start: Int32Array, weights: Float32Array, taps: number): void {
+function vertical(
+  mid: Float32Array,
+  out: Uint8Array,
+  dh: number,
+  stride: number,
+  start: Int32Array,
+  weights: Float32Array,
+  taps: number,
+): void {
   const acc = new Float32Array(stride);
   for (let y = 0; y < dh; y++) {
     acc.fill(0);
@@ -133,7 +175,9 @@ export class Resizer {
   private readonly k = wasmResizer();
   private scratch = new Uint8Array(0);
 
-  get simd(): boolean { return this.k !== null; }
+  get simd(): boolean {
+    return this.k !== null;
+  }
 
   private layout(sw: number, sh: number, dw: number, dh: number, taps: number[]) {
     const src = 0;
@@ -171,7 +215,14 @@ export class Resizer {
     for (let x = 0; x < dw; x++) hs[x] = tx.start[x]! * 12;
     const rowBytes = sw * 3;
     for (let y = 0; y < dh; y++) {
-      this.k.vrow(L.mid + y * L.midStride * 4, L.src + ty.start[y]! * rowBytes, rowBytes, L.vw + y * ty.taps * 4, ty.taps, rowBytes);
+      this.k.vrow(
+        L.mid + y * L.midStride * 4,
+        L.src + ty.start[y]! * rowBytes,
+        rowBytes,
+        L.vw + y * ty.taps * 4,
+        ty.taps,
+        rowBytes,
+      );
     }
     for (let y = 0; y < dh; y++) {
       this.k.hrow(L.out + y * dw * 3, L.mid + y * L.midStride * 4, dw, L.hs, L.hw, tx.taps);
@@ -180,4 +231,6 @@ export class Resizer {
   }
 }
 
-function align64(n: number): number { return Math.ceil(n / 64) * 64; }
+function align64(n: number): number {
+  return Math.ceil(n / 64) * 64;
+}

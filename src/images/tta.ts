@@ -14,7 +14,10 @@ import { IDENTITY_PARAMS, type AugmentParams } from './augment.ts';
  *   flip,crops  both: the 5 crops and their mirrors (10 views)
  */
 
-export interface TtaSpec { flip: boolean; crops: boolean }
+export interface TtaSpec {
+  flip: boolean;
+  crops: boolean;
+}
 
 export const NO_TTA: TtaSpec = Object.freeze({ flip: false, crops: false });
 
@@ -29,7 +32,8 @@ export function parseTtaSpec(text: string): TtaSpec {
   for (const raw of t.split(',')) {
     const part = raw.trim();
     if (part === '') continue;
-    if (part !== 'flip' && part !== 'crops') throw new UserError(`--tta: unknown view set '${part}' (known: flip, crops, or flip,crops)`);
+    if (part !== 'flip' && part !== 'crops')
+      throw new UserError(`--tta: unknown view set '${part}' (known: flip, crops, or flip,crops)`);
     if (spec[part]) throw new UserError(`--tta: '${part}' given twice`);
     spec[part] = true;
   }
@@ -45,7 +49,10 @@ export function isTta(s: TtaSpec | undefined): s is TtaSpec {
   return !!s && (s.flip || s.crops);
 }
 
-export interface TtaView { name: string; params: AugmentParams | null }
+export interface TtaView {
+  name: string;
+  params: AugmentParams | null;
+}
 
 /**
  * The views whose features are averaged, the image itself first (params null). Crops are inverse
@@ -55,13 +62,22 @@ export interface TtaView { name: string; params: AugmentParams | null }
 export function ttaViews(s: TtaSpec): TtaView[] {
   const base: TtaView[] = [{ name: 'id', params: null }];
   if (s.crops) {
-    const z = CROP_FRACTION, off = (1 - z) / 2;
-    for (const [name, tx, ty] of [['tl', off, off], ['tr', -off, off], ['bl', off, -off], ['br', -off, -off]] as const) {
+    const z = CROP_FRACTION,
+      off = (1 - z) / 2;
+    for (const [name, tx, ty] of [
+      ['tl', off, off],
+      ['tr', -off, off],
+      ['bl', off, -off],
+      ['br', -off, -off],
+    ] as const) {
       base.push({ name, params: { ...IDENTITY_PARAMS, zx: z, zy: z, tx, ty } });
     }
   }
   if (!s.flip) return base;
-  return [...base, ...base.map((v) => ({ name: `${v.name}-flip`, params: { ...(v.params ?? IDENTITY_PARAMS), flip: true } }))];
+  return [
+    ...base,
+    ...base.map((v) => ({ name: `${v.name}-flip`, params: { ...(v.params ?? IDENTITY_PARAMS), flip: true } })),
+  ];
 }
 
 /** Mean of equally long feature vectors (the stored TTA feature), in float64 then rounded once. */

@@ -7,7 +7,14 @@ import { RA, wasmGemm, type WasmGemm } from './wasm-gemm.ts';
  */
 
 /** C = A·B (A n×k, B k×m), i-k-j order so the inner loop walks a row of B and a row of C contiguously. */
-export function matmul(A: Float32Array, B: Float32Array, n: number, k: number, m: number, out?: Float32Array): Float32Array {
+export function matmul(
+  A: Float32Array,
+  B: Float32Array,
+  n: number,
+  k: number,
+  m: number,
+  out?: Float32Array,
+): Float32Array {
   const C = out ?? new Float32Array(n * m);
   const acc = new Float64Array(m);
   for (let i = 0; i < n; i++) {
@@ -25,32 +32,92 @@ export function matmul(A: Float32Array, B: Float32Array, n: number, k: number, m
 }
 
 /** Scalar fallback for C = A·Bᵀ: 4×4 register blocks, B processed in cache-sized column blocks. */
-export function matmulABtJs(A: Float32Array, n: number, B: Float32Array, m: number, d: number, out?: Float32Array): Float32Array {
+export function matmulABtJs(
+  A: Float32Array,
+  n: number,
+  B: Float32Array,
+  m: number,
+  d: number,
+  out?: Float32Array,
+): Float32Array {
   const C = out ?? new Float32Array(n * m);
   const JB = 64;
   const n4 = n - (n % 4);
   for (let jb = 0; jb < m; jb += JB) {
     const je = Math.min(m, jb + JB);
-    const je4 = jb + ((je - jb) - ((je - jb) % 4));
+    const je4 = jb + (je - jb - ((je - jb) % 4));
     for (let i = 0; i < n4; i += 4) {
-      const a0 = i * d, a1 = a0 + d, a2 = a1 + d, a3 = a2 + d;
+      const a0 = i * d,
+        a1 = a0 + d,
+        a2 = a1 + d,
+        a3 = a2 + d;
       for (let j = jb; j < je4; j += 4) {
-        const b0 = j * d, b1 = b0 + d, b2 = b1 + d, b3 = b2 + d;
-        let c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
-        let c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+        const b0 = j * d,
+          b1 = b0 + d,
+          b2 = b1 + d,
+          b3 = b2 + d;
+        let c00 = 0,
+          c01 = 0,
+          c02 = 0,
+          c03 = 0,
+          c10 = 0,
+          c11 = 0,
+          c12 = 0,
+          c13 = 0;
+        let c20 = 0,
+          c21 = 0,
+          c22 = 0,
+          c23 = 0,
+          c30 = 0,
+          c31 = 0,
+          c32 = 0,
+          c33 = 0;
         for (let k = 0; k < d; k++) {
-          const x0 = A[a0 + k]!, x1 = A[a1 + k]!, x2 = A[a2 + k]!, x3 = A[a3 + k]!;
-          const y0 = B[b0 + k]!, y1 = B[b1 + k]!, y2 = B[b2 + k]!, y3 = B[b3 + k]!;
-          c00 += x0 * y0; c01 += x0 * y1; c02 += x0 * y2; c03 += x0 * y3;
-          c10 += x1 * y0; c11 += x1 * y1; c12 += x1 * y2; c13 += x1 * y3;
-          c20 += x2 * y0; c21 += x2 * y1; c22 += x2 * y2; c23 += x2 * y3;
-          c30 += x3 * y0; c31 += x3 * y1; c32 += x3 * y2; c33 += x3 * y3;
+          const x0 = A[a0 + k]!,
+            x1 = A[a1 + k]!,
+            x2 = A[a2 + k]!,
+            x3 = A[a3 + k]!;
+          const y0 = B[b0 + k]!,
+            y1 = B[b1 + k]!,
+            y2 = B[b2 + k]!,
+            y3 = B[b3 + k]!;
+          c00 += x0 * y0;
+          c01 += x0 * y1;
+          c02 += x0 * y2;
+          c03 += x0 * y3;
+          c10 += x1 * y0;
+          c11 += x1 * y1;
+          c12 += x1 * y2;
+          c13 += x1 * y3;
+          c20 += x2 * y0;
+          c21 += x2 * y1;
+          c22 += x2 * y2;
+          c23 += x2 * y3;
+          c30 += x3 * y0;
+          c31 += x3 * y1;
+          c32 += x3 * y2;
+          c33 += x3 * y3;
         }
         let o = i * m + j;
-        C[o] = c00; C[o + 1] = c01; C[o + 2] = c02; C[o + 3] = c03; o += m;
-        C[o] = c10; C[o + 1] = c11; C[o + 2] = c12; C[o + 3] = c13; o += m;
-        C[o] = c20; C[o + 1] = c21; C[o + 2] = c22; C[o + 3] = c23; o += m;
-        C[o] = c30; C[o + 1] = c31; C[o + 2] = c32; C[o + 3] = c33;
+        C[o] = c00;
+        C[o + 1] = c01;
+        C[o + 2] = c02;
+        C[o + 3] = c03;
+        o += m;
+        C[o] = c10;
+        C[o + 1] = c11;
+        C[o + 2] = c12;
+        C[o + 3] = c13;
+        o += m;
+        C[o] = c20;
+        C[o + 1] = c21;
+        C[o + 2] = c22;
+        C[o + 3] = c23;
+        o += m;
+        C[o] = c30;
+        C[o + 1] = c31;
+        C[o + 2] = c32;
+        C[o + 3] = c33;
       }
       for (let j = je4; j < je; j++) {
         for (let r = 0; r < 4; r++) C[(i + r) * m + j] = dot(A, (i + r) * d, B, j * d, d);
@@ -63,7 +130,10 @@ export function matmulABtJs(A: Float32Array, n: number, B: Float32Array, m: numb
 
 /** Dot product of A[ao..ao+d) and B[bo..bo+d), four accumulators. */
 export function dot(A: Float32Array, ao: number, B: Float32Array, bo: number, d: number): number {
-  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  let s0 = 0,
+    s1 = 0,
+    s2 = 0,
+    s3 = 0;
   let k = 0;
   for (; k + 3 < d; k += 4) {
     s0 += A[ao + k]! * B[bo + k]!;
@@ -86,7 +156,16 @@ function ensureBytes(mem: WebAssembly.Memory, bytes: number): void {
 }
 
 /** Copy `rows` rows of width d from src (starting at row r0) into dst at float offset `off` with stride dp, zero padded. */
-function pack(dst: Float32Array, off: number, src: Float32Array, r0: number, rows: number, paddedRows: number, d: number, dp: number): void {
+function pack(
+  dst: Float32Array,
+  off: number,
+  src: Float32Array,
+  r0: number,
+  rows: number,
+  paddedRows: number,
+  d: number,
+  dp: number,
+): void {
   if (dp === d) {
     dst.set(src.subarray(r0 * d, (r0 + rows) * d), off);
     dst.fill(0, off + rows * d, off + paddedRows * d);
@@ -99,7 +178,14 @@ function pack(dst: Float32Array, off: number, src: Float32Array, r0: number, row
 const roundUp = (x: number, m: number) => Math.ceil(x / m) * m;
 
 /** C = A·Bᵀ for A n×d and B m×d (row-major float32), C n×m. */
-export function matmulABt(A: Float32Array, n: number, B: Float32Array, m: number, d: number, out?: Float32Array): Float32Array {
+export function matmulABt(
+  A: Float32Array,
+  n: number,
+  B: Float32Array,
+  m: number,
+  d: number,
+  out?: Float32Array,
+): Float32Array {
   const C = out ?? new Float32Array(n * m);
   if (C.length < n * m) throw new Error(`matmulABt: output too small (${C.length} < ${n * m})`);
   const w = wasmGemm();
@@ -153,12 +239,23 @@ export function rowSqNorms(A: Float32Array, n: number, d: number): Float64Array 
 
 /** out[i·stride + off] = X_i · w[wo .. wo+d) + bias, for X n×d float32. */
 export function matvec(
-  X: Float32Array, n: number, d: number, w: Float64Array, wo: number,
-  out: Float64Array, stride: number, off: number, bias = 0,
+  X: Float32Array,
+  n: number,
+  d: number,
+  w: Float64Array,
+  wo: number,
+  out: Float64Array,
+  stride: number,
+  off: number,
+  bias = 0,
 ): void {
   for (let i = 0; i < n; i++) {
     const xo = i * d;
-    let s0 = 0, s1 = 0, s2 = 0, s3 = 0, k = 0;
+    let s0 = 0,
+      s1 = 0,
+      s2 = 0,
+      s3 = 0,
+      k = 0;
     for (; k + 3 < d; k += 4) {
       s0 += X[xo + k]! * w[wo + k]!;
       s1 += X[xo + k + 1]! * w[wo + k + 1]!;
@@ -172,16 +269,27 @@ export function matvec(
 
 /** g[go .. go+d) = Σ_i r[i·stride + off] · X_i (overwrites), four rows per pass over g. */
 export function matTvec(
-  X: Float32Array, n: number, d: number, r: Float64Array, stride: number, off: number,
-  g: Float64Array, go: number,
+  X: Float32Array,
+  n: number,
+  d: number,
+  r: Float64Array,
+  stride: number,
+  off: number,
+  g: Float64Array,
+  go: number,
 ): void {
   g.fill(0, go, go + d);
   let i = 0;
   for (; i + 3 < n; i += 4) {
-    const c0 = r[i * stride + off]!, c1 = r[(i + 1) * stride + off]!;
-    const c2 = r[(i + 2) * stride + off]!, c3 = r[(i + 3) * stride + off]!;
+    const c0 = r[i * stride + off]!,
+      c1 = r[(i + 1) * stride + off]!;
+    const c2 = r[(i + 2) * stride + off]!,
+      c3 = r[(i + 3) * stride + off]!;
     if (c0 === 0 && c1 === 0 && c2 === 0 && c3 === 0) continue;
-    const x0 = i * d, x1 = x0 + d, x2 = x1 + d, x3 = x2 + d;
+    const x0 = i * d,
+      x1 = x0 + d,
+      x2 = x1 + d,
+      x3 = x2 + d;
     for (let k = 0; k < d; k++) {
       g[go + k]! += c0 * X[x0 + k]! + c1 * X[x1 + k]! + c2 * X[x2 + k]! + c3 * X[x3 + k]!;
     }
@@ -215,7 +323,8 @@ export class ResidentMatrix {
   static create(X: Float32Array, n: number, d: number): ResidentMatrix | null {
     const w = wasmGemm();
     if (!w) return null;
-    const np = roundUp(n, 4), dp = roundUp(d, 4);
+    const np = roundUp(n, 4),
+      dp = roundUp(d, 4);
     ensureBytes(w.memory, (np * dp + dp + np + np + dp) * 4);
     pack(new Float32Array(w.memory.buffer), 0, X, 0, n, np, d, dp);
     return new ResidentMatrix(++memoryEpoch, n, d, np, dp);
@@ -231,7 +340,8 @@ export class ResidentMatrix {
     const k = this.check();
     const { np, dp, rows: n, cols: d } = this;
     const f = new Float32Array(k.memory.buffer);
-    const xOff = np * dp, yOff = xOff + dp;
+    const xOff = np * dp,
+      yOff = xOff + dp;
     for (let j = 0; j < d; j++) f[xOff + j] = w[wo + j]!;
     f.fill(0, xOff + d, xOff + dp);
     k.gemv(0, xOff * 4, yOff * 4, np, dp);
@@ -243,7 +353,8 @@ export class ResidentMatrix {
     const k = this.check();
     const { np, dp, rows: n, cols: d } = this;
     const f = new Float32Array(k.memory.buffer);
-    const rOff = np * dp + dp + np, gOff = rOff + np;
+    const rOff = np * dp + dp + np,
+      gOff = rOff + np;
     for (let i = 0; i < n; i++) f[rOff + i] = r[i * stride + off]!;
     f.fill(0, rOff + n, rOff + np);
     f.fill(0, gOff, gOff + dp);

@@ -18,13 +18,22 @@ function session(transA: boolean, transB: boolean, threads: number): Promise<Inf
     s = (async () => {
       const ort = await import('onnxruntime-node');
       const model = encodeModel({
-        producer: 'convcache', opset: 13,
+        producer: 'convcache',
+        opset: 13,
         graph: {
           name: `gemm_${key.slice(0, 2)}`,
-          nodes: [{
-            opType: 'Gemm', inputs: ['A', 'B'], outputs: ['C'], name: 'gemm',
-            attrs: [{ name: 'transA', kind: 'int', value: transA ? 1 : 0 }, { name: 'transB', kind: 'int', value: transB ? 1 : 0 }],
-          }],
+          nodes: [
+            {
+              opType: 'Gemm',
+              inputs: ['A', 'B'],
+              outputs: ['C'],
+              name: 'gemm',
+              attrs: [
+                { name: 'transA', kind: 'int', value: transA ? 1 : 0 },
+                { name: 'transB', kind: 'int', value: transB ? 1 : 0 },
+              ],
+            },
+          ],
           initializers: [],
           inputs: [
             { name: 'A', dataType: DataType.FLOAT, shape: transA ? ['K', 'N'] : ['N', 'K'] },
@@ -33,7 +42,11 @@ function session(transA: boolean, transB: boolean, threads: number): Promise<Inf
           outputs: [{ name: 'C', dataType: DataType.FLOAT, shape: ['N', 'M'] }],
         },
       });
-      return ort.InferenceSession.create(model, { intraOpNumThreads: threads, interOpNumThreads: 1, extra: { session: { intra_op: { allow_spinning: '0' } } } });
+      return ort.InferenceSession.create(model, {
+        intraOpNumThreads: threads,
+        interOpNumThreads: 1,
+        extra: { session: { intra_op: { allow_spinning: '0' } } },
+      });
     })();
     sessions.set(key, s);
   }
@@ -42,7 +55,15 @@ function session(transA: boolean, transB: boolean, threads: number): Promise<Inf
 
 let ortModule: typeof import('onnxruntime-node') | undefined;
 
-async function gemm(A: Float32Array, aShape: [number, number], B: Float32Array, bShape: [number, number], transA: boolean, transB: boolean, threads: number): Promise<Float32Array> {
+async function gemm(
+  A: Float32Array,
+  aShape: [number, number],
+  B: Float32Array,
+  bShape: [number, number],
+  transA: boolean,
+  transB: boolean,
+  threads: number,
+): Promise<Float32Array> {
   const ort = (ortModule ??= await import('onnxruntime-node'));
   const s = await session(transA, transB, threads);
   const out = await s.run({
@@ -53,6 +74,13 @@ async function gemm(A: Float32Array, aShape: [number, number], B: Float32Array, 
 }
 
 /** A (n×d) · Bᵀ (B m×d), row-major float32 → n×m. `threads` 1 keeps comparisons single-threaded. */
-export function matmulABtOrt(A: Float32Array, n: number, B: Float32Array, m: number, d: number, threads = 1): Promise<Float32Array> {
+export function matmulABtOrt(
+  A: Float32Array,
+  n: number,
+  B: Float32Array,
+  m: number,
+  d: number,
+  threads = 1,
+): Promise<Float32Array> {
   return gemm(A, [n, d], B, [m, d], false, true, threads);
 }

@@ -16,20 +16,31 @@ import { DataType } from '../onnx/schema.ts';
  * Gemm with transA/transB and nothing is transposed per step). ORT's CPU kernels are
  * deterministic at one thread, so equal inputs give bit-identical outputs.
  */
-export interface MlpParams { W1: Float32Array; b1: Float32Array; W2: Float32Array; b2: Float32Array }
+export interface MlpParams {
+  W1: Float32Array;
+  b1: Float32Array;
+  W2: Float32Array;
+  b2: Float32Array;
+}
 const NAMES = ['W1', 'b1', 'W2', 'b2'] as const;
 
 export interface MlpStepInput {
   /** All training rows, n×d (passed without copying; the step gathers its batch). */
-  X: Float32Array; n: number; d: number; hidden: number; K: number;
+  X: Float32Array;
+  n: number;
+  d: number;
+  hidden: number;
+  K: number;
   /** Batch row indices into X. */
   idx: Int32Array;
   /** Dropout scales bs×hidden (1/keep or 0). */
   mask: Float32Array;
   /** Per-row loss weights / bs (bs) and their one-hot spread (bs×K). */
-  rowW: Float32Array; target: Float32Array;
+  rowW: Float32Array;
+  target: Float32Array;
   /** Adam scalars for this step: lr/(1−β₁ᵗ) and 1/(1−β₂ᵗ). */
-  lrc: number; c2: number;
+  lrc: number;
+  c2: number;
 }
 
 const sessions = new Map<string, Promise<InferenceSession>>();
@@ -39,8 +50,10 @@ function buildModel(beta1: number, beta2: number, eps: number, l2: number): Uint
   const op = g.op.bind(g);
   const int = (name: string, value: number) => ({ name, kind: 'int' as const, value });
   const scalar = (name: string, v: number) => g.sharedFloat(name, [], [v]);
-  const B1 = scalar('beta1', beta1), OB1 = scalar('one_minus_beta1', 1 - beta1);
-  const B2 = scalar('beta2', beta2), OB2 = scalar('one_minus_beta2', 1 - beta2);
+  const B1 = scalar('beta1', beta1),
+    OB1 = scalar('one_minus_beta1', 1 - beta1);
+  const B2 = scalar('beta2', beta2),
+    OB2 = scalar('one_minus_beta2', 1 - beta2);
   const EPS = scalar('eps', eps);
   const L2 = l2 > 0 ? scalar('l2', l2) : '';
   const axes0 = g.sharedInt64('axes0', [0]);
@@ -75,12 +88,25 @@ function buildModel(beta1: number, beta2: number, eps: number, l2: number): Uint
   const f = (name: string, shape: (number | string)[]) => ({ name, dataType: DataType.FLOAT, shape });
   const pShapes: Record<string, string[]> = { W1: ['H', 'D'], b1: ['H'], W2: ['K', 'H'], b2: ['K'] };
   const inputs = [
-    f('X', ['N', 'D']), { name: 'idx', dataType: DataType.INT32, shape: ['B'] }, f('mask', ['B', 'H']),
-    f('rowW', ['B', 1]), f('target', ['B', 'K']), f('lrc', [1]), f('c2', [1]),
+    f('X', ['N', 'D']),
+    { name: 'idx', dataType: DataType.INT32, shape: ['B'] },
+    f('mask', ['B', 'H']),
+    f('rowW', ['B', 1]),
+    f('target', ['B', 'K']),
+    f('lrc', [1]),
+    f('c2', [1]),
     ...NAMES.flatMap((nm) => [f(nm, pShapes[nm]!), f(`m_${nm}`, pShapes[nm]!), f(`v_${nm}`, pShapes[nm]!)]),
   ];
-  const outputs = NAMES.flatMap((nm) => [f(`${nm}_out`, pShapes[nm]!), f(`m_${nm}_out`, pShapes[nm]!), f(`v_${nm}_out`, pShapes[nm]!)]);
-  return encodeModel({ producer: 'convcache', opset: 13, graph: { name: 'mlp_adam_step', nodes: g.nodes, initializers: g.inits, inputs, outputs } });
+  const outputs = NAMES.flatMap((nm) => [
+    f(`${nm}_out`, pShapes[nm]!),
+    f(`m_${nm}_out`, pShapes[nm]!),
+    f(`v_${nm}_out`, pShapes[nm]!),
+  ]);
+  return encodeModel({
+    producer: 'convcache',
+    opset: 13,
+    graph: { name: 'mlp_adam_step', nodes: g.nodes, initializers: g.inits, inputs, outputs },
+  });
 }
 
 function session(beta1: number, beta2: number, eps: number, l2: number): Promise<InferenceSession> {
@@ -90,7 +116,9 @@ function session(beta1: number, beta2: number, eps: number, l2: number): Promise
     s = (async () => {
       const ort = await import('onnxruntime-node');
       return ort.InferenceSession.create(buildModel(beta1, beta2, eps, l2), {
-        intraOpNumThreads: 1, interOpNumThreads: 1, extra: { session: { intra_op: { allow_spinning: '0' } } },
+        intraOpNumThreads: 1,
+        interOpNumThreads: 1,
+        extra: { session: { intra_op: { allow_spinning: '0' } } },
       });
     })();
     sessions.set(key, s);
@@ -99,12 +127,20 @@ function session(beta1: number, beta2: number, eps: number, l2: number): Promise
 }
 
 /** Adam state for the four parameters. */
-export interface MlpAdamState { params: MlpParams; m: MlpParams; v: MlpParams }
+export interface MlpAdamState {
+  params: MlpParams;
+  m: MlpParams;
+  v: MlpParams;
+}
 
 let ortModule: typeof import('onnxruntime-node') | undefined;
 
 /** One step: returns the updated parameters and moments (fresh arrays; the inputs are not modified). */
-export async function mlpAdamStep(st: MlpAdamState, inp: MlpStepInput, hyper: { beta1: number; beta2: number; eps: number; l2: number }): Promise<MlpAdamState> {
+export async function mlpAdamStep(
+  st: MlpAdamState,
+  inp: MlpStepInput,
+  hyper: { beta1: number; beta2: number; eps: number; l2: number },
+): Promise<MlpAdamState> {
   const ort = (ortModule ??= await import('onnxruntime-node'));
   const s = await session(hyper.beta1, hyper.beta2, hyper.eps, hyper.l2);
   const { d, hidden: H, K } = inp;

@@ -8,7 +8,10 @@ export class Rng {
   private state: number;
 
   constructor(seed = 0, warmUp = true) {
-    if (!warmUp) { this.state = seed >>> 0; return; }
+    if (!warmUp) {
+      this.state = seed >>> 0;
+      return;
+    }
     this.state = (seed ^ 0x9e3779b9) >>> 0;
     // Warm up so that nearby seeds diverge immediately.
     for (let i = 0; i < 4; i++) this.nextU32();

@@ -31,11 +31,17 @@ export function section(id: number, body: number[]): number[] {
   return [id, ...uleb(body.length), ...body];
 }
 
-export const I32 = 0x7f, F32 = 0x7d, V128 = 0x7b;
+export const I32 = 0x7f,
+  F32 = 0x7d,
+  V128 = 0x7b;
 export const SIMD = (op: number): number[] => [0xfd, ...uleb(op)];
 export const get = (l: number): number[] => [0x20, ...uleb(l)];
 export const set = (l: number): number[] => [0x21, ...uleb(l)];
 export const tee = (l: number): number[] => [0x22, ...uleb(l)];
 export const i32c = (v: number): number[] => [0x41, ...sleb(v)];
-export const ADD = 0x6a, MUL = 0x6c, SHL = 0x74, LT_U = 0x49;
-export const F32X4_ADD = SIMD(228), F32X4_MUL = SIMD(230);
+export const ADD = 0x6a,
+  MUL = 0x6c,
+  SHL = 0x74,
+  LT_U = 0x49;
+export const F32X4_ADD = SIMD(228),
+  F32X4_MUL = SIMD(230);

@@ -1,5 +1,21 @@
 import v8 from 'node:v8';
-import { ADD, F32, F32X4_ADD, F32X4_MUL, I32, LT_U, SIMD, V128, get, i32c, section, set, str, tee, uleb } from './wasm-asm.ts';
+import {
+  ADD,
+  F32,
+  F32X4_ADD,
+  F32X4_MUL,
+  I32,
+  LT_U,
+  SIMD,
+  V128,
+  get,
+  i32c,
+  section,
+  set,
+  str,
+  tee,
+  uleb,
+} from './wasm-asm.ts';
 
 /**
  * Level-1 float32 SIMD kernels for coordinate-descent solvers (liblinear-style dual CD does one
@@ -17,13 +33,59 @@ function dotBody(): number[] {
   // params 0 px, 1 pw, 2 nbytes; locals 3 k (i32), 4 acc0, 5 acc1 (v128)
   const [px, pw, nb, k, a0, a1] = [0, 1, 2, 3, 4, 5];
   const code = flat([
-    0x03, 0x40,
-    get(a0), get(px), get(k), ADD, load(0), get(pw), get(k), ADD, load(0), F32X4_MUL, F32X4_ADD, set(a0),
-    get(a1), get(px), get(k), ADD, load(16), get(pw), get(k), ADD, load(16), F32X4_MUL, F32X4_ADD, set(a1),
-    get(k), i32c(32), ADD, tee(k), get(nb), LT_U, 0x0d, 0,
+    0x03,
+    0x40,
+    get(a0),
+    get(px),
+    get(k),
+    ADD,
+    load(0),
+    get(pw),
+    get(k),
+    ADD,
+    load(0),
+    F32X4_MUL,
+    F32X4_ADD,
+    set(a0),
+    get(a1),
+    get(px),
+    get(k),
+    ADD,
+    load(16),
+    get(pw),
+    get(k),
+    ADD,
+    load(16),
+    F32X4_MUL,
+    F32X4_ADD,
+    set(a1),
+    get(k),
+    i32c(32),
+    ADD,
+    tee(k),
+    get(nb),
+    LT_U,
+    0x0d,
+    0,
     0x0b,
-    get(a0), get(a1), F32X4_ADD, tee(a0), SIMD(31), 0, get(a0), SIMD(31), 1, 0x92,
-    get(a0), SIMD(31), 2, get(a0), SIMD(31), 3, 0x92, 0x92,
+    get(a0),
+    get(a1),
+    F32X4_ADD,
+    tee(a0),
+    SIMD(31),
+    0,
+    get(a0),
+    SIMD(31),
+    1,
+    0x92,
+    get(a0),
+    SIMD(31),
+    2,
+    get(a0),
+    SIMD(31),
+    3,
+    0x92,
+    0x92,
     0x0b,
   ]);
   return [...uleb(2), 1, I32, 2, V128, ...code];
@@ -33,25 +95,54 @@ function axpyBody(): number[] {
   // params 0 a (f32), 1 px, 2 pw, 3 nbytes; locals 4 k, 5 addr (i32), 6 av (v128)
   const [a, px, pw, nb, k, addr, av] = [0, 1, 2, 3, 4, 5, 6];
   const code = flat([
-    get(a), SIMD(19), set(av),
-    0x03, 0x40,
-    get(pw), get(k), ADD, tee(addr),
-    get(addr), load(0), get(av), get(px), get(k), ADD, load(0), F32X4_MUL, F32X4_ADD,
-    SIMD(11), 0, 0,
-    get(k), i32c(16), ADD, tee(k), get(nb), LT_U, 0x0d, 0,
+    get(a),
+    SIMD(19),
+    set(av),
+    0x03,
+    0x40,
+    get(pw),
+    get(k),
+    ADD,
+    tee(addr),
+    get(addr),
+    load(0),
+    get(av),
+    get(px),
+    get(k),
+    ADD,
+    load(0),
+    F32X4_MUL,
+    F32X4_ADD,
+    SIMD(11),
+    0,
+    0,
+    get(k),
+    i32c(16),
+    ADD,
+    tee(k),
+    get(nb),
+    LT_U,
+    0x0d,
+    0,
     0x0b,
     0x0b,
   ]);
   return [...uleb(2), 2, I32, 1, V128, ...code];
 }
 
-
 function buildModule(): Uint8Array<ArrayBuffer> {
   const bodies = [dotBody(), axpyBody()];
   const code: number[] = [bodies.length];
   for (const b of bodies) code.push(...uleb(b.length), ...b);
   return new Uint8Array([
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    0x00,
+    0x61,
+    0x73,
+    0x6d,
+    0x01,
+    0x00,
+    0x00,
+    0x00,
     ...section(1, [2, 0x60, 3, I32, I32, I32, 1, F32, 0x60, 4, F32, I32, I32, I32, 0]),
     ...section(3, [2, 0, 1]),
     ...section(5, [1, 0x00, 1]),
@@ -77,15 +168,27 @@ export function wasmBlas1(): WasmBlas1 | null {
     if (process.env.CONVCACHE_NO_WASM !== '1') {
       try {
         v8.setFlagsFromString('--no-liftoff');
-        try { mod = new WebAssembly.Module(buildModule()); } finally { v8.setFlagsFromString('--liftoff'); }
-      } catch { mod = null; }
+        try {
+          mod = new WebAssembly.Module(buildModule());
+        } finally {
+          v8.setFlagsFromString('--liftoff');
+        }
+      } catch {
+        mod = null;
+      }
     }
   }
   if (!mod) return null;
-  const ex = new WebAssembly.Instance(mod, {}).exports as unknown as { mem: WebAssembly.Memory; dot: WasmBlas1['dot']; axpy: WasmBlas1['axpy'] };
+  const ex = new WebAssembly.Instance(mod, {}).exports as unknown as {
+    mem: WebAssembly.Memory;
+    dot: WasmBlas1['dot'];
+    axpy: WasmBlas1['axpy'];
+  };
   const memory = ex.mem;
   return {
-    memory, dot: ex.dot, axpy: ex.axpy,
+    memory,
+    dot: ex.dot,
+    axpy: ex.axpy,
     reserve(bytes: number): Float32Array {
       const have = memory.buffer.byteLength;
       if (have < bytes) memory.grow(Math.ceil((bytes - have) / 65536));

@@ -1,5 +1,22 @@
 import v8 from 'node:v8';
-import { ADD, F32X4_ADD, F32X4_MUL, I32, LT_U, MUL, SHL, SIMD, V128, get, i32c, section, set, str, tee, uleb } from './wasm-asm.ts';
+import {
+  ADD,
+  F32X4_ADD,
+  F32X4_MUL,
+  I32,
+  LT_U,
+  MUL,
+  SHL,
+  SIMD,
+  V128,
+  get,
+  i32c,
+  section,
+  set,
+  str,
+  tee,
+  uleb,
+} from './wasm-asm.ts';
 /**
  * Tiny hand-assembled WebAssembly SIMD kernels: C = A·Bᵀ (both row-major, float32), plus the
  * matrix-vector products y = A·x and g += Aᵀ·r.
@@ -15,12 +32,6 @@ import { ADD, F32X4_ADD, F32X4_MUL, I32, LT_U, MUL, SHL, SIMD, V128, get, i32c, 
 export const RA = 4;
 export const RB = 3;
 
-
-
-
-
-
-
 function gemmBody(): number[] {
   // Params: 0 a, 1 b, 2 c, 3 n, 4 m, 5 dp, 6 ldc. Locals follow.
   let next = 7;
@@ -35,9 +46,11 @@ function gemmBody(): number[] {
   const ys = Array.from({ length: RB }, () => next++);
   const v128Locals = next - accBase;
 
-            const code: number[] = [];
+  const code: number[] = [];
   const emit = (...parts: (number | number[])[]) => {
-    for (const p of parts) if (Array.isArray(p)) code.push(...p); else code.push(p);
+    for (const p of parts)
+      if (Array.isArray(p)) code.push(...p);
+      else code.push(p);
   };
 
   // rowBytes = dp << 2
@@ -94,7 +107,23 @@ const V_LOAD = [...SIMD(0), 0, 0];
 const V_ZERO = [...SIMD(12), ...new Array(16).fill(0)];
 
 function hsum(l: number): number[] {
-  return [...get(l), ...SIMD(31), 0, ...get(l), ...SIMD(31), 1, 0x92, ...get(l), ...SIMD(31), 2, ...get(l), ...SIMD(31), 3, 0x92, 0x92];
+  return [
+    ...get(l),
+    ...SIMD(31),
+    0,
+    ...get(l),
+    ...SIMD(31),
+    1,
+    0x92,
+    ...get(l),
+    ...SIMD(31),
+    2,
+    ...get(l),
+    ...SIMD(31),
+    3,
+    0x92,
+    0x92,
+  ];
 }
 
 /** gemv(a, x, y, n, dp): y[i] = Σ_k A[i,k]·x[k]; n a multiple of 4, dp a multiple of 4. */
@@ -104,7 +133,11 @@ function gemvBody(): number[] {
   const acc = [13, 14, 15, 16];
   const xv = 17;
   const c: number[] = [];
-  const e = (...parts: (number | number[])[]) => { for (const q of parts) if (Array.isArray(q)) c.push(...q); else c.push(q); };
+  const e = (...parts: (number | number[])[]) => {
+    for (const q of parts)
+      if (Array.isArray(q)) c.push(...q);
+      else c.push(q);
+  };
   e(get(dp), i32c(2), SHL, set(rb), i32c(0), set(i), get(y), set(py));
   e(0x03, 0x40);
   e(get(a), get(i), get(rb), MUL, ADD, set(p0));
@@ -113,7 +146,8 @@ function gemvBody(): number[] {
   e(i32c(0), set(k));
   e(0x03, 0x40);
   e(get(x), get(k), ADD, V_LOAD, set(xv));
-  for (let r = 0; r < 4; r++) e(get(acc[r]!), get(p[r]!), get(k), ADD, V_LOAD, get(xv), F32X4_MUL, F32X4_ADD, set(acc[r]!));
+  for (let r = 0; r < 4; r++)
+    e(get(acc[r]!), get(p[r]!), get(k), ADD, V_LOAD, get(xv), F32X4_MUL, F32X4_ADD, set(acc[r]!));
   e(get(k), i32c(16), ADD, tee(k), get(rb), LT_U, 0x0d, 0, 0x0b);
   for (let r = 0; r < 4; r++) e(get(py), hsum(acc[r]!), 0x38, 2, ...uleb(4 * r));
   e(get(py), i32c(16), ADD, set(py));
@@ -128,7 +162,11 @@ function gemvtBody(): number[] {
   const p = [p0, p1, p2, p3];
   const cs = [13, 14, 15, 16];
   const c: number[] = [];
-  const e = (...parts: (number | number[])[]) => { for (const q of parts) if (Array.isArray(q)) c.push(...q); else c.push(q); };
+  const e = (...parts: (number | number[])[]) => {
+    for (const q of parts)
+      if (Array.isArray(q)) c.push(...q);
+      else c.push(q);
+  };
   e(get(dp), i32c(2), SHL, set(rb), i32c(0), set(i));
   e(0x03, 0x40);
   e(get(a), get(i), get(rb), MUL, ADD, set(p0));
@@ -152,11 +190,32 @@ function buildModule(): Uint8Array<ArrayBuffer> {
   const code: number[] = [bodies.length];
   for (const b of bodies) code.push(...uleb(b.length), ...b);
   const bytes = [
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    0x00,
+    0x61,
+    0x73,
+    0x6d,
+    0x01,
+    0x00,
+    0x00,
+    0x00,
     ...section(1, [2, 0x60, 7, I32, I32, I32, I32, I32, I32, I32, 0, 0x60, 5, I32, I32, I32, I32, I32, 0]),
     ...section(3, [3, 0, 1, 1]),
     ...section(5, [1, 0x00, ...uleb(1)]),
-    ...section(7, [4, ...str('gemm'), 0x00, 0, ...str('gemv'), 0x00, 1, ...str('gemvt'), 0x00, 2, ...str('mem'), 0x02, 0]),
+    ...section(7, [
+      4,
+      ...str('gemm'),
+      0x00,
+      0,
+      ...str('gemv'),
+      0x00,
+      1,
+      ...str('gemvt'),
+      0x00,
+      2,
+      ...str('mem'),
+      0x02,
+      0,
+    ]),
     ...section(10, code),
   ];
   return new Uint8Array(bytes);

@@ -1,12 +1,29 @@
 import { UserError } from '../util/errors.ts';
-import { Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto, TypeProtoTensor, TensorShapeProto, ValueInfoProto, Wire } from './schema.ts';
+import {
+  Dimension,
+  GraphProto,
+  ModelProto,
+  NodeProto,
+  OperatorSetIdProto,
+  TensorProto,
+  TypeProto,
+  TypeProtoTensor,
+  TensorShapeProto,
+  ValueInfoProto,
+  Wire,
+} from './schema.ts';
 
 /**
  * A minimal protobuf reader for .onnx files: splits messages into fields (keeping each field's
  * bytes, so unknown fields can be copied through untouched) and describes a model's graph.
  */
 
-export interface Field { no: number; wire: number; bytes: Uint8Array; varint?: bigint }
+export interface Field {
+  no: number;
+  wire: number;
+  bytes: Uint8Array;
+  varint?: bigint;
+}
 
 function readVarint(buf: Uint8Array, pos: number): [bigint, number] {
   let result = 0n;
@@ -41,7 +58,13 @@ export function readFields(buf: Uint8Array): Field[] {
       pos = p2 + Number(len);
     } else throw new UserError(`.onnx: unsupported protobuf wire type ${wire}`);
     if (pos > buf.length) throw new UserError('.onnx file is truncated');
-    out.push({ no, wire, bytes: buf.subarray(start, pos), varint, ...(wire === Wire.LEN ? { payload: buf.subarray(payloadStart, pos) } : {}) } as Field);
+    out.push({
+      no,
+      wire,
+      bytes: buf.subarray(start, pos),
+      varint,
+      ...(wire === Wire.LEN ? { payload: buf.subarray(payloadStart, pos) } : {}),
+    } as Field);
   }
   return out;
 }
@@ -49,7 +72,12 @@ export function readFields(buf: Uint8Array): Field[] {
 export const payload = (f: Field): Uint8Array => (f as Field & { payload: Uint8Array }).payload;
 export const str = (f: Field): string => new TextDecoder().decode(payload(f));
 
-export interface OnnxNodeInfo { name: string; opType: string; inputs: string[]; outputs: string[] }
+export interface OnnxNodeInfo {
+  name: string;
+  opType: string;
+  inputs: string[];
+  outputs: string[];
+}
 export interface OnnxGraphInfo {
   nodes: OnnxNodeInfo[];
   /** Real inputs (not initializers), with their shapes where declared. */
@@ -75,12 +103,16 @@ export function parseValueInfo(buf: Uint8Array): { name: string; shape: (number 
   for (const f of readFields(buf)) {
     if (f.no === ValueInfoProto.name) name = str(f);
     if (f.no === ValueInfoProto.type) {
-      for (const t of readFields(payload(f))) if (t.no === TypeProto.tensorType) for (const tt of readFields(payload(t))) if (tt.no === TypeProtoTensor.shape) {
-        for (const d of readFields(payload(tt))) if (d.no === TensorShapeProto.dim) {
-          const dim = readFields(payload(d))[0];
-          shape.push(dim === undefined ? '?' : dim.no === Dimension.dimValue ? Number(dim.varint) : str(dim));
-        }
-      }
+      for (const t of readFields(payload(f)))
+        if (t.no === TypeProto.tensorType)
+          for (const tt of readFields(payload(t)))
+            if (tt.no === TypeProtoTensor.shape) {
+              for (const d of readFields(payload(tt)))
+                if (d.no === TensorShapeProto.dim) {
+                  const dim = readFields(payload(d))[0];
+                  shape.push(dim === undefined ? '?' : dim.no === Dimension.dimValue ? Number(dim.varint) : str(dim));
+                }
+            }
     }
   }
   return { name, shape };
@@ -96,16 +128,30 @@ export function graphField(model: Uint8Array): { fields: Field[]; graph: Field }
 export function describeOnnx(model: Uint8Array): OnnxGraphInfo {
   const { fields, graph } = graphField(model);
   const gf = readFields(payload(graph));
-  const inits = new Set(gf.filter((f) => f.no === GraphProto.initializer).map((f) => readFields(payload(f)).filter((t) => t.no === TensorProto.name).map(str)[0] ?? ''));
+  const inits = new Set(
+    gf
+      .filter((f) => f.no === GraphProto.initializer)
+      .map(
+        (f) =>
+          readFields(payload(f))
+            .filter((t) => t.no === TensorProto.name)
+            .map(str)[0] ?? '',
+      ),
+  );
   let opset = 0;
-  for (const f of fields) if (f.no === ModelProto.opsetImport) {
-    const o = readFields(payload(f));
-    const domain = o.find((x) => x.no === OperatorSetIdProto.domain);
-    if (!domain || str(domain) === '' || str(domain) === 'ai.onnx') opset = Number(o.find((x) => x.no === OperatorSetIdProto.version)?.varint ?? 0n);
-  }
+  for (const f of fields)
+    if (f.no === ModelProto.opsetImport) {
+      const o = readFields(payload(f));
+      const domain = o.find((x) => x.no === OperatorSetIdProto.domain);
+      if (!domain || str(domain) === '' || str(domain) === 'ai.onnx')
+        opset = Number(o.find((x) => x.no === OperatorSetIdProto.version)?.varint ?? 0n);
+    }
   return {
     nodes: gf.filter((f) => f.no === GraphProto.node).map((f) => parseNode(payload(f))),
-    inputs: gf.filter((f) => f.no === GraphProto.input).map((f) => parseValueInfo(payload(f))).filter((v) => !inits.has(v.name)),
+    inputs: gf
+      .filter((f) => f.no === GraphProto.input)
+      .map((f) => parseValueInfo(payload(f)))
+      .filter((v) => !inits.has(v.name)),
     outputs: gf.filter((f) => f.no === GraphProto.output).map((f) => parseValueInfo(payload(f)).name),
     opset,
   };

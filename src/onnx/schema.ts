@@ -3,7 +3,13 @@
  * fields, plus protobuf wire types. One place, so the writer and the reader cannot drift apart.
  */
 
-export const enum DataType { FLOAT = 1, UINT8 = 2, INT32 = 6, INT64 = 7, FLOAT16 = 10 }
+export const enum DataType {
+  FLOAT = 1,
+  UINT8 = 2,
+  INT32 = 6,
+  INT64 = 7,
+  FLOAT16 = 10,
+}
 
 /** Protobuf wire types. */
 export const Wire = { VARINT: 0, I64: 1, LEN: 2, I32: 5 } as const;

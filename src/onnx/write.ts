@@ -1,6 +1,20 @@
 import {
-  AttributeProto, AttributeType, DataType, Dimension, GraphProto, IR_VERSION, ModelProto, NodeProto, OperatorSetIdProto,
-  StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, TypeProtoTensor, ValueInfoProto, Wire,
+  AttributeProto,
+  AttributeType,
+  DataType,
+  Dimension,
+  GraphProto,
+  IR_VERSION,
+  ModelProto,
+  NodeProto,
+  OperatorSetIdProto,
+  StringStringEntryProto,
+  TensorProto,
+  TensorShapeProto,
+  TypeProto,
+  TypeProtoTensor,
+  ValueInfoProto,
+  Wire,
 } from './schema.ts';
 import { varintBytes } from '../util/varint.ts';
 
@@ -17,7 +31,10 @@ export function lengthDelimited(field: number, data: Uint8Array): Uint8Array {
 export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
   let off = 0;
-  for (const p of parts) { out.set(p, off); off += p.length; }
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
   return out;
 }
 
@@ -42,19 +59,30 @@ class Writer {
     for (const b of varintBytes(v)) this.buf[this.pos++] = b;
   }
 
-  tag(field: number, wire: number): void { this.varint((field << 3) | wire); }
+  tag(field: number, wire: number): void {
+    this.varint((field << 3) | wire);
+  }
 
   bytes(field: number, data: Uint8Array): void {
     this.tag(field, Wire.LEN);
     this.varint(data.length);
-    if (data.length > 4096) { this.flush(); this.chunks.push(data); return; }
+    if (data.length > 4096) {
+      this.flush();
+      this.chunks.push(data);
+      return;
+    }
     this.ensure(data.length);
     this.buf.set(data, this.pos);
     this.pos += data.length;
   }
 
-  string(field: number, s: string): void { this.bytes(field, new TextEncoder().encode(s)); }
-  int(field: number, v: number | bigint): void { this.tag(field, Wire.VARINT); this.varint(v); }
+  string(field: number, s: string): void {
+    this.bytes(field, new TextEncoder().encode(s));
+  }
+  int(field: number, v: number | bigint): void {
+    this.tag(field, Wire.VARINT);
+    this.varint(v);
+  }
   float(field: number, v: number): void {
     this.tag(field, Wire.I32);
     this.ensure(4);
@@ -122,24 +150,38 @@ function encodeAttr(w: Writer, a: OnnxAttr): void {
   w.string(AttributeProto.name, a.name);
   w.int(AttributeProto.type, AttributeType[a.kind]);
   switch (a.kind) {
-    case 'float': w.float(AttributeProto.f, a.value); break;
-    case 'int': w.int(AttributeProto.i, a.value); break;
-    case 'string': w.string(AttributeProto.s, a.value); break;
-    case 'floats': for (const v of a.value) w.float(AttributeProto.floats, v); break;
-    case 'ints': for (const v of a.value) w.int(AttributeProto.ints, v); break;
+    case 'float':
+      w.float(AttributeProto.f, a.value);
+      break;
+    case 'int':
+      w.int(AttributeProto.i, a.value);
+      break;
+    case 'string':
+      w.string(AttributeProto.s, a.value);
+      break;
+    case 'floats':
+      for (const v of a.value) w.float(AttributeProto.floats, v);
+      break;
+    case 'ints':
+      for (const v of a.value) w.int(AttributeProto.ints, v);
+      break;
   }
 }
 
 function encodeValueInfo(w: Writer, v: OnnxValueInfo): void {
   w.string(ValueInfoProto.name, v.name);
-  w.message(ValueInfoProto.type, (type) => type.message(TypeProto.tensorType, (tensor) => {
-    tensor.int(TypeProtoTensor.elemType, v.dataType);
-    tensor.message(TypeProtoTensor.shape, (shape) => {
-      for (const d of v.shape) {
-        shape.message(TensorShapeProto.dim, (dim) => (typeof d === 'number' ? dim.int(Dimension.dimValue, d) : dim.string(Dimension.dimParam, d)));
-      }
-    });
-  }));
+  w.message(ValueInfoProto.type, (type) =>
+    type.message(TypeProto.tensorType, (tensor) => {
+      tensor.int(TypeProtoTensor.elemType, v.dataType);
+      tensor.message(TypeProtoTensor.shape, (shape) => {
+        for (const d of v.shape) {
+          shape.message(TensorShapeProto.dim, (dim) =>
+            typeof d === 'number' ? dim.int(Dimension.dimValue, d) : dim.string(Dimension.dimParam, d),
+          );
+        }
+      });
+    }),
+  );
 }
 
 export function encodeModel(model: OnnxModel): Uint8Array {
@@ -168,9 +210,15 @@ export function encodeModel(model: OnnxModel): Uint8Array {
     for (const v of model.graph.inputs) g.message(GraphProto.input, (vw) => encodeValueInfo(vw, v));
     for (const v of model.graph.outputs) g.message(GraphProto.output, (vw) => encodeValueInfo(vw, v));
   });
-  w.message(ModelProto.opsetImport, (o) => { o.string(OperatorSetIdProto.domain, ''); o.int(OperatorSetIdProto.version, model.opset); });
+  w.message(ModelProto.opsetImport, (o) => {
+    o.string(OperatorSetIdProto.domain, '');
+    o.int(OperatorSetIdProto.version, model.opset);
+  });
   for (const [k, v] of Object.entries(model.metadata ?? {})) {
-    w.message(ModelProto.metadataProps, (m) => { m.string(StringStringEntryProto.key, k); m.string(StringStringEntryProto.value, v); });
+    w.message(ModelProto.metadataProps, (m) => {
+      m.string(StringStringEntryProto.key, k);
+      m.string(StringStringEntryProto.value, v);
+    });
   }
   return w.finish();
 }
@@ -194,7 +242,9 @@ export class GraphBuilder {
   private counter = 0;
   private readonly shared = new Set<string>();
 
-  fresh(base: string): string { return `${base}__${this.counter++}`; }
+  fresh(base: string): string {
+    return `${base}__${this.counter++}`;
+  }
 
   /** Adds a node; returns its output name (`out`, or a fresh one from `base`). */
   node(opType: string, inputs: readonly string[], base: string, attrs?: OnnxAttr[], out?: string): string {
@@ -221,12 +271,18 @@ export class GraphBuilder {
   }
 
   sharedFloat(name: string, dims: readonly number[], values: ArrayLike<number>): string {
-    if (!this.shared.has(name)) { this.shared.add(name); this.inits.push(floatTensor(name, dims, Float32Array.from(values))); }
+    if (!this.shared.has(name)) {
+      this.shared.add(name);
+      this.inits.push(floatTensor(name, dims, Float32Array.from(values)));
+    }
     return name;
   }
 
   sharedInt64(name: string, values: readonly number[]): string {
-    if (!this.shared.has(name)) { this.shared.add(name); this.inits.push(int64Tensor(name, values)); }
+    if (!this.shared.has(name)) {
+      this.shared.add(name);
+      this.inits.push(int64Tensor(name, values));
+    }
     return name;
   }
 }

@@ -15,7 +15,10 @@ import { toolVersion } from '../util/version.ts';
  * What one image contributes: record keys for view 0 (the image) and each augmented view, and with
  * TTA the keys of the extra fixed views whose features are averaged into view 0.
  */
-export interface ImagePlan { viewKeys: string[]; ttaKeys?: string[] }
+export interface ImagePlan {
+  viewKeys: string[];
+  ttaKeys?: string[];
+}
 
 export interface AssembleInput {
   cacheDir: string;
@@ -62,13 +65,20 @@ export function assembleCache(a: AssembleInput): Manifest {
     const plan = plans[i]!;
     if (!store.has(plan.viewKeys[0]!)) throw new Error(`internal: no record for ${images[i]!.path}`);
     const err = store.errorOf(plan.viewKeys[0]!);
-    if (err !== undefined) { skipped.push({ path: images[i]!.path, reason: err }); continue; }
+    if (err !== undefined) {
+      skipped.push({ path: images[i]!.path, reason: err });
+      continue;
+    }
     for (const key of [...plan.viewKeys.slice(1), ...(plan.ttaKeys ?? [])]) {
-      if (store.errorOf(key) !== undefined || !store.has(key)) throw new Error(`internal: no features for ${images[i]!.path} view ${key}`);
+      if (store.errorOf(key) !== undefined || !store.has(key))
+        throw new Error(`internal: no features for ${images[i]!.path} view ${key}`);
     }
     usable[i] = 1;
     const split = images[i]!.split!;
-    const c = (counts[split] ??= { total: 0, perClass: Object.fromEntries(classes.map((k) => [k, 0])) as SplitCounts['perClass'] });
+    const c = (counts[split] ??= {
+      total: 0,
+      perClass: Object.fromEntries(classes.map((k) => [k, 0])) as SplitCounts['perClass'],
+    });
     c.total++;
     c.perClass[images[i]!.className]! += 1;
     augRows += plan.viewKeys.length - 1;
@@ -92,7 +102,10 @@ export function assembleCache(a: AssembleInput): Manifest {
   const schema = featureSchema(D, metadata);
   type Out = { features: NpyStreamWriter; labels: NpyStreamWriter; views?: NpyStreamWriter };
   const writers: { commit(): unknown; abort(): void }[] = [];
-  const open = <T extends { commit(): unknown; abort(): void }>(w: T): T => { writers.push(w); return w; };
+  const open = <T extends { commit(): unknown; abort(): void }>(w: T): T => {
+    writers.push(w);
+    return w;
+  };
   const npy: Manifest['files']['npy'] = {};
   const perSplit = new Map<SplitName, Out>();
   let aug: Out | undefined;
@@ -125,7 +138,16 @@ export function assembleCache(a: AssembleInput): Manifest {
     const flush = (): void => {
       const len = paths.length;
       if (len === 0) return;
-      arrow.write(featureBatch(schema, { paths, splits, labels: labels.subarray(0, len), views: views.subarray(0, len), features: features.subarray(0, len * D), dim: D }));
+      arrow.write(
+        featureBatch(schema, {
+          paths,
+          splits,
+          labels: labels.subarray(0, len),
+          views: views.subarray(0, len),
+          features: features.subarray(0, len * D),
+          dim: D,
+        }),
+      );
       paths = [];
       splits = [];
     };
@@ -141,7 +163,11 @@ export function assembleCache(a: AssembleInput): Manifest {
         store.readInto(keys[v]!, row);
         if (v === 0 && ttaKeys.length > 0) {
           // TTA: the image's feature is the mean over its fixed views, computed as predict computes it.
-          const extra = ttaKeys.map((key) => { const f = new Float32Array(D); store.readInto(key, f); return f; });
+          const extra = ttaKeys.map((key) => {
+            const f = new Float32Array(D);
+            store.readInto(key, f);
+            return f;
+          });
           row.set(meanFeatures([row.slice(), ...extra]));
         }
         labels[k] = label;
@@ -152,7 +178,10 @@ export function assembleCache(a: AssembleInput): Manifest {
         const out = v === 0 ? perSplit.get(img.split!)! : aug!;
         out.features.appendRow(row);
         out.labels.appendRow(one);
-        if (v > 0) { one[0] = v; out.views!.appendRow(one); }
+        if (v > 0) {
+          one[0] = v;
+          out.views!.appendRow(one);
+        }
         if (paths.length === B) flush();
       }
     }
@@ -168,19 +197,51 @@ export function assembleCache(a: AssembleInput): Manifest {
       formatVersion: CACHE_FORMAT_VERSION,
       toolVersion: toolVersion(),
       dataRoot: a.dataRoot,
-      split: a.presplit ? { mode: 'folders' } : { mode: 'stratified', fractions: [a.split.train, a.split.val, a.split.test], seed: a.seed },
+      split: a.presplit
+        ? { mode: 'folders' }
+        : { mode: 'stratified', fractions: [a.split.train, a.split.val, a.split.test], seed: a.seed },
       classes: [...classes],
       counts,
       augment: a.augment ? { ...a.augment, rows: augRows } : null,
       ...(a.tta ? { tta: a.tta } : {}),
       backbone: a.backbone,
-      rowOrder: 'split (train, val, test), then path in code-point order, then view (0 = the image, 1..K augmented views); <split>_*.npy hold the view-0 rows of each split in that order, train_aug_*.npy the augmented rows',
-      files: { arrow: ARROW_FILE, npy, ...(a.augment ? { augmentedNpy: { features: 'train_aug_features.npy', labels: 'train_aug_labels.npy', views: 'train_aug_views.npy', rows: augRows } } : {}), arrowSha256 },
+      rowOrder:
+        'split (train, val, test), then path in code-point order, then view (0 = the image, 1..K augmented views); <split>_*.npy hold the view-0 rows of each split in that order, train_aug_*.npy the augmented rows',
+      files: {
+        arrow: ARROW_FILE,
+        npy,
+        ...(a.augment
+          ? {
+              augmentedNpy: {
+                features: 'train_aug_features.npy',
+                labels: 'train_aug_labels.npy',
+                views: 'train_aug_views.npy',
+                rows: augRows,
+              },
+            }
+          : {}),
+        arrowSha256,
+      },
       skipped,
-      timings: { scanSeconds: 0, hashSeconds: 0, extractSeconds: 0, writeSeconds: 0, totalSeconds: 0, computed: 0, reused: 0, extractImagesPerSecond: null },
+      timings: {
+        scanSeconds: 0,
+        hashSeconds: 0,
+        extractSeconds: 0,
+        writeSeconds: 0,
+        totalSeconds: 0,
+        computed: 0,
+        reused: 0,
+        extractImagesPerSecond: null,
+      },
     };
   } catch (e) {
-    for (const w of writers) { try { w.abort(); } catch { /* already committed or closed */ } }
+    for (const w of writers) {
+      try {
+        w.abort();
+      } catch {
+        /* already committed or closed */
+      }
+    }
     throw e;
   }
 }

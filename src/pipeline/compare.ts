@@ -4,8 +4,15 @@ import sharp from 'sharp';
 import { concatSets, crossValidate } from '../eval/cv.ts';
 import type { ClassMetrics } from '../eval/metrics.ts';
 import {
-  normalizeExtraRows, renderMarkdown, REPORT_FORMAT, REPORT_VERSION,
-  type CacheSummary, type ExtraRow, type Misclassified, type Report, type ReportRow,
+  normalizeExtraRows,
+  renderMarkdown,
+  REPORT_FORMAT,
+  REPORT_VERSION,
+  type CacheSummary,
+  type ExtraRow,
+  type Misclassified,
+  type Report,
+  type ReportRow,
 } from '../eval/report.ts';
 import { chooseHead } from '../eval/select.ts';
 import { addIntervals, addPairedTests, makeVerdict } from '../eval/verdict.ts';
@@ -18,7 +25,16 @@ import { loadFeatureCache, type FeatureCache } from '../store/read.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { UserError } from '../util/errors.ts';
 import { silentLogger, type Logger } from '../util/log.ts';
-import { DEFAULT_VAL_FRACTION, defaultHeadPath, fitOnSplits, headBytes, prepareSplits, saveTrainedHead, toolVersion, type HeadRun } from './train.ts';
+import {
+  DEFAULT_VAL_FRACTION,
+  defaultHeadPath,
+  fitOnSplits,
+  headBytes,
+  prepareSplits,
+  saveTrainedHead,
+  toolVersion,
+  type HeadRun,
+} from './train.ts';
 import { pct } from '../util/format.ts';
 
 /**
@@ -55,11 +71,15 @@ export const THUMBNAIL_PX = 96;
 
 /** 'all' or a list of row names → row names, validated (one-line error naming the valid ones). */
 export function resolveHeadList(items: readonly string[]): string[] {
-  const names = items.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
+  const names = items
+    .flatMap((s) => s.split(','))
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (names.length === 0 || names.includes('all')) return Object.keys(COMPARE_ROWS);
   const out: string[] = [];
   for (const n of names) {
-    if (!(n in COMPARE_ROWS)) throw new UserError(`unknown head '${n}' in --heads (valid: all, ${Object.keys(COMPARE_ROWS).join(', ')})`);
+    if (!(n in COMPARE_ROWS))
+      throw new UserError(`unknown head '${n}' in --heads (valid: all, ${Object.keys(COMPARE_ROWS).join(', ')})`);
     if (!out.includes(n)) out.push(n);
   }
   return out;
@@ -105,7 +125,13 @@ export interface CompareOptions {
 }
 
 /** What laterRows gets: the rows trained here and the head chosen among them (without test). */
-export interface LaterRowsContext { rows: readonly ReportRow[]; cache: FeatureCache; seed: number; log: Logger; chosen?: string | null }
+export interface LaterRowsContext {
+  rows: readonly ReportRow[];
+  cache: FeatureCache;
+  seed: number;
+  log: Logger;
+  chosen?: string | null;
+}
 
 export interface CompareResult {
   report: Report;
@@ -123,9 +149,17 @@ function cacheSummary(c: FeatureCache): CacheSummary {
     countsPerClass[s] = v.perClass;
   }
   return {
-    dir: resolve(c.dir), dataRoot: m.dataRoot, model: m.backbone.modelId, weightsHash: m.backbone.weightsHash,
-    layer: m.backbone.layer, pooling: m.backbone.pooling, D: m.backbone.featureDim, classes: c.classes,
-    counts, countsPerClass, skipped: m.skipped.length,
+    dir: resolve(c.dir),
+    dataRoot: m.dataRoot,
+    model: m.backbone.modelId,
+    weightsHash: m.backbone.weightsHash,
+    layer: m.backbone.layer,
+    pooling: m.backbone.pooling,
+    D: m.backbone.featureDim,
+    classes: c.classes,
+    counts,
+    countsPerClass,
+    skipped: m.skipped.length,
   };
 }
 
@@ -134,11 +168,22 @@ function perClassRecord(classes: readonly string[], pc: readonly ClassMetrics[])
 }
 
 /** Test rows the head got wrong, most confident mistakes first (ties: path order). */
-function mistakes(paths: readonly string[], y: Int32Array, pred: Int32Array, proba: Matrix, classes: readonly string[]): Misclassified[] {
+function mistakes(
+  paths: readonly string[],
+  y: Int32Array,
+  pred: Int32Array,
+  proba: Matrix,
+  classes: readonly string[],
+): Misclassified[] {
   const out: Misclassified[] = [];
   for (let i = 0; i < y.length; i++) {
     if (pred[i] === y[i]) continue;
-    out.push({ path: paths[i]!, trueClass: classes[y[i]!]!, predictedClass: classes[pred[i]!]!, confidence: proba.data[i * proba.cols + pred[i]!]! });
+    out.push({
+      path: paths[i]!,
+      trueClass: classes[y[i]!]!,
+      predictedClass: classes[pred[i]!]!,
+      confidence: proba.data[i * proba.cols + pred[i]!]!,
+    });
   }
   return out.sort((a, b) => b.confidence - a.confidence || (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
@@ -185,7 +230,8 @@ export async function compareHeads(o: CompareOptions): Promise<CompareResult> {
   const log = o.log ?? silentLogger;
   const names = resolveHeadList(o.heads ?? ['all']);
   for (const n of names) createHead(COMPARE_ROWS[n]!.kind, COMPARE_ROWS[n]!.params); // fail fast
-  if (o.cv !== undefined && o.cv !== 0 && !(Number.isInteger(o.cv) && o.cv >= 2)) throw new UserError(`--cv must be an integer >= 2, got ${o.cv}`);
+  if (o.cv !== undefined && o.cv !== 0 && !(Number.isInteger(o.cv) && o.cv >= 2))
+    throw new UserError(`--cv must be an integer >= 2, got ${o.cv}`);
   const cache = typeof o.cache === 'string' ? loadFeatureCache(o.cache) : o.cache;
   const outDir = resolve(o.out ?? join(cache.dir, 'report'));
   const seed = o.seed ?? 42;
@@ -193,13 +239,22 @@ export async function compareHeads(o: CompareOptions): Promise<CompareResult> {
   const K = classes.length;
   const extra = [
     ...(o.extraRows ? normalizeExtraRows(o.extraRows, classes, 'extraRows') : []),
-    ...(o.extraRowsFile === null ? [] : readExtraRowsFile(o.extraRowsFile ?? join(cache.dir, 'report', EXTRA_ROWS_FILE), classes, o.extraRowsFile !== undefined)),
+    ...(o.extraRowsFile === null
+      ? []
+      : readExtraRowsFile(
+          o.extraRowsFile ?? join(cache.dir, 'report', EXTRA_ROWS_FILE),
+          classes,
+          o.extraRowsFile !== undefined,
+        )),
   ];
 
   const splits = prepareSplits(cache, o.valFraction ?? DEFAULT_VAL_FRACTION, seed);
-  if (o.tune && o.tune.by === 'val' && !splits.val) throw new UserError('--tune needs a validation set: use --val-fraction > 0 or tune by CV');
+  if (o.tune && o.tune.by === 'val' && !splits.val)
+    throw new UserError('--tune needs a validation set: use --val-fraction > 0 or tune by CV');
   const cvData = o.cv ? (splits.val ? concatSets(splits.train, splits.val) : splits.train) : undefined;
-  log.info(`compare: ${names.length} head(s) on ${cache.dir}: train ${splits.train.y.length}, val ${splits.val?.y.length ?? 0} (${splits.valSource}), test ${splits.test?.y.length ?? 0}, D=${cache.manifest.backbone.featureDim}${o.cv ? `, ${o.cv}-fold CV` : ''}${o.tune ? `, tuning by ${o.tune.by}` : ''}`);
+  log.info(
+    `compare: ${names.length} head(s) on ${cache.dir}: train ${splits.train.y.length}, val ${splits.val?.y.length ?? 0} (${splits.valSource}), test ${splits.test?.y.length ?? 0}, D=${cache.manifest.backbone.featureDim}${o.cv ? `, ${o.cv}-fold CV` : ''}${o.tune ? `, tuning by ${o.tune.by}` : ''}`,
+  );
 
   const rows: ReportRow[] = [];
   const preds = new Map<string, { pred: Int32Array; proba: Matrix }>();
@@ -208,16 +263,28 @@ export async function compareHeads(o: CompareOptions): Promise<CompareResult> {
     const def = COMPARE_ROWS[name]!;
     const tag = `compare: [${i + 1}/${names.length}] ${name}`;
     const rowLog: Logger = { info: (m) => log.info(`${tag}: ${m}`), warn: (m) => log.warn(`${name}: ${m}`) };
-    const run = await fitOnSplits(def.kind, def.params, splits, K, { classWeight: o.classWeight, seed, log: rowLog, fitLog: silentLogger, tune: o.tune, refit: o.refit ?? true });
+    const run = await fitOnSplits(def.kind, def.params, splits, K, {
+      classWeight: o.classWeight,
+      seed,
+      log: rowLog,
+      fitLog: silentLogger,
+      tune: o.tune,
+      refit: o.refit ?? true,
+    });
     const modelBytes = await headBytes(run.head);
     if (run.testPred && run.testProba) preds.set(name, { pred: run.testPred, proba: run.testProba });
     runs.set(name, run);
     const row: ReportRow = {
-      name, kind: def.kind, params: run.params, source: 'compare',
+      name,
+      kind: def.kind,
+      params: run.params,
+      source: 'compare',
       testAccuracy: run.test?.accuracy ?? null,
       valAccuracy: run.val?.accuracy ?? null,
       valLogLoss: run.val?.logLoss ?? null,
-      ...(run.refit ? { refit: { rows: run.refit.rows, ...(run.refit.epochs !== undefined ? { epochs: run.refit.epochs } : {}) } } : {}),
+      ...(run.refit
+        ? { refit: { rows: run.refit.rows, ...(run.refit.epochs !== undefined ? { epochs: run.refit.epochs } : {}) } }
+        : {}),
       macroF1: run.test?.macroF1 ?? null,
       logLoss: run.test?.logLoss ?? null,
       perClass: run.test ? perClassRecord(classes, run.test.perClass) : null,
@@ -226,35 +293,58 @@ export async function compareHeads(o: CompareOptions): Promise<CompareResult> {
       predictMsPer1000: run.predictMsPer1000,
       modelBytes,
       ...(variantOf(run.head) ? { note: variantOf(run.head) } : {}),
-      ...(run.tuning ? {
-        tuning: {
-          by: run.tuning.by, ...(run.tuning.folds ? { folds: run.tuning.folds } : {}), chosen: run.tuning.best, seconds: run.tuning.seconds,
-          trials: run.tuning.trials.map((t) => ({ params: t.params, score: t.score })),
-        },
-      } : {}),
+      ...(run.tuning
+        ? {
+            tuning: {
+              by: run.tuning.by,
+              ...(run.tuning.folds ? { folds: run.tuning.folds } : {}),
+              chosen: run.tuning.best,
+              seconds: run.tuning.seconds,
+              trials: run.tuning.trials.map((t) => ({ params: t.params, score: t.score })),
+            },
+          }
+        : {}),
     };
     if (row.note) log.info(`${tag}: ${row.note}`);
-    log.info(`${tag}: fit ${run.fitSeconds.toFixed(2)} s${run.refit ? ` (refit on ${run.refit.rows} rows${run.refit.epochs !== undefined ? `, ${run.refit.epochs} epochs` : ''})` : ''}, val ${pct(row.valAccuracy)}, test ${pct(row.testAccuracy)}, ${(modelBytes / 1024).toFixed(0)} KB${run.tuning ? ` (tuned: ${formatParams(run.tuning.best, def.params)})` : ''}`);
+    log.info(
+      `${tag}: fit ${run.fitSeconds.toFixed(2)} s${run.refit ? ` (refit on ${run.refit.rows} rows${run.refit.epochs !== undefined ? `, ${run.refit.epochs} epochs` : ''})` : ''}, val ${pct(row.valAccuracy)}, test ${pct(row.testAccuracy)}, ${(modelBytes / 1024).toFixed(0)} KB${run.tuning ? ` (tuned: ${formatParams(run.tuning.best, def.params)})` : ''}`,
+    );
     if (cvData && o.cv) {
       // CV uses the row's final params (the tuned ones when tuned), on train+val; test stays untouched.
       const cv = await crossValidate(def.kind, run.params, cvData.X, cvData.y, o.cv, seed, K, {
         classWeight: o.classWeight,
         onFold: (f, k, acc) => log.info(`${tag}: CV fold ${f}/${k} accuracy ${pct(acc)}`),
       });
-      row.cv = { k: o.cv, mean: cv.accuracy.mean, std: cv.accuracy.std, folds: cv.folds.map((f) => f.accuracy), macroF1: cv.macroF1 };
-      log.info(`${tag}: CV ${o.cv}-fold ${(cv.accuracy.mean * 100).toFixed(2)} ± ${(cv.accuracy.std * 100).toFixed(2)}%`);
+      row.cv = {
+        k: o.cv,
+        mean: cv.accuracy.mean,
+        std: cv.accuracy.std,
+        folds: cv.folds.map((f) => f.accuracy),
+        macroF1: cv.macroF1,
+      };
+      log.info(
+        `${tag}: CV ${o.cv}-fold ${(cv.accuracy.mean * 100).toFixed(2)} ± ${(cv.accuracy.std * 100).toFixed(2)}%`,
+      );
     }
     rows.push(row);
   }
   // The choice: among the heads trained here, by validation (or CV) only — never by test.
-  const selection = chooseHead(rows.map((r) => ({
-    name: r.name, score: o.cv ? (r.cv?.mean ?? null) : r.valAccuracy, tieBreak: r.valLogLoss ?? null,
-  })), o.cv ? 'cv' : 'val');
-  const later = o.laterRows ? normalizeExtraRows(await o.laterRows({ rows, cache, seed, log, chosen: selection.chosen }), classes, 'laterRows') : [];
+  const selection = chooseHead(
+    rows.map((r) => ({
+      name: r.name,
+      score: o.cv ? (r.cv?.mean ?? null) : r.valAccuracy,
+      tieBreak: r.valLogLoss ?? null,
+    })),
+    o.cv ? 'cv' : 'val',
+  );
+  const later = o.laterRows
+    ? normalizeExtraRows(await o.laterRows({ rows, cache, seed, log, chosen: selection.chosen }), classes, 'laterRows')
+    : [];
   const allRows = [...rows, ...extra, ...later];
   const seen = new Set<string>();
   for (const r of allRows) {
-    if (seen.has(r.name)) throw new UserError(`two report rows are named '${r.name}' (extra rows need names of their own)`);
+    if (seen.has(r.name))
+      throw new UserError(`two report rows are named '${r.name}' (extra rows need names of their own)`);
     seen.add(r.name);
   }
   addIntervals(allRows, splits.test?.y.length ?? 0);
@@ -272,21 +362,44 @@ export async function compareHeads(o: CompareOptions): Promise<CompareResult> {
     misclassified = { head: bestTrained.name, total: items.length, items };
     const shown = items.slice(0, o.maxThumbnails ?? MAX_THUMBNAILS);
     thumbs = [];
-    for (const item of shown) thumbs.push({ item, dataUri: await thumbnailDataUri(cache.manifest.dataRoot, item.path) });
+    for (const item of shown)
+      thumbs.push({ item, dataUri: await thumbnailDataUri(cache.manifest.dataRoot, item.path) });
     const missing = thumbs.filter((t) => !t.dataUri).length;
-    if (missing > 0) log.warn(`${missing} misclassified image(s) could not be read from ${cache.manifest.dataRoot}; placeholders shown`);
+    if (missing > 0)
+      log.warn(
+        `${missing} misclassified image(s) could not be read from ${cache.manifest.dataRoot}; placeholders shown`,
+      );
   }
 
   // Keep heads for predict: the chosen one last, so predict's default (the newest head) is it.
   const save = o.saveHeads ?? 'best';
   const winner = chosenRow;
-  const toSave = save === 'none' ? [] : save === 'all' ? [...rows.filter((r) => r !== winner), ...(winner ? [winner] : [])] : winner ? [winner] : [];
+  const toSave =
+    save === 'none'
+      ? []
+      : save === 'all'
+        ? [...rows.filter((r) => r !== winner), ...(winner ? [winner] : [])]
+        : winner
+          ? [winner]
+          : [];
   for (const r of toSave) {
     const run = runs.get(r.name)!;
-    const saved = await saveTrainedHead({
-      head: run.head, kind: run.kind, params: run.params, cache, splits, seed, classWeight: o.classWeight ?? 'none',
-      valAccuracy: r.valAccuracy, testAccuracy: r.testAccuracy, tuning: run.tuning, refit: run.refit,
-    }, defaultHeadPath(cache.dir, run.kind, r.name));
+    const saved = await saveTrainedHead(
+      {
+        head: run.head,
+        kind: run.kind,
+        params: run.params,
+        cache,
+        splits,
+        seed,
+        classWeight: o.classWeight ?? 'none',
+        valAccuracy: r.valAccuracy,
+        testAccuracy: r.testAccuracy,
+        tuning: run.tuning,
+        refit: run.refit,
+      },
+      defaultHeadPath(cache.dir, run.kind, r.name),
+    );
     r.headPath = saved.path;
     log.info(`compare: saved ${r.name} head to ${saved.path}`);
   }
@@ -298,11 +411,21 @@ export async function compareHeads(o: CompareOptions): Promise<CompareResult> {
     toolVersion: toolVersion(),
     cache: cacheSummary(cache),
     split: {
-      train: splits.train.y.length, val: splits.val?.y.length ?? 0, test: splits.test?.y.length ?? 0,
-      valSource: splits.valSource, valFraction: splits.valFraction, seed,
+      train: splits.train.y.length,
+      val: splits.val?.y.length ?? 0,
+      test: splits.test?.y.length ?? 0,
+      valSource: splits.valSource,
+      valFraction: splits.valFraction,
+      seed,
       ...(o.cv ? { cvOn: 'train+val' } : {}),
     },
-    options: { heads: names, cv: o.cv || null, tune: o.tune ? { ...o.tune } : false, classWeight: o.classWeight ?? 'none', seed },
+    options: {
+      heads: names,
+      cv: o.cv || null,
+      tune: o.tune ? { ...o.tune } : false,
+      classWeight: o.classWeight ?? 'none',
+      seed,
+    },
     verdict: verdict.text,
     chosen: verdict.chosen,
     selection: selection.chosen ? selection : null,

@@ -9,7 +9,14 @@ import { DEFAULT_SPLIT, splitImages, type SplitFractions } from '../dataset/spli
 import { graphForCache, runConfig } from './precision.ts';
 import { DEFAULT_PRECISION, type Precision } from '../backbone/quantize.ts';
 import type { DecoderChoice } from '../images/jpeg-fast.ts';
-import { augmentSeed, formatAugmentSpec, isAugmenting, sampleAugmentParams, type AugmentParams, type AugmentSpec } from '../images/augment.ts';
+import {
+  augmentSeed,
+  formatAugmentSpec,
+  isAugmenting,
+  sampleAugmentParams,
+  type AugmentParams,
+  type AugmentSpec,
+} from '../images/augment.ts';
 import { seededRandom } from '../linalg/random.ts';
 import { formatTtaSpec, isTta, ttaViews, type TtaSpec } from '../images/tta.ts';
 import { MANIFEST_FILE, type Manifest } from '../store/manifest.ts';
@@ -70,55 +77,108 @@ export interface ExtractOptions {
 }
 
 /** ExtractOptions with every default filled in. */
-export type ResolvedExtractOptions = ExtractOptions & Required<Pick<ExtractOptions, 'model' | 'split' | 'seed' | 'batch' | 'workers' | 'threads' | 'maxPixels' | 'quiet' | 'log'>>;
+export type ResolvedExtractOptions = ExtractOptions &
+  Required<
+    Pick<ExtractOptions, 'model' | 'split' | 'seed' | 'batch' | 'workers' | 'threads' | 'maxPixels' | 'quiet' | 'log'>
+  >;
 
 export function withDefaults(o: ExtractOptions): ResolvedExtractOptions {
   return {
     ...o,
-    model: o.model ?? DEFAULT_MODEL, split: o.split ?? DEFAULT_SPLIT, seed: o.seed ?? 42, batch: o.batch ?? 32,
-    workers: o.workers ?? cpus().length, threads: o.threads ?? cpus().length, maxPixels: o.maxPixels ?? DEFAULT_MAX_PIXELS,
-    quiet: o.quiet ?? false, log: o.log ?? silentLogger,
+    model: o.model ?? DEFAULT_MODEL,
+    split: o.split ?? DEFAULT_SPLIT,
+    seed: o.seed ?? 42,
+    batch: o.batch ?? 32,
+    workers: o.workers ?? cpus().length,
+    threads: o.threads ?? cpus().length,
+    maxPixels: o.maxPixels ?? DEFAULT_MAX_PIXELS,
+    quiet: o.quiet ?? false,
+    log: o.log ?? silentLogger,
   };
 }
 
-export interface ExtractResult { cacheDir: string; manifest: Manifest }
+export interface ExtractResult {
+  cacheDir: string;
+  manifest: Manifest;
+}
 
 /** Bumped when decoding changes in a way that changes pixels, so cached records are not reused. */
 const DECODER_VERSION = 1;
 
-
 /** Cache folder for one (dataset, model+weights, layer, pooling, preprocessing, decoder, precision, augmentation, TTA). */
-export function cacheDirFor(dataRoot: string, backbone: BackboneConfig, augment?: { spec: string; views: number; seed: number }, root = cacheRoot(), tta?: string): string {
-  const key = createHash('sha256').update(JSON.stringify({
-    root: dataRoot, w: backbone.weightsHash, layer: backbone.layer, pooling: backbone.pooling, pre: backbone.preprocessing, dec: DECODER_VERSION,
-    // Other pixels or another precision give other features: another cache (sharp + fp32 keep their old key).
-    ...(backbone.decoder && backbone.decoder !== 'sharp' ? { decoder: backbone.decoder } : {}),
-    ...(backbone.precision && backbone.precision !== 'fp32' ? { precision: backbone.precision } : {}),
-    ...(augment ? { augment } : {}), ...(tta ? { tta } : {}),
-  })).digest('hex').slice(0, 8);
+export function cacheDirFor(
+  dataRoot: string,
+  backbone: BackboneConfig,
+  augment?: { spec: string; views: number; seed: number },
+  root = cacheRoot(),
+  tta?: string,
+): string {
+  const key = createHash('sha256')
+    .update(
+      JSON.stringify({
+        root: dataRoot,
+        w: backbone.weightsHash,
+        layer: backbone.layer,
+        pooling: backbone.pooling,
+        pre: backbone.preprocessing,
+        dec: DECODER_VERSION,
+        // Other pixels or another precision give other features: another cache (sharp + fp32 keep their old key).
+        ...(backbone.decoder && backbone.decoder !== 'sharp' ? { decoder: backbone.decoder } : {}),
+        ...(backbone.precision && backbone.precision !== 'fp32' ? { precision: backbone.precision } : {}),
+        ...(augment ? { augment } : {}),
+        ...(tta ? { tta } : {}),
+      }),
+    )
+    .digest('hex')
+    .slice(0, 8);
   const dataset = basename(dataRoot).replace(/[^A-Za-z0-9._-]+/g, '_');
-  const suffix = (augment ? `-aug${augment.views}` : '') + (tta ? `-tta_${tta.replace(/,/g, '_')}` : '') + (backbone.precision === 'int8' ? '-int8' : '');
-  return join(root, 'cache', `${dataset}-${backbone.modelId}-${backbone.layer.replace(/,/g, '+')}-${backbone.pooling}${suffix}-${key}`);
+  const suffix =
+    (augment ? `-aug${augment.views}` : '') +
+    (tta ? `-tta_${tta.replace(/,/g, '_')}` : '') +
+    (backbone.precision === 'int8' ? '-int8' : '');
+  return join(
+    root,
+    'cache',
+    `${dataset}-${backbone.modelId}-${backbone.layer.replace(/,/g, '+')}-${backbone.pooling}${suffix}-${key}`,
+  );
 }
 
 /**
  * What one image contributes: record keys for view 0 (the image) and each augmented view, and with
  * TTA the keys of the extra fixed views whose features are averaged into view 0.
  */
-interface ImagePlan { viewKeys: string[]; viewParams: (AugmentParams | null)[]; ttaKeys: string[]; ttaParams: (AugmentParams | null)[] }
+interface ImagePlan {
+  viewKeys: string[];
+  viewParams: (AugmentParams | null)[];
+  ttaKeys: string[];
+  ttaParams: (AugmentParams | null)[];
+}
 
 /**
  * Views of each image. Augmentation parameters depend only on (seed, view, image content), so a
  * resumed or incremental run draws exactly the same views.
  */
-function planViews(images: readonly ImageEntry[], keys: readonly string[], augment: ExtractOptions['augment'], seed: number, tta?: TtaSpec): ImagePlan[] {
-  const augKey = augment ? createHash('sha256').update(`${formatAugmentSpec(augment.spec)}|${seed}`).digest('hex').slice(0, 12) : '';
+function planViews(
+  images: readonly ImageEntry[],
+  keys: readonly string[],
+  augment: ExtractOptions['augment'],
+  seed: number,
+  tta?: TtaSpec,
+): ImagePlan[] {
+  const augKey = augment
+    ? createHash('sha256')
+        .update(`${formatAugmentSpec(augment.spec)}|${seed}`)
+        .digest('hex')
+        .slice(0, 12)
+    : '';
   const extraViews = isTta(tta) ? ttaViews(tta).slice(1) : [];
   return images.map((img, i) => {
     const key = keys[i]!;
     const plan: ImagePlan = {
-      viewKeys: [key], viewParams: [null],
-      ttaKeys: extraViews.map((v) => `${key}:tta:${v.name}`), ttaParams: extraViews.map((v) => v.params),
+      viewKeys: [key],
+      viewParams: [null],
+      ttaKeys: extraViews.map((v) => `${key}:tta:${v.name}`),
+      ttaParams: extraViews.map((v) => v.params),
     };
     if (augment && img.split === 'train') {
       const contentSeed = parseInt(key.slice(0, 8), 16);
@@ -170,11 +230,18 @@ export interface ExtractionPlan {
  * Scan, split, key and plan. `select` narrows the work to one shard (same scan and split as every
  * other shard, so row order and splits agree); `recordPrefix` names this writer's record chunks.
  */
-export async function planExtraction(options: ExtractOptions, select?: (img: ImageEntry) => boolean, recordPrefix?: string): Promise<ExtractionPlan> {
+export async function planExtraction(
+  options: ExtractOptions,
+  select?: (img: ImageEntry) => boolean,
+  recordPrefix?: string,
+): Promise<ExtractionPlan> {
   const opts = withDefaults(options);
   const log = opts.log;
   const dataArg = opts.data ?? defaultDatasetDir(opts.cacheRoot);
-  if (!dataArg) throw new UserError('no --data given, no images/ folder in the cache root, and no offline mirror with datasets/cats-vs-dogs');
+  if (!dataArg)
+    throw new UserError(
+      'no --data given, no images/ folder in the cache root, and no offline mirror with datasets/cats-vs-dogs',
+    );
   const scan = scanDataset(dataArg, log);
   const images = splitImages(scan, opts.split, opts.seed);
   const tScan = performance.now();
@@ -182,9 +249,14 @@ export async function planExtraction(options: ExtractOptions, select?: (img: Ima
   if (opts.augment && (!isAugmenting(opts.augment.spec) || opts.augment.views < 1)) {
     throw new UserError('--augment needs at least one transform and --views K >= 1');
   }
-  const augmentInfo = opts.augment ? { spec: formatAugmentSpec(opts.augment.spec), views: opts.augment.views, seed: opts.seed } : undefined;
+  const augmentInfo = opts.augment
+    ? { spec: formatAugmentSpec(opts.augment.spec), views: opts.augment.views, seed: opts.seed }
+    : undefined;
   const tta = isTta(opts.tta) ? formatTtaSpec(opts.tta) : undefined;
-  if (tta && augmentInfo) throw new UserError('--tta and --augment cannot be combined (the augmented rows would be single views of TTA-averaged images)');
+  if (tta && augmentInfo)
+    throw new UserError(
+      '--tta and --augment cannot be combined (the augmented rows would be single views of TTA-averaged images)',
+    );
   let cfg: BackboneConfig;
   let onnxPath: string | null = null;
   let backbone: Awaited<ReturnType<typeof prepareBackbone>> | undefined;
@@ -192,14 +264,34 @@ export async function planExtraction(options: ExtractOptions, select?: (img: Ima
   if (opts.merge) {
     cfg = opts.merge.backbone; // merge computes nothing: the shards' recorded config (decoder, precision included)
   } else {
-    backbone = await prepareBackbone({ model: opts.model, layer: opts.layer, pooling: opts.pooling, preprocessing: opts.preprocessing, onnxLayout: opts.onnxLayout, log });
+    backbone = await prepareBackbone({
+      model: opts.model,
+      layer: opts.layer,
+      pooling: opts.pooling,
+      preprocessing: opts.preprocessing,
+      onnxLayout: opts.onnxLayout,
+      log,
+    });
     cfg = runConfig(backbone, { precision, decoder: opts.decoder });
   }
   const cacheDir = opts.out ?? cacheDirFor(scan.root, cfg, augmentInfo, cacheRoot(opts.cacheRoot), tta);
-  const store = RecordStore.open(join(cacheDir, 'records'), cfg.featureDim, log, recordPrefix ? { prefix: recordPrefix } : {});
+  const store = RecordStore.open(
+    join(cacheDir, 'records'),
+    cfg.featureDim,
+    log,
+    recordPrefix ? { prefix: recordPrefix } : {},
+  );
   if (backbone) {
     // int8 calibration draws from all training images (not one shard's), so every shard quantizes alike.
-    onnxPath = await graphForCache(backbone, cacheDir, { precision, decoder: opts.decoder, images, seed: opts.seed, threads: opts.threads, maxPixels: opts.maxPixels, log });
+    onnxPath = await graphForCache(backbone, cacheDir, {
+      precision,
+      decoder: opts.decoder,
+      images,
+      seed: opts.seed,
+      threads: opts.threads,
+      maxPixels: opts.maxPixels,
+      log,
+    });
   }
 
   const selected = select ? images.filter(select) : images;
@@ -210,14 +302,36 @@ export async function planExtraction(options: ExtractOptions, select?: (img: Ima
   const jobs: Job[] = [];
   const queued = new Set<string>();
   plans.forEach((plan, i) => {
-    const allKeys = [...plan.viewKeys, ...plan.ttaKeys], allParams = [...plan.viewParams, ...plan.ttaParams];
+    const allKeys = [...plan.viewKeys, ...plan.ttaKeys],
+      allParams = [...plan.viewParams, ...plan.ttaParams];
     const need = allKeys.map((_, v) => v).filter((v) => !store.has(allKeys[v]!) && !queued.has(allKeys[v]!));
     if (need.length === 0) return;
     for (const v of need) queued.add(allKeys[v]!);
-    jobs.push({ image: selected[i]!, absPath: selected[i]!.absPath, keys: need.map((v) => allKeys[v]!), views: need.map((v) => allParams[v]!) });
+    jobs.push({
+      image: selected[i]!,
+      absPath: selected[i]!.absPath,
+      keys: need.map((v) => allKeys[v]!),
+      views: need.map((v) => allParams[v]!),
+    });
   });
   const totalViews = plans.reduce((a, p) => a + p.viewKeys.length + p.ttaKeys.length, 0);
-  return { scan, images, selected, plans, jobs, missing: queued.size, totalViews, cfg, onnxPath, cacheDir, store, augmentInfo, tScan, tHash, opts };
+  return {
+    scan,
+    images,
+    selected,
+    plans,
+    jobs,
+    missing: queued.size,
+    totalViews,
+    cfg,
+    onnxPath,
+    cacheDir,
+    store,
+    augmentInfo,
+    tScan,
+    tHash,
+    opts,
+  };
 }
 
 export async function extractFeatures(options: ExtractOptions): Promise<ExtractResult> {
@@ -226,8 +340,17 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
   const opts = p.opts;
   const log = opts.log;
   const { scan, images, plans, jobs, missing, totalViews, cfg, cacheDir, store, augmentInfo } = p;
-  if (opts.merge && missing > 0) throw new UserError(describeMissing(p.jobs.map((j) => shardOf(j.image.path, opts.merge!.shards)), missing, opts.merge.shards));
-  log.info(`${images.length} images${augmentInfo ? ` (+${totalViews - images.length} augmented views)` : ''}, ${scan.classes.length} classes; ${totalViews - missing} cached, ${missing} to extract (${cfg.modelId} @ ${cfg.layer}, pooling ${cfg.pooling}, D=${cfg.featureDim})`);
+  if (opts.merge && missing > 0)
+    throw new UserError(
+      describeMissing(
+        p.jobs.map((j) => shardOf(j.image.path, opts.merge!.shards)),
+        missing,
+        opts.merge.shards,
+      ),
+    );
+  log.info(
+    `${images.length} images${augmentInfo ? ` (+${totalViews - images.length} augmented views)` : ''}, ${scan.classes.length} classes; ${totalViews - missing} cached, ${missing} to extract (${cfg.modelId} @ ${cfg.layer}, pooling ${cfg.pooling}, D=${cfg.featureDim})`,
+  );
 
   let computedSeconds = 0;
   if (jobs.length > 0) {
@@ -238,28 +361,57 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
   const tExtract = performance.now();
 
   const manifest = assembleCache({
-    cacheDir, images, plans, classes: scan.classes, scanSkipped: scan.skipped, store, backbone: cfg, dataRoot: scan.root,
-    presplit: scan.presplit, split: opts.split, seed: opts.seed, augment: augmentInfo, log,
+    cacheDir,
+    images,
+    plans,
+    classes: scan.classes,
+    scanSkipped: scan.skipped,
+    store,
+    backbone: cfg,
+    dataRoot: scan.root,
+    presplit: scan.presplit,
+    split: opts.split,
+    seed: opts.seed,
+    augment: augmentInfo,
+    log,
     ...(isTta(opts.tta) ? { tta: ttaManifest(opts.tta) } : {}),
   });
   store.compact(new Set(plans.flatMap((pl) => [...pl.viewKeys, ...pl.ttaKeys])));
   const tEnd = performance.now();
   manifest.timings = {
-    scanSeconds: round3((p.tScan - t0) / 1000), hashSeconds: round3((p.tHash - p.tScan) / 1000), extractSeconds: round3(computedSeconds),
-    writeSeconds: round3((tEnd - tExtract) / 1000), totalSeconds: round3((tEnd - t0) / 1000),
-    computed: missing, reused: totalViews - missing,
+    scanSeconds: round3((p.tScan - t0) / 1000),
+    hashSeconds: round3((p.tHash - p.tScan) / 1000),
+    extractSeconds: round3(computedSeconds),
+    writeSeconds: round3((tEnd - tExtract) / 1000),
+    totalSeconds: round3((tEnd - t0) / 1000),
+    computed: missing,
+    reused: totalViews - missing,
     extractImagesPerSecond: computedSeconds > 0 ? Math.round((missing / computedSeconds) * 10) / 10 : null,
   };
   writeFileAtomic(join(cacheDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
   return { cacheDir, manifest };
 }
 
-function round3(x: number): number { return Math.round(x * 1000) / 1000; }
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
 
-export interface Job { image: ImageEntry; absPath: string; keys: string[]; views: (AugmentParams | null)[] }
+export interface Job {
+  image: ImageEntry;
+  absPath: string;
+  keys: string[];
+  views: (AugmentParams | null)[];
+}
 
 /** Persist every batch before starting the next, so an interruption loses at most one batch. */
-export async function computeMissing(jobs: Job[], total: number, onnxPath: string, cfg: BackboneConfig, store: RecordStore, opts: ResolvedExtractOptions): Promise<void> {
+export async function computeMissing(
+  jobs: Job[],
+  total: number,
+  onnxPath: string,
+  cfg: BackboneConfig,
+  store: RecordStore,
+  opts: ResolvedExtractOptions,
+): Promise<void> {
   // Loaded here, not at the top: decoding brings in sharp, which an up-to-date cache never needs.
   const { runBackbone } = await import('./run-backbone.ts');
   const progress = new Progress({ label: 'extract', total, quiet: opts.quiet, log: opts.log });

@@ -32,7 +32,10 @@ export interface RunGraphOptions {
 }
 
 /** Config fields that depend on the run, not the model: decoder and precision. */
-export function runConfig(backbone: PreparedBackbone, opts: { precision: Precision; decoder?: DecoderChoice }): BackboneConfig {
+export function runConfig(
+  backbone: PreparedBackbone,
+  opts: { precision: Precision; decoder?: DecoderChoice },
+): BackboneConfig {
   return { ...backbone.config, decoder: decoderId(resolveDecoder(opts.decoder)), precision: opts.precision };
 }
 
@@ -54,13 +57,25 @@ export function quantizeSettingsForCpu(): QuantizeSettings {
 export function calibrationSample(images: readonly ImageEntry[], seed: number, n: number): ImageEntry[] {
   const train = images.filter((i) => i.split === 'train');
   const rank = (p: string): string => createHash('sha1').update(`${seed}\0${p}`).digest('hex');
-  return train.map((i) => ({ i, r: rank(i.path) })).sort((a, b) => (a.r < b.r ? -1 : a.r > b.r ? 1 : 0)).slice(0, n).map((x) => x.i);
+  return train
+    .map((i) => ({ i, r: rank(i.path) }))
+    .sort((a, b) => (a.r < b.r ? -1 : a.r > b.r ? 1 : 0))
+    .slice(0, n)
+    .map((x) => x.i);
 }
 
-interface Pinned { paths: string[]; keys: string[]; settings: QuantizeSettings }
+interface Pinned {
+  paths: string[];
+  keys: string[];
+  settings: QuantizeSettings;
+}
 
 /** The graph file to run for this cache folder: the fp32 conversion, or its calibrated int8 version. */
-export async function graphForCache(backbone: PreparedBackbone, cacheDir: string, opts: RunGraphOptions): Promise<string> {
+export async function graphForCache(
+  backbone: PreparedBackbone,
+  cacheDir: string,
+  opts: RunGraphOptions,
+): Promise<string> {
   if (opts.precision === 'fp32') return backbone.onnxPath;
   const pinFile = join(cacheDir, CALIBRATION_FILE);
   let pin: Pinned;
@@ -69,7 +84,13 @@ export async function graphForCache(backbone: PreparedBackbone, cacheDir: string
   } else {
     const sample = calibrationSample(opts.images, opts.seed, opts.calibrationImages ?? DEFAULT_CALIBRATION_IMAGES);
     if (sample.length === 0) throw new UserError('--precision int8 needs training images to calibrate on');
-    const keys = await Promise.all(sample.map(async (s) => createHash('sha1').update(await readFile(s.absPath)).digest('hex')));
+    const keys = await Promise.all(
+      sample.map(async (s) =>
+        createHash('sha1')
+          .update(await readFile(s.absPath))
+          .digest('hex'),
+      ),
+    );
     pin = { paths: sample.map((s) => s.path), keys, settings: quantizeSettingsForCpu() };
   }
   // Loaded here, not at the top: a no-op extract (fp32, or int8 already calibrated) never loads sharp.
@@ -103,8 +124,14 @@ export async function graphForCache(backbone: PreparedBackbone, cacheDir: string
 /** For predict: the int8 graph a cache was extracted with (recorded in its calibration file). */
 export function pinnedInt8Graph(cacheDir: string, fp32Path: string): string {
   const pinFile = join(cacheDir, CALIBRATION_FILE);
-  if (!existsSync(pinFile)) throw new UserError(`${cacheDir} was extracted in int8 but has no ${CALIBRATION_FILE}; re-run extract with --precision int8`);
+  if (!existsSync(pinFile))
+    throw new UserError(
+      `${cacheDir} was extracted in int8 but has no ${CALIBRATION_FILE}; re-run extract with --precision int8`,
+    );
   const graph = join(dirname(fp32Path), JSON.parse(readFileSync(pinFile, 'utf8')).graph as string);
-  if (!existsSync(graph)) throw new UserError(`the int8 graph ${graph} is gone; re-run extract with --precision int8 on ${cacheDir} to rebuild it`);
+  if (!existsSync(graph))
+    throw new UserError(
+      `the int8 graph ${graph} is gone; re-run extract with --precision int8 on ${cacheDir} to rebuild it`,
+    );
   return graph;
 }

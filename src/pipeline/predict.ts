@@ -27,13 +27,23 @@ function averageViews<T>(results: readonly ImageResult<T>[]): ImageResult<T>[] {
   }
   for (const [item, list] of byItem) {
     const bad = list.find((r) => 'error' in r);
-    out.push(bad ?? { item, view: 0, features: meanFeatures(list.map((r) => (r as { features: Float32Array }).features)) });
+    out.push(
+      bad ?? { item, view: 0, features: meanFeatures(list.map((r) => (r as { features: Float32Array }).features)) },
+    );
   }
   return out;
 }
 
-export interface Prediction { path: string; label: string; probability: number; probabilities: Record<string, number> }
-export interface PredictFailure { path: string; reason: string }
+export interface Prediction {
+  path: string;
+  label: string;
+  probability: number;
+  probabilities: Record<string, number>;
+}
+export interface PredictFailure {
+  path: string;
+  reason: string;
+}
 
 export interface PredictOptions extends Partial<BackboneRunOptions> {
   /** Saved head, or a finetune output folder; default the newest head of the newest cache under cacheRoot. */
@@ -48,14 +58,24 @@ type ResolvedPredictOptions = PredictOptions & BackboneRunOptions & { log: Logge
 
 /** Defaults as the CLI's: batch 32, one decode and one ORT thread per core. */
 function withDefaults(o: PredictOptions): ResolvedPredictOptions {
-  return { ...o, batch: o.batch ?? 32, workers: o.workers ?? cpus().length, threads: o.threads ?? cpus().length, maxPixels: o.maxPixels ?? DEFAULT_MAX_PIXELS, log: o.log ?? silentLogger };
+  return {
+    ...o,
+    batch: o.batch ?? 32,
+    workers: o.workers ?? cpus().length,
+    threads: o.threads ?? cpus().length,
+    maxPixels: o.maxPixels ?? DEFAULT_MAX_PIXELS,
+    log: o.log ?? silentLogger,
+  };
 }
 
 /** --head default: the most recently saved head of the most recent cache. */
 export function newestHeadPath(root?: string): string {
   const dir = join(defaultCacheDir(root), 'heads');
   const metas = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.meta.json')) : [];
-  if (metas.length === 0) throw new UserError(`no trained head in ${dir}; run 'convcache train-head' or 'convcache compare' first, or pass --head FILE`);
+  if (metas.length === 0)
+    throw new UserError(
+      `no trained head in ${dir}; run 'convcache train-head' or 'convcache compare' first, or pass --head FILE`,
+    );
   metas.sort((a, b) => statSync(join(dir, b)).mtimeMs - statSync(join(dir, a)).mtimeMs);
   return join(dir, metas[0]!.slice(0, -'.meta.json'.length));
 }
@@ -66,9 +86,18 @@ export function expandInputs(inputs: readonly string[]): { files: string[]; miss
   const missing: PredictFailure[] = [];
   for (const input of inputs) {
     const p = resolve(input);
-    if (!existsSync(p)) { missing.push({ path: input, reason: 'no such file or directory' }); continue; }
+    if (!existsSync(p)) {
+      missing.push({ path: input, reason: 'no such file or directory' });
+      continue;
+    }
     if (statSync(p).isDirectory()) {
-      const found = fg.sync(IMAGE_GLOB, { cwd: p, caseSensitiveMatch: false, dot: false, followSymbolicLinks: false, absolute: true });
+      const found = fg.sync(IMAGE_GLOB, {
+        cwd: p,
+        caseSensitiveMatch: false,
+        dot: false,
+        followSymbolicLinks: false,
+        absolute: true,
+      });
       if (found.length === 0) missing.push({ path: input, reason: 'folder has no images' });
       files.push(...found.sort(compareCodePoints));
     } else files.push(p);
@@ -80,7 +109,9 @@ export function expandInputs(inputs: readonly string[]): { files: string[]; miss
  * Classify images with a saved head, running the conv base exactly as the head's cache was extracted
  * (same model weights, layer, pooling and preprocessing, all read from the head's metadata).
  */
-export async function predictImages(options: PredictOptions): Promise<{ predictions: Prediction[]; failures: PredictFailure[] }> {
+export async function predictImages(
+  options: PredictOptions,
+): Promise<{ predictions: Prediction[]; failures: PredictFailure[] }> {
   const opts = withDefaults(options);
   const headPath = opts.head ?? newestHeadPath(opts.cacheRoot);
   if (existsSync(join(headPath, 'finetune.json'))) return predictFinetuned(headPath, opts);
@@ -88,19 +119,33 @@ export async function predictImages(options: PredictOptions): Promise<{ predicti
   const head = await loadHead(headPath);
   const b = meta.backbone;
   const model = findBackbone(b.modelId) ? b.modelId : b.modelSource;
-  const backbone = await prepareBackbone({ model, layer: b.layer, pooling: b.pooling, preprocessing: b.preprocessing, onnxLayout: b.layout, log: opts.log });
+  const backbone = await prepareBackbone({
+    model,
+    layer: b.layer,
+    pooling: b.pooling,
+    preprocessing: b.preprocessing,
+    onnxLayout: b.layout,
+    log: opts.log,
+  });
   if (backbone.config.weightsHash !== b.weightsHash) {
-    throw new UserError(`the model found for '${model}' has weights ${backbone.config.weightsHash}, but the head was trained on features of weights ${b.weightsHash}`);
+    throw new UserError(
+      `the model found for '${model}' has weights ${backbone.config.weightsHash}, but the head was trained on features of weights ${b.weightsHash}`,
+    );
   }
-  if (backbone.config.featureDim !== meta.featureDim) throw new UserError(`backbone gives D=${backbone.config.featureDim}, head expects ${meta.featureDim}`);
+  if (backbone.config.featureDim !== meta.featureDim)
+    throw new UserError(`backbone gives D=${backbone.config.featureDim}, head expects ${meta.featureDim}`);
   const { files, missing } = expandInputs(opts.inputs);
   const failures: PredictFailure[] = [...missing];
   const predictions: Prediction[] = [];
   // A TTA cache's features are the mean over fixed views: predict averages the same views.
   const views = meta.tta ? ttaViews(parseTtaSpec(meta.tta.spec)).map((v) => v.params) : undefined;
-  const items = files.map((absPath, i) => ({ absPath, display: displayPath(opts.inputs, absPath, i), ...(views ? { views } : {}) }));
+  const items = files.map((absPath, i) => ({
+    absPath,
+    display: displayPath(opts.inputs, absPath, i),
+    ...(views ? { views } : {}),
+  }));
   // The head's features came from this decoder and precision: predict must use the same.
-  const decoder = b.decoder && b.decoder !== 'sharp' ? 'fast' as const : 'sharp' as const;
+  const decoder = b.decoder && b.decoder !== 'sharp' ? ('fast' as const) : ('sharp' as const);
   const graph = b.precision === 'int8' ? pinnedInt8Graph(meta.cacheDir, backbone.onnxPath) : backbone.onnxPath;
   for await (const raw of runBackbone(items, graph, backbone.config, { ...opts, decoder })) {
     const results = views ? averageViews(raw) : raw;
@@ -117,7 +162,9 @@ export async function predictImages(options: PredictOptions): Promise<{ predicti
       let best = 0;
       for (let c = 1; c < k; c++) if (row[c]! > row[best]!) best = c;
       predictions.push({
-        path: r.item.display, label: meta.classes[best]!, probability: row[best]!,
+        path: r.item.display,
+        label: meta.classes[best]!,
+        probability: row[best]!,
         probabilities: Object.fromEntries(meta.classes.map((c, j) => [c, row[j]!])),
       });
     });
@@ -129,7 +176,10 @@ export async function predictImages(options: PredictOptions): Promise<{ predicti
  * A fine-tuned model (`convcache finetune --out DIR`): the exported TF.js layers model already ends
  * in the softmax, so the "features" at its last layer are the class probabilities.
  */
-async function predictFinetuned(dir: string, opts: ResolvedPredictOptions): Promise<{ predictions: Prediction[]; failures: PredictFailure[] }> {
+async function predictFinetuned(
+  dir: string,
+  opts: ResolvedPredictOptions,
+): Promise<{ predictions: Prediction[]; failures: PredictFailure[] }> {
   const file = join(dir, 'finetune.json');
   let report: { classes: string[]; preprocessing: Preprocessing; export: { tfjs: string; outputLayer: string } };
   try {
@@ -137,26 +187,44 @@ async function predictFinetuned(dir: string, opts: ResolvedPredictOptions): Prom
   } catch (e) {
     throw new UserError(`cannot read ${file}: ${(e as Error).message.split('\n')[0]}`);
   }
-  if (!Array.isArray(report?.classes) || !report.preprocessing?.size || !report.export?.tfjs || !report.export?.outputLayer) {
-    throw new UserError(`${file} is not a complete finetune result (classes, preprocessing and export are needed); re-run 'convcache finetune'`);
+  if (
+    !Array.isArray(report?.classes) ||
+    !report.preprocessing?.size ||
+    !report.export?.tfjs ||
+    !report.export?.outputLayer
+  ) {
+    throw new UserError(
+      `${file} is not a complete finetune result (classes, preprocessing and export are needed); re-run 'convcache finetune'`,
+    );
   }
   const { size, resize, cropPct, kernel, channelOrder, mean, std } = report.preprocessing;
   const backbone = await prepareBackbone({
-    model: join(dir, report.export.tfjs), layer: report.export.outputLayer, pooling: 'none',
-    preprocessing: { size, resize, ...(cropPct !== undefined ? { cropPct } : {}), kernel, channelOrder, mean, std }, log: opts.log,
+    model: join(dir, report.export.tfjs),
+    layer: report.export.outputLayer,
+    pooling: 'none',
+    preprocessing: { size, resize, ...(cropPct !== undefined ? { cropPct } : {}), kernel, channelOrder, mean, std },
+    log: opts.log,
   });
-  if (backbone.config.featureDim !== report.classes.length) throw new UserError(`${dir}: model outputs ${backbone.config.featureDim} values for ${report.classes.length} classes`);
+  if (backbone.config.featureDim !== report.classes.length)
+    throw new UserError(
+      `${dir}: model outputs ${backbone.config.featureDim} values for ${report.classes.length} classes`,
+    );
   const { files, missing } = expandInputs(opts.inputs);
   const failures: PredictFailure[] = [...missing];
   const predictions: Prediction[] = [];
   const items = files.map((absPath, i) => ({ absPath, display: displayPath(opts.inputs, absPath, i) }));
   for await (const results of runBackbone(items, backbone.onnxPath, backbone.config, opts)) {
     for (const r of results) {
-      if ('error' in r) { failures.push({ path: r.item.display, reason: r.error }); continue; }
+      if ('error' in r) {
+        failures.push({ path: r.item.display, reason: r.error });
+        continue;
+      }
       let best = 0;
       for (let c = 1; c < r.features.length; c++) if (r.features[c]! > r.features[best]!) best = c;
       predictions.push({
-        path: r.item.display, label: report.classes[best]!, probability: r.features[best]!,
+        path: r.item.display,
+        label: report.classes[best]!,
+        probability: r.features[best]!,
         probabilities: Object.fromEntries(report.classes.map((c, j) => [c, r.features[j]!])),
       });
     }

@@ -16,13 +16,17 @@ export interface BackboneRunOptions {
 }
 
 /** One finished image view: its features, or why the image could not be used. */
-export type ImageResult<T> = { item: T; view: number; features: Float32Array } | { item: T; view: number; error: string };
+export type ImageResult<T> =
+  { item: T; view: number; features: Float32Array } | { item: T; view: number; error: string };
 
 /**
  * An image to run; `views` lists augmentations to apply to the decoded image (null = the image as
  * is). The image is decoded once and every view goes through the conv base. Default: [null].
  */
-export interface BackboneItem { absPath: string; views?: readonly (AugmentParams | null)[] }
+export interface BackboneItem {
+  absPath: string;
+  views?: readonly (AugmentParams | null)[];
+}
 
 /**
  * Stream images through decode → conv base, one batch at a time, in input order. Decodes run ahead
@@ -30,18 +34,28 @@ export interface BackboneItem { absPath: string; views?: readonly (AugmentParams
  * there), with bounded look-ahead so memory stays flat however many images there are.
  */
 export async function* runBackbone<T extends BackboneItem>(
-  items: readonly T[], onnxPath: string, cfg: BackboneConfig, opts: BackboneRunOptions,
+  items: readonly T[],
+  onnxPath: string,
+  cfg: BackboneConfig,
+  opts: BackboneRunOptions,
 ): AsyncGenerator<ImageResult<T>[]> {
   const { OrtFeatureRunner } = await import('../backbone/ort-runner.ts');
   const [h, w] = cfg.preprocessing.size;
   const per = h * w * 3;
-  const runner: OrtFeatureRunner = await OrtFeatureRunner.create(onnxPath, [h, w, 3], cfg.featureDim, { threads: opts.threads });
+  const runner: OrtFeatureRunner = await OrtFeatureRunner.create(onnxPath, [h, w, 3], cfg.featureDim, {
+    threads: opts.threads,
+  });
   let batchBuf: Uint8Array = new Uint8Array(opts.batch * per);
   type Decoded = DecodedImage<T>;
   const decoder = resolveDecoder(opts.decoder);
   // Fast path: decode threads of our own (ORT's run() blocks this thread); sharp: the libuv pool.
   const pool = decoder === 'fast' ? new DecodePool(opts.workers, cfg.preprocessing, opts.maxPixels) : undefined;
-  const images = decodeAhead(items, (item) => item.absPath, cfg.preprocessing, { lookahead: Math.max(opts.workers, opts.batch * 2), maxPixels: opts.maxPixels, decoder, pool });
+  const images = decodeAhead(items, (item) => item.absPath, cfg.preprocessing, {
+    lookahead: Math.max(opts.workers, opts.batch * 2),
+    maxPixels: opts.maxPixels,
+    decoder,
+    pool,
+  });
   let exhausted = false;
   try {
     while (!exhausted) {
@@ -50,7 +64,10 @@ export async function* runBackbone<T extends BackboneItem>(
       let ok = 0;
       while (ok < opts.batch) {
         const r = await images.next();
-        if (r.done) { exhausted = true; break; }
+        if (r.done) {
+          exhausted = true;
+          break;
+        }
         const d = r.value;
         if ('pixels' in d) {
           for (const view of d.item.views ?? [null]) {
@@ -69,9 +86,11 @@ export async function* runBackbone<T extends BackboneItem>(
       for (const d of decoded) {
         const views = d.item.views ?? [null];
         for (let v = 0; v < views.length; v++) {
-          results.push('pixels' in d
-            ? { item: d.item, view: v, features: feats.subarray(row * cfg.featureDim, ++row * cfg.featureDim) }
-            : { item: d.item, view: v, error: d.error });
+          results.push(
+            'pixels' in d
+              ? { item: d.item, view: v, features: feats.subarray(row * cfg.featureDim, ++row * cfg.featureDim) }
+              : { item: d.item, view: v, error: d.error },
+          );
         }
       }
       yield results;

@@ -12,7 +12,10 @@ import { cpus } from 'node:os';
  * machine's noise, so the cheaper one: libjpeg-turbo + the SIMD resize cost ~1-2 ms of CPU per image
  * against ~6-8 ms for the conv base. `npm run bench -- --schedule-images N` times the alternatives.
  */
-export interface Schedule { threads: number; workers: number }
+export interface Schedule {
+  threads: number;
+  workers: number;
+}
 
 export function autoSchedule(cores = cpus().length): Schedule {
   return { threads: Math.max(1, cores), workers: Math.max(1, Math.floor(cores / 2)) };

@@ -15,7 +15,10 @@ import type { Preprocessing } from '../backbone/preprocess.ts';
  * collide, a killed shard resumes by running again, and `merge` (or a plain extract) assembles the
  * outputs afterwards, byte-identical to a single-machine run.
  */
-export interface Shard { index: number; count: number }
+export interface Shard {
+  index: number;
+  count: number;
+}
 
 /** Written by every shard (identical content): what merge needs to assemble without the flags. */
 export const SHARD_RUN_FILE = 'shard-run.json';
@@ -37,8 +40,10 @@ export function parseShard(v: string): Shard {
 }
 
 function checkShard(index: number, count: number, source: string): Shard {
-  if (!Number.isInteger(count) || count < 1 || count > 100000) throw new UserError(`${source}: shard count must be an integer from 1 to 100000, got ${count}`);
-  if (!Number.isInteger(index) || index < 0 || index >= count) throw new UserError(`${source}: shard index must be from 0 to ${count - 1}, got ${index}`);
+  if (!Number.isInteger(count) || count < 1 || count > 100000)
+    throw new UserError(`${source}: shard count must be an integer from 1 to 100000, got ${count}`);
+  if (!Number.isInteger(index) || index < 0 || index >= count)
+    throw new UserError(`${source}: shard index must be from 0 to ${count - 1}, got ${index}`);
   return { index, count };
 }
 
@@ -48,10 +53,14 @@ function checkShard(index: number, count: number, source: string): Shard {
  * SLURM_ARRAY_TASK_COUNT (or --shards; offset by SLURM_ARRAY_TASK_MIN so --array=1-N works too).
  * Undefined: not sharded.
  */
-export function resolveShard(flags: { shard?: string; shards?: number }, env: NodeJS.ProcessEnv = process.env): Shard | undefined {
+export function resolveShard(
+  flags: { shard?: string; shards?: number },
+  env: NodeJS.ProcessEnv = process.env,
+): Shard | undefined {
   if (flags.shard !== undefined) {
     const s = parseShard(flags.shard);
-    if (flags.shards !== undefined && flags.shards !== s.count) throw new UserError(`--shard ${flags.shard} disagrees with --shards ${flags.shards}`);
+    if (flags.shards !== undefined && flags.shards !== s.count)
+      throw new UserError(`--shard ${flags.shard} disagrees with --shards ${flags.shards}`);
     return s;
   }
   const int = (name: string): number | undefined => {
@@ -71,30 +80,46 @@ export function resolveShard(flags: { shard?: string; shards?: number }, env: No
   if (k8s !== undefined) return checkShard(k8s, flags.shards, 'JOB_COMPLETION_INDEX');
   if (aws !== undefined) return checkShard(aws, flags.shards, 'AWS_BATCH_JOB_ARRAY_INDEX');
   if (slurm !== undefined) return checkShard(slurm, flags.shards, 'SLURM_ARRAY_TASK_ID');
-  throw new UserError(`--shards ${flags.shards} needs a shard index: --shard K/${flags.shards}, or JOB_COMPLETION_INDEX / SLURM_ARRAY_TASK_ID / AWS_BATCH_JOB_ARRAY_INDEX in the environment`);
+  throw new UserError(
+    `--shards ${flags.shards} needs a shard index: --shard K/${flags.shards}, or JOB_COMPLETION_INDEX / SLURM_ARRAY_TASK_ID / AWS_BATCH_JOB_ARRAY_INDEX in the environment`,
+  );
 }
 
 /** One line for a merge that finds images without records. */
 export function describeMissing(shardOfEachMissingImage: readonly number[], views: number, count: number): string {
   const shards = [...new Set(shardOfEachMissingImage)].sort((a, b) => a - b);
-  const list = shards.length > 12 ? `${shards.slice(0, 12).join(', ')}, … (${shards.length} shards)` : shards.join(', ');
-  return `${shardOfEachMissingImage.length} images (${views} records) have no features yet, from shard${shards.length === 1 ? '' : 's'} ${list} of ${count}; `
-    + `run (or re-run) those shards with 'extract --shard K/${count}' on the same --out, then merge again (nothing was written)`;
+  const list =
+    shards.length > 12 ? `${shards.slice(0, 12).join(', ')}, … (${shards.length} shards)` : shards.join(', ');
+  return (
+    `${shardOfEachMissingImage.length} images (${views} records) have no features yet, from shard${shards.length === 1 ? '' : 's'} ${list} of ${count}; ` +
+    `run (or re-run) those shards with 'extract --shard K/${count}' on the same --out, then merge again (nothing was written)`
+  );
 }
 
 /** What merge needs: the extract options every shard ran with (minus per-process ones) and the backbone. */
 export interface ShardRun {
   shards: number;
   options: {
-    data: string; model: string; layer?: string; pooling?: string; preprocessing?: Partial<Preprocessing>; onnxLayout?: 'nchw' | 'nhwc';
-    split: ExtractOptions['split']; seed: number; augment?: { spec: string; views: number }; tta?: string;
+    data: string;
+    model: string;
+    layer?: string;
+    pooling?: string;
+    preprocessing?: Partial<Preprocessing>;
+    onnxLayout?: 'nchw' | 'nhwc';
+    split: ExtractOptions['split'];
+    seed: number;
+    augment?: { spec: string; views: number };
+    tta?: string;
   };
   backbone: BackboneConfig;
 }
 
 export function readShardRun(out: string): ShardRun {
   const path = join(out, SHARD_RUN_FILE);
-  if (!existsSync(path)) throw new UserError(`${out} has no ${SHARD_RUN_FILE}: no sharded extraction ran there (run 'extract --shard K/N --out ${out}' first)`);
+  if (!existsSync(path))
+    throw new UserError(
+      `${out} has no ${SHARD_RUN_FILE}: no sharded extraction ran there (run 'extract --shard K/N --out ${out}' first)`,
+    );
   try {
     return JSON.parse(readFileSync(path, 'utf8')) as ShardRun;
   } catch {
@@ -127,9 +152,15 @@ export async function extractShard(options: ExtractOptions, shard: Shard): Promi
   const run: ShardRun = {
     shards: shard.count,
     options: {
-      data: p.scan.root, model: opts.model, ...(opts.layer ? { layer: opts.layer } : {}), ...(opts.pooling ? { pooling: opts.pooling } : {}),
-      ...(opts.preprocessing ? { preprocessing: opts.preprocessing } : {}), ...(opts.onnxLayout ? { onnxLayout: opts.onnxLayout } : {}),
-      split: opts.split, seed: opts.seed, ...(p.augmentInfo ? { augment: { spec: p.augmentInfo.spec, views: p.augmentInfo.views } } : {}),
+      data: p.scan.root,
+      model: opts.model,
+      ...(opts.layer ? { layer: opts.layer } : {}),
+      ...(opts.pooling ? { pooling: opts.pooling } : {}),
+      ...(opts.preprocessing ? { preprocessing: opts.preprocessing } : {}),
+      ...(opts.onnxLayout ? { onnxLayout: opts.onnxLayout } : {}),
+      split: opts.split,
+      seed: opts.seed,
+      ...(p.augmentInfo ? { augment: { spec: p.augmentInfo.spec, views: p.augmentInfo.views } } : {}),
       ...(isTta(opts.tta) ? { tta: formatTtaSpec(opts.tta) } : {}),
     },
     backbone: p.cfg,
@@ -138,13 +169,21 @@ export async function extractShard(options: ExtractOptions, shard: Shard): Promi
   const text = JSON.stringify(run, null, 2) + '\n';
   if (existsSync(runPath)) {
     const prev = readShardRun(p.cacheDir);
-    if (prev.shards !== run.shards || JSON.stringify(prev.backbone) !== JSON.stringify(run.backbone) || JSON.stringify(prev.options) !== JSON.stringify(run.options)) {
-      throw new UserError(`${runPath} records a different sharded run (shard count, data, model or options differ); use another --out, or delete it to start over`);
+    if (
+      prev.shards !== run.shards ||
+      JSON.stringify(prev.backbone) !== JSON.stringify(run.backbone) ||
+      JSON.stringify(prev.options) !== JSON.stringify(run.options)
+    ) {
+      throw new UserError(
+        `${runPath} records a different sharded run (shard count, data, model or options differ); use another --out, or delete it to start over`,
+      );
     }
   } else {
     writeFileAtomic(runPath, text);
   }
-  opts.log.info(`shard ${shard.index}/${shard.count}: ${p.selected.length} of ${p.images.length} images; ${p.totalViews - p.missing} cached, ${p.missing} to extract`);
+  opts.log.info(
+    `shard ${shard.index}/${shard.count}: ${p.selected.length} of ${p.images.length} images; ${p.totalViews - p.missing} cached, ${p.missing} to extract`,
+  );
   let seconds = 0;
   if (p.jobs.length > 0) {
     const tx = performance.now();
@@ -153,7 +192,13 @@ export async function extractShard(options: ExtractOptions, shard: Shard): Promi
   }
   p.store.close();
   return {
-    cacheDir: p.cacheDir, shard, images: p.selected.length, totalImages: p.images.length, computed: p.missing, reused: p.totalViews - p.missing,
-    seconds: Math.round((performance.now() - t0)) / 1000, imagesPerSecond: seconds > 0 ? Math.round((p.missing / seconds) * 10) / 10 : null,
+    cacheDir: p.cacheDir,
+    shard,
+    images: p.selected.length,
+    totalImages: p.images.length,
+    computed: p.missing,
+    reused: p.totalViews - p.missing,
+    seconds: Math.round(performance.now() - t0) / 1000,
+    imagesPerSecond: seconds > 0 ? Math.round((p.missing / seconds) * 10) / 10 : null,
   };
 }

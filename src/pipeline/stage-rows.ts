@@ -20,9 +20,15 @@ import { HEAD_ROWS } from '../heads/registry.ts';
 
 /** Same dataset, backbone and preprocessing: the test split holds the same images with the same features. */
 function sameFeatures(a: Manifest, b: Manifest): boolean {
-  return a.dataRoot === b.dataRoot && a.backbone.weightsHash === b.backbone.weightsHash && a.backbone.layer === b.backbone.layer
-    && a.backbone.pooling === b.backbone.pooling && JSON.stringify(a.backbone.preprocessing) === JSON.stringify(b.backbone.preprocessing)
-    && JSON.stringify(a.classes) === JSON.stringify(b.classes) && JSON.stringify(a.split) === JSON.stringify(b.split);
+  return (
+    a.dataRoot === b.dataRoot &&
+    a.backbone.weightsHash === b.backbone.weightsHash &&
+    a.backbone.layer === b.backbone.layer &&
+    a.backbone.pooling === b.backbone.pooling &&
+    JSON.stringify(a.backbone.preprocessing) === JSON.stringify(b.backbone.preprocessing) &&
+    JSON.stringify(a.classes) === JSON.stringify(b.classes) &&
+    JSON.stringify(a.split) === JSON.stringify(b.split)
+  );
 }
 
 /** Augmented caches (extract --augment) of the same data and backbone, newest first. */
@@ -36,7 +42,9 @@ export function findAugmentedCaches(cache: FeatureCache, root = join(cacheRoot()
     try {
       const m = JSON.parse(readFileSync(mp, 'utf8')) as Manifest;
       if (m.augment && sameFeatures(m, cache.manifest)) out.push(dir);
-    } catch { /* not a cache */ }
+    } catch {
+      /* not a cache */
+    }
   }
   return out.sort();
 }
@@ -47,8 +55,9 @@ export function findAugmentedCaches(cache: FeatureCache, root = join(cacheRoot()
  */
 export function bestByValidation(rows: readonly ReportRow[]): ReportRow | undefined {
   const rank = (n: string) => HEAD_ROWS[n]?.tieRank ?? Number.MAX_SAFE_INTEGER;
-  return [...rows].filter((r) => r.source === 'compare' && r.valAccuracy !== null)
-    .sort((a, b) => (b.valAccuracy! - a.valAccuracy!) || (rank(a.name) - rank(b.name)))[0];
+  return [...rows]
+    .filter((r) => r.source === 'compare' && r.valAccuracy !== null)
+    .sort((a, b) => b.valAccuracy! - a.valAccuracy! || rank(a.name) - rank(b.name))[0];
 }
 
 export async function augmentedCacheRows(ctx: LaterRowsContext, root?: string): Promise<ExtraRow[]> {
@@ -64,16 +73,28 @@ export async function augmentedCacheRows(ctx: LaterRowsContext, root?: string): 
     const run = await fitOnSplits(def.kind, best.params, splits, aug.classes.length, { seed: ctx.seed, refit: true });
     const a = aug.manifest.augment!;
     const name = `${best.name} +aug x${a.views}`;
-    ctx.log.info(`compare: ${name} (augmented cache ${dir}): fit ${run.fitSeconds.toFixed(2)} s, test ${pct(run.test?.accuracy)}`);
+    ctx.log.info(
+      `compare: ${name} (augmented cache ${dir}): fit ${run.fitSeconds.toFixed(2)} s, test ${pct(run.test?.accuracy)}`,
+    );
     out.push({
-      name, kind: def.kind, params: run.params,
-      testAccuracy: run.test?.accuracy ?? null, valAccuracy: run.val?.accuracy ?? null, macroF1: run.test?.macroF1 ?? null,
-      logLoss: run.test?.logLoss ?? null, confusion: run.test?.confusion ?? null,
-      fitSeconds: run.fitSeconds, predictMsPer1000: run.predictMsPer1000, modelBytes: await headBytes(run.head),
+      name,
+      kind: def.kind,
+      params: run.params,
+      testAccuracy: run.test?.accuracy ?? null,
+      valAccuracy: run.val?.accuracy ?? null,
+      macroF1: run.test?.macroF1 ?? null,
+      logLoss: run.test?.logLoss ?? null,
+      confusion: run.test?.confusion ?? null,
+      fitSeconds: run.fitSeconds,
+      predictMsPer1000: run.predictMsPer1000,
+      modelBytes: await headBytes(run.head),
       note: `fast path on the augmented cache (${a.spec}, ${a.views} views per training image, ${splits.train.y.length} training rows; extraction of the views took ${aug.manifest.timings.extractSeconds} s)`,
     });
   }
-  return uniqueNames(out, dirs.map((d) => basename(d)));
+  return uniqueNames(
+    out,
+    dirs.map((d) => basename(d)),
+  );
 }
 
 /** Rows from several caches or runs may share a name: then each gets its folder appended. */
@@ -85,7 +106,10 @@ function uniqueNames(rows: ExtraRow[], origins: readonly string[]): ExtraRow[] {
 
 /** Every later row compare adds by default: augmented-cache rows, then the slow path's. */
 export async function stageRows(ctx: LaterRowsContext, root = cacheRoot()): Promise<ExtraRow[]> {
-  return [...(await augmentedCacheRows(ctx, join(root, 'cache'))), ...finetuneRows(ctx.cache, ctx.log, join(root, 'finetune'))];
+  return [
+    ...(await augmentedCacheRows(ctx, join(root, 'cache'))),
+    ...finetuneRows(ctx.cache, ctx.log, join(root, 'finetune')),
+  ];
 }
 
 /** The parts of finetune.json (src/finetune/recipe.ts FinetuneReport) the report needs. */
@@ -103,7 +127,17 @@ interface FinetuneSummary {
   prepare: { seconds: number; ortSeconds: number };
   preprocessing?: { size?: number[] };
   topEngine?: string;
-  phases: Record<'head' | 'finetune', { epochsRun: number; seconds: number; ortSeconds: number; tfjsSeconds: number; bestValAccuracy: number | null; testAccuracy: number | null }>;
+  phases: Record<
+    'head' | 'finetune',
+    {
+      epochsRun: number;
+      seconds: number;
+      ortSeconds: number;
+      tfjsSeconds: number;
+      bestValAccuracy: number | null;
+      testAccuracy: number | null;
+    }
+  >;
 }
 
 /**
@@ -119,24 +153,41 @@ export function finetuneRows(cache: FeatureCache, log: Logger, root = join(cache
     const file = join(root, d, 'finetune.json');
     if (!existsSync(file)) continue;
     let f: FinetuneSummary;
-    try { f = JSON.parse(readFileSync(file, 'utf8')); } catch { continue; }
-    if (resolve(f.data?.root ?? '') !== resolve(m.dataRoot) || f.model?.weightsHash !== m.backbone.weightsHash
-      || JSON.stringify(f.classes) !== JSON.stringify(m.classes) || f.data.counts.test !== (m.counts.test?.total ?? 0)) continue;
+    try {
+      f = JSON.parse(readFileSync(file, 'utf8'));
+    } catch {
+      continue;
+    }
+    if (
+      resolve(f.data?.root ?? '') !== resolve(m.dataRoot) ||
+      f.model?.weightsHash !== m.backbone.weightsHash ||
+      JSON.stringify(f.classes) !== JSON.stringify(m.classes) ||
+      f.data.counts.test !== (m.counts.test?.total ?? 0)
+    )
+      continue;
     const aug = String(f.options.augment ?? 'none');
     const h = f.phases.head;
     const ft = f.phases.finetune;
     const px = f.preprocessing?.size?.[0] ? ` at ${f.preprocessing.size[0]} px` : '';
-    const top = f.topEngine === 'ort' ? ', trainable part in ORT' : f.topEngine === 'tfjs' ? ', trainable part in TF.js' : '';
+    const top =
+      f.topEngine === 'ort' ? ', trainable part in ORT' : f.topEngine === 'tfjs' ? ', trainable part in TF.js' : '';
     log.info(`compare: adding finetune results from ${file}`);
     origins.push(d, d);
     out.push({
-      name: `frozen base + head${aug !== 'none' ? ' (aug)' : ''}`, kind: 'finetune',
-      testAccuracy: h.testAccuracy, valAccuracy: h.bestValAccuracy, fitSeconds: f.prepare.seconds + h.seconds,
+      name: `frozen base + head${aug !== 'none' ? ' (aug)' : ''}`,
+      kind: 'finetune',
+      testAccuracy: h.testAccuracy,
+      valAccuracy: h.bestValAccuracy,
+      fitSeconds: f.prepare.seconds + h.seconds,
       note: `slow path phase 1: dense head on the frozen base${px}, augmentation ${aug}; ${h.epochsRun} epochs, wall ${(f.prepare.seconds + h.seconds).toFixed(0)} s (ORT ${(f.prepare.ortSeconds + h.ortSeconds).toFixed(0)} s, TF.js ${h.tfjsSeconds.toFixed(0)} s)`,
     });
     out.push({
-      name: `fine-tuned top ${f.network.unfreeze}`, kind: 'finetune',
-      testAccuracy: f.testAccuracy, valAccuracy: f.valAccuracy, fitSeconds: f.totalSeconds, modelBytes: existsSync(join(root, d, 'model')) ? pathBytes(join(root, d, 'model')) : null,
+      name: `fine-tuned top ${f.network.unfreeze}`,
+      kind: 'finetune',
+      testAccuracy: f.testAccuracy,
+      valAccuracy: f.valAccuracy,
+      fitSeconds: f.totalSeconds,
+      modelBytes: existsSync(join(root, d, 'model')) ? pathBytes(join(root, d, 'model')) : null,
       note: `slow path phase 2: top ${f.network.unfreeze} block(s) unfrozen (${f.network.trainableLayers.length} layers)${px}, ${ft.epochsRun} epochs; whole run ${f.totalSeconds.toFixed(0)} s wall (ORT ${f.ortSeconds.toFixed(0)} s, TF.js ${f.tfjsSeconds.toFixed(0)} s${top})`,
     });
   }

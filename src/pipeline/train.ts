@@ -49,7 +49,8 @@ export interface TrainSplits {
 
 /** The train / val / test sets for a cache (see the module comment for the val rule). */
 export function prepareSplits(cache: FeatureCache, valFraction: number, seed: number): TrainSplits {
-  if (!(valFraction >= 0 && valFraction < 1)) throw new UserError(`--val-fraction must be in [0, 1), got ${valFraction}`);
+  if (!(valFraction >= 0 && valFraction < 1))
+    throw new UserError(`--val-fraction must be in [0, 1), got ${valFraction}`);
   const tr = cache.splits.train!;
   const te = cache.splits.test;
   const test = te ? { X: te.X, y: te.y, paths: te.paths } : undefined;
@@ -75,7 +76,9 @@ export function prepareSplits(cache: FeatureCache, valFraction: number, seed: nu
   if (aug) {
     const kept = new Set(trainIdx ? Array.from(trainIdx, (i) => tr.paths[i]!) : tr.paths);
     const idx: number[] = [];
-    aug.paths.forEach((p, i) => { if (kept.has(p)) idx.push(i); });
+    aug.paths.forEach((p, i) => {
+      if (kept.has(p)) idx.push(i);
+    });
     const extra = takeSet({ X: aug.X, y: aug.y }, idx);
     const d = train.X.cols;
     const X = new Float32Array((train.X.rows + extra.X.rows) * d);
@@ -86,7 +89,14 @@ export function prepareSplits(cache: FeatureCache, valFraction: number, seed: nu
     y.set(extra.y, train.y.length);
     train = { X: { data: X, rows: train.X.rows + extra.X.rows, cols: d }, y };
   }
-  return { train, ...(val ? { val } : {}), test, valSource, valFraction: valSource === 'carved' ? valFraction : 0, seed };
+  return {
+    train,
+    ...(val ? { val } : {}),
+    test,
+    valSource,
+    valFraction: valSource === 'carved' ? valFraction : 0,
+    seed,
+  };
 }
 
 export interface HeadRun {
@@ -127,14 +137,31 @@ export interface FitOnSplitsOptions {
 }
 
 /** Fit a head of `kind` on splits.train (tuning first if asked) and score it on val and test. */
-export async function fitOnSplits(kind: string, params: HeadParams, splits: TrainSplits, nClasses: number, o: FitOnSplitsOptions): Promise<HeadRun> {
+export async function fitOnSplits(
+  kind: string,
+  params: HeadParams,
+  splits: TrainSplits,
+  nClasses: number,
+  o: FitOnSplitsOptions,
+): Promise<HeadRun> {
   createHead(kind, params); // bad params fail before any work
   const fitOpts = { nClasses, val: splits.val, classWeight: o.classWeight, seed: o.seed, log: o.fitLog };
   let head: Head;
   let fitSeconds: number;
   let tuning: TuneResult | undefined;
   if (o.tune) {
-    tuning = await tuneHead({ kind, fixed: params, train: splits.train, val: splits.val, nClasses, mode: o.tune, classWeight: o.classWeight, seed: o.seed, log: o.log, fitLog: o.fitLog });
+    tuning = await tuneHead({
+      kind,
+      fixed: params,
+      train: splits.train,
+      val: splits.val,
+      nClasses,
+      mode: o.tune,
+      classWeight: o.classWeight,
+      seed: o.seed,
+      log: o.log,
+      fitLog: o.fitLog,
+    });
     o.log?.info(`tune ${kind}: chose ${formatParams(tuning.best, params)} (${tuning.seconds.toFixed(1)} s)`);
     if (tuning.fitted) {
       ({ head, fitSeconds } = tuning.fitted);
@@ -155,12 +182,22 @@ export async function fitOnSplits(kind: string, params: HeadParams, splits: Trai
     const pred = await head.predict(s.X);
     const ms = performance.now() - t;
     const proba = await head.predictProba(s.X);
-    return { pred, proba, ev: evaluate(s.y, pred, nClasses, proba), msPer1000: s.X.rows > 0 ? (ms / s.X.rows) * 1000 : 0 };
+    return {
+      pred,
+      proba,
+      ev: evaluate(s.y, pred, nClasses, proba),
+      msPer1000: s.X.rows > 0 ? (ms / s.X.rows) * 1000 : 0,
+    };
   };
   const val = splits.val ? await score(splits.val) : undefined;
   let refit: HeadRun['refit'];
   if (o.refit && splits.val) {
-    const r = await refitOnTrainVal(kind, head.params, head, splits.train, splits.val, { nClasses, classWeight: o.classWeight, seed: o.seed, log: o.fitLog });
+    const r = await refitOnTrainVal(kind, head.params, head, splits.train, splits.val, {
+      nClasses,
+      classWeight: o.classWeight,
+      seed: o.seed,
+      log: o.fitLog,
+    });
     refit = { rows: r.rows, ...(r.epochs !== undefined ? { epochs: r.epochs } : {}), selectionFitSeconds: fitSeconds };
     head = r.head;
     fitSeconds = r.fitSeconds;
@@ -168,8 +205,14 @@ export async function fitOnSplits(kind: string, params: HeadParams, splits: Trai
   const test = splits.test ? await score(splits.test) : undefined;
   const timed = test ?? val ?? (await score(splits.train));
   return {
-    head, kind, params: head.params, fitSeconds,
-    val: val?.ev, test: test?.ev, testPred: test?.pred, testProba: test?.proba,
+    head,
+    kind,
+    params: head.params,
+    fitSeconds,
+    val: val?.ev,
+    test: test?.ev,
+    testPred: test?.pred,
+    testProba: test?.proba,
     predictMsPer1000: timed.msPer1000,
     ...(tuning ? { tuning: withoutFitted(tuning) } : {}),
     ...(refit ? { refit } : {}),
@@ -216,10 +259,19 @@ export async function trainHead(o: TrainHeadOptions): Promise<TrainHeadResult> {
   const seed = o.seed ?? 42;
   const splits = prepareSplits(cache, o.valFraction ?? DEFAULT_VAL_FRACTION, seed);
   const run = await fitOnSplits(o.kind, params, splits, cache.classes.length, {
-    classWeight: o.classWeight, seed, log: o.log, fitLog: o.fitLog ?? silentLogger, tune: o.tune, refit: o.refit ?? true,
+    classWeight: o.classWeight,
+    seed,
+    log: o.log,
+    fitLog: o.fitLog ?? silentLogger,
+    tune: o.tune,
+    refit: o.refit ?? true,
   });
   return {
-    ...run, cache, splits, seed, classWeight: o.classWeight ?? 'none',
+    ...run,
+    cache,
+    splits,
+    seed,
+    classWeight: o.classWeight ?? 'none',
     valAccuracy: run.val?.accuracy ?? null,
     testAccuracy: run.test?.accuracy ?? null,
   };
@@ -265,12 +317,27 @@ export interface HeadMeta {
   createdAt: string;
 }
 
-
 /** What saveTrainedHead needs (a TrainHeadResult has it all; compare builds one per row). */
-export type SavableHead = Pick<TrainHeadResult, 'head' | 'kind' | 'params' | 'cache' | 'splits' | 'seed' | 'classWeight' | 'valAccuracy' | 'testAccuracy' | 'tuning' | 'refit'>;
+export type SavableHead = Pick<
+  TrainHeadResult,
+  | 'head'
+  | 'kind'
+  | 'params'
+  | 'cache'
+  | 'splits'
+  | 'seed'
+  | 'classWeight'
+  | 'valAccuracy'
+  | 'testAccuracy'
+  | 'tuning'
+  | 'refit'
+>;
 
 /** Save the trained head and its sidecar meta. Returns where, and the head's size on disk. */
-export async function saveTrainedHead(r: SavableHead, path?: string): Promise<{ path: string; metaPath: string; bytes: number }> {
+export async function saveTrainedHead(
+  r: SavableHead,
+  path?: string,
+): Promise<{ path: string; metaPath: string; bytes: number }> {
   const cacheDir = resolve(r.cache.dir);
   const out = resolve(path ?? defaultHeadPath(cacheDir, r.kind));
   await r.head.save(out);
@@ -287,11 +354,21 @@ export async function saveTrainedHead(r: SavableHead, path?: string): Promise<{ 
     head: basename(out),
     classWeight: r.classWeight,
     seed: r.seed,
-    split: { train: r.splits.train.y.length, val: r.splits.val?.y.length ?? 0, test: r.splits.test?.y.length ?? 0, valSource: r.splits.valSource, valFraction: r.splits.valFraction },
+    split: {
+      train: r.splits.train.y.length,
+      val: r.splits.val?.y.length ?? 0,
+      test: r.splits.test?.y.length ?? 0,
+      valSource: r.splits.valSource,
+      valFraction: r.splits.valFraction,
+    },
     valAccuracy: r.valAccuracy,
     testAccuracy: r.testAccuracy,
-    ...(r.tuning ? { tuning: { by: r.tuning.by, folds: r.tuning.folds, best: r.tuning.best, trials: r.tuning.trials.length } } : {}),
-    ...(r.refit ? { refit: { rows: r.refit.rows, ...(r.refit.epochs !== undefined ? { epochs: r.refit.epochs } : {}) } } : {}),
+    ...(r.tuning
+      ? { tuning: { by: r.tuning.by, folds: r.tuning.folds, best: r.tuning.best, trials: r.tuning.trials.length } }
+      : {}),
+    ...(r.refit
+      ? { refit: { rows: r.refit.rows, ...(r.refit.epochs !== undefined ? { epochs: r.refit.epochs } : {}) } }
+      : {}),
     toolVersion: toolVersion(),
     createdAt: new Date().toISOString(),
   };
@@ -328,11 +405,16 @@ export function readHeadMeta(headPath: string): HeadMeta {
     throw new UserError(`cannot read ${p}: ${(e as Error).message.split('\n')[0]}`);
   }
   if (m?.format !== HEAD_META_FORMAT) throw new UserError(`${p} is not a convcache head metadata file`);
-  if (m.version !== HEAD_META_VERSION) throw new UserError(`${p}: head metadata version ${m.version} is not supported (this build reads ${HEAD_META_VERSION})`);
+  if (m.version !== HEAD_META_VERSION)
+    throw new UserError(
+      `${p}: head metadata version ${m.version} is not supported (this build reads ${HEAD_META_VERSION})`,
+    );
   return m;
 }
 
-function describeBackbone(b: Pick<BackboneConfig, 'modelId' | 'layer' | 'pooling' | 'featureDim' | 'weightsHash'>): string {
+function describeBackbone(
+  b: Pick<BackboneConfig, 'modelId' | 'layer' | 'pooling' | 'featureDim' | 'weightsHash'>,
+): string {
   return `${b.modelId}/${b.layer}/${b.pooling} D=${b.featureDim} weights ${b.weightsHash}`;
 }
 
@@ -341,17 +423,22 @@ function describeBackbone(b: Pick<BackboneConfig, 'modelId' | 'layer' | 'pooling
  * weights hash, layer, pooling, preprocessing, feature width or class list.
  */
 export function checkHeadMatchesCache(meta: HeadMeta, manifest: Manifest, cacheDir: string): void {
-  const a = meta.backbone, b = manifest.backbone;
+  const a = meta.backbone,
+    b = manifest.backbone;
   const diffs: string[] = [];
   if (meta.featureDim !== b.featureDim) diffs.push(`D ${meta.featureDim} vs ${b.featureDim}`);
   if (a.weightsHash !== b.weightsHash) diffs.push(`weights ${a.weightsHash} vs ${b.weightsHash}`);
   if (a.layer !== b.layer) diffs.push(`layer ${a.layer} vs ${b.layer}`);
   if (a.pooling !== b.pooling) diffs.push(`pooling ${a.pooling} vs ${b.pooling}`);
   if (JSON.stringify(a.preprocessing) !== JSON.stringify(b.preprocessing)) diffs.push('different preprocessing');
-  if ((meta.tta?.spec ?? 'none') !== (manifest.tta?.spec ?? 'none')) diffs.push(`TTA ${meta.tta?.spec ?? 'none'} vs ${manifest.tta?.spec ?? 'none'}`);
-  if (JSON.stringify(meta.classes) !== JSON.stringify(manifest.classes)) diffs.push(`classes [${meta.classes.join(', ')}] vs [${manifest.classes.join(', ')}]`);
+  if ((meta.tta?.spec ?? 'none') !== (manifest.tta?.spec ?? 'none'))
+    diffs.push(`TTA ${meta.tta?.spec ?? 'none'} vs ${manifest.tta?.spec ?? 'none'}`);
+  if (JSON.stringify(meta.classes) !== JSON.stringify(manifest.classes))
+    diffs.push(`classes [${meta.classes.join(', ')}] vs [${manifest.classes.join(', ')}]`);
   if (diffs.length > 0) {
-    throw new UserError(`head (${describeBackbone(a)}) does not match cache ${cacheDir} (${describeBackbone(b)}): ${diffs.join(', ')}; use a cache extracted with the head's backbone or train a new head`);
+    throw new UserError(
+      `head (${describeBackbone(a)}) does not match cache ${cacheDir} (${describeBackbone(b)}): ${diffs.join(', ')}; use a cache extracted with the head's backbone or train a new head`,
+    );
   }
 }
 
@@ -372,9 +459,12 @@ export async function evaluateSavedHead(headPath: string, cache: FeatureCache | 
   if (meta) checkHeadMatchesCache(meta, c.manifest, c.dir);
   const D = c.manifest.backbone.featureDim;
   if (file.nFeatures !== D) {
-    throw new UserError(`head ${headPath} expects D=${file.nFeatures} features but cache ${c.dir} has D=${D} (${c.manifest.backbone.modelId}/${c.manifest.backbone.layer}); use a cache extracted with the head's backbone`);
+    throw new UserError(
+      `head ${headPath} expects D=${file.nFeatures} features but cache ${c.dir} has D=${D} (${c.manifest.backbone.modelId}/${c.manifest.backbone.layer}); use a cache extracted with the head's backbone`,
+    );
   }
-  if (file.nClasses !== c.classes.length) throw new UserError(`head ${headPath} has ${file.nClasses} classes but cache ${c.dir} has ${c.classes.length}`);
+  if (file.nClasses !== c.classes.length)
+    throw new UserError(`head ${headPath} has ${file.nClasses} classes but cache ${c.dir} has ${c.classes.length}`);
   const head = await loadHead(headPath);
   const te = c.splits.test;
   if (!te) return { meta, classes: c.classes };

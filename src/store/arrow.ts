@@ -1,5 +1,17 @@
 import {
-  Field, FixedSizeList, Float32, Int32, RecordBatch, Schema, Struct, Table, Utf8, makeData, tableFromIPC, tableToIPC, vectorFromArray,
+  Field,
+  FixedSizeList,
+  Float32,
+  Int32,
+  RecordBatch,
+  Schema,
+  Struct,
+  Table,
+  Utf8,
+  makeData,
+  tableFromIPC,
+  tableToIPC,
+  vectorFromArray,
 } from 'apache-arrow';
 
 /** One cache row per image, in the cache's row order (split, then path). */
@@ -18,13 +30,16 @@ export interface FeatureRows {
 export const ARROW_BATCH_ROWS = 8192;
 
 export function featureSchema(dim: number, metadata: Record<string, string>): Schema {
-  return new Schema([
-    new Field('path', new Utf8(), false),
-    new Field('label', new Int32(), false),
-    new Field('split', new Utf8(), false),
-    new Field('view', new Int32(), false),
-    new Field('features', new FixedSizeList(dim, new Field('item', new Float32(), false)), false),
-  ], new Map(Object.entries(metadata)));
+  return new Schema(
+    [
+      new Field('path', new Utf8(), false),
+      new Field('label', new Int32(), false),
+      new Field('split', new Utf8(), false),
+      new Field('view', new Int32(), false),
+      new Field('features', new FixedSizeList(dim, new Field('item', new Float32(), false)), false),
+    ],
+    new Map(Object.entries(metadata)),
+  );
 }
 
 /** One record batch of cache rows (all of `rows`); the streaming writer calls this per batch. */
@@ -35,9 +50,19 @@ export function featureBatch(schema: Schema, rows: FeatureRows): RecordBatch {
   const label = makeData({ type: new Int32(), length: len, nullCount: 0, data: rows.labels });
   const view = makeData({ type: new Int32(), length: len, nullCount: 0, data: rows.views });
   const listType = schema.fields[4]!.type as FixedSizeList;
-  const child = makeData({ type: listType.children[0]!.type as Float32, length: len * rows.dim, nullCount: 0, data: rows.features });
+  const child = makeData({
+    type: listType.children[0]!.type as Float32,
+    length: len * rows.dim,
+    nullCount: 0,
+    data: rows.features,
+  });
   const features = makeData({ type: listType, length: len, nullCount: 0, child });
-  const struct = makeData({ type: new Struct(schema.fields), length: len, nullCount: 0, children: [path, label, split, view, features] });
+  const struct = makeData({
+    type: new Struct(schema.fields),
+    length: len,
+    nullCount: 0,
+    children: [path, label, split, view, features],
+  });
   return new RecordBatch(schema, struct);
 }
 
@@ -48,12 +73,28 @@ export function encodeFeatureArrow(rows: FeatureRows, metadata: Record<string, s
   const batches: RecordBatch[] = [];
   for (let start = 0; start < n; start += ARROW_BATCH_ROWS) {
     const end = Math.min(n, start + ARROW_BATCH_ROWS);
-    batches.push(featureBatch(schema, {
-      paths: rows.paths.slice(start, end), splits: rows.splits.slice(start, end), labels: rows.labels.subarray(start, end),
-      views: rows.views.subarray(start, end), features: rows.features.subarray(start * rows.dim, end * rows.dim), dim: rows.dim,
-    }));
+    batches.push(
+      featureBatch(schema, {
+        paths: rows.paths.slice(start, end),
+        splits: rows.splits.slice(start, end),
+        labels: rows.labels.subarray(start, end),
+        views: rows.views.subarray(start, end),
+        features: rows.features.subarray(start * rows.dim, end * rows.dim),
+        dim: rows.dim,
+      }),
+    );
   }
-  if (n === 0) batches.push(featureBatch(schema, { paths: [], splits: [], labels: new Int32Array(0), views: new Int32Array(0), features: new Float32Array(0), dim: rows.dim }));
+  if (n === 0)
+    batches.push(
+      featureBatch(schema, {
+        paths: [],
+        splits: [],
+        labels: new Int32Array(0),
+        views: new Int32Array(0),
+        features: new Float32Array(0),
+        dim: rows.dim,
+      }),
+    );
   return tableToIPC(new Table(schema, batches), 'file');
 }
 

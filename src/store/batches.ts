@@ -21,7 +21,8 @@ function readFooterSchema(fd: number, size: number): { schema: Schema; footerSta
   if (size < 18) throw new Error('arrow: file too short');
   const tail = new Uint8Array(10);
   readSync(fd, tail, 0, 10, size - 10);
-  if (new TextDecoder().decode(tail.subarray(4)) !== 'ARROW1') throw new Error('arrow: not an Arrow IPC file (bad trailing magic)');
+  if (new TextDecoder().decode(tail.subarray(4)) !== 'ARROW1')
+    throw new Error('arrow: not an Arrow IPC file (bad trailing magic)');
   const flen = new DataView(tail.buffer).getInt32(0, true);
   const footerStart = size - 10 - flen;
   if (flen <= 0 || footerStart < 8) throw new Error('arrow: bad footer length');

@@ -9,7 +9,10 @@ export const CACHE_FORMAT_VERSION = 2;
 export const MANIFEST_FILE = 'manifest.json';
 export const ARROW_FILE = 'features.arrow';
 
-export interface SplitCounts { total: number; perClass: Record<string, number> }
+export interface SplitCounts {
+  total: number;
+  perClass: Record<string, number>;
+}
 
 export interface Manifest {
   format: 'convcache-features';
@@ -35,12 +38,22 @@ export interface Manifest {
     arrowSha256: string;
   };
   skipped: { path: string; reason: string }[];
-  timings: { scanSeconds: number; hashSeconds: number; extractSeconds: number; writeSeconds: number; totalSeconds: number; computed: number; reused: number; extractImagesPerSecond: number | null };
+  timings: {
+    scanSeconds: number;
+    hashSeconds: number;
+    extractSeconds: number;
+    writeSeconds: number;
+    totalSeconds: number;
+    computed: number;
+    reused: number;
+    extractImagesPerSecond: number | null;
+  };
 }
 
 export function readManifest(cacheDir: string): Manifest {
   const path = join(cacheDir, MANIFEST_FILE);
-  if (!existsSync(path)) throw new UserError(`'${cacheDir}' is not a feature cache (no ${MANIFEST_FILE}); run 'convcache extract' first`);
+  if (!existsSync(path))
+    throw new UserError(`'${cacheDir}' is not a feature cache (no ${MANIFEST_FILE}); run 'convcache extract' first`);
   let m: Manifest;
   try {
     m = JSON.parse(readFileSync(path, 'utf8'));
@@ -48,6 +61,9 @@ export function readManifest(cacheDir: string): Manifest {
     throw new UserError(`${path} is not valid JSON`);
   }
   if (m.format !== 'convcache-features') throw new UserError(`${path} is not a convcache feature manifest`);
-  if (m.formatVersion !== CACHE_FORMAT_VERSION) throw new UserError(`${path} has cache format ${m.formatVersion}; this convcache reads format ${CACHE_FORMAT_VERSION} (re-run extract)`);
+  if (m.formatVersion !== CACHE_FORMAT_VERSION)
+    throw new UserError(
+      `${path} has cache format ${m.formatVersion}; this convcache reads format ${CACHE_FORMAT_VERSION} (re-run extract)`,
+    );
   return m;
 }

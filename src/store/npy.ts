@@ -20,7 +20,11 @@ function dtypeOf(data: NpyArray['data'], dtype?: NpyDtype): NpyDtype {
 }
 
 /** Encode the header + raw bytes. Returns [header, body] so large bodies are never copied. */
-export function encodeNpy(data: NpyArray['data'], shape: readonly number[], dtype?: NpyDtype): [Uint8Array, Uint8Array] {
+export function encodeNpy(
+  data: NpyArray['data'],
+  shape: readonly number[],
+  dtype?: NpyDtype,
+): [Uint8Array, Uint8Array] {
   const expected = shape.reduce((a, b) => a * b, 1);
   if (expected !== data.length) throw new Error(`npy: shape [${shape}] needs ${expected} values, got ${data.length}`);
   return [npyHeader(dtypeOf(data, dtype), shape), new Uint8Array(data.buffer, data.byteOffset, data.byteLength)];
@@ -46,7 +50,8 @@ export function npyHeader(dtype: NpyDtype, shape: readonly number[]): Uint8Array
 export function decodeNpy(buf: Uint8Array): NpyArray {
   for (let i = 0; i < 6; i++) if (buf[i] !== MAGIC[i]) throw new Error('npy: bad magic');
   const major = buf[6]!;
-  const headerLen = major === 1 ? buf[8]! | (buf[9]! << 8) : new DataView(buf.buffer, buf.byteOffset).getUint32(8, true);
+  const headerLen =
+    major === 1 ? buf[8]! | (buf[9]! << 8) : new DataView(buf.buffer, buf.byteOffset).getUint32(8, true);
   const start = major === 1 ? 10 : 12;
   const header = new TextDecoder().decode(buf.subarray(start, start + headerLen));
   const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1] as NpyDtype | undefined;
@@ -54,18 +59,31 @@ export function decodeNpy(buf: Uint8Array): NpyArray {
   const shapeStr = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
   if (!descr || shapeStr === undefined) throw new Error('npy: unreadable header');
   if (fortran) throw new Error('npy: fortran order not supported');
-  const shape = shapeStr.split(',').map((s) => s.trim()).filter(Boolean).map(Number);
+  const shape = shapeStr
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map(Number);
   const n = shape.reduce((a, b) => a * b, 1);
   const off = start + headerLen;
   // Copy (Buffer.slice would be a view into a shared pool) so the typed array starts at offset 0.
   const bytes = Uint8Array.prototype.slice.call(buf, off, off + n * (descr === '|u1' ? 1 : descr === '<f2' ? 2 : 4));
   let data: NpyArray['data'];
   switch (descr) {
-    case '<f4': data = new Float32Array(bytes.buffer, 0, n); break;
-    case '<i4': data = new Int32Array(bytes.buffer, 0, n); break;
-    case '<f2': data = new Uint16Array(bytes.buffer, 0, n); break;
-    case '|u1': data = new Uint8Array(bytes.buffer, 0, n); break;
-    default: throw new Error(`npy: unsupported dtype ${descr}`);
+    case '<f4':
+      data = new Float32Array(bytes.buffer, 0, n);
+      break;
+    case '<i4':
+      data = new Int32Array(bytes.buffer, 0, n);
+      break;
+    case '<f2':
+      data = new Uint16Array(bytes.buffer, 0, n);
+      break;
+    case '|u1':
+      data = new Uint8Array(bytes.buffer, 0, n);
+      break;
+    default:
+      throw new Error(`npy: unsupported dtype ${descr}`);
   }
   return { dtype: descr, shape, data };
 }

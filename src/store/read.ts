@@ -48,7 +48,9 @@ export function defaultMaxMemory(): number {
 export function parseMemory(v: string, name = '--max-memory'): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$/i.exec(v);
   if (!m) throw new UserError(`${name} must look like 8G, 512M or a byte count, got '${v}'`);
-  const unit = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  const unit = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[
+    m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'
+  ];
   const bytes = Math.floor(Number(m[1]) * unit);
   if (bytes <= 0) throw new UserError(`${name} must be positive, got '${v}'`);
   return bytes;
@@ -69,7 +71,8 @@ export function loadFeatureCache(dir: string, opts: LoadOptions = {}): FeatureCa
   const arrowPath = join(dir, ARROW_FILE);
   if (!existsSync(arrowPath)) throw new UserError(`${arrowPath} is missing; re-run extract`);
   const D = manifest.backbone.featureDim;
-  const dim = (arrowSchemaOf(arrowPath).fields.find((f) => f.name === 'features')?.type as FixedSizeList | undefined)?.listSize;
+  const dim = (arrowSchemaOf(arrowPath).fields.find((f) => f.name === 'features')?.type as FixedSizeList | undefined)
+    ?.listSize;
   if (dim !== D) throw new UserError(`${arrowPath} has D=${dim ?? '?'} but the manifest says ${D}; re-run extract`);
   const nTrain = manifest.counts.train?.total ?? 0;
   const keepTrain = opts.maxRows !== undefined && opts.maxRows < nTrain ? opts.maxRows : nTrain;
@@ -79,24 +82,39 @@ export function loadFeatureCache(dir: string, opts: LoadOptions = {}): FeatureCa
   const need = rows * (D * 4 + ROW_OVERHEAD_BYTES);
   const budget = opts.maxMemoryBytes ?? defaultMaxMemory();
   if (need > budget) {
-    const fit = Math.max(0, Math.floor((budget / (D * 4 + ROW_OVERHEAD_BYTES)) - (rows - keepTrain - keptAug)));
-    throw new UserError(`loading ${dir} needs ~${gb(need)} (${rows} rows × D=${D}) but the memory budget is ${gb(budget)}; `
-      + `train on a subsample with --max-rows N (${fit > 0 ? `about ${fit} fits` : 'val/test alone exceed it'}) or raise --max-memory`);
+    const fit = Math.max(0, Math.floor(budget / (D * 4 + ROW_OVERHEAD_BYTES) - (rows - keepTrain - keptAug)));
+    throw new UserError(
+      `loading ${dir} needs ~${gb(need)} (${rows} rows × D=${D}) but the memory budget is ${gb(budget)}; ` +
+        `train on a subsample with --max-rows N (${fit > 0 ? `about ${fit} fits` : 'val/test alone exceed it'}) or raise --max-memory`,
+    );
   }
   // Seeded subsample of the training rows (view 0), chosen by their position in the cache's row order.
   let keep: Uint8Array | null = null;
   if (keepTrain < nTrain) {
     const rng = new Rng(opts.seed ?? 42);
     const idx = Int32Array.from({ length: nTrain }, (_, i) => i);
-    for (let i = 0; i < keepTrain; i++) { const j = i + rng.int(nTrain - i); const t = idx[i]!; idx[i] = idx[j]!; idx[j] = t; }
+    for (let i = 0; i < keepTrain; i++) {
+      const j = i + rng.int(nTrain - i);
+      const t = idx[i]!;
+      idx[i] = idx[j]!;
+      idx[j] = t;
+    }
     keep = new Uint8Array(nTrain);
     for (let i = 0; i < keepTrain; i++) keep[idx[i]!] = 1;
   }
-  const sizes: Record<SplitName, number> = { train: keepTrain, val: manifest.counts.val?.total ?? 0, test: manifest.counts.test?.total ?? 0 };
-  const make = (n: number): SplitData => ({ X: { data: new Float32Array(n * D), rows: n, cols: D }, y: new Int32Array(n), paths: [] });
+  const sizes: Record<SplitName, number> = {
+    train: keepTrain,
+    val: manifest.counts.val?.total ?? 0,
+    test: manifest.counts.test?.total ?? 0,
+  };
+  const make = (n: number): SplitData => ({
+    X: { data: new Float32Array(n * D), rows: n, cols: D },
+    y: new Int32Array(n),
+    paths: [],
+  });
   const out: Partial<Record<SplitName, SplitData>> = {};
   for (const s of SPLIT_ORDER) if (sizes[s] > 0) out[s] = make(sizes[s]);
-  const aug: (SplitData & { views: number[] }) = { ...make(0), views: [] };
+  const aug: SplitData & { views: number[] } = { ...make(0), views: [] };
   const augFeatures: Float32Array[] = [];
   const augLabels: number[] = [];
   let trainSeen = 0;
@@ -115,7 +133,12 @@ export function loadFeatureCache(dir: string, opts: LoadOptions = {}): FeatureCa
       const row = values.subarray(i * D, (i + 1) * D);
       if (view > 0) {
         // Augmented views follow their image (row order: path, then view); kept with it.
-        if (keptCurrent && String(p.get(i)) === keptPath) { augFeatures.push(Float32Array.from(row)); augLabels.push(Number(l.get(i))); aug.views.push(view); aug.paths.push(keptPath); }
+        if (keptCurrent && String(p.get(i)) === keptPath) {
+          augFeatures.push(Float32Array.from(row));
+          augLabels.push(Number(l.get(i)));
+          aug.views.push(view);
+          aug.paths.push(keptPath);
+        }
         continue;
       }
       keptCurrent = true;
@@ -125,7 +148,8 @@ export function loadFeatureCache(dir: string, opts: LoadOptions = {}): FeatureCa
       const dst = out[split];
       if (!dst) throw new UserError(`${arrowPath} has '${split}' rows the manifest does not count; re-run extract`);
       const k = dst.paths.length;
-      if (k >= dst.X.rows) throw new UserError(`${arrowPath} has more '${split}' rows than the manifest says; re-run extract`);
+      if (k >= dst.X.rows)
+        throw new UserError(`${arrowPath} has more '${split}' rows than the manifest says; re-run extract`);
       dst.X.data.set(row, k * D);
       dst.y[k] = Number(l.get(i));
       keptPath = String(p.get(i));
@@ -133,14 +157,22 @@ export function loadFeatureCache(dir: string, opts: LoadOptions = {}): FeatureCa
     }
   }
   for (const s of SPLIT_ORDER) {
-    if (out[s] && out[s]!.paths.length !== sizes[s]) throw new UserError(`${arrowPath} has ${out[s]!.paths.length} '${s}' rows, the manifest says ${sizes[s]}; re-run extract`);
+    if (out[s] && out[s]!.paths.length !== sizes[s])
+      throw new UserError(
+        `${arrowPath} has ${out[s]!.paths.length} '${s}' rows, the manifest says ${sizes[s]}; re-run extract`,
+      );
   }
   if (!out.train) throw new UserError(`cache ${dir} has no training rows`);
   let augmented: FeatureCache['augmented'];
   if (augFeatures.length > 0) {
     const X = new Float32Array(augFeatures.length * D);
     augFeatures.forEach((r, k) => X.set(r, k * D));
-    augmented = { X: { data: X, rows: augFeatures.length, cols: D }, y: Int32Array.from(augLabels), paths: aug.paths, views: Int32Array.from(aug.views) };
+    augmented = {
+      X: { data: X, rows: augFeatures.length, cols: D },
+      y: Int32Array.from(augLabels),
+      paths: aug.paths,
+      views: Int32Array.from(aug.views),
+    };
   }
   return { dir, manifest, classes: manifest.classes, splits: out, ...(augmented ? { augmented } : {}) };
 }
@@ -150,7 +182,11 @@ export function loadFeatureCache(dir: string, opts: LoadOptions = {}): FeatureCa
  * from the Arrow file: memory is one batch however large the cache. For heads that train by
  * mini-batches, and for anything that only streams (statistics, export).
  */
-export function* iterateSplit(dir: string, split: SplitName, batchRows = 8192): Generator<SplitData & { start: number }> {
+export function* iterateSplit(
+  dir: string,
+  split: SplitName,
+  batchRows = 8192,
+): Generator<SplitData & { start: number }> {
   const manifest = readManifest(dir);
   const D = manifest.backbone.featureDim;
   let X = new Float32Array(batchRows * D);
@@ -196,7 +232,13 @@ export interface FeatureCacheReader {
 
 export function readFeatureCache(dir: string): FeatureCacheReader {
   const manifest = readManifest(dir);
-  return { dir, manifest, classes: manifest.classes, batches: (split, batchRows) => iterateSplit(dir, split, batchRows), load: (opts) => loadFeatureCache(dir, opts) };
+  return {
+    dir,
+    manifest,
+    classes: manifest.classes,
+    batches: (split, batchRows) => iterateSplit(dir, split, batchRows),
+    load: (opts) => loadFeatureCache(dir, opts),
+  };
 }
 
 /**
@@ -204,8 +246,13 @@ export function readFeatureCache(dir: string): FeatureCacheReader {
  */
 export function defaultCacheDir(rootDir?: string): string {
   const root = join(cacheRoot(rootDir), 'cache');
-  const dirs = existsSync(root) ? readdirSync(root).map((d) => join(root, d)).filter((d) => existsSync(join(d, MANIFEST_FILE))) : [];
-  if (dirs.length === 0) throw new UserError(`no feature cache found under ${root}; run 'convcache extract' first (or pass --cache DIR)`);
+  const dirs = existsSync(root)
+    ? readdirSync(root)
+        .map((d) => join(root, d))
+        .filter((d) => existsSync(join(d, MANIFEST_FILE)))
+    : [];
+  if (dirs.length === 0)
+    throw new UserError(`no feature cache found under ${root}; run 'convcache extract' first (or pass --cache DIR)`);
   dirs.sort((a, b) => statSync(join(b, MANIFEST_FILE)).mtimeMs - statSync(join(a, MANIFEST_FILE)).mtimeMs);
   return dirs[0]!;
 }

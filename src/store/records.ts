@@ -45,13 +45,19 @@ export class RecordStore {
   private seq = 0;
   private written = 0;
 
-  private constructor(readonly dir: string, readonly dim: number, private readonly prefix: string) {}
+  private constructor(
+    readonly dir: string,
+    readonly dim: number,
+    private readonly prefix: string,
+  ) {}
 
   static open(dir: string, dim: number, log: Logger, opts: RecordStoreOptions = {}): RecordStore {
     const prefix = opts.prefix ?? 'chunk-';
     const store = new RecordStore(dir, dim, prefix);
     if (!existsSync(dir)) return store;
-    for (const name of readdirSync(dir).filter((n) => n.endsWith('.rec')).sort()) {
+    for (const name of readdirSync(dir)
+      .filter((n) => n.endsWith('.rec'))
+      .sort()) {
       try {
         store.indexChunk(name);
       } catch (e) {
@@ -74,7 +80,11 @@ export class RecordStore {
     try {
       const size = fstatSync(fd).size;
       const head = Buffer.alloc(MAGIC.length + 4);
-      if (readSync(fd, head, 0, head.length, 0) !== head.length || head.subarray(0, MAGIC.length).toString('latin1') !== MAGIC) throw new Error('bad magic');
+      if (
+        readSync(fd, head, 0, head.length, 0) !== head.length ||
+        head.subarray(0, MAGIC.length).toString('latin1') !== MAGIC
+      )
+        throw new Error('bad magic');
       const hlen = head.readUInt32LE(MAGIC.length);
       const hbuf = Buffer.alloc(hlen);
       if (readSync(fd, hbuf, 0, hlen, head.length) !== hlen) throw new Error('truncated header');
@@ -99,8 +109,12 @@ export class RecordStore {
     }
   }
 
-  has(key: string): boolean { return this.index.has(key); }
-  get size(): number { return this.index.size; }
+  has(key: string): boolean {
+    return this.index.has(key);
+  }
+  get size(): number {
+    return this.index.size;
+  }
 
   /** The reason an image could not be used, or undefined (features present, or unknown key). */
   errorOf(key: string): string | undefined {
@@ -117,7 +131,8 @@ export class RecordStore {
     const bytes = this.dim * 4;
     const view = new Uint8Array(dst.buffer, dst.byteOffset, bytes);
     const pos = this.chunks[chunk]!.bodyStart + row * bytes;
-    if (readSync(this.fd(chunk), view, 0, bytes, pos) !== bytes) throw new Error(`record ${key}: short read in ${this.chunks[chunk]!.name}`);
+    if (readSync(this.fd(chunk), view, 0, bytes, pos) !== bytes)
+      throw new Error(`record ${key}: short read in ${this.chunks[chunk]!.name}`);
     return true;
   }
 
@@ -174,7 +189,11 @@ export class RecordStore {
     const name = `chunk-${String(Math.max(this.seq, ...names.map((n) => Number(/^chunk-(\d+)\.rec$/.exec(n)?.[1] ?? -1) + 1))).padStart(8, '0')}.rec`;
     const file = new AtomicFileWriter(join(this.dir, name));
     try {
-      for (const part of encodeChunkHeader(this.dim, keys.map((key) => ({ key, error: this.errorOf(key) })))) file.write(part);
+      for (const part of encodeChunkHeader(
+        this.dim,
+        keys.map((key) => ({ key, error: this.errorOf(key) })),
+      ))
+        file.write(part);
       const row = new Float32Array(this.dim);
       const bytes = new Uint8Array(row.buffer);
       for (const key of keys) if (this.readInto(key, row)) file.write(bytes);
@@ -193,17 +212,23 @@ export class RecordStore {
 }
 
 function encodeChunkHeader(dim: number, entries: readonly { key: string; error?: string | undefined }[]): Uint8Array[] {
-  const header = Buffer.from(JSON.stringify({
-    dim,
-    entries: entries.map((e) => (e.error === undefined ? { key: e.key } : { key: e.key, error: e.error })),
-  }), 'utf8');
+  const header = Buffer.from(
+    JSON.stringify({
+      dim,
+      entries: entries.map((e) => (e.error === undefined ? { key: e.key } : { key: e.key, error: e.error })),
+    }),
+    'utf8',
+  );
   const len = Buffer.alloc(4);
   len.writeUInt32LE(header.length);
   return [Buffer.from(MAGIC, 'latin1'), len, header];
 }
 
 function encodeChunk(dim: number, entries: readonly { key: string; value: RecordValue }[]): Uint8Array[] {
-  const parts = encodeChunkHeader(dim, entries.map((e) => ({ key: e.key, error: e.value instanceof Float32Array ? undefined : e.value.error })));
+  const parts = encodeChunkHeader(
+    dim,
+    entries.map((e) => ({ key: e.key, error: e.value instanceof Float32Array ? undefined : e.value.error })),
+  );
   for (const e of entries) {
     if (e.value instanceof Float32Array) {
       if (e.value.length !== dim) throw new Error(`record ${e.key}: ${e.value.length} features, expected ${dim}`);

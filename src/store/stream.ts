@@ -14,7 +14,10 @@ export class AtomicFileWriter {
   private readonly hash: Hash | null;
   bytes = 0;
 
-  constructor(readonly path: string, opts: { sha256?: boolean } = {}) {
+  constructor(
+    readonly path: string,
+    opts: { sha256?: boolean } = {},
+  ) {
     mkdirSync(dirname(path), { recursive: true });
     this.tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}`);
     this.fd = openSync(this.tmp, 'w');
@@ -51,10 +54,16 @@ export class AtomicFileWriter {
  * after record batch with nothing but the current batch in memory (the footer keeps only offsets).
  */
 class FileSinkQueue extends AsyncByteQueue {
-  constructor(private readonly file: AtomicFileWriter) { super(); }
+  constructor(private readonly file: AtomicFileWriter) {
+    super();
+  }
   override write(value: Uint8Array | ArrayBufferView | ArrayBuffer): void {
-    const bytes = value instanceof Uint8Array ? value : ArrayBuffer.isView(value)
-      ? new Uint8Array(value.buffer, value.byteOffset, value.byteLength) : new Uint8Array(value);
+    const bytes =
+      value instanceof Uint8Array
+        ? value
+        : ArrayBuffer.isView(value)
+          ? new Uint8Array(value.buffer, value.byteOffset, value.byteLength)
+          : new Uint8Array(value);
     if (bytes.byteLength > 0) this.file.write(bytes);
   }
 }
@@ -68,7 +77,10 @@ export class ArrowFileStreamWriter {
   private readonly writer: RecordBatchFileWriter;
   private wrote = false;
 
-  constructor(path: string, private readonly schema: Schema) {
+  constructor(
+    path: string,
+    private readonly schema: Schema,
+  ) {
     this.file = new AtomicFileWriter(path, { sha256: true });
     this.writer = new RecordBatchFileWriter({ autoDestroy: true });
     this.writer.reset(new FileSinkQueue(this.file), schema);
@@ -87,7 +99,9 @@ export class ArrowFileStreamWriter {
     return this.file.commit()!;
   }
 
-  abort(): void { this.file.abort(); }
+  abort(): void {
+    this.file.abort();
+  }
 }
 
 /**
@@ -102,10 +116,15 @@ export class NpyStreamWriter {
   private filled = 0;
   private rows = 0;
 
-  constructor(path: string, private readonly shape: readonly number[], dtype: '<f4' | '<i4', blockRows = 1024) {
+  constructor(
+    path: string,
+    private readonly shape: readonly number[],
+    dtype: '<f4' | '<i4',
+    blockRows = 1024,
+  ) {
     this.file = new AtomicFileWriter(path);
     this.width = shape.slice(1).reduce((a, b) => a * b, 1);
-    this.block = (dtype === '<f4' ? new Float32Array(blockRows * this.width) : new Int32Array(blockRows * this.width));
+    this.block = dtype === '<f4' ? new Float32Array(blockRows * this.width) : new Int32Array(blockRows * this.width);
     this.file.write(npyHeader(dtype, shape));
   }
 
@@ -132,5 +151,7 @@ export class NpyStreamWriter {
     this.file.commit();
   }
 
-  abort(): void { this.file.abort(); }
+  abort(): void {
+    this.file.abort();
+  }
 }

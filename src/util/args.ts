@@ -24,17 +24,22 @@ export interface CommandSpec<F extends FlagSpecs = FlagSpecs> {
 }
 
 /** The parsed value of one flag: numbers are numbers, lists and repeatable flags are arrays. */
-type FlagValue<S extends FlagSpec> =
-  S['type'] extends 'number' ? number
-    : S['type'] extends 'boolean' ? boolean
-      : S['type'] extends 'list' ? string[]
-        : S extends { repeatable: true } ? string[]
-          : string;
+type FlagValue<S extends FlagSpec> = S['type'] extends 'number'
+  ? number
+  : S['type'] extends 'boolean'
+    ? boolean
+    : S['type'] extends 'list'
+      ? string[]
+      : S extends { repeatable: true }
+        ? string[]
+        : string;
 
 /** Flags with a default (and booleans, which default to false) are always present; the rest may be undefined. */
 export type FlagValues<F extends FlagSpecs> = {
-  [K in keyof F]: F[K] extends { default: string | number | boolean } ? FlagValue<F[K]>
-    : F[K]['type'] extends 'boolean' ? boolean
+  [K in keyof F]: F[K] extends { default: string | number | boolean }
+    ? FlagValue<F[K]>
+    : F[K]['type'] extends 'boolean'
+      ? boolean
       : FlagValue<F[K]> | undefined;
 };
 
@@ -54,11 +59,16 @@ export function formatHelp(spec: CommandSpec): string {
   entries.push(['--help', 'show this help']);
   const width = Math.max(...entries.map(([l]) => l.length)) + 2;
   for (const [l, r] of entries) lines.push(`  ${l.padEnd(width)}${r}`);
-  if (spec.positionals) lines.push('', `Arguments:`, `  ${spec.positionals.name.padEnd(width)}${spec.positionals.description}`);
+  if (spec.positionals)
+    lines.push('', `Arguments:`, `  ${spec.positionals.name.padEnd(width)}${spec.positionals.description}`);
   return lines.join('\n');
 }
 
-const splitList = (s: string): string[] => s.split(',').map((x) => x.trim()).filter((x) => x.length > 0);
+const splitList = (s: string): string[] =>
+  s
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x.length > 0);
 
 /**
  * node:util's parseArgs reads `--seed -1` as a missing value; join a negative number to its
@@ -68,9 +78,17 @@ function joinNegativeNumbers(argv: readonly string[], spec: CommandSpec): string
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    if (a === '--') { out.push(...argv.slice(i)); break; }
+    if (a === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
     const next = argv[i + 1];
-    if (a.startsWith('--') && spec.flags[a.slice(2)]?.type === 'number' && next !== undefined && /^-\d|^-\.\d/.test(next)) {
+    if (
+      a.startsWith('--') &&
+      spec.flags[a.slice(2)]?.type === 'number' &&
+      next !== undefined &&
+      /^-\d|^-\.\d/.test(next)
+    ) {
       out.push(`${a}=${next}`);
       i++;
     } else out.push(a);
@@ -84,7 +102,8 @@ function parseErrorMessage(e: unknown): string {
   const msg = String(err.message ?? e).split('\n')[0]!;
   const opt = /'(--?[^' ]+)/.exec(msg)?.[1];
   if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `unknown option ${opt ?? msg} (see --help)`;
-  if (err.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') return `unexpected argument ${/'([^']*)'/.exec(msg)?.[1] ?? ''} (see --help)`;
+  if (err.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL')
+    return `unexpected argument ${/'([^']*)'/.exec(msg)?.[1] ?? ''} (see --help)`;
   if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && opt) {
     return /does not take/.test(msg) ? `${opt} takes no value` : `${opt} needs a value`;
   }
@@ -99,21 +118,37 @@ function parseErrorMessage(e: unknown): string {
 export function parseArgs<F extends FlagSpecs>(argv: readonly string[], spec: CommandSpec<F>): ParsedArgs<F> {
   const options: NonNullable<ParseArgsConfig['options']> = { help: { type: 'boolean', short: 'h' } };
   for (const [name, f] of Object.entries(spec.flags)) {
-    options[name] = f.type === 'boolean' ? { type: 'boolean' } : { type: 'string', multiple: f.type === 'list' || Boolean(f.repeatable) };
+    options[name] =
+      f.type === 'boolean'
+        ? { type: 'boolean' }
+        : { type: 'string', multiple: f.type === 'list' || Boolean(f.repeatable) };
   }
   let parsed: { values: Record<string, string | boolean | (string | boolean)[] | undefined>; positionals: string[] };
   try {
-    parsed = nodeParseArgs({ args: joinNegativeNumbers(argv, spec), options, allowPositionals: true, allowNegative: true, strict: true });
+    parsed = nodeParseArgs({
+      args: joinNegativeNumbers(argv, spec),
+      options,
+      allowPositionals: true,
+      allowNegative: true,
+      strict: true,
+    });
   } catch (e) {
     throw new UserError(parseErrorMessage(e));
   }
-  if (!spec.positionals && parsed.positionals.length > 0) throw new UserError(`unexpected argument '${parsed.positionals[0]}' (see --help)`);
+  if (!spec.positionals && parsed.positionals.length > 0)
+    throw new UserError(`unexpected argument '${parsed.positionals[0]}' (see --help)`);
   const flags: Record<string, string | number | boolean | string[] | undefined> = {};
   for (const [name, f] of Object.entries(spec.flags)) {
     const given = parsed.values[name];
     if (given === undefined) {
-      flags[name] = f.default === undefined ? (f.type === 'boolean' ? false : undefined)
-        : f.type === 'list' ? splitList(String(f.default)) : f.default;
+      flags[name] =
+        f.default === undefined
+          ? f.type === 'boolean'
+            ? false
+            : undefined
+          : f.type === 'list'
+            ? splitList(String(f.default))
+            : f.default;
       continue;
     }
     if (f.type === 'boolean') flags[name] = Boolean(given);

@@ -14,8 +14,12 @@ export interface Logger {
 /** The CLI's logger: info and progress on stderr (unless quiet), warnings always. */
 export function consoleLogger(quiet = false): Logger {
   return {
-    info: (msg) => { if (!quiet) process.stderr.write(msg + '\n'); },
-    warn: (msg) => { process.stderr.write(`warning: ${msg}\n`); },
+    info: (msg) => {
+      if (!quiet) process.stderr.write(msg + '\n');
+    },
+    warn: (msg) => {
+      process.stderr.write(`warning: ${msg}\n`);
+    },
     ...(quiet ? {} : { progress: progressRenderer(process.stderr) }),
   };
 }

@@ -52,7 +52,11 @@ export function benchResultsDir(root?: string): string {
  */
 export function mirrorDirs(): string[] {
   const env = process.env.CONVCACHE_MIRROR;
-  if (env !== undefined) return env.split(':').filter(Boolean).map((p) => resolve(p));
+  if (env !== undefined)
+    return env
+      .split(':')
+      .filter(Boolean)
+      .map((p) => resolve(p));
   if (!isDevCheckout()) return [];
   const shared = resolve(packageRoot(), '..', 'shared');
   return existsSync(shared) ? [shared] : [];

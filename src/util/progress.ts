@@ -17,7 +17,10 @@ export interface ProgressEvent {
 }
 
 /** Where progress goes: a Logger (structurally; util/log.ts imports this module, not the reverse). */
-export interface ProgressSink { progress?(e: ProgressEvent): void; info(msg: string): void }
+export interface ProgressSink {
+  progress?(e: ProgressEvent): void;
+  info(msg: string): void;
+}
 
 export interface ProgressOptions {
   label: string;
@@ -47,12 +50,23 @@ export class Progress {
   private emit(extra: string, finished: boolean): void {
     const sink = this.opts.log;
     if (this.opts.quiet || !sink?.progress) return;
-    sink.progress({ label: this.opts.label, done: this.done, total: this.opts.total, unit: this.opts.unit ?? 'img', seconds: (performance.now() - this.start) / 1000, extra, finished });
+    sink.progress({
+      label: this.opts.label,
+      done: this.done,
+      total: this.opts.total,
+      unit: this.opts.unit ?? 'img',
+      seconds: (performance.now() - this.start) / 1000,
+      extra,
+      finished,
+    });
   }
 }
 
 /** Draw progress events on a stream: a bar redrawn at most every 100 ms on a TTY, else a line every `plainInterval` s. */
-export function progressRenderer(stream: NodeJS.WriteStream = process.stderr, plainInterval = 5): (e: ProgressEvent) => void {
+export function progressRenderer(
+  stream: NodeJS.WriteStream = process.stderr,
+  plainInterval = 5,
+): (e: ProgressEvent) => void {
   const tty = Boolean(stream.isTTY);
   let lastDraw = 0;
   let drawn = false;
@@ -74,7 +88,9 @@ export function progressRenderer(stream: NodeJS.WriteStream = process.stderr, pl
     if (tty) {
       const width = 30;
       const filled = Math.round(pct * width);
-      stream.write(`\r${e.label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(pct * 100).toFixed(0)}% ${stats}\x1b[K`);
+      stream.write(
+        `\r${e.label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(pct * 100).toFixed(0)}% ${stats}\x1b[K`,
+      );
     } else {
       stream.write(`${e.label}: ${(pct * 100).toFixed(0)}% ${stats}\n`);
     }

@@ -63,7 +63,11 @@ export function tfBackendInfo(): TfBackendInfo | null {
   const env = tfStatic.env();
   // Both flags were evaluated (and cached) by the wasm backend's init, so the sync get is safe.
   const flag = (f: string): boolean => {
-    try { return Boolean(env.get(f)); } catch { return false; }
+    try {
+      return Boolean(env.get(f));
+    } catch {
+      return false;
+    }
   };
   const threads = flag('WASM_HAS_MULTITHREAD_SUPPORT');
   let threadsCount = 1;
@@ -71,7 +75,9 @@ export function tfBackendInfo(): TfBackendInfo | null {
     // Only the threaded build knows a thread count; getThreadsCount() reports it once initialised.
     const backend = tfStatic.backend() as unknown as { wasm?: { tfjs?: { getThreadsCount?: () => number } } };
     threadsCount = backend.wasm?.tfjs?.getThreadsCount?.() ?? 1;
-  } catch { /* keep 1 */ }
+  } catch {
+    /* keep 1 */
+  }
   return { name, wasm: { simd: flag('WASM_HAS_SIMD_SUPPORT'), threads, threadsCount: threads ? threadsCount : 1 } };
 }
 

@@ -16,8 +16,19 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  Field, FixedSizeList, Float32, Int32, RecordBatch, Schema, Struct, Table, Utf8,
-  makeData, tableFromIPC, tableToIPC, vectorFromArray,
+  Field,
+  FixedSizeList,
+  Float32,
+  Int32,
+  RecordBatch,
+  Schema,
+  Struct,
+  Table,
+  Utf8,
+  makeData,
+  tableFromIPC,
+  tableToIPC,
+  vectorFromArray,
 } from 'apache-arrow';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -25,9 +36,19 @@ const READ_ARROW = join(HERE, 'read_arrow.py');
 const READ_NPY = join(HERE, 'read_npy.py');
 const PYTHON = process.env.PYTHON ?? 'python3';
 
-interface Row { path: string; label: number | null; split: string; features: Float32Array }
+interface Row {
+  path: string;
+  label: number | null;
+  split: string;
+  features: Float32Array;
+}
 
-interface PyField { name: string; type: string; nullable: boolean; listSize?: number }
+interface PyField {
+  name: string;
+  type: string;
+  nullable: boolean;
+  listSize?: number;
+}
 interface PyOut {
   schema: { fields: PyField[]; metadata: Record<string, string> };
   numRows: number;
@@ -57,8 +78,17 @@ function pyFloat(v: number | string): number {
 }
 
 /** Build an Arrow table whose record batches have the given sizes. */
-function buildTable(rows: Row[], batchSizes: number[], dim: number, metadata: Map<string, string>, nullableLabel = false): Table {
-  assert.equal(batchSizes.reduce((a, b) => a + b, 0), rows.length);
+function buildTable(
+  rows: Row[],
+  batchSizes: number[],
+  dim: number,
+  metadata: Map<string, string>,
+  nullableLabel = false,
+): Table {
+  assert.equal(
+    batchSizes.reduce((a, b) => a + b, 0),
+    rows.length,
+  );
   const fslType = new FixedSizeList(dim, new Field('item', new Float32(), false));
   const fields = [
     new Field('path', new Utf8(), false),
@@ -73,12 +103,28 @@ function buildTable(rows: Row[], batchSizes: number[], dim: number, metadata: Ma
     const slice = rows.slice(at, at + n);
     at += n;
     const flat = new Float32Array(n * dim);
-    slice.forEach((r, i) => { assert.equal(r.features.length, dim); flat.set(r.features, i * dim); });
-    const fsl = makeData({ type: fslType, length: n, child: makeData({ type: new Float32(), length: n * dim, data: flat }) });
+    slice.forEach((r, i) => {
+      assert.equal(r.features.length, dim);
+      flat.set(r.features, i * dim);
+    });
+    const fsl = makeData({
+      type: fslType,
+      length: n,
+      child: makeData({ type: new Float32(), length: n * dim, data: flat }),
+    });
     const children = [
-      vectorFromArray(slice.map((r) => r.path), new Utf8()).data[0],
-      vectorFromArray(slice.map((r) => r.label), new Int32()).data[0],
-      vectorFromArray(slice.map((r) => r.split), new Utf8()).data[0],
+      vectorFromArray(
+        slice.map((r) => r.path),
+        new Utf8(),
+      ).data[0],
+      vectorFromArray(
+        slice.map((r) => r.label),
+        new Int32(),
+      ).data[0],
+      vectorFromArray(
+        slice.map((r) => r.split),
+        new Utf8(),
+      ).data[0],
       fsl,
     ];
     batches.push(new RecordBatch(schema, makeData({ type: new Struct(fields), length: n, children })));
@@ -89,7 +135,16 @@ function buildTable(rows: Row[], batchSizes: number[], dim: number, metadata: Ma
 /** Deterministic PRNG so failures are reproducible. */
 const rng = seededRandom;
 
-const PATHS = ['cats/cat.1.jpg', 'chats/été_猫.jpg', 'dogs/ñandú 🐕.jpeg', '', 'a/b/c/d/e.png', 'emoji/😀😃.webp', 'quote"back\\slash.jpg', 'tab\tnew\nline.jpg'];
+const PATHS = [
+  'cats/cat.1.jpg',
+  'chats/été_猫.jpg',
+  'dogs/ñandú 🐕.jpeg',
+  '',
+  'a/b/c/d/e.png',
+  'emoji/😀😃.webp',
+  'quote"back\\slash.jpg',
+  'tab\tnew\nline.jpg',
+];
 const SPLITS = ['train', 'val', 'test'];
 
 function makeRows(n: number, dim: number, seed: number, special = false): Row[] {
@@ -98,26 +153,53 @@ function makeRows(n: number, dim: number, seed: number, special = false): Row[] 
   for (let i = 0; i < n; i++) {
     const f = new Float32Array(dim);
     for (let j = 0; j < dim; j++) f[j] = (r() - 0.5) * 10 ** Math.floor(r() * 8 - 4);
-    rows.push({ path: `${PATHS[i % PATHS.length]}#${i}`, label: i % 3 === 2 ? -7 - i : i % 2, split: SPLITS[i % 3]!, features: f });
+    rows.push({
+      path: `${PATHS[i % PATHS.length]}#${i}`,
+      label: i % 3 === 2 ? -7 - i : i % 2,
+      split: SPLITS[i % 3]!,
+      features: f,
+    });
   }
   if (special && n > 0 && dim >= 5) {
     rows[0]!.features.set([NaN, Infinity, -Infinity, -0, 3.4028234663852886e38]);
-    if (n > 1) rows[1]!.features.set([1.401298464324817e-45 /* min subnormal */, 1.1754943508222875e-38, -1, 2 ** 24 + 1, 0.1]);
+    if (n > 1)
+      rows[1]!.features.set([1.401298464324817e-45 /* min subnormal */, 1.1754943508222875e-38, -1, 2 ** 24 + 1, 0.1]);
   }
   return rows;
 }
 
-function assertRoundTrip(out: PyOut, rows: Row[], dim: number, metadata: Map<string, string>, batchSizes: number[]): void {
-  assert.deepEqual(out.schema.fields.map((f) => [f.name, f.type]), [
-    ['path', 'utf8'], ['label', 'int32'], ['split', 'utf8'], ['features', 'fixed_size_list<float32>'],
-  ]);
+function assertRoundTrip(
+  out: PyOut,
+  rows: Row[],
+  dim: number,
+  metadata: Map<string, string>,
+  batchSizes: number[],
+): void {
+  assert.deepEqual(
+    out.schema.fields.map((f) => [f.name, f.type]),
+    [
+      ['path', 'utf8'],
+      ['label', 'int32'],
+      ['split', 'utf8'],
+      ['features', 'fixed_size_list<float32>'],
+    ],
+  );
   assert.equal(out.schema.fields[3]!.listSize, dim);
   assert.deepEqual(out.schema.metadata, Object.fromEntries(metadata));
   assert.equal(out.numRows, rows.length);
   assert.deepEqual(out.batchRows, batchSizes);
-  assert.deepEqual(out.columns.path, rows.map((r) => r.path));
-  assert.deepEqual(out.columns.label, rows.map((r) => r.label));
-  assert.deepEqual(out.columns.split, rows.map((r) => r.split));
+  assert.deepEqual(
+    out.columns.path,
+    rows.map((r) => r.path),
+  );
+  assert.deepEqual(
+    out.columns.label,
+    rows.map((r) => r.label),
+  );
+  assert.deepEqual(
+    out.columns.split,
+    rows.map((r) => r.split),
+  );
   assert.equal(out.columns.features.length, rows.length);
   rows.forEach((r, i) => {
     const got = out.columns.features[i]!;
@@ -142,7 +224,13 @@ test('python3 is available', () => {
 test('single batch with unicode paths, special floats, metadata round-trips exactly', () => {
   const dim = 5;
   const rows = makeRows(11, dim, 1, true);
-  const md = new Map([['backbone', 'mobilenet_v2'], ['layer', 'out_relu'], ['note', 'été 猫 ✓'], ['empty', ''], ['json', '{"a":[1,2]}']]);
+  const md = new Map([
+    ['backbone', 'mobilenet_v2'],
+    ['layer', 'out_relu'],
+    ['note', 'été 猫 ✓'],
+    ['empty', ''],
+    ['json', '{"a":[1,2]}'],
+  ]);
   const file = join(tmp, 'single.arrow');
   writeFileSync(file, tableToIPC(buildTable(rows, [11], dim, md), 'file'));
   assertRoundTrip(readArrow(file) as PyOut, rows, dim, md, [11]);
@@ -165,7 +253,10 @@ test('multi-batch file (uneven batches, incl. a 1-row batch) round-trips exactly
 test('realistic width (D=1280) round-trips exactly', () => {
   const dim = 1280;
   const rows = makeRows(9, dim, 3);
-  const md = new Map([['backbone', 'x'], ['dim', String(dim)]]);
+  const md = new Map([
+    ['backbone', 'x'],
+    ['dim', String(dim)],
+  ]);
   const file = join(tmp, 'wide.arrow');
   writeFileSync(file, tableToIPC(buildTable(rows, [5, 4], dim, md), 'file'));
   assertRoundTrip(readArrow(file) as PyOut, rows, dim, md, [5, 4]);
@@ -174,7 +265,9 @@ test('realistic width (D=1280) round-trips exactly', () => {
 test('nullable column with nulls: validity bitmap honoured', () => {
   const dim = 3;
   const rows = makeRows(10, dim, 4);
-  rows[1]!.label = null; rows[8]!.label = null; rows[9]!.label = null;
+  rows[1]!.label = null;
+  rows[8]!.label = null;
+  rows[9]!.label = null;
   const md = new Map<string, string>();
   const file = join(tmp, 'nulls.arrow');
   writeFileSync(file, tableToIPC(buildTable(rows, [10], dim, md, true), 'file'));
@@ -200,7 +293,17 @@ test('--summary prints list size, sums and first 3 values', () => {
   writeFileSync(file, tableToIPC(buildTable(rows, [3, 3], dim, new Map([['a', 'b']])), 'file'));
   const s = readArrow(file, true) as {
     numRows: number;
-    columns: Record<string, { length: number; listSize?: number; sum?: number; firstRowSum?: number; firstRowFirst3?: number[]; first3?: unknown[] }>;
+    columns: Record<
+      string,
+      {
+        length: number;
+        listSize?: number;
+        sum?: number;
+        firstRowSum?: number;
+        firstRowFirst3?: number[];
+        first3?: unknown[];
+      }
+    >;
   };
   assert.equal(s.numRows, 6);
   const f = s.columns.features!;
@@ -210,8 +313,14 @@ test('--summary prints list size, sums and first 3 values', () => {
   const total = rows.reduce((a, r) => a + r.features.reduce((x, y) => x + y, 0), 0);
   assert.ok(Math.abs(f.firstRowSum! - firstSum) <= 1e-9 * Math.max(1, Math.abs(firstSum)));
   assert.ok(Math.abs(f.sum! - total) <= 1e-9 * Math.max(1, Math.abs(total)));
-  assert.deepEqual(s.columns.path!.first3, rows.slice(0, 3).map((r) => r.path));
-  assert.deepEqual(s.columns.label!.first3, rows.slice(0, 3).map((r) => r.label));
+  assert.deepEqual(
+    s.columns.path!.first3,
+    rows.slice(0, 3).map((r) => r.path),
+  );
+  assert.deepEqual(
+    s.columns.label!.first3,
+    rows.slice(0, 3).map((r) => r.label),
+  );
 });
 
 test('refuses bad magic, stream format, truncated files, missing files', () => {
@@ -221,8 +330,16 @@ test('refuses bad magic, stream format, truncated files, missing files', () => {
     'empty.arrow': new Uint8Array(0),
     'stream.arrow': tableToIPC(buildTable(makeRows(4, 5, 6), [4], 5, new Map()), 'stream'),
     'truncated.arrow': good.slice(0, Math.floor(good.length * 0.6)),
-    'badhead.arrow': (() => { const b = good.slice(); b[0] = 0x58; return b; })(),
-    'badtail.arrow': (() => { const b = good.slice(); b[b.length - 1] = 0x58; return b; })(),
+    'badhead.arrow': (() => {
+      const b = good.slice();
+      b[0] = 0x58;
+      return b;
+    })(),
+    'badtail.arrow': (() => {
+      const b = good.slice();
+      b[b.length - 1] = 0x58;
+      return b;
+    })(),
   };
   for (const [name, bytes] of Object.entries(cases)) {
     const file = join(tmp, name);
@@ -243,9 +360,14 @@ function npyBytes(data: Float32Array, shape: number[]): Buffer {
   header += ' '.repeat(pad % 64) + '\n';
   const pre = Buffer.alloc(10);
   pre.write('\x93NUMPY', 0, 'latin1');
-  pre[6] = 1; pre[7] = 0;
+  pre[6] = 1;
+  pre[7] = 0;
   pre.writeUInt16LE(header.length, 8);
-  return Buffer.concat([pre, Buffer.from(header, 'latin1'), Buffer.from(data.buffer, data.byteOffset, data.byteLength)]);
+  return Buffer.concat([
+    pre,
+    Buffer.from(header, 'latin1'),
+    Buffer.from(data.buffer, data.byteOffset, data.byteLength),
+  ]);
 }
 
 test('read_npy.py reports shape/dtype/sum/first via numpy', () => {
@@ -257,7 +379,10 @@ test('read_npy.py reports shape/dtype/sum/first via numpy', () => {
   const out = JSON.parse(r.stdout) as { shape: number[]; dtype: string; sum: number; first: number[]; finite: boolean };
   assert.deepEqual(out.shape, [3, 4]);
   assert.equal(out.dtype, 'float32');
-  assert.equal(out.sum, data.reduce((a, b) => a + b, 0));
+  assert.equal(
+    out.sum,
+    data.reduce((a, b) => a + b, 0),
+  );
   assert.deepEqual(out.first, Array.from(data.slice(0, 5)));
   assert.equal(out.finite, true);
 
