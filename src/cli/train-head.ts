@@ -1,3 +1,4 @@
+import { pct } from '../util/format.ts';
 import { cacheRootFlag, defineCommand } from './command.ts';
 import { classWeight, intInRange, seed, valFraction } from './validate.ts';
 import { UserError } from '../util/errors.ts';
@@ -6,8 +7,6 @@ import { HEAD_KINDS, createHead, parseOpts } from '../heads/registry.ts';
 import { defaultCacheDir, loadFeatureCache, parseMemory } from '../store/read.ts';
 import { formatParams, type TuneMode } from '../eval/tune.ts';
 import { DEFAULT_VAL_FRACTION, evaluateSavedHead, saveTrainedHead, trainHead } from '../pipeline/train.ts';
-
-const pct = (a: number | null | undefined) => (a === null || a === undefined ? 'n/a' : `${(a * 100).toFixed(2)}%`);
 
 export const command = defineCommand(
   {

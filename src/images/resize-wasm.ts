@@ -1,4 +1,3 @@
-import v8 from 'node:v8';
 import {
   ADD,
   F32X4_ADD,
@@ -16,6 +15,7 @@ import {
   str,
   tee,
   uleb,
+  compileSimdModule,
 } from '../linalg/wasm-asm.ts';
 
 /**
@@ -255,21 +255,7 @@ let mod: WebAssembly.Module | null | undefined;
 
 /** A kernel instance with its own memory, or null without WebAssembly SIMD (or CONVCACHE_NO_WASM=1). */
 export function wasmResizer(): WasmResizer | null {
-  if (mod === undefined) {
-    mod = null;
-    if (process.env.CONVCACHE_NO_WASM !== '1') {
-      try {
-        v8.setFlagsFromString('--no-liftoff');
-        try {
-          mod = new WebAssembly.Module(buildModule());
-        } finally {
-          v8.setFlagsFromString('--liftoff');
-        }
-      } catch {
-        mod = null;
-      }
-    }
-  }
+  if (mod === undefined) mod = compileSimdModule(buildModule);
   if (!mod) return null;
   const ex = new WebAssembly.Instance(mod, {}).exports as unknown as { mem: WebAssembly.Memory; vrow: Fn6; hrow: Fn6 };
   const memory = ex.mem;

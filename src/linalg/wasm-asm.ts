@@ -2,6 +2,7 @@
  * The few WebAssembly encoding helpers our hand-assembled SIMD kernels share (wasm-gemm.ts,
  * wasm-blas1.ts): unsigned LEB128 integers, sections, names, and the opcodes they use.
  */
+import v8 from 'node:v8';
 import { varintBytes } from '../util/varint.ts';
 
 /** Unsigned LEB128: the same encoding as a protobuf varint. */
@@ -45,3 +46,22 @@ export const ADD = 0x6a,
   LT_U = 0x49;
 export const F32X4_ADD = SIMD(228),
   F32X4_MUL = SIMD(230);
+
+/**
+ * Compile a hand-assembled SIMD module once, or null where WebAssembly SIMD is missing (or
+ * CONVCACHE_NO_WASM=1 asks for the JavaScript fallbacks). Liftoff is off while compiling so V8's
+ * optimising tier compiles the kernels at once: the baseline tier runs them several times slower.
+ */
+export function compileSimdModule(build: () => Uint8Array<ArrayBuffer>): WebAssembly.Module | null {
+  if (process.env.CONVCACHE_NO_WASM === '1') return null;
+  try {
+    v8.setFlagsFromString('--no-liftoff');
+    try {
+      return new WebAssembly.Module(build());
+    } finally {
+      v8.setFlagsFromString('--liftoff');
+    }
+  } catch {
+    return null;
+  }
+}

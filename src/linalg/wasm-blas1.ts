@@ -1,4 +1,3 @@
-import v8 from 'node:v8';
 import {
   ADD,
   F32,
@@ -15,6 +14,7 @@ import {
   str,
   tee,
   uleb,
+  compileSimdModule,
 } from './wasm-asm.ts';
 
 /**
@@ -163,21 +163,7 @@ let mod: WebAssembly.Module | null | undefined;
 
 /** A new kernel instance (own memory), or null without WebAssembly SIMD (or CONVCACHE_NO_WASM=1). */
 export function wasmBlas1(): WasmBlas1 | null {
-  if (mod === undefined) {
-    mod = null;
-    if (process.env.CONVCACHE_NO_WASM !== '1') {
-      try {
-        v8.setFlagsFromString('--no-liftoff');
-        try {
-          mod = new WebAssembly.Module(buildModule());
-        } finally {
-          v8.setFlagsFromString('--liftoff');
-        }
-      } catch {
-        mod = null;
-      }
-    }
-  }
+  if (mod === undefined) mod = compileSimdModule(buildModule);
   if (!mod) return null;
   const ex = new WebAssembly.Instance(mod, {}).exports as unknown as {
     mem: WebAssembly.Memory;

@@ -1,4 +1,3 @@
-import v8 from 'node:v8';
 import {
   ADD,
   F32X4_ADD,
@@ -16,6 +15,7 @@ import {
   str,
   tee,
   uleb,
+  compileSimdModule,
 } from './wasm-asm.ts';
 /**
  * Tiny hand-assembled WebAssembly SIMD kernels: C = A·Bᵀ (both row-major, float32), plus the
@@ -234,17 +234,9 @@ let cached: WasmGemm | null | undefined;
 export function wasmGemm(): WasmGemm | null {
   if (cached !== undefined) return cached;
   cached = null;
-  if (process.env.CONVCACHE_NO_WASM === '1') return cached;
+  const mod = compileSimdModule(buildModule);
+  if (!mod) return cached;
   try {
-    // Compile straight to optimised code: the baseline tier runs this kernel ~3× slower and the
-    // first (often only) big product would pay for it. The flag is restored right after.
-    let mod: WebAssembly.Module;
-    v8.setFlagsFromString('--no-liftoff');
-    try {
-      mod = new WebAssembly.Module(buildModule());
-    } finally {
-      v8.setFlagsFromString('--liftoff');
-    }
     const inst = new WebAssembly.Instance(mod, {});
     const ex = inst.exports as unknown as Omit<WasmGemm, 'memory'> & { mem: WebAssembly.Memory };
     cached = { memory: ex.mem, gemm: ex.gemm, gemv: ex.gemv, gemvt: ex.gemvt };
