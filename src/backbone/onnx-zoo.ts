@@ -23,8 +23,9 @@ import type { Preprocessing } from './preprocess.ts';
  *  - convnext_tiny: Xenova/convnext-tiny-224 (facebook/convnext-tiny-224 exported by Transformers.js),
  *    onnx/model.onnx. Preprocessing from its preprocessor_config.json (ConvNextImageProcessor: crop_pct
  *    0.875, size.shortest_edge 224, resample 3 = bicubic, ImageNet mean/std). NO sha256: the file is
- *    now stored with Xet and no public copy of its hash was found, so the entry carries none: the
- *    download warns that it is unverified and logs the hash it got.
+ *    now stored with Xet and no public copy of its hash was found, so it is NOT a known name here (every
+ *    known name is checksum-verified); ConvNeXt exports work as `--model file.onnx` (default cut checked
+ *    against PyTorch in scripts/torchvision_parity.py).
  *  - dinov2_small: Xenova/dinov2-small (facebook/dinov2-small, self-supervised ViT-S/14) at commit
  *    560a572, onnx/model.onnx, sha256 from that commit's Git LFS details (88.5 MB). Preprocessing: the
  *    BitImageProcessor config the dinov2 repos publish (crop_size 224, size.shortest_edge 256,
@@ -35,8 +36,8 @@ export interface OnnxZooEntry {
   name: string;
   description: string;
   url: string;
-  /** Lower-case hex sha256 of the file, or undefined when no public source gives it (then the download warns). */
-  sha256: string | undefined;
+  /** Lower-case hex sha256 of the file: every known name is verified (an export without a published hash is left out). */
+  sha256: string;
   bytes?: number;
   /** Where the sha256 and the data config were read. */
   sources: string[];
@@ -91,14 +92,6 @@ export const ONNX_ZOO: readonly OnnxZooEntry[] = [
       'torchvision MobileNet_V3_Large_Weights.IMAGENET1K_V1',
     ],
     preprocessing: crop('linear'),
-  },
-  {
-    name: 'convnext_tiny',
-    description: 'ConvNeXt-Tiny (ImageNet-1k, facebook/convnext-tiny-224), Transformers.js ONNX export; 768-d features',
-    url: 'https://huggingface.co/Xenova/convnext-tiny-224/resolve/main/onnx/model.onnx',
-    sha256: undefined,
-    sources: ['huggingface.co/Xenova/convnext-tiny-224 preprocessor_config.json'],
-    preprocessing: crop('cubic', 0.875),
   },
   {
     name: 'dinov2_small',
