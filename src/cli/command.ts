@@ -1,5 +1,7 @@
 import { formatHelp, parseArgs, type CommandSpec, type FlagSpecs, type ParsedArgs } from '../util/args.ts';
+import { cpus } from 'node:os';
 import { isUserError } from '../util/errors.ts';
+import { DEFAULT_MAX_PIXELS } from '../images/limits.ts';
 
 /** A CLI command: its spec (for --help) and what it does with the arguments after its name. */
 export interface Command {
@@ -44,4 +46,21 @@ export const cacheRootFlag = {
   metavar: 'DIR',
   description:
     'folder for feature caches, heads and fine-tuning runs (default: $CONVCACHE_HOME, else ./convcache-data)',
+} as const;
+
+/** --workers, --threads, --max-pixels: shared by the commands that decode images and run the conv base. */
+export const decodeFlags = {
+  workers: {
+    type: 'number',
+    metavar: 'N',
+    description: 'images decoded in parallel (threads)',
+    default: cpus().length,
+  },
+  threads: { type: 'number', metavar: 'N', description: 'ONNX Runtime threads', default: cpus().length },
+  'max-pixels': {
+    type: 'number',
+    metavar: 'N',
+    description: 'skip images with more pixels (decompression bombs)',
+    default: DEFAULT_MAX_PIXELS,
+  },
 } as const;

@@ -1,13 +1,11 @@
-import { cpus } from 'node:os';
-import { cacheRootFlag, defineCommand } from './command.ts';
+import { cacheRootFlag, decodeFlags, defineCommand } from './command.ts';
 import { batchSize, intInRange, maxPixels, oneOf, optionalInt, seed, threads, workers } from './validate.ts';
 import { UserError } from '../util/errors.ts';
 import { consoleLogger } from '../util/log.ts';
-import { parseSplitFractions } from '../dataset/split.ts';
+import { DEFAULT_SPLIT_SPEC, parseSplitFractions } from '../dataset/split.ts';
 import { extractFeatures, type ExtractOptions } from '../pipeline/extract.ts';
 import { extractShard, resolveShard } from '../pipeline/shard.ts';
 import { DEFAULT_MODEL } from '../backbone/registry.ts';
-import { DEFAULT_MAX_PIXELS } from '../images/limits.ts';
 import type { Preprocessing } from '../backbone/preprocess.ts';
 import { parseAugmentSpec, type AugmentSpec } from '../images/augment.ts';
 import { DEFAULT_PRECISION } from '../backbone/quantize.ts';
@@ -79,23 +77,11 @@ export const command = defineCommand(
         type: 'string',
         metavar: 'F,F,F',
         description: 'train,val,test fractions when the data has no split folders',
-        default: '0.8,0.1,0.1',
+        default: DEFAULT_SPLIT_SPEC,
       },
       seed: { type: 'number', metavar: 'N', description: 'seed for the split', default: 42 },
       batch: { type: 'number', metavar: 'N', description: 'images per inference batch', default: 32 },
-      workers: {
-        type: 'number',
-        metavar: 'N',
-        description: 'images decoded in parallel (threads)',
-        default: cpus().length,
-      },
-      threads: { type: 'number', metavar: 'N', description: 'ONNX Runtime threads', default: cpus().length },
-      'max-pixels': {
-        type: 'number',
-        metavar: 'N',
-        description: 'skip images with more pixels (decompression bombs)',
-        default: DEFAULT_MAX_PIXELS,
-      },
+      ...decodeFlags,
       'input-size': { type: 'number', metavar: 'N', description: 'override the model input size (square)' },
       mean: { type: 'list', metavar: 'R,G,B', description: 'override normalisation mean (on x/255)' },
       std: { type: 'list', metavar: 'R,G,B', description: 'override normalisation std (on x/255)' },

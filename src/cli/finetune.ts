@@ -1,6 +1,5 @@
-import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { cacheRootFlag, defineCommand } from './command.ts';
+import { cacheRootFlag, decodeFlags, defineCommand } from './command.ts';
 import {
   batchSize,
   intInRange,
@@ -17,7 +16,6 @@ import {
 import { consoleLogger } from '../util/log.ts';
 import { cacheRoot } from '../util/paths.ts';
 import { DEFAULT_MODEL } from '../backbone/registry.ts';
-import { DEFAULT_MAX_PIXELS } from '../images/limits.ts';
 import { parseAugmentSpec } from '../images/augment.ts';
 import { FINETUNE_DEFAULTS, runFinetune } from '../finetune/recipe.ts';
 import { parseEngine } from '../finetune/engine.ts';
@@ -125,19 +123,7 @@ export const command = defineCommand(
       out: { type: 'string', metavar: 'DIR', description: 'output folder (default <cache root>/finetune/<model>)' },
       'cache-root': cacheRootFlag,
       resume: { type: 'boolean', description: 'continue from the last checkpoint in --out' },
-      workers: {
-        type: 'number',
-        metavar: 'N',
-        description: 'images decoded in parallel (threads)',
-        default: cpus().length,
-      },
-      threads: { type: 'number', metavar: 'N', description: 'ONNX Runtime threads', default: cpus().length },
-      'max-pixels': {
-        type: 'number',
-        metavar: 'N',
-        description: 'skip images with more pixels (decompression bombs)',
-        default: DEFAULT_MAX_PIXELS,
-      },
+      ...decodeFlags,
       tta: { type: 'boolean', description: 'also report test accuracy with horizontal-flip test-time augmentation' },
       quiet: { type: 'boolean', description: 'no progress output' },
     },
