@@ -93,7 +93,7 @@ test("extract --tta flip: every image (train and test) stores the mean of its ow
   const flip = loadFeatureCache(cacheDir);
   assert.deepEqual(flip.splits.test!.paths, plain.splits.test!.paths);
   // The mirror image's features, computed independently through the same base.
-  const bb = await prepareBackbone({ model: MODEL, log: silentLogger });
+  const bb = await prepareBackbone({ model: MODEL, featureInputSize: true, log: silentLogger }); // as extract does
   const items = plain.splits.test!.paths.map((p) => ({
     absPath: join(data, p),
     views: [{ ...IDENTITY_PARAMS, flip: true }],

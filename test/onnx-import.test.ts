@@ -48,6 +48,8 @@ test('.onnx models: listed by layers, wrapped with in-graph preprocessing, featu
       data,
       out: join(dir, 'ref'),
       model: 'mobilenet_v1_0.75_224',
+      // The exported .onnx takes 224 px: the TF.js path at the same size (not its 288-px feature default).
+      preprocessing: { size: [224, 224] },
       split: DEFAULT_SPLIT,
       seed: 1,
       batch: 4,

@@ -53,6 +53,11 @@ export interface PrepareOptions {
   preprocessing?: Partial<Preprocessing>;
   /** Input layout a foreign .onnx model expects (torchvision/timm: nchw). */
   onnxLayout?: 'nchw' | 'nhwc';
+  /**
+   * Feature extraction: a known model's `featureSize` (its FixRes input size) unless preprocessing.size is
+   * given. Predict and fine-tuning pass the size they need; the converter's tests work at the native size.
+   */
+  featureInputSize?: boolean;
   modelCacheDir?: string;
   /** Passed to resolveModel (mirrors, fetch, ONNX registry) — mostly for tests. */
   resolve?: Partial<Omit<ResolveOptions, 'log' | 'cacheDir'>>;
@@ -159,7 +164,9 @@ async function prepareTfjsBackbone(
     ...DEFAULT_PREPROCESSING,
     size: [native.inputShape[0]!, native.inputShape[1]!] as [number, number],
   };
-  const preprocessing: Preprocessing = { ...base, ...opts.preprocessing };
+  const featureSize = opts.featureInputSize ? resolved.entry?.featureSize : undefined;
+  const sized: Preprocessing = featureSize ? { ...base, size: [featureSize, featureSize] } : base;
+  const preprocessing: Preprocessing = { ...sized, ...opts.preprocessing };
   const layer = opts.layer ?? resolved.entry?.defaultLayer ?? defaultCutLayer(native);
   const cutNames = cutLayers(layer);
   // Multi-layer cuts: every layer is checked at this input size; the deepest (last) one names the map shape.

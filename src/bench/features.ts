@@ -71,6 +71,8 @@ async function score(c: FeatureCache, seed: number) {
       valRows: report.split.val,
       testRows: report.split.test,
       chosen: report.chosen,
+      // The choice between feature sets is made on this (CV on train+val), never on test.
+      chosenCvAccuracy: report.selection?.ranking.find((r) => r.name === report.chosen)?.score ?? null,
       chosenTestAccuracy: chosen?.testAccuracy ?? null,
       chosenInterval: chosen?.testInterval ?? null,
       chosenByValidation: byVal,
@@ -128,6 +130,7 @@ export async function benchFeatures(o: {
       cache: dir,
       layer: m.backbone.layer,
       pooling: m.backbone.pooling,
+      inputSize: m.backbone.preprocessing.size[0],
       tta: m.tta?.spec ?? 'none',
       D: m.backbone.featureDim,
       extractSeconds: m.timings.extractSeconds,

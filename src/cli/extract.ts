@@ -82,7 +82,12 @@ export const command = defineCommand(
       seed: { type: 'number', metavar: 'N', description: 'seed for the split', default: 42 },
       batch: { type: 'number', metavar: 'N', description: 'images per inference batch', default: 32 },
       ...decodeFlags,
-      'input-size': { type: 'number', metavar: 'N', description: 'override the model input size (square)' },
+      'input-size': {
+        type: 'number',
+        metavar: 'N',
+        description:
+          "square input size (default: the model's feature size — 288 for the 224-px MobileNets, 1.3× their own: README 'Features for little data')",
+      },
       mean: { type: 'list', metavar: 'R,G,B', description: 'override normalisation mean (on x/255)' },
       std: { type: 'list', metavar: 'R,G,B', description: 'override normalisation std (on x/255)' },
       resize: { type: 'string', metavar: 'MODE', description: 'override resize policy: squash | center-crop' },

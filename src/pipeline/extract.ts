@@ -270,6 +270,7 @@ export async function planExtraction(
       pooling: opts.pooling,
       preprocessing: opts.preprocessing,
       onnxLayout: opts.onnxLayout,
+      featureInputSize: true,
       log,
     });
     cfg = runConfig(backbone, { precision, decoder: opts.decoder });
