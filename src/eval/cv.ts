@@ -114,12 +114,15 @@ export function concatSets(...sets: LabelledSet[]): LabelledSet {
 }
 
 /**
- * Whether a head kind uses the validation set during fit (early stopping). Detected from its
- * parameter specs (a `patience` parameter), so a new head with early stopping needs no change here.
- * Heads that ignore `val` are given all their training rows instead.
+ * Whether a head configuration uses the validation set during fit (early stopping). Detected from its
+ * parameter specs (a `patience` parameter, on when > 0), so a new head with early stopping needs no
+ * change here. Heads that ignore `val` are given all their training rows instead.
  */
-export function usesEarlyStopping(kind: string): boolean {
-  return 'patience' in headParamSpecs(kind);
+export function usesEarlyStopping(kind: string, params: HeadParams): boolean {
+  const spec = headParamSpecs(kind).patience;
+  if (!spec) return false;
+  const patience = params.patience ?? spec.default;
+  return typeof patience === 'number' && patience > 0;
 }
 
 export interface CvOptions {
@@ -159,7 +162,7 @@ export async function crossValidate(
   if (X.rows !== y.length) throw new UserError(`crossValidate: ${y.length} labels for ${X.rows} rows`);
   createHead(kind, params); // validate params before any work
   const all: LabelledSet = { X, y };
-  const early = usesEarlyStopping(kind);
+  const early = usesEarlyStopping(kind, params);
   const innerFrac = opts.innerValFraction ?? 0.1;
   const folds: CvResult['folds'] = [];
   for (const [f, fold] of stratifiedKFold(y, k, seed).entries()) {

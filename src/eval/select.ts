@@ -14,7 +14,7 @@ import { concatSets, usesEarlyStopping } from './cv.ts';
 
 /** The number of epochs a fitted early-stopping head chose on validation (its best epoch), if any. */
 export function selectedEpochs(kind: string, head: Head): number | undefined {
-  if (!usesEarlyStopping(kind)) return undefined;
+  if (!usesEarlyStopping(kind, head.params)) return undefined;
   const best = (head as unknown as { bestEpoch_?: unknown }).bestEpoch_;
   return typeof best === 'number' && Number.isInteger(best) && best > 0 ? best : undefined;
 }

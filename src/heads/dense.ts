@@ -12,8 +12,8 @@ import { mlpAdamStep, type MlpAdamState, type MlpParams } from '../linalg/ort-ml
 import type { FitOptions, Matrix } from './types.ts';
 
 /**
- * MLP head: Dense(hidden, relu) → Dropout → Dense(nClasses, softmax), Adam, early stopping on
- * opts.val (best weights restored).
+ * MLP head: Dense(hidden, relu) → Dropout → Dense(nClasses, softmax), Adam; with patience > 0, early
+ * stopping on opts.val (best weights restored).
  *
  * Training and prediction run without TF.js; only persistence uses it. Measured on 2000×768
  * cats-vs-dogs features (1 thread, defaults, 30 epochs, 2-core benchmark machine): the previous
@@ -42,11 +42,16 @@ export const paramSpecs: ParamSpecs = {
   lr: { type: 'number', default: 1e-3, min: 1e-12, description: 'Adam learning rate' },
   epochs: { type: 'int', default: 30, min: 1, description: 'maximum epochs' },
   batchSize: { type: 'int', default: 200, min: 1, description: 'minibatch size' },
+  // Off by default, as MLPClassifier's default (early_stopping=False). Measured on cats-vs-dogs features
+  // (288 px, 5-fold CV on the 2000 training rows, each fold's early stopping on a 10 % carve-out): patience 5
+  // stops at epoch 1-3 — the val loss of ~160-200 rows is dominated by two or three confident mistakes and
+  // rises while accuracy still climbs — CV 96.70 %; 30 fixed epochs CV 98.30 %.
   patience: {
     type: 'int',
-    default: 5,
-    min: 1,
-    description: 'early stopping patience (epochs without val-loss improvement)',
+    default: 0,
+    min: 0,
+    description:
+      'early stopping patience (epochs without val-loss improvement, best epoch restored); 0 = off: train all epochs',
   },
   l2: { type: 'number', default: 0, min: 0, description: 'L2 penalty on weights' },
   standardize: { type: 'boolean', default: true, description: 'standardise features (fitted on train)' },
@@ -273,7 +278,7 @@ export class DenseHead extends BaseHead {
           hyper,
         );
       }
-      if (opts.val) {
+      if (opts.val && (p.patience as number) > 0) {
         const q = st.params;
         const loss = meanLogLoss(await forwardProba(opts.val.X, q.W1, q.b1, q.W2, q.b2, K), opts.val.y, K);
         // Each step returns fresh arrays, so keeping the reference is a snapshot.
