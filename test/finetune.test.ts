@@ -28,6 +28,7 @@ import { predictImages } from '../src/pipeline/predict.ts';
 import { FrozenBase } from '../src/finetune/frozen.ts';
 import { fromHalf, toHalf } from '../src/linalg/f16.ts';
 import { runFinetune, finetuneInputSize, FINETUNE_DEFAULTS, type FinetuneOptions } from '../src/finetune/recipe.ts';
+import { cosineLr } from '../src/finetune/phases.ts';
 import {
   SHARED_DATA,
   SHARED_MODEL,
@@ -449,13 +450,23 @@ test('finetune recipe: report, frozen weights untouched, top trained, BN statist
   );
   const warm = report.phases.head.warmStart;
   assert.ok(
-    warm && warm.bestEpoch >= 1 && warm.bestEpoch <= 2 && warm.valLoss > 0,
+    warm && warm.bestEpoch >= 1 && warm.bestEpoch <= 2 && warm.valLoss !== null && warm.valLoss > 0,
     'phase 1 starts from a head warmed up on clean features',
   );
   assert.equal(report.tfjsSeconds, 0, 'the ORT engine trains without TF.js');
   assert.equal(typeof report.testAccuracy, 'number');
   assert.equal(typeof report.valAccuracy, 'number');
   assert.deepEqual(report.data.counts, { train: 18, val: 2, test: 6 });
+  // A validation run reports the epochs its early stopping chose and the refit that reuses them.
+  const sel = report.selection;
+  assert.equal(sel.mode, 'validation');
+  assert.equal(sel.epochs.warmup, warm.bestEpoch);
+  assert.equal(sel.epochs.head, report.phases.head.bestEpoch);
+  assert.equal(sel.epochs.finetune, report.phases.finetune.bestEpoch);
+  assert.equal(
+    sel.refitArgs,
+    `--refit --warmup-epochs ${sel.epochs.warmup} --epochs-head ${sel.epochs.head} --epochs-finetune ${sel.epochs.finetune}`,
+  );
   assert.deepEqual(
     {
       size: report.preprocessing.size,
@@ -556,6 +567,51 @@ test('checkpoint/resume: interrupted after finetune epoch 1 then --resume gives 
   assert.equal(report.testAccuracy, a.testAccuracy);
 });
 
+test('cosine schedule: the full rate at step 0, half at mid-phase, zero at the end, never rising', () => {
+  assert.equal(cosineLr(3e-5, 0, 100), 3e-5);
+  assert.ok(Math.abs(cosineLr(3e-5, 50, 100) - 1.5e-5) < 1e-12);
+  assert.ok(Math.abs(cosineLr(3e-5, 100, 100)) < 1e-15);
+  assert.ok(Math.abs(cosineLr(3e-5, 150, 100)) < 1e-15, 'clamped past the end');
+  for (let s = 1; s <= 100; s++) assert.ok(cosineLr(1, s, 100) <= cosineLr(1, s - 1, 100));
+});
+
+test('refit: val merged into train, fixed epoch counts, no val evaluated; cosine run interrupted and resumed = straight run', async () => {
+  const opts = (out: string, over: Partial<FinetuneOptions> = {}) =>
+    options(out, { refit: true, lrSchedule: 'cosine', unfreeze: 1, ...over });
+  const a = tmp('ft-refit');
+  const { report } = await runFinetune(opts(a));
+  assert.deepEqual(report.data.counts, { train: 20, val: 0, test: 6 }, 'the 2 val images are trained on');
+  assert.equal(report.valAccuracy, null);
+  assert.equal(report.selection.mode, 'refit');
+  assert.deepEqual(report.selection.epochs, { warmup: 2, head: 1, finetune: 2 });
+  assert.equal(report.phases.head.warmStart?.bestEpoch, 2, 'all warm-up epochs, no early stopping');
+  assert.equal(report.phases.head.epochsRun, 1);
+  assert.equal(report.phases.finetune.epochsRun, 2);
+  assert.equal(report.phases.finetune.averaged, null, 'nothing to weigh an average against');
+  assert.ok(report.history.length === 3 && report.history.every((h) => h.valLoss === null && h.valAccuracy === null));
+  assert.equal(typeof report.testAccuracy, 'number');
+  assert.ok(report.export.checkImages > 0 && report.export.checkMaxAbsDiff <= 1e-4);
+  const b = tmp('ft-refit-resume');
+  await assert.rejects(
+    runFinetune(
+      opts(b, {
+        onEpoch: (phase, epoch) => {
+          if (phase === 'finetune' && epoch === 1) throw new Error('simulated crash');
+        },
+      }),
+    ),
+    /simulated crash/,
+  );
+  await assert.rejects(runFinetune(opts(b, { resume: true, refit: false })), UserError, 'refit is in the fingerprint');
+  const resumed = await runFinetune(opts(b, { resume: true }));
+  assert.equal(resumed.report.resumed, true);
+  assert.deepEqual(readFileSync(join(b, 'model', 'weights.bin')), readFileSync(join(a, 'model', 'weights.bin')));
+  assert.deepEqual(
+    resumed.report.history.map((h) => h.loss),
+    report.history.map((h) => h.loss),
+  );
+});
+
 test('without augmentation the base runs once: boundary activations cached (float16) and reused on resume', async () => {
   const out = tmp('ft-noaug');
   // Also a non-native input size: the same weights on a 256×256 grid, exported at that size.
@@ -623,6 +679,7 @@ test('CLI: bad finetune arguments give one line and exit 2, no stack trace', () 
     ['--warmup-epochs', '-1'],
     ['--optimizer', 'sgd'],
     ['--lr', '0'],
+    ['--lr-schedule', 'step'],
   ]) {
     const r = run(args);
     assert.equal(r.status, 2, `${args.join(' ')} should exit 2`);

@@ -27,7 +27,8 @@ export interface FinetuneBenchOptions {
   log: Logger;
 }
 
-export const TARGET_ACCURACY = 0.988;
+/** Issue 12's target for the fine-tuned model on the 1000 test images. */
+export const TARGET_ACCURACY = 0.99;
 export const TARGET_SECONDS = 15 * 60;
 
 /**
@@ -138,6 +139,7 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
       epochsFinetune: FINETUNE_DEFAULTS.epochsFinetune,
       lr: FINETUNE_DEFAULTS.lr,
       lrHead: FINETUNE_DEFAULTS.lrHead,
+      lrSchedule: FINETUNE_DEFAULTS.lrSchedule,
       optimizer: FINETUNE_DEFAULTS.optimizer,
       batch: FINETUNE_DEFAULTS.batch,
       seed: FINETUNE_DEFAULTS.seed,
@@ -147,6 +149,7 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
       warmupEpochs: FINETUNE_DEFAULTS.warmupEpochs,
       averageEpochs: FINETUNE_DEFAULTS.averageEpochs,
       valFraction: FINETUNE_DEFAULTS.valFraction,
+      refit: FINETUNE_DEFAULTS.refit,
       out,
       resume: false,
       threads: cpus().length,
@@ -201,6 +204,7 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
     tfjsBackend: tfBackendInfo(),
     dataset: data,
     counts: report.data.counts,
+    selection: report.selection,
     recipe: {
       ...report.options,
       boundary: report.network.boundary,

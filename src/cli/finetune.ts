@@ -18,6 +18,7 @@ import { cacheRoot } from '../util/paths.ts';
 import { DEFAULT_MODEL } from '../backbone/registry.ts';
 import { parseAugmentSpec } from '../images/augment.ts';
 import { FINETUNE_DEFAULTS, runFinetune } from '../finetune/recipe.ts';
+import { LR_SCHEDULES } from '../finetune/options.ts';
 import { parseEngine } from '../finetune/engine.ts';
 
 const D = FINETUNE_DEFAULTS;
@@ -74,6 +75,12 @@ export const command = defineCommand(
       },
       lr: { type: 'number', metavar: 'F', description: 'phase 2 learning rate', default: D.lr },
       'lr-head': { type: 'number', metavar: 'F', description: 'phase 1 learning rate', default: D.lrHead },
+      'lr-schedule': {
+        type: 'string',
+        metavar: 'NAME',
+        description: 'phase 2 learning rate over its epochs: constant | cosine (decay to 0)',
+        default: D.lrSchedule,
+      },
       optimizer: { type: 'string', metavar: 'NAME', description: 'adam | rmsprop', default: D.optimizer },
       batch: { type: 'number', metavar: 'N', description: 'minibatch size', default: D.batch },
       patience: {
@@ -95,6 +102,12 @@ export const command = defineCommand(
         description:
           'share of train held out for validation (early stopping, phase choice) when the data has no val/ folder',
         default: D.valFraction,
+      },
+      refit: {
+        type: 'boolean',
+        description:
+          'train the final model on train + val for exactly the given epoch counts (chosen on validation by a --no-refit run); --no-refit: hold out val, early-stop on it and report the epochs it chose',
+        default: D.refit,
       },
       'average-epochs': {
         type: 'boolean',
@@ -141,6 +154,7 @@ export const command = defineCommand(
       epochsFinetune: intInRange('epochs-finetune', flags['epochs-finetune'], 0, 10000),
       lr: positive('lr', flags.lr),
       lrHead: positive('lr-head', flags['lr-head']),
+      lrSchedule: oneOf('lr-schedule', flags['lr-schedule'], LR_SCHEDULES),
       optimizer: oneOf('optimizer', flags.optimizer, ['adam', 'rmsprop'] as const),
       batch: batchSize(flags.batch, 4096),
       patience: intInRange('patience', flags.patience, 1, 10000),
@@ -148,6 +162,7 @@ export const command = defineCommand(
       engine,
       valFraction: valFraction(flags['val-fraction'], false),
       averageEpochs: flags['average-epochs'],
+      refit: flags.refit,
       warmupEpochs: intInRange('warmup-epochs', flags['warmup-epochs'], 0, 10000),
       inputSize: optionalInt('input-size', flags['input-size'], 32, 1024),
       seed: seed(flags.seed),
@@ -171,6 +186,7 @@ export const command = defineCommand(
             `  ${(k + ':').padEnd(9)} ${p[k].epochsRun} epochs, best val ${f(p[k].bestValAccuracy)}, frozen base ${p[k].baseSeconds.toFixed(1)} s (ORT), trainable ${k === 'head' ? 'head' : 'top'} ${p[k].topSeconds.toFixed(1)} s (${engineLabel}), augment ${p[k].augmentSeconds.toFixed(1)} s`,
         ),
         `  prepare (decode + ORT once): ${report.prepare.seconds.toFixed(1)} s (ORT ${report.prepare.ortSeconds.toFixed(1)} s)`,
+        `  epochs ${report.selection.mode === 'refit' ? 'trained (refit on train + val, chosen on validation beforehand)' : 'chosen on validation'}: warm start ${report.selection.epochs.warmup}, head ${report.selection.epochs.head}, finetune ${report.selection.epochs.finetune}${report.selection.refitArgs ? ` — refit with ${report.selection.refitArgs}` : ''}`,
         `model: ${join(outDir, 'model')} (TF.js layers), ${join(outDir, 'model.onnx')}; report: ${join(outDir, 'finetune.json')}`,
       ].join('\n') + '\n',
     );

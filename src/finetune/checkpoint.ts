@@ -10,8 +10,9 @@ export interface EpochRecord {
   epoch: number;
   loss: number;
   accuracy: number;
-  valLoss: number;
-  valAccuracy: number;
+  /** null when refitting (no validation split). */
+  valLoss: number | null;
+  valAccuracy: number | null;
   seconds: number;
 }
 
@@ -31,9 +32,10 @@ export interface PhaseTimings {
 
 export interface WarmStart {
   epochs: number;
+  /** The last epoch when refitting (nothing to choose on). */
   bestEpoch: number;
-  valLoss: number;
-  valAccuracy: number;
+  valLoss: number | null;
+  valAccuracy: number | null;
   seconds: number;
 }
 

@@ -27,7 +27,8 @@ interface ExportContext {
   preprocessing: Preprocessing;
   base: FrozenBase;
   top: TopEngine;
-  val: SplitData;
+  /** Its first images check the export. */
+  check: SplitData;
   opts: FinetuneOptions;
 }
 
@@ -52,8 +53,8 @@ export async function exportAndCheck(
   });
   const onnx = encodeModel(conv.model);
   writeFileAtomic(join(outDir, 'model.onnx'), onnx);
-  // Check: a few val images through (a) the exported ONNX model, (b) ORT bottom + the trained top + head.
-  const imgs = e.val.images.slice(0, 8);
+  // Check: a few images (val, or train when refitting) through (a) the exported ONNX model, (b) ORT bottom + the trained top + head.
+  const imgs = e.check.images.slice(0, 8);
   const [h, w] = e.preprocessing.size;
   const per = h * w * 3;
   const pix = new Uint8Array(imgs.length * per);
@@ -72,7 +73,7 @@ export async function exportAndCheck(
   for (let i = 0; i < pOnnx.length; i++) maxAbsDiff = Math.max(maxAbsDiff, Math.abs(pOnnx[i]! - pTop[i]!));
   if (maxAbsDiff > 1e-3)
     e.opts.log.warn(
-      `exported model differs from the trained network by ${maxAbsDiff.toExponential(2)} in probability on ${n} val images`,
+      `exported model differs from the trained network by ${maxAbsDiff.toExponential(2)} in probability on ${n} check images`,
     );
   return { outputLayer, checkImages: n, maxAbsDiff: Number(maxAbsDiff.toExponential(3)), ortSeconds };
 }

@@ -6,6 +6,9 @@ import type { EngineName } from './top-engine.ts';
 
 /** Fine-tuning's options, their measured defaults and the report it writes. */
 
+export type LrSchedule = 'constant' | 'cosine';
+export const LR_SCHEDULES: readonly LrSchedule[] = ['constant', 'cosine'];
+
 export interface FinetuneOptions {
   data?: string;
   model: string;
@@ -19,6 +22,8 @@ export interface FinetuneOptions {
   lr: number;
   /** Phase-1 learning rate. */
   lrHead: number;
+  /** Phase-2 learning-rate schedule: constant, or cosine decay over `epochsFinetune` epochs. */
+  lrSchedule?: LrSchedule;
   optimizer: 'adam' | 'rmsprop';
   batch: number;
   seed: number;
@@ -41,6 +46,12 @@ export interface FinetuneOptions {
    * the augmented head epochs — a converged head to start from instead of a random one. 0 = off.
    */
   warmupEpochs: number;
+  /**
+   * Train the final model on train + val (the carved-out or folder validation images) for exactly
+   * `warmupEpochs`, `epochsHead` and `epochsFinetune` epochs, with no early stopping — those counts
+   * having been chosen on validation by a run without refit (GridSearchCV(refit=True)).
+   */
+  refit?: boolean;
   /** Phase 2: also try the average of the epochs' weights; kept when its val loss beats the best epoch's. */
   averageEpochs?: boolean;
   /** Where the trainable top trains: ONNX Runtime (fast) or TF.js (wasm). */
@@ -73,6 +84,7 @@ export const FINETUNE_DEFAULTS = {
   epochsFinetune: 6,
   lr: 3e-5,
   lrHead: 1e-3,
+  lrSchedule: 'constant' as LrSchedule,
   optimizer: 'adam' as const,
   batch: 32,
   seed: 42,
@@ -83,6 +95,7 @@ export const FINETUNE_DEFAULTS = {
   warmupEpochs: 30,
   valFraction: 0.25,
   averageEpochs: true,
+  refit: false,
 };
 
 /**
@@ -120,6 +133,16 @@ export interface PhaseReport {
   averaged?: PhaseState['averaged'] | null;
 }
 
+/** Where the epoch counts came from (see `refit`). */
+export interface SelectionReport {
+  mode: 'validation' | 'refit';
+  trainedOn: string;
+  epochs: { warmup: number; head: number; finetune: number };
+  chosenOn: string;
+  /** Validation runs: the options that refit the chosen epochs on train + val. */
+  refitArgs?: string;
+}
+
 export interface FinetuneReport {
   formatVersion: 1;
   model: { id: string; source: string; weightsHash: string };
@@ -141,8 +164,10 @@ export interface FinetuneReport {
     head: string;
   };
   options: Record<string, unknown>;
-  valAccuracy: number;
-  valLoss: number;
+  /** null when refitting (no validation split left). */
+  valAccuracy: number | null;
+  valLoss: number | null;
+  selection: SelectionReport;
   testAccuracy: number | null;
   testLoss: number | null;
   /** With --tta: test accuracy averaging the probabilities of each image and its mirror image. */

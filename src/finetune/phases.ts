@@ -40,6 +40,11 @@ export interface PhaseContext {
   history: EpochRecord[];
   /** Phase 2 epoch averaging: running sum of the epochs' weights. */
   avgSum?: Float32Array[] | null;
+  /**
+   * Refit: no validation split (it was merged into train); every phase runs its fixed number of
+   * epochs and keeps its last weights, with nothing evaluated on the way.
+   */
+  refit: boolean;
 }
 
 export function toParams(
@@ -104,7 +109,7 @@ export async function warmStartHead(ctx: PhaseContext): Promise<WarmStart> {
   const keep = 1 - opts.dropout;
   const mask = opts.dropout > 0 ? new Float32Array(B * C) : undefined;
   const optCfg: OptimizerConfig = { kind: opts.optimizer, lr: opts.lrHead };
-  let best: { loss: number; accuracy: number; epoch: number; params: Float32Array[] } | null = null;
+  let best: { loss: number | null; accuracy: number | null; epoch: number; params: Float32Array[] } | null = null;
   const patience = Math.max(opts.patience, 5);
   for (let epoch = 1; epoch <= opts.warmupEpochs; epoch++) {
     const rng = new Rng(augmentSeed(opts.seed, 0, epoch));
@@ -119,21 +124,26 @@ export async function warmStartHead(ctx: PhaseContext): Promise<WarmStart> {
       if (mask) fillDropoutMask(mask, bs * C, keep, rng);
       await top.trainStep(x, bs, labels, mask, optCfg, false);
     }
+    if (ctx.refit) {
+      // Refit: the epoch count was chosen on validation beforehand; the last epoch is the head.
+      if (epoch === opts.warmupEpochs) best = { loss: null, accuracy: null, epoch, params: [] };
+      continue;
+    }
     const v = await evaluate(ctx, val, false);
-    if (!best || v.loss < best.loss - 1e-6)
+    if (!best || v.loss < best.loss! - 1e-6)
       best = { loss: v.loss, accuracy: v.accuracy, epoch, params: top.values(ctx.names).map((p) => p.data) };
     else if (epoch - best.epoch >= patience) break;
   }
-  top.setValues(toParams(best!.params, ctx.shapes, ctx.names));
+  if (!ctx.refit) top.setValues(toParams(best!.params, ctx.shapes, ctx.names));
   const seconds = (performance.now() - t0) / 1000;
   opts.log.info(
-    `head warm start on clean features: best epoch ${best!.epoch}/${opts.warmupEpochs}, val loss ${best!.loss.toFixed(4)} acc ${pct(best!.accuracy, 1)} · ${seconds.toFixed(1)}s`,
+    `head warm start on clean features: ${ctx.refit ? `${opts.warmupEpochs} epochs (refit)` : `best epoch ${best!.epoch}/${opts.warmupEpochs}, val loss ${best!.loss!.toFixed(4)} acc ${pct(best!.accuracy!, 1)}`} · ${seconds.toFixed(1)}s`,
   );
   return {
     epochs: opts.warmupEpochs,
     bestEpoch: best!.epoch,
-    valLoss: round(best!.loss, 5),
-    valAccuracy: round(best!.accuracy, 4),
+    valLoss: best!.loss === null ? null : round(best!.loss, 5),
+    valAccuracy: best!.accuracy === null ? null : round(best!.accuracy, 4),
     seconds: round(seconds),
   };
 }
@@ -163,6 +173,16 @@ async function chooseAverage(
   return best;
 }
 
+/**
+ * Cosine decay from `lr` at step 0 towards 0 at step `total` (Loshchilov & Hutter's SGDR without
+ * restarts). A function of the step index alone, so a resumed run gets the same rates; the last
+ * epochs take small steps, which settles phase 2's epoch-to-epoch oscillation and makes the last
+ * epoch a usable model when there is no validation set to pick one (refit).
+ */
+export function cosineLr(lr: number, step: number, total: number): number {
+  return 0.5 * lr * (1 + Math.cos((Math.PI * Math.min(step, total)) / Math.max(total, 1)));
+}
+
 /** Train one phase from its current epoch to the end (or early stop); leaves the best weights in `top`. */
 export async function runPhase(
   ctx: PhaseContext,
@@ -173,9 +193,11 @@ export async function runPhase(
   const st = ctx.phases[phase];
   const trainTop = phase === 'finetune';
   const maxEpochs = phase === 'head' ? opts.epochsHead : opts.epochsFinetune;
-  const optCfg: OptimizerConfig = { kind: opts.optimizer, lr: trainTop ? opts.lr : opts.lrHead };
+  const baseLr = trainTop ? opts.lr : opts.lrHead;
   const n = train.images.length;
   const B = Math.min(opts.batch, n);
+  const stepsPerEpoch = Math.ceil(n / B);
+  const cosine = trainTop && opts.lrSchedule === 'cosine';
   const [h, w] = ctx.preprocessing.size;
   const per = h * w * 3;
   const [bh, bw, bc] = plan.inShape;
@@ -190,7 +212,8 @@ export async function runPhase(
   // Phase 2's weights oscillate from epoch to epoch on small data (val loss 0.030 ↔ 0.041 on
   // cats-vs-dogs); the average of the epochs' weights (SWA; BN is frozen, so no recalibration) is a
   // candidate beside the best epoch, chosen on val loss.
-  const averaging = trainTop && opts.averageEpochs;
+  // (Refit has no val loss to weigh the average against, so it keeps the last epoch.)
+  const averaging = trainTop && opts.averageEpochs && !ctx.refit;
   if (st.epoch >= maxEpochs) st.done = true;
   while (!st.done) {
     const epoch = st.epoch + 1;
@@ -234,6 +257,8 @@ export async function runPhase(
         x = xBatch;
       }
       if (mask) fillDropoutMask(mask, bs * plan.outShape[2], keep, rng);
+      const lr = cosine ? cosineLr(baseLr, (epoch - 1) * stepsPerEpoch + s / B, maxEpochs * stepsPerEpoch) : baseLr;
+      const optCfg: OptimizerConfig = { kind: opts.optimizer, lr };
       const tt = performance.now();
       const res = await top.trainStep(x, bs, labels, mask, optCfg, trainTop);
       topSec += (performance.now() - tt) / 1000;
@@ -242,7 +267,7 @@ export async function runPhase(
       progress.tick(bs, `loss ${(lossSum / (s + bs)).toFixed(4)} acc ${pct(correct / (s + bs), 1)}`);
     }
     const tv = performance.now();
-    const v = await evaluate(ctx, ctx.val, trainTop);
+    const v = ctx.refit ? null : await evaluate(ctx, ctx.val, trainTop);
     topSec += (performance.now() - tv) / 1000;
     const seconds = (performance.now() - tEpoch) / 1000;
     const rec: EpochRecord = {
@@ -250,13 +275,13 @@ export async function runPhase(
       epoch,
       loss: round(lossSum / n, 5),
       accuracy: round(correct / n, 4),
-      valLoss: round(v.loss, 5),
-      valAccuracy: round(v.accuracy, 4),
+      valLoss: v ? round(v.loss, 5) : null,
+      valAccuracy: v ? round(v.accuracy, 4) : null,
       seconds: round(seconds),
     };
     ctx.history.push(rec);
     progress.finish(
-      `${phase} epoch ${epoch}/${maxEpochs}: loss ${rec.loss.toFixed(4)} acc ${pct(rec.accuracy, 1)} · val loss ${v.loss.toFixed(4)} acc ${pct(v.accuracy, 1)} · ${seconds.toFixed(1)}s (frozen base ${ortSec.toFixed(1)}s in ORT, top ${topSec.toFixed(1)}s in ${top.name === 'ort' ? 'ORT' : 'TF.js'}, augment ${augSec.toFixed(1)}s)`,
+      `${phase} epoch ${epoch}/${maxEpochs}: loss ${rec.loss.toFixed(4)} acc ${pct(rec.accuracy, 1)}${v ? ` · val loss ${v.loss.toFixed(4)} acc ${pct(v.accuracy, 1)}` : ''} · ${seconds.toFixed(1)}s (frozen base ${ortSec.toFixed(1)}s in ORT, top ${topSec.toFixed(1)}s in ${top.name === 'ort' ? 'ORT' : 'TF.js'}, augment ${augSec.toFixed(1)}s)`,
     );
     st.epoch = epoch;
     st.timings.seconds += seconds;
@@ -264,11 +289,11 @@ export async function runPhase(
     st.timings.baseSeconds = (st.timings.baseSeconds ?? 0) + ortSec;
     addTopSeconds(st.timings, topSec, top.name);
     st.timings.augmentSeconds += augSec;
-    if (!st.best || v.loss < st.best.valLoss - 1e-6) {
+    if (v && (!st.best || v.loss < st.best.valLoss - 1e-6)) {
       st.best = { valLoss: v.loss, valAccuracy: v.accuracy, epoch };
       st.since = 0;
       best = top.values(ctx.names).map((p) => p.data);
-    } else st.since++;
+    } else if (v) st.since++;
     if (averaging) {
       const cur = top.values(ctx.names);
       ctx.avgSum ??= cur.map((p) => new Float32Array(p.data.length));
@@ -281,7 +306,7 @@ export async function runPhase(
     if (st.since >= opts.patience || epoch >= maxEpochs) {
       st.done = true;
       if (best) top.setValues(toParams(best, ctx.shapes, ctx.names));
-      if (st.since >= opts.patience && epoch < maxEpochs)
+      if (st.best && st.since >= opts.patience && epoch < maxEpochs)
         opts.log.info(`${phase}: early stop after epoch ${epoch} (best epoch ${st.best.epoch})`);
       if (averaging && (st.avgCount ?? 0) >= 2) best = await chooseAverage(ctx, st, best);
     }

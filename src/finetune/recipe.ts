@@ -24,7 +24,8 @@ import {
   type PhaseName,
   type PhaseState,
 } from './checkpoint.ts';
-import { finetuneSplits, type FtImage } from './data.ts';
+import { finetuneSplits, type FtImage, type FtSplits } from './data.ts';
+import { compareCodePoints } from '../dataset/scan.ts';
 import { FrozenBase } from './frozen.ts';
 import { initialTopParams, planTop, resolveBoundary, type ParamTensor } from './plan.ts';
 import { createTopEngine } from './engine.ts';
@@ -35,6 +36,7 @@ import {
   type FinetuneOptions,
   type FinetuneReport,
   type PhaseReport,
+  type SelectionReport,
 } from './options.ts';
 import { hashJson, imagesKey, prepareSplit, round, type SplitData } from './prepare.ts';
 import {
@@ -108,7 +110,18 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
   });
   const plan = planTop(graph, boundary, cut);
   const valFraction = opts.valFraction ?? FINETUNE_DEFAULTS.valFraction;
-  const splits = finetuneSplits(dataArg, opts.seed, log, valFraction);
+  const refit = Boolean(opts.refit);
+  const dev = finetuneSplits(dataArg, opts.seed, log, valFraction);
+  // Refit (GridSearchCV(refit=True)): the epoch counts were chosen on the development split's
+  // validation images; the final model then learns from those images too.
+  const splits = refit
+    ? {
+        ...dev,
+        train: [...dev.train, ...dev.val].sort((a, b) => compareCodePoints(a.path, b.path)),
+        val: [],
+        valSource: `none: refit on train + val (the epoch counts were chosen on ${dev.valSource})`,
+      }
+    : dev;
   const K = splits.classes.length;
   const augmenting = isAugmenting(opts.augment);
   const finetuning = plan.ops.some((o) => o.kind === 'conv') && opts.epochsFinetune > 0;
@@ -129,6 +142,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
     augment: formatAugmentSpec(opts.augment),
     lr: opts.lr,
     lrHead: opts.lrHead,
+    lrSchedule: opts.lrSchedule ?? 'constant',
     optimizer: opts.optimizer,
     batch: opts.batch,
     seed: opts.seed,
@@ -139,6 +153,8 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
     warmupEpochs: opts.warmupEpochs,
     averageEpochs: Boolean(opts.averageEpochs),
     valFraction,
+    refit,
+    epochs: [opts.warmupEpochs, opts.epochsHead, opts.epochsFinetune],
   };
   const ckDir = join(outDir, 'checkpoint');
   let ck: Checkpoint | undefined;
@@ -183,7 +199,9 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
     boundary: !augmenting && finetuning,
     pixels: augmenting,
   });
-  const val = await load('val', splits.val, { pooled: true, boundary: finetuning, pixels: false });
+  const val: SplitData = refit
+    ? { images: [], labels: new Int32Array(0) }
+    : await load('val', splits.val, { pooled: true, boundary: finetuning, pixels: false });
   const test = await load('test', splits.test, { pooled: true, boundary: finetuning, pixels: false });
   const prepSeconds = (performance.now() - tPrep) / 1000;
   const prepOrt = base.seconds;
@@ -229,6 +247,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
     phases,
     history,
     avgSum: ck?.avgSum ?? null,
+    refit,
   };
 
   try {
@@ -236,14 +255,13 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
       if (warmStart && !ck) {
         // Epoch 0 of phase 1: the head fitted on clean features; augmented epochs must beat it on val loss.
         phases.head.warmStart = await warmStartHead(ctx);
-        phases.head.best = {
-          valLoss: phases.head.warmStart.valLoss,
-          valAccuracy: phases.head.warmStart.valAccuracy,
-          epoch: 0,
-        };
-        phases.head.timings.seconds += phases.head.warmStart.seconds;
-        addTopSeconds(phases.head.timings, phases.head.warmStart.seconds, top.name);
-        bestParams = top.values(names).map((p) => p.data);
+        const w = phases.head.warmStart;
+        if (w.valLoss !== null && w.valAccuracy !== null) {
+          phases.head.best = { valLoss: w.valLoss, valAccuracy: w.valAccuracy, epoch: 0 };
+          bestParams = top.values(names).map((p) => p.data);
+        }
+        phases.head.timings.seconds += w.seconds;
+        addTopSeconds(phases.head.timings, w.seconds, top.name);
         top.resetOptimizer();
       }
       if (!phases.head.done) bestParams = await runPhase(ctx, 'head', bestParams);
@@ -254,7 +272,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
       phase = 'finetune';
       top.resetOptimizer();
       bestParams = null;
-      if (finetuning) {
+      if (finetuning && !refit) {
         // Phase 2 must beat where it starts: the frozen-base model is epoch 0 of its early stopping,
         // so fine-tuning that never improves val loss leaves the phase-1 model in place.
         const t = performance.now();
@@ -275,7 +293,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
     const baseSecondsBeforeEval = base.seconds;
     const useTop = finetuning && phases.finetune.epoch > 0;
     const tTf0 = performance.now();
-    const v = await evaluate(ctx, val, useTop);
+    const v = refit ? null : await evaluate(ctx, val, useTop);
     const te = test.images.length > 0 ? await evaluate(ctx, test, useTop) : null;
     let evalTop = (performance.now() - tTf0) / 1000;
     let tta: number | null = null;
@@ -287,7 +305,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
       log.info(`finetune: test accuracy with flip TTA ${pct(tta)}`);
     }
     log.info(
-      `finetune: val accuracy ${pct(v.accuracy)}${te ? `, test accuracy ${pct(te.accuracy)} (${test.images.length} images)` : ''}`,
+      `finetune: ${v ? `val accuracy ${pct(v.accuracy)}` : 'refit (no val)'}${te ? `, test accuracy ${pct(te.accuracy)} (${test.images.length} images)` : ''}`,
     );
     const params = top.values(names);
     const exported = await exportAndCheck(outDir, {
@@ -300,7 +318,9 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
       preprocessing,
       base,
       top,
-      val,
+      // The export check needs a few images the model was not necessarily trained on; when
+      // refitting every non-test image was trained on, which is fine for a numerical check.
+      check: refit ? train : val,
       opts,
     });
     const evalSeconds = (performance.now() - tEval) / 1000;
@@ -355,6 +375,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
         epochsFinetune: opts.epochsFinetune,
         lr: opts.lr,
         lrHead: opts.lrHead,
+        lrSchedule: opts.lrSchedule ?? 'constant',
         optimizer: opts.optimizer,
         batch: opts.batch,
         seed: opts.seed,
@@ -364,9 +385,11 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
         inputSize: preprocessing.size[0],
         warmupEpochs: warmStart ? opts.warmupEpochs : 0,
         averageEpochs: Boolean(opts.averageEpochs),
+        refit,
       },
-      valAccuracy: round(v.accuracy, 4),
-      valLoss: round(v.loss, 5),
+      valAccuracy: v ? round(v.accuracy, 4) : null,
+      valLoss: v ? round(v.loss, 5) : null,
+      selection: selectionReport(opts, refit, dev, phases),
       testAccuracy: te ? round(te.accuracy, 4) : null,
       testLoss: te ? round(te.loss, 5) : null,
       testAccuracyFlipTTA: tta === null ? null : round(tta, 4),
@@ -405,4 +428,35 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
     await top.dispose();
     await base.release();
   }
+}
+
+/**
+ * How the epoch counts were chosen. A validation run reports the epochs its early stopping picked
+ * and the refit command that uses them; a refit run records the counts it trained for and that
+ * they come from such a run on the development split (never from the test split).
+ */
+function selectionReport(
+  opts: FinetuneOptions,
+  refit: boolean,
+  dev: FtSplits,
+  phases: Record<PhaseName, PhaseState>,
+): SelectionReport {
+  const devSplit = `${dev.train.length} train / ${dev.val.length} val (${dev.valSource})`;
+  if (refit)
+    return {
+      mode: 'refit',
+      trainedOn: `train + val: ${dev.train.length + dev.val.length} images, no early stopping`,
+      epochs: { warmup: opts.warmupEpochs, head: opts.epochsHead, finetune: opts.epochsFinetune },
+      chosenOn: `a validation run (--no-refit) on the development split ${devSplit}`,
+    };
+  const warmup = phases.head.warmStart?.bestEpoch ?? 0;
+  const head = phases.head.best?.epoch ?? phases.head.epoch;
+  const finetune = phases.finetune.best?.epoch ?? phases.finetune.epoch;
+  return {
+    mode: 'validation',
+    trainedOn: `${devSplit}; epochs chosen by validation loss`,
+    epochs: { warmup, head, finetune },
+    chosenOn: devSplit,
+    refitArgs: `--refit --warmup-epochs ${warmup} --epochs-head ${head} --epochs-finetune ${finetune}`,
+  };
 }
