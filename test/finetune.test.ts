@@ -445,7 +445,7 @@ test('finetune recipe: report, frozen weights untouched, top trained, BN statist
   assert.equal(report.topEngine, 'ort');
   const avg = report.phases.finetune.averaged;
   assert.ok(
-    avg && avg.epochs === 2 && avg.valLoss > 0 && typeof avg.chosen === 'boolean',
+    avg && avg.epochs === 2 && avg.valLoss !== null && avg.valLoss > 0 && typeof avg.chosen === 'boolean',
     'phase 2 weighs the average of its epochs against the best epoch',
   );
   const warm = report.phases.head.warmStart;
@@ -462,10 +462,11 @@ test('finetune recipe: report, frozen weights untouched, top trained, BN statist
   assert.equal(sel.mode, 'validation');
   assert.equal(sel.epochs.warmup, warm.bestEpoch);
   assert.equal(sel.epochs.head, report.phases.head.bestEpoch);
-  assert.equal(sel.epochs.finetune, report.phases.finetune.bestEpoch);
+  assert.equal(sel.averageEpochs, avg.chosen);
+  assert.equal(sel.epochs.finetune, avg.chosen ? avg.epochs : report.phases.finetune.bestEpoch);
   assert.equal(
     sel.refitArgs,
-    `--refit --warmup-epochs ${sel.epochs.warmup} --epochs-head ${sel.epochs.head} --epochs-finetune ${sel.epochs.finetune}`,
+    `--refit --warmup-epochs ${sel.epochs.warmup} --epochs-head ${sel.epochs.head} --epochs-finetune ${sel.epochs.finetune}${avg.chosen ? '' : ' --no-average-epochs'}`,
   );
   assert.deepEqual(
     {
@@ -587,7 +588,11 @@ test('refit: val merged into train, fixed epoch counts, no val evaluated; cosine
   assert.equal(report.phases.head.warmStart?.bestEpoch, 2, 'all warm-up epochs, no early stopping');
   assert.equal(report.phases.head.epochsRun, 1);
   assert.equal(report.phases.finetune.epochsRun, 2);
-  assert.equal(report.phases.finetune.averaged, null, 'nothing to weigh an average against');
+  assert.deepEqual(
+    report.phases.finetune.averaged,
+    { epochs: 2, valLoss: null, valAccuracy: null, chosen: true },
+    'the average the validation run chose, unweighed',
+  );
   assert.ok(report.history.length === 3 && report.history.every((h) => h.valLoss === null && h.valAccuracy === null));
   assert.equal(typeof report.testAccuracy, 'number');
   assert.ok(report.export.checkImages > 0 && report.export.checkMaxAbsDiff <= 1e-4);

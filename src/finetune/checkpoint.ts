@@ -53,7 +53,7 @@ export interface PhaseState {
   /** Phase 2 with epoch averaging: how many epochs' weights are in the running sum. */
   avgCount?: number;
   /** Phase 2 with epoch averaging: the averaged weights' val scores and whether they were kept. */
-  averaged?: { epochs: number; valLoss: number; valAccuracy: number; chosen: boolean };
+  averaged?: { epochs: number; valLoss: number | null; valAccuracy: number | null; chosen: boolean };
   /** Phase 1 only: the warm start on clean cached features that preceded the augmented epochs. */
   warmStart?: WarmStart;
 }

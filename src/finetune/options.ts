@@ -138,6 +138,8 @@ export interface SelectionReport {
   mode: 'validation' | 'refit';
   trainedOn: string;
   epochs: { warmup: number; head: number; finetune: number };
+  /** Phase 2's model: the average of its epochs' weights (true) or one epoch's. */
+  averageEpochs: boolean;
   chosenOn: string;
   /** Validation runs: the options that refit the chosen epochs on train + val. */
   refitArgs?: string;

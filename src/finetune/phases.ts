@@ -159,6 +159,13 @@ async function chooseAverage(
   const avg = ctx.avgSum!.map((a) => Float32Array.from(a, (x) => x / n));
   const kept = top.values(ctx.names);
   top.setValues(toParams(avg, ctx.shapes, ctx.names));
+  if (ctx.refit) {
+    // The validation run that chose these epoch counts also chose the average (else refit runs
+    // with --no-average-epochs), so there is nothing to weigh it against here.
+    st.averaged = { epochs: n, valLoss: null, valAccuracy: null, chosen: true };
+    ctx.opts.log.info(`finetune: average of ${n} epochs' weights kept (refit)`);
+    return avg;
+  }
   const v = await evaluate(ctx, ctx.val, true);
   const chosen = !st.best || v.loss < st.best.valLoss - 1e-6;
   st.averaged = { epochs: n, valLoss: round(v.loss, 5), valAccuracy: round(v.accuracy, 4), chosen };
@@ -212,8 +219,7 @@ export async function runPhase(
   // Phase 2's weights oscillate from epoch to epoch on small data (val loss 0.030 ↔ 0.041 on
   // cats-vs-dogs); the average of the epochs' weights (SWA; BN is frozen, so no recalibration) is a
   // candidate beside the best epoch, chosen on val loss.
-  // (Refit has no val loss to weigh the average against, so it keeps the last epoch.)
-  const averaging = trainTop && opts.averageEpochs && !ctx.refit;
+  const averaging = trainTop && opts.averageEpochs;
   if (st.epoch >= maxEpochs) st.done = true;
   while (!st.done) {
     const epoch = st.epoch + 1;

@@ -447,16 +447,20 @@ function selectionReport(
       mode: 'refit',
       trainedOn: `train + val: ${dev.train.length + dev.val.length} images, no early stopping`,
       epochs: { warmup: opts.warmupEpochs, head: opts.epochsHead, finetune: opts.epochsFinetune },
+      averageEpochs: Boolean(opts.averageEpochs),
       chosenOn: `a validation run (--no-refit) on the development split ${devSplit}`,
     };
   const warmup = phases.head.warmStart?.bestEpoch ?? 0;
   const head = phases.head.best?.epoch ?? phases.head.epoch;
-  const finetune = phases.finetune.best?.epoch ?? phases.finetune.epoch;
+  // Phase 2's model is either the average of all its epochs (when val loss chose it) or its best epoch.
+  const averaged = phases.finetune.averaged?.chosen === true;
+  const finetune = averaged ? phases.finetune.averaged!.epochs : (phases.finetune.best?.epoch ?? phases.finetune.epoch);
   return {
     mode: 'validation',
     trainedOn: `${devSplit}; epochs chosen by validation loss`,
     epochs: { warmup, head, finetune },
+    averageEpochs: averaged,
     chosenOn: devSplit,
-    refitArgs: `--refit --warmup-epochs ${warmup} --epochs-head ${head} --epochs-finetune ${finetune}`,
+    refitArgs: `--refit --warmup-epochs ${warmup} --epochs-head ${head} --epochs-finetune ${finetune}${averaged ? '' : ' --no-average-epochs'}`,
   };
 }
