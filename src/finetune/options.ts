@@ -1,4 +1,5 @@
 import type { Preprocessing } from '../backbone/preprocess.ts';
+import { fixResInputSize } from '../backbone/registry.ts';
 import type { AugmentSpec } from '../images/augment.ts';
 import type { Logger } from '../util/log.ts';
 import type { EpochRecord, PhaseName, PhaseState, WarmStart } from './checkpoint.ts';
@@ -112,7 +113,6 @@ export const FINETUNE_DEFAULTS = {
   patience: 5,
   dropout: 0.2,
   engine: 'ort' as EngineName,
-  inputScale: 1.3,
   warmupEpochs: 30,
   valFraction: 0.25,
   averageEpochs: false,
@@ -120,15 +120,12 @@ export const FINETUNE_DEFAULTS = {
 };
 
 /**
- * Default fine-tuning input size: 1.3× the model's own, rounded to a multiple of 32 (224 → 288).
- * ImageNet training crops (random-resized, then 224) show objects larger than a whole photo squashed
- * to 224 does, so a larger input lets the pretrained filters see cats and dogs at the scale they
- * learned ("FixRes"). Measured on cats-vs-dogs, 5-fold CV on train with frozen features: RBF SVM
- * 98.3 % at 224, 98.5 % at 256, 98.7 % at 288, 98.6 % at 320; logistic regression 98.15 → 98.5 %
- * at 288. The conv base costs (288/224)² = 1.65× more per image.
+ * Default fine-tuning input size: the same FixRes size extraction uses (`fixResInputSize`: 1.3× the
+ * model's own, rounded to 32, 224 → 288; its measurements are in src/backbone/registry.ts), so the
+ * fine-tuned model and the fast path's heads see photos at the same scale.
  */
 export function finetuneInputSize(native: number): number {
-  return Math.max(32, Math.round((native * FINETUNE_DEFAULTS.inputScale) / 32) * 32);
+  return fixResInputSize(native);
 }
 
 export interface PhaseReport {
