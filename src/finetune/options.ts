@@ -97,9 +97,9 @@ export interface FinetuneOptions {
  * has decayed — patience 3 would stop at epoch 3 mid-schedule and discard phase 2; and the warm start
  * (patience max(patience, 5)) was still improving at its 30th epoch with 10 — with 5 it stops at
  * epoch 24 (best 19, val loss 0.0382 vs 0.0366), and that run's phase 1 ends at 0.0339 instead of
- * 0.0320. With 10, a validation run with these defaults is the run above and reports the counts
- * above. Refit does no early stopping, so patience does not change it. Budget on 2 cores
- * (quiet): prepare ~80 s, head ~39 s and phase 2 ~76 s per epoch at 2000 images, so ~620 s of the
+ * 0.0320. With 10, a validation run with these defaults is the run above (checked: `finetune
+ * --no-refit` gives the same val losses and `selection.refitArgs` = these defaults). Refit does no
+ * early stopping, so patience does not change it. Budget on 2 cores (quiet): prepare ~80 s, head ~39 s and phase 2 ~76 s per epoch at 2000 images, so ~620 s of the
  * 900; a validation run plus a refit (~1100 s) would not fit, which is why the counts are defaults.
  */
 export const FINETUNE_DEFAULTS = {
