@@ -112,7 +112,7 @@ export const command = defineCommand(
       'average-epochs': {
         type: 'boolean',
         description:
-          "phase 2: also try the average of the epochs' weights, kept when its val loss is lower (--no-average-epochs: off)",
+          "phase 2: also try the average of the epochs' weights, kept when its val loss is lower; with --refit, the model is that average (use it when the validation run chose it) (--no-average-epochs: off)",
         default: D.averageEpochs,
       },
       'input-size': {
