@@ -1,9 +1,9 @@
 import { stageRows } from '../pipeline/stage-rows.ts';
 import { cacheRootFlag, defineCommand } from './command.ts';
-import { classWeight, intInRange, oneOf, optionalInt, seed, valFraction } from './validate.ts';
+import { classWeight, intInRange, loadLimits, oneOf, optionalInt, seed, valFraction } from './validate.ts';
 import { consoleLogger } from '../util/log.ts';
 import { cacheRoot } from '../util/paths.ts';
-import { defaultCacheDir, loadFeatureCache, parseMemory } from '../store/read.ts';
+import { defaultCacheDir, loadFeatureCache } from '../store/read.ts';
 import type { TuneMode } from '../eval/tune.ts';
 import { COMPARE_ROWS, compareHeads, DEFAULT_SELECTION_CV, resolveHeadList } from '../pipeline/compare.ts';
 import { DEFAULT_VAL_FRACTION } from '../pipeline/train.ts';
@@ -93,16 +93,11 @@ export const command = defineCommand(
     const log = consoleLogger(flags.quiet);
     const root = cacheRoot(flags['cache-root']);
     const heads = resolveHeadList(flags.heads);
+    const limits = loadLimits(flags);
     let tune: false | TuneMode = flags.tune ? { by: 'val' } : false;
     if (flags['tune-cv'] !== undefined) tune = { by: 'cv', folds: intInRange('tune-cv', flags['tune-cv'], 2, 50) };
     const { report, outDir } = await compareHeads({
-      cache: loadFeatureCache(flags.cache ?? defaultCacheDir(root), {
-        ...(flags['max-memory'] !== undefined ? { maxMemoryBytes: parseMemory(flags['max-memory']) } : {}),
-        ...(flags['max-rows'] !== undefined
-          ? { maxRows: intInRange('max-rows', flags['max-rows'], 1, 2 ** 31 - 1) }
-          : {}),
-        seed: seed(flags.seed),
-      }),
+      cache: loadFeatureCache(flags.cache ?? defaultCacheDir(root), limits),
       out: flags.out,
       heads,
       cv: flags.cv === 0 ? undefined : optionalInt('cv', flags.cv, 2, 50),

@@ -1,10 +1,10 @@
 import { pct } from '../util/format.ts';
 import { cacheRootFlag, defineCommand } from './command.ts';
-import { classWeight, intInRange, seed, valFraction } from './validate.ts';
+import { classWeight, intInRange, loadLimits, seed, valFraction } from './validate.ts';
 import { UserError } from '../util/errors.ts';
 import { consoleLogger, silentLogger } from '../util/log.ts';
 import { HEAD_KINDS, createHead, parseOpts } from '../heads/registry.ts';
-import { defaultCacheDir, loadFeatureCache, parseMemory } from '../store/read.ts';
+import { defaultCacheDir, loadFeatureCache } from '../store/read.ts';
 import { formatParams, type TuneMode } from '../eval/tune.ts';
 import { DEFAULT_VAL_FRACTION, evaluateSavedHead, saveTrainedHead, trainHead } from '../pipeline/train.ts';
 
@@ -105,16 +105,11 @@ export const command = defineCommand(
     if (flags['tune-cv'] !== undefined) tune = { by: 'cv', folds: intInRange('tune-cv', flags['tune-cv'], 2, 50) };
     if (tune && tune.by === 'val' && vf === 0)
       throw new UserError('--tune needs a validation set: use --val-fraction > 0 or --tune-cv K');
+    const limits = loadLimits(flags);
 
     const dir = cacheDir();
     log.info(`train-head: ${kind} on ${dir}`);
-    const cache = loadFeatureCache(dir, {
-      ...(flags['max-memory'] !== undefined ? { maxMemoryBytes: parseMemory(flags['max-memory']) } : {}),
-      ...(flags['max-rows'] !== undefined
-        ? { maxRows: intInRange('max-rows', flags['max-rows'], 1, 2 ** 31 - 1) }
-        : {}),
-      seed: seed(flags.seed),
-    });
+    const cache = loadFeatureCache(dir, limits);
     const r = await trainHead({
       cache,
       kind,
