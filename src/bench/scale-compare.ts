@@ -22,8 +22,12 @@ const CLASSES = 3;
  * A synthetic feature cache written through the real cache writer (record store → assembleCache),
  * so compare reads it exactly as it reads an extracted one. Split 80/10/10 by row number.
  */
-export function syntheticCache(rows: number, dim: number, log: Logger): string {
-  const dir = join(cacheRoot(), 'bench-data', 'scale', `features-${rows}x${dim}`);
+export function syntheticCache(
+  rows: number,
+  dim: number,
+  log: Logger,
+  dir = join(cacheRoot(), 'bench-data', 'scale', `features-${rows}x${dim}`),
+): string {
   if (existsSync(join(dir, MANIFEST_FILE))) return dir;
   rmSync(dir, { recursive: true, force: true });
   log.info(`scale: writing a synthetic ${rows} × ${dim} feature cache in ${dir} ...`);
@@ -144,31 +148,79 @@ export async function benchCompareRows(o: {
   };
 }
 
+/** One approximation and the exact head it stands in for, compared at `rows` training rows. */
+interface ApproxPair {
+  /** Compare row name (its params are the base). */
+  row: string;
+  exact: HeadParams;
+  approx: HeadParams;
+  /** Training rows for this pair (default: the bench's rows). */
+  rows?: number;
+  why: string;
+}
+
+/**
+ * Every large-n variant compare can switch to, forced at a size where the exact head still runs.
+ * The mini-batch and Nyström pairs force the variants that run at 160 000 rows (Nyström's linear
+ * solver is the mini-batch one there). The forest is compared at 40 000 rows, where maxSamples
+ * (20 000 rows per tree) engages with the exact forest still affordable.
+ */
+export const APPROX_PAIRS: readonly ApproxPair[] = [
+  { row: 'logreg', exact: { solver: 'lbfgs' }, approx: { solver: 'minibatch' }, why: 'mini-batch Adam vs L-BFGS' },
+  {
+    row: 'svm-linear',
+    exact: { solver: 'dual' },
+    approx: { solver: 'minibatch' },
+    why: 'mini-batch Adam vs dual coordinate descent',
+  },
+  {
+    row: 'svm',
+    exact: { approx: 'exact' },
+    approx: { approx: 'nystroem', solver: 'minibatch' },
+    why: 'Nyström + mini-batch linear solver vs exact SMO',
+  },
+  { row: 'knn', exact: { approx: 'exact' }, approx: { approx: 'ivf' }, why: 'IVF index vs brute force' },
+  {
+    row: 'rf',
+    exact: { maxSamples: 0 },
+    approx: { maxSamples: 20000 },
+    rows: 40_000,
+    why: '20 000 bootstrap rows per tree vs all rows',
+  },
+];
+
 /**
  * Accuracy of each approximation against the exact head where both run (default 10 000 training
- * rows): RBF SVM exact SMO vs Nyström + linear solver, kNN brute force vs IVF.
+ * rows, 5 000 test rows of synthetic non-linear features).
  */
 export async function benchApproximations(o: {
   rows: number;
   dim: number;
   log: Logger;
+  only?: readonly string[];
 }): Promise<Record<string, unknown>[]> {
   const test = 5000;
-  const all = syntheticFeatures(o.rows + test, o.dim, CLASSES, 23);
-  const tr = sliceRows(all, 0, o.rows);
-  const te = sliceRows(all, o.rows, o.rows + test);
-  const pairs: [string, HeadParams, HeadParams][] = [
-    ['svm', { ...COMPARE_ROWS.svm!.params, approx: 'exact' }, { ...COMPARE_ROWS.svm!.params, approx: 'nystroem' }],
-    ['knn', { ...COMPARE_ROWS.knn!.params, approx: 'exact' }, { ...COMPARE_ROWS.knn!.params, approx: 'ivf' }],
-  ];
   const out: Record<string, unknown>[] = [];
-  for (const [kind, exact, approx] of pairs) {
-    const r: Record<string, unknown> = { head: kind, trainRows: o.rows, testRows: test, dim: o.dim };
-    for (const [label, params] of [
-      ['exact', exact],
-      ['approx', approx],
+  for (const pair of APPROX_PAIRS) {
+    if (o.only && !o.only.includes(pair.row)) continue;
+    const rows = pair.rows ?? o.rows;
+    const all = syntheticFeatures(rows + test, o.dim, CLASSES, 23);
+    const tr = sliceRows(all, 0, rows);
+    const te = sliceRows(all, rows, rows + test);
+    const def = COMPARE_ROWS[pair.row]!;
+    const r: Record<string, unknown> = {
+      head: pair.row,
+      compared: pair.why,
+      trainRows: rows,
+      testRows: test,
+      dim: o.dim,
+    };
+    for (const [label, extra] of [
+      ['exact', pair.exact],
+      ['approx', pair.approx],
     ] as const) {
-      const h = createHead(kind, params);
+      const params = { ...def.params, ...extra };
+      const h = createHead(def.kind, params);
       const t0 = performance.now();
       await h.fit(tr.X, tr.y, { nClasses: CLASSES, seed: 1 });
       const t1 = performance.now();
@@ -187,8 +239,10 @@ export async function benchApproximations(o: {
     const a = r.approx as { accuracy: number };
     const e = r.exact as { accuracy: number };
     r.deltaPoints = Math.round((a.accuracy - e.accuracy) * 10000) / 100;
+    r.withinHalfPoint = Math.abs(a.accuracy - e.accuracy) <= 0.005;
+    r.load1 = loadavg()[0];
     o.log.info(
-      `scale: ${kind} at ${o.rows} rows: exact ${(e.accuracy * 100).toFixed(2)}%, approximate ${(a.accuracy * 100).toFixed(2)}% (${r.deltaPoints} pt)`,
+      `scale: ${pair.row} at ${rows} rows: exact ${(e.accuracy * 100).toFixed(2)}%, approximate ${(a.accuracy * 100).toFixed(2)}% (${r.deltaPoints} pt)`,
     );
     out.push(r);
   }

@@ -87,12 +87,7 @@ function joinNegativeNumbers(argv: readonly string[], spec: CommandSpec): string
       break;
     }
     const next = argv[i + 1];
-    if (
-      a.startsWith('--') &&
-      takesValue(spec.flags[a.slice(2)]) &&
-      next !== undefined &&
-      /^-\d|^-\.\d/.test(next)
-    ) {
+    if (a.startsWith('--') && takesValue(spec.flags[a.slice(2)]) && next !== undefined && /^-\d|^-\.\d/.test(next)) {
       out.push(`${a}=${next}`);
       i++;
     } else out.push(a);
