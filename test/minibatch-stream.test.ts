@@ -79,3 +79,40 @@ test('train-head --stream (logreg, linear SVM) matches the loaded mini-batch fit
   }
   await assert.rejects(trainHeadStreaming({ dir, kind: 'rf' }), /rf cannot train from streamed batches/);
 });
+
+test('compare above holdoutAbove: chosen on the validation split, no CV, no refit, and the report says why', async () => {
+  const { compareHeads } = await import('../src/pipeline/compare.ts');
+  const out = join(root, 'report');
+  const { report } = await compareHeads({
+    cache: dir,
+    out,
+    heads: ['logreg', 'knn'],
+    cv: 5,
+    holdoutAbove: 10000,
+    saveHeads: 'none',
+    extraRowsFile: null,
+  });
+  assert.equal(report.options.cv, null);
+  assert.match(
+    report.options.note ?? '',
+    /18000 train\+val rows > holdoutAbove=10000: .*2000-row validation split instead of 5-fold CV/,
+  );
+  assert.equal(report.selection?.by, 'val');
+  for (const h of report.heads) {
+    assert.equal(h.cv, undefined);
+    assert.equal(h.refit, undefined);
+  }
+  const md = (await import('node:fs')).readFileSync(join(out, 'report.md'), 'utf8');
+  assert.match(md, /\*\*selection\*\*: 18000 train\+val rows/);
+  // Below the threshold the requested CV runs.
+  const small = await compareHeads({
+    cache: dir,
+    out,
+    heads: ['logreg'],
+    cv: 2,
+    saveHeads: 'none',
+    extraRowsFile: null,
+  });
+  assert.equal(small.report.options.cv, 2);
+  assert.equal(small.report.options.note, undefined);
+});
