@@ -18,8 +18,8 @@ import { resolveHeadList } from '../pipeline/compare.ts';
  *   approx   — accuracy of each approximation (mini-batch logreg and linear SVM, Nyström SVM, IVF
  *              kNN, per-tree row cap of the forest) against the exact head at 10 000 training rows
  *              (the forest: 40 000) of synthetic non-linear features (D = 256), where both run.
- *   compare  — a synthetic feature cache of 200 000 rows: every compare head, fit seconds, accuracy,
- *              which variant ran, peak RSS per head (one process per head).
+ *   compare  — a synthetic feature cache of 200 000 rows: one `compare` process over every head (CLI
+ *              defaults), wall seconds and peak RSS of the run; per head fit seconds, accuracy, variant.
  * `--parts compare` (or any subset) runs only those parts; `--heads` narrows compare and approx.
  * Results accumulate in data/bench/scale.json (each part replaces its own entries).
  */
@@ -268,7 +268,6 @@ export async function benchScale(o: ScaleBenchOptions): Promise<Record<string, u
         heads: o.heads,
         log: o.log,
         runTimed,
-        previous: read().compare as never,
       }),
     );
   }
