@@ -116,3 +116,14 @@ test('auto: logreg and linear SVM switch to mini-batches above minibatchAbove', 
   await exact.fit(train.X, train.y, { nClasses: 3, seed: 1 });
   assert.equal((exact as { variant_?: string }).variant_, undefined);
 });
+
+test('rf: the forest is the same grown on 1 or 2 threads (a tree depends on its seed alone)', async () => {
+  const one = createHead('rf', { nTrees: 6, nJobs: 1 });
+  const two = createHead('rf', { nTrees: 6, nJobs: 2 });
+  await one.fit(train.X, train.y, { nClasses: 3, seed: 4 });
+  await two.fit(train.X, train.y, { nClasses: 3, seed: 4 });
+  assert.deepEqual((await two.predictProba(test_.X)).data, (await one.predictProba(test_.X)).data);
+  const other = createHead('rf', { nTrees: 6, nJobs: 1 });
+  await other.fit(train.X, train.y, { nClasses: 3, seed: 5 });
+  assert.notDeepEqual((await other.predictProba(test_.X)).data, (await one.predictProba(test_.X)).data);
+});
