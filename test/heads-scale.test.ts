@@ -127,3 +127,18 @@ test('rf: the forest is the same grown on 1 or 2 threads (a tree depends on its 
   await other.fit(train.X, train.y, { nClasses: 3, seed: 5 });
   assert.notDeepEqual((await other.predictProba(test_.X)).data, (await one.predictProba(test_.X)).data);
 });
+
+test('dense: maxSteps cuts the epochs on large training sets and says so; small sets keep every epoch', async () => {
+  const capped = createHead('dense', { maxSteps: 25, epochs: 30, batchSize: 200 });
+  await capped.fit(train.X, train.y, { nClasses: 3, seed: 1 });
+  // 2000 rows / 200 = 10 steps per epoch → 3 epochs for 25 steps.
+  assert.equal((capped as unknown as { epochsRun_: number }).epochsRun_, 3);
+  assert.match(
+    (capped as { variant_?: string }).variant_ ?? '',
+    /3 epochs instead of 30: 2000 training rows make 10 steps per epoch, capped at maxSteps=25/,
+  );
+  const full = createHead('dense', { epochs: 4 });
+  await full.fit(train.X, train.y, { nClasses: 3, seed: 1 });
+  assert.equal((full as unknown as { epochsRun_: number }).epochsRun_, 4);
+  assert.equal((full as { variant_?: string }).variant_, undefined);
+});

@@ -192,6 +192,13 @@ export const APPROX_PAIRS: readonly ApproxPair[] = [
     rows: 40_000,
     why: '20 000 bootstrap rows per tree vs all rows',
   },
+  {
+    row: 'dense',
+    exact: { maxSteps: 0 },
+    approx: {},
+    rows: 40_000,
+    why: 'epochs cut by maxSteps=4000 (20 of 30 at 40 000 rows) vs all 30 epochs',
+  },
 ];
 
 /**
