@@ -205,7 +205,6 @@ export interface GrownTrees {
 export function growTrees(ctx: GrowContext, seeds: Uint32Array): GrownTrees {
   const { bins, n, d, K, y, cw, nBins, minLeaf, minSplit, mtry, draws } = ctx;
   const maxDepth = ctx.maxDepth > 0 ? ctx.maxDepth : Infinity;
-  const p = { bootstrap: ctx.bootstrap };
   const store = new NodeStore(K, 4096);
   const roots = new Int32Array(seeds.length);
   const idx = new Int32Array(n); // rows of the current tree, partitioned per node
@@ -224,7 +223,7 @@ export function growTrees(ctx: GrowContext, seeds: Uint32Array): GrownTrees {
     for (let f = 0; f < d; f++) feats[f] = f;
     w.fill(0);
     let m = 0;
-    if (p.bootstrap) {
+    if (ctx.bootstrap) {
       for (let s = 0; s < draws; s++) w[trng.int(n)]!++;
       for (let i = 0; i < n; i++)
         if (w[i]! > 0) {
