@@ -69,6 +69,9 @@ interface State {
  */
 export const EDGE_SAMPLE_ROWS = 50_000;
 
+/** Rows per block when X is read feature by feature (64 rows × 768 floats = 192 KB, cache-resident). */
+const ROW_BLOCK = 64;
+
 /** Quantile bin edges per feature: x goes to bin b = #{edges ≤ ... } i.e. the first edge ≥ x. */
 function computeEdges(X: Matrix, maxBins: number, seed: number): Float32Array[] {
   const { rows: total, cols: d, data } = X;
@@ -88,11 +91,18 @@ function computeEdges(X: Matrix, maxBins: number, seed: number): Float32Array[] 
     rows = new Int32Array(n);
     for (let i = 0, k = 0; i < total; i++) if (picked[i]) rows[k++] = i;
   }
-  const col = new Float32Array(n);
+  // The sampled rows transposed once, in row blocks (see binMatrix), then each column sorted in place.
+  const cols = new Float32Array(n * d);
+  for (let k0 = 0; k0 < n; k0 += ROW_BLOCK) {
+    const k1 = Math.min(n, k0 + ROW_BLOCK);
+    for (let f = 0; f < d; f++) {
+      const co = f * n;
+      for (let k = k0; k < k1; k++) cols[co + k] = data[(rows ? rows[k]! : k) * d + f]!;
+    }
+  }
   const edges: Float32Array[] = [];
   for (let f = 0; f < d; f++) {
-    if (rows) for (let k = 0; k < n; k++) col[k] = data[rows[k]! * d + f]!;
-    else for (let i = 0; i < n; i++) col[i] = data[i * d + f]!;
+    const col = cols.subarray(f * n, (f + 1) * n);
     col.sort();
     const cuts: number[] = [];
     let last = -Infinity;
@@ -119,19 +129,25 @@ function computeEdges(X: Matrix, maxBins: number, seed: number): Float32Array[] 
 function binMatrix(X: Matrix, edges: Float32Array[], sharedMemory = false): Uint8Array {
   const { rows: n, cols: d, data } = X;
   const bins = new Uint8Array(sharedMemory ? new SharedArrayBuffer(n * d) : new ArrayBuffer(n * d));
-  for (let f = 0; f < d; f++) {
-    const e = edges[f]!;
-    const ne = e.length;
-    for (let i = 0; i < n; i++) {
-      const v = data[i * d + f]!;
-      let lo = 0,
-        hi = ne;
-      while (lo < hi) {
-        const mid = (lo + hi) >> 1;
-        if (e[mid]! < v) lo = mid + 1;
-        else hi = mid;
+  // Blocks of rows: reading one feature of every row walks X with a stride of d floats (a cache
+  // miss per value at d = 768); a block of ROW_BLOCK rows stays in cache across all features.
+  for (let i0 = 0; i0 < n; i0 += ROW_BLOCK) {
+    const i1 = Math.min(n, i0 + ROW_BLOCK);
+    for (let f = 0; f < d; f++) {
+      const e = edges[f]!;
+      const ne = e.length;
+      const bo = f * n;
+      for (let i = i0; i < i1; i++) {
+        const v = data[i * d + f]!;
+        let lo = 0,
+          hi = ne;
+        while (lo < hi) {
+          const mid = (lo + hi) >> 1;
+          if (e[mid]! < v) lo = mid + 1;
+          else hi = mid;
+        }
+        bins[bo + i] = lo;
       }
-      bins[f * n + i] = lo;
     }
   }
   return bins;
@@ -214,6 +230,11 @@ export function growTrees(ctx: GrowContext, seeds: Uint32Array): GrownTrees {
   const tot = new Float64Array(K);
   const leftW = new Float64Array(K);
   const feats = new Int32Array(d);
+  // Compact per-tree copies (see below); a sample has at most min(n, draws) distinct rows.
+  const cap = ctx.bootstrap ? Math.min(n, draws) : 0;
+  const cb = new Uint8Array(cap * d);
+  const cy = new Int32Array(cap);
+  const cwt = new Float64Array(cap);
   // Explicit stack of nodes to expand: [node, start, end, depth].
   const stack: number[] = [];
   for (let t = 0; t < roots.length; t++) {
@@ -236,6 +257,31 @@ export function growTrees(ctx: GrowContext, seeds: Uint32Array): GrownTrees {
         w[i] = cw[y[i]!]!;
       }
     }
+    // A bootstrap sample touches a fraction of the rows (≈ 19 000 of 160 000 at maxSamples=20000):
+    // copy their bins, labels and weights into compact per-tree arrays so every histogram pass
+    // reads short columns that stay in cache instead of scattered bytes of n-long ones. The row
+    // order is kept, so the tree is the same as grown on the full arrays.
+    let tb = bins,
+      tn = n,
+      ty = y,
+      tw = w;
+    if (m <= n >> 1) {
+      tb = cb.subarray(0, m * d);
+      for (let f = 0; f < d; f++) {
+        const src = f * n,
+          dst = f * m;
+        for (let k = 0; k < m; k++) tb[dst + k] = bins[src + idx[k]!]!;
+      }
+      ty = cy.subarray(0, m);
+      tw = cwt.subarray(0, m);
+      for (let k = 0; k < m; k++) {
+        const i = idx[k]!;
+        ty[k] = y[i]!;
+        tw[k] = w[i]!;
+        idx[k] = k;
+      }
+      tn = m;
+    }
     const root = store.add();
     roots[t] = root;
     stack.push(root, 0, m, 0);
@@ -248,7 +294,7 @@ export function growTrees(ctx: GrowContext, seeds: Uint32Array): GrownTrees {
       let W = 0;
       for (let s = start; s < end; s++) {
         const i = idx[s]!;
-        tot[y[i]!]! += w[i]!;
+        tot[ty[i]!]! += tw[i]!;
       }
       let nonzero = 0;
       for (let c = 0; c < K; c++) {
@@ -276,27 +322,33 @@ export function growTrees(ctx: GrowContext, seeds: Uint32Array): GrownTrees {
         feats[q] = f;
         const nb = nBins[f]!;
         if (nb < 2) continue;
-        hist.fill(0, 0, nb * K);
-        hcnt.fill(0, 0, nb);
-        const bo = f * n;
+        // hist/hcnt are all zero here: each feature clears only the bins its rows touched
+        // ([bMin, bMax]), and the scan below walks only that range. Deep nodes hold a few rows,
+        // so clearing and scanning all 256 bins per feature was most of a large tree's time.
+        const bo = f * tn;
         let bMin = nb,
           bMax = -1;
         for (let s = start; s < end; s++) {
           const i = idx[s]!;
-          const b = bins[bo + i]!;
-          hist[b * K + y[i]!]! += w[i]!;
+          const b = tb[bo + i]!;
+          hist[b * K + ty[i]!]! += tw[i]!;
           hcnt[b]!++;
           if (b < bMin) bMin = b;
           if (b > bMax) bMax = b;
         }
         // Constant within this node (common for ReLU features deep in a tree): no split possible,
         // and like scikit-learn it does not count towards the mtry features examined.
-        if (bMin === bMax) continue;
+        if (bMin === bMax) {
+          hist.fill(0, bMin * K, (bMin + 1) * K);
+          hcnt[bMin] = 0;
+          continue;
+        }
         examined++;
         leftW.fill(0);
         let WL = 0,
           nL = 0;
-        for (let b = 0; b < nb - 1; b++) {
+        // Bins past bMax − 1 would put every row on the left: no split there.
+        for (let b = bMin; b < bMax; b++) {
           const hc = hcnt[b]!;
           if (hc === 0) continue;
           nL += hc;
@@ -324,14 +376,16 @@ export function growTrees(ctx: GrowContext, seeds: Uint32Array): GrownTrees {
             bestB = b;
           }
         }
+        hist.fill(0, bMin * K, (bMax + 1) * K);
+        hcnt.fill(0, bMin, bMax + 1);
       }
       if (bestF < 0) continue;
       // Partition idx[start,end) so rows with bin ≤ bestB come first.
-      const bo = bestF * n;
+      const bo = bestF * tn;
       let lo = start,
         hi = end - 1;
       while (lo <= hi) {
-        if (bins[bo + idx[lo]!]! <= bestB) lo++;
+        if (tb[bo + idx[lo]!]! <= bestB) lo++;
         else {
           const tmp = idx[lo]!;
           idx[lo] = idx[hi]!;
