@@ -33,6 +33,8 @@ test('parseArgs (node:util underneath): typed values, defaults, lists, repeats, 
     spec,
   );
   assert.deepEqual(p.flags, { n: -2.5, s: 'x', l: ['c', 'd', 'e'], r: ['1', '2'], b: false, q: true });
+  assert.equal(parseArgs(['--s', '-3'], spec).flags.s, '-3');
+  assert.deepEqual(parseArgs(['--r', '-1', '--r', '-.5'], spec).flags.r, ['-1', '-.5']);
   assert.equal(parseArgs(['-h'], spec).help, true);
   for (const [argv, msg] of [
     [['--n', 'x'], /^--n must be a number, got 'x'$/],
@@ -73,4 +75,8 @@ test('convcache: --help lists every command of the table; unknown command → cl
   const flag = convcache('compare', '--cv');
   assert.equal(flag.status, 2);
   assert.equal(flag.stderr, 'compare: error: --cv needs a value\n');
+  // A negative value of a string-typed flag is a bad value, not a missing one.
+  const mem = convcache('compare', '--max-memory', '-3');
+  assert.equal(mem.status, 2);
+  assert.equal(mem.stderr, "compare: error: --max-memory must look like 8G, 512M or a byte count, got '-3'\n");
 });

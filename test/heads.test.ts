@@ -86,6 +86,12 @@ for (const kind of HEAD_KINDS) {
       }
       const acc = accuracy(p, multi.test.y);
       assert.ok(acc >= 0.95, `${kind} held-out accuracy ${acc}`);
+      // The one-pass variant (when a head has it) equals the two calls.
+      if (h.predictWithProba) {
+        const both = await h.predictWithProba(multi.test.X);
+        assert.deepEqual(both.pred, p);
+        assert.deepEqual(both.proba.data, P.data);
+      }
     });
 
     test('save → loadHead gives identical predictions and probabilities', async () => {

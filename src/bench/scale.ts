@@ -6,6 +6,7 @@ import sharp from 'sharp';
 import { writeFileAtomic } from '../util/atomic.ts';
 import type { Logger } from '../util/log.ts';
 import { cacheRoot, packageRoot } from '../util/paths.ts';
+import { resolveHeadList } from '../pipeline/compare.ts';
 
 /**
  * `npm run bench -- scale`: memory and speed at dataset sizes a laptop run never sees.
@@ -14,10 +15,12 @@ import { cacheRoot, packageRoot } from '../util/paths.ts';
  *              peak RSS (from /usr/bin/time -v) and img/s.
  *   shards   — the smallest folder again as 4 concurrent shards (JOB_COMPLETION_INDEX) on one --out,
  *              then merge: wall-clock img/s of the whole, merge seconds.
- *   approx   — accuracy of each approximation (Nyström SVM, IVF kNN) against the exact head at 10 000
- *              training rows of synthetic non-linear features (D = 256), where both run.
- *   compare  — a synthetic feature cache of 200 000 rows: every compare head, fit seconds, accuracy,
- *              which variant ran, peak RSS per head (one process per head).
+ *   approx   — accuracy of each approximation (mini-batch logreg and linear SVM, Nyström SVM, IVF
+ *              kNN, per-tree row cap of the forest) against the exact head at 10 000 training rows
+ *              (the forest: 40 000) of synthetic non-linear features (D = 256), where both run.
+ *   compare  — a synthetic feature cache of 200 000 rows: one `compare` process over every head (CLI
+ *              defaults), wall seconds and peak RSS of the run; per head fit seconds, accuracy, variant.
+ * `--parts compare` (or any subset) runs only those parts; `--heads` narrows compare and approx.
  * Results accumulate in data/bench/scale.json (each part replaces its own entries).
  */
 export interface ScaleBenchOptions {
@@ -249,7 +252,11 @@ export async function benchScale(o: ScaleBenchOptions): Promise<Record<string, u
   if (o.parts.includes('shards')) save('shards', await benchShards(o));
   if (o.parts.includes('approx')) {
     const { benchApproximations } = await import('./scale-compare.ts');
-    save('approximations', await benchApproximations({ rows: 10_000, dim: 256, log: o.log }));
+    // --heads narrows the pairs (re-measured pairs replace their entries; the others stay).
+    const only = o.heads.includes('all') ? undefined : resolveHeadList(o.heads);
+    const rows = await benchApproximations({ rows: 10_000, dim: 256, log: o.log, ...(only ? { only } : {}) });
+    const prev = (read().approximations as Record<string, unknown>[] | undefined) ?? [];
+    save('approximations', [...prev.filter((p) => !rows.some((r) => r.head === p.head)), ...rows]);
   }
   if (o.parts.includes('compare')) {
     const { benchCompareRows } = await import('./scale-compare.ts');
@@ -261,7 +268,6 @@ export async function benchScale(o: ScaleBenchOptions): Promise<Record<string, u
         heads: o.heads,
         log: o.log,
         runTimed,
-        previous: read().compare as never,
       }),
     );
   }

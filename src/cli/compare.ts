@@ -1,11 +1,17 @@
 import { stageRows } from '../pipeline/stage-rows.ts';
 import { cacheRootFlag, defineCommand } from './command.ts';
-import { classWeight, intInRange, oneOf, optionalInt, seed, valFraction } from './validate.ts';
+import { classWeight, intInRange, loadLimits, oneOf, optionalInt, seed, valFraction } from './validate.ts';
 import { consoleLogger } from '../util/log.ts';
 import { cacheRoot } from '../util/paths.ts';
-import { defaultCacheDir, loadFeatureCache, parseMemory } from '../store/read.ts';
+import { defaultCacheDir, loadFeatureCache } from '../store/read.ts';
 import type { TuneMode } from '../eval/tune.ts';
-import { COMPARE_ROWS, compareHeads, DEFAULT_SELECTION_CV, resolveHeadList } from '../pipeline/compare.ts';
+import {
+  COMPARE_ROWS,
+  compareHeads,
+  DEFAULT_SELECTION_CV,
+  HOLDOUT_ABOVE,
+  resolveHeadList,
+} from '../pipeline/compare.ts';
 import { DEFAULT_VAL_FRACTION } from '../pipeline/train.ts';
 
 export const command = defineCommand(
@@ -35,6 +41,13 @@ export const command = defineCommand(
         description:
           'stratified K-fold cross-validation on train+val (mean ± std), which also chooses the head (0 = choose on the validation split alone: noisier)',
         default: DEFAULT_SELECTION_CV,
+      },
+      'holdout-above': {
+        type: 'number',
+        metavar: 'ROWS',
+        description:
+          'above this many train+val rows, choose on the validation split alone: no CV, no refit (0 = never)',
+        default: HOLDOUT_ABOVE,
       },
       tune: {
         type: 'boolean',
@@ -93,20 +106,16 @@ export const command = defineCommand(
     const log = consoleLogger(flags.quiet);
     const root = cacheRoot(flags['cache-root']);
     const heads = resolveHeadList(flags.heads);
+    const limits = loadLimits(flags);
     let tune: false | TuneMode = flags.tune ? { by: 'val' } : false;
     if (flags['tune-cv'] !== undefined) tune = { by: 'cv', folds: intInRange('tune-cv', flags['tune-cv'], 2, 50) };
     const { report, outDir } = await compareHeads({
-      cache: loadFeatureCache(flags.cache ?? defaultCacheDir(root), {
-        ...(flags['max-memory'] !== undefined ? { maxMemoryBytes: parseMemory(flags['max-memory']) } : {}),
-        ...(flags['max-rows'] !== undefined
-          ? { maxRows: intInRange('max-rows', flags['max-rows'], 1, 2 ** 31 - 1) }
-          : {}),
-        seed: seed(flags.seed),
-      }),
+      cache: loadFeatureCache(flags.cache ?? defaultCacheDir(root), limits),
       out: flags.out,
       heads,
       cv: flags.cv === 0 ? undefined : optionalInt('cv', flags.cv, 2, 50),
       refit: flags.refit !== false,
+      holdoutAbove: intInRange('holdout-above', flags['holdout-above'], 0, 2 ** 31 - 1),
       tune,
       classWeight: classWeight(flags['class-weight']),
       valFraction: valFraction(flags['val-fraction']),

@@ -1,12 +1,18 @@
 import { pct } from '../util/format.ts';
 import { cacheRootFlag, defineCommand } from './command.ts';
-import { classWeight, intInRange, seed, valFraction } from './validate.ts';
+import { classWeight, intInRange, loadLimits, valFraction } from './validate.ts';
 import { UserError } from '../util/errors.ts';
 import { consoleLogger, silentLogger } from '../util/log.ts';
 import { HEAD_KINDS, createHead, parseOpts } from '../heads/registry.ts';
-import { defaultCacheDir, loadFeatureCache, parseMemory } from '../store/read.ts';
+import { defaultCacheDir, loadFeatureCache } from '../store/read.ts';
 import { formatParams, type TuneMode } from '../eval/tune.ts';
-import { DEFAULT_VAL_FRACTION, evaluateSavedHead, saveTrainedHead, trainHead } from '../pipeline/train.ts';
+import {
+  DEFAULT_VAL_FRACTION,
+  evaluateSavedHead,
+  saveTrainedHead,
+  trainHead,
+  trainHeadStreaming,
+} from '../pipeline/train.ts';
 
 export const command = defineCommand(
   {
@@ -80,6 +86,11 @@ export const command = defineCommand(
         metavar: 'N',
         description: 'train on a seeded random subsample of at most N training rows (val/test untouched)',
       },
+      stream: {
+        type: 'boolean',
+        description:
+          'train from the training split read from disk in shuffled blocks, never loaded (logreg, svm kernel=linear: mini-batches; for caches past --max-memory)',
+      },
       quiet: { type: 'boolean', description: 'no progress lines on stderr' },
     },
   },
@@ -105,28 +116,26 @@ export const command = defineCommand(
     if (flags['tune-cv'] !== undefined) tune = { by: 'cv', folds: intInRange('tune-cv', flags['tune-cv'], 2, 50) };
     if (tune && tune.by === 'val' && vf === 0)
       throw new UserError('--tune needs a validation set: use --val-fraction > 0 or --tune-cv K');
+    const limits = loadLimits(flags);
 
     const dir = cacheDir();
     log.info(`train-head: ${kind} on ${dir}`);
-    const cache = loadFeatureCache(dir, {
-      ...(flags['max-memory'] !== undefined ? { maxMemoryBytes: parseMemory(flags['max-memory']) } : {}),
-      ...(flags['max-rows'] !== undefined
-        ? { maxRows: intInRange('max-rows', flags['max-rows'], 1, 2 ** 31 - 1) }
-        : {}),
-      seed: seed(flags.seed),
-    });
-    const r = await trainHead({
-      cache,
-      kind,
-      params,
-      classWeight: cw,
-      valFraction: vf,
-      tune,
-      refit: flags.refit !== false,
-      seed: seed(flags.seed),
-      log,
-      fitLog: flags.verbose ? log : silentLogger,
-    });
+    if (flags.stream && (tune || flags['max-rows'] !== undefined))
+      throw new UserError('--stream trains on every training row once per epoch: drop --tune/--tune-cv/--max-rows');
+    const r = flags.stream
+      ? await trainHeadStreaming({ dir, kind, params, classWeight: cw, log, ...limits })
+      : await trainHead({
+          cache: loadFeatureCache(dir, limits),
+          kind,
+          params,
+          classWeight: cw,
+          valFraction: vf,
+          tune,
+          refit: flags.refit !== false,
+          seed: limits.seed,
+          log,
+          fitLog: flags.verbose ? log : silentLogger,
+        });
     const s = r.splits;
     const valDesc =
       s.valSource === 'cache'
@@ -139,7 +148,7 @@ export const command = defineCommand(
     process.stdout.write(
       r.refit
         ? `selected on val (fitted on ${s.train.y.length} train rows), then refitted on train+val: ${r.refit.rows} rows${r.refit.epochs !== undefined ? `, ${r.refit.epochs} epochs (chosen on val)` : ''} in ${r.fitSeconds.toFixed(2)} s\n`
-        : `trained on ${s.train.y.length} rows in ${r.fitSeconds.toFixed(2)} s\n`,
+        : `trained on ${s.train.y.length} rows${flags.stream ? ' (streamed from disk)' : ''} in ${r.fitSeconds.toFixed(2)} s\n`,
     );
     process.stdout.write(`test accuracy: ${pct(r.testAccuracy)} (${s.test?.y.length ?? 0} rows)\n`);
     const saved = await saveTrainedHead(r, flags.out);

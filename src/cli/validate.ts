@@ -1,3 +1,4 @@
+import { parseMemory } from '../store/read.ts';
 import { UserError } from '../util/errors.ts';
 
 /**
@@ -65,3 +66,19 @@ export const batchSize = (v: unknown, max = 1024): number => intInRange('batch',
 export const workers = (v: unknown): number => intInRange('workers', v, 1, 64);
 export const threads = (v: unknown): number => intInRange('threads', v, 1, 256);
 export const maxPixels = (v: unknown): number => intInRange('max-pixels', v, 1, Number.MAX_SAFE_INTEGER);
+
+/**
+ * --max-memory / --max-rows / --seed as LoadOptions for loadFeatureCache. Checked before the cache
+ * is located, so a bad value is reported as such even when no cache exists yet.
+ */
+export function loadLimits(flags: { 'max-memory'?: string; 'max-rows'?: number; seed: unknown }): {
+  maxMemoryBytes?: number;
+  maxRows?: number;
+  seed: number;
+} {
+  return {
+    ...(flags['max-memory'] !== undefined ? { maxMemoryBytes: parseMemory(flags['max-memory']) } : {}),
+    ...(flags['max-rows'] !== undefined ? { maxRows: intInRange('max-rows', flags['max-rows'], 1, 2 ** 31 - 1) } : {}),
+    seed: seed(flags.seed),
+  };
+}

@@ -113,6 +113,8 @@ export interface Report {
   options: {
     heads: string[];
     cv: number | null;
+    /** Why the run departed from the requested selection (e.g. hold-out instead of CV on a large cache). */
+    note?: string;
     tune: false | { by: 'val' | 'cv'; folds?: number };
     classWeight: string;
     seed: number;
@@ -317,6 +319,7 @@ export function renderMarkdown(r: Report): string {
     ),
   );
   // Which solver variant ran and why (e.g. an approximate RBF SVM or kNN search on a large cache).
+  if (r.options.note) out.push('', `- **selection**: ${r.options.note}`);
   for (const h of r.heads) if (h.source === 'compare' && h.note) out.push('', `- **${h.name}**: ${h.note}`);
   out.push('', '## Per class (test)', '');
   const pcRows: string[][] = [];

@@ -1,4 +1,5 @@
-import type { FitOptions, Head, HeadParams, LabelledSet, Matrix } from './types.ts';
+import type { FitOptions, Head, HeadParams, LabelledSet, Matrix, RowBatches } from './types.ts';
+import { UserError } from '../util/errors.ts';
 import { Standardizer } from './standardize.ts';
 import {
   argmaxRows,
@@ -37,6 +38,21 @@ export abstract class BaseHead implements Head {
     this.nFeatures_ = X.cols;
   }
 
+  /**
+   * Checks and envelope fields for a fit from streamed batches (fitBatches of the heads that have
+   * one). The rows are never held, so the head's standardisation is the identity: the mini-batch
+   * solver standardises inside and returns weights on the original features.
+   */
+  protected beginStreamedFit(src: RowBatches, opts: FitOptions): void {
+    if (this.params.standardize === true)
+      throw new UserError(`${this.kind}: standardize=true cannot be used when training from streamed batches`);
+    if (!(opts.nClasses >= 2)) throw new UserError(`${this.kind}: need at least 2 classes, got ${opts.nClasses}`);
+    if (src.rows < 1 || src.cols < 1) throw new UserError(`${this.kind}: no training rows`);
+    this.std_ = Standardizer.fit({ data: new Float32Array(0), rows: 0, cols: src.cols }, false);
+    this.nClasses_ = opts.nClasses;
+    this.nFeatures_ = src.cols;
+  }
+
   async predict(X: Matrix): Promise<Int32Array> {
     checkPredictInput(this.kind, X, this.nFeatures_);
     return this.predictImpl(this.std_!.transform(X));
@@ -45,6 +61,19 @@ export abstract class BaseHead implements Head {
   async predictProba(X: Matrix): Promise<Matrix> {
     checkPredictInput(this.kind, X, this.nFeatures_);
     return this.probaImpl(this.std_!.transform(X));
+  }
+
+  async predictWithProba(X: Matrix): Promise<{ pred: Int32Array; proba: Matrix }> {
+    checkPredictInput(this.kind, X, this.nFeatures_);
+    return this.bothImpl(this.std_!.transform(X));
+  }
+
+  /** Both outputs on standardised rows; heads whose predict is not the probabilities' argmax override it. */
+  protected async bothImpl(X: Matrix): Promise<{ pred: Int32Array; proba: Matrix }> {
+    const proba = await this.probaImpl(X);
+    // predictImpl's default is the argmax of probaImpl: reuse the probabilities instead of recomputing them.
+    const pred = this.predictImpl === BaseHead.prototype.predictImpl ? argmaxRows(proba) : await this.predictImpl(X);
+    return { pred, proba };
   }
 
   async save(path: string): Promise<void> {

@@ -102,11 +102,19 @@ export function checkPredictInput(kind: string, X: Matrix, nFeatures: number | u
 
 /** Per-class weights: all 1, or n / (nClasses · count_c) ('balanced', as scikit-learn). */
 export function classWeights(y: Int32Array, nClasses: number, mode: FitOptions['classWeight']): Float64Array {
-  const w = new Float64Array(nClasses).fill(1);
-  if (mode !== 'balanced') return w;
   const counts = new Float64Array(nClasses);
   for (let i = 0; i < y.length; i++) counts[y[i]!]!++;
-  for (let c = 0; c < nClasses; c++) w[c] = counts[c]! > 0 ? y.length / (nClasses * counts[c]!) : 1;
+  return classWeightsFromCounts(counts, mode);
+}
+
+/** classWeights from per-class row counts (for rows that are streamed, never held). */
+export function classWeightsFromCounts(counts: Float64Array, mode: FitOptions['classWeight']): Float64Array {
+  const K = counts.length;
+  const w = new Float64Array(K).fill(1);
+  if (mode !== 'balanced') return w;
+  let n = 0;
+  for (let c = 0; c < K; c++) n += counts[c]!;
+  for (let c = 0; c < K; c++) w[c] = counts[c]! > 0 ? n / (K * counts[c]!) : 1;
   return w;
 }
 

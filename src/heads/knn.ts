@@ -49,7 +49,7 @@ export const paramSpecs: ParamSpecs = {
     type: 'int',
     default: 0,
     min: 0,
-    description: 'IVF cells scanned per query (0 = auto: nlist/8, at least 8)',
+    description: 'IVF cells scanned per query (0 = auto: nlist/16, at least 8)',
   },
 };
 
@@ -102,7 +102,9 @@ export class KnnHead extends BaseHead {
     const approx = this.params.approx as string;
     if (approx === 'ivf' || (approx === 'auto' && X.rows > (this.params.approxAbove as number))) {
       const nlist = Math.min(X.rows, (this.params.nlist as number) || Math.max(16, Math.round(Math.sqrt(X.rows))));
-      const nprobe = Math.min(nlist, (this.params.nprobe as number) || Math.max(8, Math.round(nlist / 8)));
+      // nlist/16 (was /8): at 10 000 and 40 000 rows (D = 256) it is as accurate as brute force
+      // (+0.24 / +0.36 pt) and scans half the rows; README "Heads past 100k rows".
+      const nprobe = Math.min(nlist, (this.params.nprobe as number) || Math.max(8, Math.round(nlist / 16)));
       const parts = await buildIvf(this.X_, X.rows, X.cols, nlist, opts.seed ?? 0);
       const d = X.cols;
       const Xs = new Float32Array(X.rows * d);

@@ -21,29 +21,12 @@ export class Standardizer {
   ) {}
 
   static fit(X: Matrix, enabled = true): Standardizer {
-    const { rows: n, cols: d, data } = X;
-    const mean = new Float32Array(d);
-    const scale = new Float32Array(d).fill(1);
-    if (!enabled || n === 0) return new Standardizer(mean, scale, enabled);
-    // One pass of shifted sums (shift = first row) keeps float64 sums well conditioned.
-    const shift = Float64Array.from(data.subarray(0, d));
-    const s1 = new Float64Array(d);
-    const s2 = new Float64Array(d);
-    for (let i = 0; i < n; i++) {
-      const o = i * d;
-      for (let j = 0; j < d; j++) {
-        const v = data[o + j]! - shift[j]!;
-        s1[j]! += v;
-        s2[j]! += v * v;
-      }
-    }
-    for (let j = 0; j < d; j++) {
-      const m = s1[j]! / n;
-      mean[j] = shift[j]! + m;
-      const sd = Math.sqrt(Math.max(0, s2[j]! / n - m * m));
-      scale[j] = sd > 1e-12 ? sd : 1;
-    }
-    return new Standardizer(mean, scale, enabled);
+    const d = X.cols;
+    if (!enabled || X.rows === 0) return new Standardizer(new Float32Array(d), new Float32Array(d).fill(1), enabled);
+    const m = new RunningMoments(d);
+    m.add(X);
+    const { mean, scale } = m.result();
+    return new Standardizer(Float32Array.from(mean), Float32Array.from(scale), enabled);
   }
 
   /** A new standardised matrix (the input is never mutated). */
@@ -78,5 +61,52 @@ function transformRows(
   for (let i = 0; i < n; i++) {
     const o = i * d;
     for (let j = 0; j < d; j++) dst[o + j] = (src[o + j]! - mean[j]!) * inv[j]!;
+  }
+}
+
+/**
+ * Per-feature mean and standard deviation accumulated batch by batch (for sources too large to
+ * hold): shifted sums (shift = the first row seen) in float64, as Standardizer.fit does in one
+ * piece, so both give the same statistics up to rounding. Constant features get scale 1.
+ */
+export class RunningMoments {
+  private shift?: Float64Array;
+  private readonly s1: Float64Array;
+  private readonly s2: Float64Array;
+  private n = 0;
+
+  constructor(readonly cols: number) {
+    this.s1 = new Float64Array(cols);
+    this.s2 = new Float64Array(cols);
+  }
+
+  add(X: Matrix): void {
+    const { rows, cols: d, data } = X;
+    if (d !== this.cols) throw new Error(`RunningMoments: ${d} columns, expected ${this.cols}`);
+    if (rows === 0) return;
+    const shift = (this.shift ??= Float64Array.from(data.subarray(0, d)));
+    for (let i = 0; i < rows; i++) {
+      const o = i * d;
+      for (let j = 0; j < d; j++) {
+        const v = data[o + j]! - shift[j]!;
+        this.s1[j]! += v;
+        this.s2[j]! += v * v;
+      }
+    }
+    this.n += rows;
+  }
+
+  result(): { mean: Float64Array; scale: Float64Array; rows: number } {
+    const d = this.cols;
+    const mean = new Float64Array(d);
+    const scale = new Float64Array(d).fill(1);
+    if (this.n === 0) return { mean, scale, rows: 0 };
+    for (let j = 0; j < d; j++) {
+      const m = this.s1[j]! / this.n;
+      mean[j] = this.shift![j]! + m;
+      const sd = Math.sqrt(Math.max(0, this.s2[j]! / this.n - m * m));
+      scale[j] = sd > 1e-12 ? sd : 1;
+    }
+    return { mean, scale, rows: this.n };
   }
 }

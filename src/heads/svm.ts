@@ -2,13 +2,15 @@ import { dot, matmulABt, rowSqNorms } from '../linalg/matmul.ts';
 import { Rng } from '../linalg/random.ts';
 import { BaseHead, defineHead } from './base.ts';
 import { classWeights, decodeF32, encodeF32, type HeadDef, type ParamSpecs, LOG_C_GRID } from './common.ts';
-import type { FitOptions, Matrix } from './types.ts';
+import type { FitOptions, Matrix, RowBatches } from './types.ts';
+import { UserError } from '../util/errors.ts';
 import { plattFit, plattPredict, couple } from './svm-platt.ts';
 import { CachedRows, PrecomputedRows, rbfKernelMatrix, subKernel, type KernelRows } from './svm-kernel.ts';
 import { smo } from './svm-smo.ts';
 import { linearDcd } from './svm-linear.ts';
 import { NystroemMap, type NystroemJSON } from './nystroem.ts';
 import { linearPrimalSquaredHinge } from './svm-primal.ts';
+import { fitLinearMinibatch, matrixBatches, MINIBATCH_PARAMS, minibatchNote, minibatchOptions } from './minibatch.ts';
 
 /**
  * Support vector classifier.
@@ -91,9 +93,9 @@ export const paramSpecs: ParamSpecs = {
   solver: {
     type: 'string',
     default: 'auto',
-    choices: ['auto', 'dual', 'primal'],
+    choices: ['auto', 'dual', 'primal', 'minibatch'],
     description:
-      "linear solver: 'auto' = dual coordinate descent up to primalAbove rows, primal L-BFGS (squared hinge) beyond",
+      "linear solver: 'auto' = dual coordinate descent up to primalAbove rows, primal L-BFGS (squared hinge) up to minibatchAbove, mini-batch Adam beyond",
   },
   primalAbove: {
     type: 'int',
@@ -101,6 +103,15 @@ export const paramSpecs: ParamSpecs = {
     min: 0,
     description: 'rows above which solver=auto trains the linear SVM in the primal (when rows > features)',
   },
+  // Each L-BFGS iteration is two passes over all rows, ~100-300 iterations per one-vs-rest model;
+  // mini-batches train every class's model in one pass per epoch (src/heads/minibatch.ts).
+  minibatchAbove: {
+    type: 'int',
+    default: 50000,
+    min: 0,
+    description: 'rows above which solver=auto trains the linear SVM (squared hinge) by mini-batches',
+  },
+  ...MINIBATCH_PARAMS,
   // Off by default, as in scikit-learn: pooled conv features share one scale, and standardising
   // amplifies near-constant dimensions (measured: -0.3 to -0.7 points on cats-vs-dogs).
   standardize: { type: 'boolean', default: false, description: 'standardise features (fitted on train)' },
@@ -152,7 +163,7 @@ export class SvmHead extends BaseHead {
     const tolP = this.params.tol;
     const maxIterP = this.params.maxIter as number;
     if (this.params.kernel === 'linear') {
-      this.fitLinear(X, y, opts, Cs);
+      await this.fitLinear(X, y, opts, Cs);
       return;
     }
     // RBF
@@ -175,9 +186,10 @@ export class SvmHead extends BaseHead {
     if (approx === 'nystroem' || (approx === 'auto' && n > (this.params.approxAbove as number))) {
       const map = await NystroemMap.fit(X, gamma, this.params.components as number, opts.seed ?? 0);
       const val = opts.val ? { X: await map.transform(opts.val.X), y: opts.val.y } : undefined;
-      this.fitLinear(await map.transform(X), y, { ...opts, val }, Cs);
+      await this.fitLinear(await map.transform(X), y, { ...opts, val }, Cs);
       this.map_ = map;
-      this.variant_ = `RBF kernel approximated: Nyström, ${map.m} landmarks, + linear ${(this.variant_ as string | undefined)?.startsWith('linear solver in the primal') ? 'primal L-BFGS ' : ''}solver (${approx === 'auto' ? `${n} training rows > approxAbove=${this.params.approxAbove as number}; exact SMO is O(n²)` : 'approx=nystroem'})`;
+      const linear = this.variant_ as string | undefined;
+      this.variant_ = `RBF kernel approximated: Nyström, ${map.m} landmarks, + linear ${linear?.startsWith('linear solver in the primal') ? 'primal L-BFGS ' : linear?.startsWith('trained by mini-batches') ? 'mini-batch ' : ''}solver (${approx === 'auto' ? `${n} training rows > approxAbove=${this.params.approxAbove as number}; exact SMO is O(n²)` : 'approx=nystroem'})`;
       (this.state_ as LinearState).variant = this.variant_;
       return;
     }
@@ -249,7 +261,7 @@ export class SvmHead extends BaseHead {
   }
 
   /** liblinear-style dual coordinate descent per one-vs-rest model, then Platt sigmoids. */
-  private fitLinear(X: Matrix, y: Int32Array, opts: FitOptions, Cs: Float64Array): void {
+  private async fitLinear(X: Matrix, y: Int32Array, opts: FitOptions, Cs: Float64Array): Promise<void> {
     const K = opts.nClasses;
     const tolP = this.params.tol;
     const maxIterP = this.params.maxIter as number;
@@ -262,10 +274,28 @@ export class SvmHead extends BaseHead {
     const ys = new Int8Array(X.rows);
     const squared = this.params.loss === 'squared_hinge';
     const solver = this.params.solver as string;
+    const minibatch =
+      squared &&
+      (solver === 'minibatch' || (solver === 'auto' && X.rows > (this.params.minibatchAbove as number) && X.rows > d));
     const primal =
       squared &&
+      !minibatch &&
       (solver === 'primal' || (solver === 'auto' && X.rows > (this.params.primalAbove as number) && X.rows > d));
-    for (let m = 0; m < nModels; m++) {
+    if (minibatch) {
+      // One-vs-rest scores for all classes at once (one score for two classes, class 1 positive),
+      // the same layout as the per-model solvers below.
+      const cw = classWeights(y, K, opts.classWeight);
+      const r = await fitLinearMinibatch(
+        matrixBatches(X, y),
+        minibatchOptions(this.params, 'squared_hinge', K, cw, opts),
+      );
+      for (let m = 0; m < nModels; m++) {
+        for (let j = 0; j < d; j++) W[m * (d + 1) + j] = r.W[m * d + j]!;
+        W[m * (d + 1) + d] = r.b[m]!;
+      }
+      this.variant_ = minibatchNote(this.params, solver, X.rows);
+    }
+    for (let m = 0; m < nModels && !minibatch; m++) {
       const pos = K === 2 ? 1 : m;
       for (let i = 0; i < X.rows; i++) ys[i] = y[i] === pos ? 1 : -1;
       W.set(
@@ -281,6 +311,48 @@ export class SvmHead extends BaseHead {
     this.state_ = { type: 'linear', W: '', nModels, platt: '', ...(this.variant_ ? { variant: this.variant_ } : {}) };
     this.platt_ = new Float32Array(2 * nModels);
     const { Xp, yp } = this.plattData(X, y, opts);
+    this.fitPlatt(this.decision(Xp), yp, nModels, (m) => (K === 2 ? [1, 0] : [m, -1]));
+  }
+
+  /**
+   * Linear kernel, squared hinge, trained by mini-batches over rows streamed from disk
+   * (train-head --stream). Platt sigmoids on the validation split (when it has every class), else
+   * on the first 20 000 streamed rows.
+   */
+  async fitBatches(src: RowBatches, opts: FitOptions): Promise<void> {
+    if (this.params.kernel !== 'linear' || this.params.loss !== 'squared_hinge')
+      throw new UserError('svm: only kernel=linear with loss=squared_hinge trains from streamed batches');
+    this.beginStreamedFit(src, opts);
+    this.map_ = undefined;
+    const K = opts.nClasses;
+    const d = src.cols;
+    const nModels = K === 2 ? 1 : K;
+    const r = await fitLinearMinibatch(src, minibatchOptions(this.params, 'squared_hinge', K, opts.classWeight, opts));
+    const W = new Float32Array(nModels * (d + 1));
+    for (let m = 0; m < nModels; m++) {
+      for (let j = 0; j < d; j++) W[m * (d + 1) + j] = r.W[m * d + j]!;
+      W[m * (d + 1) + d] = r.b[m]!;
+    }
+    this.W_ = W;
+    this.variant_ = minibatchNote(this.params, 'stream', src.rows);
+    this.state_ = { type: 'linear', W: '', nModels, platt: '', variant: this.variant_ };
+    this.platt_ = new Float32Array(2 * nModels);
+    let Xp: Matrix, yp: Int32Array;
+    if (opts.val && new Set(opts.val.y).size === K) ({ X: Xp, y: yp } = opts.val);
+    else {
+      const cap = Math.min(src.rows, 20000);
+      const data = new Float32Array(cap * d);
+      yp = new Int32Array(cap);
+      let k = 0;
+      for await (const b of src.pass(8192)) {
+        const take = Math.min(b.X.rows, cap - k);
+        data.set(b.X.data.subarray(0, take * d), k * d);
+        yp.set(b.y.subarray(0, take), k);
+        k += take;
+        if (k >= cap) break;
+      }
+      Xp = { data, rows: cap, cols: d };
+    }
     this.fitPlatt(this.decision(Xp), yp, nModels, (m) => (K === 2 ? [1, 0] : [m, -1]));
   }
 
@@ -356,21 +428,38 @@ export class SvmHead extends BaseHead {
   }
 
   protected override async predictImpl(X: Matrix): Promise<Int32Array> {
-    if (this.map_) X = await this.map_.transform(X);
+    return this.votes(await this.decisionOf(X), X.rows);
+  }
+
+  protected async probaImpl(X: Matrix): Promise<Matrix> {
+    return this.probaFromDecision(await this.decisionOf(X), X.rows);
+  }
+
+  /** One decision pass (and one Nyström map) for both outputs. */
+  protected override async bothImpl(X: Matrix): Promise<{ pred: Int32Array; proba: Matrix }> {
+    const dec = await this.decisionOf(X);
+    return { pred: this.votes(dec, X.rows), proba: this.probaFromDecision(dec, X.rows) };
+  }
+
+  private async decisionOf(X: Matrix): Promise<Float64Array> {
+    return this.decision(this.map_ ? await this.map_.transform(X) : X);
+  }
+
+  /** Labels from decision values (votes / argmax), as scikit-learn's predict. */
+  private votes(dec: Float64Array, rows: number): Int32Array {
     const K = this.nClasses_!;
-    const dec = this.decision(X);
-    const nm = dec.length / X.rows;
-    const out = new Int32Array(X.rows);
+    const nm = dec.length / rows;
+    const out = new Int32Array(rows);
     if (K === 2) {
       // Binary: linear's model has class 1 positive; rbf's pair (0,1) has class 0 positive.
       const posIs0 = this.state_!.type === 'rbf';
-      for (let i = 0; i < X.rows; i++) out[i] = dec[i]! > 0 === posIs0 ? 0 : 1;
+      for (let i = 0; i < rows; i++) out[i] = dec[i]! > 0 === posIs0 ? 0 : 1;
       return out;
     }
     if (this.isOvo) {
       const pairs = (this.state_ as RbfState).pairs;
       const votes = new Int32Array(K);
-      for (let i = 0; i < X.rows; i++) {
+      for (let i = 0; i < rows; i++) {
         votes.fill(0);
         for (let m = 0; m < nm; m++) votes[dec[i * nm + m]! > 0 ? pairs[2 * m]! : pairs[2 * m + 1]!]!++;
         let best = 0;
@@ -379,7 +468,7 @@ export class SvmHead extends BaseHead {
       }
       return out;
     }
-    for (let i = 0; i < X.rows; i++) {
+    for (let i = 0; i < rows; i++) {
       let best = 0;
       for (let m = 1; m < nm; m++) if (dec[i * nm + m]! > dec[i * nm + best]!) best = m;
       out[i] = best;
@@ -387,11 +476,8 @@ export class SvmHead extends BaseHead {
     return out;
   }
 
-  protected async probaImpl(X: Matrix): Promise<Matrix> {
-    if (this.map_) X = await this.map_.transform(X);
+  private probaFromDecision(dec: Float64Array, n: number): Matrix {
     const K = this.nClasses_!;
-    const dec = this.decision(X);
-    const n = X.rows;
     const nm = dec.length / n;
     const P = new Float32Array(n * K);
     const pl = this.platt_!;

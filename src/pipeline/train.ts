@@ -12,8 +12,12 @@ import { readHeadFile } from '../heads/common.ts';
 import { createHead, loadHead, savesDirectory } from '../heads/registry.ts';
 import type { FitOptions, Head, HeadParams } from '../heads/types.ts';
 import type { LabelledSet, Matrix } from '../linalg/types.ts';
-import type { Manifest } from '../store/manifest.ts';
-import { loadFeatureCache, type FeatureCache } from '../store/read.ts';
+import { iterateSplit, loadFeatureCache, type FeatureCache } from '../store/read.ts';
+import { arrowBlockIndex, readArrowBlock } from '../store/batches.ts';
+import { ARROW_FILE, readManifest, type Manifest } from '../store/manifest.ts';
+import type { SplitName } from '../dataset/scan.ts';
+import type { RowBatch, RowBatches } from '../heads/types.ts';
+import { Rng } from '../linalg/random.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { UserError } from '../util/errors.ts';
 import { silentLogger, type Logger } from '../util/log.ts';
@@ -179,9 +183,18 @@ export async function fitOnSplits(
   }
   const score = async (s: LabelledSet) => {
     const t = performance.now();
-    const pred = await head.predict(s.X);
-    const ms = performance.now() - t;
-    const proba = await head.predictProba(s.X);
+    let pred: Int32Array;
+    let proba: Matrix;
+    let ms: number;
+    if (head.predictWithProba) {
+      // One pass for both (kNN searches and Nyström maps once); timed as prediction.
+      ({ pred, proba } = await head.predictWithProba(s.X));
+      ms = performance.now() - t;
+    } else {
+      pred = await head.predict(s.X);
+      ms = performance.now() - t;
+      proba = await head.predictProba(s.X);
+    }
     return {
       pred,
       proba,
@@ -471,4 +484,151 @@ export async function evaluateSavedHead(headPath: string, cache: FeatureCache | 
   const pred = await head.predict(te.X);
   const proba = await head.predictProba(te.X);
   return { meta, classes: c.classes, test: evaluate(te.y, pred, c.classes.length, proba) };
+}
+
+// ------------------------------------------------------------------ streaming from disk
+
+/** Record batches mixed per shuffled pool: 8 × 8192 rows (~200 MB at D = 768), whatever the cache size. */
+export const POOL_BLOCKS = 8;
+
+/**
+ * A cache split as a RowBatches source read from disk, for heads that train by mini-batches on a
+ * split larger than memory. Unshuffled passes stream in row order (iterateSplit). A shuffled pass
+ * visits the Arrow record batches in a seeded random order, `poolBlocks` at a time, and shuffles
+ * the rows of each pool: the cache's row order is by path, so classes lie in long runs and a
+ * plain streaming order would feed the solver one class at a time. Memory: one pool.
+ */
+export function cacheRowBatches(dir: string, split: SplitName = 'train', poolBlocks = POOL_BLOCKS): RowBatches {
+  const manifest = readManifest(dir);
+  const D = manifest.backbone.featureDim;
+  const path = join(dir, ARROW_FILE);
+  return {
+    rows: manifest.counts[split]?.total ?? 0,
+    cols: D,
+    *pass(batchRows: number, shuffle?: { seed: number }): Generator<RowBatch> {
+      if (!shuffle) {
+        for (const b of iterateSplit(dir, split, batchRows)) yield { X: b.X, y: b.y };
+        return;
+      }
+      const index = arrowBlockIndex(path);
+      const rng = new Rng(shuffle.seed);
+      const order = Int32Array.from({ length: index.blocks.length }, (_, i) => i);
+      for (let i = order.length - 1; i > 0; i--) {
+        const j = rng.int(i + 1);
+        [order[i], order[j]] = [order[j]!, order[i]!];
+      }
+      let X = new Float32Array(0);
+      let y = new Int32Array(0);
+      const bx = new Float32Array(batchRows * D);
+      const by = new Int32Array(batchRows);
+      for (let p = 0; p < order.length; p += poolBlocks) {
+        let n = 0;
+        for (const blk of order.subarray(p, p + poolBlocks)) {
+          const batch = readArrowBlock(path, index, blk);
+          const sp = batch.getChild('split')!;
+          const v = batch.getChild('view');
+          const l = batch.getChild('label')!;
+          const child = batch.getChild('features')!.data[0]!.children[0]!;
+          const values = (child.values as Float32Array).subarray(child.offset, child.offset + batch.numRows * D);
+          if (X.length < (n + batch.numRows) * D) {
+            const grow = new Float32Array(Math.max((n + batch.numRows) * D, X.length * 2));
+            grow.set(X.subarray(0, n * D));
+            X = grow;
+            const gy = new Int32Array(grow.length / D);
+            gy.set(y.subarray(0, n));
+            y = gy;
+          }
+          for (let i = 0; i < batch.numRows; i++) {
+            if (sp.get(i) !== split || (v && Number(v.get(i)) !== 0)) continue;
+            X.set(values.subarray(i * D, (i + 1) * D), n * D);
+            y[n++] = Number(l.get(i));
+          }
+        }
+        const perm = Int32Array.from({ length: n }, (_, i) => i);
+        for (let i = n - 1; i > 0; i--) {
+          const j = rng.int(i + 1);
+          [perm[i], perm[j]] = [perm[j]!, perm[i]!];
+        }
+        for (let s = 0; s < n; s += batchRows) {
+          const e = Math.min(n, s + batchRows);
+          for (let t = s; t < e; t++) {
+            const r = perm[t]!;
+            bx.set(X.subarray(r * D, (r + 1) * D), (t - s) * D);
+            by[t - s] = y[r]!;
+          }
+          yield { X: { data: bx.subarray(0, (e - s) * D), rows: e - s, cols: D }, y: by.subarray(0, e - s) };
+        }
+      }
+    },
+  };
+}
+
+/**
+ * train-head --stream: fit a head that trains by mini-batches (Head.fitBatches) on the cache's
+ * training split read from disk, never loaded; validation and test are loaded (they are scored).
+ * No tuning and no refit on train+val (each would be another full pass schedule).
+ */
+export async function trainHeadStreaming(o: {
+  dir: string;
+  kind: string;
+  params?: HeadParams;
+  classWeight?: FitOptions['classWeight'];
+  seed?: number;
+  maxMemoryBytes?: number;
+  log?: Logger;
+}): Promise<TrainHeadResult> {
+  const params = o.params ?? {};
+  const head = createHead(o.kind, params);
+  if (!head.fitBatches)
+    throw new UserError(
+      `${o.kind} cannot train from streamed batches (only heads trained by mini-batches: logreg, svm with kernel=linear); use --max-rows N instead`,
+    );
+  const seed = o.seed ?? 42;
+  // Val/test and a single training row (the loader keeps at least one): the training split streams.
+  const cache = loadFeatureCache(o.dir, {
+    maxRows: 1,
+    seed,
+    ...(o.maxMemoryBytes ? { maxMemoryBytes: o.maxMemoryBytes } : {}),
+  });
+  const src = cacheRowBatches(o.dir, 'train');
+  const K = cache.classes.length;
+  const val = cache.splits.val ? { X: cache.splits.val.X, y: cache.splits.val.y } : undefined;
+  o.log?.info(`train-head: ${o.kind} by mini-batches over ${src.rows} training rows streamed from ${o.dir}`);
+  const t = performance.now();
+  await head.fitBatches(src, { nClasses: K, seed, classWeight: o.classWeight, ...(val ? { val } : {}) });
+  const fitSeconds = (performance.now() - t) / 1000;
+  const score = async (s: LabelledSet) => {
+    const t0 = performance.now();
+    const pred = await head.predict(s.X);
+    const ms = performance.now() - t0;
+    const proba = await head.predictProba(s.X);
+    return { pred, proba, ev: evaluate(s.y, pred, K, proba), msPer1000: s.X.rows > 0 ? (ms / s.X.rows) * 1000 : 0 };
+  };
+  const v = val ? await score(val) : undefined;
+  const te = cache.splits.test ? await score(cache.splits.test) : undefined;
+  const splits: TrainSplits = {
+    train: { X: { data: new Float32Array(0), rows: 0, cols: src.cols }, y: new Int32Array(src.rows) },
+    ...(val ? { val } : {}),
+    test: cache.splits.test ? { ...cache.splits.test } : undefined,
+    valSource: val ? 'cache' : 'none',
+    valFraction: 0,
+    seed,
+  };
+  return {
+    head,
+    kind: o.kind,
+    params: head.params,
+    fitSeconds,
+    val: v?.ev,
+    test: te?.ev,
+    testPred: te?.pred,
+    testProba: te?.proba,
+    predictMsPer1000: te?.msPer1000 ?? v?.msPer1000 ?? 0,
+    cache,
+    splits,
+    seed,
+    classWeight: o.classWeight ?? 'none',
+    valAccuracy: v?.ev.accuracy ?? null,
+    testAccuracy: te?.ev.accuracy ?? null,
+  };
 }

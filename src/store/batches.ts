@@ -57,3 +57,50 @@ export function* readArrowBatches(path: string, chunkBytes = 1 << 20): Generator
     closeSync(fd);
   }
 }
+
+/** Where each record batch of an Arrow IPC file lies (from its footer), for reading them in any order. */
+export interface ArrowBlockIndex {
+  schema: Schema;
+  blocks: { offset: number; length: number }[];
+}
+
+export function arrowBlockIndex(path: string): ArrowBlockIndex {
+  const fd = openSync(path, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const { schema, footerStart } = readFooterSchema(fd, size);
+    const mini = new Uint8Array(8 + (size - footerStart));
+    readSync(fd, mini, 0, 8, 0);
+    readSync(fd, mini, 8, size - footerStart, footerStart);
+    const footer = RecordBatchReader.from(mini).open();
+    const blocks: { offset: number; length: number }[] = [];
+    const f = footer.isFile() ? footer.footer : null;
+    if (!f) throw new Error('arrow: not an Arrow IPC file');
+    for (const b of f.recordBatches())
+      blocks.push({ offset: Number(b.offset), length: b.metaDataLength + Number(b.bodyLength) });
+    return { schema, blocks };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Record batch `index` of an Arrow IPC file, read alone: a schema message, then that batch's
+ * message and body (one read), through the stream reader. For shuffled passes over a file too large
+ * to load (random block order, src/pipeline/train.ts cacheRowBatches).
+ */
+export function readArrowBlock(path: string, index: ArrowBlockIndex, block: number): RecordBatch {
+  const b = index.blocks[block];
+  if (!b) throw new Error(`arrow: no record batch ${block}`);
+  const fd = openSync(path, 'r');
+  try {
+    const bytes = new Uint8Array(b.length);
+    if (readSync(fd, bytes, 0, b.length, b.offset) !== b.length) throw new Error('arrow: unexpected end of file');
+    const stream = tableToIPC(new Table(index.schema), 'stream');
+    const schemaMessage = stream.subarray(0, stream.length - 8);
+    for (const batch of RecordBatchReader.from([schemaMessage, bytes]).open()) return batch;
+    throw new Error(`arrow: record batch ${block} is empty`);
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -71,9 +71,13 @@ const splitList = (s: string): string[] =>
     .filter((x) => x.length > 0);
 
 /**
- * node:util's parseArgs reads `--seed -1` as a missing value; join a negative number to its
- * number-typed flag (`--seed=-1`) so range checks can give the real message.
+ * node:util's parseArgs reads `--seed -1` (or `--max-memory -3`) as a missing value; join a negative
+ * number to its flag (`--seed=-1`) whenever the flag takes a value, so the flag's own check gives
+ * the real message ("must be …, got '-3'") instead of "needs a value". No option is spelled like a
+ * negative number, so the join cannot swallow a flag.
  */
+const takesValue = (f: FlagSpec | undefined): boolean => f !== undefined && f.type !== 'boolean';
+
 function joinNegativeNumbers(argv: readonly string[], spec: CommandSpec): string[] {
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
@@ -83,12 +87,7 @@ function joinNegativeNumbers(argv: readonly string[], spec: CommandSpec): string
       break;
     }
     const next = argv[i + 1];
-    if (
-      a.startsWith('--') &&
-      spec.flags[a.slice(2)]?.type === 'number' &&
-      next !== undefined &&
-      /^-\d|^-\.\d/.test(next)
-    ) {
+    if (a.startsWith('--') && takesValue(spec.flags[a.slice(2)]) && next !== undefined && /^-\d|^-\.\d/.test(next)) {
       out.push(`${a}=${next}`);
       i++;
     } else out.push(a);
