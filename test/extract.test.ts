@@ -1,12 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { extractFeatures, type ExtractOptions } from '../src/pipeline/extract.ts';
 import { decodeFeatureArrow } from '../src/store/arrow.ts';
 import { decodeNpy, encodeNpy } from '../src/store/npy.ts';
 import { readManifest } from '../src/store/manifest.ts';
+import { FILE_KEYS_NAME } from '../src/store/file-keys.ts';
 import { assignSplits, DEFAULT_SPLIT } from '../src/dataset/split.ts';
 import { scanDataset, type ImageEntry } from '../src/dataset/scan.ts';
 import { silentLogger, type Logger } from '../src/util/log.ts';
@@ -140,10 +141,31 @@ test('extract: cache files, manifest, and independent readers agree; re-run reus
     assert.deepEqual(pyNpy.shape, [12, 768]);
     assert.equal(pyNpy.dtype, 'float32');
 
-    // Re-run: nothing recomputed, identical bytes.
+    // Re-run: nothing recomputed, identical bytes, and no output file rewritten (same inode, same mtime).
+    // records/file-keys.tsv is left out: it may legitimately gain the images that were too fresh to
+    // remember during the first run (src/store/file-keys.ts).
+    const identity = (): Record<string, string> =>
+      Object.fromEntries(
+        [...readdirSync(out), ...readdirSync(join(out, 'records')).map((f) => join('records', f))]
+          .filter((f) => f !== join('records', FILE_KEYS_NAME) && !statSync(join(out, f)).isDirectory())
+          .map((f) => {
+            const st = statSync(join(out, f), { bigint: true });
+            return [f, `${st.ino}:${st.mtimeNs}:${st.size}`];
+          }),
+      );
+    const before = identity();
+    assert.ok(before['manifest.json'] && before['records/assembled.json'], 'the assembly marker is written');
     const again = await extractFeatures(opts(data, out));
     assert.equal(again.manifest.timings.computed, 0);
     assert.equal(again.manifest.timings.reused, 18);
+    assert.ok(readFileSync(join(out, 'features.arrow')).equals(arrowBytes));
+    assert.deepEqual(identity(), before, 'a no-op re-run writes nothing');
+    assert.deepEqual(readManifest(out).timings, manifest.timings, 'the manifest still describes the run that wrote it');
+    // A deleted output is noticed and written again, with the same bytes.
+    const npyBytes = readFileSync(join(out, 'test_labels.npy'));
+    rmSync(join(out, 'test_labels.npy'));
+    await extractFeatures(opts(data, out));
+    assert.ok(readFileSync(join(out, 'test_labels.npy')).equals(npyBytes));
     assert.ok(readFileSync(join(out, 'features.arrow')).equals(arrowBytes));
 
     // Adding images computes only those.

@@ -1,11 +1,15 @@
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BackboneConfig } from '../backbone/backbone.ts';
 import { compareCodePoints, SPLIT_ORDER, type ImageEntry, type SplitName } from '../dataset/scan.ts';
 import type { SplitFractions } from '../dataset/split.ts';
 import { ARROW_BATCH_ROWS, featureBatch, featureSchema } from '../store/arrow.ts';
-import { ARROW_FILE, CACHE_FORMAT_VERSION, type Manifest, type SplitCounts } from '../store/manifest.ts';
+import { ARROW_FILE, CACHE_FORMAT_VERSION, MANIFEST_FILE, type Manifest, type SplitCounts } from '../store/manifest.ts';
 import type { RecordStore } from '../store/records.ts';
 import { ArrowFileStreamWriter, NpyStreamWriter } from '../store/stream.ts';
+import { npyHeader } from '../store/npy.ts';
+import { writeFileAtomic } from '../util/atomic.ts';
 import { UserError } from '../util/errors.ts';
 import { meanFeatures } from '../images/tta.ts';
 import type { Logger } from '../util/log.ts';
@@ -36,6 +40,85 @@ export interface AssembleInput {
   /** TTA: every image's feature is the mean of these fixed views (images/tta.ts). */
   tta?: { spec: string; views: string[] };
   log: Logger;
+}
+
+/** What determines the assembled files' bytes: everything assembleCache reads except the record values. */
+export type AssemblyInputs = Omit<AssembleInput, 'cacheDir' | 'store' | 'log'>;
+
+/**
+ * sha256 over every input of the assembly. Record values are not read: a record key is the image's
+ * content hash (plus the view) inside a cache folder whose backbone, decoder and precision are in
+ * the digest too, so equal digests mean equal rows, hence byte-identical output files. The tool
+ * version is included because the manifest records it.
+ */
+export function assemblyDigest(a: AssemblyInputs): string {
+  const h = createHash('sha256');
+  h.update(
+    JSON.stringify({
+      format: CACHE_FORMAT_VERSION,
+      tool: toolVersion(),
+      classes: a.classes,
+      scanSkipped: a.scanSkipped,
+      backbone: a.backbone,
+      dataRoot: a.dataRoot,
+      presplit: a.presplit,
+      split: a.split,
+      seed: a.seed,
+      augment: a.augment ?? null,
+      tta: a.tta ?? null,
+    }),
+  );
+  // One line per image (streamed into the hash: no string the size of the dataset).
+  for (let i = 0; i < a.images.length; i++) {
+    const img = a.images[i]!;
+    const plan = a.plans[i]!;
+    h.update(`\n${JSON.stringify([img.path, img.split, img.className, plan.viewKeys, plan.ttaKeys ?? []])}`);
+  }
+  return h.digest('hex');
+}
+
+/**
+ * Marker of the last complete assembly (in records/, beside the records it was made from): the
+ * digest of its inputs. It is removed before any output file is replaced and written only after
+ * the manifest, so its presence certifies that every output on disk came from that one assembly.
+ */
+const ASSEMBLED_MARKER = join('records', 'assembled.json');
+
+/**
+ * The manifest of an assembly from exactly these inputs when the folder holds a complete one (marker
+ * digest equal, every listed output present at its size), else null: then there is nothing to write.
+ */
+export function currentAssembly(cacheDir: string, digest: string): Manifest | null {
+  try {
+    const marker = JSON.parse(readFileSync(join(cacheDir, ASSEMBLED_MARKER), 'utf8')) as { inputsSha256?: string };
+    if (marker.inputsSha256 !== digest) return null;
+    const manifest = JSON.parse(readFileSync(join(cacheDir, MANIFEST_FILE), 'utf8')) as Manifest;
+    if (!existsSync(join(cacheDir, manifest.files.arrow))) return null;
+    const D = manifest.backbone.featureDim;
+    const npyFiles: [string, number[]][] = [];
+    for (const f of Object.values(manifest.files.npy))
+      if (f) npyFiles.push([f.features, [f.rows, D]], [f.labels, [f.rows]]);
+    const aug = manifest.files.augmentedNpy;
+    if (aug) npyFiles.push([aug.features, [aug.rows, D]], [aug.labels, [aug.rows]], [aug.views, [aug.rows]]);
+    for (const [name, shape] of npyFiles) {
+      // Both dtypes are 4 bytes wide; the header length depends only on the shape.
+      const want = npyHeader('<f4', shape).length + shape.reduce((x, y) => x * y, 1) * 4;
+      if (statSync(join(cacheDir, name), { throwIfNoEntry: false })?.size !== want) return null;
+    }
+    return manifest;
+  } catch {
+    return null; // no marker, no manifest or an unreadable one: assemble
+  }
+}
+
+/** Call before replacing any output file (see ASSEMBLED_MARKER). */
+export function clearAssembled(cacheDir: string): void {
+  rmSync(join(cacheDir, ASSEMBLED_MARKER), { force: true });
+}
+
+/** Call after the manifest is written. */
+export function markAssembled(cacheDir: string, digest: string): void {
+  writeFileAtomic(join(cacheDir, ASSEMBLED_MARKER), JSON.stringify({ inputsSha256: digest }) + '\n');
 }
 
 /**

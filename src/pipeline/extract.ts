@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { prepareBackbone, type BackboneConfig } from '../backbone/backbone.ts';
 import type { Pooling } from '../backbone/convert.ts';
@@ -21,7 +20,8 @@ import { seededRandom } from '../linalg/random.ts';
 import { formatTtaSpec, isTta, ttaViews, type TtaSpec } from '../images/tta.ts';
 import { MANIFEST_FILE, type Manifest } from '../store/manifest.ts';
 import { RecordStore, type RecordValue } from '../store/records.ts';
-import { assembleCache } from './assemble.ts';
+import { assembleCache, assemblyDigest, clearAssembled, currentAssembly, markAssembled } from './assemble.ts';
+import { FILE_KEYS_NAME, FileKeyCache } from '../store/file-keys.ts';
 import { describeMissing, shardOf } from './shard.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { UserError } from '../util/errors.ts';
@@ -191,17 +191,14 @@ function planViews(
   });
 }
 
-async function hashFiles(images: readonly ImageEntry[], concurrency: number): Promise<string[]> {
-  const keys = new Array<string>(images.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < images.length) {
-      const i = next++;
-      const buf = await readFile(images[i]!.absPath);
-      keys[i] = createHash('sha1').update(buf).digest('hex');
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, worker));
+/** Content keys of the images; unchanged files' keys come from records/file-keys.tsv without reading them. */
+async function hashFiles(images: readonly ImageEntry[], concurrency: number, cacheDir: string): Promise<string[]> {
+  const known = FileKeyCache.load(join(cacheDir, 'records', FILE_KEYS_NAME));
+  const keys = await known.keysOf(
+    images.map((i) => i.absPath),
+    concurrency,
+  );
+  known.save();
   return keys;
 }
 
@@ -296,7 +293,7 @@ export async function planExtraction(
   }
 
   const selected = select ? images.filter(select) : images;
-  const keys = await hashFiles(selected, 8);
+  const keys = await hashFiles(selected, 8, cacheDir);
   const plans = planViews(selected, keys, opts.augment, opts.seed, opts.tta);
   const tHash = performance.now();
   // A job = one image with the views it still needs (a resumed run may need only some of them).
@@ -361,24 +358,33 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
   }
   const tExtract = performance.now();
 
-  const manifest = assembleCache({
-    cacheDir,
+  const inputs = {
     images,
     plans,
     classes: scan.classes,
     scanSkipped: scan.skipped,
-    store,
     backbone: cfg,
     dataRoot: scan.root,
     presplit: scan.presplit,
     split: opts.split,
     seed: opts.seed,
     augment: augmentInfo,
-    log,
     ...(isTta(opts.tta) ? { tta: ttaManifest(opts.tta) } : {}),
-  });
+  };
+  const digest = assemblyDigest(inputs);
+  // Nothing computed and the folder already holds the assembly of exactly these inputs: writing it
+  // again would give the same bytes, so write nothing (a no-op re-run touches no file).
+  const current = missing === 0 ? currentAssembly(cacheDir, digest) : null;
+  let manifest: Manifest;
+  if (current) {
+    manifest = current;
+  } else {
+    clearAssembled(cacheDir);
+    manifest = assembleCache({ ...inputs, cacheDir, store, log });
+  }
   store.compact(new Set(plans.flatMap((pl) => [...pl.viewKeys, ...pl.ttaKeys])));
   const tEnd = performance.now();
+  // On a no-op run these timings are returned but not written: the manifest's describe the run that wrote the files.
   manifest.timings = {
     scanSeconds: round3((p.tScan - t0) / 1000),
     hashSeconds: round3((p.tHash - p.tScan) / 1000),
@@ -389,7 +395,10 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
     reused: totalViews - missing,
     extractImagesPerSecond: computedSeconds > 0 ? Math.round((missing / computedSeconds) * 10) / 10 : null,
   };
-  writeFileAtomic(join(cacheDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+  if (!current) {
+    writeFileAtomic(join(cacheDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+    markAssembled(cacheDir, digest);
+  }
   return { cacheDir, manifest };
 }
 
