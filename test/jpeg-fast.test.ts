@@ -101,16 +101,19 @@ test('CMYK JPEGs fall back to sharp; truncated JPEGs fall back and are refused a
   await assert.rejects(decodeForModel(Buffer.from(full.subarray(0, 40)), PRE, OPTS), DecodeError);
 });
 
-test('scaled decode: images at least twice the target are shrunk in the DCT domain', async () => {
+test('scaled decode: images at least three times the target are shrunk in the DCT domain, as sharp does', async () => {
   assert.equal(dctScale(500, 375, 224, 224), 1);
-  assert.equal(dctScale(448, 448, 224, 224), 2);
+  assert.equal(dctScale(448, 448, 224, 224), 1);
+  assert.equal(dctScale(672, 672, 224, 224), 2);
   assert.equal(dctScale(4032, 3024, 224, 224), 8);
-  assert.equal(dctScale(1000, 900, 224, 224), 4);
+  assert.equal(dctScale(1000, 900, 224, 224), 2);
+  assert.equal(dctScale(1500, 1500, 224, 224), 4);
   const big = await sharp(photos(1)[0]!).resize(1000, 900, { fit: 'fill' }).jpeg({ quality: 92 }).toBuffer();
   const stats: FastDecodeStats = { scaleDenom: 0, decodedWidth: 0, decodedHeight: 0 };
   const a = fast(big, PRE, stats);
-  assert.deepEqual(stats, { scaleDenom: 4, decodedWidth: 250, decodedHeight: 225 });
-  assert.ok(meanAbsDiff(a, await decodeWithSharp(big, PRE, OPTS)) < 2.5);
+  assert.deepEqual(stats, { scaleDenom: 2, decodedWidth: 500, decodedHeight: 450 });
+  const d = meanAbsDiff(a, await decodeWithSharp(big, PRE, OPTS));
+  assert.ok(d < 0.5, `mean abs diff ${d}`);
   // The pixel limit is checked from the header, before decoding.
   await assert.rejects(decodeForModel(big, PRE, { maxPixels: 1000 * 900 - 1 }), /pixel limit/);
 });

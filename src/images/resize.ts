@@ -49,7 +49,44 @@ interface Taps {
 
 const tapCache = new Map<string, Taps>();
 
-function computeTaps(inSize: number, outSize: number, kernel: ResizeKernel): Taps {
+/**
+ * Taps of one axis. `halfShift`: sharp (libvips) enlarges through an affine transform over both
+ * axes that samples at x * scale - 0.5, so an axis that was only shrunk (or kept) in the same resize
+ * is also shifted half a pixel by bilinear interpolation: output x = (r[x-1] + r[x]) / 2 of the
+ * shrunk row r (first one clamped). Reproduced here so that the fast path's pixels match sharp's;
+ * measured with impulses and noise against sharp (noise images of 249x172 and 100x300: mean |Δ|
+ * 12-14 grey levels without it, 0.1-0.2 with it).
+ */
+function computeTaps(inSize: number, outSize: number, kernel: ResizeKernel, halfShift = false): Taps {
+  const base = baseTaps(inSize, outSize, kernel);
+  if (!halfShift || outSize < 2) return base;
+  const key = `${inSize}:${outSize}:${kernel}:half`;
+  const hit = tapCache.get(key);
+  if (hit) return hit;
+  const taps = Math.min(inSize, base.taps + Math.ceil(inSize / outSize) + 1);
+  const start = new Int32Array(outSize);
+  const weights = new Float32Array(outSize * taps);
+  const dense = new Float64Array(inSize);
+  for (let x = 0; x < outSize; x++) {
+    dense.fill(0);
+    for (const [xx, f] of [
+      [Math.max(0, x - 1), 0.5],
+      [x, 0.5],
+    ] as const)
+      for (let k = 0; k < base.taps; k++) dense[base.start[xx]! + k]! += f * base.weights[xx * base.taps + k]!;
+    let lo = 0;
+    while (lo < inSize - 1 && dense[lo] === 0) lo++;
+    const st = Math.max(0, Math.min(lo, inSize - taps));
+    start[x] = st;
+    for (let k = 0; k < taps; k++) weights[x * taps + k] = dense[st + k]!;
+  }
+  const t = { start, weights, taps };
+  if (tapCache.size > 64) tapCache.clear();
+  tapCache.set(key, t);
+  return t;
+}
+
+function baseTaps(inSize: number, outSize: number, kernel: ResizeKernel): Taps {
   const key = `${inSize}:${outSize}:${kernel}`;
   const hit = tapCache.get(key);
   if (hit) return hit;
@@ -64,7 +101,13 @@ function computeTaps(inSize: number, outSize: number, kernel: ResizeKernel): Tap
   const weights = new Float32Array(outSize * taps);
   const w = new Float64Array(Math.ceil(support) * 2 + 2);
   for (let x = 0; x < outSize; x++) {
-    const center = (x + 0.5) * scale;
+    // Shrinking: pixel centres map to pixel centres (Pillow, libvips' reduce). Enlarging: libvips
+    // (sharp, the reference decoder) samples source position x * scale - 0.5, half an output pixel
+    // left of the centre mapping (measured with ramps and impulses against sharp). With computeTaps'
+    // half shift and jpeg-fast's dctScale this took the fast path's 1000 cats-vs-dogs test images
+    // from a mean |Δ| of 0.78 grey levels against sharp (up to 9 on the ~18 % smaller than 224 on a
+    // side) to 0.16 (every image below 0.25).
+    const center = scale < 1 ? x * scale : (x + 0.5) * scale;
     const lo = Math.max(0, Math.floor(center - support + 0.5));
     const hi = Math.max(lo + 1, Math.min(inSize, Math.floor(center + support + 0.5)));
     let sum = 0;
@@ -94,8 +137,9 @@ export function resizeRgb(
   kernel: ResizeKernel,
 ): Uint8Array {
   if (sw === dw && sh === dh) return src;
-  const tx = computeTaps(sw, dw, kernel);
-  const ty = computeTaps(sh, dh, kernel);
+  const up = dw > sw || dh > sh;
+  const tx = computeTaps(sw, dw, kernel, up && dw <= sw);
+  const ty = computeTaps(sh, dh, kernel, up && dh <= sh);
   // Horizontal pass first only over the source rows the vertical pass reads, then vertical.
   const mid = new Float32Array(sh * dw * 3);
   horizontal(src, mid, sh, sw * 3, dw, tx.start, tx.weights, tx.taps);
@@ -204,8 +248,9 @@ export class Resizer {
   /** Resize the image last written to input(sw, sh). */
   resize(sw: number, sh: number, dw: number, dh: number, kernel: ResizeKernel): Uint8Array {
     if (!this.k) return resizeRgb(this.scratch.subarray(0, sw * sh * 3), sw, sh, dw, dh, kernel).slice();
-    const tx = computeTaps(sw, dw, kernel);
-    const ty = computeTaps(sh, dh, kernel);
+    const up = dw > sw || dh > sh;
+    const tx = computeTaps(sw, dw, kernel, up && dw <= sw);
+    const ty = computeTaps(sh, dh, kernel, up && dh <= sh);
     const L = this.layout(sw, sh, dw, dh, [tx.taps, ty.taps]);
     this.k.reserve(L.end);
     const buf = this.k.memory.buffer;
