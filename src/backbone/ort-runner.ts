@@ -30,6 +30,11 @@ export class OrtFeatureRunner {
       interOpNumThreads: 1,
       graphOptimizationLevel: 'all',
       executionMode: 'sequential',
+      // The memory pattern pre-plans one block for every intermediate tensor of the batch on top of
+      // the arena: extract's peak RSS was 764 MiB with it, 559 without (3000 images, batch 32), at
+      // the same inference speed. The arena itself stays: without it every run() maps and faults in
+      // its buffers afresh (600 images: 3x slower).
+      enableMemPattern: false,
       // Spinning threads would steal the core that JPEG decoding needs between batches.
       extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
     });

@@ -1,7 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import type { Preprocessing } from '../backbone/preprocess.ts';
 import { DecodeError, decodeWithSharp } from './decode.ts';
-import type { DecodeReply, DecodeRequest } from './decode-worker.ts';
+import type { DecodeReply, DecodeRequest, DecodeWorkerData } from './decode-worker.ts';
 
 /**
  * Worker threads running the fast JPEG path (decode-worker.ts), so decoding overlaps ONNX Runtime,
@@ -15,13 +15,15 @@ export class DecodePool {
   private nextId = 0;
   private failure: Error | undefined;
 
+  /** `nice`: how far the decode threads lower their own priority (thread-priority.ts; 0 = not). */
   constructor(
     size: number,
     private readonly pre: Preprocessing,
     private readonly maxPixels: number,
+    nice = 0,
   ) {
     this.workers = Array.from({ length: Math.max(1, size) }, () => {
-      const w = startWorker();
+      const w = startWorker({ nice } satisfies DecodeWorkerData);
       w.on('message', (r: DecodeReply) => this.onReply(r));
       w.on('error', (e) => this.fail(e));
       return w;
@@ -70,12 +72,13 @@ export class DecodePool {
  * From compiled JS the worker file runs as is. From TypeScript sources (tsx), the loader hooks of
  * the parent thread do not reach the worker, so it registers tsx itself before importing the file.
  */
-function startWorker(): Worker {
-  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./decode-worker.js', import.meta.url));
+function startWorker(workerData: DecodeWorkerData): Worker {
+  if (!import.meta.url.endsWith('.ts'))
+    return new Worker(new URL('./decode-worker.js', import.meta.url), { workerData });
   const api = import.meta.resolve('tsx/esm/api');
   const file = new URL('./decode-worker.ts', import.meta.url).href;
   return new Worker(
     `import(${JSON.stringify(api)}).then((t) => { t.register(); return import(${JSON.stringify(file)}); });`,
-    { eval: true },
+    { eval: true, workerData },
   );
 }

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import type { Preprocessing } from '../backbone/preprocess.ts';
 import { decodeJpegFast, FastDecodeRefusal } from './jpeg-fast.ts';
+import { lowerThreadPriority } from './thread-priority.ts';
 
 /**
  * One decode thread of DecodePool (decode-pool.ts): reads a file and runs the fast JPEG path
@@ -17,6 +18,12 @@ export interface DecodeRequest {
 }
 export type DecodeReply =
   { id: number; pixels: Uint8Array } | { id: number; bytes: Uint8Array } | { id: number; error: string };
+
+export interface DecodeWorkerData {
+  nice: number;
+}
+
+lowerThreadPriority((workerData as DecodeWorkerData | undefined)?.nice ?? 0);
 
 parentPort!.on('message', (m: DecodeRequest) => {
   let buf: Buffer;

@@ -7,7 +7,8 @@ import { scanDataset, type ImageEntry, type ScanResult, type SplitName } from '.
 import { DEFAULT_SPLIT, splitImages, type SplitFractions } from '../dataset/split.ts';
 import { graphForCache, runConfig } from './precision.ts';
 import { DEFAULT_PRECISION, type Precision } from '../backbone/quantize.ts';
-import type { DecoderChoice } from '../images/jpeg-fast.ts';
+import { resolveDecoder, type DecoderChoice } from '../images/jpeg-fast.ts';
+import type { DecodePool } from '../images/decode-pool.ts';
 import {
   augmentSeed,
   formatAugmentSpec,
@@ -31,6 +32,7 @@ import { DEFAULT_MODEL } from '../backbone/registry.ts';
 import { silentLogger, type Logger } from '../util/log.ts';
 import { cacheRoot, defaultDatasetDir } from '../util/paths.ts';
 import { Progress } from '../util/progress.ts';
+import { DEFAULT_DECODE_NICE } from './schedule.ts';
 
 export interface ExtractOptions {
   /** Data root (class folders, optionally inside train/val/test); default <cache root>/images/, else the mirror's cats-vs-dogs. */
@@ -53,6 +55,8 @@ export interface ExtractOptions {
   workers?: number;
   /** ONNX Runtime intra-op threads (default: one per core). */
   threads?: number;
+  /** How much lower the decode threads' priority is than ORT's (default DEFAULT_DECODE_NICE; 0 = equal). */
+  decodeNice?: number;
   maxPixels?: number;
   /** No progress events. */
   quiet?: boolean;
@@ -221,6 +225,8 @@ export interface ExtractionPlan {
   tHash: number;
   /** The options with defaults filled in. */
   opts: ResolvedExtractOptions;
+  /** Decode threads started early (planExtraction's prestartDecoders); the caller passes them on or closes them. */
+  pool?: DecodePool;
 }
 
 /**
@@ -231,6 +237,7 @@ export async function planExtraction(
   options: ExtractOptions,
   select?: (img: ImageEntry) => boolean,
   recordPrefix?: string,
+  prestartDecoders = false,
 ): Promise<ExtractionPlan> {
   const opts = withDefaults(options);
   const log = opts.log;
@@ -293,7 +300,20 @@ export async function planExtraction(
   }
 
   const selected = select ? images.filter(select) : images;
-  const keys = await hashFiles(selected, 8, cacheDir);
+  // Fewer records than images: there is work ahead, so start the decode threads now; they load their
+  // code while the images are hashed. (A no-op run never pays for them.)
+  let pool: DecodePool | undefined;
+  if (prestartDecoders && backbone && store.size < selected.length && resolveDecoder(opts.decoder) === 'fast') {
+    const { DecodePool } = await import('../images/decode-pool.ts');
+    pool = new DecodePool(opts.workers, cfg.preprocessing, opts.maxPixels, opts.decodeNice ?? DEFAULT_DECODE_NICE);
+  }
+  let keys: string[];
+  try {
+    keys = await hashFiles(selected, 8, cacheDir);
+  } catch (e) {
+    await pool?.close();
+    throw e;
+  }
   const plans = planViews(selected, keys, opts.augment, opts.seed, opts.tta);
   const tHash = performance.now();
   // A job = one image with the views it still needs (a resumed run may need only some of them).
@@ -329,15 +349,17 @@ export async function planExtraction(
     tScan,
     tHash,
     opts,
+    ...(pool ? { pool } : {}),
   };
 }
 
 export async function extractFeatures(options: ExtractOptions): Promise<ExtractResult> {
   const t0 = performance.now();
-  const p = await planExtraction(options);
+  const p = await planExtraction(options, undefined, undefined, true);
   const opts = p.opts;
   const log = opts.log;
   const { scan, images, plans, jobs, missing, totalViews, cfg, cacheDir, store, augmentInfo } = p;
+  if (p.pool && jobs.length === 0) await p.pool.close(); // everything was cached after all
   if (opts.merge && missing > 0)
     throw new UserError(
       describeMissing(
@@ -353,7 +375,7 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
   let computedSeconds = 0;
   if (jobs.length > 0) {
     const tx = performance.now();
-    await computeMissing(jobs, missing, p.onnxPath!, cfg, store, opts);
+    await computeMissing(jobs, missing, p.onnxPath!, cfg, store, p.pool ? { ...opts, pool: p.pool } : opts);
     computedSeconds = (performance.now() - tx) / 1000;
   }
   const tExtract = performance.now();
@@ -420,7 +442,7 @@ export async function computeMissing(
   onnxPath: string,
   cfg: BackboneConfig,
   store: RecordStore,
-  opts: ResolvedExtractOptions,
+  opts: ResolvedExtractOptions & { pool?: DecodePool },
 ): Promise<void> {
   // Loaded here, not at the top: decoding brings in sharp, which an up-to-date cache never needs.
   const { runBackbone } = await import('./run-backbone.ts');

@@ -4,6 +4,7 @@ import { augmentImage, type AugmentParams } from '../images/augment.ts';
 import { decodeAhead, type DecodedImage } from '../images/decode-queue.ts';
 import { resolveDecoder, type DecoderChoice } from '../images/decode.ts';
 import { DecodePool } from '../images/decode-pool.ts';
+import { DEFAULT_DECODE_NICE } from './schedule.ts';
 
 export interface BackboneRunOptions {
   batch: number;
@@ -13,6 +14,13 @@ export interface BackboneRunOptions {
   maxPixels: number;
   /** Default: the fast JPEG path where available (decode.ts resolveDecoder). */
   decoder?: DecoderChoice;
+  /** Priority drop of the decode threads (schedule.ts DEFAULT_DECODE_NICE). */
+  decodeNice?: number;
+  /**
+   * Decode threads already started (extract starts them before hashing, so their start-up, ~0.5-1.4 s
+   * of loading code in each thread, overlaps it instead of idling ONNX Runtime). Closed here at the end.
+   */
+  pool?: DecodePool;
 }
 
 /** One finished image view: its features, or why the image could not be used. */
@@ -42,14 +50,22 @@ export async function* runBackbone<T extends BackboneItem>(
   const { OrtFeatureRunner } = await import('../backbone/ort-runner.ts');
   const [h, w] = cfg.preprocessing.size;
   const per = h * w * 3;
-  const runner: OrtFeatureRunner = await OrtFeatureRunner.create(onnxPath, [h, w, 3], cfg.featureDim, {
-    threads: opts.threads,
-  });
+  let runner: OrtFeatureRunner;
+  try {
+    runner = await OrtFeatureRunner.create(onnxPath, [h, w, 3], cfg.featureDim, { threads: opts.threads });
+  } catch (e) {
+    await opts.pool?.close(); // ours to close, and its threads would keep the process alive
+    throw e;
+  }
   let batchBuf: Uint8Array = new Uint8Array(opts.batch * per);
   type Decoded = DecodedImage<T>;
   const decoder = resolveDecoder(opts.decoder);
   // Fast path: decode threads of our own (ORT's run() blocks this thread); sharp: the libuv pool.
-  const pool = decoder === 'fast' ? new DecodePool(opts.workers, cfg.preprocessing, opts.maxPixels) : undefined;
+  const pool =
+    decoder === 'fast'
+      ? (opts.pool ??
+        new DecodePool(opts.workers, cfg.preprocessing, opts.maxPixels, opts.decodeNice ?? DEFAULT_DECODE_NICE))
+      : undefined;
   const images = decodeAhead(items, (item) => item.absPath, cfg.preprocessing, {
     lookahead: Math.max(opts.workers, opts.batch * 2),
     maxPixels: opts.maxPixels,

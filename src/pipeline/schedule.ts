@@ -17,6 +17,15 @@ export interface Schedule {
   workers: number;
 }
 
+/**
+ * Decode threads run at this much lower priority than ONNX Runtime's (images/thread-priority.ts):
+ * ORT's intra-op threads meet at a barrier after every operator, so a decoder preempting one of them
+ * idles the other; a lower-priority decoder uses the cores when ORT's threads wait, and still gets
+ * them when ORT waits for images. `npm run bench` times the fast fp32 pipeline with 0 as well
+ * (endToEnd.decodeNice0).
+ */
+export const DEFAULT_DECODE_NICE: number = 10;
+
 export function autoSchedule(cores = cpus().length): Schedule {
   return { threads: Math.max(1, cores), workers: Math.max(1, Math.floor(cores / 2)) };
 }
