@@ -212,3 +212,27 @@ test('DecodePool: worker threads give the same pixels, fall back to sharp, and r
     removeDir(dir);
   }
 });
+
+test(
+  'decode threads lower their own priority (Linux), and only theirs',
+  { skip: process.platform !== 'linux' },
+  async () => {
+    const niceOf = (): number[] =>
+      readdirSync('/proc/self/task').map((tid) => {
+        // Field 19 of stat is the nice value; the command name (field 2) may hold spaces, so count after ')'.
+        const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+      });
+    const before = niceOf().filter((n) => n === 7).length;
+    const pool = new DecodePool(2, PRE, 1e8, 7);
+    try {
+      const dir = join(SHARED_DATA(), 'train', 'dogs');
+      const file = join(dir, readdirSync(dir).sort()[0]!);
+      await Promise.all([pool.decode(file), pool.decode(file)]); // both threads are up and have run their start-up
+      assert.equal(niceOf().filter((n) => n === 7).length - before, 2, 'the two decode threads at nice 7');
+      assert.equal(niceOf()[0], 0, 'the main thread (ORT runs on it) keeps its priority');
+    } finally {
+      await pool.close();
+    }
+  },
+);
