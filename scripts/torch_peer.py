@@ -2,12 +2,12 @@
 """The PyTorch + Pillow peer for `npm run bench` (extract): the same job as `convcache extract`
 done the way a PyTorch user would write it, timed on the same images in the same run.
 
-torchvision ImageFolder + DataLoader (Pillow decode, Resize((224, 224)) bicubic, ToTensor,
+torchvision ImageFolder + DataLoader (Pillow decode, Resize((S, S)) bicubic with S = convcache's input size, ToTensor,
 Normalize to [-1, 1]) -> MobileNet v1 alpha=0.75 (the same architecture and MACs as convcache's
 default base; random weights: speed does not depend on them) in TorchScript optimize_for_inference
 -> global average pool -> np.save. Best of the given DataLoader worker counts.
 
-Usage: torch_peer.py ROOT[,ROOT...] OUT.npy --workers 0,1,2 --threads 2 [--batch 32]
+Usage: torch_peer.py ROOT[,ROOT...] OUT.npy --workers 0,1,2 --threads 2 [--batch 32] [--size 224]
 Prints one JSON object: {"images", "best": {"workers", "seconds"}, "runs": [...], "torch": version}.
 Needs python3-torch and python3-torchvision (Debian); never needed by npm test.
 """
@@ -44,14 +44,14 @@ def mobilenet_v1(alpha=0.75):
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
-def run(roots, out, workers, threads, batch):
+def run(roots, out, workers, threads, batch, size):
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     model = mobilenet_v1().eval()
     with torch.no_grad():
         scripted = torch.jit.optimize_for_inference(torch.jit.script(model))
     tf = transforms.Compose([
-        transforms.Resize((224, 224), interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.Resize((size, size), interpolation=transforms.InterpolationMode.BICUBIC),
         transforms.ToTensor(),
         transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
     ])
@@ -74,13 +74,14 @@ def main():
     ap.add_argument("--workers", default="0,1,2")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--size", type=int, default=224, help="input size (convcache's extraction size, e.g. 288)")
     a = ap.parse_args()
     runs = []
     for w in [int(x) for x in a.workers.split(",")]:
-        n, s = run(a.roots.split(","), a.out, w, a.threads, a.batch)
+        n, s = run(a.roots.split(","), a.out, w, a.threads, a.batch, a.size)
         runs.append({"workers": w, "seconds": round(s, 3), "imagesPerSecond": round(n / s, 1)})
     best = min(runs, key=lambda r: r["seconds"])
-    print(json.dumps({"images": n, "best": best, "runs": runs, "torch": torch.__version__, "torchvision": torchvision.__version__}))
+    print(json.dumps({"images": n, "size": a.size, "best": best, "runs": runs, "torch": torch.__version__, "torchvision": torchvision.__version__}))
 
 
 if __name__ == "__main__":

@@ -167,7 +167,8 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
     const images = scan.presplit ? scan.images : assignSplits(scan.images, DEFAULT_SPLIT, 42);
     const n = images.length;
     const files = images.map((i) => i.absPath);
-    const bb = await prepareBackbone({ model: opts.model, log: silentLogger });
+    // The size extract uses (a known MobileNet's FixRes size, 288 for 224), so every part measures the same job.
+    const bb = await prepareBackbone({ model: opts.model, featureInputSize: true, log: silentLogger });
     const pre = bb.config.preprocessing;
     const [h, w] = pre.size;
     const { threads, workers } = opts.schedule;
@@ -372,10 +373,14 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
       const out = join(mkdtempSync(join(tmpdir(), 'convcache-bench-peer-')), 'features.npy');
       temps.push(join(out, '..'));
       return JSON.parse(
-        execFileSync(py, [script, roots(dir), out, '--workers', '0,1,2', '--threads', String(cpus().length)], {
-          encoding: 'utf8',
-          maxBuffer: 1 << 24,
-        })
+        execFileSync(
+          py,
+          [script, roots(dir), out, '--workers', '0,1,2', '--threads', String(cpus().length), '--size', String(h)],
+          {
+            encoding: 'utf8',
+            maxBuffer: 1 << 24,
+          },
+        )
           .trim()
           .split('\n')
           .pop()!,
@@ -466,6 +471,7 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
       dataset: root0,
       images: n,
       settings: {
+        inputSize: [h, w],
         batch: opts.batch,
         threads,
         workers,
