@@ -223,14 +223,17 @@ test(
         const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
         return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
       });
-    const before = niceOf().filter((n) => n === 7).length;
+    const base = niceOf()[0]!; // the main thread's (the test may itself run under nice)
+    const lowered = Math.min(19, base + 7);
+    const before = niceOf().filter((n) => n === lowered).length;
     const pool = new DecodePool(2, PRE, 1e8, 7);
     try {
       const dir = join(SHARED_DATA(), 'train', 'dogs');
       const file = join(dir, readdirSync(dir).sort()[0]!);
       await Promise.all([pool.decode(file), pool.decode(file)]); // both threads are up and have run their start-up
-      assert.equal(niceOf().filter((n) => n === 7).length - before, 2, 'the two decode threads at nice 7');
-      assert.equal(niceOf()[0], 0, 'the main thread (ORT runs on it) keeps its priority');
+      if (lowered > base)
+        assert.equal(niceOf().filter((n) => n === lowered).length - before, 2, 'the two decode threads 7 steps lower');
+      assert.equal(niceOf()[0], base, 'the main thread (ORT runs on it) keeps its priority');
     } finally {
       await pool.close();
     }

@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 
 /**
- * Lower the calling thread's scheduling priority (Linux: setpriority on its thread id; elsewhere a
+ * Lower the calling thread's scheduling priority by `nice` steps (Linux: setpriority on its thread id; elsewhere a
  * no-op). The decode threads call it: ONNX Runtime's intra-op threads work in lock step (every
  * operator ends at a barrier), so a decode thread preempting one of them stalls the other as well.
  * At a lower priority the decoders take the cores mostly when ORT's threads wait (between operators
@@ -23,7 +23,11 @@ export function lowerThreadPriority(nice: number): boolean {
       tid = libc.func('long syscall(long number)')(nr);
     }
     const PRIO_PROCESS = 0; // with a thread id, Linux applies it to that thread only
-    return libc.func('int setpriority(int which, int who, int prio)')(PRIO_PROCESS, tid, nice) === 0;
+    // Relative to the thread's current value (a whole run under `nice` keeps the same gap), at most 19.
+    const current = libc.func('int getpriority(int which, int who)')(PRIO_PROCESS, tid) as number;
+    const target = Math.min(19, current + nice);
+    if (target === current) return false;
+    return libc.func('int setpriority(int which, int who, int prio)')(PRIO_PROCESS, tid, target) === 0;
   } catch {
     return false;
   }
