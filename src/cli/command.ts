@@ -64,3 +64,17 @@ export const decodeFlags = {
     default: DEFAULT_MAX_PIXELS,
   },
 } as const;
+
+/** --max-memory, --max-rows: shared by the commands that load a feature cache to train on (read by `loadLimits`). */
+export const loadLimitFlags = {
+  'max-memory': {
+    type: 'string',
+    metavar: 'SIZE',
+    description: 'refuse to load a cache larger than this (e.g. 8G; default CONVCACHE_MAX_MEMORY or half of RAM)',
+  },
+  'max-rows': {
+    type: 'number',
+    metavar: 'N',
+    description: 'train on a seeded random subsample of at most N training rows (val/test untouched)',
+  },
+} as const;

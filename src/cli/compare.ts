@@ -1,10 +1,9 @@
 import { stageRows } from '../pipeline/stage-rows.ts';
-import { cacheRootFlag, defineCommand } from './command.ts';
-import { classWeight, intInRange, loadLimits, oneOf, optionalInt, seed, valFraction } from './validate.ts';
+import { cacheRootFlag, defineCommand, loadLimitFlags } from './command.ts';
+import { classWeight, intInRange, loadLimits, oneOf, optionalInt, seed, tuneMode, valFraction } from './validate.ts';
 import { consoleLogger } from '../util/log.ts';
 import { cacheRoot } from '../util/paths.ts';
 import { defaultCacheDir, loadFeatureCache } from '../store/read.ts';
-import type { TuneMode } from '../eval/tune.ts';
 import {
   COMPARE_ROWS,
   compareHeads,
@@ -89,16 +88,7 @@ export const command = defineCommand(
         description:
           'more report rows (JSON; e.g. fine-tuned models) — default <cache>/report/extra-rows.json when present',
       },
-      'max-memory': {
-        type: 'string',
-        metavar: 'SIZE',
-        description: 'refuse to load a cache larger than this (e.g. 8G; default CONVCACHE_MAX_MEMORY or half of RAM)',
-      },
-      'max-rows': {
-        type: 'number',
-        metavar: 'N',
-        description: 'train on a seeded random subsample of at most N training rows (val/test untouched)',
-      },
+      ...loadLimitFlags,
       quiet: { type: 'boolean', description: 'no progress lines on stderr' },
     },
   },
@@ -107,8 +97,7 @@ export const command = defineCommand(
     const root = cacheRoot(flags['cache-root']);
     const heads = resolveHeadList(flags.heads);
     const limits = loadLimits(flags);
-    let tune: false | TuneMode = flags.tune ? { by: 'val' } : false;
-    if (flags['tune-cv'] !== undefined) tune = { by: 'cv', folds: intInRange('tune-cv', flags['tune-cv'], 2, 50) };
+    const tune = tuneMode(flags);
     const { report, outDir } = await compareHeads({
       cache: loadFeatureCache(flags.cache ?? defaultCacheDir(root), limits),
       out: flags.out,

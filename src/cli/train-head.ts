@@ -1,11 +1,11 @@
 import { pct } from '../util/format.ts';
-import { cacheRootFlag, defineCommand } from './command.ts';
-import { classWeight, intInRange, loadLimits, valFraction } from './validate.ts';
+import { cacheRootFlag, defineCommand, loadLimitFlags } from './command.ts';
+import { classWeight, loadLimits, tuneMode, valFraction } from './validate.ts';
 import { UserError } from '../util/errors.ts';
 import { consoleLogger, silentLogger } from '../util/log.ts';
 import { HEAD_KINDS, createHead, parseOpts } from '../heads/registry.ts';
 import { defaultCacheDir, loadFeatureCache } from '../store/read.ts';
-import { formatParams, type TuneMode } from '../eval/tune.ts';
+import { formatParams } from '../eval/tune.ts';
 import {
   DEFAULT_VAL_FRACTION,
   evaluateSavedHead,
@@ -76,16 +76,7 @@ export const command = defineCommand(
           "instead of training: score a saved head on --cache's test split (refused if the cache has other features)",
       },
       verbose: { type: 'boolean', description: 'per-epoch lines from heads that train in epochs' },
-      'max-memory': {
-        type: 'string',
-        metavar: 'SIZE',
-        description: 'refuse to load a cache larger than this (e.g. 8G; default CONVCACHE_MAX_MEMORY or half of RAM)',
-      },
-      'max-rows': {
-        type: 'number',
-        metavar: 'N',
-        description: 'train on a seeded random subsample of at most N training rows (val/test untouched)',
-      },
+      ...loadLimitFlags,
       stream: {
         type: 'boolean',
         description:
@@ -112,8 +103,7 @@ export const command = defineCommand(
     createHead(kind, params); // unknown head / bad --opt: one line, before loading anything
     const cw = classWeight(flags['class-weight']);
     const vf = valFraction(flags['val-fraction']);
-    let tune: false | TuneMode = flags.tune ? { by: 'val' } : false;
-    if (flags['tune-cv'] !== undefined) tune = { by: 'cv', folds: intInRange('tune-cv', flags['tune-cv'], 2, 50) };
+    const tune = tuneMode(flags);
     if (tune && tune.by === 'val' && vf === 0)
       throw new UserError('--tune needs a validation set: use --val-fraction > 0 or --tune-cv K');
     const limits = loadLimits(flags);

@@ -1,4 +1,5 @@
 import { parseMemory } from '../store/read.ts';
+import type { TuneMode } from '../eval/tune.ts';
 import { UserError } from '../util/errors.ts';
 
 /**
@@ -81,4 +82,10 @@ export function loadLimits(flags: { 'max-memory'?: string; 'max-rows'?: number; 
     ...(flags['max-rows'] !== undefined ? { maxRows: intInRange('max-rows', flags['max-rows'], 1, 2 ** 31 - 1) } : {}),
     seed: seed(flags.seed),
   };
+}
+
+/** --tune / --tune-cv K (which implies --tune): tune on the validation split, or by K-fold CV on train+val. */
+export function tuneMode(flags: { tune?: boolean; 'tune-cv'?: number }): false | TuneMode {
+  if (flags['tune-cv'] !== undefined) return { by: 'cv', folds: intInRange('tune-cv', flags['tune-cv'], 2, 50) };
+  return flags.tune ? { by: 'val' } : false;
 }
