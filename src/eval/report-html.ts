@@ -1,5 +1,5 @@
 import type { Misclassified, Report, ReportRow } from './report.ts';
-import { formatBytes, formatCv, formatSecs, intervalCell, pairedCell, pct } from './report.ts';
+import { formatCv, formatSecs, intervalCell, paramText, pct, summaryCells, summaryColumns } from './report.ts';
 
 /**
  * report.html: one self-contained page (inline CSS and SVG, images as data: URIs, no scripts,
@@ -169,37 +169,11 @@ export function confusionSvg(confusion: readonly (readonly number[])[], classes:
 }
 
 function summaryTable(r: Report): string {
-  const head = [
-    'head',
-    'test acc',
-    '95% CI',
-    'vs chosen (McNemar p)',
-    'val acc',
-    'macro F1',
-    'log loss',
-    ...(r.options.cv ? [`CV ${r.options.cv}-fold`] : []),
-    'fit',
-    'predict / 1000',
-    'model size',
-    'params',
-  ];
+  const head = summaryColumns(r);
   const rows = r.heads.map((h) => [
     `${h.name === r.chosen ? '<b>' : ''}${esc(h.name)}${h.name === r.chosen ? '</b> <span class="note">(chosen)</span>' : ''}${h.name === r.recommended && h.name !== r.chosen ? ' <span class="note">(recommended)</span>' : ''}${h.source === 'extra' ? ' <span class="note">(extra)</span>' : ''}`,
-    pct(h.testAccuracy),
-    esc(intervalCell(h)),
-    esc(pairedCell(h, r.chosen)),
-    pct(h.valAccuracy),
-    h.macroF1 === null ? 'n/a' : h.macroF1.toFixed(4),
-    h.logLoss === null ? 'n/a' : h.logLoss.toFixed(4),
-    ...(r.options.cv ? [formatCv(h.cv)] : []),
-    esc(formatSecs(h.fitSeconds)),
-    h.predictMsPer1000 === null ? 'n/a' : `${h.predictMsPer1000.toFixed(1)} ms`,
-    esc(formatBytes(h.modelBytes)),
-    `<code>${esc(
-      Object.entries(h.params)
-        .map(([k, v]) => `${k}=${v}`)
-        .join(' '),
-    )}</code>`,
+    ...summaryCells(r, h).map(esc),
+    `<code>${esc(paramText(h.params))}</code>`,
   ]);
   return `<table><thead><tr>${head.map((x) => `<th>${esc(x)}</th>`).join('')}</tr></thead><tbody>${rows.map((cells) => `<tr>${cells.map((c, i) => `<td${i > 0 && i < cells.length - 1 ? ' class="num"' : ''}>${c}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
 }

@@ -222,12 +222,46 @@ export function normalizeExtraRows(input: unknown, classes: readonly string[], s
 
 // -------------------------------------------------------------------------------- markdown
 
-const mdCell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
-const paramText = (p: HeadParams) =>
+/** The summary table's columns, shared by report.md and report.html: head, the measured cells, params. */
+export function summaryColumns(r: Report): string[] {
+  return [
+    'head',
+    'test acc',
+    '95% CI',
+    'vs chosen (McNemar p)',
+    'val acc',
+    'macro F1',
+    'log loss',
+    ...(r.options.cv ? [`CV ${r.options.cv}-fold`] : []),
+    'fit',
+    'predict / 1000',
+    'model size',
+    'params',
+  ];
+}
+
+/** One head's measured cells (between its name and its params) as plain text; each format escapes them. */
+export function summaryCells(r: Report, h: ReportRow): string[] {
+  return [
+    pct(h.testAccuracy),
+    intervalCell(h),
+    pairedCell(h, r.chosen),
+    pct(h.valAccuracy),
+    h.macroF1 === null ? 'n/a' : h.macroF1.toFixed(4),
+    h.logLoss === null ? 'n/a' : h.logLoss.toFixed(4),
+    ...(r.options.cv ? [formatCv(h.cv)] : []),
+    formatSecs(h.fitSeconds),
+    h.predictMsPer1000 === null ? 'n/a' : `${h.predictMsPer1000.toFixed(1)} ms`,
+    formatBytes(h.modelBytes),
+  ];
+}
+
+export const paramText = (p: HeadParams) =>
   Object.entries(p)
     .map(([k, v]) => `${k}=${v}`)
     .join(' ');
 
+const mdCell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 function mdTable(header: string[], rows: string[][]): string {
   return [
     `| ${header.map(mdCell).join(' | ')} |`,
@@ -285,35 +319,13 @@ export function renderMarkdown(r: Report): string {
   out.push('', '## Summary', '');
   out.push(
     mdTable(
-      [
-        'head',
-        'test acc',
-        '95% CI',
-        'vs chosen (McNemar p)',
-        'val acc',
-        'macro F1',
-        'log loss',
-        ...(r.options.cv ? [`CV ${r.options.cv}-fold`] : []),
-        'fit',
-        'predict / 1000',
-        'model size',
-        'params',
-      ],
+      summaryColumns(r),
       r.heads.map((h) => [
         h.name +
           (h.name === r.chosen ? ' (chosen)' : '') +
           (h.name === r.recommended && h.name !== r.chosen ? ' (recommended)' : '') +
           (h.source === 'extra' ? ' (extra)' : ''),
-        pct(h.testAccuracy),
-        intervalCell(h),
-        pairedCell(h, r.chosen),
-        pct(h.valAccuracy),
-        h.macroF1 === null ? 'n/a' : h.macroF1.toFixed(4),
-        h.logLoss === null ? 'n/a' : h.logLoss.toFixed(4),
-        ...(r.options.cv ? [formatCv(h.cv)] : []),
-        formatSecs(h.fitSeconds),
-        h.predictMsPer1000 === null ? 'n/a' : `${h.predictMsPer1000.toFixed(1)} ms`,
-        formatBytes(h.modelBytes),
+        ...summaryCells(r, h),
         paramText(h.params),
       ]),
     ),
