@@ -9,9 +9,8 @@ import {
   V128,
   get,
   i32c,
-  section,
   set,
-  str,
+  moduleBytes,
   tee,
   uleb,
   compileSimdModule,
@@ -131,23 +130,9 @@ function axpyBody(): number[] {
 }
 
 function buildModule(): Uint8Array<ArrayBuffer> {
-  const bodies = [dotBody(), axpyBody()];
-  const code: number[] = [bodies.length];
-  for (const b of bodies) code.push(...uleb(b.length), ...b);
-  return new Uint8Array([
-    0x00,
-    0x61,
-    0x73,
-    0x6d,
-    0x01,
-    0x00,
-    0x00,
-    0x00,
-    ...section(1, [2, 0x60, 3, I32, I32, I32, 1, F32, 0x60, 4, F32, I32, I32, I32, 0]),
-    ...section(3, [2, 0, 1]),
-    ...section(5, [1, 0x00, 1]),
-    ...section(7, [3, ...str('dot'), 0x00, 0, ...str('axpy'), 0x00, 1, ...str('mem'), 0x02, 0]),
-    ...section(10, code),
+  return moduleBytes([
+    { name: 'dot', params: [I32, I32, I32], results: [F32], body: dotBody() },
+    { name: 'axpy', params: [F32, I32, I32, I32], results: [], body: axpyBody() },
   ]);
 }
 

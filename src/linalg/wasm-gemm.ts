@@ -10,9 +10,8 @@ import {
   V128,
   get,
   i32c,
-  section,
   set,
-  str,
+  moduleBytes,
   tee,
   uleb,
   compileSimdModule,
@@ -186,39 +185,12 @@ function gemvtBody(): number[] {
 }
 
 function buildModule(): Uint8Array<ArrayBuffer> {
-  const bodies = [gemmBody(), gemvBody(), gemvtBody()];
-  const code: number[] = [bodies.length];
-  for (const b of bodies) code.push(...uleb(b.length), ...b);
-  const bytes = [
-    0x00,
-    0x61,
-    0x73,
-    0x6d,
-    0x01,
-    0x00,
-    0x00,
-    0x00,
-    ...section(1, [2, 0x60, 7, I32, I32, I32, I32, I32, I32, I32, 0, 0x60, 5, I32, I32, I32, I32, I32, 0]),
-    ...section(3, [3, 0, 1, 1]),
-    ...section(5, [1, 0x00, ...uleb(1)]),
-    ...section(7, [
-      4,
-      ...str('gemm'),
-      0x00,
-      0,
-      ...str('gemv'),
-      0x00,
-      1,
-      ...str('gemvt'),
-      0x00,
-      2,
-      ...str('mem'),
-      0x02,
-      0,
-    ]),
-    ...section(10, code),
-  ];
-  return new Uint8Array(bytes);
+  const i32s = (n: number): number[] => Array<number>(n).fill(I32);
+  return moduleBytes([
+    { name: 'gemm', params: i32s(7), results: [], body: gemmBody() },
+    { name: 'gemv', params: i32s(5), results: [], body: gemvBody() },
+    { name: 'gemvt', params: i32s(5), results: [], body: gemvtBody() },
+  ]);
 }
 
 export interface WasmGemm {
