@@ -65,6 +65,19 @@ export const decodeFlags = {
   },
 } as const;
 
+/** --tune, --tune-cv: shared by the commands that train heads (read by `tuneMode`). */
+export const tuneFlags = {
+  tune: {
+    type: 'boolean',
+    description: 'grid-search the main hyperparameters on the validation set first (never on test)',
+  },
+  'tune-cv': {
+    type: 'number',
+    metavar: 'K',
+    description: 'tune by K-fold CV on train+val instead of on val (implies --tune)',
+  },
+} as const;
+
 /** --max-memory, --max-rows: shared by the commands that load a feature cache to train on (read by `loadLimits`). */
 export const loadLimitFlags = {
   'max-memory': {

@@ -1,5 +1,5 @@
 import { stageRows } from '../pipeline/stage-rows.ts';
-import { cacheRootFlag, defineCommand, loadLimitFlags } from './command.ts';
+import { cacheRootFlag, defineCommand, loadLimitFlags, tuneFlags } from './command.ts';
 import { classWeight, intInRange, loadLimits, oneOf, optionalInt, seed, tuneMode, valFraction } from './validate.ts';
 import { consoleLogger } from '../util/log.ts';
 import { cacheRoot } from '../util/paths.ts';
@@ -48,15 +48,7 @@ export const command = defineCommand(
           'above this many train+val rows, choose on the validation split alone: no CV, no refit (0 = never)',
         default: HOLDOUT_ABOVE,
       },
-      tune: {
-        type: 'boolean',
-        description: "grid-search each head's main hyperparameters on the validation set first (never on test)",
-      },
-      'tune-cv': {
-        type: 'number',
-        metavar: 'K',
-        description: 'tune by K-fold CV on train+val instead of on val (implies --tune)',
-      },
+      ...tuneFlags,
       refit: {
         type: 'boolean',
         description:

@@ -1,5 +1,5 @@
 import { pct } from '../util/format.ts';
-import { cacheRootFlag, defineCommand, loadLimitFlags } from './command.ts';
+import { cacheRootFlag, defineCommand, loadLimitFlags, tuneFlags } from './command.ts';
 import { classWeight, loadLimits, tuneMode, valFraction } from './validate.ts';
 import { UserError } from '../util/errors.ts';
 import { consoleLogger, silentLogger } from '../util/log.ts';
@@ -48,15 +48,7 @@ export const command = defineCommand(
         description: 'share of train held out as validation when the cache has no val split (0 = none)',
         default: DEFAULT_VAL_FRACTION,
       },
-      tune: {
-        type: 'boolean',
-        description: 'grid-search the main hyperparameters on the validation set first (never on test)',
-      },
-      'tune-cv': {
-        type: 'number',
-        metavar: 'K',
-        description: 'tune by K-fold CV on train+val instead of on val (implies --tune)',
-      },
+      ...tuneFlags,
       refit: {
         type: 'boolean',
         description:
