@@ -119,7 +119,8 @@ interface FinetuneSummary {
   data: { root: string; counts: { test: number } };
   network: { unfreeze: number; trainableLayers: string[] };
   options: Record<string, unknown>;
-  valAccuracy: number;
+  /** null after a refit on train+val (no validation split left). */
+  valAccuracy: number | null;
   testAccuracy: number | null;
   totalSeconds: number;
   ortSeconds: number;
