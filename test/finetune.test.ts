@@ -28,7 +28,7 @@ import { predictImages } from '../src/pipeline/predict.ts';
 import { FrozenBase } from '../src/finetune/frozen.ts';
 import { fromHalf, toHalf } from '../src/linalg/f16.ts';
 import { runFinetune, finetuneInputSize, FINETUNE_DEFAULTS, type FinetuneOptions } from '../src/finetune/recipe.ts';
-import { cosineLr } from '../src/finetune/phases.ts';
+import { betaSample, cosineLr, softTargets } from '../src/finetune/phases.ts';
 import {
   SHARED_DATA,
   SHARED_MODEL,
@@ -274,8 +274,13 @@ test('ORT training engine = TF.js engine: same loss, same updated parameters (Ad
           const x = Float32Array.from({ length: n * (trainTop ? 8 * 8 * 4 : 6) }, () => rng.next() * 3);
           const labels = Int32Array.from([0, 2, 1]);
           const mask = Float32Array.from({ length: n * 6 }, () => (rng.next() < 0.8 ? 1.25 : 0));
-          const ra = await a.trainStep(x, n, labels, mask, { kind, lr: 0.01 }, trainTop);
-          const rb = await b.trainStep(x, n, labels, mask, { kind, lr: 0.01 }, trainTop);
+          // The last step trains on soft targets (label smoothing + mixup), as phase 2 can.
+          const targets =
+            step === 2
+              ? softTargets(labels, n, 3, 0.1, { lambda: 0.7, partner: Int32Array.from([2, 0, 1]) })
+              : undefined;
+          const ra = await a.trainStep(x, n, labels, mask, { kind, lr: 0.01 }, trainTop, targets);
+          const rb = await b.trainStep(x, n, labels, mask, { kind, lr: 0.01 }, trainTop, targets);
           assert.ok(Math.abs(ra.loss - rb.loss) < 1e-5, `${kind} step ${step}: loss ${ra.loss} vs ${rb.loss}`);
           assert.equal(ra.correct, rb.correct);
           const va = a.values(names),
@@ -454,9 +459,10 @@ test('finetune recipe: report, frozen weights untouched, top trained, BN statist
     'phase 1 starts from a head warmed up on clean features',
   );
   assert.equal(report.tfjsSeconds, 0, 'the ORT engine trains without TF.js');
-  assert.equal(typeof report.testAccuracy, 'number');
+  assert.equal(report.testAccuracy, null, 'a validation run never reads the test split');
+  assert.equal(report.phases.head.testAccuracy, null);
   assert.equal(typeof report.valAccuracy, 'number');
-  assert.deepEqual(report.data.counts, { train: 18, val: 2, test: 6 });
+  assert.deepEqual(report.data.counts, { train: 18, val: 2, test: 0 });
   // A validation run reports the epochs its early stopping chose and the refit that reuses them.
   const sel = report.selection;
   assert.equal(sel.mode, 'validation');
@@ -479,7 +485,7 @@ test('finetune recipe: report, frozen weights untouched, top trained, BN statist
   );
   assert.ok(report.export.checkMaxAbsDiff <= 1e-4, `export check ${report.export.checkMaxAbsDiff}`);
   const saved = JSON.parse(readFileSync(join(out, 'finetune.json'), 'utf8'));
-  assert.equal(saved.testAccuracy, report.testAccuracy);
+  assert.equal(saved.valLoss, report.valLoss);
 
   // Weights: below the boundary bit-identical, BN moving statistics all unchanged, top kernels changed.
   const orig = await sharedWeights();
@@ -565,7 +571,7 @@ test('checkpoint/resume: interrupted after finetune epoch 1 then --resume gives 
     report.history.map((h) => [h.loss, h.valLoss]),
     a.history.map((h: any) => [h.loss, h.valLoss]),
   );
-  assert.equal(report.testAccuracy, a.testAccuracy);
+  assert.equal(report.valLoss, a.valLoss);
 });
 
 test('cosine schedule: the full rate at step 0, half at mid-phase, zero at the end, never rising', () => {
@@ -576,11 +582,38 @@ test('cosine schedule: the full rate at step 0, half at mid-phase, zero at the e
   for (let s = 1; s <= 100; s++) assert.ok(cosineLr(1, s, 100) <= cosineLr(1, s - 1, 100));
 });
 
-test('refit: val merged into train, fixed epoch counts, no val evaluated; cosine run interrupted and resumed = straight run', async () => {
+test('soft targets: label smoothing as Keras, mixup mixes two rows with λ; Beta(α, α) samples in [0, 1] with mean 1/2', () => {
+  const labels = Int32Array.from([0, 1, 1]);
+  assert.deepEqual(softTargets(labels, 3, 2, 0), Float32Array.from([1, 0, 0, 1, 0, 1]));
+  assert.deepEqual(softTargets(labels, 3, 2, 0.1), Float32Array.from([0.95, 0.05, 0.05, 0.95, 0.05, 0.95]));
+  const mixed = softTargets(labels, 2, 2, 0, { lambda: 0.7, partner: Int32Array.from([1, 0]) });
+  assert.deepEqual(
+    Array.from(mixed, (v) => Math.round(v * 1e6) / 1e6),
+    [0.7, 0.3, 0.3, 0.7],
+  );
+  const t = softTargets(Int32Array.from([0, 2, 1]), 3, 3, 0.2, { lambda: 0.4, partner: Int32Array.from([2, 0, 1]) });
+  for (let r = 0; r < 3; r++)
+    assert.ok(Math.abs(t[r * 3]! + t[r * 3 + 1]! + t[r * 3 + 2]! - 1) < 1e-6, 'rows sum to 1');
+  const rng = new Rng(5);
+  for (const alpha of [0.2, 1, 2]) {
+    let sum = 0;
+    for (let i = 0; i < 4000; i++) {
+      const l = betaSample(alpha, rng);
+      assert.ok(l >= 0 && l <= 1);
+      sum += l;
+    }
+    assert.ok(Math.abs(sum / 4000 - 0.5) < 0.03, `Beta(${alpha}) mean ${sum / 4000}`);
+  }
+});
+
+test('refit: val merged into train, fixed epoch counts, no val evaluated; cosine run with mixup and label smoothing interrupted and resumed = straight run', async () => {
   const opts = (out: string, over: Partial<FinetuneOptions> = {}) =>
-    options(out, { refit: true, lrSchedule: 'cosine', unfreeze: 1, ...over });
+    options(out, { refit: true, lrSchedule: 'cosine', unfreeze: 1, labelSmoothing: 0.1, mixup: 0.2, ...over });
   const a = tmp('ft-refit');
-  const { report } = await runFinetune(opts(a));
+  const { report } = await runFinetune(opts(a, { tta: true }));
+  assert.deepEqual([report.options.labelSmoothing, report.options.mixup], [0.1, 0.2]);
+  assert.equal(typeof report.testAccuracyFlipTTA, 'number', 'refit: flip TTA scored on test');
+  assert.equal(report.valFlipTTA, null);
   assert.deepEqual(report.data.counts, { train: 20, val: 0, test: 6 }, 'the 2 val images are trained on');
   assert.equal(report.valAccuracy, null);
   assert.equal(report.selection.mode, 'refit');
@@ -633,7 +666,8 @@ test('without augmentation the base runs once: boundary activations cached (floa
   assert.ok(
     report.phases.finetune.tfjsSeconds > 0 && report.phases.finetune.tfjsSeconds === report.phases.finetune.topSeconds,
   );
-  assert.equal(typeof report.testAccuracyFlipTTA, 'number');
+  assert.equal(report.testAccuracyFlipTTA, null, 'validation run: flip TTA is scored on val, not test');
+  assert.ok(report.valFlipTTA && report.valFlipTTA.loss > 0 && report.valFlipTTA.accuracy >= 0);
   assert.equal(report.phases.finetune.bestEpoch === 0 || report.phases.finetune.bestEpoch === 1, true);
   assert.equal(report.phases.head.baseSeconds, 0);
   assert.equal(report.phases.finetune.baseSeconds, 0);
@@ -671,7 +705,7 @@ test('without augmentation the base runs once: boundary activations cached (floa
   }
   const again = await runFinetune({ ...o, resume: true });
   assert.equal(again.report.prepare.ortSeconds, 0, 'caches reused');
-  assert.equal(again.report.testAccuracy, report.testAccuracy);
+  assert.equal(again.report.valLoss, report.valLoss);
   assert.deepEqual(readFileSync(join(out, 'model', 'weights.bin')).byteLength > 0, true);
 });
 
@@ -685,6 +719,8 @@ test('CLI: bad finetune arguments give one line and exit 2, no stack trace', () 
     ['--optimizer', 'sgd'],
     ['--lr', '0'],
     ['--lr-schedule', 'step'],
+    ['--mixup', '-1'],
+    ['--label-smoothing', '1'],
   ]) {
     const r = run(args);
     assert.equal(r.status, 2, `${args.join(' ')} should exit 2`);

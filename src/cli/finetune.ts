@@ -20,8 +20,16 @@ import { parseAugmentSpec } from '../images/augment.ts';
 import { FINETUNE_DEFAULTS, runFinetune } from '../finetune/recipe.ts';
 import { LR_SCHEDULES } from '../finetune/options.ts';
 import { parseEngine } from '../finetune/engine.ts';
+import { UserError } from '../util/errors.ts';
 
 const D = FINETUNE_DEFAULTS;
+
+/** --mixup: Beta(α, α)'s α, ≥ 0 (0 = off). */
+function mixupAlpha(v: unknown): number {
+  if (typeof v !== 'number' || !(v >= 0) || !Number.isFinite(v))
+    throw new UserError(`--mixup must be a number >= 0 (0 = off), got '${String(v)}'`);
+  return v;
+}
 
 export const command = defineCommand(
   {
@@ -90,6 +98,19 @@ export const command = defineCommand(
         default: D.patience,
       },
       dropout: { type: 'number', metavar: 'F', description: 'dropout rate before the dense layer', default: D.dropout },
+      'label-smoothing': {
+        type: 'number',
+        metavar: 'F',
+        description: 'phase 2: label smoothing (0 = off)',
+        default: D.labelSmoothing,
+      },
+      mixup: {
+        type: 'number',
+        metavar: 'A',
+        description:
+          "phase 2: mixup α, the trainable top's inputs (boundary activations) and targets mixed in each batch, λ ~ Beta(α, α) (0 = off)",
+        default: D.mixup,
+      },
       'warmup-epochs': {
         type: 'number',
         metavar: 'N',
@@ -106,7 +127,7 @@ export const command = defineCommand(
       refit: {
         type: 'boolean',
         description:
-          'train the final model on train + val for exactly the given epoch counts (chosen on validation by a --no-refit run); --no-refit: hold out val, early-stop on it and report the epochs it chose',
+          'train the final model on train + val for exactly the given epoch counts (chosen on validation by a --no-refit run) and score it on test; --no-refit: a validation run that holds out val, early-stops on it and reports the epochs it chose (it never reads the test split)',
         default: D.refit,
       },
       'average-epochs': {
@@ -137,7 +158,11 @@ export const command = defineCommand(
       'cache-root': cacheRootFlag,
       resume: { type: 'boolean', description: 'continue from the last checkpoint in --out' },
       ...decodeFlags,
-      tta: { type: 'boolean', description: 'also report test accuracy with horizontal-flip test-time augmentation' },
+      tta: {
+        type: 'boolean',
+        description:
+          'also report horizontal-flip test-time augmentation (on val with --no-refit, on test with --refit)',
+      },
       quiet: { type: 'boolean', description: 'no progress output' },
     },
   },
@@ -159,6 +184,8 @@ export const command = defineCommand(
       batch: batchSize(flags.batch, 4096),
       patience: intInRange('patience', flags.patience, 1, 10000),
       dropout: rate('dropout', flags.dropout),
+      labelSmoothing: rate('label-smoothing', flags['label-smoothing']),
+      mixup: mixupAlpha(flags.mixup),
       engine,
       valFraction: valFraction(flags['val-fraction'], false),
       averageEpochs: flags['average-epochs'],
@@ -180,7 +207,11 @@ export const command = defineCommand(
     const engineLabel = report.topEngine === 'ort' ? 'ORT' : 'TF.js';
     process.stdout.write(
       [
-        `test accuracy ${f(report.testAccuracy)}${report.testAccuracyFlipTTA !== null ? ` (flip TTA ${f(report.testAccuracyFlipTTA)})` : ''} · val accuracy ${f(report.valAccuracy)} · frozen base + head: test ${f(report.phases.head.testAccuracy)} · ${report.totalSeconds.toFixed(0)} s (ORT ${report.ortSeconds.toFixed(0)} s, TF.js ${report.tfjsSeconds.toFixed(0)} s)`,
+        `${
+          report.selection.mode === 'validation'
+            ? `validation run: val loss ${report.valLoss?.toFixed(4) ?? 'n/a'}, val accuracy ${f(report.valAccuracy)} (${report.data.counts.val} images)${report.valFlipTTA ? ` (flip TTA: loss ${report.valFlipTTA.loss.toFixed(4)}, accuracy ${f(report.valFlipTTA.accuracy)})` : ''} · test split not read (the refit is scored on test)`
+            : `test accuracy ${f(report.testAccuracy)}${report.testAccuracyFlipTTA !== null ? ` (flip TTA ${f(report.testAccuracyFlipTTA)})` : ''} · frozen base + head: test ${f(report.phases.head.testAccuracy)}`
+        } · ${report.totalSeconds.toFixed(0)} s (ORT ${report.ortSeconds.toFixed(0)} s, TF.js ${report.tfjsSeconds.toFixed(0)} s)`,
         ...(['head', 'finetune'] as const).map(
           (k) =>
             `  ${(k + ':').padEnd(9)} ${p[k].epochsRun} epochs, best val ${f(p[k].bestValAccuracy)}, frozen base ${p[k].baseSeconds.toFixed(1)} s (ORT), trainable ${k === 'head' ? 'head' : 'top'} ${p[k].topSeconds.toFixed(1)} s (${engineLabel}), augment ${p[k].augmentSeconds.toFixed(1)} s`,

@@ -48,6 +48,7 @@ class TfjsEngine implements TopEngine {
     mask: Float32Array | undefined,
     opt: OptimizerConfig,
     trainTop: boolean,
+    targets?: Float32Array,
   ): Promise<{ loss: number; correct: number }> {
     const xt = this.input(x, n, !trainTop);
     try {
@@ -57,6 +58,7 @@ class TfjsEngine implements TopEngine {
         mask?.subarray(0, n * this.model.plan.outShape[2]),
         opt,
         trainTop,
+        targets?.subarray(0, n * this.model.nClasses),
       );
     } finally {
       xt.dispose();

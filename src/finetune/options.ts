@@ -55,9 +55,19 @@ export interface FinetuneOptions {
   refit?: boolean;
   /** Phase 2: also try the average of the epochs' weights; kept when its val loss beats the best epoch's. */
   averageEpochs?: boolean;
+  /** Phase 2: label smoothing ε (0 = off; Keras's `label_smoothing`). */
+  labelSmoothing?: number;
+  /**
+   * Phase 2: mixup α (0 = off): the trainable part's inputs (the frozen base's output, boundary
+   * activations) and targets mixed within each batch with λ ~ Beta(α, α).
+   */
+  mixup?: number;
   /** Where the trainable top trains: ONNX Runtime (fast) or TF.js (wasm). */
   engine: EngineName;
-  /** Also report test accuracy with horizontal-flip test-time augmentation (mean of both views' probabilities). */
+  /**
+   * Also report horizontal-flip test-time augmentation (mean of both views' probabilities): on val in
+   * a validation run, on test in a refit.
+   */
   tta?: boolean;
   modelCacheDir?: string;
   /** Called after each epoch's checkpoint is written (tests simulate a crash by throwing). */
@@ -119,6 +129,8 @@ export const FINETUNE_DEFAULTS = {
   warmupEpochs: 30,
   valFraction: 0.25,
   averageEpochs: false,
+  labelSmoothing: 0,
+  mixup: 0,
   refit: true,
 };
 
@@ -146,7 +158,7 @@ export interface PhaseReport {
   topSeconds: number;
   learningRate: number;
   trainable: string;
-  /** Test accuracy of this phase's best model (the head phase = frozen base + head). */
+  /** Test accuracy of this phase's best model (the head phase = frozen base + head); refit runs only. */
   testAccuracy: number | null;
   /** Phase 1: the warm start on clean features (epoch 0 of its early stopping). */
   warmStart?: WarmStart | null;
@@ -191,10 +203,13 @@ export interface FinetuneReport {
   valAccuracy: number | null;
   valLoss: number | null;
   selection: SelectionReport;
+  /** null in a validation run (no refit): it never reads the test split. */
   testAccuracy: number | null;
   testLoss: number | null;
-  /** With --tta: test accuracy averaging the probabilities of each image and its mirror image. */
+  /** Refit runs with --tta: test accuracy averaging the probabilities of each image and its mirror image. */
   testAccuracyFlipTTA: number | null;
+  /** Validation runs with --tta: the same on the val split (loss and accuracy), where TTA can be chosen. */
+  valFlipTTA: { loss: number; accuracy: number } | null;
   phases: { head: PhaseReport; finetune: PhaseReport };
   prepare: { seconds: number; ortSeconds: number };
   /** Sum of preparation and both phases (across resumed runs), plus final evaluation and export. */

@@ -442,6 +442,7 @@ export class OrtTop implements TopEngine {
     mask: Float32Array | undefined,
     opt: OptimizerConfig,
     trainTop: boolean,
+    targets?: Float32Array,
   ): Promise<{ loss: number; correct: number }> {
     const ort = (ortModule ??= await import('onnxruntime-node'));
     const o: TopGraphOptions = {
@@ -466,8 +467,9 @@ export class OrtTop implements TopEngine {
       this.v = this.shapes.slice(from).map((sh) => new Float32Array(sh.reduce((a, b) => a * b, 1)));
     const t = this.step + 1;
     const lr = opt.kind === 'adam' ? (opt.lr * Math.sqrt(1 - o.beta2 ** t)) / (1 - o.beta1 ** t) : opt.lr;
-    const onehot = new Float32Array(bs * K);
-    for (let r = 0; r < bs; r++) onehot[r * K + labels[r]!] = 1;
+    // The graph's `onehot` input is the target distribution: one-hot labels, or soft targets.
+    const onehot = targets ? Float32Array.from(targets.subarray(0, bs * K)) : new Float32Array(bs * K);
+    if (!targets) for (let r = 0; r < bs; r++) onehot[r * K + labels[r]!] = 1;
     const feeds: Feeds = {
       x: new ort.Tensor('float32', x.subarray(0, bs * inDim), [bs, inDim]),
       mask: new ort.Tensor('float32', mask ? mask.subarray(0, bs * C) : new Float32Array(bs * C).fill(1), [bs, C]),
@@ -503,7 +505,8 @@ export class OrtTop implements TopEngine {
         }
       let se = 0;
       for (let c = 0; c < K; c++) se += Math.exp(row[c]! - mx);
-      loss += Math.log(se) + mx - row[labels[r]!]!;
+      // Cross-entropy against the target distribution: Σ_c t_c·(logsumexp − z_c).
+      for (let c = 0; c < K; c++) loss += onehot[r * K + c]! * (Math.log(se) + mx - row[c]!);
       if (arg === labels[r]) correct++;
     }
     return { loss: loss / bs, correct };

@@ -190,6 +190,52 @@ export function cosineLr(lr: number, step: number, total: number): number {
   return 0.5 * lr * (1 + Math.cos((Math.PI * Math.min(step, total)) / Math.max(total, 1)));
 }
 
+/** Gamma(shape, 1) by Marsaglia & Tsang (shape < 1 via the U^(1/shape) boost). */
+function gammaSample(shape: number, rng: Rng): number {
+  if (shape < 1) return gammaSample(shape + 1, rng) * Math.pow(1 - rng.next(), 1 / shape);
+  const d = shape - 1 / 3;
+  const c = 1 / Math.sqrt(9 * d);
+  for (;;) {
+    let x: number, v: number;
+    do {
+      x = rng.normal();
+      v = 1 + c * x;
+    } while (v <= 0);
+    v = v * v * v;
+    const u = rng.next();
+    if (u < 1 - 0.0331 * x ** 4 || Math.log(u) < 0.5 * x * x + d * (1 - v + Math.log(v))) return d * v;
+  }
+}
+
+/** Beta(α, α): mixup's mixing weight. */
+export function betaSample(alpha: number, rng: Rng): number {
+  const a = gammaSample(alpha, rng);
+  const b = gammaSample(alpha, rng);
+  return a + b > 0 ? a / (a + b) : 0.5;
+}
+
+/**
+ * Soft targets for a batch [bs·K]: label smoothing ε (1 − ε on the label, ε/K spread over every
+ * class, as Keras's `label_smoothing`), and with mixup (λ, partner row of each row) the λ-weighted
+ * mix of the two rows' targets. Pure: the caller mixes the inputs with the same λ and partners.
+ */
+export function softTargets(
+  labels: Int32Array,
+  bs: number,
+  K: number,
+  smoothing: number,
+  mix?: { lambda: number; partner: Int32Array },
+): Float32Array {
+  const one = (y: number, c: number): number => (c === y ? 1 - smoothing : 0) + smoothing / K;
+  const t = new Float32Array(bs * K);
+  for (let r = 0; r < bs; r++)
+    for (let c = 0; c < K; c++) {
+      const own = one(labels[r]!, c);
+      t[r * K + c] = mix ? mix.lambda * own + (1 - mix.lambda) * one(labels[mix.partner[r]!]!, c) : own;
+    }
+  return t;
+}
+
 /** Train one phase from its current epoch to the end (or early stop); leaves the best weights in `top`. */
 export async function runPhase(
   ctx: PhaseContext,
@@ -215,6 +261,11 @@ export async function runPhase(
   const labels = new Int32Array(B);
   const keep = 1 - opts.dropout;
   const mask = opts.dropout > 0 ? new Float32Array(B * plan.outShape[2]) : undefined;
+  const K = top.nClasses;
+  // Phase 2 only: phase 1 is a few epochs of the head alone from its warm start.
+  const smoothing = trainTop ? (opts.labelSmoothing ?? 0) : 0;
+  const mixupAlpha = trainTop ? (opts.mixup ?? 0) : 0;
+  const mixBuf = mixupAlpha > 0 ? new Float32Array(B * (trainTop ? bDim : pDim)) : new Float32Array(0);
   let best = bestIn;
   // Phase 2's weights oscillate from epoch to epoch on small data (val loss 0.030 ↔ 0.041 on
   // cats-vs-dogs); the average of the epochs' weights (SWA; BN is frozen, so no recalibration) is a
@@ -263,10 +314,26 @@ export async function runPhase(
         x = xBatch;
       }
       if (mask) fillDropoutMask(mask, bs * plan.outShape[2], keep, rng);
+      let targets: Float32Array | undefined;
+      if (mixupAlpha > 0 && bs > 1) {
+        // Mixup on the trainable part's input (the frozen base's output, the boundary activations):
+        // one λ per batch, each row mixed with a shuffled partner (manifold mixup at the boundary).
+        const lambda = betaSample(mixupAlpha, rng);
+        const partner = shuffledOrder(bs, rng);
+        const dim = trainTop ? bDim : pDim;
+        const mixed = mixBuf.subarray(0, bs * dim);
+        for (let r = 0; r < bs; r++) {
+          const a0 = r * dim,
+            b0 = partner[r]! * dim;
+          for (let j = 0; j < dim; j++) mixed[a0 + j] = lambda * x[a0 + j]! + (1 - lambda) * x[b0 + j]!;
+        }
+        x = mixed;
+        targets = softTargets(labels, bs, K, smoothing, { lambda, partner });
+      } else if (smoothing > 0) targets = softTargets(labels, bs, K, smoothing);
       const lr = cosine ? cosineLr(baseLr, (epoch - 1) * stepsPerEpoch + s / B, maxEpochs * stepsPerEpoch) : baseLr;
       const optCfg: OptimizerConfig = { kind: opts.optimizer, lr };
       const tt = performance.now();
-      const res = await top.trainStep(x, bs, labels, mask, optCfg, trainTop);
+      const res = await top.trainStep(x, bs, labels, mask, optCfg, trainTop, targets);
       topSec += (performance.now() - tt) / 1000;
       lossSum += res.loss * bs;
       correct += res.correct;
@@ -322,41 +389,32 @@ export async function runPhase(
   return best;
 }
 
-/** Accuracy when each image's probabilities are averaged with those of its mirror image (decoded again, flipped, through ORT). */
-export async function flipTtaAccuracy(
+/**
+ * Flip test-time augmentation: each image's probabilities averaged with those of its mirror image
+ * (decoded again, flipped, through ORT). Mean cross-entropy and accuracy of the averaged probabilities.
+ */
+export async function flipTta(
   ctx: PhaseContext,
   split: SplitData,
   probs: Float32Array,
   useTop: boolean,
-): Promise<number> {
+): Promise<{ loss: number; accuracy: number }> {
   const { top, base, opts } = ctx;
   const [h, w] = ctx.preprocessing.size;
   const per = h * w * 3;
   const K = top.nClasses;
   const B = opts.batch;
   const pix = new Uint8Array(B * per);
+  const mean = new Float32Array(split.images.length * K);
   let inBatch = 0,
-    done = 0,
-    correct = 0;
+    done = 0;
   const flush = async (): Promise<void> => {
     if (inBatch === 0) return;
     const b = await base.boundary(pix, inBatch);
     const p = useTop
       ? await top.predict(b, inBatch, false)
       : await top.predict(await base.pooled(b, inBatch), inBatch, true);
-    for (let i = 0; i < inBatch; i++) {
-      const row = done + i;
-      let arg = 0,
-        bestP = -1;
-      for (let c = 0; c < K; c++) {
-        const v = probs[row * K + c]! + p[i * K + c]!;
-        if (v > bestP) {
-          bestP = v;
-          arg = c;
-        }
-      }
-      if (arg === split.labels[row]) correct++;
-    }
+    for (let q = 0; q < inBatch * K; q++) mean[done * K + q] = (probs[done * K + q]! + p[q]!) / 2;
     done += inBatch;
     inBatch = 0;
   };
@@ -369,7 +427,20 @@ export async function flipTtaAccuracy(
     if (++inBatch === B) await flush();
   }
   await flush();
-  return correct / Math.max(done, 1);
+  return scoreProbs(mean.subarray(0, done * K), split.labels.subarray(0, done), K);
+}
+
+/** Mean cross-entropy (meanLogLoss's floor) and accuracy (argmax) of class probabilities [n·K]. */
+export function scoreProbs(probs: Float32Array, labels: Int32Array, K: number): { loss: number; accuracy: number } {
+  const n = labels.length;
+  let correct = 0;
+  for (let i = 0; i < n; i++) {
+    const row = probs.subarray(i * K, (i + 1) * K);
+    let arg = 0;
+    for (let c = 1; c < K; c++) if (row[c]! > row[arg]!) arg = c;
+    if (arg === labels[i]) correct++;
+  }
+  return { loss: meanLogLoss(probs, labels, K), accuracy: correct / Math.max(n, 1) };
 }
 
 /** Mean cross-entropy and accuracy on a split: the head on pooled features, or top + head on boundary activations. */
@@ -395,14 +466,5 @@ export async function evaluate(
       probs.set(await top.predict(buf, bs, false), s * K);
     }
   }
-  const loss = meanLogLoss(probs, split.labels.subarray(0, n), K);
-  let correct = 0;
-  for (let i = 0; i < n; i++) {
-    const y = split.labels[i]!;
-    const row = probs.subarray(i * K, (i + 1) * K);
-    let arg = 0;
-    for (let c = 1; c < K; c++) if (row[c]! > row[arg]!) arg = c;
-    if (arg === y) correct++;
-  }
-  return { loss, accuracy: correct / Math.max(n, 1), probs };
+  return { ...scoreProbs(probs, split.labels.subarray(0, n), K), probs };
 }

@@ -43,7 +43,7 @@ import {
   type PhaseContext,
   addTopSeconds,
   evaluate,
-  flipTtaAccuracy,
+  flipTta,
   runPhase,
   saveCk,
   toParams,
@@ -155,6 +155,9 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
     valFraction,
     refit,
     epochs: [opts.warmupEpochs, opts.epochsHead, opts.epochsFinetune],
+    // Only when set, so checkpoints made before these options existed still resume.
+    ...(opts.labelSmoothing ? { labelSmoothing: opts.labelSmoothing } : {}),
+    ...(opts.mixup ? { mixup: opts.mixup } : {}),
   };
   const ckDir = join(outDir, 'checkpoint');
   let ck: Checkpoint | undefined;
@@ -202,7 +205,12 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
   const val: SplitData = refit
     ? { images: [], labels: new Int32Array(0) }
     : await load('val', splits.val, { pooled: true, boundary: finetuning, pixels: false });
-  const test = await load('test', splits.test, { pooled: true, boundary: finetuning, pixels: false });
+  // A validation run (no refit) chooses epoch counts and is compared with other validation runs:
+  // it never reads the test split, so nothing chosen from it can have seen test. Refit runs (the
+  // final model) are the ones scored on test.
+  const test: SplitData = refit
+    ? await load('test', splits.test, { pooled: true, boundary: finetuning, pixels: false })
+    : { images: [], labels: new Int32Array(0) };
   const prepSeconds = (performance.now() - tPrep) / 1000;
   const prepOrt = base.seconds;
   if (train.images.length === 0) throw new UserError('no usable training images');
@@ -296,16 +304,20 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
     const v = refit ? null : await evaluate(ctx, val, useTop);
     const te = test.images.length > 0 ? await evaluate(ctx, test, useTop) : null;
     let evalTop = (performance.now() - tTf0) / 1000;
-    let tta: number | null = null;
-    if (opts.tta && te) {
+    // Flip TTA on the split this run reports: val in a validation run (where it can be chosen), test in a refit.
+    let tta: { loss: number; accuracy: number } | null = null;
+    const ttaOn = v ? { split: val, probs: v.probs } : te ? { split: test, probs: te.probs } : null;
+    if (opts.tta && ttaOn) {
       const o0 = base.seconds;
       const t1 = performance.now();
-      tta = await flipTtaAccuracy(ctx, test, te.probs, useTop);
+      tta = await flipTta(ctx, ttaOn.split, ttaOn.probs, useTop);
       evalTop += (performance.now() - t1) / 1000 - (base.seconds - o0);
-      log.info(`finetune: test accuracy with flip TTA ${pct(tta)}`);
+      log.info(
+        `finetune: ${v ? 'val' : 'test'} with flip TTA: loss ${tta.loss.toFixed(4)}, accuracy ${pct(tta.accuracy)}${v ? ` (without: loss ${v.loss.toFixed(4)}, accuracy ${pct(v.accuracy)})` : ''}`,
+      );
     }
     log.info(
-      `finetune: ${v ? `val accuracy ${pct(v.accuracy)}` : 'refit (no val)'}${te ? `, test accuracy ${pct(te.accuracy)} (${test.images.length} images)` : ''}`,
+      `finetune: ${v ? `val loss ${v.loss.toFixed(4)}, val accuracy ${pct(v.accuracy)} (${val.images.length} images; validation run: the test split is not read)` : 'refit (no val)'}${te ? `, test accuracy ${pct(te.accuracy)} (${test.images.length} images)` : ''}`,
     );
     const params = top.values(names);
     const exported = await exportAndCheck(outDir, {
@@ -385,6 +397,8 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
         inputSize: preprocessing.size[0],
         warmupEpochs: warmStart ? opts.warmupEpochs : 0,
         averageEpochs: Boolean(opts.averageEpochs),
+        labelSmoothing: opts.labelSmoothing ?? 0,
+        mixup: opts.mixup ?? 0,
         refit,
       },
       valAccuracy: v ? round(v.accuracy, 4) : null,
@@ -392,7 +406,8 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
       selection: selectionReport(opts, refit, dev, phases),
       testAccuracy: te ? round(te.accuracy, 4) : null,
       testLoss: te ? round(te.loss, 5) : null,
-      testAccuracyFlipTTA: tta === null ? null : round(tta, 4),
+      testAccuracyFlipTTA: tta && !v ? round(tta.accuracy, 4) : null,
+      valFlipTTA: tta && v ? { loss: round(tta.loss, 5), accuracy: round(tta.accuracy, 4) } : null,
       phases: { head: phaseReport('head'), finetune: phaseReport('finetune') },
       prepare: { seconds: round(prepSeconds), ortSeconds: round(prepOrt) },
       totalSeconds: 0,

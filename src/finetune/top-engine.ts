@@ -44,7 +44,11 @@ export interface TopEngine {
   getOptimizerState(): AdamState;
   /** Optimiser moments for parameters [from, end). */
   setOptimizerState(s: AdamState, from: number): void;
-  /** One optimisation step; returns the batch's mean cross-entropy and number correct. */
+  /**
+   * One optimisation step; returns the batch's mean cross-entropy and number correct (against
+   * `labels`). `targets` [n·K]: soft target distributions (label smoothing, mixup) instead of the
+   * one-hot `labels` for the loss and its gradient.
+   */
   trainStep(
     x: Float32Array,
     n: number,
@@ -52,6 +56,7 @@ export interface TopEngine {
     mask: Float32Array | undefined,
     opt: OptimizerConfig,
     trainTop: boolean,
+    targets?: Float32Array,
   ): Promise<{ loss: number; correct: number }>;
   /** Class probabilities [n·K] (inference: no dropout). */
   predict(x: Float32Array, n: number, pooled: boolean): Promise<Float32Array>;

@@ -303,6 +303,7 @@ export class TopModel {
     labels: Int32Array,
     mask: Float32Array | undefined,
     trainTop: boolean,
+    targets?: Float32Array,
   ): { loss: TF.Scalar; correct: TF.Scalar; grads: TF.Tensor[] } {
     const { tf } = this;
     const B = x.shape[0]!;
@@ -313,7 +314,9 @@ export class TopModel {
     const m = mask ? tf.tensor2d(mask, [B, C]) : undefined;
     const h = m ? tf.mul(pooled, m) : pooled;
     const logits = tf.add(tf.matMul(h, this.params[this.headIndex] as TF.Tensor2D), this.params[this.headIndex + 1]!);
-    const onehot = tf.oneHot(tf.tensor1d(labels, 'int32'), this.nClasses);
+    const onehot = targets
+      ? tf.tensor2d(targets, [B, this.nClasses])
+      : tf.oneHot(tf.tensor1d(labels, 'int32'), this.nClasses);
     const logp = tf.logSoftmax(logits);
     const loss = tf.neg(tf.mean(tf.sum(tf.mul(onehot, logp), 1)));
     const pred = tf.argMax(logits, 1);
@@ -370,11 +373,12 @@ export class TopModel {
     mask: Float32Array | undefined,
     opt: OptimizerConfig,
     trainTop: boolean,
+    targets?: Float32Array,
   ): { loss: number; correct: number } {
     const { tf } = this;
     const from = trainTop ? 0 : this.headIndex;
     const result = tf.tidy(() => {
-      const { loss, correct, grads } = this.lossAndGrads(x, labels, mask, trainTop);
+      const { loss, correct, grads } = this.lossAndGrads(x, labels, mask, trainTop, targets);
       const updated = this.applyOptimizer(grads, from, opt);
       return { loss, correct, ...updated };
     });
