@@ -265,7 +265,7 @@ export async function runPhase(
   // Phase 2 only: phase 1 is a few epochs of the head alone from its warm start.
   const smoothing = trainTop ? (opts.labelSmoothing ?? 0) : 0;
   const mixupAlpha = trainTop ? (opts.mixup ?? 0) : 0;
-  const mixBuf = mixupAlpha > 0 ? new Float32Array(B * (trainTop ? bDim : pDim)) : new Float32Array(0);
+  const mixBuf = new Float32Array(mixupAlpha > 0 ? B * bDim : 0);
   let best = bestIn;
   // Phase 2's weights oscillate from epoch to epoch on small data (val loss 0.030 ↔ 0.041 on
   // cats-vs-dogs); the average of the epochs' weights (SWA; BN is frozen, so no recalibration) is a
@@ -320,12 +320,11 @@ export async function runPhase(
         // one λ per batch, each row mixed with a shuffled partner (manifold mixup at the boundary).
         const lambda = betaSample(mixupAlpha, rng);
         const partner = shuffledOrder(bs, rng);
-        const dim = trainTop ? bDim : pDim;
-        const mixed = mixBuf.subarray(0, bs * dim);
+        const mixed = mixBuf.subarray(0, bs * bDim);
         for (let r = 0; r < bs; r++) {
-          const a0 = r * dim,
-            b0 = partner[r]! * dim;
-          for (let j = 0; j < dim; j++) mixed[a0 + j] = lambda * x[a0 + j]! + (1 - lambda) * x[b0 + j]!;
+          const a0 = r * bDim,
+            b0 = partner[r]! * bDim;
+          for (let j = 0; j < bDim; j++) mixed[a0 + j] = lambda * x[a0 + j]! + (1 - lambda) * x[b0 + j]!;
         }
         x = mixed;
         targets = softTargets(labels, bs, K, smoothing, { lambda, partner });
