@@ -213,6 +213,55 @@ test('DecodePool: worker threads give the same pixels, fall back to sharp, and r
   }
 });
 
+test('decoding into a given buffer gives the same pixels as a fresh array (plain, EXIF-rotated, center-crop)', async () => {
+  const rotated = await sharp(photos(1)[0]!).jpeg({ quality: 92 }).withMetadata({ orientation: 6 }).toBuffer();
+  const crop: Preprocessing = { ...PRE, resize: 'center-crop', cropPct: 0.875 };
+  for (const [buf, pre] of [
+    ...photos(3).map((b) => [b, PRE] as const),
+    [rotated, PRE] as const,
+    [photos(1)[0]!, crop] as const,
+  ]) {
+    const fresh = fast(buf, pre);
+    const out = new Uint8Array(fresh.length).fill(7);
+    assert.equal(decodeJpegFast(buf, pre, 1e8, undefined, out), out, 'returns the buffer it was given');
+    assert.deepEqual(out, fresh);
+  }
+});
+
+test('DecodePool shared slots: more requests than slots all finish, a held slot is not reused until released', async () => {
+  const dir = join(SHARED_DATA(), 'train', 'cats');
+  const files = readdirSync(dir)
+    .sort()
+    .slice(0, 7)
+    .map((f) => join(dir, f));
+  const want = files.map((f) => fast(readFileSync(f)));
+  const pool = new DecodePool(2, PRE, 1e8, { slots: 2 });
+  try {
+    assert.equal(pool.slots, 2);
+    // Hold the first image: the remaining six share the other slot, one after another.
+    const first = await pool.decodeShared(files[0]!);
+    const kept = first.pixels.slice();
+    const rest = await Promise.all(
+      files.slice(1).map((f) =>
+        pool.decodeShared(f).then((s) => {
+          const copy = s.pixels.slice();
+          s.release();
+          return copy;
+        }),
+      ),
+    );
+    assert.deepEqual(first.pixels, kept, 'the held slot was not overwritten');
+    assert.deepEqual(first.pixels, want[0]);
+    rest.forEach((px, i) => assert.deepEqual(px, want[i + 1], `image ${i + 1}`));
+    first.release();
+    first.release(); // idempotent: the slot is not freed twice
+    const again = await Promise.all(files.slice(0, 3).map((f) => pool.decode(f)));
+    again.forEach((px, i) => assert.deepEqual(px, want[i]));
+  } finally {
+    await pool.close();
+  }
+});
+
 test(
   'decode threads lower their own priority (Linux), and only theirs',
   { skip: process.platform !== 'linux' },

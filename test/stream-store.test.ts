@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
 import type { BackboneConfig } from '../src/backbone/backbone.ts';
@@ -180,6 +180,28 @@ test('streamed cache (many record chunks, several Arrow batches) reads back iden
     assert.equal(parseMemory('1.5G'), 1.5 * 2 ** 30);
     assert.equal(parseMemory('512m'), 512 * 2 ** 20);
     assert.throws(() => parseMemory('lots'), UserError);
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('record store addAsync: chunks named in call order, visible once on disk, readable by a fresh open', async () => {
+  const dir = tempDir('records-async');
+  try {
+    const recs = join(dir, 'records');
+    const s = RecordStore.open(recs, D, silentLogger);
+    const first = s.addAsync([{ key: 'p', value: featuresOf(4, 0) }]);
+    const second = s.addAsync([
+      { key: 'q', value: featuresOf(5, 0) },
+      { key: 'bad', value: { error: 'corrupt' } },
+    ]);
+    await Promise.all([first, second]);
+    assert.deepEqual(readdirSync(recs).sort(), ['chunk-00000000.rec', 'chunk-00000001.rec']);
+    assert.deepEqual(s.get('q'), featuresOf(5, 0));
+    const again = RecordStore.open(recs, D, silentLogger);
+    assert.equal(again.size, 3);
+    assert.deepEqual(again.get('p'), featuresOf(4, 0));
+    assert.equal(again.errorOf('bad'), 'corrupt');
   } finally {
     removeDir(dir);
   }

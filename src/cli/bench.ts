@@ -8,6 +8,7 @@ import { consoleLogger } from '../util/log.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { benchResultsDir } from '../util/paths.ts';
 import { DEFAULT_MODEL } from '../backbone/registry.ts';
+import { DEFAULT_EXTRACT_BATCH } from '../pipeline/schedule.ts';
 
 export const command = defineCommand(
   {
@@ -27,7 +28,7 @@ export const command = defineCommand(
         metavar: 'DIR',
         description: 'feature cache for the heads bench (default: extract the default dataset)',
       },
-      batch: { type: 'number', metavar: 'N', description: 'inference batch', default: 32 },
+      batch: { type: 'number', metavar: 'N', description: 'inference batch', default: DEFAULT_EXTRACT_BATCH },
       workers: {
         type: 'number',
         metavar: 'N',

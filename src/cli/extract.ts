@@ -11,6 +11,7 @@ import { parseAugmentSpec, type AugmentSpec } from '../images/augment.ts';
 import { DEFAULT_PRECISION } from '../backbone/quantize.ts';
 import { parseTtaSpec } from '../images/tta.ts';
 import { POOLINGS } from '../backbone/convert.ts';
+import { DEFAULT_EXTRACT_BATCH } from '../pipeline/schedule.ts';
 
 const KERNEL = { bilinear: 'linear', bicubic: 'cubic', nearest: 'nearest', lanczos: 'lanczos3' } as const;
 
@@ -80,7 +81,12 @@ export const command = defineCommand(
         default: DEFAULT_SPLIT_SPEC,
       },
       seed: { type: 'number', metavar: 'N', description: 'seed for the split', default: 42 },
-      batch: { type: 'number', metavar: 'N', description: 'images per inference batch', default: 32 },
+      batch: {
+        type: 'number',
+        metavar: 'N',
+        description: 'images per inference batch',
+        default: DEFAULT_EXTRACT_BATCH,
+      },
       ...decodeFlags,
       'input-size': {
         type: 'number',

@@ -3,8 +3,12 @@ import type { Preprocessing } from '../backbone/preprocess.ts';
 import { decodeForModel, DecodeError, type DecoderChoice } from './decode.ts';
 import type { DecodePool } from './decode-pool.ts';
 
-/** A decoded image, or why it could not be used (a bad or unreadable file is a result, not a throw). */
-export type DecodedImage<T> = { item: T; pixels: Uint8Array } | { item: T; error: string };
+/**
+ * A decoded image, or why it could not be used (a bad or unreadable file is a result, not a throw).
+ * `release`, when present, hands the pixels' memory back to the decode pool: call it once they are
+ * copied (until then they stay valid; afterwards they may be overwritten).
+ */
+export type DecodedImage<T> = { item: T; pixels: Uint8Array; release?: () => void } | { item: T; error: string };
 
 export interface DecodeAheadOptions {
   /** Decodes kept in flight on the libuv pool. */
@@ -23,7 +27,10 @@ async function decodeItem<T>(
   opts: DecodeAheadOptions,
 ): Promise<DecodedImage<T>> {
   try {
-    if (opts.pool) return { item, pixels: await opts.pool.decode(absPath) };
+    if (opts.pool) {
+      const { pixels, release } = await opts.pool.decodeShared(absPath);
+      return { item, pixels, release };
+    }
     const buf = await readFile(absPath);
     return { item, pixels: await decodeForModel(buf, pre, { maxPixels: opts.maxPixels, decoder: opts.decoder }) };
   } catch (e) {

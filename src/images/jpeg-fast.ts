@@ -155,13 +155,15 @@ export function dctScale(w: number, h: number, needW: number, needH: number): nu
 
 /**
  * Decode a JPEG to the model's input (H*W*3 RGB, same contract as decodeForModel), or null when
- * this image should go to sharp instead.
+ * this image should go to sharp instead. With `out` (H*W*3 bytes) the pixels are written there and
+ * `out` is returned (the decode threads write straight into shared memory); else a fresh array.
  */
 export function decodeJpegFast(
   buf: Uint8Array,
   pre: Preprocessing,
   maxPixels: number,
   stats?: FastDecodeStats,
+  out?: Uint8Array,
 ): Uint8Array | null {
   const t = loadTurbo();
   if (!t || !isJpeg(buf)) return null;
@@ -216,11 +218,16 @@ export function decodeJpegFast(
     stats.decodedWidth = sw;
     stats.decodedHeight = sh;
   }
-  const resized = resizer.resize(sw, sh, needW, needH, pre.kernel);
+  // The common case (squash, no EXIF rotation) resizes straight into `out`.
+  const direct = pre.resize === 'squash' && orientation <= 1;
+  const resized = resizer.resize(sw, sh, needW, needH, pre.kernel, direct ? out : undefined);
+  if (direct) return resized; // channel order is applied inside the graph
   let img = applyOrientation(resized, needW, needH, orientation);
   if (pre.resize !== 'squash')
     img = centerCrop(img.data, img.width, img.height, tw, th, Math.round(Math.max(th, tw) / (pre.cropPct ?? 0.875)));
-  return img.data; // channel order is applied inside the graph
+  if (!out) return img.data;
+  out.set(img.data);
+  return out;
 }
 
 /** sharp's cover crop to s x s, then extract(w x h) at the centre of that square. */

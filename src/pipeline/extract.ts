@@ -32,7 +32,7 @@ import { DEFAULT_MODEL } from '../backbone/registry.ts';
 import { silentLogger, type Logger } from '../util/log.ts';
 import { cacheRoot, defaultDatasetDir } from '../util/paths.ts';
 import { Progress } from '../util/progress.ts';
-import { DEFAULT_DECODE_NICE } from './schedule.ts';
+import { decodeSlots, DEFAULT_DECODE_NICE, DEFAULT_EXTRACT_BATCH } from './schedule.ts';
 
 export interface ExtractOptions {
   /** Data root (class folders, optionally inside train/val/test); default <cache root>/images/, else the mirror's cats-vs-dogs. */
@@ -49,7 +49,7 @@ export interface ExtractOptions {
   split?: SplitFractions;
   /** Default 42. */
   seed?: number;
-  /** Default 32. */
+  /** Default DEFAULT_EXTRACT_BATCH (16; schedule.ts says why). */
   batch?: number;
   /** Images decoded concurrently (default: one per core). */
   workers?: number;
@@ -92,7 +92,7 @@ export function withDefaults(o: ExtractOptions): ResolvedExtractOptions {
     model: o.model ?? DEFAULT_MODEL,
     split: o.split ?? DEFAULT_SPLIT,
     seed: o.seed ?? 42,
-    batch: o.batch ?? 32,
+    batch: o.batch ?? DEFAULT_EXTRACT_BATCH,
     workers: o.workers ?? cpus().length,
     threads: o.threads ?? cpus().length,
     maxPixels: o.maxPixels ?? DEFAULT_MAX_PIXELS,
@@ -305,7 +305,10 @@ export async function planExtraction(
   let pool: DecodePool | undefined;
   if (prestartDecoders && backbone && store.size < selected.length && resolveDecoder(opts.decoder) === 'fast') {
     const { DecodePool } = await import('../images/decode-pool.ts');
-    pool = new DecodePool(opts.workers, cfg.preprocessing, opts.maxPixels, opts.decodeNice ?? DEFAULT_DECODE_NICE);
+    pool = new DecodePool(opts.workers, cfg.preprocessing, opts.maxPixels, {
+      nice: opts.decodeNice ?? DEFAULT_DECODE_NICE,
+      slots: decodeSlots(opts.batch, opts.workers),
+    });
   }
   let keys: string[];
   try {
@@ -435,7 +438,11 @@ export interface Job {
   views: (AugmentParams | null)[];
 }
 
-/** Persist every batch before starting the next, so an interruption loses at most one batch. */
+/**
+ * Persist every batch while the next one runs (the fsync happens on libuv's pool, not on the JS
+ * thread that ONNX Runtime blocks), and never more than one batch behind: an interruption loses at
+ * most the two batches in flight, and a re-run computes exactly those again.
+ */
 export async function computeMissing(
   jobs: Job[],
   total: number,
@@ -447,6 +454,7 @@ export async function computeMissing(
   // Loaded here, not at the top: decoding brings in sharp, which an up-to-date cache never needs.
   const { runBackbone } = await import('./run-backbone.ts');
   const progress = new Progress({ label: 'extract', total, quiet: opts.quiet, log: opts.log });
+  let writing: Promise<void> = Promise.resolve();
   try {
     for await (const results of runBackbone(jobs, onnxPath, cfg, opts)) {
       const entries: { key: string; value: RecordValue }[] = results.map((r) => {
@@ -457,10 +465,14 @@ export async function computeMissing(
         }
         return { key, value: r.features };
       });
-      store.add(entries);
+      await writing; // the previous batch is on disk (or its error is thrown here)
+      writing = store.addAsync(entries);
+      writing.catch(() => {}); // awaited above or below; never an unhandled rejection meanwhile
       progress.tick(entries.length);
     }
+    await writing;
   } finally {
+    await writing.catch(() => {}); // on an error elsewhere: let the write in flight finish, then rethrow that
     progress.finish();
   }
 }

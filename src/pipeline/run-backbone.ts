@@ -4,7 +4,7 @@ import { augmentImage, type AugmentParams } from '../images/augment.ts';
 import { decodeAhead, type DecodedImage } from '../images/decode-queue.ts';
 import { resolveDecoder, type DecoderChoice } from '../images/decode.ts';
 import { DecodePool } from '../images/decode-pool.ts';
-import { DEFAULT_DECODE_NICE } from './schedule.ts';
+import { decodeLookahead, decodeSlots, DEFAULT_DECODE_NICE } from './schedule.ts';
 
 export interface BackboneRunOptions {
   batch: number;
@@ -64,10 +64,13 @@ export async function* runBackbone<T extends BackboneItem>(
   const pool =
     decoder === 'fast'
       ? (opts.pool ??
-        new DecodePool(opts.workers, cfg.preprocessing, opts.maxPixels, opts.decodeNice ?? DEFAULT_DECODE_NICE))
+        new DecodePool(opts.workers, cfg.preprocessing, opts.maxPixels, {
+          nice: opts.decodeNice ?? DEFAULT_DECODE_NICE,
+          slots: decodeSlots(opts.batch, opts.workers),
+        }))
       : undefined;
   const images = decodeAhead(items, (item) => item.absPath, cfg.preprocessing, {
-    lookahead: Math.max(opts.workers, opts.batch * 2),
+    lookahead: decodeLookahead(opts.batch, opts.workers),
     maxPixels: opts.maxPixels,
     decoder,
     pool,
@@ -92,6 +95,7 @@ export async function* runBackbone<T extends BackboneItem>(
             if (view) augmentImage(d.pixels, w, h, view, dst);
             else dst.set(d.pixels);
           }
+          d.release?.(); // copied: the decode pool may reuse its slot
         }
         decoded.push(d);
       }

@@ -1,6 +1,6 @@
 import { closeSync, existsSync, fstatSync, openSync, readdirSync, readSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../util/atomic.ts';
+import { writeFileAtomic, writeFileAtomicAsync } from '../util/atomic.ts';
 import type { Logger } from '../util/log.ts';
 import { AtomicFileWriter } from './stream.ts';
 
@@ -173,6 +173,18 @@ export class RecordStore {
     if (entries.length === 0) return;
     const name = `${this.prefix}${String(this.seq++).padStart(8, '0')}.rec`;
     writeFileAtomic(join(this.dir, name), encodeChunk(this.dim, entries));
+    if (++this.written === CRASH_AFTER_CHUNKS) process.kill(process.pid, 'SIGKILL');
+    this.indexChunk(name);
+  }
+
+  /**
+   * add() without blocking the JS thread on the disk: the chunk is written and fsynced on libuv's
+   * pool and its results become visible (has/get) once it is on disk. Chunks are named in call order.
+   */
+  async addAsync(entries: readonly { key: string; value: RecordValue }[]): Promise<void> {
+    if (entries.length === 0) return;
+    const name = `${this.prefix}${String(this.seq++).padStart(8, '0')}.rec`;
+    await writeFileAtomicAsync(join(this.dir, name), encodeChunk(this.dim, entries));
     if (++this.written === CRASH_AFTER_CHUNKS) process.kill(process.pid, 'SIGKILL');
     this.indexChunk(name);
   }
