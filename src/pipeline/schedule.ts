@@ -22,7 +22,10 @@ export interface Schedule {
  * ORT's intra-op threads meet at a barrier after every operator, so a decoder preempting one of them
  * idles the other; a lower-priority decoder uses the cores when ORT's threads wait, and still gets
  * them when ORT waits for images. `npm run bench` times the fast fp32 pipeline with 0 as well
- * (endToEnd.*-decodeNice0): 89.8 vs 89.6 img/s in the 288-px run, i.e. no measurable difference.
+ * (endToEnd.*-decodeNice0): 154.2 vs 152.2 img/s in the quiet 288-px run, 108.4 vs 117.5 under load 18
+ * (data/bench/extract.json): no clear effect either way. SCHED_IDLE decoders (tried, per phase:
+ * ORT's run() back at its inference-only speed, but as much more time spent waiting for images)
+ * were no faster overall and would starve on a busy machine.
  */
 export const DEFAULT_DECODE_NICE: number = 10;
 
