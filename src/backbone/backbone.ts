@@ -37,6 +37,8 @@ export interface BackboneConfig {
   decoder?: string;
   /** Numeric precision of the conv base (backbone/quantize.ts); absent = fp32. */
   precision?: 'fp32' | 'int8';
+  /** For int8: the quantizer's version (QUANTIZE_VERSION), so a changed int8 graph gets a new cache; absent = 1. */
+  quantizer?: number;
 }
 
 export interface PreparedBackbone {

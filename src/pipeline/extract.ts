@@ -129,6 +129,7 @@ export function cacheDirFor(
         // Other pixels or another precision give other features: another cache (sharp + fp32 keep their old key).
         ...(backbone.decoder && backbone.decoder !== 'sharp' ? { decoder: backbone.decoder } : {}),
         ...(backbone.precision && backbone.precision !== 'fp32' ? { precision: backbone.precision } : {}),
+        ...(backbone.quantizer !== undefined ? { quantizer: backbone.quantizer } : {}),
         ...(augment ? { augment } : {}),
         ...(tta ? { tta } : {}),
       }),

@@ -3,7 +3,14 @@ import { existsSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { BackboneConfig, PreparedBackbone } from '../backbone/backbone.ts';
-import { DEFAULT_QUANTIZE, prepareInt8, type Precision, type QuantizeSettings } from '../backbone/quantize.ts';
+import {
+  DEFAULT_QUANTIZE,
+  int8PathFor,
+  prepareInt8,
+  QUANTIZE_VERSION,
+  type Precision,
+  type QuantizeSettings,
+} from '../backbone/quantize.ts';
 import type { ImageEntry } from '../dataset/scan.ts';
 import { decoderId, resolveDecoder, type DecoderChoice } from '../images/jpeg-fast.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
@@ -36,7 +43,12 @@ export function runConfig(
   backbone: PreparedBackbone,
   opts: { precision: Precision; decoder?: DecoderChoice },
 ): BackboneConfig {
-  return { ...backbone.config, decoder: decoderId(resolveDecoder(opts.decoder)), precision: opts.precision };
+  return {
+    ...backbone.config,
+    decoder: decoderId(resolveDecoder(opts.decoder)),
+    precision: opts.precision,
+    ...(opts.precision === 'int8' ? { quantizer: QUANTIZE_VERSION } : {}),
+  };
 }
 
 /**
@@ -68,6 +80,8 @@ interface Pinned {
   paths: string[];
   keys: string[];
   settings: QuantizeSettings;
+  /** The int8 graph's file name (written once the graph exists). */
+  graph?: string;
 }
 
 /** The graph file to run for this cache folder: the fp32 conversion, or its calibrated int8 version. */
@@ -81,6 +95,13 @@ export async function graphForCache(
   let pin: Pinned;
   if (existsSync(pinFile)) {
     pin = JSON.parse(readFileSync(pinFile, 'utf8'));
+    // A cache quantized by another version of the quantizer: its records came from another graph, and
+    // new ones must not be mixed in (default cache folders are keyed by the version; --out ones are not).
+    const now = basename(int8PathFor(backbone.onnxPath, pin.keys, pin.settings));
+    if (pin.graph !== undefined && pin.graph !== now)
+      throw new UserError(
+        `${cacheDir} holds int8 features from another version of the int8 quantizer (${pin.graph}); extract into a new --out folder or delete this one`,
+      );
   } else {
     const sample = calibrationSample(opts.images, opts.seed, opts.calibrationImages ?? DEFAULT_CALIBRATION_IMAGES);
     if (sample.length === 0) throw new UserError('--precision int8 needs training images to calibrate on');
