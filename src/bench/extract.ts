@@ -1,7 +1,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
 import sharp from 'sharp';
 import { prepareBackbone } from '../backbone/backbone.ts';
 import { OrtFeatureRunner } from '../backbone/ort-runner.ts';
@@ -244,6 +244,11 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
     // ---------------------------------------------------------------- inference only
     const cal = mkdtempSync(join(tmpdir(), 'convcache-bench-cal-'));
     temps.push(cal);
+    // The first int8 extraction's fixed cost: calibration and bias correction (the int8 graph is then
+    // cached beside the fp32 one, so the end-to-end int8 runs below reuse it).
+    const graphDir = dirname(bb.onnxPath);
+    const graphsBefore = new Set(readdirSync(graphDir));
+    const int8PrepStart = performance.now();
     const graphs: Record<Precision, string> = {
       fp32: bb.onnxPath,
       int8: await graphForCache(bb, cal, {
@@ -255,6 +260,8 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
         log,
       }),
     };
+    const int8PrepSeconds = (performance.now() - int8PrepStart) / 1000;
+    const int8Built = !graphsBefore.has(basename(graphs.int8));
     const batch = new Uint8Array(opts.batch * h * w * 3);
     for (let i = 0; i < opts.batch; i++)
       batch.set(
@@ -343,17 +350,27 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
       );
       return { maxAbsPoints: Math.max(...Object.values(perHead).map(Math.abs)), perHead };
     };
-    const cos: number[] = [];
+    // int8 vs fp32 cosine per split: the target is judged on the test split alone (held out: the
+    // int8 calibration images are training images); all rows are reported beside it.
+    const cosBySplit: Record<string, number[]> = {};
     const D = bb.config.featureDim;
     for (const split of ['train', 'val', 'test']) {
       const f = join(caches['fast-fp32']!, `${split}_features.npy`);
       if (!existsSync(f)) continue;
       const a = readNpy(f),
         b = readNpy(join(caches['fast-int8']!, `${split}_features.npy`));
+      const c: number[] = [];
       for (let i = 0; i < a.length / D; i++)
-        cos.push(cosine(a.subarray(i * D, (i + 1) * D), b.subarray(i * D, (i + 1) * D)));
+        c.push(cosine(a.subarray(i * D, (i + 1) * D), b.subarray(i * D, (i + 1) * D)));
+      cosBySplit[split] = c.sort((x, y) => x - y);
     }
-    cos.sort((x, y) => x - y);
+    const cosStats = (c: readonly number[]) => ({
+      mean: Math.round((c.reduce((x, y) => x + y, 0) / Math.max(1, c.length)) * 1e4) / 1e4,
+      min: r3(c[0] ?? 0),
+      p01: r3(c[Math.floor(c.length * 0.01)] ?? 0),
+      rows: c.length,
+    });
+    const cosTest = cosStats(cosBySplit['test'] ?? []);
 
     // ---------------------------------------------------------------- the PyTorch + Pillow peer
     const py = python();
@@ -531,14 +548,19 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
       inferenceOnly: {
         ...inference,
         int8VsFp32: r3(inference.int8!.imagesPerSecond / inference.fp32!.imagesPerSecond),
+        // Calibration + bias correction, once per set of calibration images (built: false = reused from the model cache).
+        int8Preparation: { seconds: r3(int8PrepSeconds), built: int8Built },
       },
       endToEnd: e2e,
       fidelity: {
         int8VsFp32Cosine: {
-          mean: r3(cos.reduce((a, b) => a + b, 0) / Math.max(1, cos.length)),
-          min: r3(cos[0] ?? 0),
-          p01: r3(cos[Math.floor(cos.length * 0.01)] ?? 0),
-          rows: cos.length,
+          ...cosTest,
+          split: 'test',
+          allRows: cosStats(
+            Object.values(cosBySplit)
+              .flat()
+              .sort((x, y) => x - y),
+          ),
         },
         testAccuracy: accuracy,
         fastDecoderVsSharp: delta('sharp-fp32', 'fast-fp32'),
@@ -568,9 +590,9 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
           met: ours.peakRssMiB <= Math.max(BASELINE_PEAK_RSS_MIB, e2e['sharp-fp32']!.peakRssMiB),
         },
         int8Cosine: {
-          value: r3(cos.reduce((a, b) => a + b, 0) / Math.max(1, cos.length)),
-          target: '>= 0.99 (mean over all rows)',
-          met: cos.reduce((a, b) => a + b, 0) / Math.max(1, cos.length) >= 0.99,
+          value: cosTest.mean,
+          target: '>= 0.99 (mean over the test rows)',
+          met: cosTest.rows > 0 && cosTest.mean >= 0.99,
         },
         int8Accuracy: {
           valuePoints: delta('fast-fp32', 'fast-int8').maxAbsPoints,
