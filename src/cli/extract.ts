@@ -129,7 +129,7 @@ export const command = defineCommand(
         type: 'string',
         metavar: 'P',
         description:
-          'conv base precision: fp32 | int8 (int8: quantized, calibrated on 200 seeded training images; its own cache)',
+          'conv base precision: fp32 | int8 (int8: quantized, calibrated and bias-corrected on seeded training images; its own cache)',
         default: DEFAULT_PRECISION,
       },
       decoder: {
