@@ -24,13 +24,13 @@ import type { Logger } from '../util/log.ts';
 export type Precision = 'fp32' | 'int8';
 
 /**
- * fp32, by measurement. Fidelity is no longer the reason: with bias correction (correctBiases) int8
- * features reach cosine 0.9983 to fp32 on the 1000 test photos (min 0.992) and every head is within
- * 0.1 pt (data/bench/int8.json; it was 0.984 and 0.4 pt). Time decides: int8 pays a one-off preparation
+ * fp32, by measurement. With bias correction (correctBiases) int8 features reach cosine 0.9983 to
+ * fp32 on the 1000 test photos (min 0.993; it was 0.984); heads within 0.2 pt but kNN (+0.4; an
+ * earlier commit of the method: all within 0.1), data/bench/int8.json. Time decides: int8 pays a one-off preparation
  * (calibration + bias correction, once per dataset) that its faster inference (1.35x fp32 in the same
- * run) only earns back on large collections. On the 3000 default images (locked runs, load ~7):
- * fp32 33.3 / 40.4 s, int8 with its graph cached 28.6 / 36.8 s, int8 from scratch 38.4 / 58.4 s;
- * break-even near 6,000-14,000 images. int8 also needs the cache's pinned graph at predict time and
+ * run) earns back only beyond ~6,000 images. On the 3000 default images (fresh extraction, CPU seconds
+ * on a loaded machine): fp32 44.9 / 49.9, int8 with its graph cached 39.4 / 41.8, int8 building its
+ * graph 51.1 / 60.6. int8 also needs the cache's pinned graph at predict time and
  * exists only for converted TF.js models. Before bias correction (tried, 8-bit weights, test photos):
  * 500 calibration images 0.986; the last conv's weights float 0.987; every depthwise conv's weights
  * float 0.991 but slower than fp32 (12.8 vs 9.2 ms of CPU per image). (Float weights beside QDQ
