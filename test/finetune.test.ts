@@ -28,7 +28,7 @@ import { predictImages } from '../src/pipeline/predict.ts';
 import { FrozenBase } from '../src/finetune/frozen.ts';
 import { fromHalf, toHalf } from '../src/linalg/f16.ts';
 import { runFinetune, finetuneInputSize, FINETUNE_DEFAULTS, type FinetuneOptions } from '../src/finetune/recipe.ts';
-import { betaSample, cosineLr, softTargets } from '../src/finetune/phases.ts';
+import { betaSample, cosineLr, phaseLr, softTargets } from '../src/finetune/phases.ts';
 import {
   SHARED_DATA,
   SHARED_MODEL,
@@ -582,6 +582,21 @@ test('cosine schedule: the full rate at step 0, half at mid-phase, zero at the e
   for (let s = 1; s <= 100; s++) assert.ok(cosineLr(1, s, 100) <= cosineLr(1, s - 1, 100));
 });
 
+test('warm-up: linear from lr/warmup to lr over the warm-up steps, then cosine over the rest; off = the plain schedule', () => {
+  const lr = 6e-5;
+  assert.ok(Math.abs(phaseLr(lr, 0, 100, 10, true) - lr / 10) < 1e-15, 'first step: lr/warmup, not 0');
+  assert.ok(Math.abs(phaseLr(lr, 4, 100, 10, true) - lr / 2) < 1e-15);
+  assert.equal(phaseLr(lr, 10, 100, 10, true), lr, 'the full rate right after warm-up');
+  assert.ok(Math.abs(phaseLr(lr, 55, 100, 10, true) - lr / 2) < 1e-15, 'cosine over the 90 remaining steps');
+  assert.ok(Math.abs(phaseLr(lr, 100, 100, 10, true)) < 1e-15);
+  for (let s = 1; s < 10; s++) assert.ok(phaseLr(1, s, 100, 10, true) > phaseLr(1, s - 1, 100, 10, true));
+  for (let s = 11; s <= 100; s++) assert.ok(phaseLr(1, s, 100, 10, true) <= phaseLr(1, s - 1, 100, 10, true));
+  assert.equal(phaseLr(lr, 50, 100, 10, false), lr, 'constant after warm-up');
+  assert.ok(Math.abs(phaseLr(lr, 4, 100, 10, false) - lr / 2) < 1e-15, 'warm-up before a constant rate too');
+  for (const s of [0, 17, 50, 99]) assert.equal(phaseLr(lr, s, 100, 0, true), cosineLr(lr, s, 100), 'off: cosine');
+  assert.equal(phaseLr(lr, 7, 100, 0, false), lr, 'off: constant');
+});
+
 test('soft targets: label smoothing as Keras, mixup mixes two rows with λ; Beta(α, α) samples in [0, 1] with mean 1/2', () => {
   const labels = Int32Array.from([0, 1, 1]);
   assert.deepEqual(softTargets(labels, 3, 2, 0), Float32Array.from([1, 0, 0, 1, 0, 1]));
@@ -606,12 +621,20 @@ test('soft targets: label smoothing as Keras, mixup mixes two rows with λ; Beta
   }
 });
 
-test('refit: val merged into train, fixed epoch counts, no val evaluated; cosine run with mixup and label smoothing interrupted and resumed = straight run', async () => {
+test('refit: val merged into train, fixed epoch counts, no val evaluated; cosine run with LR warm-up, mixup and label smoothing interrupted and resumed = straight run', async () => {
   const opts = (out: string, over: Partial<FinetuneOptions> = {}) =>
-    options(out, { refit: true, lrSchedule: 'cosine', unfreeze: 1, labelSmoothing: 0.1, mixup: 0.2, ...over });
+    options(out, {
+      refit: true,
+      lrSchedule: 'cosine',
+      lrWarmup: 0.5,
+      unfreeze: 1,
+      labelSmoothing: 0.1,
+      mixup: 0.2,
+      ...over,
+    });
   const a = tmp('ft-refit');
   const { report } = await runFinetune(opts(a, { tta: true }));
-  assert.deepEqual([report.options.labelSmoothing, report.options.mixup], [0.1, 0.2]);
+  assert.deepEqual([report.options.labelSmoothing, report.options.mixup, report.options.lrWarmup], [0.1, 0.2, 0.5]);
   assert.equal(typeof report.testAccuracyFlipTTA, 'number', 'refit: flip TTA scored on test');
   assert.equal(report.valFlipTTA, null);
   assert.deepEqual(report.data.counts, { train: 20, val: 0, test: 6 }, 'the 2 val images are trained on');
@@ -641,6 +664,7 @@ test('refit: val merged into train, fixed epoch counts, no val evaluated; cosine
     /simulated crash/,
   );
   await assert.rejects(runFinetune(opts(b, { resume: true, refit: false })), UserError, 'refit is in the fingerprint');
+  await assert.rejects(runFinetune(opts(b, { resume: true, lrWarmup: 0 })), UserError, 'so is the LR warm-up');
   const resumed = await runFinetune(opts(b, { resume: true }));
   assert.equal(resumed.report.resumed, true);
   assert.deepEqual(readFileSync(join(b, 'model', 'weights.bin')), readFileSync(join(a, 'model', 'weights.bin')));
@@ -721,6 +745,8 @@ test('CLI: bad finetune arguments give one line and exit 2, no stack trace', () 
     ['--lr-schedule', 'step'],
     ['--mixup', '-1'],
     ['--label-smoothing', '1'],
+    ['--lr-warmup', '-1'],
+    ['--lr-warmup', '3', '--epochs-finetune', '2'],
   ]) {
     const r = run(args);
     assert.equal(r.status, 2, `${args.join(' ')} should exit 2`);

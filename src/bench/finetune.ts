@@ -167,6 +167,7 @@ export async function benchFinetune(opts: FinetuneBenchOptions): Promise<Record<
       lr: FINETUNE_DEFAULTS.lr,
       lrHead: FINETUNE_DEFAULTS.lrHead,
       lrSchedule: FINETUNE_DEFAULTS.lrSchedule,
+      lrWarmup: FINETUNE_DEFAULTS.lrWarmup,
       optimizer: FINETUNE_DEFAULTS.optimizer,
       batch: FINETUNE_DEFAULTS.batch,
       seed: FINETUNE_DEFAULTS.seed,

@@ -31,6 +31,14 @@ function mixupAlpha(v: unknown): number {
   return v;
 }
 
+function lrWarmup(v: unknown, epochsFinetune: unknown): number {
+  if (typeof v !== 'number' || !(v >= 0) || !Number.isFinite(v))
+    throw new UserError(`--lr-warmup must be a number of epochs >= 0 (0 = off), got '${String(v)}'`);
+  if (typeof epochsFinetune === 'number' && v > epochsFinetune)
+    throw new UserError(`--lr-warmup ${v} is longer than phase 2 (--epochs-finetune ${epochsFinetune})`);
+  return v;
+}
+
 export const command = defineCommand(
   {
     name: 'finetune',
@@ -88,6 +96,13 @@ export const command = defineCommand(
         metavar: 'NAME',
         description: 'phase 2 learning rate over its epochs: constant | cosine (decay to 0)',
         default: D.lrSchedule,
+      },
+      'lr-warmup': {
+        type: 'number',
+        metavar: 'EPOCHS',
+        description:
+          'phase 2: linear learning-rate warm-up over the first EPOCHS epochs (fractions allowed), then the schedule (0 = off)',
+        default: D.lrWarmup,
       },
       optimizer: { type: 'string', metavar: 'NAME', description: 'adam | rmsprop', default: D.optimizer },
       batch: { type: 'number', metavar: 'N', description: 'minibatch size', default: D.batch },
@@ -180,6 +195,7 @@ export const command = defineCommand(
       lr: positive('lr', flags.lr),
       lrHead: positive('lr-head', flags['lr-head']),
       lrSchedule: oneOf('lr-schedule', flags['lr-schedule'], LR_SCHEDULES),
+      lrWarmup: lrWarmup(flags['lr-warmup'], flags['epochs-finetune']),
       optimizer: oneOf('optimizer', flags.optimizer, ['adam', 'rmsprop'] as const),
       batch: batchSize(flags.batch, 4096),
       patience: intInRange('patience', flags.patience, 1, 10000),

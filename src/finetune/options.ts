@@ -25,6 +25,11 @@ export interface FinetuneOptions {
   lrHead: number;
   /** Phase-2 learning-rate schedule: constant, or cosine decay over `epochsFinetune` epochs. */
   lrSchedule?: LrSchedule;
+  /**
+   * Phase 2: linear learning-rate warm-up over this many epochs (fractions allowed) from ~0 to `lr`,
+   * then the schedule (cosine decays over the remaining steps). 0 = off.
+   */
+  lrWarmup?: number;
   optimizer: 'adam' | 'rmsprop';
   batch: number;
   seed: number;
@@ -146,6 +151,7 @@ export const FINETUNE_DEFAULTS = {
   lr: 6e-5,
   lrHead: 1e-3,
   lrSchedule: 'cosine' as LrSchedule,
+  lrWarmup: 0,
   optimizer: 'adam' as const,
   batch: 32,
   seed: 42,

@@ -190,6 +190,18 @@ export function cosineLr(lr: number, step: number, total: number): number {
   return 0.5 * lr * (1 + Math.cos((Math.PI * Math.min(step, total)) / Math.max(total, 1)));
 }
 
+/**
+ * Phase 2's rate at `step` of `total`: a linear warm-up over the first `warmup` steps (step k gets
+ * lr·(k+1)/warmup, so the first step is small but not zero), then constant or cosine decay from `lr`
+ * over the remaining steps. A function of the step index alone, like `cosineLr`, so resumes agree.
+ */
+export function phaseLr(lr: number, step: number, total: number, warmup: number, cosine: boolean): number {
+  if (warmup > 0 && step < warmup) return (lr * (step + 1)) / warmup;
+  if (!cosine) return lr;
+  const w = Math.min(Math.max(warmup, 0), total);
+  return cosineLr(lr, step - w, total - w);
+}
+
 /** Gamma(shape, 1) by Marsaglia & Tsang (shape < 1 via the U^(1/shape) boost). */
 function gammaSample(shape: number, rng: Rng): number {
   if (shape < 1) return gammaSample(shape + 1, rng) * Math.pow(1 - rng.next(), 1 / shape);
@@ -251,6 +263,7 @@ export async function runPhase(
   const B = Math.min(opts.batch, n);
   const stepsPerEpoch = Math.ceil(n / B);
   const cosine = trainTop && opts.lrSchedule === 'cosine';
+  const warmupSteps = trainTop ? Math.round((opts.lrWarmup ?? 0) * stepsPerEpoch) : 0;
   const [h, w] = ctx.preprocessing.size;
   const per = h * w * 3;
   const [bh, bw, bc] = plan.inShape;
@@ -329,7 +342,7 @@ export async function runPhase(
         x = mixed;
         targets = softTargets(labels, bs, K, smoothing, { lambda, partner });
       } else if (smoothing > 0) targets = softTargets(labels, bs, K, smoothing);
-      const lr = cosine ? cosineLr(baseLr, (epoch - 1) * stepsPerEpoch + s / B, maxEpochs * stepsPerEpoch) : baseLr;
+      const lr = phaseLr(baseLr, (epoch - 1) * stepsPerEpoch + s / B, maxEpochs * stepsPerEpoch, warmupSteps, cosine);
       const optCfg: OptimizerConfig = { kind: opts.optimizer, lr };
       const tt = performance.now();
       const res = await top.trainStep(x, bs, labels, mask, optCfg, trainTop, targets);

@@ -158,6 +158,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
     // Only when set, so checkpoints made before these options existed still resume.
     ...(opts.labelSmoothing ? { labelSmoothing: opts.labelSmoothing } : {}),
     ...(opts.mixup ? { mixup: opts.mixup } : {}),
+    ...(opts.lrWarmup ? { lrWarmup: opts.lrWarmup } : {}),
   };
   const ckDir = join(outDir, 'checkpoint');
   let ck: Checkpoint | undefined;
@@ -165,7 +166,9 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
     ck = loadCheckpoint(ckDir);
     if (!ck) log.info(`finetune: no checkpoint in ${ckDir}; starting from the beginning`);
     else {
-      const diff = Object.keys(fingerprint).filter(
+      // Keys of both sides: an option recorded only when set (mixup, warm-up…) must also be refused
+      // when the checkpoint has it and this run does not.
+      const diff = [...new Set([...Object.keys(fingerprint), ...Object.keys(ck.fingerprint)])].filter(
         (k) => JSON.stringify((fingerprint as any)[k]) !== JSON.stringify(ck!.fingerprint[k]),
       );
       if (diff.length)
@@ -388,6 +391,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
         lr: opts.lr,
         lrHead: opts.lrHead,
         lrSchedule: opts.lrSchedule ?? 'constant',
+        lrWarmup: opts.lrWarmup ?? 0,
         optimizer: opts.optimizer,
         batch: opts.batch,
         seed: opts.seed,
