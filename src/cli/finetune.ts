@@ -34,7 +34,7 @@ function mixupAlpha(v: unknown): number {
 function lrWarmup(v: unknown, epochsFinetune: unknown): number {
   if (typeof v !== 'number' || !(v >= 0) || !Number.isFinite(v))
     throw new UserError(`--lr-warmup must be a number of epochs >= 0 (0 = off), got '${String(v)}'`);
-  if (typeof epochsFinetune === 'number' && v > epochsFinetune)
+  if (typeof epochsFinetune === 'number' && epochsFinetune > 0 && v > epochsFinetune)
     throw new UserError(`--lr-warmup ${v} is longer than phase 2 (--epochs-finetune ${epochsFinetune})`);
   return v;
 }
