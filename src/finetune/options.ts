@@ -142,6 +142,17 @@ export interface FinetuneOptions {
  * is 3 (0.02688 vs 0.02689 at 5): a validation run's best epoch under cosine belongs to a schedule
  * of its own length, so schedules are compared by their last epochs. Cost: two more phase-2 epochs,
  * ~150 s at 2000 images, ~760 s in all on a quiet machine.
+ *
+ * Session 6: the epoch-2 spike looked like Adam taking full-rate steps before its moment estimates
+ * settle, so `--lr-warmup` (linear warm-up over the first epochs of phase 2, then cosine over the
+ * rest) was tried, the same split and forked phase-1 checkpoint (val loss per phase-2 epoch):
+ *   warm-up 1 epoch, cosine over 7 from 6e-5: 0.0324, 0.0650, 0.0326, 0.0367, 0.0290, 0.0247, 0.0247 (99.0 %);
+ *   warm-up 1 epoch, cosine over 7 from 1e-4: 0.0331, 0.0382, 0.0388, 0.0372, 0.0265, 0.0243, 0.0235 (99.0 %);
+ *   warm-up 1 epoch, cosine over 8 from 6e-5: 0.0324, 0.0626, 0.0313, 0.0312, 0.0260, 0.0235, 0.0257, 0.0246 (99.0 %).
+ * Warm-up does what it is for — epoch 1 at 0.032 instead of 0.042, the spike halved at 6e-5 (0.065
+ * vs 0.130) and gone at 1e-4 — but no run ends below the default's 0.0231, so the spike is not what
+ * limits the final model and the default stays off (`lrWarmup: 0`). (A 2-epoch warm-up was started
+ * and stopped unfinished: a timed run elsewhere starved the niced runs, and there was no time left.)
  */
 export const FINETUNE_DEFAULTS = {
   augment: 'flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2,contrast=0.2',
