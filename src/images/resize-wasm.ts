@@ -10,9 +10,8 @@ import {
   V128,
   get,
   i32c,
-  section,
   set,
-  str,
+  moduleBytes,
   tee,
   uleb,
   compileSimdModule,
@@ -221,23 +220,10 @@ function f32Bytes(v: number): number[] {
 }
 
 function buildModule(): Uint8Array<ArrayBuffer> {
-  const bodies = [vrowBody(), hrowBody()];
-  const code: number[] = [bodies.length];
-  for (const b of bodies) code.push(...uleb(b.length), ...b);
-  return new Uint8Array([
-    0x00,
-    0x61,
-    0x73,
-    0x6d,
-    0x01,
-    0x00,
-    0x00,
-    0x00,
-    ...section(1, [1, 0x60, 6, I32, I32, I32, I32, I32, I32, 0]),
-    ...section(3, [2, 0, 0]),
-    ...section(5, [1, 0x00, 1]),
-    ...section(7, [3, ...str('vrow'), 0x00, 0, ...str('hrow'), 0x00, 1, ...str('mem'), 0x02, 0]),
-    ...section(10, code),
+  const i32x6 = [I32, I32, I32, I32, I32, I32];
+  return moduleBytes([
+    { name: 'vrow', params: i32x6, results: [], body: vrowBody() },
+    { name: 'hrow', params: i32x6, results: [], body: hrowBody() },
   ]);
 }
 
