@@ -538,19 +538,17 @@ test('finetune recipe: report, frozen weights untouched, top trained, BN statist
   assert.ok(Math.abs(pOnnx[0]! + pOnnx[1]! - 1) < 1e-5);
 });
 
+/** Options that stop a run after phase 2's first epoch, as a crash would (checkpoint already written). */
+const crashAfterFinetuneEpoch1 = {
+  onEpoch: (phase: string, epoch: number): void => {
+    if (phase === 'finetune' && epoch === 1) throw new Error('simulated crash');
+  },
+};
+
 test('checkpoint/resume: interrupted after finetune epoch 1 then --resume gives the same weights as a straight run', async () => {
   assert.ok(straight, 'needs the straight run');
   const out = tmp('ft-resume');
-  await assert.rejects(
-    runFinetune(
-      options(out, {
-        onEpoch: (phase, epoch) => {
-          if (phase === 'finetune' && epoch === 1) throw new Error('simulated crash');
-        },
-      }),
-    ),
-    /simulated crash/,
-  );
+  await assert.rejects(runFinetune(options(out, crashAfterFinetuneEpoch1)), /simulated crash/);
   const st = JSON.parse(readFileSync(join(out, 'checkpoint', 'state.json'), 'utf8'));
   assert.equal(st.phase, 'finetune');
   assert.equal(st.phases.finetune.epoch, 1);
@@ -653,16 +651,7 @@ test('refit: val merged into train, fixed epoch counts, no val evaluated; cosine
   assert.equal(typeof report.testAccuracy, 'number');
   assert.ok(report.export.checkImages > 0 && report.export.checkMaxAbsDiff <= 1e-4);
   const b = tmp('ft-refit-resume');
-  await assert.rejects(
-    runFinetune(
-      opts(b, {
-        onEpoch: (phase, epoch) => {
-          if (phase === 'finetune' && epoch === 1) throw new Error('simulated crash');
-        },
-      }),
-    ),
-    /simulated crash/,
-  );
+  await assert.rejects(runFinetune(opts(b, crashAfterFinetuneEpoch1)), /simulated crash/);
   await assert.rejects(runFinetune(opts(b, { resume: true, refit: false })), UserError, 'refit is in the fingerprint');
   await assert.rejects(runFinetune(opts(b, { resume: true, lrWarmup: 0 })), UserError, 'so is the LR warm-up');
   const resumed = await runFinetune(opts(b, { resume: true }));

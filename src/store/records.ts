@@ -171,10 +171,9 @@ export class RecordStore {
   /** Persist a batch of results as one new chunk (atomic), then make them visible. */
   add(entries: readonly { key: string; value: RecordValue }[]): void {
     if (entries.length === 0) return;
-    const name = `${this.prefix}${String(this.seq++).padStart(8, '0')}.rec`;
+    const name = this.nextChunkName();
     writeFileAtomic(join(this.dir, name), encodeChunk(this.dim, entries));
-    if (++this.written === CRASH_AFTER_CHUNKS) process.kill(process.pid, 'SIGKILL');
-    this.indexChunk(name);
+    this.chunkWritten(name);
   }
 
   /**
@@ -183,8 +182,18 @@ export class RecordStore {
    */
   async addAsync(entries: readonly { key: string; value: RecordValue }[]): Promise<void> {
     if (entries.length === 0) return;
-    const name = `${this.prefix}${String(this.seq++).padStart(8, '0')}.rec`;
+    const name = this.nextChunkName();
     await writeFileAtomicAsync(join(this.dir, name), encodeChunk(this.dim, entries));
+    this.chunkWritten(name);
+  }
+
+  /** This writer's next chunk file name (prefix + sequence number: names sort in write order). */
+  private nextChunkName(): string {
+    return `${this.prefix}${String(this.seq++).padStart(8, '0')}.rec`;
+  }
+
+  /** A chunk is on disk: the crash-test hook, then its records become visible. */
+  private chunkWritten(name: string): void {
     if (++this.written === CRASH_AFTER_CHUNKS) process.kill(process.pid, 'SIGKILL');
     this.indexChunk(name);
   }

@@ -2,10 +2,15 @@ import { mkdirSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync, r
 import { open, rename, rm } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 
+/** The hidden temp file beside `path` that is renamed over it (per process, so writers never share one). */
+function tempPathFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.tmp-${process.pid}`);
+}
+
 /** Write a file so that readers see either the old content or the complete new one, never a torn file. */
 export function writeFileAtomic(path: string, data: string | Uint8Array | readonly Uint8Array[]): void {
   mkdirSync(dirname(path), { recursive: true });
-  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}`);
+  const tmp = tempPathFor(path);
   const fd = openSync(tmp, 'w');
   try {
     const parts = typeof data === 'string' || data instanceof Uint8Array ? [data] : data;
@@ -27,7 +32,7 @@ export function writeFileAtomic(path: string, data: string | Uint8Array | readon
  */
 export async function writeFileAtomicAsync(path: string, data: readonly Uint8Array[]): Promise<void> {
   mkdirSync(dirname(path), { recursive: true });
-  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}`);
+  const tmp = tempPathFor(path);
   const fh = await open(tmp, 'w');
   try {
     await fh.writev(data as Uint8Array[]);
