@@ -1,9 +1,20 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import {
+  copyFileSync,
+  existsSync,
+  readFileSync,
+  readdirSync,
+  mkdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
-import { extractFeatures, type ExtractOptions } from '../src/pipeline/extract.ts';
+import { extractFeatures, planExtraction, type ExtractOptions } from '../src/pipeline/extract.ts';
+import { RecordStore } from '../src/store/records.ts';
 import { decodeFeatureArrow } from '../src/store/arrow.ts';
 import { decodeNpy, encodeNpy } from '../src/store/npy.ts';
 import { readManifest } from '../src/store/manifest.ts';
@@ -174,6 +185,58 @@ test('extract: cache files, manifest, and independent readers agree; re-run reus
     assert.equal(more.manifest.timings.computed, 4);
     assert.equal(more.manifest.counts.train?.total, 16);
     assert.equal(readdirSync(join(out, 'records')).filter((f) => f.endsWith('.rec')).length, 1, 'records compacted');
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test("a first run keys the files in the decode threads: records keyed by every file's sha1, a duplicate file gives equal rows, later runs hash up front", async () => {
+  const dir = tempDir('keys');
+  try {
+    const data = makeSubset(join(dir, 'data'), { train: 3, test: 1 });
+    const original = join(data, 'train', 'cats', readdirSync(join(data, 'train', 'cats')).sort()[0]!);
+    copyFileSync(original, join(data, 'train', 'cats', 'zz-copy.jpg'));
+    writeFileSync(join(data, 'train', 'dogs', 'broken.jpg'), readFileSync(original).subarray(0, 40));
+    const out = join(dir, 'cache');
+    const first = await planExtraction(opts(data, out), undefined, undefined, true);
+    await first.pool?.close();
+    first.store.close();
+    assert.equal(first.keysFromDecode, true, 'nothing cached yet: no hashing before the run');
+    assert.equal(first.plans, null);
+    assert.ok(first.jobs.every((j) => j.keys.length === 0 && j.keysFor));
+
+    const log = collectingLogger();
+    const { manifest } = await extractFeatures(opts(data, out, { log }));
+    assert.equal(manifest.timings.computed, 10, 'every image computed (the duplicate too)');
+    assert.deepEqual(
+      manifest.skipped.map((s) => s.path),
+      ['train/dogs/broken.jpg'],
+    );
+    const sha1 = (f: string): string => createHash('sha1').update(readFileSync(f)).digest('hex');
+    const store = RecordStore.open(join(out, 'records'), 768, silentLogger);
+    for (const img of scanDataset(data, silentLogger).images)
+      assert.ok(store.has(sha1(img.absPath)), `${img.path}: its record is keyed by the file's sha1`);
+    assert.match(
+      store.errorOf(sha1(join(data, 'train', 'dogs', 'broken.jpg'))) ?? '',
+      /./,
+      'the bad file: an error record',
+    );
+    store.close();
+    const { rows } = decodeFeatureArrow(readFileSync(join(out, 'features.arrow')));
+    const row = (p: string): number[] => {
+      const r = rows.paths.indexOf(p);
+      return Array.from(rows.features.subarray(r * 768, (r + 1) * 768));
+    };
+    assert.deepEqual(row('train/cats/zz-copy.jpg'), row(`train/cats/${original.split('/').pop()}`));
+
+    // Something is cached now: keys are hashed (or remembered) before the run, as before.
+    makeSubset(join(dir, 'data'), { train: 4 });
+    const second = await planExtraction(opts(data, out), undefined, undefined, true);
+    await second.pool?.close();
+    second.store.close();
+    assert.equal(second.keysFromDecode, false);
+    assert.equal(second.jobs.length, 2, 'only the two new images');
+    assert.ok(second.jobs.every((j) => j.keys[0] === sha1(j.absPath)));
   } finally {
     removeDir(dir);
   }

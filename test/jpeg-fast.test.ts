@@ -9,7 +9,7 @@ import { DecodeError, decodeForModel, decodeWithSharp, resolveDecoder } from '..
 import { DecodePool } from '../src/images/decode-pool.ts';
 import { applyOrientation, jpegOrientation } from '../src/images/exif.ts';
 import { dctScale, decodeJpegFast, fastJpegAvailable, type FastDecodeStats } from '../src/images/jpeg-fast.ts';
-import { Resizer, resizeRgb } from '../src/images/resize.ts';
+import { Resizer, resizeRgb, trimTaps, type Taps } from '../src/images/resize.ts';
 import { seededRandom } from '../src/linalg/random.ts';
 import { SHARED_DATA, removeDir, tempDir } from './helpers.ts';
 
@@ -186,6 +186,36 @@ test('wasm SIMD resize equals the scalar reference (to rounding) for every kerne
       for (let i = 0; i < a.length; i++) mx = Math.max(mx, Math.abs(a[i]! - b[i]!));
       assert.ok(mx <= 1, `${sw}x${sh}->${dw}x${dh} ${k}: max diff ${mx}`);
     }
+  }
+});
+
+test('trimmed resize taps: the same weight on every source pixel, windows inside the image, no wider than needed', () => {
+  const rand = seededRandom(11);
+  const dense = (t: Taps, inSize: number): number[][] =>
+    Array.from(t.start, (st, x) => {
+      const row = new Array<number>(inSize).fill(0);
+      for (let k = 0; k < t.taps; k++) row[st + k]! += t.weights[x * t.taps + k]!;
+      return row;
+    });
+  for (let trial = 0; trial < 50; trial++) {
+    const inSize = 3 + Math.floor(rand() * 40),
+      taps = 1 + Math.floor(rand() * Math.min(inSize, 7)),
+      outSize = 1 + Math.floor(rand() * 30);
+    const start = Int32Array.from({ length: outSize }, () => Math.floor(rand() * (inSize - taps + 1)));
+    // Zero runs at either end (and inside) of each window, as the fixed-count taps have.
+    const weights = Float32Array.from({ length: outSize * taps }, () => (rand() < 0.4 ? 0 : rand() - 0.3));
+    const t: Taps = { start, weights, taps };
+    const trimmed = trimTaps(t, inSize);
+    assert.deepEqual(dense(trimmed, inSize), dense(t, inSize), 'every source pixel keeps its weight');
+    assert.ok(trimmed.taps <= taps);
+    let widest = 0;
+    for (let x = 0; x < outSize; x++) {
+      assert.ok(trimmed.start[x]! >= 0 && trimmed.start[x]! + trimmed.taps <= inSize, 'window inside the image');
+      const w = Array.from(trimmed.weights.subarray(x * trimmed.taps, (x + 1) * trimmed.taps));
+      const nz = w.flatMap((v, k) => (v !== 0 ? [k] : []));
+      if (nz.length) widest = Math.max(widest, nz.at(-1)! - nz[0]! + 1);
+    }
+    assert.equal(trimmed.taps, Math.max(1, widest), 'as narrow as the widest non-zero span');
   }
 });
 

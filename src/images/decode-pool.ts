@@ -8,6 +8,18 @@ export interface SharedPixels {
   pixels: Uint8Array;
   /** Give the slot back (the pixels must not be read afterwards). Idempotent. */
   release(): void;
+  /** The file's content key (sha1 of its bytes), when asked for. */
+  key?: string;
+}
+
+/** A DecodeError (unusable image) that also carries the file's content key, when it was asked for and read. */
+export class KeyedDecodeError extends DecodeError {
+  constructor(
+    message: string,
+    readonly key: string | undefined,
+  ) {
+    super(message);
+  }
 }
 
 export interface DecodePoolOptions {
@@ -87,15 +99,20 @@ export class DecodePool {
         if (held) this.release(p.slot);
         held = false;
       };
-      p.resolve({ pixels: new Uint8Array(this.shared, p.slot * this.slotBytes, this.slotBytes), release });
+      const pixels = new Uint8Array(this.shared, p.slot * this.slotBytes, this.slotBytes);
+      p.resolve(r.key === undefined ? { pixels, release } : { pixels, release, key: r.key });
       return;
     }
     this.release(p.slot); // not used for this image
-    if ('error' in r) p.reject(new DecodeError(r.error));
+    if ('error' in r) p.reject(new KeyedDecodeError(r.error, r.key));
     else
       decodeWithSharp(Buffer.from(r.bytes.buffer, r.bytes.byteOffset, r.bytes.length), this.pre, {
         maxPixels: this.maxPixels,
-      }).then((pixels) => p.resolve({ pixels, release: () => {} }), p.reject);
+      }).then(
+        (pixels) =>
+          p.resolve(r.key === undefined ? { pixels, release: () => {} } : { pixels, release: () => {}, key: r.key }),
+        (e: unknown) => p.reject(e instanceof DecodeError ? new KeyedDecodeError(e.message, r.key) : (e as Error)),
+      );
   }
 
   private fail(e: Error): void {
@@ -106,9 +123,10 @@ export class DecodePool {
 
   /**
    * Model-input pixels of one file in a shared slot (rejects with DecodeError for unusable images).
-   * The caller must release() them once read: until then the slot is not reused.
+   * The caller must release() them once read: until then the slot is not reused. With `hash`, the
+   * result (or the KeyedDecodeError) also carries the file's content key.
    */
-  decodeShared(path: string): Promise<SharedPixels> {
+  decodeShared(path: string, opts: { hash?: boolean } = {}): Promise<SharedPixels> {
     if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
       const start = (slot: number): void => {
@@ -122,7 +140,12 @@ export class DecodePool {
         for (let k = 1; k < this.workers.length; k++) if (this.outstanding[k]! < this.outstanding[worker]!) worker = k;
         this.outstanding[worker]!++;
         this.pending.set(id, { slot, worker, resolve, reject });
-        this.workers[worker]!.postMessage({ id, path, slot } satisfies DecodeRequest);
+        this.workers[worker]!.postMessage({
+          id,
+          path,
+          slot,
+          ...(opts.hash ? { hash: true } : {}),
+        } satisfies DecodeRequest);
       };
       const slot = this.free.pop();
       if (slot !== undefined) start(slot);

@@ -1,14 +1,17 @@
 import { readFile } from 'node:fs/promises';
 import type { Preprocessing } from '../backbone/preprocess.ts';
 import { decodeForModel, DecodeError, type DecoderChoice } from './decode.ts';
-import type { DecodePool } from './decode-pool.ts';
+import { KeyedDecodeError, type DecodePool } from './decode-pool.ts';
 
 /**
  * A decoded image, or why it could not be used (a bad or unreadable file is a result, not a throw).
  * `release`, when present, hands the pixels' memory back to the decode pool: call it once they are
  * copied (until then they stay valid; afterwards they may be overwritten).
  */
-export type DecodedImage<T> = { item: T; pixels: Uint8Array; release?: () => void } | { item: T; error: string };
+export type DecodedImage<T> = ({ item: T; pixels: Uint8Array; release?: () => void } | { item: T; error: string }) & {
+  /** The file's content key (sha1 of its bytes), with DecodeAheadOptions.hash when the decode thread read it. */
+  key?: string;
+};
 
 export interface DecodeAheadOptions {
   /** Decodes kept in flight on the libuv pool. */
@@ -18,6 +21,8 @@ export interface DecodeAheadOptions {
   decoder?: DecoderChoice;
   /** Worker threads running the fast JPEG path (they read the files themselves). */
   pool?: DecodePool;
+  /** Ask the pool's threads for each file's content key too (extract's first run: pipeline/extract.ts). */
+  hash?: boolean;
 }
 
 async function decodeItem<T>(
@@ -28,12 +33,13 @@ async function decodeItem<T>(
 ): Promise<DecodedImage<T>> {
   try {
     if (opts.pool) {
-      const { pixels, release } = await opts.pool.decodeShared(absPath);
-      return { item, pixels, release };
+      const { pixels, release, key } = await opts.pool.decodeShared(absPath, { hash: opts.hash });
+      return key === undefined ? { item, pixels, release } : { item, pixels, release, key };
     }
     const buf = await readFile(absPath);
     return { item, pixels: await decodeForModel(buf, pre, { maxPixels: opts.maxPixels, decoder: opts.decoder }) };
   } catch (e) {
+    if (e instanceof KeyedDecodeError && e.key !== undefined) return { item, error: e.message, key: e.key };
     if (e instanceof DecodeError) return { item, error: e.message };
     if (e && typeof e === 'object' && 'code' in e)
       return { item, error: `unreadable file (${String((e as { code: unknown }).code)})` };

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Preprocessing } from '../backbone/preprocess.ts';
@@ -20,8 +21,11 @@ export interface DecodeRequest {
   path: string;
   /** Index of the shared slot to write the pixels to. */
   slot: number;
+  /** Also return the file's content key (sha1 of its bytes, as store/file-keys.ts computes it). */
+  hash?: boolean;
 }
-export type DecodeReply = { id: number; ok: true } | { id: number; bytes: Uint8Array } | { id: number; error: string };
+/** `key`: the content key, when asked for and the file could be read. */
+export type DecodeReply = { id: number; key?: string } & ({ ok: true } | { bytes: Uint8Array } | { error: string });
 
 export interface DecodeWorkerData {
   nice: number;
@@ -68,8 +72,12 @@ parentPort!.on('message', (m: DecodeRequest) => {
     parentPort!.postMessage({ id: m.id, error: `unreadable file (${code})` } satisfies DecodeReply);
     return;
   }
+  // Hashing here, from the bytes this thread reads anyway, saves extract a pass that read every file
+  // on the JS thread before the first batch could run (3000 photos: ~0.7 s of wall time, ~1 s of CPU).
+  const key = m.hash ? createHash('sha1').update(buf).digest('hex') : undefined;
+  const reply = (r: DecodeReply): void => parentPort!.postMessage(key === undefined ? r : { ...r, key });
   if (buf.length === 0) {
-    parentPort!.postMessage({ id: m.id, error: 'empty file' } satisfies DecodeReply);
+    reply({ id: m.id, error: 'empty file' });
     return;
   }
   let px: Uint8Array | null = null;
@@ -83,14 +91,16 @@ parentPort!.on('message', (m: DecodeRequest) => {
     );
   } catch (e) {
     if (e instanceof FastDecodeRefusal) {
-      parentPort!.postMessage({ id: m.id, error: e.message } satisfies DecodeReply);
+      reply({ id: m.id, error: e.message });
       return;
     }
     px = null; // anything unexpected: sharp tries (and words the error)
   }
-  if (px) parentPort!.postMessage({ id: m.id, ok: true } satisfies DecodeReply);
+  if (px) reply({ id: m.id, ok: true });
   else {
     const bytes = Uint8Array.from(buf); // the read buffer is reused: sharp gets its own copy
-    parentPort!.postMessage({ id: m.id, bytes } satisfies DecodeReply, [bytes.buffer]);
+    parentPort!.postMessage({ id: m.id, bytes, ...(key === undefined ? {} : { key }) } satisfies DecodeReply, [
+      bytes.buffer,
+    ]);
   }
 });

@@ -41,7 +41,7 @@ const FILTERS: Record<ResizeKernel, Filter> = {
 };
 
 /** Per output index: first source index and normalised weights (fixed tap count, zero padded). */
-interface Taps {
+export interface Taps {
   start: Int32Array;
   weights: Float32Array;
   taps: number;
@@ -80,7 +80,7 @@ function computeTaps(inSize: number, outSize: number, kernel: ResizeKernel, half
     start[x] = st;
     for (let k = 0; k < taps; k++) weights[x * taps + k] = dense[st + k]!;
   }
-  const t = { start, weights, taps };
+  const t = trimTaps({ start, weights, taps }, inSize);
   rememberTaps(key, t);
   return t;
 }
@@ -92,6 +92,40 @@ function computeTaps(inSize: number, outSize: number, kernel: ResizeKernel, half
 function rememberTaps(key: string, t: Taps): void {
   if (tapCache.size >= 1024) tapCache.delete(tapCache.keys().next().value!);
   tapCache.set(key, t);
+}
+
+/**
+ * The same taps with the zero weights at both ends of every window dropped (a window then starts at
+ * its first non-zero weight, shifted back only where it would run past the image's end). The fixed
+ * count 2·ceil(support)+1 leaves one or two zero taps per output: a linear shrink of 375 → 288 has 5
+ * taps of which at most 3 are non-zero. Dropping them changes no result (a zero product adds an exact
+ * 0) and saves that share of the multiply-adds: the vertical pass is the resize's larger half.
+ */
+export function trimTaps(t: Taps, inSize: number): Taps {
+  const n = t.start.length;
+  let width = 1;
+  const first = new Int32Array(n);
+  for (let x = 0; x < n; x++) {
+    let lo = 0,
+      hi = t.taps - 1;
+    while (lo < hi && t.weights[x * t.taps + lo] === 0) lo++;
+    while (hi > lo && t.weights[x * t.taps + hi] === 0) hi--;
+    first[x] = lo;
+    width = Math.max(width, hi - lo + 1);
+  }
+  if (width === t.taps) return t;
+  const start = new Int32Array(n);
+  const weights = new Float32Array(n * width);
+  for (let x = 0; x < n; x++) {
+    const from = t.start[x]! + first[x]!; // source index of the first non-zero weight
+    const st = Math.min(from, inSize - width);
+    start[x] = st;
+    for (let k = 0; k < width; k++) {
+      const src = st + k - t.start[x]!; // this source index's place in the old window
+      weights[x * width + k] = src >= 0 && src < t.taps ? t.weights[x * t.taps + src]! : 0;
+    }
+  }
+  return { start, weights, taps: width };
 }
 
 function baseTaps(inSize: number, outSize: number, kernel: ResizeKernel): Taps {
@@ -129,7 +163,7 @@ function baseTaps(inSize: number, outSize: number, kernel: ResizeKernel): Taps {
     start[x] = st;
     for (let j = lo; j < hi; j++) weights[x * taps + (j - st)] = w[j - lo]! / sum;
   }
-  const t = { start, weights, taps };
+  const t = trimTaps({ start, weights, taps }, inSize);
   rememberTaps(key, t);
   return t;
 }

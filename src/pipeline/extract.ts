@@ -22,7 +22,7 @@ import { formatTtaSpec, isTta, ttaViews, type TtaSpec } from '../images/tta.ts';
 import { MANIFEST_FILE, type Manifest } from '../store/manifest.ts';
 import { RecordStore, type RecordValue } from '../store/records.ts';
 import { assembleCache, assemblyDigest, clearAssembled, currentAssembly, markAssembled } from './assemble.ts';
-import { FILE_KEYS_NAME, FileKeyCache } from '../store/file-keys.ts';
+import { contentKey, FILE_KEYS_NAME, FileKeyCache, nowNs } from '../store/file-keys.ts';
 import { describeMissing, shardOf } from './shard.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
 import { UserError } from '../util/errors.ts';
@@ -160,16 +160,15 @@ interface ImagePlan {
 }
 
 /**
- * Views of each image. Augmentation parameters depend only on (seed, view, image content), so a
- * resumed or incremental run draws exactly the same views.
+ * Views of one image, from its content key. Augmentation parameters depend only on (seed, view, image
+ * content), so a resumed or incremental run draws exactly the same views; without augmentation the
+ * parameters do not depend on the key at all (extract's first run plans before any key is known).
  */
-function planViews(
-  images: readonly ImageEntry[],
-  keys: readonly string[],
+function viewPlanner(
   augment: ExtractOptions['augment'],
   seed: number,
   tta?: TtaSpec,
-): ImagePlan[] {
+): (img: ImageEntry, key: string) => ImagePlan {
   const augKey = augment
     ? createHash('sha256')
         .update(`${formatAugmentSpec(augment.spec)}|${seed}`)
@@ -177,8 +176,7 @@ function planViews(
         .slice(0, 12)
     : '';
   const extraViews = isTta(tta) ? ttaViews(tta).slice(1) : [];
-  return images.map((img, i) => {
-    const key = keys[i]!;
+  return (img, key) => {
     const plan: ImagePlan = {
       viewKeys: [key],
       viewParams: [null],
@@ -193,7 +191,7 @@ function planViews(
       }
     }
     return plan;
-  });
+  };
 }
 
 /** Content keys of the images; unchanged files' keys come from records/file-keys.tsv without reading them. */
@@ -213,7 +211,14 @@ export interface ExtractionPlan {
   images: ImageEntry[];
   /** The images this run is responsible for (all of them, or one shard's). */
   selected: ImageEntry[];
-  plans: ImagePlan[];
+  /** Per selected image; null when the keys come from the decode threads (`keysFromDecode`): then keysAfterRun. */
+  plans: ImagePlan[] | null;
+  /**
+   * Nothing is cached yet (empty store, no augmentation, not a shard), so every image is missing whatever
+   * its key: nothing is hashed up front, and the decode threads key the files they read anyway. The jobs
+   * (one per selected image, in order) get their keys as their results arrive (computeMissing).
+   */
+  keysFromDecode: boolean;
   jobs: Job[];
   missing: number;
   totalViews: number;
@@ -311,39 +316,62 @@ export async function planExtraction(
       slots: decodeSlots(opts.batch, opts.workers),
     });
   }
-  let keys: string[];
-  try {
-    keys = await hashFiles(selected, 8, cacheDir);
-  } catch (e) {
-    await pool?.close();
-    throw e;
-  }
-  const plans = planViews(selected, keys, opts.augment, opts.seed, opts.tta);
-  const tHash = performance.now();
+  const planOf = viewPlanner(opts.augment, opts.seed, opts.tta);
+  const keysFromDecode = pool !== undefined && store.size === 0 && !opts.augment && !select;
   // A job = one image with the views it still needs (a resumed run may need only some of them).
   const jobs: Job[] = [];
-  const queued = new Set<string>();
-  plans.forEach((plan, i) => {
-    const allKeys = [...plan.viewKeys, ...plan.ttaKeys],
-      allParams = [...plan.viewParams, ...plan.ttaParams];
-    const need = allKeys.map((_, v) => v).filter((v) => !store.has(allKeys[v]!) && !queued.has(allKeys[v]!));
-    if (need.length === 0) return;
-    for (const v of need) queued.add(allKeys[v]!);
-    jobs.push({
-      image: selected[i]!,
-      absPath: selected[i]!.absPath,
-      keys: need.map((v) => allKeys[v]!),
-      views: need.map((v) => allParams[v]!),
+  let plans: ImagePlan[] | null = null;
+  let missing: number, totalViews: number;
+  if (keysFromDecode) {
+    for (const image of selected) {
+      const plan = planOf(image, ''); // the views' parameters; their keys once the file is read
+      jobs.push({
+        image,
+        absPath: image.absPath,
+        keys: [],
+        views: [...plan.viewParams, ...plan.ttaParams],
+        keysFor: (key) => {
+          const pl = planOf(image, key);
+          return [...pl.viewKeys, ...pl.ttaKeys];
+        },
+      });
+    }
+    missing = totalViews = jobs.reduce((a, j) => a + j.views.length, 0);
+  } else {
+    let keys: string[];
+    try {
+      keys = await hashFiles(selected, 8, cacheDir);
+    } catch (e) {
+      await pool?.close();
+      throw e;
+    }
+    plans = selected.map((img, i) => planOf(img, keys[i]!));
+    const queued = new Set<string>();
+    plans.forEach((plan, i) => {
+      const allKeys = [...plan.viewKeys, ...plan.ttaKeys],
+        allParams = [...plan.viewParams, ...plan.ttaParams];
+      const need = allKeys.map((_, v) => v).filter((v) => !store.has(allKeys[v]!) && !queued.has(allKeys[v]!));
+      if (need.length === 0) return;
+      for (const v of need) queued.add(allKeys[v]!);
+      jobs.push({
+        image: selected[i]!,
+        absPath: selected[i]!.absPath,
+        keys: need.map((v) => allKeys[v]!),
+        views: need.map((v) => allParams[v]!),
+      });
     });
-  });
-  const totalViews = plans.reduce((a, p) => a + p.viewKeys.length + p.ttaKeys.length, 0);
+    missing = queued.size;
+    totalViews = plans.reduce((a, p) => a + p.viewKeys.length + p.ttaKeys.length, 0);
+  }
+  const tHash = performance.now();
   return {
     scan,
     images,
     selected,
     plans,
+    keysFromDecode,
     jobs,
-    missing: queued.size,
+    missing,
     totalViews,
     cfg,
     onnxPath,
@@ -362,7 +390,7 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
   const p = await planExtraction(options, undefined, undefined, true);
   const opts = p.opts;
   const log = opts.log;
-  const { scan, images, plans, jobs, missing, totalViews, cfg, cacheDir, store, augmentInfo } = p;
+  const { scan, images, jobs, missing, totalViews, cfg, cacheDir, store, augmentInfo } = p;
   if (p.pool && jobs.length === 0) await p.pool.close(); // everything was cached after all
   if (opts.merge && missing > 0)
     throw new UserError(
@@ -377,11 +405,13 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
   );
 
   let computedSeconds = 0;
+  const readStartNs = nowNs(); // before any file is read: file-keys.ts's race rule
   if (jobs.length > 0) {
     const tx = performance.now();
     await computeMissing(jobs, missing, p.onnxPath!, cfg, store, p.pool ? { ...opts, pool: p.pool } : opts);
     computedSeconds = (performance.now() - tx) / 1000;
   }
+  const plans = p.plans ?? plansFromDecode(p, readStartNs);
   const tExtract = performance.now();
 
   const inputs = {
@@ -428,6 +458,20 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
   return { cacheDir, manifest };
 }
 
+/** keysFromDecode: every job has its content key now; remember them for the next run, and plan as if hashed. */
+function plansFromDecode(p: ExtractionPlan, readStartNs: bigint): ImagePlan[] {
+  const keys = p.jobs.map((j) => j.contentKey!);
+  const known = FileKeyCache.load(join(p.cacheDir, 'records', FILE_KEYS_NAME));
+  known.learn(
+    p.jobs.map((j) => j.absPath),
+    keys,
+    readStartNs,
+  );
+  known.save();
+  const planOf = viewPlanner(p.opts.augment, p.opts.seed, p.opts.tta);
+  return p.selected.map((img, i) => planOf(img, keys[i]!));
+}
+
 function round3(x: number): number {
   return Math.round(x * 1000) / 1000;
 }
@@ -435,8 +479,13 @@ function round3(x: number): number {
 export interface Job {
   image: ImageEntry;
   absPath: string;
+  /** Record key of each view (empty until the file's content key is known, with keysFor). */
   keys: string[];
   views: (AugmentParams | null)[];
+  /** The views' record keys from the file's content key (ExtractionPlan.keysFromDecode). */
+  keysFor?: (contentKey: string) => string[];
+  /** The file's content key, once computeMissing learns it from the decode thread (with keysFor). */
+  contentKey?: string;
 }
 
 /**
@@ -456,16 +505,23 @@ export async function computeMissing(
   const { runBackbone } = await import('./run-backbone.ts');
   const progress = new Progress({ label: 'extract', total, quiet: opts.quiet, log: opts.log });
   let writing: Promise<void> = Promise.resolve();
+  const hash = jobs.some((j) => j.keysFor);
   try {
-    for await (const results of runBackbone(jobs, onnxPath, cfg, opts)) {
-      const entries: { key: string; value: RecordValue }[] = results.map((r) => {
-        const key = r.item.keys[r.view]!;
-        if ('error' in r) {
-          if (r.view === 0) opts.log.warn(`skipping ${r.item.image.path}: ${r.error}`);
-          return { key, value: { error: r.error } };
+    for await (const results of runBackbone(jobs, onnxPath, cfg, hash ? { ...opts, hash } : opts)) {
+      const entries: { key: string; value: RecordValue }[] = [];
+      for (const r of results) {
+        const job = r.item;
+        if (job.keysFor && job.contentKey === undefined) {
+          // The decode thread could not read the file: hash it here (an unreadable file throws, as hashing up front did).
+          job.contentKey = r.key ?? (await contentKey(job.absPath));
+          job.keys = job.keysFor(job.contentKey);
         }
-        return { key, value: r.features };
-      });
+        const key = job.keys[r.view]!;
+        if ('error' in r) {
+          if (r.view === 0) opts.log.warn(`skipping ${job.image.path}: ${r.error}`);
+          entries.push({ key, value: { error: r.error } });
+        } else entries.push({ key, value: r.features });
+      }
       await writing; // the previous batch is on disk (or its error is thrown here)
       writing = store.addAsync(entries);
       writing.catch(() => {}); // awaited above or below; never an unhandled rejection meanwhile

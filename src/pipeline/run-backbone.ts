@@ -21,11 +21,16 @@ export interface BackboneRunOptions {
    * of loading code in each thread, overlaps it instead of idling ONNX Runtime). Closed here at the end.
    */
   pool?: DecodePool;
+  /** Have the decode threads also compute each file's content key (ImageResult.key); fast path only. */
+  hash?: boolean;
 }
 
-/** One finished image view: its features, or why the image could not be used. */
-export type ImageResult<T> =
-  { item: T; view: number; features: Float32Array } | { item: T; view: number; error: string };
+/** One finished image view: its features, or why the image could not be used; `key` as DecodedImage's. */
+export type ImageResult<T> = (
+  { item: T; view: number; features: Float32Array } | { item: T; view: number; error: string }
+) & {
+  key?: string;
+};
 
 /**
  * An image to run; `views` lists augmentations to apply to the decoded image (null = the image as
@@ -74,6 +79,7 @@ export async function* runBackbone<T extends BackboneItem>(
     maxPixels: opts.maxPixels,
     decoder,
     pool,
+    hash: opts.hash,
   });
   let exhausted = false;
   try {
@@ -105,11 +111,17 @@ export async function* runBackbone<T extends BackboneItem>(
       const results: ImageResult<T>[] = [];
       for (const d of decoded) {
         const views = d.item.views ?? [null];
+        const key = d.key === undefined ? {} : { key: d.key };
         for (let v = 0; v < views.length; v++) {
           results.push(
             'pixels' in d
-              ? { item: d.item, view: v, features: feats.subarray(row * cfg.featureDim, ++row * cfg.featureDim) }
-              : { item: d.item, view: v, error: d.error },
+              ? {
+                  item: d.item,
+                  view: v,
+                  features: feats.subarray(row * cfg.featureDim, ++row * cfg.featureDim),
+                  ...key,
+                }
+              : { item: d.item, view: v, error: d.error, ...key },
           );
         }
       }

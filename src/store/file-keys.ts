@@ -29,6 +29,18 @@ function identity(st: BigIntStats): string {
   return `${st.size}\t${st.mtimeNs}\t${st.ctimeNs}\t${st.ino}`;
 }
 
+/** The content key of a file: sha1 of its bytes (the decode threads compute the same: images/decode-worker.ts). */
+export async function contentKey(abs: string): Promise<string> {
+  return createHash('sha1')
+    .update(await readFile(abs))
+    .digest('hex');
+}
+
+/** The wall clock in nanoseconds, comparable with ctimeNs. */
+export function nowNs(): bigint {
+  return BigInt(Date.now()) * 1_000_000n;
+}
+
 export class FileKeyCache {
   /** absolute path → "key\tidentity" (strings only: ~200 bytes per image). */
   private readonly entries = new Map<string, string>();
@@ -83,26 +95,53 @@ export class FileKeyCache {
           continue;
         }
         // Taken before reading: a write after this moment gives the file a newer ctime than the margin allows.
-        const startNs = BigInt(Date.now()) * 1_000_000n;
-        const key = createHash('sha1')
-          .update(await readFile(abs))
-          .digest('hex');
+        const startNs = nowNs();
+        const key = await contentKey(abs);
         keys[i] = key;
         this.counts.hashed++;
-        // A path with a newline cannot be stored one per line: hashed every time instead.
-        if (st.ctimeNs <= startNs - this.racyMarginNs && !abs.includes('\n')) {
-          this.entries.set(abs, `${key}\t${id}`);
-          this.changed = true;
-        } else if (this.entries.delete(abs)) this.changed = true;
+        this.remember(abs, key, st, startNs);
       }
     };
     await Promise.all(Array.from({ length: concurrency }, worker));
+    this.forgetOthers(seen);
+    return keys;
+  }
+
+  /**
+   * Record keys computed elsewhere (extract's decode threads hash the bytes they read), as if keysOf
+   * had hashed them: `startNs` (nowNs()) must be taken before the first of the files was read, and
+   * every file is stat'ed now, after its read, so a file written since then is not remembered.
+   * Entries of other files are dropped, as keysOf does.
+   */
+  learn(paths: readonly string[], keys: readonly string[], startNs: bigint): void {
+    for (let i = 0; i < paths.length; i++) {
+      let st: BigIntStats;
+      try {
+        st = statSync(paths[i]!, { bigint: true });
+      } catch {
+        if (this.entries.delete(paths[i]!)) this.changed = true;
+        continue; // gone since: nothing to remember
+      }
+      this.remember(paths[i]!, keys[i]!, st, startNs);
+    }
+    this.counts.hashed += paths.length;
+    this.forgetOthers(new Set(paths));
+  }
+
+  private remember(abs: string, key: string, st: BigIntStats, startNs: bigint): void {
+    // A path with a newline cannot be stored one per line: hashed every time instead.
+    if (st.ctimeNs <= startNs - this.racyMarginNs && !abs.includes('\n')) {
+      this.entries.set(abs, `${key}\t${identity(st)}`);
+      this.changed = true;
+    } else if (this.entries.delete(abs)) this.changed = true;
+  }
+
+  private forgetOthers(keep: ReadonlySet<string>): void {
     for (const abs of [...this.entries.keys()])
-      if (!seen.has(abs)) {
+      if (!keep.has(abs)) {
         this.entries.delete(abs);
         this.changed = true;
       }
-    return keys;
   }
 
   /** Persist (atomically) if anything changed. */
