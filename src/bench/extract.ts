@@ -24,7 +24,7 @@ import { graphForCache } from '../pipeline/precision.ts';
 import { compareHeads } from '../pipeline/compare.ts';
 import { autoSchedule, DEFAULT_DECODE_NICE, type Schedule } from '../pipeline/schedule.ts';
 import { silentLogger, type Logger } from '../util/log.ts';
-import { defaultDatasetDir } from '../util/paths.ts';
+import { defaultDatasetDir, packageRoot } from '../util/paths.ts';
 import { UserError } from '../util/errors.ts';
 
 /**
@@ -75,21 +75,50 @@ function python(): string | null {
   return null;
 }
 
+/**
+ * How the end-to-end children run. Users run the compiled package (`npx convcache`, dist/); from the
+ * TypeScript sources every module and each decode thread would first go through tsx's transpiler
+ * (measured: the first decoded image ~1.1-1.5 s after the decode threads start, against ~0.45-0.6 s
+ * compiled; ~0.5-1 s of a 3000-image extraction that inference-only never pays). So a bench run from
+ * the sources of a checkout builds dist/ from them first (`npm run build`) and runs the children there;
+ * if that fails it falls back to tsx and says so in the results (settings.endToEndRuntime).
+ */
+export interface ChildRuntime {
+  argv: string[];
+  runtime: 'compiled' | 'tsx';
+}
+
+export function childRuntime(log: Logger): ChildRuntime {
+  if (!import.meta.url.endsWith('.ts'))
+    return { argv: [new URL('./extract-child.js', import.meta.url).pathname], runtime: 'compiled' };
+  const tsx = {
+    argv: [...process.execArgv, new URL('./extract-child.ts', import.meta.url).pathname],
+    runtime: 'tsx' as const,
+  };
+  const root = packageRoot();
+  const child = join(root, 'dist', 'bench', 'extract-child.js');
+  log.info('building dist/ (npm run build) so the end-to-end runs use the compiled package ...');
+  const r = spawnSync('npm', ['run', '-s', 'build'], { cwd: root, encoding: 'utf8', stdio: 'pipe' });
+  if (r.status !== 0 || !existsSync(child)) {
+    log.warn(
+      `npm run build failed (${(r.stderr || r.error?.message || '').trim().split('\n')[0]}); end-to-end runs use tsx`,
+    );
+    return tsx;
+  }
+  return { argv: [child], runtime: 'compiled' };
+}
+
 /** One extraction in a child process (fresh cache unless `out` exists): wall seconds and peak RSS. */
-function runChild(opts: Record<string, unknown>): { seconds: number; peakRssMiB: number } {
-  const out = execFileSync(
-    process.execPath,
-    [
-      ...process.execArgv,
-      new URL(import.meta.url.endsWith('.ts') ? './extract-child.ts' : './extract-child.js', import.meta.url).pathname,
-      JSON.stringify(opts),
-    ],
-    { encoding: 'utf8', maxBuffer: 1 << 24 },
-  );
+function runChild(rt: ChildRuntime, opts: Record<string, unknown>): { seconds: number; peakRssMiB: number } {
+  const out = execFileSync(process.execPath, [...rt.argv, JSON.stringify(opts)], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 24,
+  });
   return JSON.parse(out.trim().split('\n').pop()!);
 }
 
 function endToEnd(
+  rt: ChildRuntime,
   data: string,
   n: number,
   base: Record<string, unknown>,
@@ -104,8 +133,8 @@ function endToEnd(
     const out = mkdtempSync(join(tmpdir(), 'convcache-bench-'));
     try {
       log.info(`end to end (${label}) ${k + 1}/${repeats} ...`);
-      const first = runChild({ ...base, data, out });
-      const again = runChild({ ...base, data, out });
+      const first = runChild(rt, { ...base, data, out });
+      const again = runChild(rt, { ...base, data, out });
       runs.push(first.seconds);
       rerun = Math.max(rerun, again.seconds);
       rss = Math.max(rss, first.peakRssMiB);
@@ -284,6 +313,7 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
     }
 
     // ---------------------------------------------------------------- end to end
+    const rt = childRuntime(log);
     const base = {
       model: opts.model,
       split: DEFAULT_SPLIT,
@@ -302,6 +332,7 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
     const e2e: Record<string, E2E> = {};
     for (const c of configs)
       e2e[c.name] = endToEnd(
+        rt,
         data,
         n,
         { ...base, decoder: c.decoder, precision: c.precision },
@@ -313,6 +344,7 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
     const niceAlt = DEFAULT_DECODE_NICE === 0 ? 10 : 0;
     const niceAltName = `fast-${DEFAULT_PRECISION}-decodeNice${niceAlt}`;
     e2e[niceAltName] = endToEnd(
+      rt,
       data,
       n,
       { ...base, decoder: 'fast', precision: DEFAULT_PRECISION, decodeNice: niceAlt },
@@ -327,7 +359,7 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
     for (const c of configs) {
       const out = mkdtempSync(join(tmpdir(), 'convcache-bench-fid-'));
       temps.push(out);
-      runChild({ ...base, data, out, decoder: c.decoder, precision: c.precision });
+      runChild(rt, { ...base, data, out, decoder: c.decoder, precision: c.precision });
       caches[c.name] = out;
     }
     const accuracy: Record<string, Record<string, number | null>> = {};
@@ -413,6 +445,7 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
       const dir = await largePhotos(images, opts.largePhotos);
       temps.push(dir);
       const ours = endToEnd(
+        rt,
         dir,
         opts.largePhotos,
         { ...base, split: { train: 0.5, val: 0, test: 0.5 }, decoder: 'fast', precision: DEFAULT_PRECISION },
@@ -421,6 +454,7 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
         '12 MP',
       );
       const old = endToEnd(
+        rt,
         dir,
         opts.largePhotos,
         { ...base, split: { train: 0.5, val: 0, test: 0.5 }, decoder: 'sharp', precision: 'fp32' },
@@ -454,6 +488,7 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
       ]) {
         if (schedules.some((x) => x.threads === s.threads && x.workers === s.workers)) continue;
         const r = endToEnd(
+          rt,
           sub,
           Math.min(opts.scheduleImages, n),
           { ...base, ...s, decoder: 'fast', precision: DEFAULT_PRECISION },
@@ -525,6 +560,7 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
         defaultPrecision: DEFAULT_PRECISION,
         kernel: pre.kernel,
         repeats: opts.repeats,
+        endToEndRuntime: rt.runtime,
       },
       decodeOnly: {
         sharp: { imagesPerSecond: rate(n, sharpS) },
