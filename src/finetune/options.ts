@@ -156,7 +156,7 @@ export interface FinetuneOptions {
  *
  * Then (helper ft12): cheap additions to the trained validation model (A: the defaults' run above,
  * trained on the 1500), inference only on the 500 val photos; `predict` on its export reproduces the
- * run's val loss 0.0231 exactly. Val loss (errors of 500):
+ * run's val loss (0.02306 vs 0.02305). Val loss (errors of 500):
  *   ensemble with a fast-path head fitted on the frozen 288-px pooled features of the same 1500
  *     (never val): probabilities 0.75 net + 0.25 head: RBF SVM 0.0243 (4), logreg 0.0244 (5), linear
  *     SVM 0.0255 (6); at 0.5/0.5 0.0260 / 0.0260 / 0.0284 — never below the net alone: the heads
@@ -172,7 +172,7 @@ export interface FinetuneOptions {
  * make 32 errors at 288, 31 with 256 + 288), and a temperature fitted on val itself does not explain it
  * (the net is if anything under-confident: best T 0.8–0.9). Flip, 320 and the head ensembles are
  * higher on every model or nearly every one. Nothing here is clearly better, so none of it became an option.
- * Longer phase 2, cosine over 10 epochs (same phase-1 checkpoint): 0.0414, 0.0998, 0.0314, 0.0347,
+ * Longer phase 2, cosine over 10 epochs (`--no-refit --epochs-finetune 10`, phase 1 forked from A's): 0.0414, 0.0998, 0.0314, 0.0347,
  * 0.0258, 0.0251, 0.0273, 0.0247, 0.0254, 0.0254 (99.2 %) — its last epoch is above the default's
  * 0.0231 (and so is its best, 0.0247 at epoch 8), so 7 stays.
  */
