@@ -153,6 +153,34 @@ export interface FinetuneOptions {
  * vs 0.130) and gone at 1e-4 — but no run ends below the default's 0.0231, so the spike is not what
  * limits the final model and the default stays off (`lrWarmup: 0`). (A 2-epoch warm-up was started
  * and stopped unfinished: a timed run elsewhere starved the niced runs, and there was no time left.)
+ *
+ * Then (helper ft12): cheap additions to the trained validation model (A: the defaults' run above,
+ * trained on the 1500), inference only on the 500 val photos; `predict` on its export reproduces the
+ * run's val loss (0.02306 vs 0.02305). Val loss (errors of 500):
+ *   ensemble with a fast-path head fitted on the frozen 288-px pooled features of the same 1500
+ *     (never val): probabilities 0.75 net + 0.25 head: RBF SVM 0.0243 (4), logreg 0.0244 (5), linear
+ *     SVM 0.0255 (6); at 0.5/0.5 0.0260 / 0.0260 / 0.0284 — never below the net alone: the heads
+ *     (0.0306, 0.0302, 0.0360, 5 errors each) miss the same photos (3 of the net's 5 errors are every
+ *     model's errors: cat.587 behind cage bars, dog.447 from behind, dog.881 lying in shadow);
+ *   input size at test time (the net trained at 288): 256 0.0230 (6), 320 0.0275 (4), 352 0.0315 (4);
+ *     mean of 256 + 288: 0.0222 (4); 288 + 320: 0.0242 (4); 288 + flip: 0.0249 (4); 256 + 288 and
+ *     their flips: 0.0231 (3).
+ * Over the nine validation models of these sessions (A, cosine over 5/6/10, from 3e-5, top 5 blocks,
+ * the warm-up runs; all trained on the same 1500, scored on the same 500), 256 + 288 is lower than 288
+ * alone on all nine (mean -0.0023), mostly from two photos: cat.587 (wrong in all nine at 288, right
+ * in eight with 256 + 288) and dog.447 (wrong in all, less confidently). A bootstrap over the 500
+ * photos puts the mean change in [-0.0078, +0.0019], and the errors trade places rather than fall:
+ * 44 over the nine models at 288, 43 with 256 + 288 (cat.587 and cat.704 right in 8 and 3 more
+ * models, cat.641 and dog.395 wrong in 3 and 6 more), 55 at 256 alone. It is not a calibration effect
+ * a temperature would give (fitted on val itself, the best T is 0.8–1.0 and gains at most 0.0011).
+ * 256 + 288 with their flips makes the fewest errors (37 vs 44), again by trading photos (cat.587
+ * right in 7 more models, dog.395 wrong in 7 more); its loss change is -0.0016, in [-0.0069,
+ * +0.0031]. Flip alone, 320 and the head ensembles are higher on most models (flip 7 of 9, 288 + 320
+ * 8 of 9, 0.75/0.25 SVM 6 of 9). Nothing here is clearly better, so none of it became an option.
+ * Longer phase 2, cosine over 10 epochs (`--no-refit --epochs-finetune 10`, phase 1 forked from A's
+ * checkpoint): 0.0414, 0.0998, 0.0314, 0.0347, 0.0258, 0.0251, 0.0273, 0.0247, 0.0254, 0.0254
+ * (99.2 %) — its last epoch is above the default's 0.0231 (and so is its best, 0.0247 at epoch 8),
+ * so 7 stays.
  */
 export const FINETUNE_DEFAULTS = {
   augment: 'flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2,contrast=0.2',
