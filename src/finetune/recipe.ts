@@ -38,7 +38,7 @@ import {
   type PhaseReport,
   type SelectionReport,
 } from './options.ts';
-import { hashJson, imagesKey, prepareSplit, round, type SplitData } from './prepare.ts';
+import { hashJson, imageContentKeys, imagesKey, prepareSplit, round, type SplitData } from './prepare.ts';
 import {
   type PhaseContext,
   addTopSeconds,
@@ -134,9 +134,10 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
       `${splits.train.length} train / ${splits.val.length} val (${splits.valSource}) / ${splits.test.length} test; augment ${formatAugmentSpec(opts.augment)}`,
   );
 
+  const contentKeys = await imageContentKeys([...splits.train, ...splits.val, ...splits.test], join(outDir, 'cache'));
   const fingerprint = {
     model: resolved.weightsHash,
-    data: imagesKey([...splits.train, ...splits.val, ...splits.test]),
+    data: imagesKey([...splits.train, ...splits.val, ...splits.test], contentKeys),
     cut,
     boundary,
     augment: formatAugmentSpec(opts.augment),
@@ -197,7 +198,14 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
       opts,
       cacheDir,
       skipped,
-      key: hashJson({ fingerprint: fingerprint.model, cut, boundary, preprocessing, images: imagesKey(images), v: 1 }),
+      key: hashJson({
+        fingerprint: fingerprint.model,
+        cut,
+        boundary,
+        preprocessing,
+        images: imagesKey(images, contentKeys),
+        v: 2,
+      }),
     });
   const warmStart = augmenting && opts.epochsHead > 0 && opts.warmupEpochs > 0;
   const train = await load('train', splits.train, {
