@@ -18,25 +18,30 @@ import { addPatchGrams, gptqRound, type ConvGeometry } from './gptq.ts';
  *   the same reason onnxruntime's own quantizer offers reduce_range);
  * - biases: int32 at scale (input scale × weight scale), as the QLinearConv fusion requires;
  * - activations: uint8, asymmetric, ranges = min and an MSE-chosen max over calibration images (a
- *   seeded sample of the training images), quantized where they enter a Conv or a pooling node;
+ *   seeded sample of the training images), quantized where they enter a Conv or a pooling node,
+ *   except the inputs of the first FLOAT_LEADING_CONVS convs, which stay float (more accurate and,
+ *   with ORT's kernels, faster there);
+ * - weights rounded by GPTQ (roundWeights, gptq.ts) instead of to nearest: each channel's rounding
+ *   errors are compensated on its remaining weights, for the conv's real input statistics;
  * - then each conv's bias is corrected for the mean shift int8 rounding causes (correctBiases).
  * The int8 graph is cached beside the fp32 one, keyed by the calibration images and these settings.
  */
 export type Precision = 'fp32' | 'int8';
 
 /**
- * fp32, by measurement. With bias correction (correctBiases) int8 features reach cosine 0.9983 to
- * fp32 on the 1000 test photos (min 0.993; it was 0.984); heads within 0.2 pt but kNN (+0.4; an
- * earlier commit of the method: all within 0.1), data/bench/int8.json. Time decides: int8 pays a one-off preparation
- * (calibration + bias correction, once per dataset) that its faster inference (1.35x fp32 in the same
- * run) earns back only beyond ~6,000 images. On the 3000 default images (fresh extraction, CPU seconds
- * on a loaded machine): fp32 44.9 / 49.9, int8 with its graph cached 39.4 / 41.8, int8 building its
- * graph 51.1 / 60.6. int8 also needs the cache's pinned graph at predict time and
- * exists only for converted TF.js models. Before bias correction (tried, 8-bit weights, test photos):
- * 500 calibration images 0.986; the last conv's weights float 0.987; every depthwise conv's weights
- * float 0.991 but slower than fp32 (12.8 vs 9.2 ms of CPU per image). (Float weights beside QDQ
- * activations need ORT's WeightBiasQuantization transformer disabled: it re-quantizes them per tensor,
- * which put the depthwise variant at cosine 0.59.)
+ * fp32, by measurement (session 5; quantizer version 3 changes the balance, see README). Version 3
+ * (GPTQ rounding, float leading convs, bias correction): feature cosine to fp32 0.99962 on the 1000
+ * test photos (min 0.9983), every head within 0.1 pt; inference-only 1.6-2.0x fp32 in the same run;
+ * preparation ~19 s of CPU (version 2: 0.9983, kNN +0.4 pt, 1.3-1.4x, ~13.5 s). int8 pays that
+ * one-off preparation once per dataset, so the default dataset's first extraction gains little; it
+ * also needs the cache's pinned graph at predict time and exists only for converted TF.js models.
+ * Version 2 on a loaded machine (3000 default images, CPU seconds): fp32 44.9 / 49.9, int8 with its
+ * graph cached 39.4 / 41.8, int8 building its graph 51.1 / 60.6. Tried before bias correction (8-bit
+ * weights, test photos): 500 calibration images 0.986; the last conv's weights float 0.987; every
+ * depthwise conv's weights float 0.991 but slower than fp32 (12.8 vs 9.2 ms of CPU per image). (Float
+ * weights beside QDQ activations need ORT's WeightBiasQuantization transformer disabled: it
+ * re-quantizes them per tensor, which put the depthwise variant at cosine 0.59. The float leading
+ * convs have no QDQ input, so they are not affected.)
  */
 export const DEFAULT_PRECISION: Precision = 'fp32';
 
