@@ -233,7 +233,7 @@ export const command = defineCommand(
             `  ${(k + ':').padEnd(9)} ${p[k].epochsRun} epochs, best val ${f(p[k].bestValAccuracy)}, frozen base ${p[k].baseSeconds.toFixed(1)} s (ORT), trainable ${k === 'head' ? 'head' : 'top'} ${p[k].topSeconds.toFixed(1)} s (${engineLabel}), augment ${p[k].augmentSeconds.toFixed(1)} s`,
         ),
         `  prepare (decode + ORT once): ${report.prepare.seconds.toFixed(1)} s (ORT ${report.prepare.ortSeconds.toFixed(1)} s)`,
-        `  epochs ${report.selection.mode === 'refit' ? 'trained (refit on train + val, chosen on validation beforehand)' : 'chosen on validation'}: warm start ${report.selection.epochs.warmup}, head ${report.selection.epochs.head}, finetune ${report.selection.epochs.finetune}${report.selection.refitArgs ? ` — refit with ${report.selection.refitArgs}` : ''}`,
+        `  epochs ${report.selection.mode === 'refit' ? 'trained (refit on train + val, chosen on validation beforehand)' : 'chosen on validation'}: warm start ${report.selection.epochs.warmup}, head ${report.selection.epochs.head}, finetune ${report.selection.epochs.finetune}${report.selection.refitArgs ? ` — refit: the same options plus ${report.selection.refitArgs}` : ''}`,
         `model: ${join(outDir, 'model')} (TF.js layers), ${join(outDir, 'model.onnx')}; report: ${join(outDir, 'finetune.json')}`,
       ].join('\n') + '\n',
     );

@@ -245,7 +245,7 @@ export interface SelectionReport {
   /** Phase 2's model: the average of its epochs' weights (true) or one epoch's. */
   averageEpochs: boolean;
   chosenOn: string;
-  /** Validation runs: the options that refit the chosen epochs on train + val. */
+  /** Validation runs: the flags to add to the same command (every other option unchanged) to refit the chosen epochs on train + val. */
   refitArgs?: string;
 }
 
