@@ -203,7 +203,7 @@ test("a first run keys the files in the decode threads: records keyed by every f
     first.store.close();
     assert.equal(first.keysFromDecode, true, 'nothing cached yet: no hashing before the run');
     assert.equal(first.plans, null);
-    assert.ok(first.jobs.every((j) => j.keys.length === 0 && j.keysFor));
+    assert.ok(first.jobs.every((j) => j.keys.length === 0 && j.planFor));
 
     const log = collectingLogger();
     const { manifest } = await extractFeatures(opts(data, out, { log }));

@@ -93,6 +93,7 @@ export class DecodePool {
     if (!p) return;
     this.pending.delete(r.id);
     this.outstanding[p.worker]!--;
+    const keyed = r.key === undefined ? {} : { key: r.key };
     if ('ok' in r) {
       let held = true;
       const release = (): void => {
@@ -100,7 +101,7 @@ export class DecodePool {
         held = false;
       };
       const pixels = new Uint8Array(this.shared, p.slot * this.slotBytes, this.slotBytes);
-      p.resolve(r.key === undefined ? { pixels, release } : { pixels, release, key: r.key });
+      p.resolve({ pixels, release, ...keyed });
       return;
     }
     this.release(p.slot); // not used for this image
@@ -109,8 +110,7 @@ export class DecodePool {
       decodeWithSharp(Buffer.from(r.bytes.buffer, r.bytes.byteOffset, r.bytes.length), this.pre, {
         maxPixels: this.maxPixels,
       }).then(
-        (pixels) =>
-          p.resolve(r.key === undefined ? { pixels, release: () => {} } : { pixels, release: () => {}, key: r.key }),
+        (pixels) => p.resolve({ pixels, release: () => {}, ...keyed }),
         (e: unknown) => p.reject(e instanceof DecodeError ? new KeyedDecodeError(e.message, r.key) : (e as Error)),
       );
   }

@@ -33,8 +33,7 @@ async function decodeItem<T>(
 ): Promise<DecodedImage<T>> {
   try {
     if (opts.pool) {
-      const { pixels, release, key } = await opts.pool.decodeShared(absPath, { hash: opts.hash });
-      return key === undefined ? { item, pixels, release } : { item, pixels, release, key };
+      return { item, ...(await opts.pool.decodeShared(absPath, { hash: opts.hash })) };
     }
     const buf = await readFile(absPath);
     return { item, pixels: await decodeForModel(buf, pre, { maxPixels: opts.maxPixels, decoder: opts.decoder }) };

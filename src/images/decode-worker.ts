@@ -75,7 +75,8 @@ parentPort!.on('message', (m: DecodeRequest) => {
   // Hashing here, from the bytes this thread reads anyway, saves extract a pass that read every file
   // on the JS thread before the first batch could run (3000 photos: ~0.7 s of wall time, ~1 s of CPU).
   const key = m.hash ? createHash('sha1').update(buf).digest('hex') : undefined;
-  const reply = (r: DecodeReply): void => parentPort!.postMessage(key === undefined ? r : { ...r, key });
+  const reply = (r: DecodeReply, transfer: ArrayBuffer[] = []): void =>
+    parentPort!.postMessage(key === undefined ? r : { ...r, key }, transfer);
   if (buf.length === 0) {
     reply({ id: m.id, error: 'empty file' });
     return;
@@ -99,8 +100,6 @@ parentPort!.on('message', (m: DecodeRequest) => {
   if (px) reply({ id: m.id, ok: true });
   else {
     const bytes = Uint8Array.from(buf); // the read buffer is reused: sharp gets its own copy
-    parentPort!.postMessage({ id: m.id, bytes, ...(key === undefined ? {} : { key }) } satisfies DecodeReply, [
-      bytes.buffer,
-    ]);
+    reply({ id: m.id, bytes }, [bytes.buffer]);
   }
 });

@@ -152,11 +152,19 @@ export function cacheDirFor(
  * What one image contributes: record keys for view 0 (the image) and each augmented view, and with
  * TTA the keys of the extra fixed views whose features are averaged into view 0.
  */
-interface ImagePlan {
+export interface ImagePlan {
   viewKeys: string[];
   viewParams: (AugmentParams | null)[];
   ttaKeys: string[];
   ttaParams: (AugmentParams | null)[];
+}
+
+/** Every record key of an image (its views', then its TTA views'), and the views' parameters in that order. */
+function planKeys(plan: ImagePlan): string[] {
+  return [...plan.viewKeys, ...plan.ttaKeys];
+}
+function planParams(plan: ImagePlan): (AugmentParams | null)[] {
+  return [...plan.viewParams, ...plan.ttaParams];
 }
 
 /**
@@ -211,7 +219,7 @@ export interface ExtractionPlan {
   images: ImageEntry[];
   /** The images this run is responsible for (all of them, or one shard's). */
   selected: ImageEntry[];
-  /** Per selected image; null when the keys come from the decode threads (`keysFromDecode`): then keysAfterRun. */
+  /** Per selected image; null when the keys come from the decode threads (`keysFromDecode`): the jobs' plans then. */
   plans: ImagePlan[] | null;
   /**
    * Nothing is cached yet (empty store, no augmentation, not a shard), so every image is missing whatever
@@ -323,19 +331,14 @@ export async function planExtraction(
   let plans: ImagePlan[] | null = null;
   let missing: number, totalViews: number;
   if (keysFromDecode) {
-    for (const image of selected) {
-      const plan = planOf(image, ''); // the views' parameters; their keys once the file is read
+    for (const image of selected)
       jobs.push({
         image,
         absPath: image.absPath,
         keys: [],
-        views: [...plan.viewParams, ...plan.ttaParams],
-        keysFor: (key) => {
-          const pl = planOf(image, key);
-          return [...pl.viewKeys, ...pl.ttaKeys];
-        },
+        views: planParams(planOf(image, '')), // the views' parameters; their keys once the file is read
+        planFor: (key) => planOf(image, key),
       });
-    }
     missing = totalViews = jobs.reduce((a, j) => a + j.views.length, 0);
   } else {
     let keys: string[];
@@ -348,8 +351,8 @@ export async function planExtraction(
     plans = selected.map((img, i) => planOf(img, keys[i]!));
     const queued = new Set<string>();
     plans.forEach((plan, i) => {
-      const allKeys = [...plan.viewKeys, ...plan.ttaKeys],
-        allParams = [...plan.viewParams, ...plan.ttaParams];
+      const allKeys = planKeys(plan),
+        allParams = planParams(plan);
       const need = allKeys.map((_, v) => v).filter((v) => !store.has(allKeys[v]!) && !queued.has(allKeys[v]!));
       if (need.length === 0) return;
       for (const v of need) queued.add(allKeys[v]!);
@@ -438,7 +441,7 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
     clearAssembled(cacheDir);
     manifest = assembleCache({ ...inputs, cacheDir, store, log });
   }
-  store.compact(new Set(plans.flatMap((pl) => [...pl.viewKeys, ...pl.ttaKeys])));
+  store.compact(new Set(plans.flatMap(planKeys)));
   const tEnd = performance.now();
   // On a no-op run these timings are returned but not written: the manifest's describe the run that wrote the files.
   manifest.timings = {
@@ -460,16 +463,15 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
 
 /** keysFromDecode: every job has its content key now; remember them for the next run, and plan as if hashed. */
 function plansFromDecode(p: ExtractionPlan, readStartNs: bigint): ImagePlan[] {
-  const keys = p.jobs.map((j) => j.contentKey!);
+  const plans = p.jobs.map((j) => j.plan!); // one job per selected image, in order
   const known = FileKeyCache.load(join(p.cacheDir, 'records', FILE_KEYS_NAME));
   known.learn(
     p.jobs.map((j) => j.absPath),
-    keys,
+    plans.map((pl) => pl.viewKeys[0]!), // view 0's key is the file's content key
     readStartNs,
   );
   known.save();
-  const planOf = viewPlanner(p.opts.augment, p.opts.seed, p.opts.tta);
-  return p.selected.map((img, i) => planOf(img, keys[i]!));
+  return plans;
 }
 
 function round3(x: number): number {
@@ -479,13 +481,12 @@ function round3(x: number): number {
 export interface Job {
   image: ImageEntry;
   absPath: string;
-  /** Record key of each view (empty until the file's content key is known, with keysFor). */
+  /** Record key of each view (empty until the file's content key is known, with planFor). */
   keys: string[];
   views: (AugmentParams | null)[];
-  /** The views' record keys from the file's content key (ExtractionPlan.keysFromDecode). */
-  keysFor?: (contentKey: string) => string[];
-  /** The file's content key, once computeMissing learns it from the decode thread (with keysFor). */
-  contentKey?: string;
+  /** The image's plan from its content key (ExtractionPlan.keysFromDecode); computeMissing sets `plan` and `keys`. */
+  planFor?: (contentKey: string) => ImagePlan;
+  plan?: ImagePlan;
 }
 
 /**
@@ -505,16 +506,16 @@ export async function computeMissing(
   const { runBackbone } = await import('./run-backbone.ts');
   const progress = new Progress({ label: 'extract', total, quiet: opts.quiet, log: opts.log });
   let writing: Promise<void> = Promise.resolve();
-  const hash = jobs.some((j) => j.keysFor);
+  const hash = jobs.some((j) => j.planFor);
   try {
     for await (const results of runBackbone(jobs, onnxPath, cfg, hash ? { ...opts, hash } : opts)) {
       const entries: { key: string; value: RecordValue }[] = [];
       for (const r of results) {
         const job = r.item;
-        if (job.keysFor && job.contentKey === undefined) {
+        if (job.planFor && !job.plan) {
           // The decode thread could not read the file: hash it here (an unreadable file throws, as hashing up front did).
-          job.contentKey = r.key ?? (await contentKey(job.absPath));
-          job.keys = job.keysFor(job.contentKey);
+          job.plan = job.planFor(r.key ?? (await contentKey(job.absPath)));
+          job.keys = planKeys(job.plan);
         }
         const key = job.keys[r.view]!;
         if ('error' in r) {
