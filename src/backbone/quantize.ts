@@ -213,6 +213,56 @@ export function weightScales(
   return ws;
 }
 
+/** The convs that get int8 weights: a calibrated (uint8) input and weights from an initializer. */
+function isQuantizedConv(
+  n: OnnxNode,
+  ranges: ReadonlyMap<string, [number, number]>,
+  inits: ReadonlyMap<string, OnnxTensor>,
+): boolean {
+  return n.opType === 'Conv' && ranges.has(n.inputs[0]!) && inits.has(n.inputs[1]!);
+}
+
+const floatsOf = (t: OnnxTensor): Float32Array => new Float32Array(t.raw.slice().buffer);
+
+/**
+ * A quantized conv's float weights and bias with its per-channel int8 weight scales: one place, so
+ * that GPTQ (roundWeights) rounds at exactly the scales quantizeQdq writes.
+ */
+function convWeights(
+  n: OnnxNode,
+  ranges: ReadonlyMap<string, [number, number]>,
+  inits: ReadonlyMap<string, OnnxTensor>,
+  qmax: number,
+): { w: OnnxTensor; wf: Float32Array; cout: number; bf: Float32Array | undefined; xs: number; scales: Float32Array } {
+  const w = inits.get(n.inputs[1]!)!;
+  const wf = floatsOf(w);
+  const cout = w.dims[0]!;
+  const bName = n.inputs[2];
+  const bf = bName && inits.has(bName) ? floatsOf(inits.get(bName)!) : undefined;
+  const xs = activationQuant(...ranges.get(n.inputs[0]!)!).scale;
+  return { w, wf, cout, bf, xs, scales: weightScales(wf, cout, qmax, bf, xs) };
+}
+
+/**
+ * `model` with nodes and initializers appended and `outputs` added after its own (with `only`, as
+ * its only outputs): the calibration, bias-correction and GPTQ passes read intermediate tensors so.
+ */
+function extendGraph(
+  model: OnnxModel,
+  add: { nodes?: readonly OnnxNode[]; initializers?: readonly OnnxTensor[]; outputs: readonly OnnxValueInfoLike[] },
+  only = false,
+): OnnxModel {
+  return {
+    ...model,
+    graph: {
+      ...model.graph,
+      nodes: [...model.graph.nodes, ...(add.nodes ?? [])],
+      initializers: [...model.graph.initializers, ...(add.initializers ?? [])],
+      outputs: only ? [...add.outputs] : [...model.graph.outputs, ...add.outputs],
+    },
+  };
+}
+
 /**
  * Insert QDQ pairs for activations (with the given ranges) and quantize Conv weights and biases.
  * `rounded`: int8 weights chosen elsewhere (roundWeights), by weight initializer name, at the
@@ -227,7 +277,6 @@ export function quantizeQdq(
   const inits = new Map(model.graph.initializers.map((t) => [t.name, t]));
   const newInits: OnnxTensor[] = [];
   const nodes: OnnxNode[] = [];
-  const actScale = new Map<string, number>();
   // Q/DQ pairs right after the producer of each calibrated activation (or at the top for graph inputs).
   const dqName = (t: string): string => `${t}__dq`;
   const qdqFor = (t: string): OnnxNode[] => {
@@ -235,7 +284,6 @@ export function quantizeQdq(
     if (!r) return [];
     // Relu/Clip outputs have min 0, hence zero point 0: ORT then drops the Relu/Clip before the Q.
     const { scale, zeroPoint } = activationQuant(r[0], r[1]);
-    actScale.set(t, scale);
     newInits.push(
       tensor(`${t}__s`, DataType.FLOAT, [], new Float32Array([scale])),
       tensor(`${t}__z`, DataType.UINT8, [], new Uint8Array([zeroPoint])),
@@ -262,17 +310,11 @@ export function quantizeQdq(
       ['Conv', 'GlobalAveragePool', 'GlobalMaxPool', 'MaxPool', 'AveragePool'].includes(n.opType)
     ) {
       const inputs = [dqName(x), ...n.inputs.slice(1)];
-      if (n.opType === 'Conv' && inits.has(n.inputs[1]!)) {
-        const w = inits.get(n.inputs[1]!)!;
-        const wf = new Float32Array(w.raw.slice().buffer);
-        const cout = w.dims[0]!;
+      if (isQuantizedConv(n, ranges, inits)) {
+        const { w, wf, cout, bf, xs, scales: ws } = convWeights(n, ranges, inits, qmax);
         const per = wf.length / cout;
         const wq = new Int8Array(wf.length);
-        const ws = new Float32Array(cout);
-        const xs = actScale.get(x)!;
         const bName = n.inputs[2];
-        const bf = bName && inits.has(bName) ? new Float32Array(inits.get(bName)!.raw.slice().buffer) : undefined;
-        ws.set(weightScales(wf, cout, qmax, bf, xs));
         const given = rounded?.get(w.name);
         if (given) wq.set(given);
         else
@@ -482,15 +524,7 @@ export function withCalibrationOutputs(model: OnnxModel, acts: readonly string[]
     });
     outputs.push({ name: `${t}__sample`, dataType: DataType.FLOAT, shape: ['n', 'c', 'h', 'w'] });
   }
-  return {
-    ...model,
-    graph: {
-      ...model.graph,
-      nodes: [...model.graph.nodes, ...nodes],
-      initializers: [...model.graph.initializers, ...inits],
-      outputs: [...model.graph.outputs, ...outputs],
-    },
-  };
+  return extendGraph(model, { nodes, initializers: inits, outputs });
 }
 
 /** Min/max (and an MSE-optimal clip) of each activation over the calibration images, on the fp32 graph. */
@@ -564,17 +598,10 @@ export function withChannelMeans(model: OnnxModel, tensors: readonly string[]): 
       { name: 'keepdims', kind: 'int', value: 0 },
     ],
   }));
-  return {
-    ...model,
-    graph: {
-      ...model.graph,
-      nodes: [...model.graph.nodes, ...nodes],
-      outputs: [
-        ...model.graph.outputs,
-        ...tensors.map((t) => ({ name: `${t}__chmean`, dataType: DataType.FLOAT, shape: ['n', 'c'] })),
-      ],
-    },
-  };
+  return extendGraph(model, {
+    nodes,
+    outputs: tensors.map((t) => ({ name: `${t}__chmean`, dataType: DataType.FLOAT, shape: ['n', 'c'] })),
+  });
 }
 
 /** Mean over the images of each tensor's per-channel means (float64 sums). */
@@ -637,12 +664,7 @@ export async function correctBiases(
 ): Promise<OnnxModel> {
   const inits = new Map(model.graph.initializers.map((t) => [t.name, t]));
   const convs = model.graph.nodes.filter(
-    (n) =>
-      n.opType === 'Conv' &&
-      ranges.has(n.inputs[0]!) &&
-      inits.has(n.inputs[1]!) &&
-      n.inputs[2] !== undefined &&
-      inits.has(n.inputs[2]),
+    (n) => isQuantizedConv(n, ranges, inits) && n.inputs[2] !== undefined && inits.has(n.inputs[2]),
   );
   if (convs.length === 0 || images.length === 0) return model;
   const reference = await channelMeans(
@@ -651,9 +673,7 @@ export async function correctBiases(
     images,
     { size, threads, level: 'all' },
   );
-  const biases = new Map(
-    convs.map((c) => [c.inputs[2]!, new Float32Array(inits.get(c.inputs[2]!)!.raw.slice().buffer)]),
-  );
+  const biases = new Map(convs.map((c) => [c.inputs[2]!, floatsOf(inits.get(c.inputs[2]!)!)]));
   // Weights are quantized once; each step re-rounds only the int32 biases (at their scale in the graph).
   const q0 = quantizeQdq(model, ranges, settings, rounded);
   const q0Inits = new Map(q0.graph.initializers.map((t) => [t.name, t]));
@@ -664,7 +684,7 @@ export async function correctBiases(
       initializers: q0.graph.initializers.map((t) => {
         const b = t.name.endsWith('__q32') ? biases.get(t.name.slice(0, -'__q32'.length)) : undefined;
         if (!b) return t;
-        const scale = new Float32Array(q0Inits.get(`${t.name}_s`)!.raw.slice().buffer);
+        const scale = floatsOf(q0Inits.get(`${t.name}_s`)!);
         return { ...t, raw: new Uint8Array(Int32Array.from(b, (v, o) => Math.round(v / scale[o]!)).buffer) };
       }),
     },
@@ -733,24 +753,13 @@ export async function roundWeights(
   threads: number,
 ): Promise<Map<string, Int8Array>> {
   const inits = new Map(model.graph.initializers.map((t) => [t.name, t]));
-  const convs = model.graph.nodes.filter(
-    (n) => n.opType === 'Conv' && ranges.has(n.inputs[0]!) && inits.has(n.inputs[1]!),
-  );
+  const convs = model.graph.nodes.filter((n) => isQuantizedConv(n, ranges, inits));
   const geometry = new Map(convs.map((c) => [c, convGeometry(c, inits.get(c.inputs[1]!)!.dims)]));
   const isPointwise = (c: OnnxNode): boolean => {
     const g = geometry.get(c)!;
     return g.group === 1 && g.kernel.every((k) => k === 1) && g.strides.every((s) => s === 1);
   };
   const grams = new Map<OnnxNode, Float64Array[]>(convs.map((c) => [c, []]));
-  const withOutputs = (extra: OnnxNode[], extraInits: OnnxTensor[], outputs: OnnxValueInfoLike[]): OnnxModel => ({
-    ...model,
-    graph: {
-      ...model.graph,
-      nodes: [...model.graph.nodes, ...extra],
-      initializers: [...model.graph.initializers, ...extraInits],
-      outputs,
-    },
-  });
   // 1×1 convs: X Xᵀ inside the graph ([n, c, h, w] -> [c, n·h·w] -> [c, c]).
   const pointwise = convs.filter(isPointwise);
   if (pointwise.length > 0) {
@@ -780,10 +789,14 @@ export async function roundWeights(
     }
     const names = pointwise.map((c) => `${c.name}__gram`);
     await runBatches(
-      withOutputs(
-        nodes,
-        shapes,
-        names.map((name) => ({ name, dataType: DataType.FLOAT, shape: ['c', 'c'] })),
+      extendGraph(
+        model,
+        {
+          nodes,
+          initializers: shapes,
+          outputs: names.map((name) => ({ name, dataType: DataType.FLOAT, shape: ['c', 'c'] })),
+        },
+        true,
       ),
       names,
       size,
@@ -804,10 +817,10 @@ export async function roundWeights(
   if (patched.length > 0) {
     const names = [...new Set(patched.map((c) => c.inputs[0]!))];
     await runBatches(
-      withOutputs(
-        [],
-        [],
-        names.map((name) => ({ name, dataType: DataType.FLOAT, shape: ['n', 'c', 'h', 'w'] })),
+      extendGraph(
+        model,
+        { outputs: names.map((name) => ({ name, dataType: DataType.FLOAT, shape: ['n', 'c', 'h', 'w'] })) },
+        true,
       ),
       names,
       size,
@@ -823,14 +836,9 @@ export async function roundWeights(
   const qmax = 2 ** (settings.weightBits - 1) - 1;
   const result = new Map<string, Int8Array>();
   for (const c of convs) {
-    const w = inits.get(c.inputs[1]!)!;
-    const wf = new Float32Array(w.raw.slice().buffer);
-    const cout = w.dims[0]!;
-    const bName = c.inputs[2];
-    const bf = bName && inits.has(bName) ? new Float32Array(inits.get(bName)!.raw.slice().buffer) : undefined;
-    const scales = weightScales(wf, cout, qmax, bf, activationQuant(...ranges.get(c.inputs[0]!)!).scale);
     const list = grams.get(c)!;
     if (list.length === 0) continue; // no calibration image reached it: round to nearest
+    const { w, wf, cout, scales } = convWeights(c, ranges, inits, qmax);
     // One Gram matrix per group: a depthwise conv's output channel sees only its own input channel.
     const perGroup = cout / list.length;
     const d = wf.length / cout;
