@@ -506,7 +506,8 @@ export class OrtTop implements TopEngine {
       let se = 0;
       for (let c = 0; c < K; c++) se += Math.exp(row[c]! - mx);
       // Cross-entropy against the target distribution: Σ_c t_c·(logsumexp − z_c).
-      for (let c = 0; c < K; c++) loss += onehot[r * K + c]! * (Math.log(se) + mx - row[c]!);
+      const lse = Math.log(se) + mx;
+      for (let c = 0; c < K; c++) loss += onehot[r * K + c]! * (lse - row[c]!);
       if (arg === labels[r]) correct++;
     }
     return { loss: loss / bs, correct };

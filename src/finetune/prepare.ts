@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { FILE_KEYS_NAME, FileKeyCache } from '../store/file-keys.ts';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Preprocessing } from '../backbone/preprocess.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
+import { FILE_KEYS_NAME, FileKeyCache } from '../store/file-keys.ts';
 import { decodeNpy, encodeNpy, npyHeader, type NpyArray } from '../store/npy.ts';
 import { Progress } from '../util/progress.ts';
 import { decodeInOrder, type FtImage } from './data.ts';
@@ -45,8 +45,7 @@ export function imagesKey(images: readonly FtImage[], contentKeys: ReadonlyMap<s
  * them (store/file-keys.ts); the first run reads each file once (~0.7 s for 3000 photos).
  */
 export async function imageContentKeys(images: readonly FtImage[], cacheDir: string): Promise<Map<string, string>> {
-  mkdirSync(cacheDir, { recursive: true });
-  const known = FileKeyCache.load(join(cacheDir, FILE_KEYS_NAME));
+  const known = FileKeyCache.load(join(cacheDir, FILE_KEYS_NAME)); // save() creates the folder
   const paths = [...new Set(images.map((i) => i.absPath))].sort();
   const keys = await known.keysOf(paths, 8);
   known.save();

@@ -134,10 +134,11 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
       `${splits.train.length} train / ${splits.val.length} val (${splits.valSource}) / ${splits.test.length} test; augment ${formatAugmentSpec(opts.augment)}`,
   );
 
-  const contentKeys = await imageContentKeys([...splits.train, ...splits.val, ...splits.test], join(outDir, 'cache'));
+  const allImages = [...splits.train, ...splits.val, ...splits.test];
+  const contentKeys = await imageContentKeys(allImages, join(outDir, 'cache'));
   const fingerprint = {
     model: resolved.weightsHash,
-    data: imagesKey([...splits.train, ...splits.val, ...splits.test], contentKeys),
+    data: imagesKey(allImages, contentKeys),
     cut,
     boundary,
     augment: formatAugmentSpec(opts.augment),
