@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
-import { FileKeyCache } from '../src/store/file-keys.ts';
+import { contentKey, FileKeyCache, unreadableKey } from '../src/store/file-keys.ts';
 import { removeDir, tempDir } from './helpers.ts';
 
 const sha1 = (path: string): string => createHash('sha1').update(readFileSync(path)).digest('hex');
@@ -50,6 +50,30 @@ test('file keys: unchanged files are not re-read; a rewrite with the same size a
     await fewer.keysOf(files.slice(0, 1), 1);
     fewer.save();
     assert.equal(readFileSync(store, 'utf8').trim().split('\n').length, 2, 'version line + one file');
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test('file keys: a file that cannot be read (removed since the scan, a folder) gets its path key, not an exception', async () => {
+  const dir = tempDir('file-keys-unreadable');
+  try {
+    const ok = join(dir, 'ok.jpg'),
+      gone = join(dir, 'gone.jpg'),
+      folder = join(dir, 'folder.jpg');
+    writeFileSync(ok, 'image bytes');
+    mkdirSync(folder);
+    const cache = FileKeyCache.load(join(dir, 'keys.tsv'), { racyMarginNs: 0n });
+    const keys = await cache.keysOf([ok, gone, folder], 2);
+    assert.deepEqual(keys, [sha1(ok), unreadableKey(gone), unreadableKey(folder)]);
+    assert.match(
+      keys[1]!,
+      /^[0-9a-f]{40}$/,
+      'shaped like a content key (augmentation seeds read its first 8 hex digits)',
+    );
+    assert.notEqual(keys[1], keys[2], 'one per path');
+    assert.equal(await contentKey(gone), unreadableKey(gone));
+    assert.equal(await contentKey(ok), sha1(ok));
   } finally {
     removeDir(dir);
   }

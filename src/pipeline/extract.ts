@@ -513,7 +513,7 @@ export async function computeMissing(
       for (const r of results) {
         const job = r.item;
         if (job.planFor && !job.plan) {
-          // The decode thread could not read the file: hash it here (an unreadable file throws, as hashing up front did).
+          // The decode thread could not read the file: key it here (still unreadable: store/file-keys.ts's unreadableKey).
           job.plan = job.planFor(r.key ?? (await contentKey(job.absPath)));
           job.keys = planKeys(job.plan);
         }

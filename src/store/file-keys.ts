@@ -29,11 +29,30 @@ function identity(st: BigIntStats): string {
   return `${st.size}\t${st.mtimeNs}\t${st.ctimeNs}\t${st.ino}`;
 }
 
-/** The content key of a file: sha1 of its bytes (the decode threads compute the same: images/decode-worker.ts). */
+/**
+ * The content key of a file: sha1 of its bytes (the decode threads compute the same: images/decode-worker.ts).
+ * A file that cannot be read (no permission, removed since the scan) gets unreadableKey instead of
+ * ending the run: it is planned like any image, its decode fails with the reason ("unreadable file
+ * (EACCES)"), and it is skipped and counted in the manifest like a corrupt photo.
+ */
 export async function contentKey(abs: string): Promise<string> {
-  return createHash('sha1')
-    .update(await readFile(abs))
-    .digest('hex');
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(abs);
+  } catch (e) {
+    if (isFsError(e)) return unreadableKey(abs);
+    throw e;
+  }
+  return createHash('sha1').update(bytes).digest('hex');
+}
+
+/** The key of a file that could not be read: from its path (hex like a content key, never equal to one in practice). */
+export function unreadableKey(abs: string): string {
+  return createHash('sha1').update(`convcache unreadable file\0${abs}`).digest('hex');
+}
+
+function isFsError(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && 'code' in e && typeof (e as { code: unknown }).code === 'string';
 }
 
 /** The wall clock in nanoseconds, comparable with ctimeNs. */
@@ -86,7 +105,15 @@ export class FileKeyCache {
         const i = next++;
         const abs = paths[i]!;
         seen.add(abs);
-        const st = statSync(abs, { bigint: true });
+        let st: BigIntStats;
+        try {
+          st = statSync(abs, { bigint: true });
+        } catch (e) {
+          if (!isFsError(e)) throw e;
+          keys[i] = unreadableKey(abs); // removed since the scan: skipped by the decode, like an unreadable file
+          if (this.entries.delete(abs)) this.changed = true;
+          continue;
+        }
         const id = identity(st);
         const hit = this.entries.get(abs);
         if (hit !== undefined && hit.slice(41) === id) {
