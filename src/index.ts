@@ -4,6 +4,7 @@
  * return data, and never print or exit on their own. Problems with the caller's input throw
  * UserError (one readable message); anything else is a bug.
  */
+import './util/ort-telemetry.ts'; // before ONNX Runtime loads: no telemetry files or uploads
 
 // Feature extraction (the fast path) and the cache it writes.
 export { extractFeatures, type ExtractOptions, type ExtractResult } from './pipeline/extract.ts';

@@ -205,6 +205,9 @@ test(
       );
       assert.deepEqual(snapshot(pkgDir), pkgBefore);
       assert.deepEqual(snapshot(join(ROOT, 'data')), repoDataBefore);
+      // ONNX Runtime's own telemetry (a database under $XDG_CACHE_HOME/Microsoft, uploads) stays off (src/util/ort-telemetry.ts).
+      for (const dir of [join(tmp, 'xdg-cache', 'Microsoft'), join(tmp, 'home', '.cache', 'Microsoft')])
+        assert.ok(!existsSync(dir), `no ONNX Runtime telemetry files: ${dir}`);
       assert.ok(
         !existsSync(join(ROOT, 'convcache-data', 'cache', relative(join(proj, 'convcache-data', 'cache'), cacheDir))),
       );

@@ -1,4 +1,5 @@
 import '../util/threadpool.ts';
+import '../util/ort-telemetry.ts';
 import { readFileSync } from 'node:fs';
 import { extractFeatures, type ExtractOptions } from '../pipeline/extract.ts';
 import { silentLogger } from '../util/log.ts';

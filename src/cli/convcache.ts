@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import '../util/threadpool.ts'; // first: sizes libuv's pool (image decodes) before any I/O
+import '../util/ort-telemetry.ts'; // before ONNX Runtime loads: no telemetry files or uploads
 import { COMMANDS } from './commands.ts';
 import { toolVersion } from '../util/version.ts';
 
