@@ -13,7 +13,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { extractFeatures, planExtraction, type ExtractOptions } from '../src/pipeline/extract.ts';
+import { closePrestarted, extractFeatures, planExtraction, type ExtractOptions } from '../src/pipeline/extract.ts';
 import { RecordStore } from '../src/store/records.ts';
 import { decodeFeatureArrow } from '../src/store/arrow.ts';
 import { decodeNpy, encodeNpy } from '../src/store/npy.ts';
@@ -152,6 +152,13 @@ test('extract: cache files, manifest, and independent readers agree; re-run reus
     assert.deepEqual(pyNpy.shape, [12, 768]);
     assert.equal(pyNpy.dtype, 'float32');
 
+    // The schedule does not change a byte: two sessions (the default for 2 threads, batches of 8 in
+    // flight side by side) against one session on the JS thread with another batch size.
+    const one = join(dir, 'one-session');
+    const single = await extractFeatures(opts(data, one, { sessions: 1, batch: 5 }));
+    assert.equal(single.manifest.timings.computed, 18);
+    assert.ok(readFileSync(join(one, 'features.arrow')).equals(arrowBytes), 'one session gives the same cache');
+
     // Re-run: nothing recomputed, identical bytes, and no output file rewritten (same inode, same mtime).
     // records/file-keys.tsv is left out: it may legitimately gain the images that were too fresh to
     // remember during the first run (src/store/file-keys.ts).
@@ -199,7 +206,9 @@ test("a first run keys the files in the decode threads: records keyed by every f
     writeFileSync(join(data, 'train', 'dogs', 'broken.jpg'), readFileSync(original).subarray(0, 40));
     const out = join(dir, 'cache');
     const first = await planExtraction(opts(data, out), undefined, undefined, true);
-    await first.pool?.close();
+    assert.ok(first.pool && first.runner, 'decode threads and both sessions start before any hashing');
+    assert.equal((await first.runner).parallel, 2);
+    await closePrestarted(first);
     first.store.close();
     assert.equal(first.keysFromDecode, true, 'nothing cached yet: no hashing before the run');
     assert.equal(first.plans, null);
@@ -232,7 +241,7 @@ test("a first run keys the files in the decode threads: records keyed by every f
     // Something is cached now: keys are hashed (or remembered) before the run, as before.
     makeSubset(join(dir, 'data'), { train: 4 });
     const second = await planExtraction(opts(data, out), undefined, undefined, true);
-    await second.pool?.close();
+    await closePrestarted(second);
     second.store.close();
     assert.equal(second.keysFromDecode, false);
     assert.equal(second.jobs.length, 2, 'only the two new images');

@@ -1,21 +1,76 @@
 import * as ort from 'onnxruntime-node';
 
 export interface RunnerOptions {
-  /** Intra-op threads for ONNX Runtime. */
+  /** Intra-op threads for ONNX Runtime (of each session, with `sessions`). */
   threads: number;
+  /**
+   * Sessions running batches side by side, each on a thread of its own (ort-pool.ts); default 1: one
+   * session on the JS thread.
+   */
+  sessions?: number;
+}
+
+export type InputType = 'uint8' | 'float32';
+
+/** Runs a converted conv base (input 'image' uint8 NHWC, output 'features' float [N, D]). */
+export interface FeatureRunner {
+  /** Batches that run at once: keep this many run() calls in flight to use them all. */
+  readonly parallel: number;
+  /** A buffer for `images` model inputs that run() takes without a copy. */
+  batchBuffer(images: number): Uint8Array | Float32Array;
+  /** Run `n` images packed back to back in `batch`; returns n*D floats (a fresh copy). */
+  run(batch: Uint8Array | Float32Array, n: number): Promise<Float32Array>;
+  release(): Promise<void>;
+}
+
+/** Session options of every conv-base session (the JS thread's and the pool's). */
+export function featureSessionOptions(threads: number): ort.InferenceSession.SessionOptions {
+  return {
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    graphOptimizationLevel: 'all',
+    executionMode: 'sequential',
+    // The memory pattern pre-plans one block for every intermediate tensor of the batch on top of
+    // the arena: extract's peak RSS was 764 MiB with it, 559 without (3000 images, batch 32), at
+    // the same inference speed. The arena itself stays: without it every run() maps and faults in
+    // its buffers afresh (600 images: 3x slower).
+    enableMemPattern: false,
+    // Spinning threads would steal the core that JPEG decoding needs between batches.
+    extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
+  };
+}
+
+/** One session on the JS thread (RunnerOptions.sessions 1), or a pool of them on threads of their own. */
+export async function createFeatureRunner(
+  model: Uint8Array | string,
+  inputShape: readonly number[],
+  featureDim: number,
+  opts: RunnerOptions,
+  inputType: InputType = 'uint8',
+): Promise<FeatureRunner> {
+  if ((opts.sessions ?? 1) <= 1) return OrtFeatureRunner.create(model, inputShape, featureDim, opts, inputType);
+  const { OrtSessionPool } = await import('./ort-pool.ts');
+  return OrtSessionPool.create(
+    model,
+    inputShape,
+    featureDim,
+    { sessions: opts.sessions!, threads: opts.threads },
+    inputType,
+  );
 }
 
 /**
- * Runs a converted conv base (input 'image' uint8 NHWC, output 'features' float [N, D]).
- * Note: onnxruntime-node's run() executes on the JS thread, so callers queue image decodes
- * (libuv thread pool) *before* calling run() to overlap the two.
+ * One session on the JS thread. Note: onnxruntime-node's run() executes on the JS thread, so callers
+ * queue image decodes (decode threads, libuv pool) *before* calling run() to overlap the two.
  */
-export class OrtFeatureRunner {
+export class OrtFeatureRunner implements FeatureRunner {
+  readonly parallel = 1;
+
   private constructor(
     private readonly session: ort.InferenceSession,
     readonly inputShape: readonly number[],
     readonly featureDim: number,
-    readonly inputType: 'uint8' | 'float32',
+    readonly inputType: InputType,
   ) {}
 
   static async create(
@@ -23,22 +78,15 @@ export class OrtFeatureRunner {
     inputShape: readonly number[],
     featureDim: number,
     opts: RunnerOptions,
-    inputType: 'uint8' | 'float32' = 'uint8',
+    inputType: InputType = 'uint8',
   ): Promise<OrtFeatureRunner> {
-    const session = await ort.InferenceSession.create(model as Uint8Array, {
-      intraOpNumThreads: opts.threads,
-      interOpNumThreads: 1,
-      graphOptimizationLevel: 'all',
-      executionMode: 'sequential',
-      // The memory pattern pre-plans one block for every intermediate tensor of the batch on top of
-      // the arena: extract's peak RSS was 764 MiB with it, 559 without (3000 images, batch 32), at
-      // the same inference speed. The arena itself stays: without it every run() maps and faults in
-      // its buffers afresh (600 images: 3x slower).
-      enableMemPattern: false,
-      // Spinning threads would steal the core that JPEG decoding needs between batches.
-      extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
-    });
+    const session = await ort.InferenceSession.create(model as Uint8Array, featureSessionOptions(opts.threads));
     return new OrtFeatureRunner(session, inputShape, featureDim, inputType);
+  }
+
+  batchBuffer(images: number): Uint8Array | Float32Array {
+    const n = images * this.inputShape.reduce((a, b) => a * b, 1);
+    return this.inputType === 'uint8' ? new Uint8Array(n) : new Float32Array(n);
   }
 
   /** Run `n` images packed back to back in `batch`; returns n*D floats (a fresh copy). */

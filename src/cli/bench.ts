@@ -1,7 +1,7 @@
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { cacheRootFlag, defineCommand } from './command.ts';
-import { batchSize, intInRange, threads, workers } from './validate.ts';
+import { cacheRootFlag, defineCommand, sessionsFlag } from './command.ts';
+import { batchSize, intInRange, sessions, threads, workers } from './validate.ts';
 import { parseEngine } from '../finetune/engine.ts';
 import { UserError } from '../util/errors.ts';
 import { consoleLogger } from '../util/log.ts';
@@ -28,7 +28,12 @@ export const command = defineCommand(
         metavar: 'DIR',
         description: 'feature cache for the heads bench (default: extract the default dataset)',
       },
-      batch: { type: 'number', metavar: 'N', description: 'inference batch', default: DEFAULT_EXTRACT_BATCH },
+      batch: {
+        type: 'number',
+        metavar: 'N',
+        description: 'inference batch (of each session)',
+        default: DEFAULT_EXTRACT_BATCH,
+      },
       workers: {
         type: 'number',
         metavar: 'N',
@@ -36,6 +41,7 @@ export const command = defineCommand(
         default: cpus().length,
       },
       threads: { type: 'number', metavar: 'N', description: 'ONNX Runtime threads', default: cpus().length },
+      sessions: sessionsFlag,
       images: {
         type: 'number',
         metavar: 'N',
@@ -135,7 +141,11 @@ export const command = defineCommand(
         data: flags.data,
         model: flags.model,
         batch: batchSize(flags.batch),
-        schedule: { workers: workers(flags.workers), threads: threads(flags.threads) },
+        schedule: {
+          workers: workers(flags.workers),
+          threads: threads(flags.threads),
+          sessions: sessions(flags.sessions, threads(flags.threads)),
+        },
         images: intInRange('images', flags.images, 0, 10_000_000),
         repeats: intInRange('repeats', flags.repeats, 1, 20),
         largePhotos: intInRange('large-photos', flags['large-photos'], 0, 1000),

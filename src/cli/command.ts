@@ -65,6 +65,14 @@ export const decodeFlags = {
   },
 } as const;
 
+/** --sessions: for the commands that stream images through the conv base (extract, predict). */
+export const sessionsFlag = {
+  type: 'number',
+  metavar: 'N',
+  description:
+    'ONNX Runtime sessions running batches side by side, each on threads/N threads of its own (default: one per thread)',
+} as const;
+
 /** --tune, --tune-cv: shared by the commands that train heads (read by `tuneMode`). */
 export const tuneFlags = {
   tune: {

@@ -1,5 +1,5 @@
-import { cacheRootFlag, decodeFlags, defineCommand } from './command.ts';
-import { batchSize, intInRange, maxPixels, oneOf, optionalInt, seed, threads, workers } from './validate.ts';
+import { cacheRootFlag, decodeFlags, defineCommand, sessionsFlag } from './command.ts';
+import { batchSize, intInRange, maxPixels, oneOf, optionalInt, seed, sessions, threads, workers } from './validate.ts';
 import { UserError } from '../util/errors.ts';
 import { consoleLogger } from '../util/log.ts';
 import { DEFAULT_SPLIT_SPEC, parseSplitFractions } from '../dataset/split.ts';
@@ -88,6 +88,7 @@ export const command = defineCommand(
         default: DEFAULT_EXTRACT_BATCH,
       },
       ...decodeFlags,
+      sessions: sessionsFlag,
       'input-size': {
         type: 'number',
         metavar: 'N',
@@ -206,6 +207,7 @@ export const command = defineCommand(
       batch: batchSize(flags.batch),
       workers: workers(flags.workers),
       threads: threads(flags.threads),
+      sessions: sessions(flags.sessions, threads(flags.threads)),
       maxPixels: maxPixels(flags['max-pixels']),
       precision: oneOf('precision', flags.precision, ['fp32', 'int8'] as const),
       decoder: oneOf('decoder', flags.decoder, ['fast', 'sharp'] as const),

@@ -1,6 +1,7 @@
 import { cpus } from 'node:os';
-import { cacheRootFlag, defineCommand } from './command.ts';
-import { batchSize, maxPixels, threads } from './validate.ts';
+import { cacheRootFlag, defineCommand, sessionsFlag } from './command.ts';
+import { DEFAULT_EXTRACT_BATCH } from '../pipeline/schedule.ts';
+import { batchSize, maxPixels, sessions, threads } from './validate.ts';
 import { UserError } from '../util/errors.ts';
 import { consoleLogger } from '../util/log.ts';
 import { DEFAULT_MAX_PIXELS } from '../images/limits.ts';
@@ -24,8 +25,14 @@ export const command = defineCommand(
       },
       'cache-root': cacheRootFlag,
       json: { type: 'boolean', description: 'print JSON (with per-class probabilities) instead of CSV' },
-      batch: { type: 'number', metavar: 'N', description: 'images per inference batch', default: 32 },
+      batch: {
+        type: 'number',
+        metavar: 'N',
+        description: 'images per inference batch (of each session)',
+        default: DEFAULT_EXTRACT_BATCH,
+      },
       threads: { type: 'number', metavar: 'N', description: 'ONNX Runtime threads', default: cpus().length },
+      sessions: sessionsFlag,
       'max-pixels': {
         type: 'number',
         metavar: 'N',
@@ -44,6 +51,7 @@ export const command = defineCommand(
       batch: batchSize(flags.batch),
       workers: cpus().length,
       threads: threads(flags.threads),
+      sessions: sessions(flags.sessions, threads(flags.threads)),
       maxPixels: maxPixels(flags['max-pixels']),
       log,
     });

@@ -66,6 +66,9 @@ export function rate(name: string, v: unknown): number {
 export const batchSize = (v: unknown, max = 1024): number => intInRange('batch', v, 1, max);
 export const workers = (v: unknown): number => intInRange('workers', v, 1, 64);
 export const threads = (v: unknown): number => intInRange('threads', v, 1, 256);
+/** --sessions N (1..threads), or undefined for the default. */
+export const sessions = (v: unknown, threadCount: number): number | undefined =>
+  v === undefined ? undefined : intInRange('sessions', v, 1, threadCount);
 export const maxPixels = (v: unknown): number => intInRange('max-pixels', v, 1, Number.MAX_SAFE_INTEGER);
 
 /**

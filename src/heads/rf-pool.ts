@@ -1,4 +1,4 @@
-import { Worker } from 'node:worker_threads';
+import { startWorker } from '../util/worker.ts';
 import type { GrowContext, GrownTrees } from './rf.ts';
 
 /**
@@ -13,7 +13,7 @@ export async function growTreesInWorkers(ctx: GrowContext, seeds: Uint32Array, j
     const part = seeds.slice(s, s + per);
     runs.push(
       new Promise<GrownTrees>((resolve, reject) => {
-        const w = startWorker();
+        const w = startWorker(import.meta.url, 'rf-worker');
         let done = false;
         w.once('message', (m: GrownTrees) => {
           done = true;
@@ -29,18 +29,4 @@ export async function growTreesInWorkers(ctx: GrowContext, seeds: Uint32Array, j
     );
   }
   return Promise.all(runs);
-}
-
-/**
- * From compiled JS the worker file runs as is. From TypeScript sources (tsx), the parent's loader
- * hooks do not reach the worker, so it registers tsx itself first (as images/decode-pool.ts does).
- */
-function startWorker(): Worker {
-  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./rf-worker.js', import.meta.url));
-  const api = import.meta.resolve('tsx/esm/api');
-  const file = new URL('./rf-worker.ts', import.meta.url).href;
-  return new Worker(
-    `import(${JSON.stringify(api)}).then((t) => { t.register(); return import(${JSON.stringify(file)}); });`,
-    { eval: true },
-  );
 }

@@ -1,4 +1,5 @@
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { startWorker } from '../util/worker.ts';
 import type { Preprocessing } from '../backbone/preprocess.ts';
 import { DecodeError, decodeWithSharp } from './decode.ts';
 import type { DecodeReply, DecodeRequest, DecodeWorkerData } from './decode-worker.ts';
@@ -74,7 +75,7 @@ export class DecodePool {
       slotBytes: this.slotBytes,
     };
     this.workers = Array.from({ length: Math.max(1, size) }, () => {
-      const w = startWorker(data);
+      const w = startWorker(import.meta.url, 'decode-worker', data);
       w.on('message', (r: DecodeReply) => this.onReply(r));
       w.on('error', (e) => this.fail(e));
       return w;
@@ -164,19 +165,4 @@ export class DecodePool {
   async close(): Promise<void> {
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
-}
-
-/**
- * From compiled JS the worker file runs as is. From TypeScript sources (tsx), the loader hooks of
- * the parent thread do not reach the worker, so it registers tsx itself before importing the file.
- */
-function startWorker(workerData: DecodeWorkerData): Worker {
-  if (!import.meta.url.endsWith('.ts'))
-    return new Worker(new URL('./decode-worker.js', import.meta.url), { workerData });
-  const api = import.meta.resolve('tsx/esm/api');
-  const file = new URL('./decode-worker.ts', import.meta.url).href;
-  return new Worker(
-    `import(${JSON.stringify(api)}).then((t) => { t.register(); return import(${JSON.stringify(file)}); });`,
-    { eval: true, workerData },
-  );
 }

@@ -9,6 +9,7 @@ import { graphForCache, runConfig } from './precision.ts';
 import { DEFAULT_PRECISION, type Precision } from '../backbone/quantize.ts';
 import { resolveDecoder, type DecoderChoice } from '../images/jpeg-fast.ts';
 import type { DecodePool } from '../images/decode-pool.ts';
+import type { FeatureRunner } from '../backbone/ort-runner.ts';
 import {
   augmentSeed,
   formatAugmentSpec,
@@ -32,7 +33,7 @@ import { DEFAULT_MODEL } from '../backbone/registry.ts';
 import { silentLogger, type Logger } from '../util/log.ts';
 import { cacheRoot, defaultDatasetDir } from '../util/paths.ts';
 import { Progress } from '../util/progress.ts';
-import { decodeSlots, DEFAULT_DECODE_NICE, DEFAULT_EXTRACT_BATCH } from './schedule.ts';
+import { decodeSlots, DEFAULT_DECODE_NICE, DEFAULT_EXTRACT_BATCH, defaultSessions } from './schedule.ts';
 
 export interface ExtractOptions {
   /** Data root (class folders, optionally inside train/val/test); default <cache root>/images/, else the mirror's cats-vs-dogs. */
@@ -49,12 +50,14 @@ export interface ExtractOptions {
   split?: SplitFractions;
   /** Default 42. */
   seed?: number;
-  /** Default DEFAULT_EXTRACT_BATCH (16; schedule.ts says why). */
+  /** Images per batch of each session; default DEFAULT_EXTRACT_BATCH (8; schedule.ts says why). */
   batch?: number;
   /** Images decoded concurrently (default: one per core). */
   workers?: number;
-  /** ONNX Runtime intra-op threads (default: one per core). */
+  /** ONNX Runtime intra-op threads, over all sessions (default: one per core). */
   threads?: number;
+  /** ONNX Runtime sessions running batches side by side (default: schedule.ts defaultSessions). */
+  sessions?: number;
   /** How much lower the decode threads' priority is than ORT's (default DEFAULT_DECODE_NICE; 0 = equal). */
   decodeNice?: number;
   maxPixels?: number;
@@ -83,7 +86,10 @@ export interface ExtractOptions {
 /** ExtractOptions with every default filled in. */
 export type ResolvedExtractOptions = ExtractOptions &
   Required<
-    Pick<ExtractOptions, 'model' | 'split' | 'seed' | 'batch' | 'workers' | 'threads' | 'maxPixels' | 'quiet' | 'log'>
+    Pick<
+      ExtractOptions,
+      'model' | 'split' | 'seed' | 'batch' | 'workers' | 'threads' | 'sessions' | 'maxPixels' | 'quiet' | 'log'
+    >
   >;
 
 export function withDefaults(o: ExtractOptions): ResolvedExtractOptions {
@@ -95,6 +101,7 @@ export function withDefaults(o: ExtractOptions): ResolvedExtractOptions {
     batch: o.batch ?? DEFAULT_EXTRACT_BATCH,
     workers: o.workers ?? cpus().length,
     threads: o.threads ?? cpus().length,
+    sessions: o.sessions ?? defaultSessions(o.threads ?? cpus().length),
     maxPixels: o.maxPixels ?? DEFAULT_MAX_PIXELS,
     quiet: o.quiet ?? false,
     log: o.log ?? silentLogger,
@@ -241,6 +248,8 @@ export interface ExtractionPlan {
   opts: ResolvedExtractOptions;
   /** Decode threads started early (planExtraction's prestartDecoders); the caller passes them on or closes them. */
   pool?: DecodePool;
+  /** The conv base's sessions, started early with the decode threads (run on threads of their own); the caller passes them on or releases them. */
+  runner?: Promise<FeatureRunner>;
 }
 
 /**
@@ -317,12 +326,20 @@ export async function planExtraction(
   // Fewer records than images: there is work ahead, so start the decode threads now; they load their
   // code while the images are hashed. (A no-op run never pays for them.)
   let pool: DecodePool | undefined;
+  let runner: Promise<FeatureRunner> | undefined;
   if (prestartDecoders && backbone && store.size < selected.length && resolveDecoder(opts.decoder) === 'fast') {
     const { DecodePool } = await import('../images/decode-pool.ts');
     pool = new DecodePool(opts.workers, cfg.preprocessing, opts.maxPixels, {
       nice: opts.decodeNice ?? DEFAULT_DECODE_NICE,
-      slots: decodeSlots(opts.batch, opts.workers),
+      slots: decodeSlots(opts.batch, opts.workers, opts.sessions),
     });
+    // Sessions on threads of their own load the graph meanwhile too (one session would block this thread).
+    const sessions = Math.min(opts.sessions, Math.ceil((selected.length - store.size) / opts.batch));
+    if (sessions > 1) {
+      const { startRunner } = await import('./run-backbone.ts');
+      runner = startRunner(onnxPath!, cfg, opts.threads, sessions);
+      runner.catch(() => {}); // awaited by runBackbone (or released below); never unhandled meanwhile
+    }
   }
   const planOf = viewPlanner(opts.augment, opts.seed, opts.tta);
   const keysFromDecode = pool !== undefined && store.size === 0 && !opts.augment && !select;
@@ -345,7 +362,7 @@ export async function planExtraction(
     try {
       keys = await hashFiles(selected, 8, cacheDir);
     } catch (e) {
-      await pool?.close();
+      await closePrestarted({ pool, runner });
       throw e;
     }
     plans = selected.map((img, i) => planOf(img, keys[i]!));
@@ -385,6 +402,7 @@ export async function planExtraction(
     tHash,
     opts,
     ...(pool ? { pool } : {}),
+    ...(runner ? { runner } : {}),
   };
 }
 
@@ -394,7 +412,7 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
   const opts = p.opts;
   const log = opts.log;
   const { scan, images, jobs, missing, totalViews, cfg, cacheDir, store, augmentInfo } = p;
-  if (p.pool && jobs.length === 0) await p.pool.close(); // everything was cached after all
+  if (jobs.length === 0) await closePrestarted(p); // everything was cached after all
   if (opts.merge && missing > 0)
     throw new UserError(
       describeMissing(
@@ -411,7 +429,11 @@ export async function extractFeatures(options: ExtractOptions): Promise<ExtractR
   const readStartNs = nowNs(); // before any file is read: file-keys.ts's race rule
   if (jobs.length > 0) {
     const tx = performance.now();
-    await computeMissing(jobs, missing, p.onnxPath!, cfg, store, p.pool ? { ...opts, pool: p.pool } : opts);
+    await computeMissing(jobs, missing, p.onnxPath!, cfg, store, {
+      ...opts,
+      ...(p.pool ? { pool: p.pool } : {}),
+      ...(p.runner ? { runner: p.runner } : {}),
+    });
     computedSeconds = (performance.now() - tx) / 1000;
   }
   const plans = p.plans ?? plansFromDecode(p, readStartNs);
@@ -474,6 +496,15 @@ function plansFromDecode(p: ExtractionPlan, readStartNs: bigint): ImagePlan[] {
   return plans;
 }
 
+/** End the decode threads and the sessions a plan started early (when they are not passed on to a run). */
+export async function closePrestarted(p: Pick<ExtractionPlan, 'pool' | 'runner'>): Promise<void> {
+  await p.pool?.close();
+  await p.runner?.then(
+    (r) => r.release(),
+    () => {},
+  );
+}
+
 function round3(x: number): number {
   return Math.round(x * 1000) / 1000;
 }
@@ -500,7 +531,7 @@ export async function computeMissing(
   onnxPath: string,
   cfg: BackboneConfig,
   store: RecordStore,
-  opts: ResolvedExtractOptions & { pool?: DecodePool },
+  opts: ResolvedExtractOptions & { pool?: DecodePool; runner?: Promise<FeatureRunner> },
 ): Promise<void> {
   // Loaded here, not at the top: decoding brings in sharp, which an up-to-date cache never needs.
   const { runBackbone } = await import('./run-backbone.ts');

@@ -14,6 +14,7 @@ import { DEFAULT_MAX_PIXELS } from '../images/limits.ts';
 import { readHeadMeta } from './train.ts';
 import { runBackbone, type BackboneRunOptions, type ImageResult } from './run-backbone.ts';
 import { pinnedInt8Graph } from './precision.ts';
+import { DEFAULT_EXTRACT_BATCH } from './schedule.ts';
 import { meanFeatures, parseTtaSpec, ttaViews } from '../images/tta.ts';
 
 /** One result per image: the mean of its views' features (a batch always holds whole images). */
@@ -56,11 +57,11 @@ export interface PredictOptions extends Partial<BackboneRunOptions> {
 
 type ResolvedPredictOptions = PredictOptions & BackboneRunOptions & { log: Logger };
 
-/** Defaults as the CLI's: batch 32, one decode and one ORT thread per core. */
+/** Defaults as the CLI's: extract's batch, one decode and one ORT thread per core (sessions: schedule.ts). */
 function withDefaults(o: PredictOptions): ResolvedPredictOptions {
   return {
     ...o,
-    batch: o.batch ?? 32,
+    batch: o.batch ?? DEFAULT_EXTRACT_BATCH,
     workers: o.workers ?? cpus().length,
     threads: o.threads ?? cpus().length,
     maxPixels: o.maxPixels ?? DEFAULT_MAX_PIXELS,

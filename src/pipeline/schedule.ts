@@ -1,20 +1,20 @@
-import { cpus } from 'node:os';
-
 /**
- * How decode and inference share the cores. ONNX Runtime's run() blocks the JS thread, so decoding
- * runs on threads of its own (images/decode-pool.ts) and overlaps it; ORT's threads do not spin
- * (ort-runner.ts), so a core they leave idle is the decoders' at once.
+ * How decode and inference share the cores. Decoding runs on threads of its own (images/decode-pool.ts)
+ * and ONNX Runtime's sessions on others (backbone/ort-pool.ts; one session runs on the JS thread and
+ * blocks it); ORT's threads do not spin (ort-runner.ts), so a core they leave idle is the decoders' at once.
  *
- * autoSchedule (the bench's reference point; extract defaults to --threads = --workers = cores): ORT
- * gets every core and half as many decode threads run beside it. Measured on the shared
- * 2-core machine (3000 images, whole `extract` process, back to back): fp32 workers 1: 20.9 s and
- * 16.0 s, workers 2: 16.9 s and 16.9 s; int8 workers 1: 12.1 s, workers 2: 13.1 s — within that
- * machine's noise, so the cheaper one: libjpeg-turbo + the SIMD resize cost ~1-2 ms of CPU per image
- * against ~6-8 ms for the conv base. `npm run bench -- --schedule-images N` times the alternatives.
+ * Defaults (extract, predict): ORT gets every core (--threads), as many decode threads run beside
+ * it (--workers), and the threads are split over defaultSessions() sessions. Decode threads 1 vs 2,
+ * measured on the shared 2-core machine (3000 images, whole `extract` process, back to back): fp32
+ * workers 1: 20.9 s and 16.0 s, workers 2: 16.9 s and 16.9 s; int8 workers 1: 12.1 s, workers 2:
+ * 13.1 s — within that machine's noise: libjpeg-turbo + the SIMD resize cost ~1 ms of CPU per image
+ * against ~8 ms for the conv base. `npm run bench -- --schedule-images N` times the alternatives.
  */
 export interface Schedule {
   threads: number;
   workers: number;
+  /** ONNX Runtime sessions the threads are split over (default defaultSessions(threads)). */
+  sessions?: number;
 }
 
 /**
@@ -30,27 +30,46 @@ export interface Schedule {
 export const DEFAULT_DECODE_NICE: number = 10;
 
 /**
- * Images per inference batch for extract (and its bench). 16, not 32: ONNX Runtime's arena holds
- * every intermediate tensor of a batch, so at 288 px a batch of 32 costs ~170 MiB more peak RSS than
- * 16 (inference-only process: 496 vs 326 MiB; extract: ~620 vs ~450 MiB) at the same speed (219 vs
- * 225 img/s on 2 threads, within noise) and bit-identical features (a batch's images do not
- * interact: batches of 1, 7 and 16 equal 32 exactly).
+ * Images per inference batch of one session (extract and its bench). ONNX Runtime's arena holds every
+ * intermediate tensor of a batch, so peak RSS grows with batch x sessions: at 288 px one session with
+ * 32 cost ~170 MiB more than with 16 at the same speed (219 vs 225 img/s); two sessions with 16 each
+ * peaked at ~575 MiB, with 8 each at ~405 MiB (one session of 16: ~357), and 8 was no slower (3000
+ * images, 4 alternating runs: 16.6-18.4 s against 16.6-18.7 s). Features are bit-identical whatever
+ * the batch (a batch's images do not interact: batches of 1, 7 and 16 equal 32 exactly) and whatever
+ * the sessions (each image's features come from the same graph on one thread's kernels either way).
  */
-export const DEFAULT_EXTRACT_BATCH = 16;
+export const DEFAULT_EXTRACT_BATCH = 8;
 
-export function autoSchedule(cores = cpus().length): Schedule {
-  return { threads: Math.max(1, cores), workers: Math.max(1, Math.floor(cores / 2)) };
+/**
+ * Sessions for `threads` ONNX Runtime threads in all: one single-threaded session per thread (at most
+ * MAX_SESSIONS, each with its own arena). One session's intra-op threads meet at a barrier after every
+ * operator, so a decode thread preempting one idles the others, and between operators they wait;
+ * sessions of one thread each run different batches with no barrier. Measured on the shared 2-core
+ * machine (3000 images, whole extraction, 4 alternating runs): 2 sessions x 1 thread 16.0-18.4 s
+ * against 1 session x 2 threads 16.6-20.1 s, faster in every pair (4-9 %); inference alone, 2 x 1
+ * 217-246 img/s against 188-233 (3 pairs). `npm run bench` times both each run.
+ */
+export function defaultSessions(threads: number): number {
+  return Math.max(1, Math.min(threads, MAX_SESSIONS));
+}
+
+/** More sessions than this share the threads (memory: each session has an arena of its own). */
+export const MAX_SESSIONS = 4;
+
+/** Intra-op threads of each of `sessions` sessions sharing `threads`. */
+export function threadsPerSession(threads: number, sessions: number): number {
+  return Math.max(1, Math.floor(threads / Math.max(1, sessions)));
 }
 
 /**
- * Decodes kept ahead of ONNX Runtime: two batches, so the next batch is decoded while one runs
- * (and at least one per decode thread).
+ * Decodes kept ahead of ONNX Runtime: one batch more than the sessions run at once, so the next batch
+ * is decoded while they run (and at least one per decode thread).
  */
-export function decodeLookahead(batch: number, workers: number): number {
-  return Math.max(workers, batch * 2);
+export function decodeLookahead(batch: number, workers: number, sessions = 1): number {
+  return Math.max(workers, batch * (sessions + 1));
 }
 
 /** Shared pixel slots of the decode pool: the look-ahead plus the image being copied into the batch. */
-export function decodeSlots(batch: number, workers: number): number {
-  return decodeLookahead(batch, workers) + 1;
+export function decodeSlots(batch: number, workers: number, sessions = 1): number {
+  return decodeLookahead(batch, workers, sessions) + 1;
 }

@@ -1,0 +1,147 @@
+import type { Worker } from 'node:worker_threads';
+import { startWorker } from '../util/worker.ts';
+import type { FeatureRunner, InputType } from './ort-runner.ts';
+import type { RunRequest, SessionReply, SessionWorkerData } from './ort-session-worker.ts';
+
+export interface SessionPoolOptions {
+  /** Sessions, each on a thread of its own, running batches side by side. */
+  sessions: number;
+  /** Intra-op threads of each session. */
+  threads: number;
+}
+
+/**
+ * Several ONNX Runtime sessions of one graph, each on a worker thread of its own, running different
+ * batches at once. Why: one session's intra-op threads meet at a barrier after every operator, so a
+ * decode thread that preempts one of them idles the others; single-threaded sessions have no barrier,
+ * and a preempted one delays only its own batch (schedule.ts has the measurements). Batches are best
+ * built in batchBuffer()s (shared memory: no copy per run). run() does not block the JS thread.
+ */
+export class OrtSessionPool implements FeatureRunner {
+  private readonly idle: number[];
+  private readonly waiting: ((worker: number) => void)[] = [];
+  private readonly pending = new Map<
+    number,
+    { worker: number; resolve: (f: Float32Array) => void; reject: (e: Error) => void }
+  >();
+  private nextId = 0;
+  private failure: Error | undefined;
+  private closing = false;
+
+  private constructor(
+    private readonly workers: Worker[],
+    private readonly inputType: InputType,
+    private readonly featureDim: number,
+    private readonly perImage: number,
+  ) {
+    this.idle = workers.map((_, i) => workers.length - 1 - i);
+    workers.forEach((w) => {
+      w.on('message', (r: SessionReply) => this.onReply(r));
+      w.on('error', (e) => this.fail(e));
+      w.on('exit', (code) => this.fail(new Error(`an inference thread stopped (exit code ${code})`)));
+    });
+  }
+
+  get parallel(): number {
+    return this.workers.length;
+  }
+
+  static async create(
+    model: Uint8Array | string,
+    inputShape: readonly number[],
+    featureDim: number,
+    opts: SessionPoolOptions,
+    inputType: InputType = 'uint8',
+  ): Promise<OrtSessionPool> {
+    const data: SessionWorkerData = { model, threads: opts.threads, inputShape, featureDim, inputType };
+    const workers = Array.from({ length: Math.max(1, opts.sessions) }, () =>
+      startWorker(import.meta.url, 'ort-session-worker', data),
+    );
+    const started = await Promise.allSettled(
+      workers.map(
+        (w) =>
+          new Promise<void>((resolve, reject) => {
+            w.once('message', (r: SessionReply) =>
+              'ready' in r ? resolve() : reject(new Error('initError' in r ? r.initError : 'session thread: no start')),
+            );
+            w.once('error', reject);
+            w.once('exit', (code) => reject(new Error(`session thread exited (${code}) before it started`)));
+          }),
+      ),
+    );
+    const failed = started.find((s) => s.status === 'rejected');
+    if (failed) {
+      await Promise.all(workers.map((w) => w.terminate()));
+      throw failed.reason;
+    }
+    // Only these events' listeners: removeAllListeners() would also drop the Worker's own
+    // newListener hook, and replies would then never be delivered.
+    for (const w of workers) for (const ev of ['message', 'error', 'exit'] as const) w.removeAllListeners(ev);
+    return new OrtSessionPool(
+      workers,
+      inputType,
+      featureDim,
+      inputShape.reduce((a, b) => a * b, 1),
+    );
+  }
+
+  batchBuffer(images: number): Uint8Array | Float32Array {
+    const n = images * this.perImage;
+    return this.inputType === 'uint8'
+      ? new Uint8Array(new SharedArrayBuffer(n))
+      : new Float32Array(new SharedArrayBuffer(n * 4));
+  }
+
+  run(batch: Uint8Array | Float32Array, n: number): Promise<Float32Array> {
+    if (this.failure) return Promise.reject(this.failure);
+    // A batch outside shared memory is copied by postMessage, so the caller may reuse it at once.
+    const input = batch.subarray(0, n * this.perImage);
+    return new Promise((resolve, reject) => {
+      const start = (worker: number): void => {
+        if (this.failure) {
+          reject(this.failure);
+          return;
+        }
+        const id = this.nextId++;
+        this.pending.set(id, {
+          worker,
+          resolve: (f) => (f.length === n * this.featureDim ? resolve(f) : reject(lengthError(n * this.featureDim, f))),
+          reject,
+        });
+        this.workers[worker]!.postMessage({ id, input, n } satisfies RunRequest);
+      };
+      const worker = this.idle.pop();
+      if (worker !== undefined) start(worker);
+      else this.waiting.push(start);
+    });
+  }
+
+  private onReply(r: SessionReply): void {
+    if (!('id' in r)) return;
+    const p = this.pending.get(r.id);
+    if (!p) return;
+    this.pending.delete(r.id);
+    const next = this.waiting.shift();
+    if (next) next(p.worker);
+    else this.idle.push(p.worker);
+    if ('features' in r) p.resolve(r.features);
+    else p.reject(new Error(r.error));
+  }
+
+  private fail(e: Error): void {
+    if (this.closing) return;
+    this.failure ??= e;
+    for (const p of this.pending.values()) p.reject(e);
+    this.pending.clear();
+    for (const start of this.waiting.splice(0)) start(-1); // each rejects with the failure
+  }
+
+  async release(): Promise<void> {
+    this.closing = true;
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}
+
+function lengthError(expected: number, f: Float32Array): Error {
+  return new Error(`runner: expected ${expected} features, got ${f.length}`);
+}
