@@ -85,7 +85,7 @@ export async function* runBackbone<T extends BackboneItem>(
   const buffers = Array.from({ length: parallel }, () => runner.batchBuffer(opts.batch) as Uint8Array);
   type Decoded = DecodedImage<T>;
   const decoder = resolveDecoder(opts.decoder);
-  // Fast path: decode threads of our own (ORT's run() blocks this thread); sharp: the libuv pool.
+  // Fast path: decode threads of our own (a single session's run() blocks this thread); sharp: the libuv pool.
   const pool =
     decoder === 'fast'
       ? (opts.pool ??
