@@ -16,7 +16,7 @@ export type InputType = 'uint8' | 'float32';
 export interface FeatureRunner {
   /** Batches that run at once: keep this many run() calls in flight to use them all. */
   readonly parallel: number;
-  /** A buffer for `images` model inputs that run() takes without a copy. */
+  /** A buffer for `images` model inputs that run() takes without a copy (leave it alone until that run() settles). */
   batchBuffer(images: number): Uint8Array | Float32Array;
   /** Run `n` images packed back to back in `batch`; returns n*D floats (a fresh copy). */
   run(batch: Uint8Array | Float32Array, n: number): Promise<Float32Array>;

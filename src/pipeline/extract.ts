@@ -521,9 +521,10 @@ export interface Job {
 }
 
 /**
- * Persist every batch while the next one runs (the fsync happens on libuv's pool, not on the JS
- * thread that ONNX Runtime blocks), and never more than one batch behind: an interruption loses at
- * most the two batches in flight, and a re-run computes exactly those again.
+ * Persist every batch while the next ones run (the fsync happens on libuv's pool, not on the JS
+ * thread, which a single ONNX Runtime session blocks), and never more than one batch behind: an
+ * interruption loses at most the batch being written and those the sessions are running, and a
+ * re-run computes exactly those again.
  */
 export async function computeMissing(
   jobs: Job[],
