@@ -10,6 +10,7 @@ import { DEFAULT_PRECISION, type Precision } from '../backbone/quantize.ts';
 import { resolveDecoder, type DecoderChoice } from '../images/jpeg-fast.ts';
 import type { DecodePool } from '../images/decode-pool.ts';
 import type { FeatureRunner } from '../backbone/ort-runner.ts';
+import { WriteBehind } from '../store/write-behind.ts';
 import {
   augmentSeed,
   formatAugmentSpec,
@@ -521,10 +522,10 @@ export interface Job {
 }
 
 /**
- * Persist every batch while the next ones run (the fsync happens on libuv's pool, not on the JS
- * thread, which a single ONNX Runtime session blocks), and never more than one batch behind: an
- * interruption loses at most the batch being written and those the sessions are running, and a
- * re-run computes exactly those again.
+ * Persist the batches while the next ones run (store/write-behind.ts: the fsync happens on libuv's
+ * pool, not on the JS thread, and batches that finish meanwhile go into the next chunk): an
+ * interruption loses at most the chunk being written, the batches queued behind it and those the
+ * sessions are running, and a re-run computes exactly those again.
  */
 export async function computeMissing(
   jobs: Job[],
@@ -537,7 +538,7 @@ export async function computeMissing(
   // Loaded here, not at the top: decoding brings in sharp, which an up-to-date cache never needs.
   const { runBackbone } = await import('./run-backbone.ts');
   const progress = new Progress({ label: 'extract', total, quiet: opts.quiet, log: opts.log });
-  let writing: Promise<void> = Promise.resolve();
+  const writer = new WriteBehind(store);
   const hash = jobs.some((j) => j.planFor);
   try {
     for await (const results of runBackbone(jobs, onnxPath, cfg, hash ? { ...opts, hash } : opts)) {
@@ -555,14 +556,12 @@ export async function computeMissing(
           entries.push({ key, value: { error: r.error } });
         } else entries.push({ key, value: r.features });
       }
-      await writing; // the previous batch is on disk (or its error is thrown here)
-      writing = store.addAsync(entries);
-      writing.catch(() => {}); // awaited above or below; never an unhandled rejection meanwhile
+      await writer.add(entries); // a failed earlier write is thrown here
       progress.tick(entries.length);
     }
-    await writing;
+    await writer.drain();
   } finally {
-    await writing.catch(() => {}); // on an error elsewhere: let the write in flight finish, then rethrow that
+    await writer.abandon(); // on an error elsewhere: let the write in flight finish, then rethrow that
     progress.finish();
   }
 }
