@@ -2,6 +2,7 @@ import { formatHelp, parseArgs, type CommandSpec, type FlagSpecs, type ParsedArg
 import { cpus } from 'node:os';
 import { isUserError } from '../util/errors.ts';
 import { DEFAULT_MAX_PIXELS } from '../images/limits.ts';
+import { MAX_SESSIONS } from '../pipeline/schedule.ts';
 
 /** A CLI command: its spec (for --help) and what it does with the arguments after its name. */
 export interface Command {
@@ -69,8 +70,7 @@ export const decodeFlags = {
 export const sessionsFlag = {
   type: 'number',
   metavar: 'N',
-  description:
-    'ONNX Runtime sessions running batches side by side, each on threads/N threads of its own (default: one per thread)',
+  description: `ONNX Runtime sessions running batches side by side, each on threads/N threads of its own (default: one per thread, at most ${MAX_SESSIONS})`,
 } as const;
 
 /** --tune, --tune-cv: shared by the commands that train heads (read by `tuneMode`). */

@@ -84,7 +84,7 @@ export const command = defineCommand(
       batch: {
         type: 'number',
         metavar: 'N',
-        description: 'images per inference batch',
+        description: 'images per inference batch (of each session)',
         default: DEFAULT_EXTRACT_BATCH,
       },
       ...decodeFlags,
