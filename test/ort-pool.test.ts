@@ -54,6 +54,11 @@ test('session pool: batches run side by side give the features of one session, b
     await single.release();
     await pool.release();
   }
+  await assert.rejects(
+    pool.run(new Uint8Array(per), 1),
+    /after release/,
+    'a released pool refuses work instead of hanging',
+  );
 });
 
 test('session pool: a model that does not load fails create() with its error, and its threads are ended (the test process exits)', async () => {

@@ -93,6 +93,7 @@ export class OrtSessionPool implements FeatureRunner {
   }
 
   run(batch: Uint8Array | Float32Array, n: number): Promise<Float32Array> {
+    if (this.closing) return Promise.reject(new Error('runner: run() after release()'));
     if (this.failure) return Promise.reject(this.failure);
     // A batch outside shared memory is copied by postMessage, so the caller may reuse it at once.
     const input = batch.subarray(0, n * this.perImage);
