@@ -1,6 +1,6 @@
 import type { Worker } from 'node:worker_threads';
 import { startWorker } from '../util/worker.ts';
-import type { FeatureRunner, InputType } from './ort-runner.ts';
+import { inputBuffer, valuesPerImage, type FeatureRunner, type InputType } from './ort-runner.ts';
 import type { RunRequest, SessionReply, SessionWorkerData } from './ort-session-worker.ts';
 
 export interface SessionPoolOptions {
@@ -77,19 +77,11 @@ export class OrtSessionPool implements FeatureRunner {
     // Only these events' listeners: removeAllListeners() would also drop the Worker's own
     // newListener hook, and replies would then never be delivered.
     for (const w of workers) for (const ev of ['message', 'error', 'exit'] as const) w.removeAllListeners(ev);
-    return new OrtSessionPool(
-      workers,
-      inputType,
-      featureDim,
-      inputShape.reduce((a, b) => a * b, 1),
-    );
+    return new OrtSessionPool(workers, inputType, featureDim, valuesPerImage(inputShape));
   }
 
   batchBuffer(images: number): Uint8Array | Float32Array {
-    const n = images * this.perImage;
-    return this.inputType === 'uint8'
-      ? new Uint8Array(new SharedArrayBuffer(n))
-      : new Float32Array(new SharedArrayBuffer(n * 4));
+    return inputBuffer(this.inputType, images * this.perImage, true);
   }
 
   run(batch: Uint8Array | Float32Array, n: number): Promise<Float32Array> {

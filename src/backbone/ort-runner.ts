@@ -40,6 +40,31 @@ export function featureSessionOptions(threads: number): ort.InferenceSession.Ses
   };
 }
 
+/** Values per image of an input shape (H, W, C). */
+export function valuesPerImage(inputShape: readonly number[]): number {
+  return inputShape.reduce((a, b) => a * b, 1);
+}
+
+/** An input buffer of `n` values of `type`, in shared memory (a session pool's batches) or not. */
+export function inputBuffer(type: InputType, n: number, shared: boolean): Uint8Array | Float32Array {
+  const bytes = type === 'uint8' ? n : n * 4;
+  const buf = shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes);
+  return type === 'uint8' ? new Uint8Array(buf) : new Float32Array(buf);
+}
+
+/** The conv base's input tensor: `data` (n images back to back) shaped [n, ...inputShape]. */
+export function inputTensor(
+  type: InputType,
+  data: Uint8Array | Float32Array,
+  n: number,
+  inputShape: readonly number[],
+): ort.Tensor {
+  const shape = [n, ...inputShape];
+  return type === 'uint8'
+    ? new ort.Tensor('uint8', data as Uint8Array, shape)
+    : new ort.Tensor('float32', data as Float32Array, shape);
+}
+
 /** One session on the JS thread (RunnerOptions.sessions 1), or a pool of them on threads of their own. */
 export async function createFeatureRunner(
   model: Uint8Array | string,
@@ -85,18 +110,13 @@ export class OrtFeatureRunner implements FeatureRunner {
   }
 
   batchBuffer(images: number): Uint8Array | Float32Array {
-    const n = images * this.inputShape.reduce((a, b) => a * b, 1);
-    return this.inputType === 'uint8' ? new Uint8Array(n) : new Float32Array(n);
+    return inputBuffer(this.inputType, images * valuesPerImage(this.inputShape), false);
   }
 
   /** Run `n` images packed back to back in `batch`; returns n*D floats (a fresh copy). */
   async run(batch: Uint8Array | Float32Array, n: number): Promise<Float32Array> {
-    const per = this.inputShape.reduce((a, b) => a * b, 1);
-    const data = batch.subarray(0, n * per);
-    const tensor =
-      this.inputType === 'uint8'
-        ? new ort.Tensor('uint8', data as Uint8Array, [n, ...this.inputShape])
-        : new ort.Tensor('float32', data as Float32Array, [n, ...this.inputShape]);
+    const data = batch.subarray(0, n * valuesPerImage(this.inputShape));
+    const tensor = inputTensor(this.inputType, data, n, this.inputShape);
     // Our converter names the input 'image'; wrapped foreign models use another name: take the only input.
     const out = await this.session.run({ [this.session.inputNames[0]!]: tensor });
     const f = out.features!.data as Float32Array;

@@ -34,7 +34,7 @@ import { DEFAULT_MODEL } from '../backbone/registry.ts';
 import { silentLogger, type Logger } from '../util/log.ts';
 import { cacheRoot, defaultDatasetDir } from '../util/paths.ts';
 import { Progress } from '../util/progress.ts';
-import { decodeSlots, DEFAULT_DECODE_NICE, DEFAULT_EXTRACT_BATCH, defaultSessions } from './schedule.ts';
+import { decodeSlots, DEFAULT_DECODE_NICE, DEFAULT_EXTRACT_BATCH, defaultSessions, sessionsFor } from './schedule.ts';
 
 export interface ExtractOptions {
   /** Data root (class folders, optionally inside train/val/test); default <cache root>/images/, else the mirror's cats-vs-dogs. */
@@ -335,7 +335,7 @@ export async function planExtraction(
       slots: decodeSlots(opts.batch, opts.workers, opts.sessions),
     });
     // Sessions on threads of their own load the graph meanwhile too (one session would block this thread).
-    const sessions = Math.min(opts.sessions, Math.ceil((selected.length - store.size) / opts.batch));
+    const sessions = sessionsFor(opts.sessions, opts.threads, selected.length - store.size, opts.batch);
     if (sessions > 1) {
       const { startRunner } = await import('./run-backbone.ts');
       runner = startRunner(onnxPath!, cfg, opts.threads, sessions);

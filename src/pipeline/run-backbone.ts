@@ -4,7 +4,7 @@ import { augmentImage, type AugmentParams } from '../images/augment.ts';
 import { decodeAhead, type DecodedImage } from '../images/decode-queue.ts';
 import { resolveDecoder, type DecoderChoice } from '../images/decode.ts';
 import { DecodePool } from '../images/decode-pool.ts';
-import { decodeLookahead, decodeSlots, DEFAULT_DECODE_NICE, defaultSessions, threadsPerSession } from './schedule.ts';
+import { decodeLookahead, decodeSlots, DEFAULT_DECODE_NICE, sessionsFor, threadsPerSession } from './schedule.ts';
 
 export interface BackboneRunOptions {
   batch: number;
@@ -67,11 +67,7 @@ export async function* runBackbone<T extends BackboneItem>(
 ): AsyncGenerator<ImageResult<T>[]> {
   const [h, w] = cfg.preprocessing.size;
   const per = h * w * 3;
-  // No more sessions than batches (predicting one image starts no threads for sessions it cannot use).
-  const sessions = Math.min(
-    opts.sessions ?? defaultSessions(opts.threads),
-    Math.max(1, Math.ceil(items.length / opts.batch)),
-  );
+  const sessions = sessionsFor(opts.sessions, opts.threads, items.length, opts.batch);
   let runner: FeatureRunner;
   try {
     runner = await (opts.runner ?? startRunner(onnxPath, cfg, opts.threads, sessions));

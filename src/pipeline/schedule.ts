@@ -53,6 +53,14 @@ export function defaultSessions(threads: number): number {
   return Math.max(1, Math.min(threads, MAX_SESSIONS));
 }
 
+/**
+ * Sessions for a job of `images` images: the requested number (default defaultSessions), but no more
+ * than it has batches (predicting one image starts no threads for sessions it cannot use).
+ */
+export function sessionsFor(requested: number | undefined, threads: number, images: number, batch: number): number {
+  return Math.max(1, Math.min(requested ?? defaultSessions(threads), Math.ceil(images / batch)));
+}
+
 /** More sessions than this share the threads (memory: each session has an arena of its own). */
 export const MAX_SESSIONS = 4;
 
