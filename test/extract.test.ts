@@ -402,7 +402,7 @@ test('CLI: bad arguments give one line and a non-zero exit, no stack trace', () 
   assert.match(run(['--help']).stdout, /--layer NAME/);
 });
 
-test('kill -9 mid-run, then resume: finishes without recomputing and matches an uninterrupted run byte for byte', async () => {
+test('kill -9 or Ctrl-C mid-run, then resume: finishes without recomputing and matches an uninterrupted run byte for byte', async () => {
   const dir = tempDir('resume');
   try {
     const data = makeSubset(join(dir, 'data'), { train: 24, test: 8 });
@@ -436,6 +436,24 @@ test('kill -9 mid-run, then resume: finishes without recomputing and matches an 
     ]) {
       assert.ok(readFileSync(join(killed, f)).equals(readFileSync(join(straight, f))), `${f} differs after resume`);
     }
+
+    // Ctrl-C mid-run with two sessions (the hook sends SIGINT after the 2nd chunk, while the sessions'
+    // threads are inside run()): the one line, the process ends by SIGINT (exit() would tear the
+    // threads down and abort with a native 'Napi::Error'), and the resume equals the straight run.
+    const interrupted = join(dir, 'interrupted');
+    const ctrlC = await runCliAsync(
+      'extract',
+      ['--data', data, '--out', interrupted, '--batch', '4', '--threads', '2', '--sessions', '2', '--quiet'],
+      { env: { ...process.env, CONVCACHE_TEST_CRASH_AFTER_CHUNKS: '2', CONVCACHE_TEST_CRASH_SIGNAL: 'SIGINT' } },
+    );
+    assert.equal(ctrlC.signal, 'SIGINT', `ended by SIGINT, got exit ${ctrlC.status}: ${ctrlC.stderr}`);
+    assert.deepEqual(
+      ctrlC.stderr.split('\n').filter((l) => l.trim() && !l.startsWith('npm warn')),
+      ['extract: interrupted; finished batches are saved, re-run the same command to resume'],
+    );
+    const resumed = await extractFeatures(opts(data, interrupted));
+    assert.ok(resumed.manifest.timings.reused >= 8, `${resumed.manifest.timings.reused} reused after Ctrl-C`);
+    assert.ok(readFileSync(join(interrupted, 'features.arrow')).equals(readFileSync(join(straight, 'features.arrow'))));
   } finally {
     removeDir(dir);
   }

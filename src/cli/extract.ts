@@ -162,10 +162,13 @@ export const command = defineCommand(
     },
   },
   async ({ flags }) => {
-    // Every finished batch is already on disk (atomic chunk files): say so, and stop at once.
+    // Every finished batch is already on disk (atomic chunk files): say so, and stop at once. Stop by
+    // the signal itself, not process.exit(): exit() tears down the worker threads, and one inside an
+    // ONNX Runtime run() then aborts the process with a native 'Napi::Error' message (seen with
+    // --sessions 2). Re-raised with no listener left, SIGINT ends the process as the shell expects (130).
     process.once('SIGINT', () => {
       process.stderr.write('\nextract: interrupted; finished batches are saved, re-run the same command to resume\n');
-      process.exit(130);
+      process.kill(process.pid, 'SIGINT');
     });
     const log = consoleLogger(flags.quiet);
     const size = optionalInt('input-size', flags['input-size'], 8, 4096);

@@ -28,6 +28,8 @@ const ROW_SPAN = 2 ** 32;
  * racing the child. Unset (0) in normal use.
  */
 const CRASH_AFTER_CHUNKS = Number(process.env.CONVCACHE_TEST_CRASH_AFTER_CHUNKS ?? 0);
+/** The hook's signal: SIGKILL, or SIGINT to test Ctrl-C (CONVCACHE_TEST_CRASH_SIGNAL). */
+const CRASH_SIGNAL = process.env.CONVCACHE_TEST_CRASH_SIGNAL === 'SIGINT' ? 'SIGINT' : 'SIGKILL';
 /** Open chunk files kept for reads (rows are read in cache order, which visits chunks in runs). */
 const MAX_OPEN_FILES = 64;
 
@@ -194,7 +196,7 @@ export class RecordStore {
 
   /** A chunk is on disk: the crash-test hook, then its records become visible. */
   private chunkWritten(name: string): void {
-    if (++this.written === CRASH_AFTER_CHUNKS) process.kill(process.pid, 'SIGKILL');
+    if (++this.written === CRASH_AFTER_CHUNKS) process.kill(process.pid, CRASH_SIGNAL);
     this.indexChunk(name);
   }
 
