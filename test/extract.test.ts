@@ -197,7 +197,7 @@ test('extract: cache files, manifest, and independent readers agree; re-run reus
   }
 });
 
-test("a first run keys the files in the decode threads: records keyed by every file's sha1, a duplicate file gives equal rows, later runs hash up front", async () => {
+test("a first run keys the files where they are decoded (the sessions, or decode threads): records keyed by every file's sha1, a duplicate file gives equal rows, later runs hash up front", async () => {
   const dir = tempDir('keys');
   try {
     const data = makeSubset(join(dir, 'data'), { train: 3, test: 1 });
@@ -206,10 +206,24 @@ test("a first run keys the files in the decode threads: records keyed by every f
     writeFileSync(join(data, 'train', 'dogs', 'broken.jpg'), readFileSync(original).subarray(0, 40));
     const out = join(dir, 'cache');
     const first = await planExtraction(opts(data, out), undefined, undefined, true);
-    assert.ok(first.pool && first.runner, 'decode threads and both sessions start before any hashing');
-    assert.equal((await first.runner).parallel, 2);
-    await closePrestarted(first);
-    first.store.close();
+    try {
+      assert.ok(first.runner && !first.pool, 'both sessions start before any hashing, and decode their own batches');
+      const runner = await first.runner;
+      assert.equal(runner.parallel, 2);
+      assert.equal(runner.decodes, true);
+    } finally {
+      await closePrestarted(first);
+      first.store.close();
+    }
+    const threads = await planExtraction(opts(data, out, { decodeInSessions: false }), undefined, undefined, true);
+    try {
+      assert.ok(threads.pool && threads.runner, 'without: decode threads beside the sessions, started early too');
+      assert.equal((await threads.runner).decodes, false);
+      assert.equal(threads.keysFromDecode, true);
+    } finally {
+      await closePrestarted(threads);
+      threads.store.close();
+    }
     assert.equal(first.keysFromDecode, true, 'nothing cached yet: no hashing before the run');
     assert.equal(first.plans, null);
     assert.ok(first.jobs.every((j) => j.keys.length === 0 && j.planFor));

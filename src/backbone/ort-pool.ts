@@ -1,14 +1,29 @@
 import type { Worker } from 'node:worker_threads';
 import { startWorker } from '../util/worker.ts';
 import { inputBuffer, valuesPerImage, type FeatureRunner, type InputType } from './ort-runner.ts';
-import type { RunRequest, SessionReply, SessionWorkerData } from './ort-session-worker.ts';
+import type { Preprocessing } from './preprocess.ts';
+import type { FileOutcome, FilesRequest, RunRequest, SessionReply, SessionWorkerData } from './ort-session-worker.ts';
 
 export interface SessionPoolOptions {
   /** Sessions, each on a thread of its own, running batches side by side. */
   sessions: number;
   /** Intra-op threads of each session. */
   threads: number;
+  /** The session threads also decode files themselves (runFiles; the fast JPEG path, uint8 inputs). */
+  decode?: { pre: Preprocessing; maxPixels: number };
 }
+
+/** A batch of files run by runFiles: per file its outcome, and the features of the decoded ones, in order. */
+export interface FilesResult {
+  outcomes: FileOutcome[];
+  features: Float32Array;
+}
+
+/**
+ * Requests queued per session thread: the next batch waits in the thread's port while the current one
+ * runs, so a thread that decodes its own batches goes straight on to the next one.
+ */
+const DEPTH = 2;
 
 /**
  * Several ONNX Runtime sessions of one graph, each on a worker thread of its own, running different
@@ -18,11 +33,15 @@ export interface SessionPoolOptions {
  * built in batchBuffer()s (shared memory: no copy per run). run() does not block the JS thread.
  */
 export class OrtSessionPool implements FeatureRunner {
-  private readonly idle: number[];
+  private readonly outstanding: number[];
   private readonly waiting: ((worker: number) => void)[] = [];
   private readonly pending = new Map<
     number,
-    { worker: number; resolve: (f: Float32Array) => void; reject: (e: Error) => void }
+    {
+      worker: number;
+      resolve: (r: Extract<SessionReply, { features: Float32Array }>) => void;
+      reject: (e: Error) => void;
+    }
   >();
   private nextId = 0;
   private failure: Error | undefined;
@@ -33,8 +52,10 @@ export class OrtSessionPool implements FeatureRunner {
     private readonly inputType: InputType,
     private readonly featureDim: number,
     private readonly perImage: number,
+    /** runFiles() is available (the threads were started with `decode`). */
+    readonly decodes: boolean,
   ) {
-    this.idle = workers.map((_, i) => workers.length - 1 - i);
+    this.outstanding = workers.map(() => 0);
     workers.forEach((w) => {
       w.on('message', (r: SessionReply) => this.onReply(r));
       w.on('error', (e) => this.fail(e));
@@ -53,7 +74,8 @@ export class OrtSessionPool implements FeatureRunner {
     opts: SessionPoolOptions,
     inputType: InputType = 'uint8',
   ): Promise<OrtSessionPool> {
-    const data: SessionWorkerData = { model, threads: opts.threads, inputShape, featureDim, inputType };
+    const decode = opts.decode && inputType === 'uint8' ? { decode: opts.decode } : {};
+    const data: SessionWorkerData = { model, threads: opts.threads, inputShape, featureDim, inputType, ...decode };
     const workers = Array.from({ length: Math.max(1, opts.sessions) }, () =>
       startWorker(import.meta.url, 'ort-session-worker', data),
     );
@@ -77,7 +99,7 @@ export class OrtSessionPool implements FeatureRunner {
     // Only these events' listeners: removeAllListeners() would also drop the Worker's own
     // newListener hook, and replies would then never be delivered.
     for (const w of workers) for (const ev of ['message', 'error', 'exit'] as const) w.removeAllListeners(ev);
-    return new OrtSessionPool(workers, inputType, featureDim, valuesPerImage(inputShape));
+    return new OrtSessionPool(workers, inputType, featureDim, valuesPerImage(inputShape), 'decode' in decode);
   }
 
   batchBuffer(images: number): Uint8Array | Float32Array {
@@ -85,10 +107,36 @@ export class OrtSessionPool implements FeatureRunner {
   }
 
   run(batch: Uint8Array | Float32Array, n: number): Promise<Float32Array> {
-    if (this.closing) return Promise.reject(new Error('runner: run() after release()'));
-    if (this.failure) return Promise.reject(this.failure);
     // A batch outside shared memory is copied by postMessage, so the caller may reuse it at once.
     const input = batch.subarray(0, n * this.perImage);
+    return this.submit((id) => ({ id, input, n }) satisfies RunRequest).then((r) =>
+      r.features.length === n * this.featureDim
+        ? r.features
+        : Promise.reject(lengthError(n * this.featureDim, r.features)),
+    );
+  }
+
+  /**
+   * Decode `files` on a session thread (the fast JPEG path) and run the ones it decoded. Files it
+   * declines come back as bytes (for sharp), unusable ones as errors; a failed run rejects.
+   */
+  runFiles(files: readonly string[], hash: boolean): Promise<FilesResult> {
+    if (!this.decodes) return Promise.reject(new Error('runner: these session threads do not decode files'));
+    return this.submit((id) => ({ id, files, hash }) satisfies FilesRequest).then((r) => {
+      const outcomes = r.outcomes ?? [];
+      const ok = outcomes.filter((o) => 'ok' in o).length;
+      if (outcomes.length !== files.length || r.features.length !== ok * this.featureDim)
+        return Promise.reject(lengthError(ok * this.featureDim, r.features));
+      return { outcomes, features: r.features };
+    });
+  }
+
+  /** Send a request to the thread with the fewest queued (at most DEPTH each; else wait for one). */
+  private submit(
+    message: (id: number) => RunRequest | FilesRequest,
+  ): Promise<Extract<SessionReply, { features: Float32Array }>> {
+    if (this.closing) return Promise.reject(new Error('runner: run() after release()'));
+    if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
       const start = (worker: number): void => {
         if (this.failure) {
@@ -96,17 +144,20 @@ export class OrtSessionPool implements FeatureRunner {
           return;
         }
         const id = this.nextId++;
-        this.pending.set(id, {
-          worker,
-          resolve: (f) => (f.length === n * this.featureDim ? resolve(f) : reject(lengthError(n * this.featureDim, f))),
-          reject,
-        });
-        this.workers[worker]!.postMessage({ id, input, n } satisfies RunRequest);
+        this.outstanding[worker]!++;
+        this.pending.set(id, { worker, resolve, reject });
+        this.workers[worker]!.postMessage(message(id));
       };
-      const worker = this.idle.pop();
+      const worker = this.leastBusy();
       if (worker !== undefined) start(worker);
       else this.waiting.push(start);
     });
+  }
+
+  private leastBusy(): number | undefined {
+    let best = 0;
+    for (let k = 1; k < this.outstanding.length; k++) if (this.outstanding[k]! < this.outstanding[best]!) best = k;
+    return this.outstanding[best]! < DEPTH ? best : undefined;
   }
 
   private onReply(r: SessionReply): void {
@@ -114,10 +165,10 @@ export class OrtSessionPool implements FeatureRunner {
     const p = this.pending.get(r.id);
     if (!p) return;
     this.pending.delete(r.id);
+    this.outstanding[p.worker]!--;
     const next = this.waiting.shift();
     if (next) next(p.worker);
-    else this.idle.push(p.worker);
-    if ('features' in r) p.resolve(r.features);
+    if ('features' in r) p.resolve(r);
     else p.reject(new Error(r.error));
   }
 

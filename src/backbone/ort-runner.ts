@@ -1,4 +1,6 @@
 import * as ort from 'onnxruntime-node';
+import type { FilesResult } from './ort-pool.ts';
+import type { Preprocessing } from './preprocess.ts';
 
 export interface RunnerOptions {
   /** Intra-op threads for ONNX Runtime (of each session, with `sessions`). */
@@ -8,6 +10,11 @@ export interface RunnerOptions {
    * session on the JS thread.
    */
   sessions?: number;
+  /**
+   * With sessions > 1: the session threads also decode files (FeatureRunner.runFiles; the fast JPEG
+   * path, uint8 inputs).
+   */
+  decode?: { pre: Preprocessing; maxPixels: number };
 }
 
 export type InputType = 'uint8' | 'float32';
@@ -20,6 +27,9 @@ export interface FeatureRunner {
   batchBuffer(images: number): Uint8Array | Float32Array;
   /** Run `n` images packed back to back in `batch`; returns n*D floats (a fresh copy). */
   run(batch: Uint8Array | Float32Array, n: number): Promise<Float32Array>;
+  /** Present when the runner's threads decode files themselves (ort-pool.ts runFiles). */
+  runFiles?(files: readonly string[], hash: boolean): Promise<FilesResult>;
+  readonly decodes?: boolean;
   release(): Promise<void>;
 }
 
@@ -79,7 +89,7 @@ export async function createFeatureRunner(
     model,
     inputShape,
     featureDim,
-    { sessions: opts.sessions!, threads: opts.threads },
+    { sessions: opts.sessions!, threads: opts.threads, ...(opts.decode ? { decode: opts.decode } : {}) },
     inputType,
   );
 }

@@ -22,7 +22,13 @@ import { DecodePool } from '../images/decode-pool.ts';
 import { loadTfjsComparison } from './extract-tfjs.ts';
 import { graphForCache } from '../pipeline/precision.ts';
 import { compareHeads } from '../pipeline/compare.ts';
-import { DEFAULT_DECODE_NICE, defaultSessions, threadsPerSession, type Schedule } from '../pipeline/schedule.ts';
+import {
+  DECODE_IN_SESSIONS,
+  DEFAULT_DECODE_NICE,
+  defaultSessions,
+  threadsPerSession,
+  type Schedule,
+} from '../pipeline/schedule.ts';
 import { silentLogger, type Logger } from '../util/log.ts';
 import { defaultDatasetDir, packageRoot } from '../util/paths.ts';
 import { UserError } from '../util/errors.ts';
@@ -372,17 +378,17 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
         c.decoder === 'fast' ? () => timeInference(c.precision) : undefined,
       );
     const inference = { fp32: inferenceSummary('fp32'), int8: inferenceSummary('int8') };
-    // The decode threads' priority drop (schedule.ts) against none, same pipeline, same run.
-    const niceAlt = DEFAULT_DECODE_NICE === 0 ? 10 : 0;
-    const niceAltName = `fast-${DEFAULT_PRECISION}-decodeNice${niceAlt}`;
-    e2e[niceAltName] = await endToEnd(
+    // Decoding in the sessions' threads (schedule.ts decodesInSessions) against decode threads of
+    // their own beside the sessions (the pipeline before; niced as DEFAULT_DECODE_NICE), same run.
+    const altName = `fast-${DEFAULT_PRECISION}-${DECODE_IN_SESSIONS ? 'decodeThreads' : 'decodeInSessions'}`;
+    e2e[altName] = await endToEnd(
       rt,
       data,
       n,
-      { ...base, decoder: 'fast', precision: DEFAULT_PRECISION, decodeNice: niceAlt },
+      { ...base, decoder: 'fast', precision: DEFAULT_PRECISION, decodeInSessions: !DECODE_IN_SESSIONS },
       opts.repeats,
       log,
-      niceAltName,
+      altName,
     );
 
     // ------------------------------------------ fidelity: int8 vs fp32, fast vs sharp decode
@@ -595,6 +601,7 @@ export async function benchExtract(opts: ExtractBenchOptions): Promise<Record<st
         workers,
         sessions,
         decodeNice: DEFAULT_DECODE_NICE,
+        decodeInSessions: DECODE_IN_SESSIONS,
         defaultPrecision: DEFAULT_PRECISION,
         kernel: pre.kernel,
         repeats: opts.repeats,

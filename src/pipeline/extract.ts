@@ -34,7 +34,14 @@ import { DEFAULT_MODEL } from '../backbone/registry.ts';
 import { silentLogger, type Logger } from '../util/log.ts';
 import { cacheRoot, defaultDatasetDir } from '../util/paths.ts';
 import { Progress } from '../util/progress.ts';
-import { decodeSlots, DEFAULT_DECODE_NICE, DEFAULT_EXTRACT_BATCH, defaultSessions, sessionsFor } from './schedule.ts';
+import {
+  decodeSlots,
+  DEFAULT_DECODE_NICE,
+  DEFAULT_EXTRACT_BATCH,
+  decodesInSessions,
+  defaultSessions,
+  sessionsFor,
+} from './schedule.ts';
 
 export interface ExtractOptions {
   /** Data root (class folders, optionally inside train/val/test); default <cache root>/images/, else the mirror's cats-vs-dogs. */
@@ -59,6 +66,11 @@ export interface ExtractOptions {
   threads?: number;
   /** ONNX Runtime sessions running batches side by side (default: schedule.ts defaultSessions). */
   sessions?: number;
+  /**
+   * The sessions decode their own batches where they can, instead of decode threads beside them
+   * (schedule.ts decodesInSessions; default DECODE_IN_SESSIONS).
+   */
+  decodeInSessions?: boolean;
   /** How much lower the decode threads' priority is than ORT's (default DEFAULT_DECODE_NICE; 0 = equal). */
   decodeNice?: number;
   maxPixels?: number;
@@ -328,22 +340,26 @@ export async function planExtraction(
   // code while the images are hashed. (A no-op run never pays for them.)
   let pool: DecodePool | undefined;
   let runner: Promise<FeatureRunner> | undefined;
+  let inSessions = false;
   if (prestartDecoders && backbone && store.size < selected.length && resolveDecoder(opts.decoder) === 'fast') {
-    const { DecodePool } = await import('../images/decode-pool.ts');
-    pool = new DecodePool(opts.workers, cfg.preprocessing, opts.maxPixels, {
-      nice: opts.decodeNice ?? DEFAULT_DECODE_NICE,
-      slots: decodeSlots(opts.batch, opts.workers, opts.sessions),
-    });
-    // Sessions on threads of their own load the graph meanwhile too (one session would block this thread).
     const sessions = sessionsFor(opts.sessions, opts.threads, selected.length - store.size, opts.batch);
+    inSessions = decodesInSessions(opts.decodeInSessions, 'fast', sessions, !opts.augment && !tta);
+    if (!inSessions) {
+      const { DecodePool } = await import('../images/decode-pool.ts');
+      pool = new DecodePool(opts.workers, cfg.preprocessing, opts.maxPixels, {
+        nice: opts.decodeNice ?? DEFAULT_DECODE_NICE,
+        slots: decodeSlots(opts.batch, opts.workers, opts.sessions),
+      });
+    }
+    // Sessions on threads of their own load the graph meanwhile too (one session would block this thread).
     if (sessions > 1) {
       const { startRunner } = await import('./run-backbone.ts');
-      runner = startRunner(onnxPath!, cfg, opts.threads, sessions);
+      runner = startRunner(onnxPath!, cfg, opts.threads, sessions, inSessions ? opts.maxPixels : undefined);
       runner.catch(() => {}); // awaited by runBackbone (or released below); never unhandled meanwhile
     }
   }
   const planOf = viewPlanner(opts.augment, opts.seed, opts.tta);
-  const keysFromDecode = pool !== undefined && store.size === 0 && !opts.augment && !select;
+  const keysFromDecode = (pool !== undefined || inSessions) && store.size === 0 && !opts.augment && !select;
   // A job = one image with the views it still needs (a resumed run may need only some of them).
   const jobs: Job[] = [];
   let plans: ImagePlan[] | null = null;

@@ -4,7 +4,15 @@ import { augmentImage, type AugmentParams } from '../images/augment.ts';
 import { decodeAhead, type DecodedImage } from '../images/decode-queue.ts';
 import { resolveDecoder, type DecoderChoice } from '../images/decode.ts';
 import { DecodePool } from '../images/decode-pool.ts';
-import { decodeLookahead, decodeSlots, DEFAULT_DECODE_NICE, sessionsFor, threadsPerSession } from './schedule.ts';
+import { filesInSessions, isDecodingRunner } from './files-in-sessions.ts';
+import {
+  decodeLookahead,
+  decodeSlots,
+  DEFAULT_DECODE_NICE,
+  decodesInSessions,
+  sessionsFor,
+  threadsPerSession,
+} from './schedule.ts';
 
 export interface BackboneRunOptions {
   batch: number;
@@ -34,6 +42,8 @@ export interface BackboneRunOptions {
   runner?: Promise<FeatureRunner>;
   /** Have the decode threads also compute each file's content key (ImageResult.key); fast path only. */
   hash?: boolean;
+  /** Sessions decode their own batches where they can (schedule.ts decodesInSessions; default DECODE_IN_SESSIONS). */
+  decodeInSessions?: boolean;
 }
 
 /** One finished image view: its features, or why the image could not be used; `key` as DecodedImage's. */
@@ -68,19 +78,30 @@ export async function* runBackbone<T extends BackboneItem>(
   const [h, w] = cfg.preprocessing.size;
   const per = h * w * 3;
   const sessions = sessionsFor(opts.sessions, opts.threads, items.length, opts.batch);
+  const decoder = resolveDecoder(opts.decoder);
+  const inSessions = decodesInSessions(opts.decodeInSessions, decoder, sessions, plainImages(items));
   let runner: FeatureRunner;
   try {
-    runner = await (opts.runner ?? startRunner(onnxPath, cfg, opts.threads, sessions));
+    runner = await (opts.runner ??
+      startRunner(onnxPath, cfg, opts.threads, sessions, inSessions ? opts.maxPixels : undefined));
   } catch (e) {
     await opts.pool?.close(); // ours to close, and its threads would keep the process alive
     throw e;
+  }
+  if (inSessions && isDecodingRunner(runner)) {
+    try {
+      yield* filesInSessions(items, runner, cfg, opts);
+    } finally {
+      await runner.release();
+      await opts.pool?.close();
+    }
+    return;
   }
   const parallel = runner.parallel;
   // One batch buffer per batch in flight: batch k is built in buffers[k % parallel], which the run of
   // batch k - parallel has finished with (it is awaited before batch k is built).
   const buffers = Array.from({ length: parallel }, () => runner.batchBuffer(opts.batch) as Uint8Array);
   type Decoded = DecodedImage<T>;
-  const decoder = resolveDecoder(opts.decoder);
   // Fast path: decode threads of our own (a single session's run() blocks this thread); sharp: the libuv pool.
   const pool =
     decoder === 'fast'
@@ -145,19 +166,29 @@ export async function* runBackbone<T extends BackboneItem>(
   }
 }
 
-/** The conv base's runner: `sessions` sessions sharing `threads` intra-op threads (schedule.ts). */
+/**
+ * The conv base's runner: `sessions` sessions sharing `threads` intra-op threads (schedule.ts); with
+ * `decodeMaxPixels`, session threads that also decode files (schedule.ts decodesInSessions).
+ */
 export async function startRunner(
   onnxPath: string,
   cfg: BackboneConfig,
   threads: number,
   sessions: number,
+  decodeMaxPixels?: number,
 ): Promise<FeatureRunner> {
   const { createFeatureRunner } = await import('../backbone/ort-runner.ts');
   const [h, w] = cfg.preprocessing.size;
   return createFeatureRunner(onnxPath, [h, w, 3], cfg.featureDim, {
     threads: threadsPerSession(threads, sessions),
     sessions,
+    ...(decodeMaxPixels !== undefined ? { decode: { pre: cfg.preprocessing, maxPixels: decodeMaxPixels } } : {}),
   });
+}
+
+/** Every item is run as it is (no augmented or TTA views to make from its pixels). */
+export function plainImages(items: readonly BackboneItem[]): boolean {
+  return items.every((i) => i.views === undefined || (i.views.length === 1 && i.views[0] === null));
 }
 
 function toResults<T>(decoded: readonly DecodedImage<T>[], feats: Float32Array, dim: number): ImageResult<T>[] {

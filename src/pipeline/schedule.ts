@@ -81,3 +81,29 @@ export function decodeLookahead(batch: number, workers: number, sessions = 1): n
 export function decodeSlots(batch: number, workers: number, sessions = 1): number {
   return decodeLookahead(batch, workers, sessions) + 1;
 }
+
+/**
+ * Whether the sessions decode their own batches (backbone/ort-session-worker.ts) instead of decode threads
+ * beside them (images/decode-pool.ts): only on the fast JPEG path, with sessions on threads of their
+ * own (sessions > 1), and for images run as they are (no augmented or TTA views, which are made from
+ * the decoded image on the JS thread). Why: a thread that decodes a batch and then runs it never has
+ * a decoder preempting its inference, and no pixels cross threads; decode threads beside the sessions
+ * take the cores in the sessions' gaps and between their operators. Measured on the shared 2-core
+ * machine (3000 photos, 2 sessions x 1 thread, whole extraction, locked, 6 alternating pairs): 15.3-17.7 s
+ * against 15.8-18.2 s with decode threads, faster in 4 of the 6 pairs and by ~1 % in total (97.0 vs
+ * 97.9 s): host noise is larger than the gain. What changes for sure: two threads fewer, the JS
+ * thread's CPU 1.4 s instead of 1.8 s (it sends paths and receives rows), and no decoder preempting
+ * inference, so the sessions run at ~0.9 of their inference-only rate once started; what is left is
+ * fixed cost (the sessions' start and first run, ~1 s; assembly and compaction, ~0.3 s).
+ */
+export function decodesInSessions(
+  requested: boolean | undefined,
+  decoder: 'fast' | 'sharp',
+  sessions: number,
+  plainImages: boolean,
+): boolean {
+  return (requested ?? DECODE_IN_SESSIONS) && decoder === 'fast' && sessions > 1 && plainImages;
+}
+
+/** The default of decodesInSessions (`extract --decode-in-sessions` / `--no-decode-in-sessions`). */
+export const DECODE_IN_SESSIONS = true;
