@@ -31,30 +31,34 @@ export async function* filesInSessions<T extends BackboneItem>(
   cfg: BackboneConfig,
   opts: FilesInSessionsOptions,
 ): AsyncGenerator<ImageResult<T>[]> {
-  const inFlight: { batch: readonly T[]; result: Promise<FilesResult> }[] = [];
+  // Each batch's results, completed as soon as its session thread answers (sharp's images decoded
+  // and run then, not when the batch's turn to be yielded comes), so sharp overlaps the sessions:
+  // 300 PNGs took 5.4-6.1 s when they were decoded in turn, 4.0 s so (decode threads: 3.7-4.1 s).
+  const inFlight: Promise<ImageResult<T>[]>[] = [];
   const depth = 2 * runner.parallel;
   let next = 0;
   const send = (): void => {
     while (inFlight.length < depth && next < items.length) {
       const batch = items.slice(next, (next += opts.batch));
-      const result = runner.runFiles(
-        batch.map((i) => i.absPath),
-        opts.hash === true,
-      );
-      result.catch(() => {}); // awaited in order below; a failure must not go unhandled meanwhile
-      inFlight.push({ batch, result });
+      const results = runner
+        .runFiles(
+          batch.map((i) => i.absPath),
+          opts.hash === true,
+        )
+        .then((r) => toResults(batch, r, runner, cfg, opts.maxPixels));
+      results.catch(() => {}); // awaited in order below; a failure must not go unhandled meanwhile
+      inFlight.push(results);
     }
   };
   try {
     send();
     while (inFlight.length > 0) {
-      const b = inFlight.shift()!;
-      const r = await b.result;
+      const results = await inFlight.shift()!;
       send();
-      yield await toResults(b.batch, r, runner, cfg, opts.maxPixels);
+      yield results;
     }
   } finally {
-    await Promise.allSettled(inFlight.map((b) => b.result));
+    await Promise.allSettled(inFlight);
   }
 }
 
@@ -70,7 +74,8 @@ async function toResults<T extends BackboneItem>(
   const [h, w] = cfg.preprocessing.size;
   const per = h * w * 3;
   const results: ImageResult<T>[] = [];
-  const bySharp: { at: number; pixels: Uint8Array }[] = [];
+  // Each settles to its pixels or its error (a handler on every one at once: none rejects unheard).
+  const bySharp: { at: number; decoded: Promise<Uint8Array | { error: unknown }> }[] = [];
   let row = 0;
   for (let i = 0; i < batch.length; i++) {
     const o = r.outcomes[i]!;
@@ -81,27 +86,34 @@ async function toResults<T extends BackboneItem>(
     } else if ('error' in o) {
       results.push({ item, view: 0, error: o.error, ...key });
     } else {
-      try {
-        const pixels = await decodeWithSharp(
-          Buffer.from(o.bytes.buffer, o.bytes.byteOffset, o.bytes.length),
-          cfg.preprocessing,
-          {
-            maxPixels,
-          },
-        );
-        bySharp.push({ at: results.length, pixels });
-        results.push({ item, view: 0, features: new Float32Array(0), ...key }); // rows filled in below
-      } catch (e) {
-        if (!(e instanceof DecodeError)) throw e;
-        results.push({ item, view: 0, error: e.message, ...key });
-      }
+      // Decoded side by side on the libuv pool; the row is filled in below.
+      const bytes = Buffer.from(o.bytes.buffer, o.bytes.byteOffset, o.bytes.length);
+      const decoded = decodeWithSharp(bytes, cfg.preprocessing, { maxPixels }).catch((error: unknown) => ({ error }));
+      bySharp.push({ at: results.length, decoded });
+      results.push({ item, view: 0, features: new Float32Array(0), ...key });
     }
   }
-  if (bySharp.length > 0) {
-    const buf = runner.batchBuffer(bySharp.length) as Uint8Array;
-    bySharp.forEach((s, k) => buf.set(s.pixels, k * per));
-    const feats = await runner.run(buf, bySharp.length);
-    bySharp.forEach((s, k) => {
+  const decoded: { at: number; pixels: Uint8Array }[] = [];
+  for (const s of bySharp) {
+    const px = await s.decoded;
+    if (px instanceof Uint8Array) {
+      decoded.push({ at: s.at, pixels: px });
+      continue;
+    }
+    if (!(px.error instanceof DecodeError)) throw px.error;
+    const res = results[s.at]!;
+    results[s.at] = {
+      item: res.item,
+      view: 0,
+      error: px.error.message,
+      ...(res.key === undefined ? {} : { key: res.key }),
+    };
+  }
+  if (decoded.length > 0) {
+    const buf = runner.batchBuffer(decoded.length) as Uint8Array;
+    decoded.forEach((s, k) => buf.set(s.pixels, k * per));
+    const feats = await runner.run(buf, decoded.length);
+    decoded.forEach((s, k) => {
       const res = results[s.at]!;
       if ('features' in res) res.features = feats.subarray(k * dim, (k + 1) * dim);
     });
