@@ -239,11 +239,11 @@ export interface ExtractionPlan {
   images: ImageEntry[];
   /** The images this run is responsible for (all of them, or one shard's). */
   selected: ImageEntry[];
-  /** Per selected image; null when the keys come from the decode threads (`keysFromDecode`): the jobs' plans then. */
+  /** Per selected image; null when the keys come from where the files are decoded (`keysFromDecode`): the jobs' plans then. */
   plans: ImagePlan[] | null;
   /**
    * Nothing is cached yet (empty store, no augmentation, not a shard), so every image is missing whatever
-   * its key: nothing is hashed up front, and the decode threads key the files they read anyway. The jobs
+   * its key: nothing is hashed up front, and the threads that decode (the sessions', or decode threads) key the files they read anyway. The jobs
    * (one per selected image, in order) get their keys as their results arrive (computeMissing).
    */
   keysFromDecode: boolean;
@@ -261,7 +261,7 @@ export interface ExtractionPlan {
   opts: ResolvedExtractOptions;
   /** Decode threads started early (planExtraction's prestartDecoders); the caller passes them on or closes them. */
   pool?: DecodePool;
-  /** The conv base's sessions, started early with the decode threads (run on threads of their own); the caller passes them on or releases them. */
+  /** The conv base's sessions, started early (on threads of their own, decoding their batches or beside the decode threads); the caller passes them on or releases them. */
   runner?: Promise<FeatureRunner>;
 }
 
@@ -336,7 +336,7 @@ export async function planExtraction(
   }
 
   const selected = select ? images.filter(select) : images;
-  // Fewer records than images: there is work ahead, so start the decode threads now; they load their
+  // Fewer records than images: there is work ahead, so start the sessions (and any decode threads) now; they load their
   // code while the images are hashed. (A no-op run never pays for them.)
   let pool: DecodePool | undefined;
   let runner: Promise<FeatureRunner> | undefined;
@@ -513,7 +513,7 @@ function plansFromDecode(p: ExtractionPlan, readStartNs: bigint): ImagePlan[] {
   return plans;
 }
 
-/** End the decode threads and the sessions a plan started early (when they are not passed on to a run). */
+/** End the sessions and decode threads a plan started early (when they are not passed on to a run). */
 export async function closePrestarted(p: Pick<ExtractionPlan, 'pool' | 'runner'>): Promise<void> {
   await p.pool?.close();
   await p.runner?.then(

@@ -40,7 +40,7 @@ export interface BackboneRunOptions {
    * load the graph on their threads meanwhile). Released here at the end.
    */
   runner?: Promise<FeatureRunner>;
-  /** Have the decode threads also compute each file's content key (ImageResult.key); fast path only. */
+  /** Have the threads that read the files also compute each one's content key (ImageResult.key); fast path only. */
   hash?: boolean;
   /** Sessions decode their own batches where they can (schedule.ts decodesInSessions; default DECODE_IN_SESSIONS). */
   decodeInSessions?: boolean;
@@ -63,8 +63,9 @@ export interface BackboneItem {
 }
 
 /**
- * Stream images through decode → conv base, one batch at a time, in input order. Decodes run ahead
- * on their threads while ORT's sessions run batches (on threads of their own; a single session on the
+ * Stream images through decode → conv base, one batch at a time, in input order. Where it applies
+ * (schedule.ts decodesInSessions) the sessions decode their own batches (files-in-sessions.ts); else
+ * decodes run ahead on their threads while ORT's sessions run batches (on threads of their own; a single session on the
  * JS thread, where onnxruntime-node's run() blocks), with bounded look-ahead so memory stays flat
  * however many images there are. With several sessions, that many batches run at once and a finished
  * one is yielded while the others still run.

@@ -1,10 +1,12 @@
 /**
- * How decode and inference share the cores. Decoding runs on threads of its own (images/decode-pool.ts)
- * and ONNX Runtime's sessions on others (backbone/ort-pool.ts; one session runs on the JS thread and
- * blocks it); ORT's threads do not spin (ort-runner.ts), so a core they leave idle is the decoders' at once.
+ * How decode and inference share the cores. ONNX Runtime's sessions run on threads of their own
+ * (backbone/ort-pool.ts; one session runs on the JS thread and blocks it), and by default each decodes
+ * its own batches before running them (decodesInSessions). Otherwise (--decode-threads, augmented or TTA
+ * views, one session) decoding runs on threads of its own (images/decode-pool.ts) beside them; ORT's
+ * threads do not spin (ort-runner.ts), so a core they leave idle is the decoders' at once.
  *
- * Defaults (extract, predict): ORT gets every core (--threads), as many decode threads run beside
- * it (--workers), and the threads are split over defaultSessions() sessions. Decode threads 1 vs 2,
+ * Defaults (extract, predict): ORT gets every core (--threads), split over defaultSessions() sessions;
+ * where decode threads run, as many as cores (--workers). Decode threads 1 vs 2,
  * measured on the shared 2-core machine (3000 images, whole `extract` process, back to back): fp32
  * workers 1: 20.9 s and 16.0 s, workers 2: 16.9 s and 16.9 s; int8 workers 1: 12.1 s, workers 2:
  * 13.1 s — within that machine's noise: libjpeg-turbo + the SIMD resize cost ~1 ms of CPU per image

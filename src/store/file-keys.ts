@@ -30,7 +30,7 @@ function identity(st: BigIntStats): string {
 }
 
 /**
- * The content key of a file: sha1 of its bytes (the decode threads compute the same: images/decode-worker.ts).
+ * The content key of a file: sha1 of its bytes (the threads that decode compute the same: images/fast-file.ts).
  * A file that cannot be read (no permission, removed since the scan) gets unreadableKey instead of
  * ending the run: it is planned like any image, its decode fails with the reason ("unreadable file
  * (EACCES)"), and it is skipped and counted in the manifest like a corrupt photo.
@@ -135,7 +135,7 @@ export class FileKeyCache {
   }
 
   /**
-   * Record keys computed elsewhere (extract's decode threads hash the bytes they read), as if keysOf
+   * Record keys computed elsewhere (extract's decoding threads hash the bytes they read), as if keysOf
    * had hashed them: `startNs` (nowNs()) must be taken before the first of the files was read, and
    * every file is stat'ed now, after its read, so a file written since then is not remembered.
    * Entries of other files are dropped, as keysOf does.
