@@ -235,46 +235,56 @@ test('record store keeps features on disk: rows read back exactly, compaction st
   }
 });
 
-test('write-behind: records that arrive while a chunk is written go into the next chunk; nothing waits; a write error surfaces', async () => {
-  const dir = tempDir('write-behind');
-  try {
-    const recs = join(dir, 'records');
-    const store = RecordStore.open(recs, D, silentLogger);
-    // A disk that finishes a chunk only when told to (the real store writes it then).
-    const done: (() => void)[] = [];
-    const chunks: string[][] = [];
-    const slowDisk = {
-      addAsync: (entries: readonly { key: string; value: Float32Array | { error: string } }[]) => {
-        chunks.push(entries.map((e) => e.key));
-        return new Promise<void>((resolve) => done.push(resolve)).then(() => store.addAsync(entries));
-      },
-    };
-    const writer = new WriteBehind(slowDisk);
-    const entry = (i: number) => ({ key: `k${i}`, value: featuresOf(i, 0) });
-    await writer.add([entry(0), entry(1)]); // first chunk starts; add() does not wait for it
-    await writer.add([entry(2)]);
-    await writer.add([entry(3)]);
-    assert.deepEqual(chunks, [['k0', 'k1']], 'one chunk in flight; the rest queued behind it');
-    done.shift()!();
-    await new Promise((r) => setTimeout(r, 20));
-    assert.deepEqual(
-      chunks,
-      [
-        ['k0', 'k1'],
-        ['k2', 'k3'],
-      ],
-      'what queued meanwhile goes into the next chunk',
-    );
-    const drained = writer.drain();
-    done.shift()!();
-    await drained;
-    assert.equal(RecordStore.open(recs, D, silentLogger).size, 4, 'every record on disk after drain()');
+test(
+  'write-behind: records that arrive while a chunk is written go into the next chunk; nothing waits; a write error surfaces',
+  { timeout: 30_000 },
+  async () => {
+    const dir = tempDir('write-behind');
+    try {
+      const recs = join(dir, 'records');
+      const store = RecordStore.open(recs, D, silentLogger);
+      // A disk that finishes a chunk only when told to (the real store writes it then).
+      const done: (() => void)[] = [];
+      const chunks: string[][] = [];
+      let chunkStarted: (() => void) | undefined;
+      const nextChunk = (): Promise<void> => new Promise((resolve) => (chunkStarted = resolve));
+      const slowDisk = {
+        addAsync: (entries: readonly { key: string; value: Float32Array | { error: string } }[]) => {
+          chunks.push(entries.map((e) => e.key));
+          chunkStarted?.();
+          return new Promise<void>((resolve) => done.push(resolve)).then(() => store.addAsync(entries));
+        },
+      };
+      const writer = new WriteBehind(slowDisk);
+      const entry = (i: number) => ({ key: `k${i}`, value: featuresOf(i, 0) });
+      await writer.add([entry(0), entry(1)]); // first chunk starts; add() does not wait for it
+      await writer.add([entry(2)]);
+      await writer.add([entry(3)]);
+      assert.deepEqual(chunks, [['k0', 'k1']], 'one chunk in flight; the rest queued behind it');
+      // Finishing the first chunk (the real store writes it, fsync included, however long that takes)
+      // starts the next one by itself: wait for that, not for a fixed time.
+      const second = nextChunk();
+      done.shift()!();
+      await second;
+      assert.deepEqual(
+        chunks,
+        [
+          ['k0', 'k1'],
+          ['k2', 'k3'],
+        ],
+        'what queued meanwhile goes into the next chunk',
+      );
+      const drained = writer.drain();
+      done.shift()!();
+      await drained;
+      assert.equal(RecordStore.open(recs, D, silentLogger).size, 4, 'every record on disk after drain()');
 
-    const failing = new WriteBehind({ addAsync: () => Promise.reject(new Error('disk full')) });
-    await failing.add([entry(9)]);
-    await assert.rejects(failing.drain(), /disk full/);
-    await assert.rejects(failing.add([entry(10)]), /disk full/);
-  } finally {
-    removeDir(dir);
-  }
-});
+      const failing = new WriteBehind({ addAsync: () => Promise.reject(new Error('disk full')) });
+      await failing.add([entry(9)]);
+      await assert.rejects(failing.drain(), /disk full/);
+      await assert.rejects(failing.add([entry(10)]), /disk full/);
+    } finally {
+      removeDir(dir);
+    }
+  },
+);
