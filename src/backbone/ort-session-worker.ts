@@ -33,7 +33,7 @@ export interface FilesRequest {
   hash: boolean;
 }
 /** Per file its outcome; `features` holds the rows of the `ok` ones, in order. */
-export type FileOutcome = Exclude<FastFileOutcome, { ok: true }> | { ok: true; key?: string };
+export type FileOutcome = FastFileOutcome;
 export type SessionReply =
   | { ready: true }
   | { initError: string }

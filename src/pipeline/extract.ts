@@ -348,7 +348,7 @@ export async function planExtraction(
       const { DecodePool } = await import('../images/decode-pool.ts');
       pool = new DecodePool(opts.workers, cfg.preprocessing, opts.maxPixels, {
         nice: opts.decodeNice ?? DEFAULT_DECODE_NICE,
-        slots: decodeSlots(opts.batch, opts.workers, opts.sessions),
+        slots: decodeSlots(opts.batch, opts.workers, sessions), // as runBackbone sizes its own pool
       });
     }
     // Sessions on threads of their own load the graph meanwhile too (one session would block this thread).

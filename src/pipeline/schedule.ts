@@ -107,5 +107,5 @@ export function decodesInSessions(
   return (requested ?? DECODE_IN_SESSIONS) && decoder === 'fast' && sessions > 1 && plainImages;
 }
 
-/** The default of decodesInSessions (`extract --decode-in-sessions` / `--no-decode-in-sessions`). */
+/** The default of decodesInSessions (`extract --decode-threads` turns it off; ExtractOptions.decodeInSessions). */
 export const DECODE_IN_SESSIONS = true;
