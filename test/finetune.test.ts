@@ -28,7 +28,7 @@ import { predictImages } from '../src/pipeline/predict.ts';
 import { FrozenBase } from '../src/finetune/frozen.ts';
 import { fromHalf, toHalf } from '../src/linalg/f16.ts';
 import { runFinetune, finetuneInputSize, FINETUNE_DEFAULTS, type FinetuneOptions } from '../src/finetune/recipe.ts';
-import { betaSample, cosineLr, phaseLr, softTargets } from '../src/finetune/phases.ts';
+import { betaSample, cosineLr, cutmixBox, pasteCutmix, phaseLr, softTargets } from '../src/finetune/phases.ts';
 import {
   SHARED_DATA,
   SHARED_MODEL,
@@ -624,6 +624,67 @@ test('soft targets: label smoothing as Keras, mixup mixes two rows with λ; Beta
   }
 });
 
+test('CutMix: the box covers 1 − λ of the grid (clipped at the edges, λ recomputed), and each row gets the box of its partner, the rest its own', () => {
+  const rng = new Rng(11);
+  for (const lambda of [0, 0.3, 0.5, 0.9, 1]) {
+    for (let i = 0; i < 200; i++) {
+      const b = cutmixBox(18, 18, lambda, rng);
+      assert.ok(b.y0 >= 0 && b.y0 <= b.y1 && b.y1 <= 18 && b.x0 >= 0 && b.x0 <= b.x1 && b.x1 <= 18);
+      const share = ((b.y1 - b.y0) * (b.x1 - b.x0)) / (18 * 18);
+      assert.ok(Math.abs(b.lambda - (1 - share)) < 1e-12, 'λ is the share the row keeps');
+      // Clipping only shrinks the box: the row keeps at least the λ asked for, up to rounding.
+      assert.ok(b.lambda >= lambda - 0.12, `λ ${lambda} → ${b.lambda}`);
+    }
+  }
+  assert.deepEqual(cutmixBox(18, 18, 1, rng).lambda, 1, 'λ = 1: no box');
+  // 3 rows of 4 × 5 × 2, row r filled with r + 1: row 0 takes row 2's box, row 1 row 0's, row 2 its own.
+  const [h, w, c] = [4, 5, 2];
+  const per = h * w * c;
+  const src = new Uint8Array(3 * per).map((_, i) => Math.floor(i / per) + 1);
+  const dst = new Uint8Array(3 * per);
+  const box = { y0: 1, y1: 3, x0: 2, x1: 5, lambda: 1 - 6 / 20 };
+  pasteCutmix(src, dst, 3, [h, w, c], box, Int32Array.from([2, 0, 2]));
+  for (let r = 0; r < 3; r++)
+    for (let y = 0; y < h; y++)
+      for (let x = 0; x < w; x++)
+        for (let k = 0; k < c; k++) {
+          const inBox = y >= 1 && y < 3 && x >= 2 && x < 5;
+          const want = inBox ? [3, 1, 3][r]! : r + 1;
+          assert.equal(dst[r * per + (y * w + x) * c + k], want, `row ${r} (${y}, ${x})`);
+        }
+  assert.ok(
+    src.every((v, i) => v === Math.floor(i / per) + 1),
+    'the source batch is left alone',
+  );
+  const f = Float32Array.from({ length: 2 * per }, (_, i) => i);
+  const g = new Float32Array(2 * per);
+  pasteCutmix(f, g, 2, [h, w, c], { y0: 0, y1: 4, x0: 0, x1: 5, lambda: 0 }, Int32Array.from([1, 0]));
+  assert.deepEqual(g, Float32Array.from([...f.subarray(per), ...f.subarray(0, per)]), 'a full box swaps rows');
+});
+
+test('CutMix on the photos (phase 2): recorded, trains other weights than the same run without it, resumes, and is refused with mixup or without on resume', async () => {
+  assert.ok(straight, 'needs the straight run');
+  const out = tmp('ft-cutmix');
+  await assert.rejects(runFinetune(options(out, { cutmix: 1, ...crashAfterFinetuneEpoch1 })), /simulated crash/);
+  await assert.rejects(runFinetune(options(out, { resume: true })), UserError, 'cutmix is in the fingerprint');
+  await assert.rejects(runFinetune(options(tmp('ft-mix2'), { cutmix: 1, mixup: 0.2 })), /cannot be combined/);
+  const { report } = await runFinetune(options(out, { cutmix: 1, resume: true }));
+  assert.equal(report.options.cutmix, 1);
+  assert.equal(report.resumed, true);
+  assert.equal(report.phases.finetune.epochsRun, 2);
+  const straightReport = JSON.parse(readFileSync(join(straight, 'finetune.json'), 'utf8'));
+  assert.equal(straightReport.options.cutmix, 0);
+  // Phase 1 is untouched by CutMix (phase 2 only), phase 2's training losses are not.
+  const losses = (h: { phase: string; loss: number }[], phase: string) =>
+    h.filter((e) => e.phase === phase).map((e) => e.loss);
+  assert.deepEqual(losses(report.history, 'head'), losses(straightReport.history, 'head'));
+  assert.notDeepEqual(losses(report.history, 'finetune'), losses(straightReport.history, 'finetune'));
+  assert.notDeepEqual(
+    readFileSync(join(out, 'model', 'weights.bin')),
+    readFileSync(join(straight, 'model', 'weights.bin')),
+  );
+});
+
 test('refit: val merged into train, fixed epoch counts, no val evaluated; cosine run with LR warm-up, mixup and label smoothing interrupted and resumed = straight run', async () => {
   const opts = (out: string, over: Partial<FinetuneOptions> = {}) =>
     options(out, {
@@ -678,8 +739,11 @@ test('without augmentation the base runs once: boundary activations cached (floa
     tta: true,
     engine: 'tfjs',
     inputSize: 256,
+    // CutMix on the cached boundary activations (their 8 × 8 grid), not on photos.
+    cutmix: 1,
   });
   const { report } = await runFinetune(o);
+  assert.equal(report.options.cutmix, 1);
   assert.equal(report.topEngine, 'tfjs');
   assert.ok(
     report.phases.finetune.tfjsSeconds > 0 && report.phases.finetune.tfjsSeconds === report.phases.finetune.topSeconds,
@@ -738,6 +802,8 @@ test('CLI: bad finetune arguments give one line and exit 2, no stack trace', () 
     ['--lr', '0'],
     ['--lr-schedule', 'step'],
     ['--mixup', '-1'],
+    ['--cutmix', 'x'],
+    ['--mixup', '0.2', '--cutmix', '1'],
     ['--label-smoothing', '1'],
     ['--lr-warmup', '-1'],
     ['--lr-warmup', '3', '--epochs-finetune', '2'],

@@ -24,10 +24,10 @@ import { UserError } from '../util/errors.ts';
 
 const D = FINETUNE_DEFAULTS;
 
-/** --mixup: Beta(α, α)'s α, ≥ 0 (0 = off). */
-function mixupAlpha(v: unknown): number {
+/** --mixup / --cutmix: Beta(α, α)'s α, ≥ 0 (0 = off). */
+function mixAlpha(flag: 'mixup' | 'cutmix', v: unknown): number {
   if (typeof v !== 'number' || !(v >= 0) || !Number.isFinite(v))
-    throw new UserError(`--mixup must be a number >= 0 (0 = off), got '${String(v)}'`);
+    throw new UserError(`--${flag} must be a number >= 0 (0 = off), got '${String(v)}'`);
   return v;
 }
 
@@ -126,6 +126,13 @@ export const command = defineCommand(
           "phase 2: mixup α, the trainable top's inputs (boundary activations) and targets mixed in each batch, λ ~ Beta(α, α) (0 = off)",
         default: D.mixup,
       },
+      cutmix: {
+        type: 'number',
+        metavar: 'A',
+        description:
+          "phase 2: CutMix α, a box of each training photo replaced by another photo's in the batch, targets weighted by area, λ ~ Beta(α, α) (0 = off)",
+        default: D.cutmix,
+      },
       'warmup-epochs': {
         type: 'number',
         metavar: 'N',
@@ -201,7 +208,8 @@ export const command = defineCommand(
       patience: intInRange('patience', flags.patience, 1, 10000),
       dropout: rate('dropout', flags.dropout),
       labelSmoothing: rate('label-smoothing', flags['label-smoothing']),
-      mixup: mixupAlpha(flags.mixup),
+      mixup: mixAlpha('mixup', flags.mixup),
+      cutmix: mixAlpha('cutmix', flags.cutmix),
       engine,
       valFraction: valFraction(flags['val-fraction'], false),
       averageEpochs: flags['average-epochs'],

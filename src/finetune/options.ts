@@ -67,6 +67,12 @@ export interface FinetuneOptions {
    * activations) and targets mixed within each batch with λ ~ Beta(α, α).
    */
   mixup?: number;
+  /**
+   * Phase 2: CutMix α (0 = off; not with mixup): a box of each photo replaced by the same box of a
+   * partner in the batch, targets weighted by area, λ ~ Beta(α, α). The photos when augmenting, the
+   * cached boundary activations otherwise.
+   */
+  cutmix?: number;
   /** Where the trainable top trains: ONNX Runtime (fast) or TF.js (wasm). */
   engine: EngineName;
   /**
@@ -202,6 +208,7 @@ export const FINETUNE_DEFAULTS = {
   averageEpochs: false,
   labelSmoothing: 0,
   mixup: 0,
+  cutmix: 0,
   refit: true,
 };
 

@@ -87,6 +87,9 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
       'no --data given, no images/ folder in the cache root, and no offline mirror with datasets/cats-vs-dogs',
     );
   if (opts.batch < 1) throw new UserError('--batch must be at least 1');
+  // Both mix a batch's rows; one at a time, so each run says which one it measured.
+  if ((opts.mixup ?? 0) > 0 && (opts.cutmix ?? 0) > 0)
+    throw new UserError('--mixup and --cutmix cannot be combined; choose one');
 
   // ---- model, split, plan
   const resolved = await resolveModel(opts.model, { cacheDir: opts.modelCacheDir ?? modelCacheDir(), log });
@@ -160,6 +163,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
     // Only when set, so checkpoints made before these options existed still resume.
     ...(opts.labelSmoothing ? { labelSmoothing: opts.labelSmoothing } : {}),
     ...(opts.mixup ? { mixup: opts.mixup } : {}),
+    ...(opts.cutmix ? { cutmix: opts.cutmix } : {}),
     ...(opts.lrWarmup ? { lrWarmup: opts.lrWarmup } : {}),
   };
   const ckDir = join(outDir, 'checkpoint');
@@ -412,6 +416,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
         averageEpochs: Boolean(opts.averageEpochs),
         labelSmoothing: opts.labelSmoothing ?? 0,
         mixup: opts.mixup ?? 0,
+        cutmix: opts.cutmix ?? 0,
         refit,
       },
       valAccuracy: v ? round(v.accuracy, 4) : null,
