@@ -43,6 +43,7 @@ export { compareHeads, type CompareOptions, type CompareResult } from './pipelin
 export type { Report, ReportRow, ExtraRow } from './eval/report.ts';
 export { predictImages, type PredictOptions, type Prediction, type PredictFailure } from './pipeline/predict.ts';
 export { runFinetune, FINETUNE_DEFAULTS, type FinetuneOptions, type FinetuneReport } from './finetune/recipe.ts';
+export { selectThenRefit, type SelectThenRefitResult } from './finetune/select.ts';
 export { parseAugmentSpec, type AugmentSpec } from './images/augment.ts';
 
 // Logging, errors, locations.

@@ -28,6 +28,7 @@ import { predictImages } from '../src/pipeline/predict.ts';
 import { FrozenBase } from '../src/finetune/frozen.ts';
 import { fromHalf, toHalf } from '../src/linalg/f16.ts';
 import { runFinetune, finetuneInputSize, FINETUNE_DEFAULTS, type FinetuneOptions } from '../src/finetune/recipe.ts';
+import { selectThenRefit, VALIDATION_DIR } from '../src/finetune/select.ts';
 import { betaSample, cosineLr, cutmixBox, pasteCutmix, phaseLr, softTargets } from '../src/finetune/phases.ts';
 import {
   SHARED_DATA,
@@ -729,6 +730,44 @@ test('refit: val merged into train, fixed epoch counts, no val evaluated; cosine
   );
 });
 
+test('--select: a validation run (test never read) chooses the epochs, then the refit with them = the refit its refitArgs describe; --epochs-head 0 after a warm start keeps the warm start', async () => {
+  const out = tmp('ft-select');
+  const o = options(out, { refit: true, unfreeze: 1, warmupEpochs: 3, epochsHead: 2, epochsFinetune: 2 });
+  const r = await selectThenRefit(o);
+  const v = r.validation.report;
+  assert.equal(r.validation.outDir, join(out, VALIDATION_DIR));
+  assert.ok(existsSync(join(out, VALIDATION_DIR, 'finetune.json')) && existsSync(join(out, 'finetune.json')));
+  assert.equal(v.selection.mode, 'validation');
+  assert.equal(v.testAccuracy, null, 'the validation run never reads test');
+  assert.ok(typeof v.valLoss === 'number' && v.data.counts.val > 0);
+  const e = v.selection.epochs;
+  assert.ok(e.warmup <= 3 && e.head <= 2 && e.finetune <= 2, 'the options are the maxima');
+  assert.equal(r.report.selection.mode, 'refit');
+  assert.deepEqual(r.report.selection.epochs, e);
+  assert.equal(r.report.selection.averageEpochs, v.selection.averageEpochs);
+  assert.match(r.report.selection.chosenOn, new RegExp(`validation run in .*${VALIDATION_DIR}`));
+  assert.equal(r.report.data.counts.train, v.data.counts.train + v.data.counts.val);
+  assert.equal(typeof r.report.testAccuracy, 'number');
+  // The same refit by hand, with the flags the validation run printed.
+  const manual = tmp('ft-select-manual');
+  await runFinetune({
+    ...options(manual, { refit: true, unfreeze: 1 }),
+    warmupEpochs: e.warmup,
+    epochsHead: e.head,
+    epochsFinetune: e.finetune,
+    averageEpochs: v.selection.averageEpochs,
+  });
+  assert.deepEqual(readFileSync(join(out, 'model', 'weights.bin')), readFileSync(join(manual, 'model', 'weights.bin')));
+  await assert.rejects(selectThenRefit({ ...o, refit: false }), UserError);
+  // A validation run whose augmented head epochs never beat the warm start reports --epochs-head 0;
+  // its refit trains the warm start's head, then phase 2 (it used to start phase 2 from a random head).
+  const h0 = await runFinetune(options(tmp('ft-head0'), { refit: true, unfreeze: 1, warmupEpochs: 2, epochsHead: 0 }));
+  assert.equal(h0.report.phases.head.warmStart?.epochs, 2);
+  assert.equal(h0.report.phases.head.epochsRun, 0);
+  assert.equal(typeof h0.report.phases.head.testAccuracy, 'number', 'the frozen-base model is scored');
+  assert.equal(h0.report.phases.finetune.epochsRun, 2);
+});
+
 test('without augmentation the base runs once: boundary activations cached (float16) and reused on resume', async () => {
   const out = tmp('ft-noaug');
   // Also a non-native input size: the same weights on a 256×256 grid, exported at that size.
@@ -804,6 +843,7 @@ test('CLI: bad finetune arguments give one line and exit 2, no stack trace', () 
     ['--mixup', '-1'],
     ['--cutmix', 'x'],
     ['--mixup', '0.2', '--cutmix', '1'],
+    ['--select', '--no-refit'],
     ['--label-smoothing', '1'],
     ['--lr-warmup', '-1'],
     ['--lr-warmup', '3', '--epochs-finetune', '2'],

@@ -17,7 +17,8 @@ import { consoleLogger } from '../util/log.ts';
 import { cacheRoot } from '../util/paths.ts';
 import { DEFAULT_MODEL } from '../backbone/registry.ts';
 import { parseAugmentSpec } from '../images/augment.ts';
-import { FINETUNE_DEFAULTS, runFinetune } from '../finetune/recipe.ts';
+import { FINETUNE_DEFAULTS, runFinetune, type FinetuneOptions, type FinetuneReport } from '../finetune/recipe.ts';
+import { selectThenRefit } from '../finetune/select.ts';
 import { LR_SCHEDULES } from '../finetune/options.ts';
 import { parseEngine } from '../finetune/engine.ts';
 import { UserError } from '../util/errors.ts';
@@ -152,6 +153,11 @@ export const command = defineCommand(
           'train the final model on train + val for exactly the given epoch counts (chosen on validation by a --no-refit run) and score it on test; --no-refit: a validation run that holds out val, early-stops on it and reports the epochs it chose (it never reads the test split)',
         default: D.refit,
       },
+      select: {
+        type: 'boolean',
+        description:
+          'choose the epoch counts on validation, then refit with them, in one command (GridSearchCV(refit=True)): a --no-refit run in OUT/validation (the epoch options are its maxima), then the refit on train + val scored on test; about twice the time',
+      },
       'average-epochs': {
         type: 'boolean',
         description:
@@ -191,7 +197,7 @@ export const command = defineCommand(
   async ({ flags }) => {
     const model = flags.model;
     const engine = parseEngine(flags.engine);
-    const { report, outDir } = await runFinetune({
+    const options: FinetuneOptions = {
       data: flags.data,
       model,
       augment: parseAugmentSpec(flags.augment),
@@ -225,12 +231,24 @@ export const command = defineCommand(
       quiet: flags.quiet,
       tta: flags.tta,
       log: consoleLogger(flags.quiet),
-    });
+    };
     const f = (x: number | null): string => (x === null ? 'n/a' : `${(x * 100).toFixed(2)}%`);
+    let validationLine: string[] = [];
+    let result: { report: FinetuneReport; outDir: string };
+    if (flags.select) {
+      const r = await selectThenRefit(options);
+      const v = r.validation.report;
+      validationLine = [
+        `validation run (${r.validation.outDir}): val loss ${v.valLoss?.toFixed(4) ?? 'n/a'}, val accuracy ${f(v.valAccuracy)} (${v.data.counts.val} images), ${v.totalSeconds.toFixed(0)} s; it chose ${v.selection.refitArgs ?? ''}`,
+      ];
+      result = r;
+    } else result = await runFinetune(options);
+    const { report, outDir } = result;
     const p = report.phases;
     const engineLabel = report.topEngine === 'ort' ? 'ORT' : 'TF.js';
     process.stdout.write(
       [
+        ...validationLine,
         `${
           report.selection.mode === 'validation'
             ? `validation run: val loss ${report.valLoss?.toFixed(4) ?? 'n/a'}, val accuracy ${f(report.valAccuracy)} (${report.data.counts.val} images)${report.valFlipTTA ? ` (flip TTA: loss ${report.valFlipTTA.loss.toFixed(4)}, accuracy ${f(report.valFlipTTA.accuracy)})` : ''} · test split not read (the refit is scored on test)`

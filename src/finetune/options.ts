@@ -58,6 +58,8 @@ export interface FinetuneOptions {
    * having been chosen on validation by a run without refit (GridSearchCV(refit=True)).
    */
   refit?: boolean;
+  /** Refit runs: where their epoch counts were chosen, for the report (default: a `--no-refit` run on the development split). */
+  chosenOn?: string;
   /** Phase 2: also try the average of the epochs' weights; kept when its val loss beats the best epoch's. */
   averageEpochs?: boolean;
   /** Phase 2: label smoothing ε (0 = off; Keras's `label_smoothing`). */

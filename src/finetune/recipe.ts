@@ -128,7 +128,11 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
   const K = splits.classes.length;
   const augmenting = isAugmenting(opts.augment);
   const finetuning = plan.ops.some((o) => o.kind === 'conv') && opts.epochsFinetune > 0;
-  if (opts.epochsHead === 0 && finetuning)
+  // The warm start is epoch 0 of phase 1, so it also runs with --epochs-head 0: a validation run whose
+  // augmented head epochs never beat it reports `--epochs-head 0` with the warm start's epochs, and
+  // the refit must then train that same head (not start phase 2 from a random one).
+  const warmStart = augmenting && opts.warmupEpochs > 0;
+  if (opts.epochsHead === 0 && finetuning && !warmStart)
     log.warn(
       '--epochs-head 0: fine-tuning starts from a random head, whose large gradients can wreck the pretrained features',
     );
@@ -212,7 +216,6 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
         v: 2,
       }),
     });
-  const warmStart = augmenting && opts.epochsHead > 0 && opts.warmupEpochs > 0;
   const train = await load('train', splits.train, {
     pooled: !augmenting || warmStart,
     boundary: !augmenting && finetuning,
@@ -291,7 +294,7 @@ export async function runFinetune(opts: FinetuneOptions): Promise<{ outDir: stri
       if (!phases.head.done) bestParams = await runPhase(ctx, 'head', bestParams);
       else if (bestParams) top.setValues(toParams(bestParams, shapes, names));
       // The frozen-base model's test accuracy, for the report's comparison rows only.
-      if (test.images.length > 0 && phases.head.epoch > 0)
+      if (test.images.length > 0 && (phases.head.epoch > 0 || phases.head.warmStart))
         phases.head.testAccuracy = round((await evaluate(ctx, test, false)).accuracy, 4);
       phase = 'finetune';
       top.resetOptimizer();
@@ -481,7 +484,7 @@ function selectionReport(
       trainedOn: `train + val: ${dev.train.length + dev.val.length} images, no early stopping`,
       epochs: { warmup: opts.warmupEpochs, head: opts.epochsHead, finetune: opts.epochsFinetune },
       averageEpochs: Boolean(opts.averageEpochs),
-      chosenOn: `a validation run (--no-refit) on the development split ${devSplit}`,
+      chosenOn: opts.chosenOn ?? `a validation run (--no-refit) on the development split ${devSplit}`,
     };
   const warmup = phases.head.warmStart?.bestEpoch ?? 0;
   const head = phases.head.best?.epoch ?? phases.head.epoch;
