@@ -746,6 +746,12 @@ test('--select: a validation run (test never read) chooses the epochs, then the 
   assert.deepEqual(r.report.selection.epochs, e);
   assert.equal(r.report.selection.averageEpochs, v.selection.averageEpochs);
   assert.match(r.report.selection.chosenOn, new RegExp(`validation run in .*${VALIDATION_DIR}`));
+  assert.deepEqual(r.report.selection.validationRun, {
+    dir: join(out, VALIDATION_DIR),
+    seconds: v.totalSeconds,
+    valLoss: v.valLoss,
+    valAccuracy: v.valAccuracy,
+  });
   assert.equal(r.report.data.counts.train, v.data.counts.train + v.data.counts.val);
   assert.equal(typeof r.report.testAccuracy, 'number');
   // The same refit by hand, with the flags the validation run printed.

@@ -41,6 +41,10 @@ test('finetune results on the same data and test split become report rows; other
     for (const [d, body] of [
       ['run-a', finetuneJson()],
       ['run-b', finetuneJson({ testAccuracy: 0.7 })],
+      [
+        'run-c',
+        finetuneJson({ selection: { mode: 'refit', validationRun: { dir: '/x/run-c/validation', seconds: 12 } } }),
+      ],
       ['other', finetuneJson({ data: { root: '/elsewhere', counts: { test: 10 } } })],
     ] as const) {
       mkdirSync(join(root, d));
@@ -54,12 +58,18 @@ test('finetune results on the same data and test split become report rows; other
         'fine-tuned top 2 [run-a]',
         'frozen base + head (aug) [run-b]',
         'fine-tuned top 2 [run-b]',
+        'frozen base + head (aug) [run-c]',
+        'fine-tuned top 2 [run-c]',
       ],
     );
     assert.equal(rows[0]!.testAccuracy, 0.8);
     assert.equal(rows[0]!.fitSeconds, 15, 'phase 1 wall time = preparation + head phase');
     assert.equal(rows[3]!.testAccuracy, 0.7);
     assert.equal(rows[1]!.fitSeconds, 30);
+    // --select: the validation run that chose the refit's epochs is part of the fine-tuned model's cost.
+    assert.equal(rows[5]!.fitSeconds, 30 + 12);
+    assert.match(rows[5]!.note ?? '', /plus 12 s for the validation run/);
+    assert.doesNotMatch(rows[1]!.note ?? '', /validation run/);
   } finally {
     removeDir(root);
   }

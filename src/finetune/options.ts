@@ -58,8 +58,8 @@ export interface FinetuneOptions {
    * having been chosen on validation by a run without refit (GridSearchCV(refit=True)).
    */
   refit?: boolean;
-  /** Refit runs: where their epoch counts were chosen, for the report (default: a `--no-refit` run on the development split). */
-  chosenOn?: string;
+  /** Refit runs made by `--select`: the validation run that chose their epoch counts, for the report. */
+  validationRun?: ValidationRunRef;
   /** Phase 2: also try the average of the epochs' weights; kept when its val loss beats the best epoch's. */
   averageEpochs?: boolean;
   /** Phase 2: label smoothing ε (0 = off; Keras's `label_smoothing`). */
@@ -283,6 +283,14 @@ export interface PhaseReport {
   averaged?: PhaseState['averaged'] | null;
 }
 
+/** A validation run whose epoch counts a refit trained (`--select`); its seconds are part of the refit's cost. */
+export interface ValidationRunRef {
+  dir: string;
+  seconds: number;
+  valLoss: number | null;
+  valAccuracy: number | null;
+}
+
 /** Where the epoch counts came from (see `refit`). */
 export interface SelectionReport {
   mode: 'validation' | 'refit';
@@ -293,6 +301,8 @@ export interface SelectionReport {
   chosenOn: string;
   /** Validation runs: the flags to add to the same command (every other option unchanged) to refit the chosen epochs on train + val. */
   refitArgs?: string;
+  /** Refits made by `--select`: the validation run they follow. */
+  validationRun?: ValidationRunRef;
 }
 
 export interface FinetuneReport {

@@ -478,14 +478,19 @@ function selectionReport(
   phases: Record<PhaseName, PhaseState>,
 ): SelectionReport {
   const devSplit = `${dev.train.length} train / ${dev.val.length} val (${dev.valSource})`;
-  if (refit)
+  if (refit) {
+    const run = opts.validationRun;
     return {
       mode: 'refit',
       trainedOn: `train + val: ${dev.train.length + dev.val.length} images, no early stopping`,
       epochs: { warmup: opts.warmupEpochs, head: opts.epochsHead, finetune: opts.epochsFinetune },
       averageEpochs: Boolean(opts.averageEpochs),
-      chosenOn: opts.chosenOn ?? `a validation run (--no-refit) on the development split ${devSplit}`,
+      chosenOn: run
+        ? `the validation run in ${run.dir} on the development split ${devSplit} (val loss ${run.valLoss ?? 'n/a'}, val accuracy ${run.valAccuracy ?? 'n/a'})`
+        : `a validation run (--no-refit) on the development split ${devSplit}`,
+      ...(run ? { validationRun: run } : {}),
     };
+  }
   const warmup = phases.head.warmStart?.bestEpoch ?? 0;
   const head = phases.head.best?.epoch ?? phases.head.epoch;
   // Phase 2's model is either the average of all its epochs (when val loss chose it) or its best epoch.

@@ -36,7 +36,7 @@ export async function selectThenRefit(opts: FinetuneOptions): Promise<SelectThen
     epochsHead: chosen.epochs.head,
     epochsFinetune: chosen.epochs.finetune,
     averageEpochs: chosen.averageEpochs,
-    chosenOn: `the validation run in ${validationOut} on ${chosen.chosenOn} (val loss ${v.valLoss ?? 'n/a'}, val accuracy ${v.valAccuracy ?? 'n/a'})`,
+    validationRun: { dir: validation.outDir, seconds: v.totalSeconds, valLoss: v.valLoss, valAccuracy: v.valAccuracy },
   });
   return { ...final, validation };
 }

@@ -128,6 +128,8 @@ interface FinetuneSummary {
   prepare: { seconds: number; ortSeconds: number };
   preprocessing?: { size?: number[] };
   topEngine?: string;
+  /** `finetune --select`: the validation run that chose the refit's epochs (older reports have none). */
+  selection?: { validationRun?: { dir: string; seconds: number } };
   phases: Record<
     'head' | 'finetune',
     {
@@ -169,6 +171,7 @@ export function finetuneRows(cache: FeatureCache, log: Logger, root = join(cache
     const aug = String(f.options.augment ?? 'none');
     const h = f.phases.head;
     const ft = f.phases.finetune;
+    const selected = f.selection?.validationRun;
     const px = f.preprocessing?.size?.[0] ? ` at ${f.preprocessing.size[0]} px` : '';
     const top =
       f.topEngine === 'ort' ? ', trainable part in ORT' : f.topEngine === 'tfjs' ? ', trainable part in TF.js' : '';
@@ -187,9 +190,10 @@ export function finetuneRows(cache: FeatureCache, log: Logger, root = join(cache
       kind: 'finetune',
       testAccuracy: f.testAccuracy,
       valAccuracy: f.valAccuracy,
-      fitSeconds: f.totalSeconds,
+      // With --select the validation run that chose the epochs is part of what this model cost.
+      fitSeconds: f.totalSeconds + (selected?.seconds ?? 0),
       modelBytes: existsSync(join(root, d, 'model')) ? pathBytes(join(root, d, 'model')) : null,
-      note: `slow path phase 2: top ${f.network.unfreeze} block(s) unfrozen (${f.network.trainableLayers.length} layers)${px}, ${ft.epochsRun} epochs; whole run ${f.totalSeconds.toFixed(0)} s wall (ORT ${f.ortSeconds.toFixed(0)} s, TF.js ${f.tfjsSeconds.toFixed(0)} s${top})`,
+      note: `slow path phase 2: top ${f.network.unfreeze} block(s) unfrozen (${f.network.trainableLayers.length} layers)${px}, ${ft.epochsRun} epochs; whole run ${f.totalSeconds.toFixed(0)} s wall (ORT ${f.ortSeconds.toFixed(0)} s, TF.js ${f.tfjsSeconds.toFixed(0)} s${top})${selected ? `, plus ${selected.seconds.toFixed(0)} s for the validation run that chose its epochs (--select)` : ''}`,
     });
   }
   return uniqueNames(out, origins);
