@@ -44,6 +44,7 @@ export type { Report, ReportRow, ExtraRow } from './eval/report.ts';
 export { predictImages, type PredictOptions, type Prediction, type PredictFailure } from './pipeline/predict.ts';
 export { runFinetune, FINETUNE_DEFAULTS, type FinetuneOptions, type FinetuneReport } from './finetune/recipe.ts';
 export { selectThenRefit, type SelectThenRefitResult } from './finetune/select.ts';
+export { VALIDATION_MAXIMA } from './finetune/options.ts';
 export { parseAugmentSpec, type AugmentSpec } from './images/augment.ts';
 
 // Logging, errors, locations.

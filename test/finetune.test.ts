@@ -29,6 +29,7 @@ import { FrozenBase } from '../src/finetune/frozen.ts';
 import { fromHalf, toHalf } from '../src/linalg/f16.ts';
 import { runFinetune, finetuneInputSize, FINETUNE_DEFAULTS, type FinetuneOptions } from '../src/finetune/recipe.ts';
 import { selectThenRefit, VALIDATION_DIR } from '../src/finetune/select.ts';
+import { VALIDATION_MAXIMA } from '../src/finetune/options.ts';
 import { betaSample, cosineLr, cutmixBox, pasteCutmix, phaseLr, softTargets } from '../src/finetune/phases.ts';
 import {
   SHARED_DATA,
@@ -834,6 +835,39 @@ test('without augmentation the base runs once: boundary activations cached (floa
   assert.equal(again.report.prepare.ortSeconds, 0, 'caches reused');
   assert.equal(again.report.valLoss, report.valLoss);
   assert.deepEqual(readFileSync(join(out, 'model', 'weights.bin')).byteLength > 0, true);
+});
+
+test('CLI: epoch counts default to the counts chosen on the default data for a refit, and to the searched maxima for a validation run', () => {
+  const counts = (extra: string[]) => {
+    const out = tmp('ft-cli-counts');
+    const r = runCli('finetune', [
+      '--data',
+      data(),
+      '--input-size',
+      '224',
+      '--unfreeze',
+      '0',
+      '--quiet',
+      '--out',
+      out,
+      ...extra,
+    ]);
+    assert.equal(r.status, 0, r.stderr);
+    const o = JSON.parse(readFileSync(join(out, 'finetune.json'), 'utf8')).options;
+    return [o.warmupEpochs, o.epochsHead, o.epochsFinetune];
+  };
+  const D = FINETUNE_DEFAULTS;
+  assert.deepEqual(counts([]), [D.warmupEpochs, D.epochsHead, D.epochsFinetune]);
+  assert.deepEqual(counts(['--no-refit']), [
+    VALIDATION_MAXIMA.warmupEpochs,
+    VALIDATION_MAXIMA.epochsHead,
+    VALIDATION_MAXIMA.epochsFinetune,
+  ]);
+  assert.deepEqual(counts(['--no-refit', '--epochs-head', '1', '--warmup-epochs', '2']), [
+    2,
+    1,
+    VALIDATION_MAXIMA.epochsFinetune,
+  ]);
 });
 
 test('CLI: bad finetune arguments give one line and exit 2, no stack trace', () => {

@@ -19,11 +19,25 @@ import { DEFAULT_MODEL } from '../backbone/registry.ts';
 import { parseAugmentSpec } from '../images/augment.ts';
 import { FINETUNE_DEFAULTS, runFinetune, type FinetuneOptions, type FinetuneReport } from '../finetune/recipe.ts';
 import { selectThenRefit } from '../finetune/select.ts';
-import { LR_SCHEDULES } from '../finetune/options.ts';
+import { LR_SCHEDULES, VALIDATION_MAXIMA } from '../finetune/options.ts';
 import { parseEngine } from '../finetune/engine.ts';
 import { UserError } from '../util/errors.ts';
 
 const D = FINETUNE_DEFAULTS;
+const M = VALIDATION_MAXIMA;
+
+/**
+ * An epoch count: the one given, else the refit's default (the counts chosen on the default data) or,
+ * for a validation run (--no-refit, --select's first run), the maximum it searches up to.
+ */
+function epochCount(
+  flag: 'warmup-epochs' | 'epochs-head' | 'epochs-finetune',
+  v: unknown,
+  key: keyof typeof VALIDATION_MAXIMA,
+  validating: boolean,
+): number {
+  return v === undefined ? (validating ? M : D)[key] : intInRange(flag, v, 0, 10000);
+}
 
 /** --mixup / --cutmix: Beta(α, α)'s α, ≥ 0 (0 = off). */
 function mixAlpha(flag: 'mixup' | 'cutmix', v: unknown): number {
@@ -81,14 +95,12 @@ export const command = defineCommand(
       'epochs-head': {
         type: 'number',
         metavar: 'N',
-        description: 'phase 1 epochs (head only, base frozen)',
-        default: D.epochsHead,
+        description: `phase 1: augmented head epochs, base frozen (default: ${D.epochsHead} for a refit; a validation run's maximum: ${M.epochsHead})`,
       },
       'epochs-finetune': {
         type: 'number',
         metavar: 'N',
-        description: 'phase 2 epochs (top blocks + head)',
-        default: D.epochsFinetune,
+        description: `phase 2 epochs, top blocks + head (default: ${D.epochsFinetune} for a refit; a validation run's maximum: ${M.epochsFinetune})`,
       },
       lr: { type: 'number', metavar: 'F', description: 'phase 2 learning rate', default: D.lr },
       'lr-head': { type: 'number', metavar: 'F', description: 'phase 1 learning rate', default: D.lrHead },
@@ -137,8 +149,7 @@ export const command = defineCommand(
       'warmup-epochs': {
         type: 'number',
         metavar: 'N',
-        description: 'with --augment: head epochs on clean cached features before the augmented ones (0 = off)',
-        default: D.warmupEpochs,
+        description: `with --augment: head epochs on clean cached features before the augmented ones, 0 = off (default: ${D.warmupEpochs} for a refit; a validation run's maximum: ${M.warmupEpochs})`,
       },
       'val-fraction': {
         type: 'number',
@@ -195,6 +206,8 @@ export const command = defineCommand(
     },
   },
   async ({ flags }) => {
+    const validating = flags.select === true || flags.refit === false;
+    const epochsFinetune = epochCount('epochs-finetune', flags['epochs-finetune'], 'epochsFinetune', validating);
     const model = flags.model;
     const engine = parseEngine(flags.engine);
     const options: FinetuneOptions = {
@@ -203,12 +216,12 @@ export const command = defineCommand(
       augment: parseAugmentSpec(flags.augment),
       unfreeze: intInRange('unfreeze', flags.unfreeze, 0, 1000),
       unfreezeFrom: flags['unfreeze-from'],
-      epochsHead: intInRange('epochs-head', flags['epochs-head'], 0, 10000),
-      epochsFinetune: intInRange('epochs-finetune', flags['epochs-finetune'], 0, 10000),
+      epochsHead: epochCount('epochs-head', flags['epochs-head'], 'epochsHead', validating),
+      epochsFinetune,
       lr: positive('lr', flags.lr),
       lrHead: positive('lr-head', flags['lr-head']),
       lrSchedule: oneOf('lr-schedule', flags['lr-schedule'], LR_SCHEDULES),
-      lrWarmup: lrWarmup(flags['lr-warmup'], flags['epochs-finetune']),
+      lrWarmup: lrWarmup(flags['lr-warmup'], epochsFinetune),
       optimizer: oneOf('optimizer', flags.optimizer, ['adam', 'rmsprop'] as const),
       batch: batchSize(flags.batch, 4096),
       patience: intInRange('patience', flags.patience, 1, 10000),
@@ -220,7 +233,7 @@ export const command = defineCommand(
       valFraction: valFraction(flags['val-fraction'], false),
       averageEpochs: flags['average-epochs'],
       refit: flags.refit,
-      warmupEpochs: intInRange('warmup-epochs', flags['warmup-epochs'], 0, 10000),
+      warmupEpochs: epochCount('warmup-epochs', flags['warmup-epochs'], 'warmupEpochs', validating),
       inputSize: optionalInt('input-size', flags['input-size'], 32, 1024),
       seed: seed(flags.seed),
       out: flags.out ?? join(cacheRoot(flags['cache-root']), 'finetune', model.replace(/[^A-Za-z0-9._-]+/g, '_')),

@@ -224,8 +224,8 @@ export interface FinetuneOptions {
  * spike is gone on both (0.041 and 0.029 vs 0.130 and 0.052). So the defaults are now the seed-42
  * validation run's report: dropout 0.5, warm start 24 epochs, no augmented head epochs (phase 1 is the
  * warm start alone; a refit with `--epochs-head 0` runs the warm start since the fix in this session),
- * phase 2 as before. A validation run with these defaults reports these counts (the warm start's best
- * epoch is its 24th, with 24 as the maximum too).
+ * phase 2 as before. A validation run searching `VALIDATION_MAXIMA` (30, 3, 7: the seed-42 run above
+ * is one) reports exactly these counts, as `finetune --select` on the default data does.
  */
 export const FINETUNE_DEFAULTS = {
   augment: 'flip,rotate=15,zoom=0.1,shift=0.1,brightness=0.2,contrast=0.2',
@@ -250,6 +250,14 @@ export const FINETUNE_DEFAULTS = {
   cutmix: 0,
   refit: true,
 };
+
+/**
+ * The epoch counts a validation run (`--no-refit`, or `--select`'s first run) searches up to when none
+ * are given: the ranges the development runs above searched (warm start 30, 3 augmented head epochs,
+ * phase 2 cosine over 7). A refit's defaults (`FINETUNE_DEFAULTS`) are what such a run chose on the
+ * default data (24, 0, 7); as maxima they would leave a validation run on other data nothing to choose.
+ */
+export const VALIDATION_MAXIMA = { warmupEpochs: 30, epochsHead: 3, epochsFinetune: 7 };
 
 /**
  * Default fine-tuning input size: the same FixRes size extraction uses (`fixResInputSize`: 1.3× the
