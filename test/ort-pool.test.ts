@@ -170,14 +170,19 @@ test('sessions that decode their own batches: per file ok / bytes for sharp / er
           );
       return out;
     };
+    // The reason up to sharp's own detail in parentheses: libvips keeps one error buffer for all its
+    // threads, so with several sharp decodes in flight a failure's detail can be another's or lost
+    // ("Unknown error"; seen once in CI). The reason itself (format, corrupt or truncated) is ours.
+    const reason = (l: string): string => l.replace(/ \(.*\)$/, '');
     const inSessions = await collect(true);
-    assert.deepEqual(inSessions, await collect(false));
+    const threads = await collect(false);
+    assert.deepEqual(inSessions.map(reason), threads.map(reason));
     assert.deepEqual(
       inSessions.map((l) => l.split(' ')[0]),
       files,
       'one result per file, in input order',
     );
-    assert.match(inSessions[6]!, /truncated/, "sharp's reason for the truncated JPEG");
+    assert.match(inSessions[6]!, / corrupt or truncated JPEG image \(/, 'the truncated JPEG, with a detail from sharp');
     assert.equal(
       inSessions.filter((l) => /^\S+ [0-9a-f]{40}$/.test(l)).length,
       5,
