@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import type { Preprocessing } from '../backbone/preprocess.ts';
+import { keyOfBytes } from '../store/file-keys.ts';
 import { decodeJpegFast, FastDecodeRefusal } from './jpeg-fast.ts';
 
 /**
@@ -14,7 +14,7 @@ import { decodeJpegFast, FastDecodeRefusal } from './jpeg-fast.ts';
 /**
  * `ok`: the pixels are in `out`; `bytes`: the fast path declined the image (not a JPEG, CMYK, a libjpeg
  * warning), here are the file's bytes for sharp; `error`: unusable, with the reason. `key`: the file's
- * content key (sha1 of its bytes, as store/file-keys.ts computes it) when asked for and the file was read.
+ * content key (store/file-keys.ts keyOfBytes) when asked for and the file was read.
  */
 export type FastFileOutcome = { key?: string } & ({ ok: true } | { bytes: Uint8Array } | { error: string });
 
@@ -58,7 +58,7 @@ export function decodeFileFast(
   }
   // Hashing here, from the bytes this thread reads anyway, saves extract a pass that read every file
   // on the JS thread before the first batch could run (3000 photos: ~0.7 s of wall time, ~1 s of CPU).
-  const keyed = hash ? { key: createHash('sha1').update(buf).digest('hex') } : {};
+  const keyed = hash ? { key: keyOfBytes(buf) } : {};
   if (buf.length === 0) return { error: 'empty file', ...keyed };
   let px: Uint8Array | null = null;
   try {

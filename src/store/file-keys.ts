@@ -43,6 +43,11 @@ export async function contentKey(abs: string): Promise<string> {
     if (isFsError(e)) return unreadableKey(abs);
     throw e;
   }
+  return keyOfBytes(bytes);
+}
+
+/** The content key of bytes already read (the threads that decode hash the bytes they read anyway). */
+export function keyOfBytes(bytes: Uint8Array): string {
   return createHash('sha1').update(bytes).digest('hex');
 }
 
