@@ -246,13 +246,15 @@ export const command = defineCommand(
       log: consoleLogger(flags.quiet),
     };
     const f = (x: number | null): string => (x === null ? 'n/a' : `${(x * 100).toFixed(2)}%`);
+    const valScores = (r: FinetuneReport): string =>
+      `val loss ${r.valLoss?.toFixed(4) ?? 'n/a'}, val accuracy ${f(r.valAccuracy)} (${r.data.counts.val} images)`;
     let validationLine: string[] = [];
     let result: { report: FinetuneReport; outDir: string };
     if (flags.select) {
       const r = await selectThenRefit(options);
       const v = r.validation.report;
       validationLine = [
-        `validation run (${r.validation.outDir}): val loss ${v.valLoss?.toFixed(4) ?? 'n/a'}, val accuracy ${f(v.valAccuracy)} (${v.data.counts.val} images), ${v.totalSeconds.toFixed(0)} s; it chose ${v.selection.refitArgs ?? ''}`,
+        `validation run (${r.validation.outDir}): ${valScores(v)}, ${v.totalSeconds.toFixed(0)} s; it chose ${v.selection.refitArgs ?? ''}`,
       ];
       result = r;
     } else result = await runFinetune(options);
@@ -264,7 +266,7 @@ export const command = defineCommand(
         ...validationLine,
         `${
           report.selection.mode === 'validation'
-            ? `validation run: val loss ${report.valLoss?.toFixed(4) ?? 'n/a'}, val accuracy ${f(report.valAccuracy)} (${report.data.counts.val} images)${report.valFlipTTA ? ` (flip TTA: loss ${report.valFlipTTA.loss.toFixed(4)}, accuracy ${f(report.valFlipTTA.accuracy)})` : ''} · test split not read (the refit is scored on test)`
+            ? `validation run: ${valScores(report)}${report.valFlipTTA ? ` (flip TTA: loss ${report.valFlipTTA.loss.toFixed(4)}, accuracy ${f(report.valFlipTTA.accuracy)})` : ''} · test split not read (the refit is scored on test)`
             : `test accuracy ${f(report.testAccuracy)}${report.testAccuracyFlipTTA !== null ? ` (flip TTA ${f(report.testAccuracyFlipTTA)})` : ''} · frozen base + head: test ${f(report.phases.head.testAccuracy)}`
         } · ${report.totalSeconds.toFixed(0)} s (ORT ${report.ortSeconds.toFixed(0)} s, TF.js ${report.tfjsSeconds.toFixed(0)} s)`,
         ...(['head', 'finetune'] as const).map(
