@@ -1,5 +1,6 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, existsSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import type * as TF from '@tensorflow/tfjs';
@@ -38,6 +39,7 @@ import {
   modelGraph,
   modelWeights,
   removeDir,
+  ROOT,
   runCli,
   sharedGraph,
   sharedWeights,
@@ -868,6 +870,50 @@ test('CLI: epoch counts default to the counts chosen on the default data for a r
     1,
     VALIDATION_MAXIMA.epochsFinetune,
   ]);
+});
+
+test('CLI: Ctrl-C in --select says what is kept in one line, ends by SIGINT, and --resume finishes the run', async () => {
+  const out = tmp('ft-cli-ctrlc');
+  const args = [
+    ...['finetune', '--data', data(), '--input-size', '224', '--unfreeze', '1', '--select', '--quiet'],
+    ...['--epochs-finetune', '40', '--patience', '100', '--out', out],
+  ];
+  const state = join(out, 'validation', 'checkpoint', 'state.json');
+  const interrupted = await new Promise<{ signal: NodeJS.Signals | null; stderr: string }>((res, rej) => {
+    const p = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'convcache.ts'), ...args], {
+      cwd: ROOT,
+    });
+    let stderr = '';
+    p.stderr.on('data', (b) => (stderr += b));
+    // Interrupt once the validation run has checkpointed a phase-2 epoch (mid-run: 40 are asked for).
+    const poll = setInterval(() => {
+      try {
+        const st = JSON.parse(readFileSync(state, 'utf8'));
+        if (st.phase === 'finetune' && st.phases.finetune.epoch >= 1) {
+          clearInterval(poll);
+          p.kill('SIGINT');
+        }
+      } catch {
+        // not written yet
+      }
+    }, 20);
+    p.on('error', rej);
+    p.on('close', (_status, signal) => {
+      clearInterval(poll);
+      res({ signal, stderr });
+    });
+  });
+  assert.equal(interrupted.signal, 'SIGINT', interrupted.stderr);
+  const lines = interrupted.stderr.split('\n').filter((l) => l.trim());
+  assert.deepEqual(lines, [
+    'finetune: interrupted; finished epochs are checkpointed, re-run the same command with --resume to continue',
+  ]);
+  assert.ok(!existsSync(join(out, 'finetune.json')), 'stopped inside the validation run');
+  const resumed = runCli(args[0]!, [...args.slice(1), '--resume']);
+  assert.equal(resumed.status, 0, resumed.stderr);
+  const v = JSON.parse(readFileSync(join(out, 'validation', 'finetune.json'), 'utf8'));
+  assert.equal(v.resumed, true);
+  assert.equal(JSON.parse(readFileSync(join(out, 'finetune.json'), 'utf8')).selection.mode, 'refit');
 });
 
 test('CLI: bad finetune arguments give one line and exit 2, no stack trace', () => {

@@ -99,3 +99,16 @@ export const loadLimitFlags = {
     description: 'train on a seeded random subsample of at most N training rows (val/test untouched)',
   },
 } as const;
+
+/**
+ * Ctrl-C: say what was kept and how to continue, then stop by the signal itself, not process.exit():
+ * exit() tears down the worker threads, and one inside an ONNX Runtime run() then aborts the process
+ * with a native 'Napi::Error' message (seen with --sessions 2). Re-raised with no listener left, SIGINT
+ * ends the process as the shell expects (130).
+ */
+export function onInterrupt(note: string): void {
+  process.once('SIGINT', () => {
+    process.stderr.write(`\n${note}\n`);
+    process.kill(process.pid, 'SIGINT');
+  });
+}

@@ -1,4 +1,4 @@
-import { cacheRootFlag, decodeFlags, defineCommand, sessionsFlag } from './command.ts';
+import { cacheRootFlag, decodeFlags, defineCommand, onInterrupt, sessionsFlag } from './command.ts';
 import { batchSize, intInRange, maxPixels, oneOf, optionalInt, seed, sessions, threads, workers } from './validate.ts';
 import { UserError } from '../util/errors.ts';
 import { consoleLogger } from '../util/log.ts';
@@ -167,14 +167,8 @@ export const command = defineCommand(
     },
   },
   async ({ flags }) => {
-    // Every finished batch is already on disk (atomic chunk files): say so, and stop at once. Stop by
-    // the signal itself, not process.exit(): exit() tears down the worker threads, and one inside an
-    // ONNX Runtime run() then aborts the process with a native 'Napi::Error' message (seen with
-    // --sessions 2). Re-raised with no listener left, SIGINT ends the process as the shell expects (130).
-    process.once('SIGINT', () => {
-      process.stderr.write('\nextract: interrupted; finished batches are saved, re-run the same command to resume\n');
-      process.kill(process.pid, 'SIGINT');
-    });
+    // Every finished batch is already on disk (atomic chunk files): say so, and stop at once.
+    onInterrupt('extract: interrupted; finished batches are saved, re-run the same command to resume');
     const log = consoleLogger(flags.quiet);
     const size = optionalInt('input-size', flags['input-size'], 8, 4096);
     const cropPct = flags['crop-pct'];

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { cacheRootFlag, decodeFlags, defineCommand } from './command.ts';
+import { cacheRootFlag, decodeFlags, defineCommand, onInterrupt } from './command.ts';
 import {
   batchSize,
   intInRange,
@@ -206,6 +206,10 @@ export const command = defineCommand(
     },
   },
   async ({ flags }) => {
+    // Every finished epoch is checkpointed (atomically) in --out (and --select's validation run in its own).
+    onInterrupt(
+      'finetune: interrupted; finished epochs are checkpointed, re-run the same command with --resume to continue',
+    );
     const validating = flags.select === true || flags.refit === false;
     const epochsFinetune = epochCount('epochs-finetune', flags['epochs-finetune'], 'epochsFinetune', validating);
     const model = flags.model;
